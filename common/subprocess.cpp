@@ -1,0 +1,171 @@
+#include "common/subprocess.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+extern char** environ;
+
+namespace cairn {
+namespace {
+
+struct Pipe {
+    UniqueFd read, write;
+};
+
+Pipe make_pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) fail_errno("creating a pipe");
+    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
+    std::map<std::string, std::string> vars;
+    for (char** e = environ; *e; ++e) {
+        std::string entry(*e);
+        vars[entry.substr(0, entry.find('='))] = entry;
+    }
+    for (const auto& entry : extra) vars[entry.substr(0, entry.find('='))] = entry;
+    std::vector<std::string> out;
+    out.reserve(vars.size());
+    for (auto& [_, entry] : vars) out.push_back(std::move(entry));
+    return out;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+    std::vector<char*> out;
+    for (auto& s : strings) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+}
+
+std::string last_lines(const std::string& text, int count) {
+    std::string trimmed = text;
+    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == ' ')) trimmed.pop_back();
+    size_t pos = trimmed.size();
+    for (int i = 0; i < count && pos != std::string::npos && pos > 0; ++i) pos = trimmed.rfind('\n', pos - 1);
+    std::string tail = (pos == std::string::npos) ? trimmed : trimmed.substr(pos + 1);
+    for (auto& c : tail)
+        if (c == '\n') c = ' ';
+    return tail;
+}
+
+}  // namespace
+
+std::optional<std::filesystem::path> find_program(const std::string& name) {
+    if (name.find('/') != std::string::npos) {
+        if (::access(name.c_str(), X_OK) == 0) return std::filesystem::path(name);
+        return std::nullopt;
+    }
+    const char* path = std::getenv("PATH");
+    std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+    dirs += ":/usr/sbin:/sbin";  // tools like mkfs.* live here even for ordinary users
+    size_t start = 0;
+    while (start <= dirs.size()) {
+        size_t end = dirs.find(':', start);
+        if (end == std::string::npos) end = dirs.size();
+        std::string dir = dirs.substr(start, end - start);
+        if (!dir.empty()) {
+            std::filesystem::path candidate = std::filesystem::path(dir) / name;
+            if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+        }
+        start = end + 1;
+    }
+    return std::nullopt;
+}
+
+RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
+    if (argv.empty()) fail("run: empty command");
+    auto program = find_program(argv[0]);
+    if (!program) fail(argv[0] + ": program not found in PATH (is its Debian package installed? see scripts/install-deps)");
+
+    Pipe in = make_pipe();
+    Pipe out, err;
+    if (options.capture_stdout) out = make_pipe();
+    if (options.capture_stderr) err = make_pipe();
+
+    std::vector<std::string> args = argv;
+    std::vector<std::string> env = merged_environment(options.extra_env);
+    std::vector<char*> c_args = c_strings(args);
+    std::vector<char*> c_env = c_strings(env);
+    std::string program_path = program->string();
+    std::string cwd = options.cwd ? options.cwd->string() : std::string();
+
+    pid_t pid = ::fork();
+    if (pid < 0) fail_errno("fork for " + argv[0]);
+    if (pid == 0) {
+        ::dup2(in.read.get(), 0);
+        if (options.capture_stdout) ::dup2(out.write.get(), 1);
+        if (options.capture_stderr) ::dup2(err.write.get(), 2);
+        ::signal(SIGPIPE, SIG_DFL);
+        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
+        ::execve(program_path.c_str(), c_args.data(), c_env.data());
+        ::_exit(127);
+    }
+    in.read.reset();
+    out.write.reset();
+    err.write.reset();
+
+    RunResult result;
+    size_t written = 0;
+    if (options.input.empty()) in.write.reset();
+    else ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
+
+    char buffer[65536];
+    while (in.write || out.read || err.read) {
+        pollfd fds[3];
+        int n = 0;
+        int in_index = -1, out_index = -1, err_index = -1;
+        if (in.write) { in_index = n; fds[n++] = {in.write.get(), POLLOUT, 0}; }
+        if (out.read) { out_index = n; fds[n++] = {out.read.get(), POLLIN, 0}; }
+        if (err.read) { err_index = n; fds[n++] = {err.read.get(), POLLIN, 0}; }
+        if (::poll(fds, n, -1) < 0) {
+            if (errno == EINTR) continue;
+            fail_errno("waiting for " + argv[0]);
+        }
+        if (in_index >= 0 && fds[in_index].revents) {
+            ssize_t w = ::write(in.write.get(), options.input.data() + written, options.input.size() - written);
+            if (w > 0) written += static_cast<size_t>(w);
+            if (w < 0 && errno != EAGAIN && errno != EINTR) in.write.reset();  // child closed its stdin
+            if (written == options.input.size()) in.write.reset();
+        }
+        auto drain = [&](int index, UniqueFd& fd, std::string& sink) {
+            if (index < 0 || !fds[index].revents) return;
+            ssize_t r = ::read(fd.get(), buffer, sizeof buffer);
+            if (r > 0) sink.append(buffer, static_cast<size_t>(r));
+            else if (r == 0 || (errno != EINTR && errno != EAGAIN)) fd.reset();
+        };
+        drain(out_index, out.read, result.out);
+        drain(err_index, err.read, result.err);
+    }
+
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) fail_errno("waiting for " + argv[0]);
+    }
+    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) result.exit_code = 128 + WTERMSIG(status);
+    if (result.exit_code == 126 && !cwd.empty()) fail(argv[0] + ": cannot enter working directory " + cwd);
+    return result;
+}
+
+std::string run_checked(const std::vector<std::string>& argv, const RunOptions& options) {
+    RunResult r = run(argv, options);
+    if (r.exit_code != 0) {
+        std::string detail = last_lines(r.err.empty() ? r.out : r.err, 3);
+        fail(argv[0] + " failed (exit " + std::to_string(r.exit_code) + ")" + (detail.empty() ? "" : ": " + detail));
+    }
+    return r.out;
+}
+
+}  // namespace cairn

@@ -1,0 +1,35 @@
+// The one way Cairn runs external programs: an argv vector, never a shell string.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cairn {
+
+struct RunOptions {
+    std::vector<std::string> extra_env;           // "NAME=value", added to (or replacing in) the environment
+    std::optional<std::filesystem::path> cwd;     // working directory of the child
+    std::string input;                            // written to the child's standard input
+    bool capture_stdout = true;                   // false: the child inherits our stdout
+    bool capture_stderr = true;                   // false: the child inherits our stderr
+};
+
+struct RunResult {
+    int exit_code = 0;   // exit status, or 128 + signal number
+    std::string out;     // captured standard output
+    std::string err;     // captured standard error
+};
+
+// Runs argv[0] (looked up in PATH) and waits. Throws Error only when it cannot be started.
+RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
+
+// Like run(), but a non-zero exit throws Error naming the program, its exit code and the last
+// lines of its standard error. Returns the captured standard output.
+std::string run_checked(const std::vector<std::string>& argv, const RunOptions& options = {});
+
+// Finds a program in PATH (or checks an absolute path) and tells whether it is executable.
+std::optional<std::filesystem::path> find_program(const std::string& name);
+
+}  // namespace cairn

@@ -1,0 +1,2 @@
+// placeholder, replaced by the recipe parser
+namespace cairn::imager {}

@@ -1,0 +1,2 @@
+// placeholder, replaced by the layout model
+namespace cairn::partitions {}

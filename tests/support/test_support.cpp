@@ -1,0 +1,49 @@
+#include "tests/support/test_support.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include "common/file.hpp"
+
+namespace cairn::test {
+
+Scratch::Scratch() {
+    std::filesystem::path base = std::filesystem::temp_directory_path();
+    std::string templ = (base / "cairn-test-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = templ;
+}
+
+Scratch::~Scratch() {
+    try {
+        remove_tree(path_);
+    } catch (...) {
+    }
+}
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << text;
+}
+
+void write_random(const std::filesystem::path& path, uint64_t size, uint32_t seed) {
+    std::mt19937_64 rng(seed);
+    std::ofstream out(path, std::ios::binary);
+    std::vector<uint64_t> buffer(8192);
+    while (size > 0) {
+        for (auto& v : buffer) v = rng();
+        uint64_t n = std::min<uint64_t>(size, buffer.size() * 8);
+        out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(n));
+        size -= n;
+    }
+}
+
+bool is_root() { return ::geteuid() == 0; }
+
+std::filesystem::path source_dir() { return CAIRN_SOURCE_DIR; }
+std::filesystem::path cairn_binary() { return CAIRN_BINARY; }
+
+}  // namespace cairn::test

@@ -1,0 +1,32 @@
+// Shared helpers for Cairn's tests.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace cairn::test {
+
+// A fresh directory under the build's temporary area, removed when the test ends.
+class Scratch {
+public:
+    Scratch();
+    ~Scratch();
+    const std::filesystem::path& path() const { return path_; }
+    std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+private:
+    std::filesystem::path path_;
+};
+
+// Writes text to a file, creating parent directories.
+void write_text(const std::filesystem::path& path, const std::string& text);
+
+// Writes `size` bytes of deterministic pseudo-random data.
+void write_random(const std::filesystem::path& path, uint64_t size, uint32_t seed);
+
+bool is_root();
+
+std::filesystem::path source_dir();
+std::filesystem::path cairn_binary();
+
+}  // namespace cairn::test
