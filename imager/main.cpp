@@ -1,2 +1,129 @@
+// cairn: the host tool. Builds verified A/B disk images from recipes and inspects them.
 #include <cstdio>
-int main() { std::puts("cairn: under construction"); return 1; }
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "imager/build.hpp"
+#include "imager/inspect.hpp"
+
+namespace {
+
+const char* usage_text = R"(Usage: cairn COMMAND [OPTIONS]
+
+Builds immutable, verified A/B disk images from TOML recipes.
+
+Commands:
+  build RECIPE -o DIR   Build the image RECIPE describes into DIR:
+                        disk.raw (sparse GPT disk image), manifest.json, rootfs.img,
+                        root_<slot>.verity (per-slot hash trees) and vmlinuz.
+      -o, --output DIR  Output directory (created if missing; required)
+      --cache DIR       Where downloaded .deb packages are kept
+                        (default: $CAIRN_CACHE, else ~/.cache/cairn)
+      --json            Print the manifest as JSON on standard output when done
+      -q, --quiet       No progress on standard error
+  inspect IMAGE         Show the layout and slots of a disk image and re-verify every
+                        slot's dm-verity tree; exits 1 on any mismatch.
+      --manifest FILE   Compare with this build manifest (default: manifest.json
+                        beside IMAGE, when present)
+      --json            Print the report as JSON
+
+  -h, --help            Show this help
+  --version             Show the version
+
+Environment:
+  SOURCE_DATE_EPOCH     Timestamp for every file in the image (reproducible builds)
+  CAIRN_CACHE           Package cache directory
+
+Exit status: 0 on success, 1 when inspect finds a mismatch, 2 on an error.
+)";
+
+int usage_error(const std::string& message) {
+    std::fprintf(stderr, "cairn: %s\nTry 'cairn --help'.\n", message.c_str());
+    return 2;
+}
+
+int cmd_build(const std::vector<std::string>& args) {
+    cairn::imager::BuildOptions o;
+    bool json = false;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&](const char* name) -> std::string {
+            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
+            return args[++i];
+        };
+        if (a == "-o" || a == "--output") o.out_dir = value("--output");
+        else if (a == "--cache") o.cache = value("--cache");
+        else if (a == "--json") json = true;
+        else if (a == "-q" || a == "--quiet") o.progress = false;
+        else if (!a.empty() && a[0] == '-') return usage_error("build: unknown option '" + a + "'");
+        else if (o.recipe.empty()) o.recipe = a;
+        else return usage_error("build: one recipe at a time ('" + a + "' is extra)");
+    }
+    if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
+    if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
+    nlohmann::json manifest = cairn::imager::build_image(o);
+    if (json) std::cout << manifest.dump(2) << "\n";
+    else if (o.progress) {
+        std::fprintf(stderr, "Built %s: %s\n", o.out_dir.c_str(), (o.out_dir / cairn::imager::outputs::disk).c_str());
+        for (auto& [slot, s] : manifest["slots"].items())
+            if (s.contains("verity")) std::fprintf(stderr, "  slot %s root hash %s\n", slot.c_str(), s["verity"]["root_hash"].get<std::string>().c_str());
+    }
+    return 0;
+}
+
+int cmd_inspect(const std::vector<std::string>& args) {
+    std::filesystem::path image;
+    std::optional<std::filesystem::path> manifest;
+    bool json = false;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--manifest") {
+            if (i + 1 >= args.size()) return usage_error("inspect: --manifest needs a file");
+            manifest = args[++i];
+        } else if (a == "--json") json = true;
+        else if (!a.empty() && a[0] == '-') return usage_error("inspect: unknown option '" + a + "'");
+        else if (image.empty()) image = a;
+        else return usage_error("inspect: one image at a time ('" + a + "' is extra)");
+    }
+    if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
+    auto result = cairn::imager::inspect_image(image, manifest);
+    if (json) std::cout << result.report.dump(2) << "\n";
+    else std::cout << cairn::imager::format_report(result.report);
+    return result.ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty()) return usage_error("no command given");
+    const std::string command = args[0];
+    args.erase(args.begin());
+    try {
+        if (command == "-h" || command == "--help" || command == "help") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        }
+        if (command == "--version") {
+            std::puts("cairn 0.1.0");
+            return 0;
+        }
+        for (const auto& a : args)
+            if (a == "-h" || a == "--help") {
+                std::fputs(usage_text, stdout);
+                return 0;
+            }
+        if (command == "build") return cmd_build(args);
+        if (command == "inspect") return cmd_inspect(args);
+        return usage_error("unknown command '" + command + "'");
+    } catch (const cairn::Error& e) {
+        std::fprintf(stderr, "cairn: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cairn: %s\n", e.what());
+        return 2;
+    }
+}

@@ -1,2 +1,374 @@
-// placeholder, replaced by the recipe parser
-namespace cairn::imager {}
+#include "imager/recipe.hpp"
+
+#include <toml++/toml.h>
+
+#include <set>
+
+#include "common/error.hpp"
+#include "common/units.hpp"
+#include "imager/verity.hpp"
+
+namespace cairn::imager {
+
+std::string_view step_kind_name(Step::Kind kind) {
+    switch (kind) {
+        case Step::Kind::Tree: return "tree";
+        case Step::Kind::Tar: return "tar";
+        case Step::Kind::Deb: return "deb";
+        case Step::Kind::HostFile: return "host-file";
+        case Step::Kind::HostExec: return "host-exec";
+        case Step::Kind::File: return "file";
+        case Step::Kind::Directory: return "directory";
+        case Step::Kind::Symlink: return "symlink";
+    }
+    return "?";
+}
+
+namespace {
+
+using partitions::PartitionSpec;
+using partitions::Role;
+
+class Reader {
+public:
+    explicit Reader(fs::path file) : file_(std::move(file)), dir_(fs::absolute(file_).parent_path()) {}
+
+    std::string where(const toml::node& node, const std::string& key) const {
+        auto line = node.source().begin.line;
+        return file_.string() + (line ? ":" + std::to_string(line) : "") + ": " + key;
+    }
+
+    [[noreturn]] void error(const toml::node& node, const std::string& key, const std::string& what) const {
+        fail(where(node, key) + ": " + what);
+    }
+
+    // Rejects keys a table does not know.
+    void only(const toml::table& table, const std::string& prefix, std::initializer_list<std::string_view> known) const {
+        for (auto&& [k, v] : table) {
+            bool ok = false;
+            for (auto name : known) ok = ok || k.str() == name;
+            if (!ok) {
+                std::string list;
+                for (auto name : known) list += (list.empty() ? "" : ", ") + std::string(name);
+                error(v, key(prefix, std::string(k.str())), "unknown key (known here: " + list + ")");
+            }
+        }
+    }
+
+    static std::string key(const std::string& prefix, const std::string& name) {
+        return prefix.empty() ? name : prefix + "." + name;
+    }
+
+    std::optional<std::string> string(const toml::table& t, const std::string& prefix, const char* name) const {
+        const toml::node* n = t.get(name);
+        if (!n) return std::nullopt;
+        if (!n->is_string()) error(*n, key(prefix, name), "must be a string");
+        return n->value<std::string>();
+    }
+
+    std::string required_string(const toml::table& t, const std::string& prefix, const char* name) const {
+        auto s = string(t, prefix, name);
+        if (!s || s->empty()) error(t, key(prefix, name), "missing (a non-empty string is required)");
+        return *s;
+    }
+
+    std::optional<bool> boolean(const toml::table& t, const std::string& prefix, const char* name) const {
+        const toml::node* n = t.get(name);
+        if (!n) return std::nullopt;
+        if (!n->is_boolean()) error(*n, key(prefix, name), "must be true or false");
+        return n->value<bool>();
+    }
+
+    const toml::table* table(const toml::table& t, const std::string& prefix, const char* name) const {
+        const toml::node* n = t.get(name);
+        if (!n) return nullptr;
+        if (!n->is_table()) error(*n, key(prefix, name), "must be a table");
+        return n->as_table();
+    }
+
+    // A list of tables, written either as [[name]] or as name = [ {...}, ... ].
+    const toml::array* table_array(const toml::table& t, const std::string& prefix, const char* name) const {
+        const toml::node* n = t.get(name);
+        if (!n) return nullptr;
+        if (!n->is_array()) error(*n, key(prefix, name), "must be a list of tables");
+        for (auto& item : *n->as_array())
+            if (!item.is_table()) error(item, key(prefix, name), "every entry must be a table");
+        return n->as_array();
+    }
+
+    uint64_t size(const toml::node& n, const std::string& k) const {
+        if (n.is_integer()) {
+            int64_t v = *n.value<int64_t>();
+            if (v < 0) error(n, k, "must not be negative");
+            return static_cast<uint64_t>(v);
+        }
+        if (!n.is_string()) error(n, k, "must be a size such as \"64MiB\"");
+        return parse_size(*n.value<std::string>(), where(n, k));
+    }
+
+    uint32_t mode(const toml::node& n, const std::string& k) const {
+        int64_t v = -1;
+        if (n.is_integer()) v = *n.value<int64_t>();
+        else if (n.is_string()) {
+            std::string s = *n.value<std::string>();
+            size_t used = 0;
+            try {
+                v = std::stol(s, &used, 8);
+            } catch (...) {
+                used = 0;
+            }
+            if (used != s.size() || s.empty()) v = -1;
+        }
+        if (v < 0 || v > 07777) error(n, k, "must be permission bits in octal, such as \"0755\" or 0o755");
+        return static_cast<uint32_t>(v);
+    }
+
+    Id id(const toml::node& n, const std::string& k) const {
+        Id out;
+        if (n.is_integer()) {
+            int64_t v = *n.value<int64_t>();
+            if (v < 0 || v > 0xfffffffe) error(n, k, "must be a user or group number or name");
+            out.number = static_cast<uint32_t>(v);
+        } else if (n.is_string() && !n.value<std::string>()->empty()) {
+            out.name = *n.value<std::string>();
+            if (out.name == "root") out.number = 0;
+        } else {
+            error(n, k, "must be a user or group number or name");
+        }
+        return out;
+    }
+
+    fs::path host_path(const toml::node& n, const std::string& k, bool must_exist) const {
+        if (!n.is_string() || n.value<std::string>()->empty()) error(n, k, "must be a path");
+        fs::path p = *n.value<std::string>();
+        if (p.is_relative()) p = dir_ / p;
+        std::error_code ec;
+        if (must_exist && !fs::exists(p, ec)) error(n, k, p.string() + ": no such file or directory");
+        return p;
+    }
+
+    std::string image_path(const toml::node& n, const std::string& k) const {
+        if (!n.is_string()) error(n, k, "must be an absolute path in the image, such as \"/etc/hostname\"");
+        std::string p = *n.value<std::string>();
+        if (p.empty() || p[0] != '/') error(n, k, "'" + p + "' must be an absolute path in the image, such as \"/etc/hostname\"");
+        for (const auto& part : fs::path(p))
+            if (part == "..") error(n, k, "'" + p + "' must not contain '..'");
+        return p;
+    }
+
+    const fs::path& file() const { return file_; }
+
+private:
+    fs::path file_;
+    fs::path dir_;
+};
+
+void read_partitions(const Reader& r, const toml::table& disk, Recipe& recipe) {
+    const toml::array* parts = r.table_array(disk, "disk", "partitions");
+    if (!parts || parts->empty()) r.error(disk, "disk.partitions", "missing: the disk needs partitions");
+    size_t index = 0;
+    for (auto& item : *parts) {
+        const toml::table& t = *item.as_table();
+        std::string prefix = "disk.partitions[" + std::to_string(index++) + "]";
+        r.only(t, prefix, {"role", "label", "size", "offset", "type", "slotted"});
+        PartitionSpec p;
+        p.where = r.where(t, prefix);
+        std::string role = r.required_string(t, prefix, "role");
+        auto parsed = partitions::parse_role(role);
+        if (!parsed)
+            r.error(*t.get("role"), prefix + ".role", "unknown role '" + role + "' (known: esp, root, root-verity, log, data, extra)");
+        p.role = *parsed;
+        p.slotted = p.role == Role::Esp || p.role == Role::Root || p.role == Role::RootVerity;
+        if (auto label = r.string(t, prefix, "label")) {
+            if (p.role != Role::Extra) r.error(*t.get("label"), prefix + ".label", "only extra partitions take a label; '" + role + "' partitions are named for their role");
+            p.label = *label;
+        }
+        if (auto slotted = r.boolean(t, prefix, "slotted")) {
+            if (p.role != Role::Extra) r.error(*t.get("slotted"), prefix + ".slotted", "only extra partitions choose; '" + role + "' is always " + (p.slotted ? "slotted" : "outside the slots"));
+            p.slotted = *slotted;
+        }
+        if (auto type = r.string(t, prefix, "type")) {
+            if (p.role != Role::Extra) r.error(*t.get("type"), prefix + ".type", "only extra partitions take a type; '" + role + "' has its own");
+            p.type = partitions::parse_type(*type, r.where(*t.get("type"), prefix + ".type"));
+        }
+        if (const toml::node* n = t.get("offset")) p.offset = r.size(*n, prefix + ".offset");
+        const toml::node* size = t.get("size");
+        if (size && size->is_string() && *size->value<std::string>() == "rest") p.rest = true;
+        else if (size && size->is_string() && *size->value<std::string>() == "auto") {
+            if (p.role != Role::RootVerity) r.error(*size, prefix + ".size", "\"auto\" is only for root-verity partitions");
+        } else if (size) {
+            p.size = r.size(*size, prefix + ".size");
+            if (p.role == Role::RootVerity) recipe.verity_size_auto = false;
+        } else if (p.role != Role::RootVerity) {
+            r.error(t, prefix + ".size", "missing (a size such as \"64MiB\", or \"rest\" for the last partition)");
+        }
+        recipe.layout.partitions.push_back(std::move(p));
+    }
+}
+
+Step read_step(const Reader& r, const toml::table& t, const std::string& prefix) {
+    Step s;
+    s.where = r.where(t, prefix);
+    std::string kind = r.required_string(t, prefix, "type");
+    static const std::pair<const char*, Step::Kind> kinds[] = {
+        {"tree", Step::Kind::Tree},           {"tar", Step::Kind::Tar},       {"deb", Step::Kind::Deb},
+        {"host-file", Step::Kind::HostFile},  {"host-exec", Step::Kind::HostExec}, {"file", Step::Kind::File},
+        {"directory", Step::Kind::Directory}, {"symlink", Step::Kind::Symlink},
+    };
+    bool found = false;
+    for (auto& [name, k] : kinds)
+        if (kind == name) { s.kind = k; found = true; }
+    if (!found)
+        r.error(*t.get("type"), prefix + ".type",
+                "unknown type '" + kind + "' (known: tree, tar, deb, host-file, host-exec, file, directory, symlink)");
+
+    using K = Step::Kind;
+    switch (s.kind) {
+        case K::Tree: case K::Tar: r.only(t, prefix, {"type", "source", "path"}); break;
+        case K::Deb: r.only(t, prefix, {"type", "source", "package", "path"}); break;
+        case K::HostFile: case K::HostExec: r.only(t, prefix, {"type", "source", "path", "mode", "owner", "group"}); break;
+        case K::File: r.only(t, prefix, {"type", "source", "content", "path", "mode", "owner", "group"}); break;
+        case K::Directory: r.only(t, prefix, {"type", "path", "mode", "owner", "group"}); break;
+        case K::Symlink: r.only(t, prefix, {"type", "path", "target", "owner", "group"}); break;
+    }
+
+    if (const toml::node* n = t.get("source")) s.source = r.host_path(*n, prefix + ".source", true);
+    if (const toml::node* n = t.get("path")) s.path = r.image_path(*n, prefix + ".path");
+    if (const toml::node* n = t.get("mode")) s.mode = r.mode(*n, prefix + ".mode");
+    if (const toml::node* n = t.get("owner")) s.owner = r.id(*n, prefix + ".owner");
+    if (const toml::node* n = t.get("group")) s.group = r.id(*n, prefix + ".group");
+    s.content = r.string(t, prefix, "content");
+    if (auto p = r.string(t, prefix, "package")) s.package = *p;
+    if (auto target = r.string(t, prefix, "target")) s.target = *target;
+
+    switch (s.kind) {
+        case K::Tree: case K::Tar:
+            if (s.source.empty()) r.error(t, prefix + ".source", "missing: the " + kind + " to add");
+            if (s.path.empty()) s.path = "/";
+            break;
+        case K::Deb:
+            if (s.source.empty() == s.package.empty()) r.error(t, prefix, "give either `package` (a Debian package name) or `source` (a .deb file)");
+            if (s.path.empty()) s.path = "/";
+            break;
+        case K::HostFile: case K::HostExec:
+            if (s.source.empty()) r.error(t, prefix + ".source", "missing: the host file to copy");
+            if (s.path.empty()) {
+                if (!fs::path(*t.get("source")->value<std::string>()).is_absolute())
+                    r.error(t, prefix + ".path", "missing: where in the image to put the file (needed when `source` is relative)");
+                s.path = s.source.string();
+            }
+            break;
+        case K::File:
+            if (s.path.empty()) r.error(t, prefix + ".path", "missing: where in the image the file goes");
+            if (s.source.empty() == !s.content.has_value()) r.error(t, prefix, "give either `content` (the text) or `source` (a host file)");
+            break;
+        case K::Directory:
+            if (s.path.empty()) r.error(t, prefix + ".path", "missing: the directory to create");
+            break;
+        case K::Symlink:
+            if (s.path.empty()) r.error(t, prefix + ".path", "missing: where the link goes");
+            if (s.target.empty()) r.error(t, prefix + ".target", "missing: what the link points to");
+            break;
+    }
+    return s;
+}
+
+}  // namespace
+
+Recipe load_recipe(const fs::path& file) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) fail(file.string() + ": recipe not found (no such file)");
+    toml::table root;
+    try {
+        root = toml::parse_file(file.string());
+    } catch (const toml::parse_error& e) {
+        fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": not valid TOML: " + std::string(e.description()));
+    }
+
+    Reader r(file);
+    Recipe recipe;
+    recipe.file = file;
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "rootfs"});
+    recipe.name = r.required_string(root, "", "name");
+    recipe.version = r.required_string(root, "", "version");
+    recipe.compatible = r.required_string(root, "", "compatible");
+    recipe.seed = r.string(root, "", "seed").value_or(recipe.compatible);
+
+    const toml::table* disk = r.table(root, "", "disk");
+    if (!disk) r.error(root, "disk", "missing: the recipe needs a [disk] table with a size and partitions");
+    r.only(*disk, "disk", {"size", "partitions"});
+    const toml::node* size = disk->get("size");
+    if (!size) r.error(*disk, "disk.size", "missing (e.g. size = \"1GiB\", or \"auto\" for just enough)");
+    if (size->is_string() && *size->value<std::string>() == "auto") recipe.layout.disk_size = 0;
+    else if ((recipe.layout.disk_size = r.size(*size, "disk.size")) == 0) r.error(*size, "disk.size", "must not be zero (or \"auto\")");
+    recipe.layout.seed = recipe.seed;
+    recipe.layout.where = r.where(*disk, "disk");
+    read_partitions(r, *disk, recipe);
+
+    if (const toml::table* kernel = r.table(root, "", "kernel")) {
+        r.only(*kernel, "kernel", {"package", "source", "enabled"});
+        recipe.kernel.where = r.where(*kernel, "kernel");
+        if (auto enabled = r.boolean(*kernel, "kernel", "enabled")) recipe.kernel.enabled = *enabled;
+        if (auto package = r.string(*kernel, "kernel", "package")) recipe.kernel.package = *package;
+        if (const toml::node* n = kernel->get("source")) {
+            recipe.kernel.deb = r.host_path(*n, "kernel.source", true);
+            if (kernel->get("package")) r.error(*n, "kernel.source", "give either `package` or `source`, not both");
+        }
+        if (recipe.kernel.package.empty() && recipe.kernel.deb.empty())
+            r.error(*kernel, "kernel.package", "must name a Debian kernel package");
+    } else {
+        recipe.kernel.where = file.string() + ": kernel";
+    }
+
+    if (const toml::table* rootfs = r.table(root, "", "rootfs")) {
+        r.only(*rootfs, "rootfs", {"filesystem", "compression", "verity", "add"});
+        if (auto fs_name = r.string(*rootfs, "rootfs", "filesystem")) {
+            if (*fs_name != "erofs" && *fs_name != "ext4")
+                r.error(*rootfs->get("filesystem"), "rootfs.filesystem", "unknown filesystem '" + *fs_name + "' (erofs or ext4)");
+            recipe.rootfs.filesystem = *fs_name;
+        }
+        if (auto c = r.string(*rootfs, "rootfs", "compression")) {
+            if (*c != "none" && *c != "lz4" && *c != "lz4hc")
+                r.error(*rootfs->get("compression"), "rootfs.compression", "unknown compression '" + *c + "' (none, lz4 or lz4hc)");
+            if (recipe.rootfs.filesystem != "erofs" && *c != "none")
+                r.error(*rootfs->get("compression"), "rootfs.compression", "compression is for erofs only");
+            recipe.rootfs.compression = *c;
+        }
+        if (auto v = r.boolean(*rootfs, "rootfs", "verity")) recipe.rootfs.verity = *v;
+        if (const toml::array* add = r.table_array(*rootfs, "rootfs", "add")) {
+            size_t index = 0;
+            for (auto& item : *add)
+                recipe.rootfs.steps.push_back(read_step(r, *item.as_table(), "rootfs.add[" + std::to_string(index++) + "]"));
+        }
+    }
+
+    // Cross-checks between the layout and the root filesystem.
+    bool has_root = false, has_verity = false;
+    for (const auto& p : recipe.layout.partitions) {
+        has_root = has_root || p.role == Role::Root;
+        has_verity = has_verity || p.role == Role::RootVerity;
+    }
+    if (!has_root) r.error(*disk, "disk.partitions", "the layout needs a partition with role \"root\"");
+    if (recipe.rootfs.verity && !has_verity)
+        r.error(*disk, "disk.partitions", "rootfs.verity is on but the layout has no \"root-verity\" partition (add one, or set rootfs.verity = false)");
+    if (!recipe.rootfs.verity && has_verity)
+        r.error(*disk, "disk.partitions", "the layout has a \"root-verity\" partition but rootfs.verity is false");
+    // root-verity without a size: room for the tree of a full root partition.
+    for (auto& p : recipe.layout.partitions) {
+        if (p.role != Role::RootVerity || p.size) continue;
+        for (const auto& q : recipe.layout.partitions) {
+            if (q.role != Role::Root || !q.size) continue;
+            verity::Params params;
+            params.data_blocks = *q.size / 4096;
+            p.size = align_up(verity::hash_device_size(params), partitions::alignment);
+        }
+    }
+    std::set<Role> seen;
+    for (const auto& p : recipe.layout.partitions) {
+        if (p.role != Role::Extra && !seen.insert(p.role).second)
+            fail(p.where + ": role: a second \"" + std::string(partitions::role_name(p.role)) + "\" partition (each role appears once; slotted roles get _a and _b by themselves)");
+    }
+    return recipe;
+}
+
+}  // namespace cairn::imager

@@ -1,0 +1,43 @@
+// Reading archives with libarchive (any format and compression it knows) into the root tree.
+#pragma once
+
+#include <archive.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "imager/tree.hpp"
+
+namespace cairn::imager {
+
+struct ArchiveReadDeleter {
+    void operator()(archive* a) const { archive_read_free(a); }
+};
+using ArchiveReader = std::unique_ptr<archive, ArchiveReadDeleter>;
+
+// A reader that takes every format and filter libarchive supports.
+ArchiveReader new_archive_reader();
+
+// Opens an archive file; throws Error naming the file.
+ArchiveReader open_archive_file(const std::filesystem::path& file);
+
+struct ExtractOptions {
+    std::string dest = "/";  // image directory the archive's root lands in
+    // Maps an entry's normalised name ("usr/bin/ls") to where it goes in the image, or nullopt
+    // to skip it. Unset: dest + name.
+    std::function<std::optional<std::string>(const std::string& name)> map;
+    // Receives entries the map sent elsewhere: called with the entry name and a reader of its data.
+    std::function<void(const std::string& name, archive* a)> divert;
+};
+
+// Extracts every entry of an opened archive into the tree with the owner, group and mode the
+// archive records. `what` names the archive in errors. Returns the number of entries added.
+size_t extract_into(archive* a, Tree& tree, const ExtractOptions& options, const std::string& what);
+
+// Writes the data of the current entry to a host file.
+void copy_entry_data(archive* a, const std::filesystem::path& to, const std::string& what);
+
+}  // namespace cairn::imager

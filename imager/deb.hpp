@@ -1,0 +1,42 @@
+// Debian packages: fetching by name with `apt-get download` into a cache, and unpacking the data
+// archive of a .deb into the root tree with libarchive. Maintainer scripts never run.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "imager/archive.hpp"
+#include "imager/tree.hpp"
+
+namespace cairn::imager {
+
+struct DebInfo {
+    std::string package;
+    std::string version;
+    std::string architecture;
+    std::string depends;       // the Depends field as written
+    std::filesystem::path file;
+};
+
+// What apt knows of a package (apt-cache show, candidate version). Throws Error
+// "<what>: unknown Debian package 'NAME'" when apt has none.
+struct AptPackage {
+    std::string name, version, architecture, filename, sha256, depends;
+};
+AptPackage apt_show(const std::string& package, const std::string& what);
+
+// Returns the package's .deb in `cache`, downloading it with `apt-get download` unless a file
+// with the SHA-256 apt expects is already there.
+std::filesystem::path fetch_deb(const std::string& package, const std::filesystem::path& cache, const std::string& what);
+
+// Reads the control file of a .deb.
+DebInfo read_deb_info(const std::filesystem::path& deb);
+
+// Unpacks the data archive of a .deb into the tree; returns the control information.
+DebInfo extract_deb(const std::filesystem::path& deb, Tree& tree, const ExtractOptions& options);
+
+// The default cache: $CAIRN_CACHE, else $XDG_CACHE_HOME/cairn, else ~/.cache/cairn.
+std::filesystem::path default_cache_dir();
+
+}  // namespace cairn::imager

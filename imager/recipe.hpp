@@ -1,0 +1,64 @@
+// Recipes: the TOML file a user writes to describe an image. See README.md, "Recipe reference".
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "partitions/layout.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+
+// An owner or group: a number, or a name looked up in the root tree's /etc/passwd or /etc/group.
+struct Id {
+    std::optional<uint32_t> number;
+    std::string name;
+};
+
+// One step that adds to the root tree; steps apply in the order the recipe lists them.
+struct Step {
+    enum class Kind { Tree, Tar, Deb, HostFile, HostExec, File, Directory, Symlink };
+    Kind kind = Kind::File;
+    fs::path source;                 // host input (tree, tar, deb file, host-file, host-exec, file source)
+    std::string package;             // deb by Debian package name
+    std::string path;                // where in the image ("/usr/bin/x"); tree, tar, deb: the directory to unpack into
+    std::string target;              // symlink target
+    std::optional<std::string> content;  // file content given inline
+    std::optional<uint32_t> mode;    // permission bits (07777)
+    std::optional<Id> owner, group;
+    std::string where;               // "recipes/minimal.toml:30: rootfs.add[2]"
+};
+
+struct Recipe {
+    fs::path file;                   // the recipe as given
+    std::string name, version, compatible, seed;
+
+    partitions::LayoutSpec layout;
+    bool verity_size_auto = true;    // root-verity size computed from the root partition size
+
+    struct Kernel {
+        bool enabled = true;
+        std::string package = "linux-image-cloud-amd64";
+        fs::path deb;                // a kernel .deb file instead of a package name
+        std::string where;
+    } kernel;
+
+    struct Rootfs {
+        std::string filesystem = "erofs";   // erofs or ext4
+        std::string compression = "none";   // erofs only: none, lz4, lz4hc
+        bool verity = true;
+        std::vector<Step> steps;
+    } rootfs;
+};
+
+// Parses and validates a recipe. Relative paths in it are resolved against the recipe's folder.
+// Any problem throws Error "<file>:<line>: <key>: <what is wrong>".
+Recipe load_recipe(const fs::path& file);
+
+std::string_view step_kind_name(Step::Kind kind);
+
+}  // namespace cairn::imager

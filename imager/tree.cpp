@@ -1,0 +1,274 @@
+#include "imager/tree.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/file.hpp"
+
+namespace cairn::imager {
+
+namespace {
+
+std::vector<std::string> split(std::string_view path) {
+    std::vector<std::string> parts;
+    size_t i = 0;
+    while (i < path.size()) {
+        size_t j = path.find('/', i);
+        if (j == std::string_view::npos) j = path.size();
+        if (j > i) parts.emplace_back(path.substr(i, j - i));
+        i = j + 1;
+    }
+    return parts;
+}
+
+std::string parent_of(const std::string& canonical) {
+    size_t slash = canonical.rfind('/');
+    return slash == 0 ? "/" : canonical.substr(0, slash);
+}
+
+std::string child(const std::string& dir, const std::string& name) { return dir == "/" ? "/" + name : dir + "/" + name; }
+
+}  // namespace
+
+std::string image_join(std::string_view base, std::string_view relative, const std::string& what) {
+    std::string out = "/";
+    for (const auto& part : split(base)) {
+        if (part == "..") fail(what + ": path '" + std::string(base) + "' must not contain '..'");
+        if (part != ".") out = child(out, part);
+    }
+    for (const auto& part : split(relative)) {
+        if (part == "..") fail(what + ": path '" + std::string(relative) + "' must not contain '..'");
+        if (part != ".") out = child(out, part);
+    }
+    return out;
+}
+
+Tree::Tree(fs::path staging) : staging_(std::move(staging)) {
+    fs::create_directories(staging_);
+    ::chmod(staging_.c_str(), 0755);
+    meta_["/"] = Meta{0, 0, S_IFDIR | 0755};
+}
+
+fs::path Tree::host(std::string_view canonical) const {
+    if (canonical == "/") return staging_;
+    return staging_ / std::string(canonical.substr(1));
+}
+
+std::string Tree::resolve(std::string_view image_path, const std::string& what) const {
+    std::deque<std::string> pending;
+    for (auto& p : split(image_path)) pending.push_back(p);
+    std::string current = "/";
+    int hops = 0;
+    while (!pending.empty()) {
+        std::string part = pending.front();
+        pending.pop_front();
+        if (part == ".") continue;
+        if (part == "..") {
+            current = parent_of(current);
+            continue;
+        }
+        std::string next = child(current, part);
+        if (pending.empty()) return next;  // the last component is not followed
+        struct stat st {};
+        if (::lstat(host(next).c_str(), &st) != 0) {
+            current = next;  // missing: make_parents creates it
+            continue;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            if (++hops > 40) fail(what + ": too many symbolic links resolving '" + std::string(image_path) + "' in the image");
+            std::error_code ec;
+            std::string target = fs::read_symlink(host(next), ec).string();
+            if (ec) fail(what + ": reading link " + next + " in the image: " + ec.message());
+            auto target_parts = split(target);
+            for (auto it = target_parts.rbegin(); it != target_parts.rend(); ++it) pending.push_front(*it);
+            if (!target.empty() && target[0] == '/') current = "/";
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) fail(what + ": '" + next + "' in the image is not a directory (resolving '" + std::string(image_path) + "')");
+        current = next;
+    }
+    return current;
+}
+
+void Tree::make_parents(std::string_view canonical, const std::string& what) {
+    std::string dir = parent_of(std::string(canonical));
+    std::vector<std::string> missing;
+    while (dir != "/") {
+        struct stat st {};
+        if (::lstat(host(dir).c_str(), &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) fail(what + ": '" + dir + "' in the image is not a directory");
+            break;
+        }
+        missing.push_back(dir);
+        dir = parent_of(dir);
+    }
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+        if (::mkdir(host(*it).c_str(), 0755) != 0 && errno != EEXIST) fail_errno(what + ": creating " + *it + " in the image");
+        meta_[*it] = Meta{0, 0, S_IFDIR | 0755};
+    }
+}
+
+void Tree::remove(std::string_view canonical, bool also_directory, const std::string& what) {
+    fs::path p = host(canonical);
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return;
+    if (S_ISDIR(st.st_mode)) {
+        if (!also_directory) return;
+        remove_tree(p);
+        std::string prefix = std::string(canonical) + "/";
+        for (auto it = meta_.lower_bound(prefix); it != meta_.end() && it->first.starts_with(prefix);) it = meta_.erase(it);
+    } else if (::unlink(p.c_str()) != 0) {
+        fail_errno(what + ": replacing " + std::string(canonical) + " in the image");
+    }
+    meta_.erase(std::string(canonical));
+}
+
+void Tree::add_directory(std::string_view image_path, Meta meta, const std::string& what) {
+    std::string path = resolve(image_path, what);
+    meta.mode = S_IFDIR | (meta.mode & 07777);
+    if (path == "/") {
+        meta_["/"] = meta;
+        return;
+    }
+    make_parents(path, what);
+    struct stat st {};
+    if (::lstat(host(path).c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) remove(path, false, what);
+    if (::mkdir(host(path).c_str(), 0755) != 0 && errno != EEXIST) fail_errno(what + ": creating " + path + " in the image");
+    meta_[path] = meta;
+}
+
+void Tree::add_file(std::string_view image_path, std::string_view content, Meta meta, const std::string& what) {
+    std::string path = resolve(image_path, what);
+    make_parents(path, what);
+    remove(path, true, what);
+    UniqueFd fd = open_file(host(path), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pwrite_exact(fd.get(), content.data(), content.size(), 0, host(path).string());
+    meta.mode = S_IFREG | (meta.mode & 07777);
+    meta_[path] = meta;
+}
+
+void Tree::add_file_copy(std::string_view image_path, const fs::path& source, Meta meta, const std::string& what) {
+    std::string path = resolve(image_path, what);
+    make_parents(path, what);
+    remove(path, true, what);
+    std::error_code ec;
+    fs::copy_file(source, host(path), fs::copy_options::overwrite_existing, ec);
+    if (ec) fail(what + ": copying " + source.string() + " to " + path + " in the image: " + ec.message());
+    ::chmod(host(path).c_str(), 0644);
+    meta.mode = S_IFREG | (meta.mode & 07777);
+    meta_[path] = meta;
+}
+
+void Tree::add_symlink(std::string_view image_path, const std::string& target, Meta meta, const std::string& what) {
+    std::string path = resolve(image_path, what);
+    make_parents(path, what);
+    remove(path, false, what);
+    struct stat st {};
+    if (::lstat(host(path).c_str(), &st) == 0)
+        fail(what + ": cannot put a symbolic link at " + path + ": a directory is there");
+    if (::symlink(target.c_str(), host(path).c_str()) != 0) fail_errno(what + ": creating link " + path + " in the image");
+    meta.mode = S_IFLNK | 0777;
+    meta_[path] = meta;
+}
+
+void Tree::add_hardlink(std::string_view image_path, std::string_view existing_image_path, const std::string& what) {
+    std::string path = resolve(image_path, what);
+    std::string existing = resolve(existing_image_path, what);
+    auto m = meta(existing);
+    if (!m) fail(what + ": hard link " + path + " points to " + existing + ", which is not in the image");
+    make_parents(path, what);
+    remove(path, true, what);
+    if (::link(host(existing).c_str(), host(path).c_str()) != 0) fail_errno(what + ": creating hard link " + path + " in the image");
+    meta_[path] = *m;
+}
+
+std::optional<Meta> Tree::meta(std::string_view canonical) const {
+    auto it = meta_.find(std::string(canonical));
+    if (it == meta_.end()) return std::nullopt;
+    return it->second;
+}
+
+namespace {
+
+std::optional<uint32_t> lookup_id(const fs::path& file, const std::string& name) {
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::vector<std::string> fields;
+        std::stringstream ss(line);
+        std::string field;
+        while (std::getline(ss, field, ':')) fields.push_back(field);
+        if (fields.size() >= 3 && fields[0] == name) {
+            try {
+                return static_cast<uint32_t>(std::stoul(fields[2]));
+            } catch (...) {
+                return std::nullopt;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<uint32_t> Tree::lookup_user(const std::string& name) const {
+    return lookup_id(host(resolve("/etc/passwd", "/etc/passwd")), name);
+}
+
+std::optional<uint32_t> Tree::lookup_group(const std::string& name) const {
+    return lookup_id(host(resolve("/etc/group", "/etc/group")), name);
+}
+
+void Tree::sync_with_staging() {
+    std::map<std::string, Meta> synced;
+    synced["/"] = meta_["/"];
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(staging_, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        std::string canonical = "/" + fs::relative(it->path(), staging_).string();
+        struct stat st {};
+        if (::lstat(it->path().c_str(), &st) != 0) continue;
+        auto known = meta_.find(canonical);
+        if (known != meta_.end() && (known->second.mode & S_IFMT) == (st.st_mode & S_IFMT)) synced[canonical] = known->second;
+        else synced[canonical] = Meta{0, 0, static_cast<uint32_t>(st.st_mode & (S_IFMT | 07777))};
+    }
+    if (ec) fail("reading the root tree " + staging_.string() + ": " + ec.message());
+    meta_ = std::move(synced);
+}
+
+std::vector<std::string> Tree::apply_metadata(int64_t epoch, const fs::path& work_dir, std::optional<bool> as_root) const {
+    const bool root = as_root.value_or(::geteuid() == 0);
+    const timespec times[2] = {{epoch, 0}, {epoch, 0}};
+    std::string db;
+    for (const auto& [path, m] : meta_) {
+        fs::path p = host(path);
+        if (root) {
+            if (::lchown(p.c_str(), m.uid, m.gid) != 0) fail_errno("setting the owner of " + path + " in the image");
+            if (!S_ISLNK(m.mode) && ::chmod(p.c_str(), m.mode & 07777) != 0) fail_errno("setting the mode of " + path + " in the image");
+        } else {
+            struct stat st {};
+            if (::lstat(p.c_str(), &st) != 0) fail_errno("reading " + p.string());
+            char line[160];
+            std::snprintf(line, sizeof line, "dev=%llx,ino=%llu,mode=%llo,uid=%u,gid=%u,nlink=%llu,rdev=0\n",
+                          static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino),
+                          static_cast<unsigned long long>(m.mode), m.uid, m.gid, static_cast<unsigned long long>(st.st_nlink));
+            db += line;
+        }
+        if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) fail_errno("setting the time of " + path + " in the image");
+    }
+    if (root) return {};
+    fs::path file = work_dir / "fakeroot.db";
+    write_file_atomic(file, db);
+    return {"fakeroot", "-i", file.string(), "--"};
+}
+
+}  // namespace cairn::imager

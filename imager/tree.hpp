@@ -1,0 +1,85 @@
+// The root tree being assembled: a staging directory on the build host plus the metadata
+// (owner, group, mode) every entry will have in the image. The staging directory holds the
+// content; the metadata table is the truth for ownership and permissions, so a build run by an
+// ordinary user still produces root-owned, setuid or 0600 files exactly as the recipe says.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+
+struct Meta {
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    uint32_t mode = 0;  // full st_mode: file type and permission bits
+};
+
+class Tree {
+public:
+    explicit Tree(fs::path staging);
+
+    const fs::path& staging() const { return staging_; }
+
+    // Resolves an absolute image path to the entry it names, with chroot semantics: symlinks in
+    // the leading components are followed inside the tree (absolute targets stay in the tree);
+    // the last component is not followed. Returns the canonical image path ("/usr/bin/ls").
+    // Throws Error naming `what` for loops, escapes or a component that is not a directory.
+    std::string resolve(std::string_view image_path, const std::string& what) const;
+
+    // The host path of a canonical image path.
+    fs::path host(std::string_view canonical) const;
+
+    // Creates the missing parents of a canonical path as root-owned 0755 directories.
+    void make_parents(std::string_view canonical, const std::string& what);
+
+    // Removes whatever stands at a canonical path (a directory only when `also_directory`).
+    void remove(std::string_view canonical, bool also_directory, const std::string& what);
+
+    // Adding entries: each takes a path (resolved here) and the entry's metadata. An existing
+    // entry of another kind is replaced; an existing directory stays and takes the new metadata.
+    void add_directory(std::string_view image_path, Meta meta, const std::string& what);
+    void add_file(std::string_view image_path, std::string_view content, Meta meta, const std::string& what);
+    void add_file_copy(std::string_view image_path, const fs::path& source, Meta meta, const std::string& what);
+    void add_symlink(std::string_view image_path, const std::string& target, Meta meta, const std::string& what);
+    void add_hardlink(std::string_view image_path, std::string_view existing_image_path, const std::string& what);
+
+    void set_meta(std::string_view canonical, Meta meta) { meta_[std::string(canonical)] = meta; }
+    std::optional<Meta> meta(std::string_view canonical) const;
+
+    // Looks a user or group name up in the tree's /etc/passwd or /etc/group.
+    std::optional<uint32_t> lookup_user(const std::string& name) const;
+    std::optional<uint32_t> lookup_group(const std::string& name) const;
+
+    // Gives metadata to entries something else created (depmod, ...) and drops entries that are
+    // gone: root-owned, with the permission bits found on disk.
+    void sync_with_staging();
+
+    // Every entry, by canonical image path, "/" included.
+    const std::map<std::string, Meta>& entries() const { return meta_; }
+
+    // Gives every entry its recipe metadata and `epoch` as its time, for the filesystem builders.
+    // As root: lchown and chmod in the staging tree. As an ordinary user: the times only, and a
+    // fakeroot database beside the tree; the result is the argv prefix that makes a program see
+    // the recipe's owners and modes ({} as root, {"fakeroot", "-i", DB, "--"} otherwise).
+    // `as_root` chooses the way; by default, whether we run as root.
+    std::vector<std::string> apply_metadata(int64_t epoch, const fs::path& work_dir, std::optional<bool> as_root = {}) const;
+
+private:
+    fs::path staging_;
+    std::map<std::string, Meta> meta_;
+};
+
+// Joins and normalises image paths ("/", "usr/bin" -> "/usr/bin"); rejects "..".
+std::string image_join(std::string_view base, std::string_view relative, const std::string& what);
+
+}  // namespace cairn::imager

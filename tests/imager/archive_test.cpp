@@ -1,0 +1,89 @@
+#include "imager/archive.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using namespace cairn::imager;
+using cairn::test::Scratch;
+
+namespace {
+
+// A tar made by GNU tar with owners, modes, a symlink and a hard link.
+std::filesystem::path make_tar(const Scratch& dir, const std::string& compress_flag) {
+    test::write_text(dir / "src/etc/app.conf", "setting=1\n");
+    test::write_text(dir / "src/usr/bin/tool", "#!/bin/sh\n");
+    ::chmod((dir / "src/usr/bin/tool").c_str(), 04755);
+    std::filesystem::create_symlink("tool", dir / "src/usr/bin/tool-link");
+    std::filesystem::create_hard_link(dir / "src/etc/app.conf", dir / "src/etc/app.conf.hard");
+    auto tar = dir / ("x.tar" + compress_flag);
+    std::vector<std::string> argv = {"tar", "--owner=1000", "--group=50", "--numeric-owner", "-C", (dir / "src").string(), "-cf", tar.string()};
+    if (compress_flag == ".gz") argv.push_back("--gzip");
+    if (compress_flag == ".xz") argv.push_back("--xz");
+    argv.push_back(".");
+    run_checked(argv);
+    return tar;
+}
+
+}  // namespace
+
+class ArchiveCompression : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ArchiveCompression, ExtractsWithOwnersModesLinks) {
+    Scratch dir;
+    auto tar = make_tar(dir, GetParam());
+    Tree t(dir / "root");
+    ArchiveReader a = open_archive_file(tar);
+    ExtractOptions o;
+    o.dest = "/opt/app";
+    EXPECT_GT(extract_into(a.get(), t, o, tar.string()), 5u);
+    EXPECT_EQ(read_file(dir / "root/opt/app/etc/app.conf"), "setting=1\n");
+    auto m = t.meta("/opt/app/usr/bin/tool");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->uid, 1000u);
+    EXPECT_EQ(m->gid, 50u);
+    EXPECT_EQ(m->mode, S_IFREG | 04755);
+    EXPECT_EQ(std::filesystem::read_symlink(dir / "root/opt/app/usr/bin/tool-link"), "tool");
+    struct stat a1 {}, a2 {};
+    ::stat((dir / "root/opt/app/etc/app.conf").c_str(), &a1);
+    ::stat((dir / "root/opt/app/etc/app.conf.hard").c_str(), &a2);
+    EXPECT_EQ(a1.st_ino, a2.st_ino);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, ArchiveCompression, ::testing::Values("", ".gz", ".xz"),
+                         [](const auto& p) { return p.param.empty() ? std::string("plain") : p.param.substr(1); });
+
+TEST(Archive, RejectsEntriesThatClimbOut) {
+    Scratch dir;
+    test::write_text(dir / "src/a", "x");
+    auto tar = dir / "evil.tar";
+    // GNU tar keeps a leading ../ when told to with -P.
+    run_checked({"tar", "-P", "-cf", tar.string(), "--transform", "s,^.*/src/a,../../evil,", (dir / "src/a").string()});
+    Tree t(dir / "root");
+    ArchiveReader a = open_archive_file(tar);
+    try {
+        extract_into(a.get(), t, {}, tar.string());
+        FAIL() << "accepted an entry with ..";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("climbs out"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir / "evil"));
+}
+
+TEST(Archive, NotAnArchiveIsAClearError) {
+    Scratch dir;
+    test::write_text(dir / "junk.tar", std::string(1000, 'z'));
+    try {
+        ArchiveReader a = open_archive_file(dir / "junk.tar");
+        Tree t(dir / "root");
+        extract_into(a.get(), t, {}, (dir / "junk.tar").string());
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("junk.tar"), std::string::npos) << e.what();
+    }
+}

@@ -1,0 +1,162 @@
+#include "imager/recipe.hpp"
+
+#include <gtest/gtest.h>
+
+#include "common/error.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using namespace cairn::imager;
+using cairn::test::Scratch;
+using cairn::test::write_text;
+
+namespace {
+
+const char* base_recipe = R"(name = "t"
+version = "1.0"
+compatible = "cairn-test"
+seed = "s"
+
+[disk]
+size = "1GiB"
+partitions = [
+  { role = "esp", size = "16MiB" },
+  { role = "root", size = "128MiB" },
+  { role = "root-verity" },
+  { role = "data", size = "rest" },
+]
+)";
+
+std::string load_error(const std::filesystem::path& file) {
+    try {
+        load_recipe(file);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST(Recipe, ShippedRecipesLoad) {
+    for (const char* name : {"minimal.toml", "eflow.toml"}) {
+        Recipe r = load_recipe(test::source_dir() / "recipes" / name);
+        EXPECT_FALSE(r.rootfs.steps.empty()) << name;
+        EXPECT_TRUE(r.rootfs.verity);
+        EXPECT_EQ(r.kernel.package, "linux-image-cloud-amd64");
+    }
+    Recipe eflow = load_recipe(test::source_dir() / "recipes/eflow.toml");
+    EXPECT_EQ(eflow.layout.disk_size, 0u);  // auto
+    EXPECT_EQ(eflow.rootfs.filesystem, "ext4");
+}
+
+TEST(Recipe, ReadsTopLevelAndDefaults) {
+    Scratch dir;
+    write_text(dir / "r.toml", base_recipe);
+    Recipe r = load_recipe(dir / "r.toml");
+    EXPECT_EQ(r.name, "t");
+    EXPECT_EQ(r.compatible, "cairn-test");
+    EXPECT_EQ(r.layout.disk_size, 1ull << 30);
+    ASSERT_EQ(r.layout.partitions.size(), 4u);
+    EXPECT_TRUE(r.layout.partitions[3].rest);
+    // root-verity without a size gets room for a full root partition's tree: 128 MiB -> 32768 blocks -> 258 hash blocks.
+    ASSERT_TRUE(r.layout.partitions[2].size);
+    EXPECT_EQ(*r.layout.partitions[2].size, 2u << 20);
+    EXPECT_EQ(r.rootfs.filesystem, "erofs");
+    EXPECT_TRUE(r.kernel.enabled);
+}
+
+TEST(Recipe, ReadsRootfsSteps) {
+    Scratch dir;
+    write_text(dir / "files/hello", "hi\n");
+    write_text(dir / "r.toml", std::string(base_recipe) + R"(
+[kernel]
+enabled = false
+
+[rootfs]
+filesystem = "ext4"
+
+[[rootfs.add]]
+type = "file"
+path = "/etc/hello"
+source = "files/hello"
+mode = "0600"
+owner = 1000
+group = "users"
+
+[[rootfs.add]]
+type = "symlink"
+path = "/bin/sh"
+target = "busybox"
+
+[[rootfs.add]]
+type = "deb"
+package = "busybox-static"
+
+[[rootfs.add]]
+type = "directory"
+path = "/srv"
+mode = 0o750
+)");
+    Recipe r = load_recipe(dir / "r.toml");
+    ASSERT_EQ(r.rootfs.steps.size(), 4u);
+    const Step& f = r.rootfs.steps[0];
+    EXPECT_EQ(f.kind, Step::Kind::File);
+    EXPECT_EQ(f.source, dir.path() / "files/hello");  // relative to the recipe
+    EXPECT_EQ(f.mode, 0600u);
+    EXPECT_EQ(f.owner->number, 1000u);
+    EXPECT_EQ(f.group->name, "users");
+    EXPECT_EQ(r.rootfs.steps[1].target, "busybox");
+    EXPECT_EQ(r.rootfs.steps[2].package, "busybox-static");
+    EXPECT_EQ(r.rootfs.steps[2].path, "/");
+    EXPECT_EQ(r.rootfs.steps[3].mode, 0750u);
+    EXPECT_FALSE(r.kernel.enabled);
+    EXPECT_EQ(r.rootfs.filesystem, "ext4");
+}
+
+struct BadCase {
+    const char* name;
+    std::string text;
+    std::string expect;  // in the message
+};
+
+TEST(Recipe, BadInputNamesFileLineAndKey) {
+    std::string b = base_recipe;
+    std::vector<BadCase> cases = {
+        {"not-toml", "name = \"x\nversion = ", "not valid TOML"},
+        {"unknown-top", b + "colour = \"red\"\n", "colour: unknown key"},
+        {"unknown-in-partition", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"1MiB\", colour=1}]\n",
+         "disk.partitions[0].colour: unknown key"},
+        {"unknown-role", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"boot\", size=\"1MiB\"}]\n",
+         "disk.partitions[0].role: unknown role 'boot'"},
+        {"bad-size", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1 parsec\"\npartitions=[{role=\"root\", size=\"1MiB\"}]\n",
+         "disk.size: '1 parsec' is not a size"},
+        {"missing-name", "version=\"1\"\ncompatible=\"c\"\n", "name: missing"},
+        {"missing-file", b + "[[rootfs.add]]\ntype = \"file\"\npath = \"/x\"\nsource = \"nope.txt\"\n", "rootfs.add[0].source:"},
+        {"bad-mode", b + "[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nmode = \"rwx\"\n", "rootfs.add[0].mode: must be permission bits"},
+        {"relative-image-path", b + "[[rootfs.add]]\ntype = \"directory\"\npath = \"x\"\n", "rootfs.add[0].path: 'x' must be an absolute path"},
+        {"dotdot", b + "[[rootfs.add]]\ntype = \"directory\"\npath = \"/a/../b\"\n", "must not contain '..'"},
+        {"unknown-step", b + "[[rootfs.add]]\ntype = \"rpm\"\n", "rootfs.add[0].type: unknown type 'rpm'"},
+        {"unknown-fs", b + "[rootfs]\nfilesystem = \"btrfs\"\n", "rootfs.filesystem: unknown filesystem 'btrfs'"},
+        {"no-verity-partition", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"1MiB\"}]\n",
+         "no \"root-verity\" partition"},
+        {"two-roots", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"1MiB\"},{role=\"root\", size=\"1MiB\"}]\n[rootfs]\nverity=false\n",
+         "a second \"root\" partition"},
+    };
+    Scratch dir;
+    for (const auto& c : cases) {
+        auto file = dir / (std::string(c.name) + ".toml");
+        write_text(file, c.text);
+        std::string e = load_error(file);
+        EXPECT_NE(e.find(c.expect), std::string::npos) << c.name << ": " << e;
+        EXPECT_EQ(e.rfind(file.string() + ":", 0), 0u) << c.name << " does not start with the file: " << e;
+    }
+    EXPECT_NE(load_error(dir / "absent.toml").find("recipe not found"), std::string::npos);
+}
+
+TEST(Recipe, ErrorsCarryTheLineNumber) {
+    Scratch dir;
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[rootfs]\nfilesystem = \"zfs\"\n");
+    std::string e = load_error(dir / "r.toml");
+    EXPECT_NE(e.find("r.toml:16: rootfs.filesystem"), std::string::npos) << e;
+}

@@ -1,0 +1,121 @@
+#include "imager/tree.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using namespace cairn::imager;
+using cairn::test::Scratch;
+
+TEST(Tree, ResolvesSymlinksInsideTheTree) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_directory("/usr/bin", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/bin", "usr/bin", Meta{}, "t");
+    t.add_symlink("/abs", "/usr", Meta{}, "t");
+    EXPECT_EQ(t.resolve("/bin/ls", "t"), "/usr/bin/ls");
+    EXPECT_EQ(t.resolve("/abs/bin/ls", "t"), "/usr/bin/ls");
+    EXPECT_EQ(t.resolve("/bin", "t"), "/bin");  // the last component is not followed
+    // An absolute link never leaves the tree, even one that climbs.
+    t.add_symlink("/escape", "../../../../etc", Meta{}, "t");
+    EXPECT_EQ(t.resolve("/escape/passwd", "t"), "/etc/passwd");
+}
+
+TEST(Tree, FilesGoThroughMergedUsrLinks) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_directory("/usr/bin", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/bin", "usr/bin", Meta{}, "t");
+    t.add_file("/bin/tool", "x", Meta{0, 0, 0755}, "t");
+    EXPECT_TRUE(std::filesystem::is_regular_file(dir / "root/usr/bin/tool"));
+    ASSERT_TRUE(t.meta("/usr/bin/tool"));
+    EXPECT_EQ(t.meta("/usr/bin/tool")->mode, S_IFREG | 0755);
+}
+
+TEST(Tree, LoopsAndNonDirectoriesAreErrors) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_symlink("/a", "b", Meta{}, "t");
+    t.add_symlink("/b", "a", Meta{}, "t");
+    EXPECT_THROW(t.resolve("/a/x", "t"), Error);
+    t.add_file("/f", "x", Meta{0, 0, 0644}, "t");
+    try {
+        t.add_file("/f/g", "x", Meta{0, 0, 0644}, "step 3");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("step 3: '/f' in the image is not a directory"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Tree, LaterEntriesReplaceEarlierOnes) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/etc/x", "old", Meta{0, 0, 0644}, "t");
+    t.add_symlink("/etc/x", "y", Meta{}, "t");
+    EXPECT_TRUE(std::filesystem::is_symlink(dir / "root/etc/x"));
+    t.add_file("/etc/x", "new", Meta{5, 6, 0600}, "t");
+    EXPECT_EQ(read_file(dir / "root/etc/x"), "new");
+    EXPECT_EQ(t.meta("/etc/x")->uid, 5u);
+    // A directory that exists keeps its content and takes the new metadata.
+    t.add_directory("/etc", Meta{0, 0, 0700}, "t");
+    EXPECT_TRUE(t.meta("/etc/x"));
+    EXPECT_EQ(t.meta("/etc")->mode, S_IFDIR | 0700);
+    EXPECT_EQ(t.meta("/etc/x")->mode & 07777, 0600u);
+}
+
+TEST(Tree, ParentsAreRootOwned0755) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/a/b/c", "x", Meta{7, 7, 0600}, "t");
+    EXPECT_EQ(t.meta("/a")->mode, S_IFDIR | 0755);
+    EXPECT_EQ(t.meta("/a/b")->uid, 0u);
+}
+
+TEST(Tree, LooksUpNamesInTheImage) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/etc/passwd", "root:x:0:0::/root:/bin/sh\nalice:x:1001:1002::/home/alice:/bin/sh\n", Meta{0, 0, 0644}, "t");
+    t.add_file("/etc/group", "root:x:0:\nstaff:x:50:\n", Meta{0, 0, 0644}, "t");
+    EXPECT_EQ(t.lookup_user("alice"), 1001u);
+    EXPECT_EQ(t.lookup_group("staff"), 50u);
+    EXPECT_FALSE(t.lookup_user("bob"));
+}
+
+TEST(Tree, SyncAdoptsEntriesMadeByOthers) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/keep", "x", Meta{3, 3, 0600}, "t");
+    test::write_text(dir / "root/made/by/tool", "y");
+    t.sync_with_staging();
+    EXPECT_EQ(t.meta("/keep")->uid, 3u);
+    ASSERT_TRUE(t.meta("/made/by/tool"));
+    EXPECT_EQ(t.meta("/made/by/tool")->uid, 0u);
+    EXPECT_TRUE(S_ISDIR(t.meta("/made")->mode));
+}
+
+class TreeMetadata : public ::testing::TestWithParam<bool> {};
+
+// Both ways: lchown/chmod (root only), and a fakeroot database (any user).
+TEST_P(TreeMetadata, ShowsUpForProgramsRunThroughTheRunner) {
+    const bool as_root = GetParam();
+    if (as_root && !test::is_root()) GTEST_SKIP() << "needs root";
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/secret", "x", Meta{1234, 5678, 04750}, "t");
+    t.add_directory("/d", Meta{42, 43, 0711}, "t");
+    auto runner = t.apply_metadata(1000000000, dir.path(), as_root);
+    EXPECT_EQ(runner.empty(), as_root);
+    std::vector<std::string> argv = runner;
+    for (std::string a : {std::string("stat"), std::string("-c"), std::string("%u %g %a %Y"), (dir / "root/secret").string(), (dir / "root/d").string()})
+        argv.push_back(a);
+    std::string out = run_checked(argv);
+    EXPECT_EQ(out, "1234 5678 4750 1000000000\n42 43 711 1000000000\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(Ways, TreeMetadata, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "chown" : "fakeroot"; });

@@ -1,0 +1,248 @@
+// End to end: `cairn build` on the shipped recipes, checked with independent tools
+// (sfdisk, veritysetup, fsck.erofs, fsck.ext4, dump.erofs, systemd-dissect), and `cairn inspect`.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using cairn::test::Scratch;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* epoch = "1700000000";
+
+RunResult cairn_run(const std::vector<std::string>& args, const std::vector<std::string>& prefix = {}) {
+    std::vector<std::string> argv = prefix;
+    argv.push_back(test::cairn_binary().string());
+    argv.insert(argv.end(), args.begin(), args.end());
+    RunOptions o;
+    o.extra_env = {std::string("SOURCE_DATE_EPOCH=") + epoch};
+    return run(argv, o);
+}
+
+json read_json(const fs::path& p) { return json::parse(read_file(p)); }
+
+// Copies [offset, offset+size) of the disk into its own file.
+fs::path extract(const fs::path& disk, uint64_t offset, uint64_t size, const fs::path& to) {
+    UniqueFd in = open_file(disk, O_RDONLY);
+    UniqueFd out = open_file(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    copy_sparse(in.get(), offset, out.get(), 0, size, disk.string());
+    if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) throw std::runtime_error("ftruncate");
+    return to;
+}
+
+const json& partition(const json& manifest, const std::string& label) {
+    for (const auto& p : manifest["partitions"])
+        if (p["label"] == label) return p;
+    throw std::runtime_error("no partition " + label);
+}
+
+// Checks every slot of a built image with veritysetup and the filesystem's own checker.
+void check_slots(const fs::path& out, const json& manifest, const Scratch& scratch) {
+    const fs::path disk = out / "disk.raw";
+    for (const char* slot : {"a", "b"}) {
+        SCOPED_TRACE(std::string("slot ") + slot);
+        const json& s = manifest["slots"][slot];
+        const json& v = s["verity"];
+        const json& root = partition(manifest, s["root"]);
+        const json& hash = partition(manifest, v["partition"]);
+        uint64_t data_size = v["data_blocks"].get<uint64_t>() * 4096;
+        auto data = extract(disk, root["offset"], data_size, scratch / (std::string("root_") + slot));
+        auto tree = extract(disk, hash["offset"], v["hash_size"], scratch / (std::string("hash_") + slot));
+        RunResult r = run({"veritysetup", "verify", data.string(), tree.string(), v["root_hash"].get<std::string>()});
+        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+        // The Discoverable Partitions rule: the partition UUIDs are the root hash's two halves.
+        std::string hex = v["root_hash"];
+        auto uuid_hex = [](std::string u) { return u.erase(8, 1).erase(12, 1).erase(16, 1).erase(20, 1); };
+        EXPECT_EQ(uuid_hex(root["uuid"]), hex.substr(0, 32));
+        EXPECT_EQ(uuid_hex(hash["uuid"]), hex.substr(32));
+        if (s["filesystem"] == "erofs") r = run({"fsck.erofs", data.string()});
+        else r = run({"fsck.ext4", "-n", "-f", data.string()});
+        EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    }
+    EXPECT_NE(manifest["slots"]["a"]["verity"]["root_hash"], manifest["slots"]["b"]["verity"]["root_hash"])
+        << "each slot has its own salt, so its own root hash and partition UUIDs";
+}
+
+void check_sfdisk(const fs::path& disk, const json& manifest) {
+    json table = json::parse(run_checked({"sfdisk", "--json", disk.string()}))["partitiontable"];
+    EXPECT_EQ(table["label"], "gpt");
+    ASSERT_EQ(table["partitions"].size(), manifest["partitions"].size());
+    for (size_t i = 0; i < table["partitions"].size(); ++i) {
+        const json& got = table["partitions"][i];
+        const json& want = manifest["partitions"][i];
+        EXPECT_EQ(got["name"], want["label"]);
+        std::string type = got["type"];
+        std::transform(type.begin(), type.end(), type.begin(), ::tolower);
+        EXPECT_EQ(type, want["type"]);
+        std::string uuid = got["uuid"];
+        std::transform(uuid.begin(), uuid.end(), uuid.begin(), ::tolower);
+        EXPECT_EQ(uuid, want["uuid"]);
+        EXPECT_EQ(got["start"].get<uint64_t>() * 512, want["offset"].get<uint64_t>());
+        EXPECT_EQ(got["size"].get<uint64_t>() * 512, want["size"].get<uint64_t>());
+    }
+}
+
+// One build of each shipped recipe, shared by the tests below.
+class Built : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        scratch_ = new Scratch();
+        ::chmod(scratch_->path().c_str(), 0755);
+        for (const char* name : {"minimal", "eflow"}) {
+            RunResult r = cairn_run({"build", (test::source_dir() / "recipes" / (std::string(name) + ".toml")).string(), "-o",
+                                     (scratch_->path() / name).string()});
+            ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
+        }
+    }
+    static void TearDownTestSuite() {
+        delete scratch_;
+        scratch_ = nullptr;
+    }
+    static fs::path out(const char* name) { return scratch_->path() / name; }
+    static Scratch* scratch_;
+};
+Scratch* Built::scratch_ = nullptr;
+
+}  // namespace
+
+TEST_F(Built, MinimalHasTheDesignLayoutAndFinishedOutputs) {
+    json m = read_json(out("minimal") / "manifest.json");
+    std::vector<std::string> labels;
+    for (const auto& p : m["partitions"]) labels.push_back(p["label"]);
+    EXPECT_EQ(labels, (std::vector<std::string>{"esp_a", "root_a", "root_a_verity", "esp_b", "root_b", "root_b_verity", "log", "data"}));
+    for (const char* f : {"disk.raw", "rootfs.img", "root_a.verity", "root_b.verity", "vmlinuz"}) EXPECT_TRUE(fs::exists(out("minimal") / f)) << f;
+    for (const auto& e : fs::directory_iterator(out("minimal")))
+        EXPECT_FALSE(e.path().filename().string().starts_with(".cairn-build")) << "left behind: " << e.path();
+    EXPECT_EQ(m["kernel"]["package"].get<std::string>().rfind("linux-image-", 0), 0u);
+    EXPECT_FALSE(m["kernel"]["release"].get<std::string>().empty());
+    bool has_busybox = false;
+    for (const auto& i : m["inputs"]) has_busybox = has_busybox || (i.value("package", "") == "busybox-static" && i["sha256"].get<std::string>().size() == 64);
+    EXPECT_TRUE(has_busybox) << "every input is recorded with its sha256";
+    check_sfdisk(out("minimal") / "disk.raw", m);
+}
+
+TEST_F(Built, MinimalSlotsVerifyWithVeritysetupAndFsck) {
+    Scratch s;
+    check_slots(out("minimal"), read_json(out("minimal") / "manifest.json"), s);
+}
+
+TEST_F(Built, MinimalOwnersAndModesComeFromTheRecipe) {
+    Scratch s;
+    json m = read_json(out("minimal") / "manifest.json");
+    const json& root = partition(m, "root_a");
+    auto fsimg = extract(out("minimal") / "disk.raw", root["offset"], m["rootfs"]["size"], s / "root.erofs");
+    auto stat_of = [&](const std::string& path) {
+        std::string o = run_checked({"dump.erofs", "--path=" + path, fsimg.string()});
+        size_t uid = o.find("Uid: "), access = o.find("Access: ");
+        if (uid == std::string::npos || access == std::string::npos) return o;
+        std::istringstream in(o.substr(uid));
+        std::string u, g, word;
+        in >> word >> u >> word >> g;
+        return u + ":" + g + " " + o.substr(access + 8, 4);
+    };
+    EXPECT_EQ(stat_of("/etc/shadow"), "0:42 0640");
+    EXPECT_EQ(stat_of("/home/cairn"), "1000:1000 0750");
+    EXPECT_EQ(stat_of("/root"), "0:0 0700");
+    EXPECT_EQ(stat_of("/sbin/init"), "0:0 0755");
+    EXPECT_EQ(stat_of("/bin/busybox"), "0:0 0755");
+    EXPECT_NE(run_checked({"dump.erofs", "--path=/tmp", fsimg.string()}).find("Access: 1777"), std::string::npos);
+
+    if (!test::is_root() || !fs::exists("/dev/loop-control")) GTEST_SKIP() << "loop-mount check needs root and loop devices";
+    fs::create_directories(s / "mnt");
+    RunResult r = run({"mount", "-t", "erofs", "-o", "ro,loop", fsimg.string(), (s / "mnt").string()});
+    if (r.exit_code != 0) GTEST_SKIP() << "cannot mount erofs here: " << r.err;
+    struct stat st {};
+    ::stat((s / "mnt/etc/shadow").c_str(), &st);
+    EXPECT_EQ(st.st_gid, 42u);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    ::stat((s / "mnt/home/cairn").c_str(), &st);
+    EXPECT_EQ(st.st_uid, 1000u);
+    EXPECT_TRUE(fs::exists(s / "mnt/lib/modules"));
+    run({"umount", (s / "mnt").string()});
+}
+
+TEST_F(Built, SystemdDissectRecognisesThePartitions) {
+    if (!test::is_root() || !fs::exists("/dev/loop-control")) GTEST_SKIP() << "systemd-dissect needs root and loop devices";
+    RunResult r = run({"systemd-dissect", "--json=short", (out("minimal") / "disk.raw").string()});
+    if (r.exit_code != 0 && r.err.find("loop") != std::string::npos) GTEST_SKIP() << "no loop device: " << r.err;
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json d = json::parse(r.out);
+    std::set<std::string> designators;
+    for (const auto& m : d["mounts"]) designators.insert(m.value("designator", ""));
+    EXPECT_TRUE(designators.count("root")) << r.out;
+    EXPECT_TRUE(designators.count("root-verity")) << r.out;
+    EXPECT_TRUE(designators.count("esp")) << r.out;
+}
+
+TEST_F(Built, InspectVerifiesAndCatchesAFlippedByte) {
+    RunResult r = cairn_run({"inspect", (out("minimal") / "disk.raw").string()});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("all slots verified"), std::string::npos) << r.out;
+    json m = read_json(out("minimal") / "manifest.json");
+    EXPECT_NE(r.out.find(m["slots"]["b"]["verity"]["root_hash"].get<std::string>()), std::string::npos);
+
+    // Flip one byte in the middle of root_b's data, check, flip it back.
+    const fs::path disk = out("minimal") / "disk.raw";
+    uint64_t at = partition(m, "root_b")["offset"].get<uint64_t>() + m["rootfs"]["size"].get<uint64_t>() / 2;
+    UniqueFd fd = open_file(disk, O_RDWR);
+    char c = 0;
+    pread_exact(fd.get(), &c, 1, at, "disk");
+    char flipped = static_cast<char>(c ^ 0x40);
+    pwrite_exact(fd.get(), &flipped, 1, at, "disk");
+    r = cairn_run({"inspect", "--json", disk.string()});
+    pwrite_exact(fd.get(), &c, 1, at, "disk");
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    json report = json::parse(r.out);
+    EXPECT_FALSE(report["ok"].get<bool>());
+    EXPECT_TRUE(report["slots"][0]["ok"].get<bool>());
+    EXPECT_FALSE(report["slots"][1]["ok"].get<bool>());
+    EXPECT_NE(report["slots"][1]["problems"].dump().find("root_b"), std::string::npos) << report.dump(2);
+}
+
+TEST_F(Built, EflowHasTheApplianceSizesAndStaysSparse) {
+    json m = read_json(out("eflow") / "manifest.json");
+    auto size_of = [&](const std::string& label) { return partition(m, label)["size"].get<uint64_t>() >> 20; };
+    EXPECT_EQ(size_of("esp_a"), 200u);
+    EXPECT_EQ(size_of("esp_b"), 200u);
+    EXPECT_EQ(size_of("root_a"), 4096u);
+    EXPECT_EQ(size_of("root_b"), 4096u);
+    EXPECT_EQ(size_of("log"), 1024u);
+    EXPECT_EQ(size_of("data"), 2048u);
+    struct stat st {};
+    ASSERT_EQ(::stat((out("eflow") / "disk.raw").c_str(), &st), 0);
+    EXPECT_GT(static_cast<uint64_t>(st.st_size), 11ull << 30);
+    EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_size) / 20) << "disk.raw must stay sparse";
+    check_sfdisk(out("eflow") / "disk.raw", m);
+    Scratch s;
+    check_slots(out("eflow"), m, s);
+    EXPECT_EQ(cairn_run({"inspect", (out("eflow") / "disk.raw").string()}).exit_code, 0);
+}
+
+// Reproducible: the same recipe and inputs with SOURCE_DATE_EPOCH give a bit-identical disk.
+// As root, the second build runs as an ordinary user (nobody), which also proves that owners and
+// modes come out right without root.
+TEST_F(Built, RebuildIsBitIdentical) {
+    Scratch again;
+    std::vector<std::string> prefix;
+    if (test::is_root()) {
+        ::chown(again.path().c_str(), 65534, 65534);
+        prefix = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"};
+    }
+    RunResult r = cairn_run({"build", (test::source_dir() / "recipes/minimal.toml").string(), "-o", (again / "out").string(), "--quiet",
+                             "--cache", (again / "cache").string()},
+                            prefix);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(run({"cmp", (out("minimal") / "disk.raw").string(), (again / "out/disk.raw").string()}).exit_code, 0)
+        << "two builds of recipes/minimal.toml differ";
+    EXPECT_EQ(read_json(out("minimal") / "manifest.json")["slots"], read_json(again / "out/manifest.json")["slots"]);
+}

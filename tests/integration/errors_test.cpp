@@ -1,0 +1,98 @@
+// Bad input to `cairn build`: one clear line naming the recipe key or file, a non-zero exit,
+// and nothing in the output directory that looks finished.
+#include <gtest/gtest.h>
+
+#include "common/subprocess.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using cairn::test::Scratch;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string header = R"(name = "t"
+version = "1"
+compatible = "cairn-test"
+
+[kernel]
+enabled = false
+)";
+
+const std::string small_disk = R"(
+[disk]
+size = "64MiB"
+partitions = [
+  { role = "esp", size = "2MiB" },
+  { role = "root", size = "8MiB" },
+  { role = "root-verity", size = "1MiB" },
+  { role = "data", size = "rest" },
+]
+)";
+
+struct Case {
+    std::string name;
+    std::string recipe;
+    std::string expect;
+};
+
+}  // namespace
+
+TEST(BuildErrors, OneClearLineAndNoPartialOutput) {
+    Scratch dir;
+    test::write_text(dir / "big/blob", "");
+    test::write_random(dir / "big/blob", 12 << 20, 1);  // 12 MiB of noise does not fit an 8 MiB root
+    std::vector<Case> cases = {
+        {"bad-toml", "name = \n", "not valid TOML"},
+        {"unknown-key", header + small_disk + "\n[rootfs]\nfilesytem = \"erofs\"\n", "rootfs.filesytem: unknown key"},
+        {"missing-file", header + small_disk + "\n[[rootfs.add]]\ntype = \"tar\"\nsource = \"missing.tar.gz\"\n", "rootfs.add[0].source:"},
+        {"too-big-tree", header + small_disk + "\n[[rootfs.add]]\ntype = \"tree\"\nsource = \"big\"\n", "does not fit in partition root_a"},
+        {"disk-too-small", header + R"(
+[disk]
+size = "16MiB"
+partitions = [
+  { role = "root", size = "8MiB" },
+  { role = "root-verity", size = "1MiB" },
+  { role = "data", size = "8MiB" },
+]
+)", "does not fit on a 16 MiB disk"},
+        {"unknown-package", header + small_disk + "\n[[rootfs.add]]\ntype = \"deb\"\npackage = \"cairn-no-such-package\"\n",
+         "rootfs.add[0].package: unknown Debian package 'cairn-no-such-package'"},
+        {"unknown-owner", header + small_disk + "\n[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nowner = \"alice\"\n",
+         "rootfs.add[0].owner: no user 'alice'"},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        fs::path recipe = dir / (c.name + ".toml");
+        test::write_text(recipe, c.recipe);
+        fs::path out = dir / ("out-" + c.name);
+        RunResult r = run({test::cairn_binary().string(), "build", recipe.string(), "-o", out.string(), "--quiet"});
+        EXPECT_EQ(r.exit_code, 2);
+        EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find(recipe.string()), std::string::npos) << "the message names the recipe: " << r.err;
+        std::string trimmed = r.err;
+        while (!trimmed.empty() && trimmed.front() == '\n') trimmed.erase(0, 1);
+        while (!trimmed.empty() && trimmed.back() == '\n') trimmed.pop_back();
+        EXPECT_EQ(trimmed.find('\n'), std::string::npos) << "one line: " << r.err;
+        if (fs::exists(out)) {
+            for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
+        }
+    }
+}
+
+TEST(BuildErrors, UsageMistakes) {
+    EXPECT_EQ(run({test::cairn_binary().string()}).exit_code, 2);
+    RunResult r = run({test::cairn_binary().string(), "build", "recipes/minimal.toml"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("-o DIR"), std::string::npos) << r.err;
+    r = run({test::cairn_binary().string(), "frobnicate"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos);
+    r = run({test::cairn_binary().string(), "--help"});
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_NE(r.out.find("build RECIPE -o DIR"), std::string::npos);
+    EXPECT_NE(r.out.find("inspect IMAGE"), std::string::npos);
+    r = run({test::cairn_binary().string(), "inspect", "/nonexistent/disk.raw"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("/nonexistent/disk.raw"), std::string::npos);
+}
