@@ -35,7 +35,7 @@ void write_random_file(const fs::path& path, uint64_t size) {
     std::vector<uint64_t> buffer(buffer_size / 8);
     uint64_t state = 0x9e3779b97f4a7c15ull;
     for (uint64_t done = 0; done < size;) {
-        for (auto& word : buffer) {   // splitmix64
+        for (auto& word : buffer) {  // splitmix64
             uint64_t z = (state += 0x9e3779b97f4a7c15ull);
             z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
             z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -92,7 +92,7 @@ int bench(int argc, char** argv) {
     const Digest salt = sha256("cairn verity bench salt");
     p.salt.assign(salt.begin(), salt.end());
     p.uuid = Uuid::derive("cairn verity bench", "hash device");
-    read_through(data, bytes);   // warm the page cache for both contenders
+    read_through(data, bytes);  // warm the page cache for both contenders
 
     const fs::path ours_path = tmp.path() / "cairn.hash", theirs_path = tmp.path() / "veritysetup.hash";
     const std::vector<std::string> theirs_argv{veritysetup(),

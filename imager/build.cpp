@@ -197,12 +197,23 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
                 fail(s.where + ": " + e.what());
             }
             json libs = json::array();
-            fs::path exe_canonical = fs::canonical(s.source);
+            // The executable's own link chain is not copied: it goes to `path` as one file.
+            std::vector<fs::path> own = elf::link_chain(s.source);
+            std::map<fs::path, std::string> copied;  // host file -> where it went, so a file reached by two paths is stored once
             for (const auto& f : files) {
-                if (f == s.source || f == exe_canonical) continue;
-                if (fs::is_symlink(f)) tree.add_symlink(f.string(), fs::read_symlink(f).string(), Meta{0, 0, 0777}, s.where);
-                else tree.add_file_copy(f.string(), f, Meta{0, 0, host_mode(f)}, s.where);
-                libs.push_back({{"path", f.string()}, {"sha256", fs::is_symlink(f) ? "" : sha256_file_hex(f)}});
+                if (std::find(own.begin(), own.end(), f) != own.end()) continue;
+                if (fs::is_symlink(f)) {
+                    tree.add_symlink(f.string(), fs::read_symlink(f).string(), Meta{0, 0, 0777}, s.where);
+                    continue;
+                }
+                fs::path real = fs::canonical(f);
+                if (auto it = copied.find(real); it != copied.end()) {
+                    tree.add_hardlink(f.string(), it->second, s.where);
+                    continue;
+                }
+                tree.add_file_copy(f.string(), f, Meta{0, 0, host_mode(f)}, s.where);
+                copied[real] = f.string();
+                libs.push_back({{"path", f.string()}, {"sha256", sha256_file_hex(f)}});
             }
             tree.add_file_copy(s.path, s.source, step_meta(tree, s, host_mode(s.source)), s.where);
             input["source"] = s.source.string();

@@ -196,14 +196,29 @@ void parse(const Reader& reader, bool swap, Info& info) {
             break;
         }
         switch (tag) {
-            case DT_NEEDED: needed.push_back(value); break;
-            case DT_SONAME: soname = value; break;
-            case DT_RPATH: rpath = value; break;
-            case DT_RUNPATH: runpath = value; break;
-            case DT_STRTAB: strtab = value; break;
-            case DT_STRSZ: strsz = value; break;
-            case DT_FLAGS_1: info.flags_1 = value; break;
-            default: break;
+            case DT_NEEDED:
+                needed.push_back(value);
+                break;
+            case DT_SONAME:
+                soname = value;
+                break;
+            case DT_RPATH:
+                rpath = value;
+                break;
+            case DT_RUNPATH:
+                runpath = value;
+                break;
+            case DT_STRTAB:
+                strtab = value;
+                break;
+            case DT_STRSZ:
+                strsz = value;
+                break;
+            case DT_FLAGS_1:
+                info.flags_1 = value;
+                break;
+            default:
+                break;
         }
     }
     if (!terminated) fail(name + ": malformed ELF file: PT_DYNAMIC has no DT_NULL terminator");
@@ -218,7 +233,8 @@ void parse(const Reader& reader, bool swap, Info& info) {
             break;
         }
     if (!segment)
-        fail(name + ": malformed ELF file: DT_STRTAB address " + hex(*strtab) + " is in no PT_LOAD segment's file data");
+        fail(name + ": malformed ELF file: DT_STRTAB address " + hex(*strtab) +
+             " is in no PT_LOAD segment's file data");
     uint64_t table_offset = segment->offset + (*strtab - segment->vaddr);
     uint64_t available = segment->filesz - (*strtab - segment->vaddr);
     reader.check(table_offset, available, "the PT_LOAD segment holding DT_STRTAB");
@@ -335,7 +351,8 @@ void parse_conf(const fs::path& file, int depth, std::vector<fs::path>& out) {
         line = trim(line);
         if (line.empty()) continue;
 
-        if (line.size() > 7 && line.compare(0, 7, "include") == 0 && std::isblank(static_cast<unsigned char>(line[7]))) {
+        if (line.size() > 7 && line.compare(0, 7, "include") == 0 &&
+            std::isblank(static_cast<unsigned char>(line[7]))) {
             std::string rest = line.substr(8);
             size_t pos = 0;
             while (pos < rest.size()) {
@@ -416,14 +433,14 @@ Target target_for(const Info& exe) {
 // The closure
 
 struct Object {
-    fs::path path;                   // absolute, as found
-    fs::path origin;                 // what $ORIGIN expands to in its own dynamic section
+    fs::path path;    // absolute, as found
+    fs::path origin;  // what $ORIGIN expands to in its own dynamic section
     Info info;
     std::vector<std::string> names;  // names it was loaded under (besides its DT_SONAME)
     dev_t dev = 0;
     ino_t ino = 0;
-    int loader = -1;                 // index of the object whose DT_NEEDED loaded it
-    bool load_needed = true;         // false for the interpreter, which ld.so does not load dependencies for
+    int loader = -1;          // index of the object whose DT_NEEDED loaded it
+    bool load_needed = true;  // false for the interpreter, which ld.so does not load dependencies for
 };
 
 struct Candidate {
@@ -719,6 +736,12 @@ std::vector<std::filesystem::path> closure(const std::filesystem::path& executab
     }
     Resolver resolver(config, executable.string(), info);
     return resolver.run(exe, info);
+}
+
+std::vector<std::filesystem::path> link_chain(const std::filesystem::path& path) {
+    std::set<fs::path> result;
+    add_link_chain(physical_normal(fs::absolute(path)), result);
+    return {result.begin(), result.end()};
 }
 
 std::vector<std::filesystem::path> ld_so_conf_dirs(const std::filesystem::path& conf) {

@@ -36,19 +36,19 @@
 namespace cairn::elf {
 
 struct Info {
-    bool is_elf = false;            // false: not an ELF file (a script, data); the rest is empty
-    bool is_64 = false;             // ELFCLASS64
-    uint16_t machine = 0;           // e_machine (EM_X86_64, ...)
-    std::string interpreter;        // PT_INTERP, empty for a static executable or a library
+    bool is_elf = false;              // false: not an ELF file (a script, data); the rest is empty
+    bool is_64 = false;               // ELFCLASS64
+    uint16_t machine = 0;             // e_machine (EM_X86_64, ...)
+    std::string interpreter;          // PT_INTERP, empty for a static executable or a library
     std::vector<std::string> needed;  // DT_NEEDED in file order
     // DT_RPATH / DT_RUNPATH split at ':' (empty elements kept, so an empty tag still shows as present: {""}).
     std::vector<std::string> rpath, runpath;
-    std::string soname;             // DT_SONAME
+    std::string soname;  // DT_SONAME
     // Additions to the brief's shape:
-    bool little_endian = true;      // ELFDATA2LSB
-    uint16_t type = 0;              // e_type (ET_EXEC, ET_DYN, ...)
-    bool is_dynamic = false;        // has a PT_DYNAMIC segment
-    uint64_t flags_1 = 0;           // DT_FLAGS_1 (DF_1_NODEFLIB, DF_1_PIE, ...)
+    bool little_endian = true;  // ELFDATA2LSB
+    uint16_t type = 0;          // e_type (ET_EXEC, ET_DYN, ...)
+    bool is_dynamic = false;    // has a PT_DYNAMIC segment
+    uint64_t flags_1 = 0;       // DT_FLAGS_1 (DF_1_NODEFLIB, DF_1_PIE, ...)
 };
 
 // Parses ELF headers, PT_INTERP and the PT_DYNAMIC section (DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME via
@@ -73,6 +73,11 @@ struct SearchConfig {
 std::vector<std::filesystem::path> closure(const std::filesystem::path& executable);
 std::vector<std::filesystem::path> closure(const std::filesystem::path& executable, const SearchConfig& config);
 
+// A path, every symlink it leads through, and the file it finally names fully resolved (the entries closure() adds for
+// each file it finds), sorted. Relative links are followed from the link's directory. Lets a caller tell the
+// executable's own entries in a closure from its libraries'. Throws Error for a dangling link or a loop.
+std::vector<std::filesystem::path> link_chain(const std::filesystem::path& path);
+
 // The directories /etc/ld.so.conf (or `conf`) lists, in order and without duplicates: '#' comments,
 // "include <glob>..." (relative patterns are relative to the including file's directory), "hwcap" lines
 // ignored, "=type" suffixes and trailing slashes dropped, relative directories ignored. A missing top-level
@@ -82,10 +87,10 @@ std::vector<std::filesystem::path> ld_so_conf_dirs(const std::filesystem::path& 
 // One entry of /etc/ld.so.cache (glibc's "glibc-ld.so.cache1.1" format, alone or after the old
 // "ld.so-1.7.0" table).
 struct CacheEntry {
-    std::string name;   // the library name looked up (usually a SONAME)
-    std::string path;   // where the file is
-    int32_t flags = 0;  // FLAG_ELF_LIBC6 | FLAG_X8664_LIB64 = 0x0303 for x86-64
-    uint64_t hwcap = 0; // non-zero: the entry belongs to a hwcap subdirectory
+    std::string name;    // the library name looked up (usually a SONAME)
+    std::string path;    // where the file is
+    int32_t flags = 0;   // FLAG_ELF_LIBC6 | FLAG_X8664_LIB64 = 0x0303 for x86-64
+    uint64_t hwcap = 0;  // non-zero: the entry belongs to a hwcap subdirectory
 };
 
 // Reads the cache's entries in file order. Throws Error naming the file when it is missing or malformed.

@@ -186,6 +186,7 @@ void Tree::add_hardlink(std::string_view image_path, std::string_view existing_i
     std::string existing = resolve(existing_image_path, what);
     auto m = meta(existing);
     if (!m) fail(what + ": hard link " + path + " points to " + existing + ", which is not in the image");
+    if (path == existing) return;  // both names lead to the same entry (through a link in the image)
     make_parents(path, what);
     remove(path, true, what);
     if (::link(host(existing).c_str(), host(path).c_str()) != 0) fail_errno(what + ": creating hard link " + path + " in the image");

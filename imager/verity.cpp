@@ -54,8 +54,9 @@ bool power_of_two_between(uint64_t value, uint64_t low, uint64_t high) {
 void validate(const Params& p, const std::string& what) {
     auto check_size = [&](uint32_t size, const char* name) {
         if (!power_of_two_between(size, min_block_size, max_block_size))
-            fail(what + ": " + name + " block size " + std::to_string(size) + " is not supported (a power of two from " +
-                 std::to_string(min_block_size) + " to " + std::to_string(max_block_size) + ")");
+            fail(what + ": " + name + " block size " + std::to_string(size) +
+                 " is not supported (a power of two from " + std::to_string(min_block_size) + " to " +
+                 std::to_string(max_block_size) + ")");
     };
     check_size(p.data_block_size, "data");
     check_size(p.hash_block_size, "hash");
@@ -76,11 +77,11 @@ void check_hash_offset(uint64_t hash_offset, const Params& p, const std::string&
 // Where each level of the tree sits. Block numbers count hash blocks from hash_offset: block 0 holds the
 // superblock, the top level starts at block 1, the leaves (level 0) come last.
 struct Geometry {
-    uint32_t per_block = 0;           // digests per hash block
+    uint32_t per_block = 0;  // digests per hash block
     unsigned levels = 0;
-    std::vector<uint64_t> blocks;     // [level] number of hash blocks
-    std::vector<uint64_t> first;      // [level] first block
-    uint64_t total_blocks = 1;        // superblock block + tree
+    std::vector<uint64_t> blocks;  // [level] number of hash blocks
+    std::vector<uint64_t> first;   // [level] first block
+    uint64_t total_blocks = 1;     // superblock block + tree
 };
 
 Geometry geometry(const Params& p) {
@@ -114,14 +115,16 @@ std::string describe_fd(int fd, const char* role) {
 // Refuses a hash area that overlaps the data when both live in the same file or device.
 void check_disjoint(int data_fd, uint64_t data_offset, uint64_t data_size, int hash_fd, uint64_t hash_offset,
                     uint64_t hash_size, const std::string& hash_name) {
-    struct stat ds{}, hs{};
+    struct stat ds {
+    }, hs{};
     if (::fstat(data_fd, &ds) != 0) fail_errno("examining " + describe_fd(data_fd, "dm-verity data"));
     if (::fstat(hash_fd, &hs) != 0) fail_errno("examining " + hash_name);
     bool same = (S_ISBLK(ds.st_mode) && S_ISBLK(hs.st_mode)) ? ds.st_rdev == hs.st_rdev
                                                              : ds.st_dev == hs.st_dev && ds.st_ino == hs.st_ino;
     if (same && hash_offset < data_offset + data_size && data_offset < hash_offset + hash_size)
-        fail(hash_name + ": hash area [" + std::to_string(hash_offset) + ", " + std::to_string(hash_offset + hash_size) +
-             ") overlaps the data [" + std::to_string(data_offset) + ", " + std::to_string(data_offset + data_size) + ")");
+        fail(hash_name + ": hash area [" + std::to_string(hash_offset) + ", " +
+             std::to_string(hash_offset + hash_size) + ") overlaps the data [" + std::to_string(data_offset) + ", " +
+             std::to_string(data_offset + data_size) + ")");
 }
 
 // sha256(salt || block), with one context per thread that already holds the salt and is copied per block.
@@ -248,7 +251,7 @@ unsigned thread_count(unsigned requested, uint64_t segments) {
 
 struct Mismatch {
     unsigned level = 0;
-    uint64_t block = 0;     // counted from hash_offset
+    uint64_t block = 0;  // counted from hash_offset
     std::string detail;
 };
 
@@ -263,9 +266,6 @@ size_t first_differing_slot(const uint8_t* computed, const uint8_t* on_disk, uin
     return per_block;
 }
 
-// Hashes every data block into the leaf level (level 0), segment by segment and in parallel, and returns the
-// digest of each leaf block (what level 1 is made of). Writes the leaf blocks to the hash device, or, when
-// `mismatch` is given, compares them with the hash device and records the first block that differs.
 struct Devices {
     int data_fd;
     uint64_t data_offset;
@@ -275,6 +275,9 @@ struct Devices {
     std::string hash_name;
 };
 
+// Hashes every data block into the leaf level (level 0), segment by segment and in parallel, and returns the
+// digest of each leaf block (what level 1 is made of). Writes the leaf blocks to the hash device, or, when
+// `mismatch` is given, compares them with the hash device and records the first block that differs.
 std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geometry& g, unsigned threads,
                                 const std::function<void(uint64_t, uint64_t)>& progress,
                                 std::optional<Mismatch>* mismatch) {
@@ -310,7 +313,8 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
                     hasher.hash(data.data() + i * dbs, dbs, leaves.data() + (done + i) * digest_size);
                 done += n;
             }
-            for (uint64_t k = 0; k < leaf_count; ++k) digests[first_leaf + k] = hasher.hash(leaves.data() + k * hbs, hbs);
+            for (uint64_t k = 0; k < leaf_count; ++k)
+                digests[first_leaf + k] = hasher.hash(leaves.data() + k * hbs, hbs);
 
             const uint64_t first_block = g.first[0] + first_leaf;
             const uint64_t at = dev.hash_offset + first_block * hbs;
@@ -329,7 +333,8 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
                                          ? "data block " + std::to_string(data_block) + " does not match its digest"
                                          : "bytes after the last digest are not zero";
                 std::lock_guard lock(mismatch_mutex);
-                if (!*mismatch || (*mismatch)->block > first_block + k) *mismatch = Mismatch{0, first_block + k, detail};
+                if (!*mismatch || (*mismatch)->block > first_block + k)
+                    *mismatch = Mismatch{0, first_block + k, detail};
                 break;
             }
             return data_count;
@@ -378,15 +383,17 @@ unsigned tree_levels(const Params& p) {
 
 Result format(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, const Params& p, unsigned threads,
               const std::function<void(uint64_t, uint64_t)>& progress) {
-    Devices dev{data_fd, data_offset, describe_fd(data_fd, "dm-verity data"), hash_fd, hash_offset,
-                describe_fd(hash_fd, "dm-verity hash device")};
+    Devices dev{data_fd, data_offset, describe_fd(data_fd, "dm-verity data"),
+                hash_fd, hash_offset, describe_fd(hash_fd, "dm-verity hash device")};
     validate(p, "dm-verity format of " + dev.data_name);
     check_hash_offset(hash_offset, p, dev.hash_name);
     const Geometry g = geometry(p);
     const uint64_t data_size = p.data_blocks * p.data_block_size;
     const uint64_t hash_size = g.total_blocks * p.hash_block_size;
-    if (data_offset > max_offset - data_size) fail(dev.data_name + ": data offset " + std::to_string(data_offset) + " is too large");
-    if (hash_offset > max_offset - hash_size) fail(dev.hash_name + ": hash offset " + std::to_string(hash_offset) + " is too large");
+    if (data_offset > max_offset - data_size)
+        fail(dev.data_name + ": data offset " + std::to_string(data_offset) + " is too large");
+    if (hash_offset > max_offset - hash_size)
+        fail(dev.hash_name + ": hash offset " + std::to_string(hash_offset) + " is too large");
     check_disjoint(data_fd, data_offset, data_size, hash_fd, hash_offset, hash_size, dev.hash_name);
 
     uint64_t reported = 0;
@@ -414,7 +421,8 @@ Superblock read_superblock(int hash_fd, uint64_t hash_offset, const std::string&
     pread_exact(hash_fd, raw, sizeof raw, hash_offset, what);
     const std::string where = what + ": dm-verity superblock at offset " + std::to_string(hash_offset);
     if (std::memcmp(raw + sb_signature, signature, sizeof signature) != 0)
-        fail(what + ": no dm-verity superblock at offset " + std::to_string(hash_offset) + " (no \"verity\" signature)");
+        fail(what + ": no dm-verity superblock at offset " + std::to_string(hash_offset) +
+             " (no \"verity\" signature)");
     Superblock sb;
     sb.version = static_cast<uint32_t>(get_le(raw + sb_version, 4));
     sb.hash_type = static_cast<uint32_t>(get_le(raw + sb_hash_type, 4));
@@ -441,8 +449,8 @@ Superblock read_superblock(int hash_fd, uint64_t hash_offset, const std::string&
 }
 
 VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads) {
-    Devices dev{data_fd, data_offset, describe_fd(data_fd, "dm-verity data"), hash_fd, hash_offset,
-                describe_fd(hash_fd, "dm-verity hash device")};
+    Devices dev{data_fd, data_offset, describe_fd(data_fd, "dm-verity data"),
+                hash_fd, hash_offset, describe_fd(hash_fd, "dm-verity hash device")};
     const Superblock sb = read_superblock(hash_fd, hash_offset, dev.hash_name);
     if (sb.hash_type != hash_type_normal)
         fail(dev.hash_name + ": dm-verity hash type " + std::to_string(sb.hash_type) +
@@ -454,7 +462,8 @@ VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t has
     check_hash_offset(hash_offset, p, dev.hash_name);
     const Geometry g = geometry(p);
     const uint64_t data_size = p.data_blocks * p.data_block_size;
-    if (data_offset > max_offset - data_size) fail(dev.data_name + ": data offset " + std::to_string(data_offset) + " is too large");
+    if (data_offset > max_offset - data_size)
+        fail(dev.data_name + ": data offset " + std::to_string(data_offset) + " is too large");
     if (hash_offset > max_offset - g.total_blocks * p.hash_block_size)
         fail(dev.hash_name + ": hash offset " + std::to_string(hash_offset) + " is too large");
 

@@ -26,9 +26,9 @@ inline constexpr uint32_t max_block_size = 4096;
 struct Params {
     uint32_t data_block_size = 4096;
     uint32_t hash_block_size = 4096;
-    uint64_t data_blocks = 0;     // number of data blocks covered
-    std::vector<uint8_t> salt;    // up to 256 bytes
-    Uuid uuid;                    // written in the superblock
+    uint64_t data_blocks = 0;   // number of data blocks covered
+    std::vector<uint8_t> salt;  // up to 256 bytes
+    Uuid uuid;                  // written in the superblock
 };
 
 // Bytes the hash device needs: 512-byte superblock padded to one hash block, then the tree.
@@ -40,7 +40,7 @@ unsigned tree_levels(const Params& p);
 
 struct Result {
     Digest root_hash;
-    uint64_t hash_size;   // bytes written at hash_offset, = hash_device_size(p)
+    uint64_t hash_size;  // bytes written at hash_offset, = hash_device_size(p)
 };
 
 // Computes the tree over data_fd[data_offset, data_offset + data_blocks * data_block_size) and writes
@@ -71,7 +71,7 @@ Superblock read_superblock(int hash_fd, uint64_t hash_offset, const std::string&
 struct VerifyResult {
     bool ok = false;
     Digest root_hash{};
-    std::string problem;   // empty when ok, else e.g. "hash block 17 (level 0) differs: ..."
+    std::string problem;  // empty when ok, else e.g. "hash block 17 (level 0) differs: ..."
 };
 VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads = 0);
 

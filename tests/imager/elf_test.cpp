@@ -126,7 +126,8 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
         ADD_FAILURE() << "no Error thrown";
     } catch (const Error& e) {
         std::string message = e.what();
-        for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message << "\nlacks: " << part;
+        for (const auto& part : parts)
+            EXPECT_NE(message.find(part), std::string::npos) << message << "\nlacks: " << part;
     }
 }
 
@@ -196,7 +197,7 @@ TEST(ElfReadInfo, NotElf) {
     Scratch s;
     write_text(s / "script", "#!/bin/sh\necho hi\n");
     write_text(s / "empty", "");
-    write_text(s / "elf", "\x7f" "EL");
+    write_text(s / "elf", std::string(1, '\x7f') + "EL");
     for (const char* name : {"script", "empty", "elf"}) {
         Info info = read_info(s / name);
         EXPECT_FALSE(info.is_elf) << name;
@@ -236,7 +237,7 @@ TEST(ElfReadInfo, MalformedFilesGiveClearErrors) {
         write_text(file, data);
         expect_error([&] { read_info(file); }, {file.string(), reason});
     };
-    check("magic-only", std::string("\x7f" "ELF\x02\x01", 6), "truncated");
+    check("magic-only", std::string(1, '\x7f') + "ELF\x02\x01", "truncated");
     check("header-only", ls.substr(0, sizeof(Elf64_Ehdr)), "program header table");
     check("no-dynamic", ls.substr(0, dynamic->p_offset + 16), "PT_DYNAMIC");
 
@@ -287,6 +288,7 @@ TEST(ElfClosure, Ls) {
     if (target.is_relative()) target = fs::path("/lib64") / target;
     EXPECT_TRUE(contains(files, target.lexically_normal())) << show(files);
     EXPECT_TRUE(contains(files, fs::canonical("/lib64/ld-linux-x86-64.so.2"))) << show(files);
+    for (const auto& p : link_chain("/lib64/ld-linux-x86-64.so.2")) EXPECT_TRUE(contains(files, p)) << p;
     EXPECT_TRUE(contains(files, ls));
     EXPECT_TRUE(contains(files, fs::canonical(ls)));
     // Every entry is a symlink or a regular file that exists.
@@ -468,9 +470,8 @@ TEST(ElfClosure, RpathIsInheritedRunpathIsNot) {
     expect_matches_ldd(with_rpath);
 
     fs::path with_runpath = build("with-runpath", "-Wl,--enable-new-dtags");
-    expect_error([&] { closure(with_runpath); },
-                 {with_runpath.string() + ": needs libbar.so, which was not found", "needed by " +
-                  (root / "a/libfoo.so").string(), "searched: "});
+    expect_error([&] { closure(with_runpath); }, {with_runpath.string() + ": needs libbar.so, which was not found",
+                                                  "needed by " + (root / "a/libfoo.so").string(), "searched: "});
     EXPECT_FALSE(ldd(with_runpath));
     EXPECT_EQ(run_program(with_runpath), 127);
 }
@@ -484,8 +485,9 @@ TEST(ElfClosure, MissingLibraryNamesProgramAndLibrary) {
     build_main(s, exe, root / "lib", {"-Wl,-rpath,$ORIGIN/lib"});
     ASSERT_TRUE(contains(closure(exe), root / "lib/libtiny.so"));
     fs::remove(root / "lib/libtiny.so");
-    expect_error([&] { closure(exe); }, {exe.string() + ": needs libtiny.so, which was not found (searched: " +
-                                             (root / "lib").string(), "/etc/ld.so.cache", "/usr/lib"});
+    expect_error([&] { closure(exe); },
+                 {exe.string() + ": needs libtiny.so, which was not found (searched: " + (root / "lib").string(),
+                  "/etc/ld.so.cache", "/usr/lib"});
     EXPECT_EQ(run_program(exe), 127);
 }
 
@@ -551,9 +553,9 @@ TEST(ElfClosure, LoadedSonameSatisfiesLaterNeeds) {
     ASSERT_EQ(read_info(root / "y/libuser.so").needed.front(), "libalias.so.1");
     write_text(root / "prog.c", "int user(void);\nint main(void) { return user(); }\n");
     fs::path exe = root / "prog";
-    cc({"-o", exe.string(), (root / "prog.c").string(), "-Wl,--no-as-needed", "-L" + (root / "stub").string(),
-        "-lreal", "-L" + (root / "y").string(), "-luser", "-Wl,-rpath-link," + (root / "x").string(),
-        "-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/x:$ORIGIN/y"});
+    cc({"-o", exe.string(), (root / "prog.c").string(), "-Wl,--no-as-needed", "-L" + (root / "stub").string(), "-lreal",
+        "-L" + (root / "y").string(), "-luser", "-Wl,-rpath-link," + (root / "x").string(), "-Wl,--enable-new-dtags",
+        "-Wl,-rpath,$ORIGIN/x:$ORIGIN/y"});
     std::vector<fs::path> files = closure(exe);
     EXPECT_TRUE(contains(files, root / "x/libreal.so")) << show(files);
     EXPECT_TRUE(contains(files, root / "y/libuser.so")) << show(files);
@@ -596,6 +598,16 @@ TEST(ElfClosure, LibrarySymlinkChain) {
     EXPECT_TRUE(contains(files, root / "store/libtiny.so.1.2.3")) << show(files);
     EXPECT_FALSE(contains(files, root / "lib/libtiny.so")) << show(files);  // the link-time name only
     EXPECT_EQ(run_program(exe), 42);
+
+    EXPECT_EQ(link_chain(root / "lib/libtiny.so"),
+              (std::vector<fs::path>{root / "lib/libtiny.so", root / "lib/libtiny.so.1", root / "lib/libtiny.so.1.2",
+                                     root / "store/libtiny.so.1.2.3"}));
+    EXPECT_EQ(link_chain(root / "lib/../store/libtiny.so.1.2.3"),
+              std::vector<fs::path>{root / "store/libtiny.so.1.2.3"});
+    fs::create_symlink("missing", root / "lib/dangling");
+    expect_error([&] { link_chain(root / "lib/dangling"); }, {(root / "lib/missing").string()});
+    fs::create_symlink("loop", root / "lib/loop");
+    expect_error([&] { link_chain(root / "lib/loop"); }, {(root / "lib/loop").string(), "symbolic links"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,8 +616,9 @@ TEST(ElfClosure, LibrarySymlinkChain) {
 TEST(ElfLdSoConf, IncludesCommentsAndSuffixes) {
     Scratch s;
     fs::path root = fs::canonical(s.path());
-    write_text(root / "etc/ld.so.conf", "# top\ninclude conf.d/*.conf\n/top/dir/ # trailing slash\n"
-                                        "hwcap 0 nosegneg\ninclude /nonexistent/*.conf\n");
+    write_text(root / "etc/ld.so.conf",
+               "# top\ninclude conf.d/*.conf\n/top/dir/ # trailing slash\n"
+               "hwcap 0 nosegneg\ninclude /nonexistent/*.conf\n");
     write_text(root / "etc/conf.d/b.conf", "\t/b/one\n/old/style=libc6\nrelative/dir\n/top/dir\n");
     write_text(root / "etc/conf.d/a.conf", "/a/one\n  \n#/commented\n");
     write_text(root / "etc/conf.d/ignored.txt", "/not/included\n");

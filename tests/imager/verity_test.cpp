@@ -1,7 +1,6 @@
 #include "imager/verity.hpp"
 
 #include <fcntl.h>
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -125,6 +124,11 @@ struct Case {
     unsigned levels;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+    *os << c.name << " (" << c.blocks << " blocks of " << c.data_block_size << ", hash blocks " << c.hash_block_size
+        << ", salt " << c.salt_size << " bytes)";
+}
+
 class VeritysetupMatch : public ::testing::TestWithParam<Case> {
 protected:
     void SetUp() override { ASSERT_FALSE(veritysetup().empty()) << "veritysetup not found (package cryptsetup-bin)"; }
@@ -194,7 +198,8 @@ TEST_F(VerityTool, ReportsProgressUpToTheTotal) {
     UniqueFd dfd = open_file(scratch / "data", O_RDONLY);
     UniqueFd hfd = open_file(scratch / "hash", O_RDWR | O_CREAT);
     std::vector<std::pair<uint64_t, uint64_t>> calls;
-    verity::format(dfd.get(), 0, hfd.get(), 0, p, 2, [&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); });
+    verity::format(dfd.get(), 0, hfd.get(), 0, p, 2,
+                   [&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); });
     ASSERT_FALSE(calls.empty());
     for (size_t i = 0; i < calls.size(); ++i) {
         EXPECT_EQ(calls[i].second, 10000u);
@@ -219,7 +224,7 @@ TEST_F(VerityTool, AnErrorFromProgressStopsTheFormat) {
 
 TEST_F(VerityTool, OffsetsInsideLargerFilesGiveTheSameTree) {
     verity::Params p = params_for(1000, 32);
-    const uint64_t data_offset = 12345;   // not even sector-aligned
+    const uint64_t data_offset = 12345;  // not even sector-aligned
     const uint64_t hash_offset = 3 * 4096;
     write_random(scratch / "data", p.data_blocks * 4096, 11);
     std::string data = read_file(scratch / "data");
@@ -280,10 +285,10 @@ TEST_F(VerityTool, VerifyFindsAFlippedDataByte) {
     // 1000 blocks: block 1 is the top (level 1), blocks 2..9 the leaves; data block 777 is in leaf 6.
     EXPECT_EQ(bad.problem, "hash block 8 (level 0) differs: data block 777 does not match its digest");
     // veritysetup agrees that this is corrupt.
-    EXPECT_NE(run({veritysetup(), "verify", (scratch / "data").string(), (scratch / "hash").string(),
-                   to_hex(ours.root_hash)})
-                  .exit_code,
-              0);
+    EXPECT_NE(
+        run({veritysetup(), "verify", (scratch / "data").string(), (scratch / "hash").string(), to_hex(ours.root_hash)})
+            .exit_code,
+        0);
 }
 
 TEST_F(VerityTool, VerifyFindsFlippedHashBytes) {
@@ -296,7 +301,7 @@ TEST_F(VerityTool, VerifyFindsFlippedHashBytes) {
     flip_byte(scratch / "hash", 3 * 4096 + 5 * 32 + 1);
     verity::VerifyResult leaf = verify_file(scratch / "data", scratch / "hash");
     EXPECT_FALSE(leaf.ok);
-    EXPECT_EQ(leaf.root_hash, ours.root_hash);   // computed from the data, which is intact
+    EXPECT_EQ(leaf.root_hash, ours.root_hash);  // computed from the data, which is intact
     EXPECT_EQ(leaf.problem, "hash block 3 (level 0) differs: data block 133 does not match its digest");
 
     // The zero tail of the last leaf block (1000 = 7 * 128 + 104 digests).
@@ -329,7 +334,7 @@ TEST_F(VerityTool, VerifyOfASingleBlockHasNoTreeToCompare) {
     verity::Params p = params_for(1, 0);
     write_random(scratch / "data", 4096, 16);
     verity::Result ours = format_file(scratch / "data", scratch / "hash", p);
-    EXPECT_EQ(ours.root_hash, sha256(read_file(scratch / "data")));   // empty salt: plain sha256 of the block
+    EXPECT_EQ(ours.root_hash, sha256(read_file(scratch / "data")));  // empty salt: plain sha256 of the block
     verity::VerifyResult v = verify_file(scratch / "data", scratch / "hash");
     EXPECT_TRUE(v.ok);
     flip_byte(scratch / "data", 10);
@@ -343,9 +348,10 @@ TEST_F(VerityTool, VerifyRejectsUnsupportedSuperblocks) {
     std::string pristine = read_file(scratch / "hash");
 
     std::string chrome = pristine;
-    chrome[12] = 0;   // hash type 0
+    chrome[12] = 0;  // hash type 0
     write_file_atomic(scratch / "hash", chrome);
-    EXPECT_NE(error_of([&] { verify_file(scratch / "data", scratch / "hash"); }).find("hash type 0"), std::string::npos);
+    EXPECT_NE(error_of([&] { verify_file(scratch / "data", scratch / "hash"); }).find("hash type 0"),
+              std::string::npos);
 
     std::string sha1 = pristine;
     sha1.replace(32, 6, std::string("sha1\0\0", 6));
@@ -399,7 +405,7 @@ TEST_F(VerityTool, ReadSuperblockRejectsGarbage) {
     EXPECT_NE(random.find("bad-hash-device"), std::string::npos) << random;
     EXPECT_NE(random.find("no dm-verity superblock"), std::string::npos) << random;
     EXPECT_NE(read_error(std::string(4096, '\0')).find("no dm-verity superblock"), std::string::npos);
-    EXPECT_NE(read_error("verity").find("bad-hash-device"), std::string::npos);   // too short
+    EXPECT_NE(read_error("verity").find("bad-hash-device"), std::string::npos);  // too short
     EXPECT_NE(read_error(patched(8, std::string("\x02", 1))).find("version 2"), std::string::npos);
     EXPECT_NE(read_error(patched(12, std::string("\x07", 1))).find("hash type 7"), std::string::npos);
     EXPECT_NE(read_error(patched(32, std::string(32, 'a'))).find("algorithm"), std::string::npos);
@@ -445,7 +451,7 @@ TEST(Verity, RejectsBadParameters) {
     EXPECT_NE(message(p).find("salt of 257 bytes"), std::string::npos);
     EXPECT_NE(message(ok, 512).find("hash offset 512"), std::string::npos);
     p = ok;
-    p.data_blocks = 17;   // one block more than the file holds
+    p.data_blocks = 17;  // one block more than the file holds
     std::string short_data = message(p);
     EXPECT_NE(short_data.find((scratch / "data").string()), std::string::npos) << short_data;
     EXPECT_NE(short_data.find("end of file"), std::string::npos) << short_data;
@@ -456,15 +462,15 @@ TEST(Verity, RejectsBadParameters) {
 TEST(Verity, HashDeviceSizes) {
     verity::Params p;
     p.data_blocks = 1;
-    EXPECT_EQ(verity::hash_device_size(p), 4096u);   // superblock only
+    EXPECT_EQ(verity::hash_device_size(p), 4096u);  // superblock only
     p.data_blocks = 128;
     EXPECT_EQ(verity::hash_device_size(p), 2u * 4096);
     p.data_blocks = 129;
-    EXPECT_EQ(verity::hash_device_size(p), 4u * 4096);   // top + 2 leaves
+    EXPECT_EQ(verity::hash_device_size(p), 4u * 4096);  // top + 2 leaves
     p.data_blocks = (1ull << 30) / 4096;
-    EXPECT_EQ(verity::hash_device_size(p), 8462336u);   // 1 GiB: 1 + 1 + 16 + 2048 blocks
+    EXPECT_EQ(verity::hash_device_size(p), 8462336u);  // 1 GiB: 1 + 1 + 16 + 2048 blocks
     p.data_blocks = (4ull << 30) / 4096;
-    EXPECT_EQ(verity::hash_device_size(p), 33824768u);   // 4 GiB: 1 + 1 + 64 + 8192 blocks
+    EXPECT_EQ(verity::hash_device_size(p), 33824768u);  // 4 GiB: 1 + 1 + 64 + 8192 blocks
     EXPECT_EQ(verity::tree_levels(p), 3u);
 }
 

@@ -92,26 +92,20 @@ void check_sfdisk(const fs::path& disk, const json& manifest) {
     }
 }
 
-// One build of each shipped recipe, shared by the tests below.
+// One build of each shipped recipe, shared by the tests below: CTest makes it once (the
+// integration_build_* fixture tests); a test program run by hand builds what is missing.
 class Built : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        scratch_ = new Scratch();
-        ::chmod(scratch_->path().c_str(), 0755);
         for (const char* name : {"minimal", "eflow"}) {
+            if (fs::exists(out(name) / "manifest.json")) continue;
             RunResult r = cairn_run({"build", (test::source_dir() / "recipes" / (std::string(name) + ".toml")).string(), "-o",
-                                     (scratch_->path() / name).string()});
+                                     out(name).string(), "--quiet"});
             ASSERT_EQ(r.exit_code, 0) << name << ": " << r.err;
         }
     }
-    static void TearDownTestSuite() {
-        delete scratch_;
-        scratch_ = nullptr;
-    }
-    static fs::path out(const char* name) { return scratch_->path() / name; }
-    static Scratch* scratch_;
+    static fs::path out(const char* name) { return test::test_images() / name; }
 };
-Scratch* Built::scratch_ = nullptr;
 
 }  // namespace
 
@@ -155,7 +149,6 @@ TEST_F(Built, MinimalOwnersAndModesComeFromTheRecipe) {
     EXPECT_EQ(stat_of("/root"), "0:0 0700");
     EXPECT_EQ(stat_of("/sbin/init"), "0:0 0755");
     EXPECT_EQ(stat_of("/bin/busybox"), "0:0 0755");
-    EXPECT_NE(run_checked({"dump.erofs", "--path=/tmp", fsimg.string()}).find("Access: 1777"), std::string::npos);
 
     if (!test::is_root() || !fs::exists("/dev/loop-control")) GTEST_SKIP() << "loop-mount check needs root and loop devices";
     fs::create_directories(s / "mnt");
@@ -165,6 +158,8 @@ TEST_F(Built, MinimalOwnersAndModesComeFromTheRecipe) {
     ::stat((s / "mnt/etc/shadow").c_str(), &st);
     EXPECT_EQ(st.st_gid, 42u);
     EXPECT_EQ(st.st_mode & 07777, 0640u);
+    ::stat((s / "mnt/tmp").c_str(), &st);
+    EXPECT_EQ(st.st_mode & 07777, 01777u);
     ::stat((s / "mnt/home/cairn").c_str(), &st);
     EXPECT_EQ(st.st_uid, 1000u);
     EXPECT_TRUE(fs::exists(s / "mnt/lib/modules"));
@@ -191,16 +186,17 @@ TEST_F(Built, InspectVerifiesAndCatchesAFlippedByte) {
     json m = read_json(out("minimal") / "manifest.json");
     EXPECT_NE(r.out.find(m["slots"]["b"]["verity"]["root_hash"].get<std::string>()), std::string::npos);
 
-    // Flip one byte in the middle of root_b's data, check, flip it back.
-    const fs::path disk = out("minimal") / "disk.raw";
+    // Flip one byte in the middle of root_b's data, in a copy.
+    Scratch s;
+    const fs::path disk = s / "disk.raw";
+    run_checked({"cp", "--sparse=always", (out("minimal") / "disk.raw").string(), disk.string()});
     uint64_t at = partition(m, "root_b")["offset"].get<uint64_t>() + m["rootfs"]["size"].get<uint64_t>() / 2;
     UniqueFd fd = open_file(disk, O_RDWR);
     char c = 0;
     pread_exact(fd.get(), &c, 1, at, "disk");
     char flipped = static_cast<char>(c ^ 0x40);
     pwrite_exact(fd.get(), &flipped, 1, at, "disk");
-    r = cairn_run({"inspect", "--json", disk.string()});
-    pwrite_exact(fd.get(), &c, 1, at, "disk");
+    r = cairn_run({"inspect", "--json", "--manifest", (out("minimal") / "manifest.json").string(), disk.string()});
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     json report = json::parse(r.out);
     EXPECT_FALSE(report["ok"].get<bool>());

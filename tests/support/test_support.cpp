@@ -45,5 +45,6 @@ bool is_root() { return ::geteuid() == 0; }
 
 std::filesystem::path source_dir() { return CAIRN_SOURCE_DIR; }
 std::filesystem::path cairn_binary() { return CAIRN_BINARY; }
+std::filesystem::path test_images() { return CAIRN_TEST_IMAGES; }
 
 }  // namespace cairn::test

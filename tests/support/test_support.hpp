@@ -28,5 +28,7 @@ bool is_root();
 
 std::filesystem::path source_dir();
 std::filesystem::path cairn_binary();
+// Where the integration fixture builds the shipped recipes (build/test-images/<recipe>).
+std::filesystem::path test_images();
 
 }  // namespace cairn::test
