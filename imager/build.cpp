@@ -145,8 +145,7 @@ KernelResult add_kernel(Tree& tree, const Recipe::Kernel& k, const fs::path& cac
         }
         // Debian runs depmod in the package's postinst; maintainer scripts never run here.
         std::string modules = tree.resolve("/lib/modules/" + result.release, k.where);
-        if (fs::exists(tree.host(modules)) && find_program("depmod"))
-            run_checked({"depmod", "-b", tree.staging().string(), result.release});
+        if (fs::exists(tree.host(modules))) run_checked({"depmod", "-b", tree.staging().string(), result.release});
         return result;
     }
     fail(k.where + ": too many metapackages before a kernel");
@@ -313,6 +312,8 @@ json build(const BuildOptions& options) {
     fs_options.partition = root_part.label;
     fs_options.where = recipe.file.string();
     fs_options.runner = tree.apply_metadata(epoch, work.path());
+    for (const auto& [path, meta] : tree.entries())
+        if (S_ISDIR(meta.mode)) fs_options.directories.push_back(path);
     const fs::path rootfs_image = work.path() / outputs::rootfs;
     const uint64_t rootfs_size = make_root_filesystem(tree.staging(), rootfs_image, fs_options);
     remove_tree(tree.staging());

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <set>
+#include <sstream>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -37,6 +39,37 @@ uint64_t ext4_size(const fs::path& image) {
     uint64_t blocks = le32(4);
     if (le32(96) & 0x80) blocks |= uint64_t(le32(0x150)) << 32;  // INCOMPAT_64BIT
     return blocks * (1024ull << le32(24));
+}
+
+
+// Sets the four timestamps of every inode reachable from the directories in o.paths to o.epoch,
+// with debugfs: first listing the directories to learn the inode numbers (debugfs would follow
+// a symbolic link named by its path), then setting the fields by number.
+void ext4_set_times(const fs::path& image, const RootfsOptions& o, const RunOptions& env) {
+    std::string listing;
+    for (const auto& p : o.directories) {
+        if (p.find_first_of("\"\\\n") != std::string::npos)
+            fail(o.where + ": rootfs: the path " + p + " cannot be stored reproducibly in ext4 (it holds a quote, backslash or newline)");
+        listing += "ls -p \"" + p + "\"\n";
+    }
+    fs::path command_file = image.string() + ".debugfs";
+    write_file_atomic(command_file, listing);
+    std::string out = run_checked({"debugfs", "-f", command_file.string(), image.string()}, env);
+    std::set<unsigned long> inodes;
+    std::istringstream lines(out);
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.size() < 2 || line[0] != '/') continue;  // "/ino/mode/uid/gid/name/size/"
+        inodes.insert(std::stoul(line.substr(1, line.find('/', 1) - 1)));
+    }
+    std::string commands;
+    const std::string at = " @" + std::to_string(o.epoch) + "\n";
+    for (unsigned long ino : inodes)
+        for (const char* field : {"atime", "mtime", "ctime", "crtime"})
+            commands += "set_inode_field <" + std::to_string(ino) + "> " + field + at;
+    write_file_atomic(command_file, commands);
+    run_checked({"debugfs", "-w", "-f", command_file.string(), image.string()}, env);
+    fs::remove(command_file);
 }
 
 }  // namespace
@@ -78,6 +111,9 @@ uint64_t make_root_filesystem(const fs::path& tree, const fs::path& image, const
         fail("mkfs.ext4 failed (exit " + std::to_string(r.exit_code) + "): " + err.substr(0, 400));
     }
     run_checked({"resize2fs", "-M", image.string()}, env);
+    // mkfs.ext4 -d copies each file's change time from the staging tree (no call can set one
+    // there) and gives symbolic links the current time: set every inode's times to the epoch.
+    ext4_set_times(image, o, env);
     uint64_t size = ext4_size(image);
     fs::resize_file(image, size);
     return size;

@@ -20,6 +20,7 @@ struct RootfsOptions {
     std::string partition;                // its label, for errors
     std::string where;                    // the recipe, for errors
     std::vector<std::string> runner;      // argv prefix that shows the tree's owners (Tree::apply_metadata)
+    std::vector<std::string> directories; // every directory in the tree (ext4: the times of what they hold are set to `epoch`)
 };
 
 // Makes the filesystem image from the staging tree; returns its size (a multiple of 4096, as
