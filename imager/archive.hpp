@@ -1,4 +1,5 @@
-// Reading archives with libarchive (any format and compression it knows) into the root tree.
+// Reading archives with libarchive (any format and compression it knows) into the root tree, and the
+// RAII writer handle for the archives Cairn writes (imager/cpio.hpp).
 #pragma once
 
 #include <archive.h>
@@ -17,6 +18,12 @@ struct ArchiveReadDeleter {
     void operator()(archive* a) const { archive_read_free(a); }
 };
 using ArchiveReader = std::unique_ptr<archive, ArchiveReadDeleter>;
+
+struct ArchiveWriteDeleter {
+    void operator()(archive* a) const { archive_write_free(a); }
+};
+// A libarchive writer (archive_write_new); archive_write_free closes it if still open.
+using ArchiveWriter = std::unique_ptr<archive, ArchiveWriteDeleter>;
 
 // A reader that takes every format and filter libarchive supports.
 ArchiveReader new_archive_reader();

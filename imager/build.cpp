@@ -18,9 +18,12 @@
 #include "imager/archive.hpp"
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
+#include "imager/esp.hpp"
 #include "imager/filesystem.hpp"
+#include "imager/initrd.hpp"
 #include "imager/recipe.hpp"
 #include "imager/tree.hpp"
+#include "imager/uki.hpp"
 #include "imager/verity.hpp"
 #include "partitions/gpt.hpp"
 #include "partitions/layout.hpp"
@@ -189,32 +192,9 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
         }
         case K::HostExec: {
             if (!fs::is_regular_file(s.source)) fail(s.where + ".source: " + s.source.string() + " is not a regular file");
-            std::vector<fs::path> files;
-            try {
-                files = elf::closure(s.source);
-            } catch (const Error& e) {
-                fail(s.where + ": " + e.what());
-            }
             json libs = json::array();
-            // The executable's own link chain is not copied: it goes to `path` as one file.
-            std::vector<fs::path> own = elf::link_chain(s.source);
-            std::map<fs::path, std::string> copied;  // host file -> where it went, so a file reached by two paths is stored once
-            for (const auto& f : files) {
-                if (std::find(own.begin(), own.end(), f) != own.end()) continue;
-                if (fs::is_symlink(f)) {
-                    tree.add_symlink(f.string(), fs::read_symlink(f).string(), Meta{0, 0, 0777}, s.where);
-                    continue;
-                }
-                fs::path real = fs::canonical(f);
-                if (auto it = copied.find(real); it != copied.end()) {
-                    tree.add_hardlink(f.string(), it->second, s.where);
-                    continue;
-                }
-                tree.add_file_copy(f.string(), f, Meta{0, 0, host_mode(f)}, s.where);
-                copied[real] = f.string();
-                libs.push_back({{"path", f.string()}, {"sha256", sha256_file_hex(f)}});
-            }
-            tree.add_file_copy(s.path, s.source, step_meta(tree, s, host_mode(s.source)), s.where);
+            for (const auto& lib : add_host_executable(tree, s.source, s.path, step_meta(tree, s, host_mode(s.source)), s.where))
+                libs.push_back({{"path", lib.string()}, {"sha256", sha256_file_hex(lib)}});
             input["source"] = s.source.string();
             input["sha256"] = sha256_file_hex(s.source);
             input["libraries"] = libs;
@@ -269,6 +249,10 @@ std::string attributes_text(uint64_t attrs) {
 json build(const BuildOptions& options) {
     const int64_t epoch = build_epoch(options);
     Recipe recipe = load_recipe(options.recipe);
+    if (options.debug) {
+        if (!recipe.boot.enabled) fail(options.recipe.string() + ": --debug needs a [boot] section (there is nothing to boot)");
+        recipe.boot.debug = true;
+    }
     partitions::Layout layout = partitions::plan(recipe.layout);
     const fs::path cache = options.cache.empty() ? default_cache_dir() : options.cache;
     const std::vector<char> slots = layout.slots();
@@ -278,7 +262,7 @@ json build(const BuildOptions& options) {
     if (ec) fail(options.out_dir.string() + ": cannot create the output directory: " + ec.message());
     TempDir work(options.out_dir, ".cairn-build-");
 
-    const int steps = 5 + (recipe.kernel.enabled ? 1 : 0) + (recipe.rootfs.verity ? 1 : 0);
+    const int steps = 5 + (recipe.kernel.enabled ? 1 : 0) + (recipe.rootfs.verity ? 1 : 0) + (recipe.boot.enabled ? 2 : 0);
     Progress progress(steps, options.progress);
 
     // 1. The root tree.
@@ -299,6 +283,29 @@ json build(const BuildOptions& options) {
                           {"source", k.deb.filename().string()}, {"sha256", k.sha256}});
     }
     tree.sync_with_staging();
+
+    // 2b. The initrd, while the kernel's modules are at hand in the tree.
+    json initrd_json = nullptr;
+    const fs::path initrd_image = work.path() / outputs::initrd;
+    if (recipe.boot.enabled) {
+        progress.step("Building the initrd");
+        InitrdSpec spec;
+        spec.cairn_init = find_cairn_init();
+        spec.root_tree = tree.staging();
+        spec.kernel_release = kernel_json["release"];
+        spec.modules = recipe.boot.initrd_modules.empty() ? default_initrd_modules() : recipe.boot.initrd_modules;
+        spec.debug_shell = recipe.boot.debug;
+        spec.where = recipe.boot.where;
+        size_t modules = build_initrd(spec, initrd_image, work.path(), epoch);
+        initrd_json = {{"file", outputs::initrd}, {"modules", modules}, {"size", fs::file_size(initrd_image)},
+                       {"sha256", sha256_file_hex(initrd_image)}, {"cairn_init_sha256", sha256_file_hex(spec.cairn_init)}};
+    }
+    std::string os_release;
+    for (const char* candidate : {"/etc/os-release", "/usr/lib/os-release"}) {
+        fs::path p = tree.host(tree.resolve(candidate, "os-release"));
+        if (os_release.empty() && fs::is_regular_file(p)) os_release = read_file(p);
+    }
+    if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
 
     // 3. The root filesystem.
     const partitions::Partition& root_part = layout.get(slots.empty() ? "root" : "root_a");
@@ -349,7 +356,38 @@ json build(const BuildOptions& options) {
         }
     }
 
-    // 5. EFI System Partitions.
+    // 5. Unified kernel images (one per slot: the command line carries the slot's root hash, so
+    // the signature covers the root filesystem), then the EFI System Partitions that hold them.
+    std::map<char, fs::path> ukis;
+    json uki_json = json::object();
+    if (recipe.boot.enabled) {
+        progress.step("Making and signing the unified kernel images");
+        SigningKey key{recipe.boot.key, recipe.boot.cert, recipe.boot.key_passphrase};
+        for (const auto& r : roots) {
+            std::string cmdline = "cairn.slot=" + std::string(1, r.slot ? r.slot : 'a');
+            if (recipe.rootfs.verity) cmdline += " cairn.roothash=" + to_hex(r.result.root_hash);
+            else cmdline += " cairn.verity=off";
+            cmdline += " cairn.rootfs=" + recipe.rootfs.filesystem;
+            if (recipe.boot.log_mount != "/var/log") cmdline += " cairn.log=" + recipe.boot.log_mount;
+            if (recipe.boot.init != "/sbin/init") cmdline += " cairn.init=" + recipe.boot.init;
+            if (recipe.boot.debug) cmdline += " cairn.debug=shell";
+            cmdline += " panic=10";
+            if (!recipe.boot.cmdline.empty()) cmdline += " " + recipe.boot.cmdline;
+            UkiParts parts;
+            parts.kernel = work.path() / outputs::vmlinuz;
+            parts.initrd = initrd_image;
+            parts.cmdline = cmdline;
+            parts.os_release = os_release;
+            parts.uname = kernel_json["release"];
+            std::string name = "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi";
+            fs::path unsigned_uki = work.path() / (name + ".unsigned");
+            assemble_uki(parts, unsigned_uki);
+            sign_pe(unsigned_uki, work.path() / name, key);
+            fs::remove(unsigned_uki);
+            ukis[r.slot] = work.path() / name;
+            uki_json[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(work.path() / name)}};
+        }
+    }
     progress.step("Making the EFI System Partitions");
     std::map<std::string, fs::path> esp_images;
     for (const auto& p : layout.partitions) {
@@ -358,7 +396,9 @@ json build(const BuildOptions& options) {
         std::string label = p.label;
         std::transform(label.begin(), label.end(), label.begin(), ::toupper);
         fs::path image = work.path() / (p.label + ".vfat");
-        make_vfat(image, p.size, label.substr(0, 11), uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3]);
+        std::vector<std::pair<std::string, fs::path>> files;
+        if (auto it = ukis.find(p.slot); it != ukis.end()) files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
+        make_esp(image, p.size, label.substr(0, 11), uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
         esp_images[p.label] = image;
     }
 
@@ -417,6 +457,8 @@ json build(const BuildOptions& options) {
     }
     manifest["slots"] = slots_json;
     manifest["kernel"] = kernel_json;
+    manifest["initrd"] = initrd_json;
+    manifest["uki"] = recipe.boot.enabled ? uki_json : json(nullptr);
     manifest["inputs"] = inputs;
 
     // A manifest from an earlier build goes first: until the new one lands, the folder does not
@@ -426,6 +468,8 @@ json build(const BuildOptions& options) {
     for (const auto& r : roots)
         if (recipe.rootfs.verity) artifacts.push_back(r.hash_file);
     if (recipe.kernel.enabled) artifacts.push_back(work.path() / outputs::vmlinuz);
+    if (recipe.boot.enabled) artifacts.push_back(initrd_image);
+    for (const auto& [slot, uki] : ukis) artifacts.push_back(uki);
     for (const auto& a : artifacts) {
         fs::rename(a, options.out_dir / a.filename(), ec);
         if (ec) fail("moving " + a.filename().string() + " into " + options.out_dir.string() + ": " + ec.message());

@@ -15,6 +15,7 @@ struct BuildOptions {
     std::filesystem::path cache;            // .deb cache; empty: default_cache_dir()
     std::optional<int64_t> epoch;           // timestamps; unset: $SOURCE_DATE_EPOCH, else now
     bool progress = true;
+    bool debug = false;                     // force [boot] debug: cairn-init and init give a console shell
 };
 
 // Builds the image. Everything is written under temporary names inside out_dir and renamed at the
@@ -28,6 +29,7 @@ inline constexpr const char* disk = "disk.raw";
 inline constexpr const char* manifest = "manifest.json";
 inline constexpr const char* rootfs = "rootfs.img";
 inline constexpr const char* vmlinuz = "vmlinuz";
+inline constexpr const char* initrd = "initrd.img";
 }  // namespace outputs
 
 }  // namespace cairn::imager

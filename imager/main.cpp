@@ -24,6 +24,9 @@ Commands:
                         (default: $CAIRN_CACHE, else ~/.cache/cairn)
       --json            Print the manifest as JSON on standard output when done
       -q, --quiet       No progress on standard error
+      --debug           Debug image: on a boot failure cairn-init drops to a shell
+                        instead of rebooting, and init starts a shell on the serial
+                        console. Never ship one.
   inspect IMAGE         Show the layout and slots of a disk image and re-verify every
                         slot's dm-verity tree; exits 1 on any mismatch.
       --manifest FILE   Compare with this build manifest (default: manifest.json
@@ -58,6 +61,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else if (a == "--cache") o.cache = value("--cache");
         else if (a == "--json") json = true;
         else if (a == "-q" || a == "--quiet") o.progress = false;
+        else if (a == "--debug") o.debug = true;
         else if (!a.empty() && a[0] == '-') return usage_error("build: unknown option '" + a + "'");
         else if (o.recipe.empty()) o.recipe = a;
         else return usage_error("build: one recipe at a time ('" + a + "' is extra)");

@@ -288,7 +288,7 @@ Recipe load_recipe(const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     recipe.compatible = r.required_string(root, "", "compatible");
@@ -318,6 +318,30 @@ Recipe load_recipe(const fs::path& file) {
             r.error(*kernel, "kernel.package", "must name a Debian kernel package");
     } else {
         recipe.kernel.where = file.string() + ": kernel";
+    }
+
+    if (const toml::table* boot = r.table(root, "", "boot")) {
+        auto& b = recipe.boot;
+        b.enabled = true;
+        b.where = r.where(*boot, "boot");
+        r.only(*boot, "boot", {"cmdline", "key", "cert", "key_passphrase", "debug", "initrd_modules", "init", "log_mount"});
+        if (auto v = r.string(*boot, "boot", "cmdline")) b.cmdline = *v;
+        if (const toml::node* n = boot->get("key")) b.key = r.host_path(*n, "boot.key", true);
+        else r.error(*boot, "boot.key", "missing: the Secure Boot signing key (PEM) for the unified kernel images");
+        if (const toml::node* n = boot->get("cert")) b.cert = r.host_path(*n, "boot.cert", true);
+        else r.error(*boot, "boot.cert", "missing: the certificate (PEM) that goes with boot.key");
+        if (auto v = r.string(*boot, "boot", "key_passphrase")) b.key_passphrase = *v;
+        if (auto v = r.boolean(*boot, "boot", "debug")) b.debug = *v;
+        if (auto v = r.string(*boot, "boot", "init")) b.init = r.image_path(*boot->get("init"), "boot.init");
+        if (auto v = r.string(*boot, "boot", "log_mount")) b.log_mount = r.image_path(*boot->get("log_mount"), "boot.log_mount");
+        if (const toml::node* n = boot->get("initrd_modules")) {
+            if (!n->is_array()) r.error(*n, "boot.initrd_modules", "must be a list of kernel module names");
+            for (auto& m : *n->as_array()) {
+                if (!m.is_string()) r.error(m, "boot.initrd_modules", "must be a list of kernel module names");
+                b.initrd_modules.push_back(*m.value<std::string>());
+            }
+        }
+        if (!recipe.kernel.enabled) r.error(*boot, "boot", "needs a kernel ([kernel] enabled = false leaves nothing to boot)");
     }
 
     if (const toml::table* rootfs = r.table(root, "", "rootfs")) {

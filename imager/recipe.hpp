@@ -47,6 +47,19 @@ struct Recipe {
         std::string where;
     } kernel;
 
+    // [boot]: unified kernel images for the ESPs. Absent: the ESPs stay empty.
+    struct Boot {
+        bool enabled = false;
+        std::string cmdline = "console=ttyS0";  // added to what Cairn puts on the command line
+        fs::path key, cert;                     // Secure Boot signing key and certificate (PEM)
+        std::string key_passphrase;             // for an encrypted key
+        bool debug = false;                     // cairn-init drops to a shell instead of rebooting; never for production
+        std::vector<std::string> initrd_modules;  // empty: the defaults
+        std::string init = "/sbin/init";
+        std::string log_mount = "/var/log";
+        std::string where;
+    } boot;
+
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4
         std::string compression = "none";   // erofs only: none, lz4, lz4hc

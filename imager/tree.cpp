@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <deque>
@@ -14,6 +15,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
+#include "imager/elf.hpp"
 
 namespace cairn::imager {
 
@@ -270,6 +272,39 @@ std::vector<std::string> Tree::apply_metadata(int64_t epoch, const fs::path& wor
     fs::path file = work_dir / "fakeroot.db";
     write_file_atomic(file, db);
     return {"fakeroot", "-i", file.string(), "--"};
+}
+
+std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable, std::string_view image_path, Meta meta,
+                                          const std::string& what) {
+    std::vector<fs::path> files;
+    try {
+        files = elf::closure(executable);
+    } catch (const Error& e) {
+        fail(what + ": " + e.what());
+    }
+    // The executable's own link chain is not copied: it goes to `image_path` as one file.
+    std::vector<fs::path> own = elf::link_chain(executable);
+    std::map<fs::path, std::string> copied;  // host file -> where it went
+    std::vector<fs::path> libraries;
+    for (const auto& f : files) {
+        if (std::find(own.begin(), own.end(), f) != own.end()) continue;
+        if (fs::is_symlink(f)) {
+            tree.add_symlink(f.string(), fs::read_symlink(f).string(), Meta{0, 0, 0777}, what);
+            continue;
+        }
+        fs::path real = fs::canonical(f);
+        if (auto it = copied.find(real); it != copied.end()) {
+            tree.add_hardlink(f.string(), it->second, what);
+            continue;
+        }
+        struct stat st {};
+        if (::stat(f.c_str(), &st) != 0) fail_errno(what + ": " + f.string());
+        tree.add_file_copy(f.string(), f, Meta{0, 0, static_cast<uint32_t>(st.st_mode & 07777)}, what);
+        copied[real] = f.string();
+        libraries.push_back(f);
+    }
+    tree.add_file_copy(image_path, executable, meta, what);
+    return libraries;
 }
 
 }  // namespace cairn::imager

@@ -79,6 +79,12 @@ private:
     std::map<std::string, Meta> meta_;
 };
 
+// Adds a host executable at `image_path` and every shared library it needs (elf::closure) at
+// their host paths, root-owned with their host permission bits; a library reached through two
+// paths is stored once and hard-linked. Returns the library files added (host paths).
+std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable, std::string_view image_path, Meta meta,
+                                          const std::string& what);
+
 // Joins and normalises image paths ("/", "usr/bin" -> "/usr/bin"); rejects "..".
 std::string image_join(std::string_view base, std::string_view relative, const std::string& what);
 

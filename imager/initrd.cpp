@@ -1,0 +1,137 @@
+#include "imager/initrd.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "imager/cpio.hpp"
+#include "imager/tree.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> default_initrd_modules() { return {"virtio_pci", "virtio_blk", "dm_verity", "erofs", "overlay"}; }
+
+namespace {
+
+std::string module_name(const std::string& path) {
+    std::string name = fs::path(path).filename().string();
+    name = name.substr(0, name.find(".ko"));
+    std::replace(name.begin(), name.end(), '-', '_');
+    return name;
+}
+
+}  // namespace
+
+std::vector<std::string> module_closure(const fs::path& modules_dir, const std::vector<std::string>& names, const std::string& what) {
+    std::map<std::string, std::pair<std::string, std::vector<std::string>>> modules;  // name -> (path, dependency paths)
+    std::ifstream dep(modules_dir / "modules.dep");
+    if (!dep) fail(what + ": " + (modules_dir / "modules.dep").string() + " is missing (the kernel's modules were not indexed)");
+    std::string line;
+    while (std::getline(dep, line)) {
+        size_t colon = line.find(':');
+        if (colon == std::string::npos) continue;
+        std::string path = line.substr(0, colon);
+        std::istringstream deps(line.substr(colon + 1));
+        std::vector<std::string> list;
+        for (std::string d; deps >> d;) list.push_back(d);
+        modules[module_name(path)] = {path, list};
+    }
+    std::set<std::string> builtin;
+    std::ifstream builtin_file(modules_dir / "modules.builtin");
+    while (std::getline(builtin_file, line)) builtin.insert(module_name(line));
+
+    std::vector<std::string> order;
+    std::set<std::string> done;
+    // Depth first: a module's dependencies before the module.
+    std::function<void(const std::string&)> visit = [&](const std::string& path) {
+        if (!done.insert(path).second) return;
+        for (const auto& d : modules[module_name(path)].second) visit(d);
+        order.push_back(path);
+    };
+    for (const auto& requested : names) {
+        std::string name = requested;
+        std::replace(name.begin(), name.end(), '-', '_');
+        auto it = modules.find(name);
+        if (it == modules.end()) {
+            if (builtin.count(name)) continue;
+            fail(what + ": no kernel module '" + requested + "' in " + modules_dir.string());
+        }
+        visit(it->second.first);
+    }
+    return order;
+}
+
+fs::path find_cairn_init() {
+    if (const char* env = std::getenv("CAIRN_INIT"); env && *env) {
+        if (!fs::is_regular_file(env)) fail("CAIRN_INIT: " + std::string(env) + " is not a file");
+        return env;
+    }
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+    for (const fs::path& candidate : {self / "../initrd/cairn-init", self / "../lib/cairn/cairn-init", self / "cairn-init"})
+        if (fs::is_regular_file(candidate, ec)) return fs::canonical(candidate);
+    fail("cairn-init not found beside " + self.string() + " (build it: make cairn-init; or set CAIRN_INIT)");
+}
+
+size_t build_initrd(const InitrdSpec& spec, const fs::path& out, const fs::path& work, int64_t epoch) {
+    Tree tree(work / "initrd");
+    const std::string what = spec.where;
+    // Merged /usr, as on the build host, so that a library reached as /lib/... and /usr/lib/... is stored once.
+    for (const char* dir : {"/usr/bin", "/usr/sbin", "/usr/lib"}) tree.add_directory(dir, Meta{0, 0, 0755}, what);
+    for (const char* link : {"bin", "sbin", "lib"}) tree.add_symlink("/" + std::string(link), "usr/" + std::string(link), Meta{}, what);
+    add_host_executable(tree, spec.cairn_init, "/init", Meta{0, 0, 0755}, what + ": cairn-init");
+    for (const char* tool : {"mkfs.ext4", "resize2fs", "sfdisk"}) {
+        auto host = find_program(tool);
+        if (!host) fail(what + ": " + tool + " not found on the build host (it goes into the initrd; see scripts/install-deps)");
+        add_host_executable(tree, *host, "/usr/sbin/" + std::string(tool), Meta{0, 0, 0755}, what + ": " + tool);
+    }
+
+    const fs::path modules_dir = spec.root_tree / "lib/modules" / spec.kernel_release;
+    std::vector<std::string> modules = module_closure(modules_dir, spec.modules, what + ".initrd_modules");
+    std::string list;
+    for (const auto& m : modules) {
+        std::string image_path = "/lib/modules/" + spec.kernel_release + "/" + m;
+        tree.add_file_copy(image_path, modules_dir / m, Meta{0, 0, 0644}, what);
+        list += image_path + "\n";
+    }
+    tree.add_file("/etc/cairn/initrd-modules", list, Meta{0, 0, 0644}, what);
+
+    if (spec.debug_shell) {
+        fs::path busybox = spec.root_tree / "bin/busybox";
+        if (!fs::is_regular_file(busybox)) busybox = spec.root_tree / "usr/bin/busybox";
+        if (!fs::is_regular_file(busybox)) fail(what + ".debug: a debug initrd needs /bin/busybox in the root tree (add busybox-static)");
+        tree.add_file_copy("/bin/busybox", busybox, Meta{0, 0, 0755}, what);
+        tree.add_symlink("/bin/sh", "busybox", Meta{}, what);
+    }
+    for (const char* dir : {"/dev", "/proc", "/sys", "/run", "/sysroot"}) tree.add_directory(dir, Meta{0, 0, 0755}, what);
+
+    std::vector<CpioEntry> entries;
+    for (const auto& [path, meta] : tree.entries()) {
+        if (path == "/") continue;
+        CpioEntry e;
+        e.path = path.substr(1);
+        e.mode = meta.mode;
+        e.uid = meta.uid;
+        e.gid = meta.gid;
+        if (S_ISREG(meta.mode)) e.source = tree.host(path);
+        if (S_ISLNK(meta.mode)) e.target = fs::read_symlink(tree.host(path)).string();
+        entries.push_back(std::move(e));
+    }
+    write_initrd(out, std::move(entries), "gzip", epoch);
+    remove_tree(tree.staging());
+    return modules.size();
+}
+
+}  // namespace cairn::imager

@@ -1,0 +1,41 @@
+// Unified kernel images (systemd-stub + kernel + initrd + cmdline in one PE file) and Secure Boot signing.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cairn::imager {
+
+struct UkiParts {
+    std::filesystem::path stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+    std::filesystem::path kernel, initrd;
+    std::string cmdline, os_release, uname;  // uname may be empty (then no .uname section)
+};
+
+// Adds .osrel, .cmdline, (.uname), .initrd and .linux (in this file order, as ukify does: the kernel last) to a copy
+// of the stub with objcopy, at page-aligned addresses after the stub's last section. systemd-stub finds the
+// sections by name and measures them in its own fixed order, so their position does not matter to it.
+// The cmdline must not be empty: objcopy drops empty sections, and without a .cmdline systemd-stub takes the
+// command line from the firmware's load options, even under Secure Boot. An empty os_release gives no .osrel.
+// Reproducible: the COFF TimeDateStamp is the stub's (objcopy -p), never the wall clock.
+// Throws Error naming the file at fault; no partial output file.
+void assemble_uki(const UkiParts& parts, const std::filesystem::path& out);
+
+struct SigningKey {
+    std::filesystem::path key, cert;  // PEM private key (may be PKCS#8-encrypted) + PEM certificate
+    std::string passphrase;           // for an encrypted key
+};
+
+// Signs a PE image for Secure Boot with sbsign (in and out may be the same file). An encrypted key is decrypted
+// first with `openssl pkey` (passphrase on its standard input) into a 0600 file in a private temporary directory
+// that is removed afterwards. Errors name the key or certificate file. Not byte-reproducible: sbsign's PKCS#7
+// signature carries the signing time.
+void sign_pe(const std::filesystem::path& in, const std::filesystem::path& out, const SigningKey& key);
+
+// The PE section names and sizes (VirtualSize), in section table order (for tests and `cairn inspect`).
+std::vector<std::pair<std::string, uint64_t>> pe_sections(const std::filesystem::path& pe);
+
+}  // namespace cairn::imager

@@ -1,0 +1,330 @@
+#include "imager/uki.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "imager/cpio.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using namespace cairn::imager;
+using cairn::test::Scratch;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path snakeoil_key = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+const fs::path snakeoil_cert = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+const std::string cmdline = "console=ttyS0 cairn.slot=a roothash=0123456789abcdef panic=10";
+const std::string os_release = "ID=cairn\nNAME=\"Cairn\"\nVERSION_ID=1\n";
+
+fs::path kernel() { return test::test_images() / "minimal/vmlinuz"; }
+
+// Why the tests that need a real stub and kernel cannot run, or empty.
+std::string missing_parts() {
+    if (!fs::exists(UkiParts{}.stub)) return UkiParts{}.stub.string() + " is missing (install systemd-boot-efi)";
+    if (!fs::exists(kernel()))
+        return kernel().string() + " is missing (the integration fixture builds it: ctest -L integration)";
+    for (const char* tool : {"objcopy", "objdump", "sbsign", "sbverify", "sbattach", "openssl"})
+        if (!find_program(tool)) return std::string(tool) + " is not installed";
+    return {};
+}
+
+#define SKIP_WITHOUT_PARTS()                                               \
+    do {                                                                   \
+        if (auto why = missing_parts(); !why.empty()) GTEST_SKIP() << why; \
+    } while (0)
+
+UkiParts sample_parts(const Scratch& dir) {
+    test::write_text(dir / "init", "#!/bin/sh\n");
+    write_initrd(dir / "initrd.img",
+                 {{.path = "init", .mode = S_IFREG | 0755, .source = dir / "init"},
+                  {.path = "etc/os-release", .mode = S_IFREG | 0644, .content = os_release}},
+                 "gzip", 1700000000);
+    UkiParts parts;
+    parts.kernel = kernel();
+    parts.initrd = dir / "initrd.img";
+    parts.cmdline = cmdline;
+    parts.os_release = os_release;
+    parts.uname = "6.1.0-99-cloud-amd64";
+    return parts;
+}
+
+struct ObjdumpSection {
+    std::string name;
+    uint64_t size = 0, vma = 0;
+};
+
+// The section table as objdump -h reads it.
+std::vector<ObjdumpSection> objdump_sections(const fs::path& pe) {
+    std::istringstream lines(run_checked({"objdump", "-h", pe.string()}));
+    std::vector<ObjdumpSection> result;
+    std::string line;
+    while (std::getline(lines, line)) {
+        std::istringstream fields(line);
+        std::string index, name, size, vma;
+        if (!(fields >> index >> name >> size >> vma)) continue;
+        if (index.empty() || !std::all_of(index.begin(), index.end(), ::isdigit)) continue;
+        result.push_back({name, std::stoull(size, nullptr, 16), std::stoull(vma, nullptr, 16)});
+    }
+    return result;
+}
+
+std::string section_content(const fs::path& pe, const std::string& name, const Scratch& dir) {
+    auto out = dir / ("section" + name);
+    run_checked({"objcopy", "-O", "binary", "--only-section=" + name, pe.string(), out.string()});
+    return read_file(out);
+}
+
+std::string pe_time(const fs::path& pe) {
+    std::istringstream lines(run_checked({"objdump", "-p", pe.string()}));
+    std::string line;
+    while (std::getline(lines, line))
+        if (line.rfind("Time/Date", 0) == 0) return line;
+    return {};
+}
+
+bool verifies(const fs::path& pe, const fs::path& cert) {
+    return run({"sbverify", "--cert", cert.string(), pe.string()}).exit_code == 0;
+}
+
+// Runs `f`, expecting an Error whose message holds each of `parts`.
+template <typename F>
+void expect_error(F f, const std::vector<std::string>& parts) {
+    try {
+        f();
+        ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+        for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+}
+
+SigningKey snakeoil() { return {snakeoil_key, snakeoil_cert, "snakeoil"}; }
+
+}  // namespace
+
+TEST(Uki, SectionsFollowTheStubAtPageAlignedAddresses) {
+    SKIP_WITHOUT_PARTS();
+    Scratch dir;
+    auto uki = dir / "uki.efi";
+    assemble_uki(sample_parts(dir), uki);
+
+    auto stub = objdump_sections(UkiParts{}.stub);
+    auto sections = objdump_sections(uki);
+    ASSERT_EQ(sections.size(), stub.size() + 5);
+    uint64_t stub_end = 0;
+    for (size_t i = 0; i < stub.size(); ++i) {
+        EXPECT_EQ(sections[i].name, stub[i].name);
+        EXPECT_EQ(sections[i].vma, stub[i].vma);
+        stub_end = std::max(stub_end, stub[i].vma + stub[i].size);
+    }
+    std::vector<std::string> added;
+    for (size_t i = stub.size(); i < sections.size(); ++i) {
+        added.push_back(sections[i].name);
+        EXPECT_EQ(sections[i].vma % 4096, 0u) << sections[i].name;
+        EXPECT_GE(sections[i].vma, stub_end) << sections[i].name;
+    }
+    EXPECT_EQ(added, (std::vector<std::string>{".osrel", ".cmdline", ".uname", ".initrd", ".linux"}));
+    // Increasing addresses, no overlaps, across the whole image.
+    for (size_t i = 1; i < sections.size(); ++i)
+        EXPECT_LE(sections[i - 1].vma + sections[i - 1].size, sections[i].vma) << sections[i].name;
+
+    // pe_sections reads the same table.
+    auto ours = pe_sections(uki);
+    ASSERT_EQ(ours.size(), sections.size());
+    for (size_t i = 0; i < ours.size(); ++i) {
+        EXPECT_EQ(ours[i].first, sections[i].name);
+        EXPECT_EQ(ours[i].second, sections[i].size) << sections[i].name;
+    }
+    EXPECT_EQ(ours.back().second, fs::file_size(kernel()));
+}
+
+TEST(Uki, SectionContentRoundTrips) {
+    SKIP_WITHOUT_PARTS();
+    Scratch dir;
+    auto parts = sample_parts(dir);
+    auto uki = dir / "uki.efi";
+    assemble_uki(parts, uki);
+    EXPECT_EQ(section_content(uki, ".cmdline", dir), cmdline);
+    EXPECT_EQ(section_content(uki, ".osrel", dir), os_release);
+    EXPECT_EQ(section_content(uki, ".uname", dir), parts.uname);
+    EXPECT_EQ(section_content(uki, ".initrd", dir), read_file(parts.initrd));
+    EXPECT_EQ(section_content(uki, ".linux", dir), read_file(kernel()));
+}
+
+TEST(Uki, NoUnameNoSection) {
+    SKIP_WITHOUT_PARTS();
+    Scratch dir;
+    auto parts = sample_parts(dir);
+    parts.uname.clear();
+    assemble_uki(parts, dir / "uki.efi");
+    for (const auto& [name, size] : pe_sections(dir / "uki.efi")) EXPECT_NE(name, ".uname");
+}
+
+TEST(Uki, AssemblyIsReproducible) {
+    SKIP_WITHOUT_PARTS();
+    Scratch dir;
+    auto parts = sample_parts(dir);
+    assemble_uki(parts, dir / "one.efi");
+    ::sleep(1);  // objcopy without -p stamps the wall clock into the COFF header
+    assemble_uki(parts, dir / "two.efi");
+    EXPECT_EQ(read_file(dir / "one.efi"), read_file(dir / "two.efi"));
+    EXPECT_EQ(pe_time(dir / "one.efi"), pe_time(UkiParts{}.stub));
+    parts.cmdline += " quiet";
+    assemble_uki(parts, dir / "three.efi");
+    EXPECT_NE(read_file(dir / "one.efi"), read_file(dir / "three.efi"));
+}
+
+TEST(Uki, AssemblyErrorsNameTheFile) {
+    SKIP_WITHOUT_PARTS();
+    Scratch dir;
+    auto parts = sample_parts(dir);
+    auto out = dir / "uki.efi";
+    auto bad = parts;
+    bad.kernel = dir / "no-vmlinuz";
+    expect_error([&] { assemble_uki(bad, out); }, {(dir / "no-vmlinuz").string(), "kernel"});
+    bad = parts;
+    bad.initrd = dir / "no-initrd";
+    expect_error([&] { assemble_uki(bad, out); }, {(dir / "no-initrd").string(), "initrd"});
+    bad = parts;
+    bad.cmdline.clear();
+    expect_error([&] { assemble_uki(bad, out); }, {out.string(), "command line is empty"});
+    bad = parts;
+    bad.stub = parts.initrd;  // not a PE image
+    expect_error([&] { assemble_uki(bad, out); }, {parts.initrd.string(), "not a PE image"});
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_THROW(pe_sections(dir / "missing.efi"), Error);
+}
+
+TEST(Uki, SignedWithTheSnakeoilKeyVerifies) {
+    SKIP_WITHOUT_PARTS();
+    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
+    Scratch dir;
+    assemble_uki(sample_parts(dir), dir / "uki.efi");
+    sign_pe(dir / "uki.efi", dir / "signed.efi", snakeoil());
+    EXPECT_TRUE(verifies(dir / "signed.efi", snakeoil_cert));
+    EXPECT_FALSE(verifies(dir / "uki.efi", snakeoil_cert)) << "the unsigned image verified";
+
+    // A certificate of another key does not verify it.
+    run_checked({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", (dir / "other.key").string(),
+                 "-out", (dir / "other.pem").string(), "-days", "1", "-subj", "/CN=Cairn test other"});
+    EXPECT_FALSE(verifies(dir / "signed.efi", dir / "other.pem"));
+
+    // An unencrypted key is used as it is; signing in place works.
+    fs::copy_file(dir / "uki.efi", dir / "inplace.efi");
+    sign_pe(dir / "inplace.efi", dir / "inplace.efi", {dir / "other.key", dir / "other.pem", ""});
+    EXPECT_TRUE(verifies(dir / "inplace.efi", dir / "other.pem"));
+    EXPECT_FALSE(verifies(dir / "inplace.efi", snakeoil_cert));
+}
+
+// sbsign is not deterministic: OpenSSL adds the signing time to the PKCS#7 signed attributes. What it signs is:
+// with the signatures removed, two signings are the same bytes.
+TEST(Uki, SigningChangesOnlyTheSignature) {
+    SKIP_WITHOUT_PARTS();
+    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
+    Scratch dir;
+    assemble_uki(sample_parts(dir), dir / "uki.efi");
+    sign_pe(dir / "uki.efi", dir / "one.efi", snakeoil());
+    ::sleep(1);
+    sign_pe(dir / "uki.efi", dir / "two.efi", snakeoil());
+    if (read_file(dir / "one.efi") == read_file(dir / "two.efi"))
+        std::cout << "note: sbsign gave identical bytes twice\n";
+    run_checked({"sbattach", "--remove", (dir / "one.efi").string()});
+    run_checked({"sbattach", "--remove", (dir / "two.efi").string()});
+    EXPECT_EQ(read_file(dir / "one.efi"), read_file(dir / "two.efi"));
+}
+
+// The decrypted key lives in a private directory that sign_pe removes: watch it through a wrapper around sbsign.
+TEST(Uki, DecryptedKeyIsPrivateAndRemoved) {
+    SKIP_WITHOUT_PARTS();
+    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
+    Scratch dir;
+    assemble_uki(sample_parts(dir), dir / "uki.efi");
+    auto real_sbsign = find_program("sbsign");
+    fs::create_directories(dir / "bin");
+    test::write_text(dir / "bin/sbsign",
+                     "#!/bin/sh\n"
+                     "key=$2\n"
+                     "stat -c '%a %n' \"$key\" \"$(dirname \"$key\")\" > " +
+                         (dir / "seen").string() +
+                         "\n"
+                         "exec " +
+                         real_sbsign->string() + " \"$@\"\n");
+    ::chmod((dir / "bin/sbsign").c_str(), 0755);
+    fs::create_directories(dir / "tmp");
+    std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    std::string old_tmpdir = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "";
+    ::setenv("PATH", ((dir / "bin").string() + ":" + old_path).c_str(), 1);
+    ::setenv("TMPDIR", (dir / "tmp").c_str(), 1);
+    try {
+        sign_pe(dir / "uki.efi", dir / "signed.efi", snakeoil());
+    } catch (...) {
+    }
+    ::setenv("PATH", old_path.c_str(), 1);
+    if (old_tmpdir.empty())
+        ::unsetenv("TMPDIR");
+    else
+        ::setenv("TMPDIR", old_tmpdir.c_str(), 1);
+
+    EXPECT_TRUE(verifies(dir / "signed.efi", snakeoil_cert));
+    std::istringstream seen(read_file(dir / "seen"));
+    std::string key_mode, key_path, dir_mode, dir_path;
+    seen >> key_mode >> key_path >> dir_mode >> dir_path;
+    EXPECT_EQ(key_mode, "600") << key_path;
+    EXPECT_EQ(dir_mode, "700") << dir_path;
+    EXPECT_EQ(fs::path(key_path).parent_path().parent_path(), dir / "tmp");
+    EXPECT_FALSE(fs::exists(key_path));
+    EXPECT_TRUE(fs::is_empty(dir / "tmp"));
+}
+
+TEST(Uki, SigningErrorsNameTheFile) {
+    SKIP_WITHOUT_PARTS();
+    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
+    Scratch dir;
+    assemble_uki(sample_parts(dir), dir / "uki.efi");
+    auto in = dir / "uki.efi", out = dir / "signed.efi";
+    expect_error(
+        [&] {
+            sign_pe(in, out, {snakeoil_key, snakeoil_cert, "wrong"});
+        },
+        {snakeoil_key.string(), "wrong passphrase"});
+    expect_error([&] { sign_pe(in, out, {snakeoil_key, snakeoil_cert, ""}); }, {snakeoil_key.string(), "passphrase"});
+    expect_error(
+        [&] {
+            sign_pe(in, out, {dir / "no.key", snakeoil_cert, "x"});
+        },
+        {(dir / "no.key").string(), "not found"});
+    expect_error([&] { sign_pe(in, out, {snakeoil_key, dir / "no.pem", "snakeoil"}); }, {(dir / "no.pem").string()});
+    test::write_text(dir / "junk.pem", "not a certificate\n");
+    expect_error(
+        [&] {
+            sign_pe(in, out, {snakeoil_key, dir / "junk.pem", "snakeoil"});
+        },
+        {(dir / "junk.pem").string(), "not a PEM certificate"});
+    expect_error(
+        [&] {
+            sign_pe(in, out, {dir / "junk.pem", snakeoil_cert, ""});
+        },
+        {(dir / "junk.pem").string(), "not a PEM private key"});
+    run_checked({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", (dir / "other.key").string(),
+                 "-out", (dir / "other.pem").string(), "-days", "1", "-subj", "/CN=Cairn test other"});
+    expect_error(
+        [&] {
+            sign_pe(in, out, {dir / "other.key", snakeoil_cert, ""});
+        },
+        {(dir / "other.key").string(), "does not match", snakeoil_cert.string()});
+    expect_error([&] { sign_pe(dir / "junk.pem", out, snakeoil()); }, {(dir / "junk.pem").string()});
+    EXPECT_FALSE(fs::exists(out));
+    for (const auto& f : fs::directory_iterator(dir.path()))
+        EXPECT_EQ(f.path().filename().string().find("signed.efi"), std::string::npos) << f.path();
+}
