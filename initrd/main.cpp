@@ -8,6 +8,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -174,12 +175,24 @@ bool grow_to_disk_end(const fs::path& part) {
     return true;
 }
 
+// A random UUID that never waits for the kernel's entropy pool (early boot may have none yet,
+// and mke2fs would block in getrandom() for seconds).
+std::string quick_uuid() {
+    uint8_t b[16];
+    if (::getrandom(b, sizeof b, GRND_INSECURE) != static_cast<ssize_t>(sizeof b)) fail_errno("getrandom");
+    b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);
+    b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);
+    std::string hex = to_hex(std::span<const uint8_t>(b, sizeof b));
+    return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" + hex.substr(20);
+}
+
 // Formats a blank partition (first boot), then mounts it.
 void prepare_and_mount(const fs::path& dev, const std::string& label, const fs::path& target, bool grow) {
     bool grown = grow && grow_to_disk_end(dev);
     if (!has_ext4(dev)) {
         say("formatting " + dev.filename().string() + " (" + label + ") on first boot");
-        run_checked({"mkfs.ext4", "-q", "-F", "-L", label, "-E", "nodiscard", dev.string()});
+        run_checked({"mkfs.ext4", "-q", "-F", "-L", label, "-U", quick_uuid(), "-E",
+                     "nodiscard,lazy_itable_init=1,lazy_journal_init=1,hash_seed=" + quick_uuid(), dev.string()});
         grown = false;
     }
     do_mount(dev.string(), target, "ext4", MS_NOSUID | MS_NODEV);
