@@ -168,4 +168,72 @@ std::string run_checked(const std::vector<std::string>& argv, const RunOptions& 
     return r.out;
 }
 
+Process::Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file, const RunOptions& options) {
+    if (argv.empty()) fail("Process: empty command");
+    auto program = find_program(argv[0]);
+    if (!program) fail(argv[0] + ": program not found in PATH (is its Debian package installed? see scripts/install-deps)");
+    int out = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0) fail_errno(output_file.string());
+    UniqueFd out_fd(out);
+    UniqueFd null_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    std::vector<std::string> args = argv;
+    std::vector<std::string> env = merged_environment(options.extra_env);
+    std::vector<char*> c_args = c_strings(args);
+    std::vector<char*> c_env = c_strings(env);
+    std::string program_path = program->string();
+    std::string cwd = options.cwd ? options.cwd->string() : std::string();
+    pid_t pid = ::fork();
+    if (pid < 0) fail_errno("fork for " + argv[0]);
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        ::dup2(null_fd.get(), 0);
+        ::dup2(out_fd.get(), 1);
+        ::dup2(out_fd.get(), 2);
+        ::signal(SIGPIPE, SIG_DFL);
+        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
+        ::execve(program_path.c_str(), c_args.data(), c_env.data());
+        ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // also from here, so that signal() works at once
+    pid_ = pid;
+}
+
+Process::~Process() {
+    try {
+        if (running()) stop(500);
+    } catch (...) {
+    }
+}
+
+bool Process::running() {
+    if (status_ || pid_ < 0) return false;
+    int st = 0;
+    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        ::kill(-pid_, SIGKILL);  // anything it left behind in its group
+        return false;
+    }
+    return r == 0;
+}
+
+void Process::signal(int sig) {
+    if (pid_ > 0 && !status_) ::kill(-pid_, sig);
+}
+
+std::optional<int> Process::wait(int timeout_ms) {
+    for (int waited = 0;; waited += 10) {
+        if (!running()) return status_;
+        if (waited >= timeout_ms) return std::nullopt;
+        ::usleep(10000);
+    }
+}
+
+int Process::stop(int grace_ms) {
+    signal(SIGTERM);
+    if (auto st = wait(grace_ms)) return *st;
+    signal(SIGKILL);
+    return wait(5000).value_or(128 + SIGKILL);
+}
+
 }  // namespace cairn

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 namespace cairn {
 
 struct RunOptions {
@@ -28,6 +30,29 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options = 
 // Like run(), but a non-zero exit throws Error naming the program, its exit code and the last
 // lines of its standard error. Returns the captured standard output.
 std::string run_checked(const std::vector<std::string>& argv, const RunOptions& options = {});
+
+// A program running in the background in its own process group (for QEMU, swtpm, daemons under
+// test). Its standard output and error go to a file. The destructor kills the whole group.
+class Process {
+public:
+    // Starts argv; output_file receives stdout and stderr (appended). Throws Error when it cannot start.
+    Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file, const RunOptions& options = {});
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+    ~Process();
+
+    pid_t pid() const { return pid_; }
+    bool running();                                    // false once it has exited (and reaps it)
+    void signal(int sig);                              // to the whole process group
+    // Waits up to `timeout_ms` for it to exit; returns its exit status (128 + signal) or nullopt.
+    std::optional<int> wait(int timeout_ms);
+    // SIGTERM, then SIGKILL after grace_ms; returns the exit status.
+    int stop(int grace_ms = 2000);
+
+private:
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+};
 
 // Finds a program in PATH (or checks an absolute path) and tells whether it is executable.
 std::optional<std::filesystem::path> find_program(const std::string& name);

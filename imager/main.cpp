@@ -1,5 +1,10 @@
 // cairn: the host tool. Builds verified A/B disk images from recipes and inspects them.
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <thread>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -8,6 +13,7 @@
 #include "common/error.hpp"
 #include "imager/build.hpp"
 #include "imager/inspect.hpp"
+#include "qemu/machine.hpp"
 
 namespace {
 
@@ -33,6 +39,15 @@ Commands:
                         beside IMAGE, when present)
       --json            Print the report as JSON
 
+  qemu IMAGE            Boot a disk image in QEMU (q35, OVMF with Secure Boot, swtpm),
+                        showing the serial console until the image reports `ready`.
+      --state DIR       Machine state (NVRAM, TPM, console log; default: IMAGE.qemu/)
+      --keep            Keep running after `ready`: the console stays on the
+                        terminal (type into it on a debug image); Ctrl-C stops
+      --forward H:G     Forward host TCP port H (127.0.0.1) to guest port G
+      --no-secure-boot  Plain OVMF without Secure Boot
+      --timeout SEC     How long to wait for `ready` (default 300)
+
   -h, --help            Show this help
   --version             Show the version
 
@@ -40,7 +55,8 @@ Environment:
   SOURCE_DATE_EPOCH     Timestamp for every file in the image (reproducible builds)
   CAIRN_CACHE           Package cache directory
 
-Exit status: 0 on success, 1 when inspect finds a mismatch, 2 on an error.
+Exit status: 0 on success, 1 when inspect finds a mismatch or the image does not
+reach `ready`, 2 on an error.
 )";
 
 int usage_error(const std::string& message) {
@@ -99,6 +115,84 @@ int cmd_inspect(const std::vector<std::string>& args) {
     return result.ok ? 0 : 1;
 }
 
+volatile std::sig_atomic_t interrupted = 0;
+
+int cmd_qemu(const std::vector<std::string>& args) {
+    cairn::qemu::Config c;
+    bool keep = false;
+    int timeout = 300;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&](const char* name) -> std::string {
+            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
+            return args[++i];
+        };
+        if (a == "--state") c.state_dir = value("--state");
+        else if (a == "--keep") keep = true;
+        else if (a == "--no-secure-boot") c.secure_boot = false;
+        else if (a == "--timeout") timeout = std::stoi(value("--timeout"));
+        else if (a == "--forward") {
+            std::string f = value("--forward");
+            size_t colon = f.find(':');
+            if (colon == std::string::npos) return usage_error("qemu: --forward takes HOST:GUEST ports");
+            c.forwards.push_back({static_cast<uint16_t>(std::stoi(f.substr(0, colon))), static_cast<uint16_t>(std::stoi(f.substr(colon + 1)))});
+        } else if (!a.empty() && a[0] == '-') return usage_error("qemu: unknown option '" + a + "'");
+        else if (c.disk.empty()) c.disk = a;
+        else return usage_error("qemu: one image at a time");
+    }
+    if (c.disk.empty()) return usage_error("qemu: which image? (cairn qemu IMAGE)");
+    if (!std::filesystem::is_regular_file(c.disk)) throw cairn::Error(c.disk.string() + ": no such image file");
+    if (c.state_dir.empty()) c.state_dir = c.disk.string() + ".qemu";
+    std::signal(SIGINT, [](int) { interrupted = 1; });
+    std::signal(SIGTERM, [](int) { interrupted = 1; });
+
+    cairn::qemu::Machine m(c);
+    m.start();
+    std::fprintf(stderr, "cairn: booting %s (state in %s; Ctrl-C stops)\n", c.disk.c_str(), c.state_dir.c_str());
+    size_t shown = 0;
+    bool ready = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
+    std::thread typing;
+    if (keep) {
+        typing = std::thread([&m] {
+            char buffer[256];
+            for (;;) {
+                ssize_t r = ::read(0, buffer, sizeof buffer);
+                if (r <= 0 || interrupted) return;
+                try {
+                    m.send(std::string(buffer, static_cast<size_t>(r)));
+                } catch (...) {
+                    return;
+                }
+            }
+        });
+        typing.detach();
+    }
+    while (!interrupted && m.running()) {
+        std::string console = m.console();
+        if (console.size() > shown) {
+            std::fwrite(console.data() + shown, 1, console.size() - shown, stdout);
+            std::fflush(stdout);
+            shown = console.size();
+        }
+        if (!ready && console.find("cairn: ready") != std::string::npos) {
+            ready = true;
+            std::fprintf(stderr, "\ncairn: %s is up. Console log: %s\n", c.disk.c_str(), m.console_log().c_str());
+            if (!keep) {
+                std::fprintf(stderr, "cairn: for a shell on the console, build with --debug and boot with --keep\n");
+                break;
+            }
+        }
+        if (!ready && std::chrono::steady_clock::now() > deadline) {
+            std::fprintf(stderr, "\ncairn: %s did not reach `ready` within %d s\n", c.disk.c_str(), timeout);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    m.power_off(std::chrono::seconds(ready ? 3 : 1));  // the minimal image has no ACPI handler: a short grace
+    return ready ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,6 +216,7 @@ int main(int argc, char** argv) {
             }
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
+        if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
     } catch (const cairn::Error& e) {
         std::fprintf(stderr, "cairn: %s\n", e.what());

@@ -1,0 +1,185 @@
+// Boot scenarios (CTest label `qemu`): images Cairn builds from the shipped recipes, booted in
+// QEMU with OVMF Secure Boot and swtpm. Each test works on its own sparse copy of the disk.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "imager/uki.hpp"
+#include "partitions/gpt.hpp"
+#include "qemu/machine.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using namespace std::chrono_literals;
+using cairn::test::Scratch;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path image_dir(const std::string& name) { return test::test_images() / name; }
+
+json manifest_of(const std::string& name) { return json::parse(read_file(image_dir(name) / "manifest.json")); }
+
+uint64_t offset_of(const json& manifest, const std::string& label) {
+    for (const auto& p : manifest["partitions"])
+        if (p["label"] == label) return p["offset"];
+    throw std::runtime_error("no partition " + label);
+}
+
+// A machine on a sparse copy of a built image.
+struct Booted {
+    Scratch dir;
+    fs::path disk;
+    std::unique_ptr<qemu::Machine> machine;
+
+    explicit Booted(const std::string& image, uint64_t grow_by = 0) {
+        disk = dir / "disk.raw";
+        run_checked({"cp", "--sparse=always", (image_dir(image) / "disk.raw").string(), disk.string()});
+        if (grow_by) fs::resize_file(disk, fs::file_size(disk) + grow_by);
+    }
+    qemu::Machine& start() {
+        qemu::Config c;
+        c.disk = disk;
+        c.state_dir = dir / "machine";
+        machine = std::make_unique<qemu::Machine>(c);
+        machine->start();
+        return *machine;
+    }
+};
+
+void flip_byte(const fs::path& disk, uint64_t at) {
+    UniqueFd fd = open_file(disk, O_RDWR);
+    char c = 0;
+    pread_exact(fd.get(), &c, 1, at, disk.string());
+    c = static_cast<char>(c ^ 0x5a);
+    pwrite_exact(fd.get(), &c, 1, at, disk.string());
+}
+
+std::string sha256_of_range(const fs::path& disk, uint64_t offset, uint64_t size) {
+    Scratch s;
+    UniqueFd in = open_file(disk, O_RDONLY);
+    UniqueFd out = open_file(s / "part", O_WRONLY | O_CREAT | O_TRUNC);
+    copy_sparse(in.get(), offset, out.get(), 0, size, disk.string());
+    fs::resize_file(s / "part", size);
+    return sha256_file_hex(s / "part");
+}
+
+// Runs a command in the debug image's console shell and returns what it printed.
+std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = 30s) {
+    static int n = 0;
+    std::string tag = "cairn-test-done-" + std::to_string(++n);
+    size_t from = m.console().size();
+    m.send(command + "; echo " + tag.substr(0, 10) + "\"" + tag.substr(10) + "\"\n");  // the echoed command line never matches
+    size_t at = m.wait_for(tag, timeout);
+    return m.console().substr(from, at - from);
+}
+
+}  // namespace
+
+// (a) Secure Boot on, root on dm-verity, mounted read-only, `ready` with slot, version and root hash.
+TEST(Boot, MinimalBootsToReadyFromAVerifiedReadOnlyRoot) {
+    Booted b("minimal");
+    auto& m = b.start();
+    size_t at = m.wait_for("cairn: ready", 180s);
+    std::string line = m.console().substr(at, m.console().find('\n', at) - at);
+    json manifest = manifest_of("minimal");
+    EXPECT_NE(line.find("slot=a"), std::string::npos) << line;
+    EXPECT_NE(line.find("version=" + manifest["recipe"]["version"].get<std::string>()), std::string::npos) << line;
+    EXPECT_NE(line.find("root=" + manifest["slots"]["a"]["verity"]["root_hash"].get<std::string>()), std::string::npos) << line;
+    EXPECT_NE(line.find("rootdev=/dev/mapper/root"), std::string::npos) << line;
+    EXPECT_NE(line.find("options=ro,"), std::string::npos) << line;
+    EXPECT_NE(m.console().find("Secure boot enabled"), std::string::npos) << "the kernel saw Secure Boot on";
+    EXPECT_EQ(m.console().find("cairn-init: FATAL"), std::string::npos);
+}
+
+// (b) and (f): /etc, /home, /root, /var and the log partition keep what was written across a
+// reboot, while the root partition stays bit for bit what the image shipped.
+TEST(Boot, WritesSurviveARebootAndTheRootDoesNot) {
+    Booted b("minimal-debug");
+    json manifest = manifest_of("minimal-debug");
+    const uint64_t root_offset = offset_of(manifest, "root_a");
+    const uint64_t root_size = manifest["rootfs"]["size"];
+    const std::string root_before = sha256_of_range(b.disk, root_offset, root_size);
+
+    auto& m = b.start();
+    m.wait_for("cairn: ready", 180s);
+    shell(m, "echo etc-kept > /etc/cairn-test && echo home-kept > /home/cairn-test && echo root-kept > /root/cairn-test && "
+             "echo var-kept > /var/cairn-test && echo log-kept > /var/log/cairn-test && sync");
+    EXPECT_NE(shell(m, "touch /usr/cairn-test 2>&1").find("Read-only file system"), std::string::npos);
+    m.send("reboot -f\n");
+    m.wait_for("cairn: ready", 180s);  // wait_for looks only at output since the last start: reset keeps it
+    std::string out = shell(m, "cat /etc/cairn-test /home/cairn-test /root/cairn-test /var/cairn-test /var/log/cairn-test");
+    for (const char* word : {"etc-kept", "home-kept", "root-kept", "var-kept", "log-kept"}) EXPECT_NE(out.find(word), std::string::npos) << word << "\n" << out;
+    EXPECT_NE(shell(m, "grep ' /var/log ' /proc/mounts").find("/dev/vda7"), std::string::npos) << "the log partition is mounted at /var/log";
+    m.kill();
+    EXPECT_EQ(sha256_of_range(b.disk, root_offset, root_size), root_before) << "root_a changed";
+}
+
+// (c) One flipped byte in root_a that the boot reads: cairn-init refuses, says why, reboots.
+TEST(Boot, AFlippedRootByteIsRefusedNeverMounted) {
+    Booted b("minimal");
+    json manifest = manifest_of("minimal");
+    flip_byte(b.disk, offset_of(manifest, "root_a") + 1024 + 1);  // inside the erofs superblock, read at mount
+    auto& m = b.start();
+    size_t fatal = m.wait_for("cairn-init: FATAL", 180s);
+    m.wait_for("cairn-init: rebooting", 30s);
+    std::string console = m.console();
+    EXPECT_NE(console.find("root_a", fatal), std::string::npos) << console.substr(fatal, 300);
+    EXPECT_EQ(console.find("switching to"), std::string::npos) << "the damaged root was mounted";
+    EXPECT_EQ(console.find("cairn: ready"), std::string::npos);
+    // It really reboots: the firmware starts the kernel again.
+    size_t first = console.find("Linux version");
+    m.wait_for("Linux version", 120s);
+    EXPECT_NE(m.console().find("Linux version", first + 1), std::string::npos);
+}
+
+// (d) An unsigned UKI, or one signed with a key the firmware does not trust, is refused by the firmware.
+class BadSignature : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BadSignature, TheFirmwareRefusesTheUki) {
+    Booted b("minimal");
+    json manifest = manifest_of("minimal");
+    fs::path uki = b.dir / "bad.efi";
+    fs::path unsigned_uki = b.dir / "unsigned.efi";
+    // Strip the signature from the shipped UKI: the same image, unsigned.
+    run_checked({"cp", (image_dir("minimal") / "uki_a.efi").string(), unsigned_uki.string()});
+    run_checked({"sbattach", "--remove", unsigned_uki.string()});
+    if (GetParam() == "unsigned") {
+        fs::copy_file(unsigned_uki, uki);
+    } else {
+        run_checked({"openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=not trusted", "-days", "30",
+                     "-keyout", (b.dir / "other.key").string(), "-out", (b.dir / "other.pem").string()});
+        imager::sign_pe(unsigned_uki, uki, imager::SigningKey{b.dir / "other.key", b.dir / "other.pem", ""}, 1700000000);
+    }
+    for (const char* esp : {"esp_a", "esp_b"})
+        run_checked({"mcopy", "-o", "-i", b.disk.string() + "@@" + std::to_string(offset_of(manifest, esp)), uki.string(), "::/EFI/BOOT/BOOTX64.EFI"},
+                    {.extra_env = {"MTOOLS_SKIP_CHECK=1"}});
+    auto& m = b.start();
+    m.wait_for("Access Denied", 180s);
+    std::this_thread::sleep_for(5s);
+    EXPECT_EQ(m.console().find("Linux version"), std::string::npos) << "the kernel started from a refused UKI";
+}
+
+INSTANTIATE_TEST_SUITE_P(Uki, BadSignature, ::testing::Values("unsigned", "untrusted"));
+
+// (e) On a disk larger than the image, the first boot grows the data partition to the end.
+TEST(Boot, FirstBootGrowsDataOnALargerDisk) {
+    const uint64_t extra = 512ull << 20;
+    Booted b("minimal", extra);
+    auto& m = b.start();
+    m.wait_for("growing vda8", 180s);
+    m.wait_for("cairn: ready", 120s);
+    m.kill();
+    partitions::GptTable t = partitions::read_gpt(b.disk);
+    const auto& data = t.entries.back();
+    EXPECT_EQ(data.label, "data");
+    EXPECT_GE(data.offset + data.size + (2ull << 20), t.disk_size) << "data ends within 2 MiB of the disk's end";
+    json manifest = manifest_of("minimal");
+    for (const auto& p : manifest["partitions"])
+        if (p["label"] == "data") EXPECT_EQ(data.size, p["size"].get<uint64_t>() + extra);
+}
