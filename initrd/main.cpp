@@ -120,22 +120,35 @@ struct CryptFree {
 };
 using CryptDevice = std::unique_ptr<crypt_device, CryptFree>;
 
-// Activates /dev/mapper/root: dm-verity over `data` with the tree in `hash`, trusting only the
-// root hash from the command line. The kernel checks every block against it when read.
-fs::path activate_verity(const fs::path& data, const fs::path& hash, const std::vector<uint8_t>& root_hash) {
-    crypt_device* raw = nullptr;
-    int r = crypt_init_data_device(&raw, hash.c_str(), data.c_str());
-    if (r < 0) fail_errno("opening " + hash.string() + " and " + data.string() + " for dm-verity", -r);
-    CryptDevice cd(raw);
-    crypt_params_verity params{};
-    r = crypt_load(cd.get(), CRYPT_VERITY, &params);
-    if (r < 0) fail_errno(hash.string() + ": no dm-verity superblock", -r);
-    r = crypt_activate_by_volume_key(cd.get(), "root", reinterpret_cast<const char*>(root_hash.data()), root_hash.size(),
-                                     CRYPT_ACTIVATE_READONLY | CRYPT_ACTIVATE_RESTART_ON_CORRUPTION);
-    if (r == -EPERM) fail(data.string() + ": the root hash on the command line does not match the verity tree");
-    if (r < 0) fail_errno("activating dm-verity for " + data.string(), -r);
-    return "/dev/mapper/root";
-}
+// dm-verity for the root: `data` checked against the tree in `hash`, trusting only the root hash
+// from the command line; the kernel checks every block against it when read.
+class VerityRoot {
+public:
+    VerityRoot(const fs::path& data, const fs::path& hash, const std::vector<uint8_t>& root_hash) : data_(data), root_hash_(root_hash) {
+        crypt_device* raw = nullptr;
+        int r = crypt_init_data_device(&raw, hash.c_str(), data.c_str());
+        if (r < 0) fail_errno("opening " + hash.string() + " and " + data.string() + " for dm-verity", -r);
+        cd_.reset(raw);
+        crypt_params_verity params{};
+        r = crypt_load(cd_.get(), CRYPT_VERITY, &params);
+        if (r < 0) fail_errno(hash.string() + ": no dm-verity superblock", -r);
+    }
+    // A block that does not match the tree reads as an I/O error, never as data: a damaged root
+    // fails the mount and cairn-init says so. (Restarting on corruption instead would need the
+    // table reloaded after the mount; libcryptsetup 2.6 cannot refresh a verity device.)
+    fs::path activate() {
+        int r = crypt_activate_by_volume_key(cd_.get(), "root", reinterpret_cast<const char*>(root_hash_.data()), root_hash_.size(),
+                                             CRYPT_ACTIVATE_READONLY);
+        if (r == -EPERM) fail(data_.string() + ": the root hash on the command line does not match the verity tree");
+        if (r < 0) fail_errno("activating dm-verity for " + data_.string(), -r);
+        return "/dev/mapper/root";
+    }
+
+private:
+    fs::path data_;
+    std::vector<uint8_t> root_hash_;
+    CryptDevice cd_;
+};
 
 uint64_t sysfs_number(const fs::path& file) {
     std::ifstream in(file);
@@ -236,9 +249,11 @@ int main() {
         const std::string root_label = "root_" + o.slot;
         fs::path root = wait_for_partition(root_label, std::chrono::seconds(30));
         std::string root_device = root.string();
+        std::unique_ptr<VerityRoot> verity;
         if (o.verity) {
             fs::path hash = wait_for_partition(root_label + "_verity", std::chrono::seconds(5));
-            root_device = activate_verity(root, hash, o.root_hash).string();
+            verity = std::make_unique<VerityRoot>(root, hash, o.root_hash);
+            root_device = verity->activate().string();
         }
         make_dir(sysroot);
         if (::mount(root_device.c_str(), sysroot, o.rootfs.c_str(), MS_RDONLY, nullptr) != 0) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file.hpp"
+#include "common/hash.hpp"
 #include "common/subprocess.hpp"
 #include "imager/uki.hpp"
 #include "partitions/gpt.hpp"
@@ -154,7 +155,7 @@ TEST_P(BadSignature, TheFirmwareRefusesTheUki) {
     } else {
         run_checked({"openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=not trusted", "-days", "30",
                      "-keyout", (b.dir / "other.key").string(), "-out", (b.dir / "other.pem").string()});
-        imager::sign_pe(unsigned_uki, uki, imager::SigningKey{b.dir / "other.key", b.dir / "other.pem", ""}, 1700000000);
+        imager::sign_pe(unsigned_uki, uki, imager::SigningKey{b.dir / "other.key", b.dir / "other.pem", ""});
     }
     for (const char* esp : {"esp_a", "esp_b"})
         run_checked({"mcopy", "-o", "-i", b.disk.string() + "@@" + std::to_string(offset_of(manifest, esp)), uki.string(), "::/EFI/BOOT/BOOTX64.EFI"},
@@ -180,6 +181,9 @@ TEST(Boot, FirstBootGrowsDataOnALargerDisk) {
     EXPECT_EQ(data.label, "data");
     EXPECT_GE(data.offset + data.size + (2ull << 20), t.disk_size) << "data ends within 2 MiB of the disk's end";
     json manifest = manifest_of("minimal");
-    for (const auto& p : manifest["partitions"])
-        if (p["label"] == "data") EXPECT_EQ(data.size, p["size"].get<uint64_t>() + extra);
+    for (const auto& p : manifest["partitions"]) {
+        if (p["label"] == "data") {
+            EXPECT_EQ(data.size, p["size"].get<uint64_t>() + extra);
+        }
+    }
 }

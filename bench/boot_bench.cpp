@@ -1,0 +1,48 @@
+// Boot time of an image Cairn built, in QEMU with OVMF Secure Boot and swtpm on this machine:
+// seconds from QEMU start to `ready`, and cairn-init's share (kernel start to switch_root, and
+// the time spent in cairn-init itself), first boot (formats log and data) and a second boot.
+// Usage: boot_bench [IMAGE_DIR] (default build/test-images/minimal). Goals: <= 15 s, <= 1 s.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <string>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "qemu/machine.hpp"
+
+using namespace cairn;
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) try {
+    fs::path image_dir = argc > 1 ? argv[1] : "build/test-images/minimal";
+    TempDir work(fs::temp_directory_path(), "cairn-boot-bench-");
+    run_checked({"cp", "--sparse=always", (image_dir / "disk.raw").string(), (work.path() / "disk.raw").string()});
+    qemu::Config config;
+    config.disk = work.path() / "disk.raw";
+    config.state_dir = work.path() / "state";
+    qemu::Machine m(config);
+    std::printf("%s, accelerator %s\n", image_dir.c_str(), ::access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "tcg (no KVM)");
+    for (const char* boot : {"first boot", "second boot"}) {
+        auto t0 = std::chrono::steady_clock::now();
+        m.start();
+        m.wait_for("cairn: ready", std::chrono::seconds(300));
+        double ready = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::smatch match;
+        std::string console = m.console();
+        double switch_at = 0, in_init = 0;
+        if (std::regex_search(console, match, std::regex(R"(switching to \S+ at ([0-9.]+) s \(([0-9]+) ms in cairn-init\))"))) {
+            switch_at = std::stod(match[1]);
+            in_init = std::stod(match[2]) / 1000;
+        }
+        std::printf("%-12s QEMU start -> ready %6.2f s (goal <= 15 s)   kernel start -> switch_root %5.2f s   in cairn-init %5.3f s (goal <= 1 s)\n",
+                    boot, ready, switch_at, in_init);
+        m.kill();
+    }
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "boot_bench: %s\n", e.what());
+    return 2;
+}
