@@ -70,6 +70,12 @@ std::string sha256_of_range(const fs::path& disk, uint64_t offset, uint64_t size
     return sha256_file_hex(s / "part");
 }
 
+// Waits for the debug image's console shell (its prompt after `ready`).
+void wait_for_shell(qemu::Machine& m, size_t from = 0) {
+    size_t ready = m.wait_for_after("cairn: ready", from, 180s);
+    m.wait_for_after("# ", ready, 60s);
+}
+
 // Runs a command in the debug image's console shell and returns what it printed.
 std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = 30s) {
     static int n = 0;
@@ -108,12 +114,13 @@ TEST(Boot, WritesSurviveARebootAndTheRootDoesNot) {
     const std::string root_before = sha256_of_range(b.disk, root_offset, root_size);
 
     auto& m = b.start();
-    m.wait_for("cairn: ready", 180s);
+    wait_for_shell(m);
     shell(m, "echo etc-kept > /etc/cairn-test && echo home-kept > /home/cairn-test && echo root-kept > /root/cairn-test && "
              "echo var-kept > /var/cairn-test && echo log-kept > /var/log/cairn-test && sync");
     EXPECT_NE(shell(m, "touch /usr/cairn-test 2>&1").find("Read-only file system"), std::string::npos);
+    size_t before_reboot = m.console().size();
     m.send("reboot -f\n");
-    m.wait_for("cairn: ready", 180s);  // wait_for looks only at output since the last start: reset keeps it
+    wait_for_shell(m, before_reboot);
     std::string out = shell(m, "cat /etc/cairn-test /home/cairn-test /root/cairn-test /var/cairn-test /var/log/cairn-test");
     for (const char* word : {"etc-kept", "home-kept", "root-kept", "var-kept", "log-kept"}) EXPECT_NE(out.find(word), std::string::npos) << word << "\n" << out;
     EXPECT_NE(shell(m, "grep ' /var/log ' /proc/mounts").find("/dev/vda7"), std::string::npos) << "the log partition is mounted at /var/log";
@@ -134,9 +141,7 @@ TEST(Boot, AFlippedRootByteIsRefusedNeverMounted) {
     EXPECT_EQ(console.find("switching to"), std::string::npos) << "the damaged root was mounted";
     EXPECT_EQ(console.find("cairn: ready"), std::string::npos);
     // It really reboots: the firmware starts the kernel again.
-    size_t first = console.find("Linux version");
-    m.wait_for("Linux version", 120s);
-    EXPECT_NE(m.console().find("Linux version", first + 1), std::string::npos);
+    m.wait_for_after("Linux version", console.find("Linux version") + 1, 120s);
 }
 
 // (d) An unsigned UKI, or one signed with a key the firmware does not trust, is refused by the firmware.
