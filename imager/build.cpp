@@ -382,7 +382,7 @@ json build(const BuildOptions& options) {
             std::string name = "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi";
             fs::path unsigned_uki = work.path() / (name + ".unsigned");
             assemble_uki(parts, unsigned_uki);
-            sign_pe(unsigned_uki, work.path() / name, key);
+            sign_pe(unsigned_uki, work.path() / name, key, epoch);
             fs::remove(unsigned_uki);
             ukis[r.slot] = work.path() / name;
             uki_json[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(work.path() / name)}};

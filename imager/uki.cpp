@@ -117,8 +117,6 @@ void commit(const fs::path& from, const fs::path& to) {
     fsync_directory(fs::absolute(to).parent_path());
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 }  // namespace
 
 std::vector<std::pair<std::string, uint64_t>> pe_sections(const fs::path& pe) {
@@ -204,58 +202,6 @@ void assemble_uki(const UkiParts& parts, const fs::path& out) {
     if (::chmod(built.c_str(), 0644) != 0 || ::utimensat(AT_FDCWD, built.c_str(), nullptr, 0) != 0)
         fail_errno(built.string());
     commit(built, out);
-}
-
-void sign_pe(const fs::path& in, const fs::path& out, const SigningKey& key) {
-    const std::string key_file = key.key.string(), cert_file = key.cert.string();
-    require_file(in, "image to sign");
-    require_file(key.key, "signing key");
-    require_file(key.cert, "signing certificate");
-    try {
-        run_checked({"openssl", "x509", "-in", cert_file, "-noout"});
-    } catch (const Error& e) {
-        fail(cert_file + ": not a PEM certificate: " + e.what());
-    }
-
-    // mkdtemp makes the directory 0700; the decrypted key inside is 0600 and goes with the directory.
-    TempDir private_dir(fs::temp_directory_path(), "cairn-key-");
-    fs::path signing_key = key.key;
-    const std::string pem = read_file(key.key);
-    if (contains(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") || contains(pem, "Proc-Type: 4,ENCRYPTED")) {
-        if (key.passphrase.empty()) fail(key_file + ": the key is encrypted and no passphrase was given");
-        std::string clear;
-        try {
-            clear =
-                run_checked({"openssl", "pkey", "-in", key_file, "-passin", "stdin"}, {.input = key.passphrase + "\n"});
-        } catch (const Error& e) {
-            fail(key_file + ": cannot decrypt the private key (wrong passphrase?): " + e.what());
-        }
-        signing_key = private_dir.path() / "key.pem";
-        try {
-            write_file_atomic(signing_key, clear, 0600);
-        } catch (...) {
-            OPENSSL_cleanse(clear.data(), clear.size());
-            throw;
-        }
-        OPENSSL_cleanse(clear.data(), clear.size());
-    } else if (!contains(pem, "PRIVATE KEY-----")) {
-        fail(key_file + ": not a PEM private key");
-    }
-
-    fs::path signed_file = out;
-    signed_file += ".cairn-sign-" + std::to_string(::getpid());
-    try {
-        run_checked({"sbsign", "--key", signing_key.string(), "--cert", cert_file, "--output", signed_file.string(),
-                     in.string()});
-        commit(signed_file, out);
-    } catch (const Error& e) {
-        std::error_code ec;
-        fs::remove(signed_file, ec);
-        std::string message = e.what();
-        if (contains(message, "key values mismatch") || contains(message, "does not match certificate"))
-            fail(key_file + ": the private key does not match the certificate " + cert_file);
-        fail("signing " + in.string() + " with " + key_file + " and " + cert_file + ": " + message);
-    }
 }
 
 }  // namespace cairn::imager

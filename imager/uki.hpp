@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <filesystem>
+
+#include "imager/authenticode.hpp"
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,16 +26,7 @@ struct UkiParts {
 // Throws Error naming the file at fault; no partial output file.
 void assemble_uki(const UkiParts& parts, const std::filesystem::path& out);
 
-struct SigningKey {
-    std::filesystem::path key, cert;  // PEM private key (may be PKCS#8-encrypted) + PEM certificate
-    std::string passphrase;           // for an encrypted key
-};
 
-// Signs a PE image for Secure Boot with sbsign (in and out may be the same file). An encrypted key is decrypted
-// first with `openssl pkey` (passphrase on its standard input) into a 0600 file in a private temporary directory
-// that is removed afterwards. Errors name the key or certificate file. Not byte-reproducible: sbsign's PKCS#7
-// signature carries the signing time.
-void sign_pe(const std::filesystem::path& in, const std::filesystem::path& out, const SigningKey& key);
 
 // The PE section names and sizes (VirtualSize), in section table order (for tests and `cairn inspect`).
 std::vector<std::pair<std::string, uint64_t>> pe_sections(const std::filesystem::path& pe);

@@ -23,8 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path snakeoil_key = "/usr/share/ovmf/PkKek-1-snakeoil.key";
-const fs::path snakeoil_cert = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 const std::string cmdline = "console=ttyS0 cairn.slot=a roothash=0123456789abcdef panic=10";
 const std::string os_release = "ID=cairn\nNAME=\"Cairn\"\nVERSION_ID=1\n";
 
@@ -94,9 +92,6 @@ std::string pe_time(const fs::path& pe) {
     return {};
 }
 
-bool verifies(const fs::path& pe, const fs::path& cert) {
-    return run({"sbverify", "--cert", cert.string(), pe.string()}).exit_code == 0;
-}
 
 // Runs `f`, expecting an Error whose message holds each of `parts`.
 template <typename F>
@@ -109,7 +104,6 @@ void expect_error(F f, const std::vector<std::string>& parts) {
     }
 }
 
-SigningKey snakeoil() { return {snakeoil_key, snakeoil_cert, "snakeoil"}; }
 
 }  // namespace
 
@@ -206,125 +200,3 @@ TEST(Uki, AssemblyErrorsNameTheFile) {
     EXPECT_THROW(pe_sections(dir / "missing.efi"), Error);
 }
 
-TEST(Uki, SignedWithTheSnakeoilKeyVerifies) {
-    SKIP_WITHOUT_PARTS();
-    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
-    Scratch dir;
-    assemble_uki(sample_parts(dir), dir / "uki.efi");
-    sign_pe(dir / "uki.efi", dir / "signed.efi", snakeoil());
-    EXPECT_TRUE(verifies(dir / "signed.efi", snakeoil_cert));
-    EXPECT_FALSE(verifies(dir / "uki.efi", snakeoil_cert)) << "the unsigned image verified";
-
-    // A certificate of another key does not verify it.
-    run_checked({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", (dir / "other.key").string(),
-                 "-out", (dir / "other.pem").string(), "-days", "1", "-subj", "/CN=Cairn test other"});
-    EXPECT_FALSE(verifies(dir / "signed.efi", dir / "other.pem"));
-
-    // An unencrypted key is used as it is; signing in place works.
-    fs::copy_file(dir / "uki.efi", dir / "inplace.efi");
-    sign_pe(dir / "inplace.efi", dir / "inplace.efi", {dir / "other.key", dir / "other.pem", ""});
-    EXPECT_TRUE(verifies(dir / "inplace.efi", dir / "other.pem"));
-    EXPECT_FALSE(verifies(dir / "inplace.efi", snakeoil_cert));
-}
-
-// sbsign is not deterministic: OpenSSL adds the signing time to the PKCS#7 signed attributes. What it signs is:
-// with the signatures removed, two signings are the same bytes.
-TEST(Uki, SigningChangesOnlyTheSignature) {
-    SKIP_WITHOUT_PARTS();
-    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
-    Scratch dir;
-    assemble_uki(sample_parts(dir), dir / "uki.efi");
-    sign_pe(dir / "uki.efi", dir / "one.efi", snakeoil());
-    ::sleep(1);
-    sign_pe(dir / "uki.efi", dir / "two.efi", snakeoil());
-    if (read_file(dir / "one.efi") == read_file(dir / "two.efi"))
-        std::cout << "note: sbsign gave identical bytes twice\n";
-    run_checked({"sbattach", "--remove", (dir / "one.efi").string()});
-    run_checked({"sbattach", "--remove", (dir / "two.efi").string()});
-    EXPECT_EQ(read_file(dir / "one.efi"), read_file(dir / "two.efi"));
-}
-
-// The decrypted key lives in a private directory that sign_pe removes: watch it through a wrapper around sbsign.
-TEST(Uki, DecryptedKeyIsPrivateAndRemoved) {
-    SKIP_WITHOUT_PARTS();
-    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
-    Scratch dir;
-    assemble_uki(sample_parts(dir), dir / "uki.efi");
-    auto real_sbsign = find_program("sbsign");
-    fs::create_directories(dir / "bin");
-    test::write_text(dir / "bin/sbsign",
-                     "#!/bin/sh\n"
-                     "key=$2\n"
-                     "stat -c '%a %n' \"$key\" \"$(dirname \"$key\")\" > " +
-                         (dir / "seen").string() +
-                         "\n"
-                         "exec " +
-                         real_sbsign->string() + " \"$@\"\n");
-    ::chmod((dir / "bin/sbsign").c_str(), 0755);
-    fs::create_directories(dir / "tmp");
-    std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
-    std::string old_tmpdir = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "";
-    ::setenv("PATH", ((dir / "bin").string() + ":" + old_path).c_str(), 1);
-    ::setenv("TMPDIR", (dir / "tmp").c_str(), 1);
-    try {
-        sign_pe(dir / "uki.efi", dir / "signed.efi", snakeoil());
-    } catch (...) {
-    }
-    ::setenv("PATH", old_path.c_str(), 1);
-    if (old_tmpdir.empty())
-        ::unsetenv("TMPDIR");
-    else
-        ::setenv("TMPDIR", old_tmpdir.c_str(), 1);
-
-    EXPECT_TRUE(verifies(dir / "signed.efi", snakeoil_cert));
-    std::istringstream seen(read_file(dir / "seen"));
-    std::string key_mode, key_path, dir_mode, dir_path;
-    seen >> key_mode >> key_path >> dir_mode >> dir_path;
-    EXPECT_EQ(key_mode, "600") << key_path;
-    EXPECT_EQ(dir_mode, "700") << dir_path;
-    EXPECT_EQ(fs::path(key_path).parent_path().parent_path(), dir / "tmp");
-    EXPECT_FALSE(fs::exists(key_path));
-    EXPECT_TRUE(fs::is_empty(dir / "tmp"));
-}
-
-TEST(Uki, SigningErrorsNameTheFile) {
-    SKIP_WITHOUT_PARTS();
-    if (!fs::exists(snakeoil_key)) GTEST_SKIP() << snakeoil_key << " is missing (install ovmf)";
-    Scratch dir;
-    assemble_uki(sample_parts(dir), dir / "uki.efi");
-    auto in = dir / "uki.efi", out = dir / "signed.efi";
-    expect_error(
-        [&] {
-            sign_pe(in, out, {snakeoil_key, snakeoil_cert, "wrong"});
-        },
-        {snakeoil_key.string(), "wrong passphrase"});
-    expect_error([&] { sign_pe(in, out, {snakeoil_key, snakeoil_cert, ""}); }, {snakeoil_key.string(), "passphrase"});
-    expect_error(
-        [&] {
-            sign_pe(in, out, {dir / "no.key", snakeoil_cert, "x"});
-        },
-        {(dir / "no.key").string(), "not found"});
-    expect_error([&] { sign_pe(in, out, {snakeoil_key, dir / "no.pem", "snakeoil"}); }, {(dir / "no.pem").string()});
-    test::write_text(dir / "junk.pem", "not a certificate\n");
-    expect_error(
-        [&] {
-            sign_pe(in, out, {snakeoil_key, dir / "junk.pem", "snakeoil"});
-        },
-        {(dir / "junk.pem").string(), "not a PEM certificate"});
-    expect_error(
-        [&] {
-            sign_pe(in, out, {dir / "junk.pem", snakeoil_cert, ""});
-        },
-        {(dir / "junk.pem").string(), "not a PEM private key"});
-    run_checked({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", (dir / "other.key").string(),
-                 "-out", (dir / "other.pem").string(), "-days", "1", "-subj", "/CN=Cairn test other"});
-    expect_error(
-        [&] {
-            sign_pe(in, out, {dir / "other.key", snakeoil_cert, ""});
-        },
-        {(dir / "other.key").string(), "does not match", snakeoil_cert.string()});
-    expect_error([&] { sign_pe(dir / "junk.pem", out, snakeoil()); }, {(dir / "junk.pem").string()});
-    EXPECT_FALSE(fs::exists(out));
-    for (const auto& f : fs::directory_iterator(dir.path()))
-        EXPECT_EQ(f.path().filename().string().find("signed.efi"), std::string::npos) << f.path();
-}

@@ -160,7 +160,7 @@ TEST_P(BadSignature, TheFirmwareRefusesTheUki) {
     } else {
         run_checked({"openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=not trusted", "-days", "30",
                      "-keyout", (b.dir / "other.key").string(), "-out", (b.dir / "other.pem").string()});
-        imager::sign_pe(unsigned_uki, uki, imager::SigningKey{b.dir / "other.key", b.dir / "other.pem", ""});
+        imager::sign_pe(unsigned_uki, uki, imager::SigningKey{b.dir / "other.key", b.dir / "other.pem", ""}, 1700000000);
     }
     for (const char* esp : {"esp_a", "esp_b"})
         run_checked({"mcopy", "-o", "-i", b.disk.string() + "@@" + std::to_string(offset_of(manifest, esp)), uki.string(), "::/EFI/BOOT/BOOTX64.EFI"},
