@@ -60,6 +60,33 @@ std::string last_lines(const std::string& text, int count) {
     return tail;
 }
 
+// Forks and executes argv[0] (looked up in PATH) with fds 0, 1 and 2 taken from stdio (-1:
+// inherited), in a new process group when asked. Returns the child's pid.
+pid_t spawn(const std::vector<std::string>& argv, const RunOptions& options, const int stdio[3], bool new_group) {
+    if (argv.empty()) fail("run: empty command");
+    auto program = find_program(argv[0]);
+    if (!program) fail(argv[0] + ": program not found in PATH (is its Debian package installed? see scripts/install-deps)");
+    std::vector<std::string> args = argv;
+    std::vector<std::string> env = merged_environment(options.extra_env);
+    std::vector<char*> c_args = c_strings(args);
+    std::vector<char*> c_env = c_strings(env);
+    std::string program_path = program->string();
+    std::string cwd = options.cwd ? options.cwd->string() : std::string();
+    pid_t pid = ::fork();
+    if (pid < 0) fail_errno("fork for " + argv[0]);
+    if (pid == 0) {
+        if (new_group) ::setpgid(0, 0);
+        for (int fd = 0; fd < 3; ++fd)
+            if (stdio[fd] >= 0) ::dup2(stdio[fd], fd);
+        ::signal(SIGPIPE, SIG_DFL);
+        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
+        ::execve(program_path.c_str(), c_args.data(), c_env.data());
+        ::_exit(127);
+    }
+    if (new_group) ::setpgid(pid, pid);  // also from here, so that signals reach the group at once
+    return pid;
+}
+
 }  // namespace
 
 std::optional<std::filesystem::path> find_program(const std::string& name) {
@@ -85,33 +112,13 @@ std::optional<std::filesystem::path> find_program(const std::string& name) {
 }
 
 RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
-    if (argv.empty()) fail("run: empty command");
-    auto program = find_program(argv[0]);
-    if (!program) fail(argv[0] + ": program not found in PATH (is its Debian package installed? see scripts/install-deps)");
-
     Pipe in = make_pipe();
     Pipe out, err;
     if (options.capture_stdout) out = make_pipe();
     if (options.capture_stderr) err = make_pipe();
-
-    std::vector<std::string> args = argv;
-    std::vector<std::string> env = merged_environment(options.extra_env);
-    std::vector<char*> c_args = c_strings(args);
-    std::vector<char*> c_env = c_strings(env);
-    std::string program_path = program->string();
-    std::string cwd = options.cwd ? options.cwd->string() : std::string();
-
-    pid_t pid = ::fork();
-    if (pid < 0) fail_errno("fork for " + argv[0]);
-    if (pid == 0) {
-        ::dup2(in.read.get(), 0);
-        if (options.capture_stdout) ::dup2(out.write.get(), 1);
-        if (options.capture_stderr) ::dup2(err.write.get(), 2);
-        ::signal(SIGPIPE, SIG_DFL);
-        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-        ::execve(program_path.c_str(), c_args.data(), c_env.data());
-        ::_exit(127);
-    }
+    const int stdio[3] = {in.read.get(), options.capture_stdout ? out.write.get() : -1, options.capture_stderr ? err.write.get() : -1};
+    pid_t pid = spawn(argv, options, stdio, false);
+    const std::string cwd = options.cwd ? options.cwd->string() : std::string();
     in.read.reset();
     out.write.reset();
     err.write.reset();
@@ -169,33 +176,12 @@ std::string run_checked(const std::vector<std::string>& argv, const RunOptions& 
 }
 
 Process::Process(const std::vector<std::string>& argv, const std::filesystem::path& output_file, const RunOptions& options) {
-    if (argv.empty()) fail("Process: empty command");
-    auto program = find_program(argv[0]);
-    if (!program) fail(argv[0] + ": program not found in PATH (is its Debian package installed? see scripts/install-deps)");
     int out = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (out < 0) fail_errno(output_file.string());
     UniqueFd out_fd(out);
     UniqueFd null_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    std::vector<std::string> args = argv;
-    std::vector<std::string> env = merged_environment(options.extra_env);
-    std::vector<char*> c_args = c_strings(args);
-    std::vector<char*> c_env = c_strings(env);
-    std::string program_path = program->string();
-    std::string cwd = options.cwd ? options.cwd->string() : std::string();
-    pid_t pid = ::fork();
-    if (pid < 0) fail_errno("fork for " + argv[0]);
-    if (pid == 0) {
-        ::setpgid(0, 0);
-        ::dup2(null_fd.get(), 0);
-        ::dup2(out_fd.get(), 1);
-        ::dup2(out_fd.get(), 2);
-        ::signal(SIGPIPE, SIG_DFL);
-        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-        ::execve(program_path.c_str(), c_args.data(), c_env.data());
-        ::_exit(127);
-    }
-    ::setpgid(pid, pid);  // also from here, so that signal() works at once
-    pid_ = pid;
+    const int stdio[3] = {null_fd.get(), out_fd.get(), out_fd.get()};
+    pid_ = spawn(argv, options, stdio, true);
 }
 
 Process::~Process() {

@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "imager/tree.hpp"
 #include "imager/archive.hpp"
 
 namespace cairn::imager {
@@ -30,15 +31,7 @@ constexpr uint64_t max_u32 = std::numeric_limits<uint32_t>::max();
 void check_path(const std::string& path, const std::string& what) {
     if (path.empty()) fail(what + ": an entry has an empty path");
     if (path.front() == '/') fail(what + ": entry '" + path + "' starts with '/' (paths in the archive are relative)");
-    size_t i = 0;
-    while (i <= path.size()) {
-        size_t j = path.find('/', i);
-        if (j == std::string::npos) j = path.size();
-        std::string_view part(path.data() + i, j - i);
-        if (part.empty() || part == "." || part == "..")
-            fail(what + ": entry '" + path + "' has an empty, '.' or '..' component");
-        i = j + 1;
-    }
+    if (!is_clean_relative_path(path)) fail(what + ": entry '" + path + "' has an empty, '.' or '..' component");
 }
 
 std::string parent_of(const std::string& path) {

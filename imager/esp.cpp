@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/subprocess.hpp"
 #include "imager/filesystem.hpp"
+#include "imager/tree.hpp"
 
 namespace cairn::imager {
 namespace {
@@ -35,15 +36,7 @@ void check_destination(const std::string& path, const std::string& what) {
     for (unsigned char c : path)
         if (c < 0x20 || std::string_view("\"*:<>?\\|").find(static_cast<char>(c)) != std::string_view::npos)
             fail(what + ": destination '" + path + "' has a character FAT does not allow");
-    size_t i = 0;
-    while (i <= path.size()) {
-        size_t j = path.find('/', i);
-        if (j == std::string::npos) j = path.size();
-        std::string_view part(path.data() + i, j - i);
-        if (part.empty() || part == "." || part == "..")
-            fail(what + ": destination '" + path + "' has an empty, '.' or '..' component");
-        i = j + 1;
-    }
+    if (!is_clean_relative_path(path)) fail(what + ": destination '" + path + "' has an empty, '.' or '..' component");
 }
 
 }  // namespace

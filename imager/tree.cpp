@@ -42,6 +42,19 @@ std::string child(const std::string& dir, const std::string& name) { return dir 
 
 }  // namespace
 
+bool is_clean_relative_path(std::string_view path) {
+    if (path.empty() || path.front() == '/') return false;
+    size_t i = 0;
+    while (i <= path.size()) {
+        size_t j = path.find('/', i);
+        if (j == std::string_view::npos) j = path.size();
+        std::string_view part = path.substr(i, j - i);
+        if (part.empty() || part == "." || part == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
 std::string image_join(std::string_view base, std::string_view relative, const std::string& what) {
     std::string out = "/";
     for (const auto& part : split(base)) {

@@ -85,6 +85,9 @@ private:
 std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable, std::string_view image_path, Meta meta,
                                           const std::string& what);
 
+// True for a relative path whose components are all non-empty and neither "." nor "..".
+bool is_clean_relative_path(std::string_view path);
+
 // Joins and normalises image paths ("/", "usr/bin" -> "/usr/bin"); rejects "..".
 std::string image_join(std::string_view base, std::string_view relative, const std::string& what);
 
