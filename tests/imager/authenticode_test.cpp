@@ -10,6 +10,7 @@
 using namespace cairn;
 using namespace cairn::imager;
 using cairn::test::Scratch;
+using cairn::test::expect_error;
 namespace fs = std::filesystem;
 
 namespace {
@@ -26,15 +27,6 @@ void make_other_key(const Scratch& dir) {
                  (dir / "other.pem").string(), "-days", "1", "-subj", "/CN=Cairn test other"});
 }
 
-template <typename F>
-void expect_error(F f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        ADD_FAILURE() << "no error";
-    } catch (const Error& e) {
-        for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-    }
-}
 
 }  // namespace
 

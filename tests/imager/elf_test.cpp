@@ -21,6 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using cairn::test::Scratch;
+using cairn::test::expect_error;
 using cairn::test::write_text;
 
 // Environment for the programs the tests run: the build host's loader knobs must not interfere.
@@ -120,16 +121,6 @@ void build_main(const Scratch& s, const fs::path& out, const fs::path& lib_dir, 
 
 int run_program(const fs::path& exe) { return run({exe.string()}, {.extra_env = clean_env}).exit_code; }
 
-void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts) {
-    try {
-        action();
-        ADD_FAILURE() << "no Error thrown";
-    } catch (const Error& e) {
-        std::string message = e.what();
-        for (const auto& part : parts)
-            EXPECT_NE(message.find(part), std::string::npos) << message << "\nlacks: " << part;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // read_info

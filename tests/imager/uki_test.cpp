@@ -19,6 +19,7 @@
 using namespace cairn;
 using namespace cairn::imager;
 using cairn::test::Scratch;
+using cairn::test::expect_error;
 namespace fs = std::filesystem;
 
 namespace {
@@ -93,16 +94,6 @@ std::string pe_time(const fs::path& pe) {
 }
 
 
-// Runs `f`, expecting an Error whose message holds each of `parts`.
-template <typename F>
-void expect_error(F f, const std::vector<std::string>& parts) {
-    try {
-        f();
-        ADD_FAILURE() << "no error";
-    } catch (const Error& e) {
-        for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-    }
-}
 
 
 }  // namespace

@@ -6,6 +6,9 @@
 #include <random>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "common/error.hpp"
 #include "common/file.hpp"
 
 namespace cairn::test {
@@ -42,6 +45,16 @@ void write_random(const std::filesystem::path& path, uint64_t size, uint32_t see
 }
 
 bool is_root() { return ::geteuid() == 0; }
+
+void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts) {
+    try {
+        action();
+        ADD_FAILURE() << "no Error thrown";
+    } catch (const Error& e) {
+        std::string message = e.what();
+        for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message << "\nlacks: " << part;
+    }
+}
 
 std::filesystem::path source_dir() { return CAIRN_SOURCE_DIR; }
 std::filesystem::path cairn_binary() { return CAIRN_BINARY; }

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace cairn::test {
 
@@ -25,6 +27,9 @@ void write_text(const std::filesystem::path& path, const std::string& text);
 void write_random(const std::filesystem::path& path, uint64_t size, uint32_t seed);
 
 bool is_root();
+
+// Runs `action`, expecting a cairn::Error whose message holds each of `parts` (a test failure otherwise).
+void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts);
 
 std::filesystem::path source_dir();
 std::filesystem::path cairn_binary();
