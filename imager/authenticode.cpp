@@ -24,15 +24,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// One owner per OpenSSL handle type.
 template <typename T, void (*Free)(T*)>
 struct Deleter {
     void operator()(T* p) const { Free(p); }
 };
+void free_openssl_buffer(unsigned char* p) { OPENSSL_free(p); }
 using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
 using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
 using Pkcs7Ptr = std::unique_ptr<PKCS7, Deleter<PKCS7, PKCS7_free>>;
-using Asn1ObjectPtr = std::unique_ptr<ASN1_OBJECT, Deleter<ASN1_OBJECT, ASN1_OBJECT_free>>;
+using Asn1StringPtr = std::unique_ptr<ASN1_STRING, Deleter<ASN1_STRING, ASN1_STRING_free>>;  // also ASN1_TIME
+using Asn1TypePtr = std::unique_ptr<ASN1_TYPE, Deleter<ASN1_TYPE, ASN1_TYPE_free>>;
+using OpensslBufferPtr = std::unique_ptr<unsigned char, Deleter<unsigned char, free_openssl_buffer>>;
 
 std::string openssl_error() {
     unsigned long e = ERR_get_error();
@@ -42,7 +46,9 @@ std::string openssl_error() {
     return buffer;
 }
 
-uint16_t le16(const std::string& d, size_t at) { return static_cast<uint16_t>(uint8_t(d[at]) | uint8_t(d[at + 1]) << 8); }
+uint16_t le16(const std::string& d, size_t at) {
+    return static_cast<uint16_t>(uint8_t(d[at]) | uint8_t(d[at + 1]) << 8);
+}
 uint32_t le32(const std::string& d, size_t at) { return uint32_t(le16(d, at)) | uint32_t(le16(d, at + 2)) << 16; }
 void put32(std::string& d, size_t at, uint32_t v) {
     for (int i = 0; i < 4; ++i) d[at + i] = static_cast<char>(v >> (8 * i) & 0xff);
@@ -50,8 +56,8 @@ void put32(std::string& d, size_t at, uint32_t v) {
 
 // Where the fields Authenticode skips sit in a PE32+ image.
 struct PeLayout {
-    size_t checksum = 0;       // offset of OptionalHeader.CheckSum
-    size_t cert_entry = 0;     // offset of the Certificate Table data directory entry
+    size_t checksum = 0;    // offset of OptionalHeader.CheckSum
+    size_t cert_entry = 0;  // offset of the Certificate Table data directory entry
     size_t size_of_headers = 0;
     std::vector<std::pair<uint32_t, uint32_t>> sections;  // PointerToRawData, SizeOfRawData
 };
@@ -71,7 +77,8 @@ PeLayout parse_pe(const std::string& d, const std::string& what) {
     const size_t opt = coff + 20;
     need(opt + optional_size);
     if (le16(d, opt) != 0x20b) fail(what + ": not a PE32+ image (UEFI x86-64 images are PE32+)");
-    if (optional_size < 112 + 5 * 8 || le32(d, opt + 108) < 5) fail(what + ": the PE image has no certificate table directory entry");
+    if (optional_size < 112 + 5 * 8 || le32(d, opt + 108) < 5)
+        fail(what + ": the PE image has no certificate table directory entry");
     PeLayout l;
     l.checksum = opt + 64;
     l.cert_entry = opt + 112 + 4 * 8;
@@ -82,11 +89,13 @@ PeLayout parse_pe(const std::string& d, const std::string& what) {
         size_t s = table + size_t(i) * 40;
         uint32_t raw_size = le32(d, s + 16), raw_pointer = le32(d, s + 20);
         if (raw_size == 0) continue;
-        if (size_t(raw_pointer) + raw_size > d.size()) fail(what + ": PE section " + std::to_string(i) + " lies past the end of the file");
+        if (size_t(raw_pointer) + raw_size > d.size())
+            fail(what + ": PE section " + std::to_string(i) + " lies past the end of the file");
         l.sections.push_back({raw_pointer, raw_size});
     }
     std::sort(l.sections.begin(), l.sections.end());
-    if (l.size_of_headers > d.size() || l.size_of_headers < l.cert_entry + 8) fail(what + ": bad SizeOfHeaders in the PE image");
+    if (l.size_of_headers > d.size() || l.size_of_headers < l.cert_entry + 8)
+        fail(what + ": bad SizeOfHeaders in the PE image");
     return l;
 }
 
@@ -111,17 +120,20 @@ std::string der_length(size_t n) {
     return std::string(1, static_cast<char>(0x80 | bytes.size())) + bytes;
 }
 
-std::string der(uint8_t tag, const std::string& content) { return std::string(1, static_cast<char>(tag)) + der_length(content.size()) + content; }
+std::string der(uint8_t tag, const std::string& content) {
+    return std::string(1, static_cast<char>(tag)) + der_length(content.size()) + content;
+}
 
 // SpcIndirectDataContent: { SpcAttributeTypeAndOptionalValue { SPC_PE_IMAGE_DATAOBJ, SpcPeImageData },
 // DigestInfo { sha256, digest } }, with the customary empty SpcPeImageData (no flags, an empty file link).
 std::string indirect_data_content(const std::array<uint8_t, 32>& digest) {
     const std::string pe_image_data_oid("\x2b\x06\x01\x04\x01\x82\x37\x02\x01\x0f", 10);  // 1.3.6.1.4.1.311.2.1.15
-    const std::string sha256_oid("\x60\x86\x48\x01\x65\x03\x04\x02\x01", 9);             // 2.16.840.1.101.3.4.2.1
-    const std::string pe_image_data = der(0x30, std::string("\x03\x01\x00", 3) + der(0xa0, der(0xa2, std::string("\x80\x00", 2))));
+    const std::string sha256_oid("\x60\x86\x48\x01\x65\x03\x04\x02\x01", 9);              // 2.16.840.1.101.3.4.2.1
+    const std::string pe_image_data =
+        der(0x30, std::string("\x03\x01\x00", 3) + der(0xa0, der(0xa2, std::string("\x80\x00", 2))));
     const std::string attribute = der(0x30, der(0x06, pe_image_data_oid) + pe_image_data);
-    const std::string digest_info =
-        der(0x30, der(0x30, der(0x06, sha256_oid) + std::string("\x05\x00", 2)) + der(0x04, std::string(digest.begin(), digest.end())));
+    const std::string digest_info = der(0x30, der(0x30, der(0x06, sha256_oid) + std::string("\x05\x00", 2)) +
+                                                  der(0x04, std::string(digest.begin(), digest.end())));
     return der(0x30, attribute + digest_info);
 }
 
@@ -139,7 +151,8 @@ PkeyPtr load_key(const SigningKey& k) {
         std::string pem = read_file(k.key);
         bool encrypted = pem.find("ENCRYPTED") != std::string::npos;
         ERR_clear_error();
-        if (encrypted && k.passphrase.empty()) fail(k.key.string() + ": the key is encrypted and no passphrase was given");
+        if (encrypted && k.passphrase.empty())
+            fail(k.key.string() + ": the key is encrypted and no passphrase was given");
         if (encrypted) fail(k.key.string() + ": cannot decrypt the private key (wrong passphrase?)");
         fail(k.key.string() + ": not a PEM private key");
     }
@@ -157,8 +170,21 @@ X509Ptr load_cert(const fs::path& file) {
     return cert;
 }
 
-void add_attribute(PKCS7_SIGNER_INFO* si, int nid, int type, void* value, const std::string& what) {
-    if (PKCS7_add_signed_attribute(si, nid, type, value) != 1) fail("signing: cannot add " + what + ": " + openssl_error());
+// The NID of an object identifier, registering it with OpenSSL when it does not know it.
+int nid_of(const char* oid, const char* short_name, const char* long_name) {
+    int nid = OBJ_txt2nid(oid);
+    if (nid == NID_undef) nid = OBJ_create(oid, short_name, long_name);
+    if (nid == NID_undef)
+        fail(std::string("signing: cannot register the object identifier ") + oid + ": " + openssl_error());
+    return nid;
+}
+
+// Adds a signed attribute. `value` passes to OpenSSL before the call: it frees it itself when the attribute cannot be
+// stored, so keeping it here could free it twice (at worst it leaks when memory runs out).
+void add_signed_attribute(PKCS7_SIGNER_INFO* si, int nid, int type, Asn1StringPtr value, const std::string& what) {
+    if (!value) fail("signing: cannot make " + what + ": " + openssl_error());
+    if (PKCS7_add_signed_attribute(si, nid, type, value.release()) != 1)
+        fail("signing: cannot add " + what + ": " + openssl_error());
 }
 
 }  // namespace
@@ -175,7 +201,10 @@ std::array<uint8_t, 32> authenticode_digest(const std::string& d, const std::str
         h.update(d.data() + pointer, size);
         hashed += size;
     }
-    // As the firmware does: whatever follows, up to the certificate table, counted from the sum of the above.
+    // As the firmware does (EDK2 DxeImageVerificationLib): whatever follows, up to the certificate table, counted from
+    // the sum of the above (the COFF symbol table of the stub and the 8-byte padding lie there).
+    if (d.size() < hashed + cert_size)
+        fail(what + ": the PE sections and certificate table claim more bytes than the file has");
     if (d.size() > hashed + cert_size) h.update(d.data() + hashed, d.size() - cert_size - hashed);
     return h.final();
 }
@@ -196,45 +225,55 @@ void sign_pe(const fs::path& in, const fs::path& out, const SigningKey& k, int64
     image.resize((image.size() + 7) / 8 * 8, '\0');
     const std::string content = indirect_data_content(authenticode_digest(image, in.string()));
 
+    // SignedData { SHA-256, content SPC_INDIRECT_DATA, the certificate, one SignerInfo with the signed attributes
+    // contentType, signingTime, SpcSpOpusInfo and messageDigest }. OpenSSL writes the attributes DER-sorted (a SET),
+    // signs them as written, and adds nothing of its own: PKCS7_dataFinal, which would add the current time as
+    // signingTime, is never called. RSA PKCS#1 v1.5 signatures are deterministic, so the bytes depend only on the
+    // image, the key and the epoch.
+    const int spc_indirect_data = nid_of("1.3.6.1.4.1.311.2.1.4", "spcIndirectData", "SPC_INDIRECT_DATA");
+    const int spc_sp_opus_info = nid_of("1.3.6.1.4.1.311.2.1.12", "spcSpOpusInfo", "SPC_SP_OPUS_INFO");
     Pkcs7Ptr p7(PKCS7_new());
     if (!p7 || PKCS7_set_type(p7.get(), NID_pkcs7_signed) != 1) fail("signing: " + openssl_error());
-    PKCS7_SIGNER_INFO* si = PKCS7_add_signature(p7.get(), cert.get(), key.get(), EVP_sha256());
+    PKCS7_SIGNER_INFO* si = PKCS7_add_signature(p7.get(), cert.get(), key.get(), EVP_sha256());  // owned by p7
     if (!si) fail("signing with " + k.key.string() + ": " + openssl_error());
     if (PKCS7_add_certificate(p7.get(), cert.get()) != 1) fail("signing: " + openssl_error());
 
-    Asn1ObjectPtr spc_indirect_data(OBJ_txt2obj("1.3.6.1.4.1.311.2.1.4", 1));
-    add_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT, OBJ_dup(spc_indirect_data.get()), "the content type");
-    ASN1_UTCTIME* when = ASN1_UTCTIME_set(nullptr, static_cast<time_t>(epoch));
+    if (PKCS7_add_attrib_content_type(si, OBJ_nid2obj(spc_indirect_data)) != 1)
+        fail("signing: cannot add the content type: " + openssl_error());
+    // UTCTime for 1950-2049, GeneralizedTime otherwise (RFC 5652), as ASN1_TIME_set chooses.
+    Asn1StringPtr when(ASN1_TIME_set(nullptr, static_cast<time_t>(epoch)));
     if (!when) fail("signing: the epoch " + std::to_string(epoch) + " is not a valid signing time");
-    add_attribute(si, NID_pkcs9_signingTime, V_ASN1_UTCTIME, when, "the signing time");
-    ASN1_STRING* opus = ASN1_STRING_new();  // SpcSpOpusInfo: an empty SEQUENCE
-    ASN1_STRING_set(opus, "\x30\x00", 2);
-    int opus_nid = OBJ_txt2nid("1.3.6.1.4.1.311.2.1.12");
-    if (opus_nid == NID_undef) opus_nid = OBJ_create("1.3.6.1.4.1.311.2.1.12", "spcSpOpusInfo", "SPC SP Opus Info");
-    add_attribute(si, opus_nid, V_ASN1_SEQUENCE, opus, "the opus info");
+    const int when_type = ASN1_STRING_type(when.get());
+    add_signed_attribute(si, NID_pkcs9_signingTime, when_type, std::move(when), "the signing time");
+    Asn1StringPtr opus(ASN1_STRING_type_new(V_ASN1_SEQUENCE));  // SpcSpOpusInfo: an empty SEQUENCE
+    if (opus && ASN1_STRING_set(opus.get(), "\x30\x00", 2) != 1) opus.reset();
+    add_signed_attribute(si, spc_sp_opus_info, V_ASN1_SEQUENCE, std::move(opus), "the opus info");
     // messageDigest covers the content's value, without its outer SEQUENCE tag and length.
     const size_t header = uint8_t(content[1]) < 0x80 ? 2 : 2 + (uint8_t(content[1]) & 0x7f);
     Digest md = sha256(std::string_view(content).substr(header));
-    if (PKCS7_add1_attrib_digest(si, md.data(), static_cast<int>(md.size())) != 1) fail("signing: " + openssl_error());
+    if (PKCS7_add1_attrib_digest(si, md.data(), static_cast<int>(md.size())) != 1)
+        fail("signing: cannot add the message digest: " + openssl_error());
     if (PKCS7_SIGNER_INFO_sign(si) != 1) fail("signing with " + k.key.string() + ": " + openssl_error());
 
     // The signed content: SpcIndirectDataContent, as "other" content of type SPC_INDIRECT_DATA.
-    PKCS7* inner = PKCS7_new();
-    inner->type = OBJ_dup(spc_indirect_data.get());
-    inner->d.other = ASN1_TYPE_new();
-    ASN1_STRING* value = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
-    ASN1_STRING_set(value, content.data(), static_cast<int>(content.size()));
-    ASN1_TYPE_set(inner->d.other, V_ASN1_SEQUENCE, value);
-    if (PKCS7_set_content(p7.get(), inner) != 1) {
-        PKCS7_free(inner);
+    Asn1StringPtr value(ASN1_STRING_type_new(V_ASN1_SEQUENCE));  // for a SEQUENCE: its whole encoding
+    if (!value || ASN1_STRING_set(value.get(), content.data(), static_cast<int>(content.size())) != 1)
         fail("signing: " + openssl_error());
-    }
+    Asn1TypePtr other(ASN1_TYPE_new());
+    if (!other) fail("signing: " + openssl_error());
+    ASN1_TYPE_set(other.get(), V_ASN1_SEQUENCE, value.release());
+    Pkcs7Ptr inner(PKCS7_new());
+    if (!inner || PKCS7_set0_type_other(inner.get(), spc_indirect_data, other.get()) != 1)
+        fail("signing: " + openssl_error());
+    other.release();  // now inner's
+    if (PKCS7_set_content(p7.get(), inner.get()) != 1) fail("signing: " + openssl_error());
+    inner.release();  // now p7's
 
     unsigned char* der_out = nullptr;
-    int der_size = i2d_PKCS7(p7.get(), &der_out);
+    const int der_size = i2d_PKCS7(p7.get(), &der_out);
+    OpensslBufferPtr der_buffer(der_out);
     if (der_size <= 0) fail("signing: cannot encode the signature: " + openssl_error());
-    std::string signature(reinterpret_cast<char*>(der_out), static_cast<size_t>(der_size));
-    OPENSSL_free(der_out);
+    const std::string signature(reinterpret_cast<const char*>(der_buffer.get()), static_cast<size_t>(der_size));
 
     // WIN_CERTIFICATE { dwLength, wRevision 0x0200, wCertificateType PKCS_SIGNED_DATA }, 8-byte aligned.
     std::string certificate(8, '\0');
@@ -242,6 +281,8 @@ void sign_pe(const fs::path& in, const fs::path& out, const SigningKey& k, int64
     certificate.resize((certificate.size() + 7) / 8 * 8, '\0');
     put32(certificate, 0, static_cast<uint32_t>(certificate.size()));
     certificate[4] = 0x00, certificate[5] = 0x02, certificate[6] = 0x02, certificate[7] = 0x00;
+    if (image.size() + certificate.size() > UINT32_MAX)
+        fail(in.string() + ": too large to sign (PE images end at 4 GiB)");
     const uint32_t table_offset = static_cast<uint32_t>(image.size());
     image += certificate;
     put32(image, layout.cert_entry, table_offset);

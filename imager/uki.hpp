@@ -3,11 +3,11 @@
 
 #include <cstdint>
 #include <filesystem>
-
-#include "imager/authenticode.hpp"
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "imager/authenticode.hpp"  // sign_pe, which signs what assemble_uki makes
 
 namespace cairn::imager {
 
@@ -25,8 +25,6 @@ struct UkiParts {
 // Reproducible: the COFF TimeDateStamp is the stub's (objcopy -p), never the wall clock.
 // Throws Error naming the file at fault; no partial output file.
 void assemble_uki(const UkiParts& parts, const std::filesystem::path& out);
-
-
 
 // The PE section names and sizes (VirtualSize), in section table order (for tests and `cairn inspect`).
 std::vector<std::pair<std::string, uint64_t>> pe_sections(const std::filesystem::path& pe);
