@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,9 +73,14 @@ pid_t spawn(const std::vector<std::string>& argv, const RunOptions& options, con
     std::vector<char*> c_env = c_strings(env);
     std::string program_path = program->string();
     std::string cwd = options.cwd ? options.cwd->string() : std::string();
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) fail_errno("fork for " + argv[0]);
     if (pid == 0) {
+        if (options.die_with_parent) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != parent) ::_exit(127);  // the parent is already gone
+        }
         if (new_group) ::setpgid(0, 0);
         for (int fd = 0; fd < 3; ++fd)
             if (stdio[fd] >= 0) ::dup2(stdio[fd], fd);

@@ -16,6 +16,10 @@ struct RunOptions {
     std::string input;                            // written to the child's standard input
     bool capture_stdout = true;                   // false: the child inherits our stdout
     bool capture_stderr = true;                   // false: the child inherits our stderr
+    // The child gets SIGKILL when the thread that started it ends: for a Process, so that even a
+    // crashed or killed parent leaves no QEMU or daemon behind (start it from a thread that
+    // outlives it, e.g. the main thread).
+    bool die_with_parent = false;
 };
 
 struct RunResult {
