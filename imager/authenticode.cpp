@@ -17,34 +17,13 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/openssl.hpp"
 
 namespace cairn::imager {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// One owner per OpenSSL handle type.
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-    void operator()(T* p) const { Free(p); }
-};
-void free_openssl_buffer(unsigned char* p) { OPENSSL_free(p); }
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using Pkcs7Ptr = std::unique_ptr<PKCS7, Deleter<PKCS7, PKCS7_free>>;
-using Asn1StringPtr = std::unique_ptr<ASN1_STRING, Deleter<ASN1_STRING, ASN1_STRING_free>>;  // also ASN1_TIME
-using Asn1TypePtr = std::unique_ptr<ASN1_TYPE, Deleter<ASN1_TYPE, ASN1_TYPE_free>>;
-using OpensslBufferPtr = std::unique_ptr<unsigned char, Deleter<unsigned char, free_openssl_buffer>>;
-
-std::string openssl_error() {
-    unsigned long e = ERR_get_error();
-    char buffer[256] = "unknown OpenSSL error";
-    if (e) ERR_error_string_n(e, buffer, sizeof buffer);
-    ERR_clear_error();
-    return buffer;
-}
 
 uint16_t le16(const std::string& d, size_t at) {
     return static_cast<uint16_t>(uint8_t(d[at]) | uint8_t(d[at + 1]) << 8);
@@ -137,39 +116,6 @@ std::string indirect_data_content(const std::array<uint8_t, 32>& digest) {
     return der(0x30, attribute + digest_info);
 }
 
-PkeyPtr load_key(const SigningKey& k) {
-    BioPtr bio(BIO_new_file(k.key.c_str(), "r"));
-    if (!bio) fail(k.key.string() + ": cannot open the signing key");
-    auto passphrase_cb = [](char* buf, int size, int, void* user) -> int {
-        const std::string* p = static_cast<const std::string*>(user);
-        if (p->empty() || static_cast<int>(p->size()) > size) return -1;
-        std::memcpy(buf, p->data(), p->size());
-        return static_cast<int>(p->size());
-    };
-    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_cb, const_cast<std::string*>(&k.passphrase)));
-    if (!key) {
-        std::string pem = read_file(k.key);
-        bool encrypted = pem.find("ENCRYPTED") != std::string::npos;
-        ERR_clear_error();
-        if (encrypted && k.passphrase.empty())
-            fail(k.key.string() + ": the key is encrypted and no passphrase was given");
-        if (encrypted) fail(k.key.string() + ": cannot decrypt the private key (wrong passphrase?)");
-        fail(k.key.string() + ": not a PEM private key");
-    }
-    return key;
-}
-
-X509Ptr load_cert(const fs::path& file) {
-    BioPtr bio(BIO_new_file(file.c_str(), "r"));
-    if (!bio) fail(file.string() + ": cannot open the signing certificate");
-    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!cert) {
-        ERR_clear_error();
-        fail(file.string() + ": not a PEM certificate");
-    }
-    return cert;
-}
-
 // The NID of an object identifier, registering it with OpenSSL when it does not know it.
 int nid_of(const char* oid, const char* short_name, const char* long_name) {
     int nid = OBJ_txt2nid(oid);
@@ -214,8 +160,8 @@ void sign_pe(const fs::path& in, const fs::path& out, const SigningKey& k, int64
     PeLayout layout = parse_pe(image, in.string());
     if (le32(image, layout.cert_entry) != 0 || le32(image, layout.cert_entry + 4) != 0)
         fail(in.string() + ": already signed (remove the signature first)");
-    PkeyPtr key = load_key(k);
-    X509Ptr cert = load_cert(k.cert);
+    PkeyPtr key = load_private_key(k.key, k.passphrase);
+    X509Ptr cert = load_certificate(k.cert);
     if (X509_check_private_key(cert.get(), key.get()) != 1) {
         ERR_clear_error();
         fail(k.key.string() + ": the private key does not match the certificate " + k.cert.string());

@@ -19,6 +19,7 @@
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
 #include "imager/esp.hpp"
+#include "imager/update.hpp"
 #include "imager/filesystem.hpp"
 #include "imager/initrd.hpp"
 #include "imager/recipe.hpp"
@@ -253,6 +254,7 @@ json build(const BuildOptions& options) {
         if (!recipe.boot.enabled) fail(options.recipe.string() + ": --debug needs a [boot] section (there is nothing to boot)");
         recipe.boot.debug = true;
     }
+    if (!options.version.empty()) recipe.version = options.version;
     partitions::Layout layout = partitions::plan(recipe.layout);
     const fs::path cache = options.cache.empty() ? default_cache_dir() : options.cache;
     const std::vector<char> slots = layout.slots();
@@ -290,7 +292,7 @@ json build(const BuildOptions& options) {
     if (recipe.boot.enabled) {
         progress.step("Building the initrd");
         InitrdSpec spec;
-        spec.cairn_init = find_cairn_init();
+        spec.cairn_init = find_cairn_program("cairn-init", "initrd");
         spec.root_tree = tree.staging();
         spec.kernel_release = kernel_json["release"];
         spec.modules = recipe.boot.initrd_modules.empty() ? default_initrd_modules() : recipe.boot.initrd_modules;
@@ -306,6 +308,15 @@ json build(const BuildOptions& options) {
         if (os_release.empty() && fs::is_regular_file(p)) os_release = read_file(p);
     }
     if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
+
+    // 2c. What takes updates: the updater, its bus, the trust anchor, release.json.
+    json update_json = nullptr;
+    if (recipe.update.enabled) {
+        progress.note("Adding the updater");
+        std::string build_id = to_hex(sha256(inputs.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
+        json release = add_update_files(tree, recipe, build_id);
+        update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
+    }
 
     // 3. The root filesystem.
     const partitions::Partition& root_part = layout.get(slots.empty() ? "root" : "root_a");
@@ -390,6 +401,7 @@ json build(const BuildOptions& options) {
     }
     progress.step("Making the EFI System Partitions");
     std::map<std::string, fs::path> esp_images;
+    std::vector<fs::path> bundle_esps;
     for (const auto& p : layout.partitions) {
         if (p.role != Role::Esp) continue;
         Digest id = hmac_sha256(recipe.seed, "cairn:esp-volume-id:" + p.label);
@@ -400,6 +412,17 @@ json build(const BuildOptions& options) {
         if (auto it = ukis.find(p.slot); it != ukis.end()) files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
         make_esp(image, p.size, label.substr(0, 11), uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
         esp_images[p.label] = image;
+        // For bundles: the same ESP made just big enough for its UKI. Written at the start of the
+        // partition, it is a complete FAT filesystem of its own size.
+        if (recipe.update.enabled && p.slot && ukis.count(p.slot)) {
+            uint64_t uki_size = fs::file_size(ukis[p.slot]);
+            uint64_t size = (uki_size + uki_size / 16 + (2 << 20) + (1 << 20) - 1) / (1 << 20) * (1 << 20);
+            const std::string name = "esp_" + std::string(1, p.slot) + ".img";
+            make_esp(work.path() / name, std::min<uint64_t>(size, p.size), label.substr(0, 11),
+                     uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
+            update_json["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(work.path() / name)}};
+            bundle_esps.push_back(work.path() / name);
+        }
     }
 
     // 6. The disk.
@@ -429,6 +452,7 @@ json build(const BuildOptions& options) {
     json manifest;
     manifest["format"] = 1;
     manifest["cairn_version"] = cairn_version;
+    manifest["update"] = update_json;
     manifest["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", options.recipe.string()}};
     manifest["source_date_epoch"] = epoch;
     manifest["disk"] = {{"file", outputs::disk}, {"size", layout.disk_size}, {"guid", layout.disk_guid.str()}};
@@ -470,6 +494,7 @@ json build(const BuildOptions& options) {
     if (recipe.kernel.enabled) artifacts.push_back(work.path() / outputs::vmlinuz);
     if (recipe.boot.enabled) artifacts.push_back(initrd_image);
     for (const auto& [slot, uki] : ukis) artifacts.push_back(uki);
+    for (const auto& esp : bundle_esps) artifacts.push_back(esp);
     for (const auto& a : artifacts) {
         fs::rename(a, options.out_dir / a.filename(), ec);
         if (ec) fail("moving " + a.filename().string() + " into " + options.out_dir.string() + ": " + ec.message());

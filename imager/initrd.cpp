@@ -73,16 +73,18 @@ std::vector<std::string> module_closure(const fs::path& modules_dir, const std::
     return order;
 }
 
-fs::path find_cairn_init() {
-    if (const char* env = std::getenv("CAIRN_INIT"); env && *env) {
-        if (!fs::is_regular_file(env)) fail("CAIRN_INIT: " + std::string(env) + " is not a file");
+fs::path find_cairn_program(const std::string& name, const std::string& build_folder) {
+    std::string env_name = name;
+    for (char& c : env_name) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (const char* env = std::getenv(env_name.c_str()); env && *env) {
+        if (!fs::is_regular_file(env)) fail(env_name + ": " + std::string(env) + " is not a file");
         return env;
     }
     std::error_code ec;
     fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
-    for (const fs::path& candidate : {self / "../initrd/cairn-init", self / "../lib/cairn/cairn-init", self / "cairn-init"})
+    for (const fs::path& candidate : {self / ".." / build_folder / name, self / "../lib/cairn" / name, self / name})
         if (fs::is_regular_file(candidate, ec)) return fs::canonical(candidate);
-    fail("cairn-init not found beside " + self.string() + " (build it: make cairn-init; or set CAIRN_INIT)");
+    fail(name + " not found beside " + self.string() + " (build it: make " + name + "; or set " + env_name + ")");
 }
 
 size_t build_initrd(const InitrdSpec& spec, const fs::path& out, const fs::path& work, int64_t epoch) {

@@ -30,7 +30,9 @@ struct InitrdSpec {
 // Builds the initrd into `out`; `work` is a scratch directory. Returns the number of modules.
 size_t build_initrd(const InitrdSpec& spec, const std::filesystem::path& out, const std::filesystem::path& work, int64_t epoch);
 
-// Finds cairn-init: $CAIRN_INIT, else beside this program's build or install location.
-std::filesystem::path find_cairn_init();
+// A program Cairn builds for the image (cairn-init, cairn-updated, cairnctl): $CAIRN_INIT-style
+// environment variable (the name upper-cased, '-' as '_') if set, else beside the running `cairn`
+// in the build tree (../<build_folder>/<name>) or an installation (../lib/cairn/<name>).
+std::filesystem::path find_cairn_program(const std::string& name, const std::string& build_folder);
 
 }  // namespace cairn::imager

@@ -12,6 +12,7 @@
 
 #include "common/error.hpp"
 #include "imager/build.hpp"
+#include "imager/update.hpp"
 #include "imager/inspect.hpp"
 #include "qemu/machine.hpp"
 
@@ -24,7 +25,9 @@ Builds immutable, verified A/B disk images from TOML recipes.
 Commands:
   build RECIPE -o DIR   Build the image RECIPE describes into DIR:
                         disk.raw (sparse GPT disk image), manifest.json, rootfs.img,
-                        root_<slot>.verity (per-slot hash trees) and vmlinuz.
+                        root_<slot>.verity (per-slot hash trees), vmlinuz, and with
+                        [boot] initrd.img and uki_<slot>.efi; with [update] also
+                        esp_<slot>.img (the slot's ESP, just big enough, for bundles).
       -o, --output DIR  Output directory (created if missing; required)
       --cache DIR       Where downloaded .deb packages are kept
                         (default: $CAIRN_CACHE, else ~/.cache/cairn)
@@ -33,6 +36,15 @@ Commands:
       --debug           Debug image: on a boot failure cairn-init drops to a shell
                         instead of rebooting, and init starts a shell on the serial
                         console. Never ship one.
+      --image-version V Use V instead of the recipe's version (e.g. a CI build number)
+  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
+                        needs [update]): the root, each slot's verity tree and ESP,
+                        and a manifest signed with a CMS signature.
+      --key FILE        PEM signing key (required)
+      --cert FILE       PEM certificate of the key, intermediates after it (required);
+                        it must chain to the image's [update] trust_anchor
+      --key-passphrase P  for an encrypted key
+      --json            Print the bundle's manifest as JSON
   inspect IMAGE         Show the layout and slots of a disk image and re-verify every
                         slot's dm-verity tree; exits 1 on any mismatch.
       --manifest FILE   Compare with this build manifest (default: manifest.json
@@ -78,6 +90,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else if (a == "--json") json = true;
         else if (a == "-q" || a == "--quiet") o.progress = false;
         else if (a == "--debug") o.debug = true;
+        else if (a == "--image-version") o.version = value("--image-version");
         else if (!a.empty() && a[0] == '-') return usage_error("build: unknown option '" + a + "'");
         else if (o.recipe.empty()) o.recipe = a;
         else return usage_error("build: one recipe at a time ('" + a + "' is extra)");
@@ -91,6 +104,34 @@ int cmd_build(const std::vector<std::string>& args) {
         for (auto& [slot, s] : manifest["slots"].items())
             if (s.contains("verity")) std::fprintf(stderr, "  slot %s root hash %s\n", slot.c_str(), s["verity"]["root_hash"].get<std::string>().c_str());
     }
+    return 0;
+}
+
+int cmd_bundle(const std::vector<std::string>& args) {
+    cairn::imager::BundleOptions o;
+    bool json = false;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&](const char* name) -> std::string {
+            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
+            return args[++i];
+        };
+        if (a == "-o" || a == "--output") o.out = value("--output");
+        else if (a == "--key") o.key = value("--key");
+        else if (a == "--cert") o.cert = value("--cert");
+        else if (a == "--key-passphrase") o.key_passphrase = value("--key-passphrase");
+        else if (a == "--json") json = true;
+        else if (!a.empty() && a[0] == '-') return usage_error("bundle: unknown option '" + a + "'");
+        else if (o.build_dir.empty()) o.build_dir = a;
+        else return usage_error("bundle: one build at a time ('" + a + "' is extra)");
+    }
+    if (o.build_dir.empty()) return usage_error("bundle: from which build? (cairn bundle DIR -o FILE --key K --cert C)");
+    if (o.out.empty()) return usage_error("bundle: where to? (-o FILE)");
+    if (o.key.empty() || o.cert.empty()) return usage_error("bundle: --key and --cert are required");
+    nlohmann::json m = cairn::imager::make_bundle(o);
+    if (json) std::cout << m.dump(2) << "\n";
+    else std::fprintf(stderr, "Bundle %s: %s %s (%s)\n", o.out.c_str(), m["compatible"].get<std::string>().c_str(),
+                      m["version"].get<std::string>().c_str(), m["build_id"].get<std::string>().c_str());
     return 0;
 }
 
@@ -216,6 +257,7 @@ int main(int argc, char** argv) {
             }
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
+        if (command == "bundle") return cmd_bundle(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
     } catch (const cairn::Error& e) {

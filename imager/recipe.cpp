@@ -288,7 +288,7 @@ Recipe load_recipe(const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     recipe.compatible = r.required_string(root, "", "compatible");
@@ -320,6 +320,22 @@ Recipe load_recipe(const fs::path& file) {
         recipe.kernel.where = file.string() + ": kernel";
     }
 
+    if (const toml::table* update = r.table(root, "", "update")) {
+        auto& u = recipe.update;
+        u.enabled = true;
+        u.where = r.where(*update, "update");
+        r.only(*update, "update", {"trust_anchor", "health_check"});
+        if (const toml::node* n = update->get("trust_anchor")) u.trust_anchor = r.host_path(*n, "update.trust_anchor", true);
+        else r.error(*update, "update.trust_anchor", "missing: the CA certificate (PEM) update bundles must be signed under");
+        if (const toml::node* n = update->get("health_check")) {
+            const toml::array* a = n->as_array();
+            if (!a || a->empty()) r.error(*n, "update.health_check", "must be a non-empty list: the program and its arguments");
+            for (const toml::node& word : *a) {
+                if (!word.is_string()) r.error(word, "update.health_check", "must be a list of strings");
+                u.health_check.push_back(*word.value<std::string>());
+            }
+        }
+    }
     if (const toml::table* boot = r.table(root, "", "boot")) {
         auto& b = recipe.boot;
         b.enabled = true;

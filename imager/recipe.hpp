@@ -60,6 +60,15 @@ struct Recipe {
         std::string where;
     } boot;
 
+    // [update]: the image can take signed update bundles (cairn-updated, cairnctl, a D-Bus system
+    // bus, the trust anchor and /usr/lib/cairn/release.json go into the root).
+    struct Update {
+        bool enabled = false;
+        fs::path trust_anchor;                    // PEM CA certificate(s) bundles must chain to
+        std::vector<std::string> health_check;    // argv run on a trial boot; empty: the services check
+        std::string where;
+    } update;
+
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4
         std::string compression = "none";   // erofs only: none, lz4, lz4hc

@@ -1,0 +1,62 @@
+#include "common/openssl.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include <cstring>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+
+namespace cairn {
+
+void free_openssl_buffer(unsigned char* p) { OPENSSL_free(p); }
+void free_x509_stack(STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); }
+
+std::string openssl_error() {
+    unsigned long e = ERR_get_error();
+    char buffer[256] = "unknown OpenSSL error";
+    if (e) ERR_error_string_n(e, buffer, sizeof buffer);
+    ERR_clear_error();
+    return buffer;
+}
+
+PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase) {
+    BioPtr bio(BIO_new_file(file.c_str(), "r"));
+    if (!bio) {
+        ERR_clear_error();
+        fail(file.string() + ": cannot open the private key");
+    }
+    auto passphrase_cb = [](char* buf, int size, int, void* user) -> int {
+        const std::string* p = static_cast<const std::string*>(user);
+        if (p->empty() || static_cast<int>(p->size()) > size) return -1;
+        std::memcpy(buf, p->data(), p->size());
+        return static_cast<int>(p->size());
+    };
+    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_cb, const_cast<std::string*>(&passphrase)));
+    if (!key) {
+        ERR_clear_error();
+        bool encrypted = read_file(file).find("ENCRYPTED") != std::string::npos;
+        if (encrypted && passphrase.empty()) fail(file.string() + ": the key is encrypted and no passphrase was given");
+        if (encrypted) fail(file.string() + ": cannot decrypt the private key (wrong passphrase?)");
+        fail(file.string() + ": not a PEM private key");
+    }
+    return key;
+}
+
+std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
+    BioPtr bio(BIO_new_file(file.c_str(), "r"));
+    if (!bio) {
+        ERR_clear_error();
+        fail(file.string() + ": cannot open the certificate file");
+    }
+    std::vector<X509Ptr> out;
+    while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(cert);
+    ERR_clear_error();  // the end of the file shows as an error
+    if (out.empty()) fail(file.string() + ": not a PEM certificate");
+    return out;
+}
+
+X509Ptr load_certificate(const std::filesystem::path& file) { return std::move(load_certificates(file).front()); }
+
+}  // namespace cairn

@@ -1,0 +1,48 @@
+// One owner per OpenSSL handle type, and the loading of PEM keys and certificates, shared by
+// everything that signs or verifies (UKI Authenticode signatures, bundle signatures).
+#pragma once
+
+#include <openssl/bio.h>
+#include <openssl/cms.h>
+#include <openssl/evp.h>
+#include <openssl/pkcs7.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cairn {
+
+template <typename T, void (*Free)(T*)>
+struct OpensslDeleter {
+    void operator()(T* p) const { Free(p); }
+};
+void free_openssl_buffer(unsigned char* p);
+void free_x509_stack(STACK_OF(X509) * s);
+
+using BioPtr = std::unique_ptr<BIO, OpensslDeleter<BIO, BIO_free_all>>;
+using X509Ptr = std::unique_ptr<X509, OpensslDeleter<X509, X509_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, OpensslDeleter<X509_STORE, X509_STORE_free>>;
+using X509StackPtr = std::unique_ptr<STACK_OF(X509), OpensslDeleter<STACK_OF(X509), free_x509_stack>>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY, EVP_PKEY_free>>;
+using Pkcs7Ptr = std::unique_ptr<PKCS7, OpensslDeleter<PKCS7, PKCS7_free>>;
+using CmsPtr = std::unique_ptr<CMS_ContentInfo, OpensslDeleter<CMS_ContentInfo, CMS_ContentInfo_free>>;
+using Asn1StringPtr = std::unique_ptr<ASN1_STRING, OpensslDeleter<ASN1_STRING, ASN1_STRING_free>>;  // also ASN1_TIME
+using Asn1TypePtr = std::unique_ptr<ASN1_TYPE, OpensslDeleter<ASN1_TYPE, ASN1_TYPE_free>>;
+using OpensslBufferPtr = std::unique_ptr<unsigned char, OpensslDeleter<unsigned char, free_openssl_buffer>>;
+
+// The oldest queued OpenSSL error as text (and the queue cleared).
+std::string openssl_error();
+
+// A PEM private key, decrypted with `passphrase` when encrypted. Errors name the file and say
+// whether a passphrase is missing or wrong.
+PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase);
+// The first PEM certificate in a file.
+X509Ptr load_certificate(const std::filesystem::path& file);
+// Every PEM certificate in a file (at least one, else Error).
+std::vector<X509Ptr> load_certificates(const std::filesystem::path& file);
+
+}  // namespace cairn

@@ -1,0 +1,189 @@
+#include "imager/update.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "common/subprocess.hpp"
+#include "imager/initrd.hpp"
+#include "updater/bundle.hpp"
+#include "updater/signature.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* bus_config = R"(<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<!-- The system bus of a Cairn image (written by cairn build). -->
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+</busconfig>
+)";
+
+// Only root may install or mark; anyone may read the status.
+constexpr const char* updater_policy = R"(<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="root">
+    <allow own="org.cairn.Updater1"/>
+    <allow send_destination="org.cairn.Updater1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.cairn.Updater1" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.cairn.Updater1" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>
+    <allow send_destination="org.cairn.Updater1" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>
+    <allow send_destination="org.cairn.Updater1" send_interface="org.cairn.Updater1" send_member="GetSlotStatus"/>
+    <allow send_destination="org.cairn.Updater1" send_interface="org.cairn.Updater1" send_member="GetStatus"/>
+  </policy>
+</busconfig>
+)";
+
+std::string sha256_hex_of(const fs::path& file) { return sha256_file_hex(file); }
+
+uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+}  // namespace
+
+json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id) {
+    const std::string& what = recipe.update.where;
+    const Meta file{0, 0, 0644}, exec{0, 0, 0755}, dir{0, 0, 0755};
+    for (const char* d : {"/usr", "/usr/lib", "/usr/lib/cairn", "/usr/share", "/usr/share/cairn", "/usr/share/dbus-1",
+                          "/usr/share/dbus-1/system.d", "/usr/sbin", "/usr/bin"})
+        if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
+    add_host_executable(tree, find_cairn_program("cairn-updated", "updater"), update_paths::updated, exec, what + ": cairn-updated");
+    add_host_executable(tree, find_cairn_program("cairnctl", "cairnctl"), update_paths::cairnctl, exec, what + ": cairnctl");
+    auto dbus = find_program("dbus-daemon");
+    if (!dbus) fail(what + ": dbus-daemon not found on the build host (it goes into the image; see scripts/install-deps)");
+    add_host_executable(tree, *dbus, update_paths::dbus_daemon, exec, what + ": dbus-daemon");
+    tree.add_file(update_paths::dbus_config, bus_config, file, what);
+    tree.add_file(update_paths::dbus_policy, updater_policy, file, what);
+    tree.add_file_copy(update_paths::trust_anchor, recipe.update.trust_anchor, file, what);
+
+    // The /etc defaults of this root, so that an update can tell which files the user changed
+    // that the new version changes too.
+    json etc = json::object();
+    for (const auto& [path, meta] : tree.entries())
+        if (path.rfind("/etc/", 0) == 0 && S_ISREG(meta.mode)) etc[path] = sha256_hex_of(tree.host(path));
+    json release = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id},
+                    {"name", recipe.name}, {"etc", etc}};
+    if (!recipe.update.health_check.empty()) release["health_check"] = recipe.update.health_check;
+    tree.add_file(update_paths::release, release.dump(1) + "\n", file, what);
+    return release;
+}
+
+json make_bundle(const BundleOptions& o) {
+    const fs::path dir = o.build_dir;
+    const fs::path manifest_file = dir / "manifest.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(manifest_file, ec)) fail(dir.string() + ": no manifest.json (not a finished cairn build)");
+    json build = json::parse(read_file(manifest_file), nullptr, false);
+    if (build.is_discarded()) fail(manifest_file.string() + ": not JSON");
+    if (!build.contains("update") || build["update"].is_null())
+        fail(manifest_file.string() + ": the image was built without [update] in its recipe; it cannot take bundles");
+    const json& u = build["update"];
+
+    updater::BundleManifest m;
+    m.compatible = u.at("compatible");
+    m.version = u.at("version");
+    m.build_id = u.at("build_id");
+    m.created = build.at("source_date_epoch");
+    for (auto& [path, digest] : u.at("etc").items()) m.etc[path] = digest;
+
+    struct Input {
+        updater::Payload payload;
+        fs::path file;
+    };
+    std::vector<Input> inputs;
+    auto add = [&](const std::string& name, const std::string& role, const std::string& slot, const fs::path& file) {
+        if (!fs::is_regular_file(file, ec)) fail(dir.string() + ": " + file.filename().string() + " is missing");
+        updater::Payload p;
+        p.name = name;
+        p.role = role;
+        p.slot = slot;
+        p.size = fs::file_size(file);
+        inputs.push_back({p, file});
+        return &inputs.back().payload;
+    };
+    add("root", "root", "", dir / build.at("rootfs").at("image").get<std::string>());
+    for (const char* slot : {"a", "b"}) {
+        const json& v = build.at("slots").at(slot).at("verity");
+        updater::Payload* p = add(std::string("root-verity-") + slot, "root-verity", slot, dir / v.at("artifact").get<std::string>());
+        p->root_hash = v.at("root_hash");
+        p->salt = v.at("salt");
+        p->data_block_size = v.at("data_block_size");
+        p->hash_block_size = v.at("hash_block_size");
+        p->data_blocks = v.at("data_blocks");
+    }
+    for (const char* slot : {"a", "b"})
+        add(std::string("esp-") + slot, "esp", slot, dir / u.at("esp").at(slot).at("file").get<std::string>());
+
+    // Offsets: the signature's size is known only after signing, and the offsets are inside the
+    // signed manifest; so leave room for the largest signature we accept.
+    uint64_t manifest_guess = 0;
+    for (int round = 0; round < 3; ++round) {
+        uint64_t offset = round_up(updater::bundle_header_size + manifest_guess + updater::max_signature_size, updater::payload_alignment);
+        m.payloads.clear();
+        for (Input& in : inputs) {
+            in.payload.offset = offset;
+            if (in.payload.sha256.empty()) in.payload.sha256 = sha256_file_hex(in.file);
+            m.payloads.push_back(in.payload);
+            offset = round_up(offset + in.payload.size, updater::payload_alignment);
+        }
+        uint64_t size = m.to_json().size();
+        if (size <= manifest_guess) break;
+        manifest_guess = round_up(size, 4096);
+    }
+    const std::string manifest = m.to_json();
+    const std::string signature = updater::cms_sign(manifest, o.key, o.cert, o.key_passphrase);
+    updater::BundleHeader h{manifest.size(), signature.size(), m.payloads.front().offset};
+    if (signature.size() > updater::max_signature_size) fail(o.cert.string() + ": the signature is too large (more than 64 KiB)");
+
+    const fs::path tmp = o.out.parent_path() / ("." + o.out.filename().string() + ".tmp");
+    try {
+        UniqueFd out = open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        std::string head = updater::encode_header(h) + manifest + signature;
+        pwrite_exact(out.get(), head.data(), head.size(), 0, tmp.string());
+        for (const Input& in : inputs) {
+            UniqueFd src = open_file(in.file, O_RDONLY | O_CLOEXEC);
+            copy_sparse(src.get(), 0, out.get(), in.payload.offset, in.payload.size, in.file.string());
+        }
+        const updater::Payload& last = m.payloads.back();
+        if (::ftruncate(out.get(), static_cast<off_t>(round_up(last.offset + last.size, updater::payload_alignment))) != 0)
+            fail_errno("sizing " + tmp.string());
+        if (::fsync(out.get()) != 0) fail_errno("writing " + tmp.string());
+        fs::rename(tmp, o.out);
+    } catch (...) {
+        fs::remove(tmp, ec);
+        throw;
+    }
+    return json::parse(manifest);
+}
+
+}  // namespace cairn::imager

@@ -1,0 +1,41 @@
+// What [update] puts into an image, and `cairn bundle`: a signed update bundle from a build.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "imager/recipe.hpp"
+#include "imager/tree.hpp"
+
+namespace cairn::imager {
+
+// Image paths of the update files.
+namespace update_paths {
+inline constexpr const char* release = "/usr/lib/cairn/release.json";
+inline constexpr const char* trust_anchor = "/usr/share/cairn/update-ca.pem";
+inline constexpr const char* updated = "/usr/sbin/cairn-updated";
+inline constexpr const char* cairnctl = "/usr/bin/cairnctl";
+inline constexpr const char* dbus_daemon = "/usr/bin/dbus-daemon";
+inline constexpr const char* dbus_config = "/usr/share/cairn/dbus-system.conf";
+inline constexpr const char* dbus_policy = "/usr/share/dbus-1/system.d/org.cairn.Updater1.conf";
+}  // namespace update_paths
+
+// Adds cairn-updated, cairnctl, dbus-daemon (with their libraries), the D-Bus configuration, the
+// trust anchor and release.json (compatible, version, build id, health check, the digests of the
+// tree's /etc files) to the tree. Returns release.json's content.
+nlohmann::json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id);
+
+struct BundleOptions {
+    std::filesystem::path build_dir;   // a `cairn build` output with [update] in its recipe
+    std::filesystem::path out;         // the bundle file
+    std::filesystem::path key, cert;   // PEM signing key and certificate (+ intermediates)
+    std::string key_passphrase;
+};
+
+// Writes the bundle under a temporary name beside `out` and renames it into place. Returns the
+// bundle's manifest as JSON.
+nlohmann::json make_bundle(const BundleOptions& options);
+
+}  // namespace cairn::imager

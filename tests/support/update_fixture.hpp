@@ -1,0 +1,31 @@
+// A small, real update setup for the updater's tests: a GPT disk image file with the A/B
+// partitions, a root "filesystem" of random bytes with its verity trees, ESP images, and signed
+// bundles made of them with the test CA in recipes/keys.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "updater/bundle.hpp"
+
+namespace cairn::test {
+
+struct UpdateFixture {
+    std::filesystem::path dir;
+    std::filesystem::path disk;          // GPT: esp_a root_a root_a_verity esp_b root_b root_b_verity data
+    std::filesystem::path trust_anchor;  // recipes/keys/update-ca.pem
+    std::filesystem::path key, cert;     // recipes/keys/update-signer.*
+
+    explicit UpdateFixture(const std::filesystem::path& dir);
+    // Payload files for a version (different versions get different bytes) and a signed bundle
+    // of them. `edit` may change the manifest before signing (and so sign something wrong).
+    std::filesystem::path bundle(const std::string& version, const std::string& compatible = "cairn-test",
+                                 const std::function<void(updater::BundleManifest&)>& edit = {},
+                                 uint64_t root_size = 1 << 20);
+    // The bytes of a disk region (by partition label), for before/after comparisons.
+    std::string region(const std::string& label, uint64_t length = 0) const;
+};
+
+}  // namespace cairn::test

@@ -1,0 +1,192 @@
+#include "updater/bundle.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <thread>
+#include <gtest/gtest.h>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "tests/support/test_support.hpp"
+#include "tests/support/update_fixture.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+using namespace cairn::updater;
+namespace fs = std::filesystem;
+
+namespace {
+void flip(const fs::path& file, uint64_t at) {
+    UniqueFd fd = open_file(file, O_RDWR);
+    char c;
+    pread_exact(fd.get(), &c, 1, at, file.string());
+    c ^= 0x01;
+    pwrite_exact(fd.get(), &c, 1, at, file.string());
+}
+std::string read_all(BundleReader& r, const Payload& p) {
+    std::string out;
+    r.read(p, [&](const uint8_t* d, size_t n) { out.append(reinterpret_cast<const char*>(d), n); });
+    return out;
+}
+}  // namespace
+
+TEST(Bundle, ReadsAValidBundleInOrderSkippingPayloads) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    fs::path b = f.bundle("2.0");
+    BundleReader r(b, f.trust_anchor);
+    EXPECT_EQ(r.manifest().version, "2.0");
+    EXPECT_EQ(r.manifest().compatible, "cairn-test");
+    ASSERT_EQ(r.manifest().payloads.size(), 5u);
+    const Payload* root = r.manifest().find("root", "b");
+    const Payload* verity_b = r.manifest().find("root-verity", "b");
+    ASSERT_TRUE(root && verity_b);
+    EXPECT_EQ(verity_b->name, "root-verity-b");
+    EXPECT_EQ(read_all(r, *root), read_file(s / "payloads-2.0/root"));
+    EXPECT_EQ(read_all(r, *verity_b), read_file(s / "payloads-2.0/verity-b"));  // verity-a skipped
+    expect_error([&] { read_all(r, *root); }, {"in order"});
+}
+
+TEST(Bundle, ReadsFromAPipe) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    fs::path b = f.bundle("2.0");
+    ASSERT_EQ(::mkfifo((s / "fifo").c_str(), 0600), 0);
+    ::signal(SIGPIPE, SIG_IGN);
+    std::thread writer([&] {
+        UniqueFd out = open_file(s / "fifo", O_WRONLY);
+        std::string all = read_file(b);
+        for (size_t at = 0; at < all.size();) {
+            ssize_t w = ::write(out.get(), all.data() + at, all.size() - at);
+            if (w <= 0) break;
+            at += static_cast<size_t>(w);
+        }
+    });
+    {
+        BundleReader r(s / "fifo", f.trust_anchor);
+        const Payload* esp_b = r.manifest().find("esp", "b");  // the last one: everything before is skipped by reading
+        EXPECT_EQ(read_all(r, *esp_b), read_file(s / "payloads-2.0/esp-b"));
+    }
+    writer.join();
+}
+
+TEST(Bundle, RefusesWhatIsNotABundleOrIsCut) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    write_random(s / "random", 100000, 7);
+    expect_error([&] { BundleReader(s / "random", f.trust_anchor); }, {"random", "not a Cairn bundle"});
+    fs::path b = f.bundle("2.0");
+    std::string all = read_file(b);
+    write_text(s / "cut", all.substr(0, all.size() - 1000));
+    expect_error([&] { BundleReader(s / "cut", f.trust_anchor); }, {"cut", "truncated"});
+    write_text(s / "head", all.substr(0, 100));
+    expect_error([&] { BundleReader(s / "head", f.trust_anchor); }, {"head", "ends inside its header, manifest or signature"});
+    std::string future = all;
+    future[8] = 2;
+    write_text(s / "future", future);
+    expect_error([&] { BundleReader(s / "future", f.trust_anchor); }, {"bundle format 2 is not supported"});
+    expect_error([&] { BundleReader(s / "missing", f.trust_anchor); }, {"missing"});
+}
+
+TEST(Bundle, AFlippedManifestByteBreaksTheSignature) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    fs::path b = f.bundle("2.0");
+    flip(b, bundle_header_size + 30);
+    expect_error([&] { BundleReader(b, f.trust_anchor); }, {"signature does not match the manifest"});
+}
+
+TEST(Bundle, AFlippedPayloadByteIsFoundByItsDigest) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    fs::path b = f.bundle("2.0");
+    uint64_t at;
+    {
+        BundleReader r(b, f.trust_anchor);
+        at = r.manifest().find("root", "")->offset + 12345;
+    }
+    flip(b, at);
+    BundleReader r(b, f.trust_anchor);
+    expect_error([&] { read_all(r, *r.manifest().find("root", "")); }, {"payload root", "sha256 does not match"});
+}
+
+TEST(Bundle, RefusesSignedButMalformedManifests) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    struct Case {
+        std::function<void(BundleManifest&)> edit;
+        std::string error;
+    };
+    std::vector<Case> cases = {
+        {[](BundleManifest& m) { m.payloads[0].role = "kernel"; }, "unknown role \"kernel\""},
+        {[](BundleManifest& m) { m.payloads[1].slot = "c"; }, "unknown slot \"c\""},
+        {[](BundleManifest& m) { m.payloads[2].offset = m.payloads[1].offset; }, "overlaps"},
+        {[](BundleManifest& m) { m.payloads[2].offset += 1; }, "not a multiple of 4096"},
+        {[](BundleManifest& m) { m.payloads.pop_back(); }, "no esp payload for slot b"},
+        {[](BundleManifest& m) { m.payloads[1].data_blocks += 1; }, "covers"},
+        {[](BundleManifest& m) { m.payloads[0].sha256 = "xyz"; }, "\"sha256\" must be 64"},
+        {[](BundleManifest& m) { m.payloads[1].root_hash = ""; }, "\"root_hash\""},
+        {[](BundleManifest& m) { m.payloads[0].size = 0; }, "\"size\" is 0"},
+        {[](BundleManifest& m) { m.compatible = ""; }, "\"compatible\" is empty"},
+        {[](BundleManifest& m) { m.payloads[3].name = m.payloads[4].name; }, "a second payload named"},
+    };
+    int i = 0;
+    for (const Case& c : cases) {
+        fs::path b = f.bundle("3." + std::to_string(i++), "cairn-test", c.edit);
+        expect_error([&] { BundleReader(b, f.trust_anchor); }, {b.string(), c.error});
+    }
+}
+
+TEST(BundleManifest, ParsesWhatItWritesAndNamesBadFields) {
+    BundleManifest m;
+    m.compatible = "c";
+    m.version = "1";
+    m.build_id = "x";
+    Payload p{"root", "root", "", 4096, 8192, std::string(64, 'a')};
+    m.payloads.push_back(p);
+    for (const char* slot : {"a", "b"}) {
+        Payload v{std::string("root-verity-") + slot, "root-verity", slot, 0, 4096, std::string(64, 'b'), std::string(64, 'c'), "00", 4096, 4096, 2};
+        v.offset = m.payloads.back().offset + 8192;
+        m.payloads.push_back(v);
+    }
+    for (const char* slot : {"a", "b"}) {
+        Payload e{std::string("esp-") + slot, "esp", slot, m.payloads.back().offset + 8192, 100, std::string(64, 'd')};
+        m.payloads.push_back(e);
+    }
+    m.etc["/etc/x"] = std::string(64, 'e');
+    BundleManifest back = BundleManifest::parse(m.to_json(), "t");
+    EXPECT_EQ(back.to_json(), m.to_json());
+    expect_error([] { BundleManifest::parse("[1]", "t"); }, {"t", "not a JSON object"});
+    expect_error([] { BundleManifest::parse("{\"format\":1,\"surprise\":2}", "t"); }, {"unknown field \"surprise\""});
+    expect_error([] { BundleManifest::parse("{\"format\":7}", "t"); }, {"format 7"});
+    std::string text = m.to_json();
+    text.replace(text.find("\"/etc/x\""), 8, "\"/var/x\"");
+    expect_error([&] { BundleManifest::parse(text, "t"); }, {"etc entry \"/var/x\""});
+}
+
+TEST(BundleHeader, RoundTripsAndChecksBounds) {
+    BundleHeader h{1000, 2000, 4096};
+    std::string bytes = encode_header(h);
+    ASSERT_EQ(bytes.size(), bundle_header_size);
+    BundleHeader back = decode_header(bytes, "t");
+    EXPECT_EQ(back.manifest_size, 1000u);
+    EXPECT_EQ(back.payload_offset, 4096u);
+    expect_error([] { decode_header(encode_header({0, 10, 4096}), "t"); }, {"manifest size 0"});
+    expect_error([] { decode_header(encode_header({10, max_signature_size + 1, 1 << 20}), "t"); }, {"signature size"});
+    expect_error([] { decode_header(encode_header({1000, 2000, 4097}), "t"); }, {"payload offset"});
+    expect_error([] { decode_header(encode_header({1000, 2000, 1 << 30}), "t"); }, {"payload offset"});
+    std::string reserved = encode_header(h);
+    reserved[50] = 1;
+    expect_error([&] { decode_header(reserved, "t"); }, {"reserved header bytes"});
+}
+
+TEST(Versions, CompareNumericallyPartByPart) {
+    EXPECT_LT(compare_versions("1.9", "1.10"), 0);
+    EXPECT_GT(compare_versions("2.0", "1.99.99"), 0);
+    EXPECT_EQ(compare_versions("1.2.3", "1.2.3"), 0);
+    EXPECT_LT(compare_versions("1.2", "1.2.1"), 0);
+    EXPECT_LT(compare_versions("1.2.0-rc1", "1.2.0-rc2"), 0);
+    EXPECT_GT(compare_versions("0.2.0", "0.1.0"), 0);
+}

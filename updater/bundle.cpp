@@ -1,0 +1,317 @@
+#include "updater/bundle.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <set>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "updater/signature.hpp"
+
+namespace cairn::updater {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+void put64(std::string& out, size_t at, uint64_t v) {
+    for (int i = 0; i < 8; ++i) out[at + i] = static_cast<char>(v >> (8 * i) & 0xff);
+}
+uint64_t get64(std::string_view in, size_t at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<uint8_t>(in[at + i]);
+    return v;
+}
+
+bool is_hex(const std::string& s, size_t length) {
+    if (length && s.size() != length) return false;
+    if (s.size() % 2) return false;
+    return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// Field access that names the field on any problem.
+struct Fields {
+    const json& j;
+    std::string where;
+    const json& get(const char* key) const {
+        auto it = j.find(key);
+        if (it == j.end()) fail(where + ": missing \"" + key + "\"");
+        return *it;
+    }
+    std::string str(const char* key) const {
+        const json& v = get(key);
+        if (!v.is_string()) fail(where + ": \"" + key + "\" must be a string");
+        return v.get<std::string>();
+    }
+    std::string str_or(const char* key, const std::string& dflt) const { return j.contains(key) ? str(key) : dflt; }
+    uint64_t u64(const char* key) const {
+        const json& v = get(key);
+        if (!v.is_number_unsigned()) fail(where + ": \"" + key + "\" must be a non-negative integer");
+        return v.get<uint64_t>();
+    }
+    int64_t i64(const char* key) const {
+        const json& v = get(key);
+        if (!v.is_number_integer()) fail(where + ": \"" + key + "\" must be an integer");
+        return v.get<int64_t>();
+    }
+    void only(std::initializer_list<const char*> keys) const {
+        for (auto it = j.begin(); it != j.end(); ++it)
+            if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return it.key() == k; }))
+                fail(where + ": unknown field \"" + it.key() + "\"");
+    }
+};
+
+}  // namespace
+
+std::string encode_header(const BundleHeader& h) {
+    std::string out(bundle_header_size, '\0');
+    std::memcpy(out.data(), bundle_magic, sizeof bundle_magic);
+    out[8] = static_cast<char>(bundle_format);  // u32 little endian
+    out[12] = static_cast<char>(bundle_header_size);
+    put64(out, 16, h.manifest_size);
+    put64(out, 24, h.signature_size);
+    put64(out, 32, h.payload_offset);
+    return out;
+}
+
+BundleHeader decode_header(std::string_view b, const std::string& what) {
+    if (b.size() < bundle_header_size || std::memcmp(b.data(), bundle_magic, sizeof bundle_magic) != 0)
+        fail(what + ": not a Cairn bundle (no CAIRNBND header)");
+    uint32_t format = static_cast<uint32_t>(get64(b, 8) & 0xffffffff);
+    uint32_t header_size = static_cast<uint32_t>(get64(b, 8) >> 32);
+    if (format != bundle_format)
+        fail(what + ": bundle format " + std::to_string(format) + " is not supported (this updater reads format " +
+             std::to_string(bundle_format) + ")");
+    if (header_size != bundle_header_size) fail(what + ": bad header size " + std::to_string(header_size));
+    if (b.substr(40, bundle_header_size - 40).find_first_not_of('\0') != std::string_view::npos)
+        fail(what + ": reserved header bytes are not zero");
+    BundleHeader h{get64(b, 16), get64(b, 24), get64(b, 32)};
+    if (h.manifest_size == 0 || h.manifest_size > max_manifest_size)
+        fail(what + ": manifest size " + std::to_string(h.manifest_size) + " out of bounds");
+    if (h.signature_size == 0 || h.signature_size > max_signature_size)
+        fail(what + ": signature size " + std::to_string(h.signature_size) + " out of bounds");
+    uint64_t end = bundle_header_size + h.manifest_size + h.signature_size;
+    if (h.payload_offset < end || h.payload_offset % payload_alignment || h.payload_offset - end > max_signature_size + (64 << 10))
+        fail(what + ": payload offset " + std::to_string(h.payload_offset) + " does not follow the signature");
+    return h;
+}
+
+std::string BundleManifest::to_json() const {
+    json j;
+    j["format"] = format;
+    j["compatible"] = compatible;
+    j["version"] = version;
+    j["build_id"] = build_id;
+    j["created"] = created;
+    json ps = json::array();
+    for (const Payload& p : payloads) {
+        json pj = {{"name", p.name}, {"role", p.role}, {"offset", p.offset}, {"size", p.size}, {"sha256", p.sha256}};
+        if (!p.slot.empty()) pj["slot"] = p.slot;
+        if (p.role == "root-verity")
+            pj["verity"] = {{"root_hash", p.root_hash}, {"salt", p.salt}, {"data_block_size", p.data_block_size},
+                            {"hash_block_size", p.hash_block_size}, {"data_blocks", p.data_blocks}};
+        ps.push_back(pj);
+    }
+    j["payloads"] = ps;
+    j["etc"] = etc;
+    return j.dump(1) + "\n";
+}
+
+BundleManifest BundleManifest::parse(std::string_view text, const std::string& what) {
+    json j = json::parse(text.begin(), text.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) fail(what + ": the manifest is not a JSON object");
+    Fields top{j, what + ": manifest"};
+    top.only({"format", "compatible", "version", "build_id", "created", "payloads", "etc"});
+    BundleManifest m;
+    if (top.i64("format") != bundle_format) fail(what + ": manifest format " + top.get("format").dump() + " is not supported");
+    m.compatible = top.str("compatible");
+    m.version = top.str("version");
+    m.build_id = top.str("build_id");
+    m.created = top.i64("created");
+    if (m.compatible.empty()) fail(what + ": manifest: \"compatible\" is empty");
+    if (m.version.empty()) fail(what + ": manifest: \"version\" is empty");
+    const json& ps = top.get("payloads");
+    if (!ps.is_array() || ps.empty()) fail(what + ": manifest: \"payloads\" must be a non-empty array");
+    std::set<std::string> names;
+    uint64_t end = 0;
+    for (size_t i = 0; i < ps.size(); ++i) {
+        if (!ps[i].is_object()) fail(what + ": manifest: payloads[" + std::to_string(i) + "] is not an object");
+        Fields f{ps[i], what + ": manifest: payloads[" + std::to_string(i) + "]"};
+        f.only({"name", "role", "slot", "offset", "size", "sha256", "verity"});
+        Payload p;
+        p.name = f.str("name");
+        p.role = f.str("role");
+        p.slot = f.str_or("slot", "");
+        p.offset = f.u64("offset");
+        p.size = f.u64("size");
+        p.sha256 = f.str("sha256");
+        if (!names.insert(p.name).second) fail(f.where + ": a second payload named \"" + p.name + "\"");
+        if (p.role != "root" && p.role != "root-verity" && p.role != "esp")
+            fail(f.where + ": unknown role \"" + p.role + "\" (root, root-verity or esp)");
+        if (p.slot != "" && p.slot != "a" && p.slot != "b") fail(f.where + ": unknown slot \"" + p.slot + "\" (a or b)");
+        if (!is_hex(p.sha256, 64)) fail(f.where + ": \"sha256\" must be 64 lower-case hex digits");
+        if (p.size == 0) fail(f.where + ": \"size\" is 0");
+        if (p.offset % payload_alignment) fail(f.where + ": \"offset\" is not a multiple of 4096");
+        if (p.offset < end) fail(f.where + ": \"offset\" overlaps the payload before it (payloads go in order)");
+        if (p.size > UINT64_MAX - p.offset) fail(f.where + ": \"size\" out of bounds");
+        end = p.offset + p.size;
+        if (p.role == "root-verity") {
+            if (!ps[i].contains("verity") || !ps[i]["verity"].is_object()) fail(f.where + ": a root-verity payload needs \"verity\"");
+            Fields v{ps[i]["verity"], f.where + ".verity"};
+            v.only({"root_hash", "salt", "data_block_size", "hash_block_size", "data_blocks"});
+            p.root_hash = v.str("root_hash");
+            p.salt = v.str("salt");
+            uint64_t dbs = v.u64("data_block_size"), hbs = v.u64("hash_block_size");
+            p.data_blocks = v.u64("data_blocks");
+            if (!is_hex(p.root_hash, 64)) fail(v.where + ": \"root_hash\" must be 64 lower-case hex digits");
+            if (!is_hex(p.salt, 0) || p.salt.size() > 512) fail(v.where + ": \"salt\" must be hex, 256 bytes at most");
+            for (uint64_t bs : {dbs, hbs})
+                if (bs < 512 || bs > 4096 || (bs & (bs - 1))) fail(v.where + ": block sizes must be powers of two from 512 to 4096");
+            p.data_block_size = static_cast<uint32_t>(dbs);
+            p.hash_block_size = static_cast<uint32_t>(hbs);
+            if (p.data_blocks == 0) fail(v.where + ": \"data_blocks\" is 0");
+        } else if (ps[i].contains("verity")) {
+            fail(f.where + ": only root-verity payloads carry \"verity\"");
+        }
+        m.payloads.push_back(std::move(p));
+    }
+    for (const char* role : {"root", "root-verity", "esp"})
+        for (const char* slot : {"a", "b"})
+            if (!m.find(role, slot)) fail(what + ": manifest: no " + std::string(role) + " payload for slot " + slot);
+    for (const Payload& p : m.payloads)
+        if (p.role == "root-verity") {
+            const Payload* root = m.find("root", p.slot);
+            if (root->size != p.data_blocks * p.data_block_size)
+                fail(what + ": manifest: payload " + p.name + " covers " + std::to_string(p.data_blocks * p.data_block_size) +
+                     " bytes but the root payload has " + std::to_string(root->size));
+        }
+    if (j.contains("etc")) {
+        const json& e = j["etc"];
+        if (!e.is_object()) fail(what + ": manifest: \"etc\" must be an object");
+        for (auto it = e.begin(); it != e.end(); ++it) {
+            if (!it.value().is_string() || !is_hex(it.value().get<std::string>(), 64) || it.key().rfind("/etc/", 0) != 0)
+                fail(what + ": manifest: etc entry \"" + it.key() + "\" must map a path under /etc/ to a sha256");
+            m.etc[it.key()] = it.value().get<std::string>();
+        }
+    }
+    return m;
+}
+
+const Payload* BundleManifest::find(const std::string& role, const std::string& slot) const {
+    const Payload* any = nullptr;
+    for (const Payload& p : payloads) {
+        if (p.role != role) continue;
+        if (p.slot == slot) return &p;
+        if (p.slot.empty()) any = &p;
+    }
+    return any;
+}
+
+int compare_versions(std::string_view a, std::string_view b) {
+    auto next = [](std::string_view& s) {
+        size_t dot = s.find_first_of(".-+~");
+        std::string_view part = s.substr(0, dot);
+        s = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+        return part;
+    };
+    while (!a.empty() || !b.empty()) {
+        if (a.empty()) return -1;
+        if (b.empty()) return 1;
+        std::string_view pa = next(a), pb = next(b);
+        uint64_t na = 0, nb = 0;
+        auto ra = std::from_chars(pa.data(), pa.data() + pa.size(), na);
+        auto rb = std::from_chars(pb.data(), pb.data() + pb.size(), nb);
+        bool numeric = ra.ec == std::errc() && ra.ptr == pa.data() + pa.size() && rb.ec == std::errc() &&
+                       rb.ptr == pb.data() + pb.size() && !pa.empty() && !pb.empty();
+        if (numeric) {
+            if (na != nb) return na < nb ? -1 : 1;
+        } else if (int c = pa.compare(pb); c != 0) {
+            return c < 0 ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
+BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor) : source_(source) {
+    const std::string what = source.string();
+    fd_ = open_file(source, O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) fail_errno(what);
+    seekable_ = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    std::string head;
+    auto take = [&](uint64_t size, std::string& out) {
+        out.resize(size);
+        size_t done = 0;
+        while (done < size) {
+            ssize_t r = ::read(fd_.get(), out.data() + done, size - done);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) fail_errno("reading " + what);
+            if (r == 0) fail(what + ": the bundle ends inside its header, manifest or signature");
+            done += static_cast<size_t>(r);
+        }
+        position_ += size;
+    };
+    take(bundle_header_size, head);
+    BundleHeader h = decode_header(head, what);
+    std::string signature;
+    take(h.manifest_size, manifest_bytes_);
+    take(h.signature_size, signature);
+    cms_verify(manifest_bytes_, signature, trust_anchor, what);
+    manifest_ = BundleManifest::parse(manifest_bytes_, what);
+    if (!manifest_.payloads.empty() && manifest_.payloads.front().offset < h.payload_offset)
+        fail(what + ": manifest: the first payload starts inside the signature");
+    if (S_ISREG(st.st_mode)) {
+        const Payload& last = manifest_.payloads.back();
+        if (static_cast<uint64_t>(st.st_size) < last.offset + last.size)
+            fail(what + ": the bundle is truncated (" + std::to_string(st.st_size) + " bytes; the manifest needs " +
+                 std::to_string(last.offset + last.size) + ")");
+    }
+}
+
+void BundleReader::skip_to(uint64_t offset) {
+    if (offset < position_) fail(source_.string() + ": payloads must be read in order");
+    if (seekable_) {
+        if (::lseek(fd_.get(), static_cast<off_t>(offset), SEEK_SET) < 0) fail_errno("seeking in " + source_.string());
+        position_ = offset;
+        return;
+    }
+    std::vector<char> buffer(1 << 16);
+    while (position_ < offset) {
+        ssize_t r = ::read(fd_.get(), buffer.data(), std::min<uint64_t>(buffer.size(), offset - position_));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail_errno("reading " + source_.string());
+        if (r == 0) fail(source_.string() + ": the bundle ends before its payloads");
+        position_ += static_cast<uint64_t>(r);
+    }
+}
+
+void BundleReader::read(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink) {
+    const std::string what = source_.string() + ": payload " + p.name;
+    skip_to(p.offset);
+    Sha256 hash;
+    constexpr size_t chunk = 4 << 20;
+    std::vector<uint8_t> buffer(chunk);
+    uint64_t left = p.size;
+    while (left > 0) {
+        ssize_t r = ::read(fd_.get(), buffer.data(), std::min<uint64_t>(chunk, left));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail_errno("reading " + what);
+        if (r == 0) fail(what + ": the bundle ends inside it");
+        hash.update(buffer.data(), static_cast<size_t>(r));
+        sink(buffer.data(), static_cast<size_t>(r));
+        left -= static_cast<uint64_t>(r);
+        position_ += static_cast<uint64_t>(r);
+    }
+    if (to_hex(hash.final()) != p.sha256) fail(what + ": sha256 does not match the manifest (corrupted or altered bundle)");
+}
+
+}  // namespace cairn::updater

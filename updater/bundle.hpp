@@ -1,0 +1,102 @@
+// Update bundles: the one file `cairn bundle` makes on the build host and cairn-updated installs.
+// The format is described in docs/bundle.md; in short:
+//
+//   [0, 64)                 header: magic "CAIRNBND", format, sizes (little endian)
+//   [64, 64 + m)            manifest: JSON (compatible, version, build id, payloads, /etc digests)
+//   [64 + m, 64 + m + s)    CMS signature (DER, detached) over the manifest bytes
+//   zeros up to payload_offset (a multiple of 4096)
+//   payloads, in manifest order, each at its 4096-aligned offset
+//
+// Everything the device must trust before writing a byte is at the head of the file, so a reader
+// checks header, signature and manifest first and then consumes the payloads in order while
+// hashing them: the same code can install from a file, a block device or a stream.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "common/hash.hpp"
+
+namespace cairn::updater {
+
+inline constexpr char bundle_magic[8] = {'C', 'A', 'I', 'R', 'N', 'B', 'N', 'D'};
+inline constexpr uint32_t bundle_format = 1;
+inline constexpr uint64_t bundle_header_size = 64;
+inline constexpr uint64_t payload_alignment = 4096;
+inline constexpr uint64_t max_manifest_size = 4 << 20;   // a reader refuses more before allocating
+inline constexpr uint64_t max_signature_size = 64 << 10;
+
+struct BundleHeader {
+    uint64_t manifest_size = 0;
+    uint64_t signature_size = 0;
+    uint64_t payload_offset = 0;  // multiple of payload_alignment, after manifest and signature
+};
+std::string encode_header(const BundleHeader& header);
+// Throws Error naming `what` on a wrong magic, unknown format or sizes out of bounds.
+BundleHeader decode_header(std::string_view bytes, const std::string& what);
+
+// One payload: bytes for one partition role, for both slots (slot empty) or for one.
+struct Payload {
+    std::string name;   // "root", "root-verity-a", "esp-b", ...
+    std::string role;   // "root", "root-verity" or "esp"
+    std::string slot;   // "" (either slot), "a" or "b"
+    uint64_t offset = 0, size = 0;
+    std::string sha256;  // hex, of the payload's bytes
+    // root-verity only: what the tree must give over the root payload.
+    std::string root_hash, salt;  // hex
+    uint32_t data_block_size = 0, hash_block_size = 0;
+    uint64_t data_blocks = 0;
+};
+
+struct BundleManifest {
+    int format = static_cast<int>(bundle_format);
+    std::string compatible, version, build_id;
+    int64_t created = 0;  // seconds since the epoch (SOURCE_DATE_EPOCH of the build)
+    std::vector<Payload> payloads;
+    std::map<std::string, std::string> etc;  // "/etc/x" -> sha256 hex of the new root's default
+
+    std::string to_json() const;
+    // Strict: unknown format, missing or mistyped fields, bad hex, payloads that overlap, are not
+    // aligned or not in order, unknown roles or slots: Error naming `what` and the field.
+    static BundleManifest parse(std::string_view json, const std::string& what);
+    // The payload for a role and slot: the slot's own, else the one for either slot; nullptr if none.
+    const Payload* find(const std::string& role, const std::string& slot) const;
+};
+
+// Compares dotted versions ("1.10.2" > "1.9"): numeric parts numerically, others as text; a
+// version with more parts is newer when the common parts are equal. <0, 0, >0.
+int compare_versions(std::string_view a, std::string_view b);
+
+// Reads a bundle from a file, a block device or a pipe, in one pass.
+class BundleReader {
+public:
+    // Opens `source`, reads header, manifest and signature, checks the signature against the
+    // PEM certificates in `trust_anchor` and parses the manifest. Throws Error naming the source.
+    BundleReader(const std::filesystem::path& source, const std::filesystem::path& trust_anchor);
+    const BundleManifest& manifest() const { return manifest_; }
+    const std::string& manifest_bytes() const { return manifest_bytes_; }
+    // Consumes the payload (payloads must be taken in manifest order; those in between are
+    // skipped), giving its bytes to `sink` in chunks, and checks its size and sha256 at the end:
+    // a mismatch throws Error. `sink` sees every byte before the check: a caller that writes them
+    // somewhere must treat that place as untrusted until read() returns.
+    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink);
+    const std::filesystem::path& source() const { return source_; }
+
+private:
+    void skip_to(uint64_t offset);
+    std::filesystem::path source_;
+    UniqueFd fd_;
+    uint64_t position_ = 0;
+    bool seekable_ = false;
+    BundleManifest manifest_;
+    std::string manifest_bytes_;
+};
+
+}  // namespace cairn::updater

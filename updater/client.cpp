@@ -1,0 +1,247 @@
+#include "updater/client.hpp"
+
+#include <unistd.h>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "common/error.hpp"
+#include "updater/dbus_api.hpp"
+
+namespace cairn::updater {
+
+using json = nlohmann::json;
+
+const char* update_usage = R"(Usage: cairnctl update COMMAND [OPTIONS]
+
+Commands:
+  install BUNDLE [--force] [--reboot]   install a signed bundle into the other slot; it boots once
+                                        on the next reboot (--reboot: now) and is committed when
+                                        healthy. --force allows an older version.
+  status                                slots, the pending trial, the last install or rollback,
+                                        and /etc files whose new default you had changed
+  mark-good [SLOT]                      make SLOT (default: booted) first in the boot order
+  mark-bad SLOT                         take SLOT out of the boot order
+  mark-active SLOT                      boot SLOT once on the next reboot
+Options:
+  --json        machine-readable output
+  --quiet       no progress bar
+SLOT is a, b, booted or other. Talks to cairn-updated (org.cairn.Updater1) on the system bus.
+)";
+
+namespace {
+
+struct Proxy {
+    std::unique_ptr<sdbus::IProxy> proxy;
+    Proxy() {
+        try {
+            proxy = sdbus::createProxy(sdbus::createSystemBusConnection(), dbus::service, dbus::object);
+            proxy->finishRegistration();
+        } catch (const sdbus::Error& e) {
+            fail(std::string("cannot reach cairn-updated on the system bus: ") + e.getMessage());
+        }
+    }
+    template <typename T>
+    T property(const std::string& name) {
+        return proxy->getProperty(name).onInterface(dbus::interface).get<sdbus::Variant>().get<T>();
+    }
+};
+
+std::string dbus_message(const sdbus::Error& e) {
+    std::string m = e.getMessage();
+    return m.empty() ? e.getName() : m;
+}
+
+int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
+    std::string source;
+    bool force = false, reboot = false;
+    for (const std::string& a : args) {
+        if (a == "--force") force = true;
+        else if (a == "--reboot") reboot = true;
+        else if (!a.empty() && a[0] == '-') {
+            std::fprintf(stderr, "cairnctl update install: unknown option '%s'\n", a.c_str());
+            return 2;
+        } else if (source.empty()) source = a;
+        else {
+            std::fprintf(stderr, "cairnctl update install: one bundle at a time\n");
+            return 2;
+        }
+    }
+    if (source.empty()) {
+        std::fprintf(stderr, "cairnctl update install: which bundle? (cairnctl update install BUNDLE)\n");
+        return 2;
+    }
+    std::error_code ec;
+    std::string absolute = std::filesystem::absolute(source, ec).string();
+    Proxy p;
+    std::map<std::string, sdbus::Variant> options{{"force", sdbus::Variant(force)}, {"reboot", sdbus::Variant(reboot)}};
+    try {
+        p.proxy->callMethod("InstallBundle").onInterface(dbus::interface).withArguments(absolute, options);
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+        return 1;
+    }
+    const bool bar = !quiet && !as_json && ::isatty(2);
+    int last_percent = -1;
+    std::string last_message;
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        std::string op;
+        sdbus::Struct<int32_t, std::string> progress;
+        try {
+            op = p.property<std::string>("Operation");
+            progress = p.property<sdbus::Struct<int32_t, std::string>>("Progress");
+        } catch (const sdbus::Error& e) {
+            if (reboot) break;  // the daemon went away with the reboot
+            std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+            return 1;
+        }
+        int percent = std::get<0>(progress);
+        const std::string& message = std::get<1>(progress);
+        if (!quiet && !as_json && (percent != last_percent || message != last_message)) {
+            if (bar) {
+                int filled = percent * 30 / 100;
+                std::fprintf(stderr, "\r[%-30s] %3d%% %-50.50s", std::string(filled, '#').c_str(), percent, message.c_str());
+            } else if (message != last_message) {
+                std::fprintf(stderr, "%3d%% %s\n", percent, message.c_str());
+            }
+            last_percent = percent;
+            last_message = message;
+        }
+        if (op == "idle") break;
+    }
+    if (bar) std::fputc('\n', stderr);
+    std::string error = reboot ? "" : p.property<std::string>("LastError");
+    if (as_json) {
+        std::printf("%s\n", json{{"result", error.empty() ? "installed" : "failed"}, {"error", error}}.dump().c_str());
+    } else if (error.empty()) {
+        std::printf("installed; the other slot boots once on the next reboot%s\n", reboot ? " (rebooting now)" : "");
+    }
+    if (!error.empty()) {
+        if (!as_json) std::fprintf(stderr, "cairnctl: install failed: %s\n", error.c_str());
+        return 1;
+    }
+    return 0;
+}
+
+int status(bool as_json) {
+    Proxy p;
+    std::string text;
+    std::vector<sdbus::Struct<std::string, std::map<std::string, sdbus::Variant>>> slots;
+    std::string booted, operation;
+    try {
+        p.proxy->callMethod("GetStatus").onInterface(dbus::interface).storeResultsTo(text);
+        p.proxy->callMethod("GetSlotStatus").onInterface(dbus::interface).storeResultsTo(slots);
+        booted = p.property<std::string>("BootSlot");
+        operation = p.property<std::string>("Operation");
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+        return 1;
+    }
+    json st = json::parse(text);
+    json out = {{"booted", booted}, {"operation", operation}, {"pending", st["pending"]}, {"last", st["last"]},
+                {"etc_conflicts", st["etc_conflicts"]}};
+    json slot_list = json::array();
+    for (auto& s : slots) {
+        auto& m = std::get<1>(s);
+        slot_list.push_back({{"slot", std::get<0>(s)}, {"state", m["state"].get<std::string>()}, {"version", m["version"].get<std::string>()},
+                             {"build_id", m["build_id"].get<std::string>()}, {"booted", m["booted"].get<bool>()},
+                             {"bootable", m["bootable"].get<bool>()}, {"primary", m["primary"].get<bool>()}, {"next", m["next"].get<bool>()}});
+    }
+    out["slots"] = slot_list;
+    if (as_json) {
+        std::printf("%s\n", out.dump(2).c_str());
+        return 0;
+    }
+    std::printf("booted: slot %s   operation: %s\n", booted.c_str(), operation.c_str());
+    for (const json& s : slot_list) {
+        std::string flags;
+        if (s["booted"]) flags += " booted";
+        if (s["primary"]) flags += " primary";
+        if (s["next"]) flags += " next-boot";
+        if (!s["bootable"]) flags += " not-in-boot-order";
+        std::printf("slot %s: %-10s version %-12s%s\n", s["slot"].get<std::string>().c_str(), s["state"].get<std::string>().c_str(),
+                    s["version"].get<std::string>().empty() ? "-" : s["version"].get<std::string>().c_str(), flags.c_str());
+    }
+    if (!st["pending"].is_null())
+        std::printf("pending: slot %s version %s (%s)\n", st["pending"]["slot"].get<std::string>().c_str(),
+                    st["pending"]["version"].get<std::string>().c_str(), st["pending"]["phase"].get<std::string>().c_str());
+    if (!st["last"].is_null()) {
+        const json& l = st["last"];
+        std::printf("last: %s slot %s version %s%s%s\n", l["kind"].get<std::string>().c_str(), l["slot"].get<std::string>().c_str(),
+                    l["version"].get<std::string>().c_str(), l["reason"].get<std::string>().empty() ? "" : ": ",
+                    l["reason"].get<std::string>().c_str());
+    }
+    for (const json& c : st["etc_conflicts"])
+        std::printf("etc conflict: %s: %s\n", c["path"].get<std::string>().c_str(), c["resolution"].get<std::string>().c_str());
+    return 0;
+}
+
+int mark(const std::string& state, const std::vector<std::string>& args, bool as_json) {
+    if (args.size() > 1) {
+        std::fprintf(stderr, "cairnctl update mark-%s: one slot at a time\n", state.c_str());
+        return 2;
+    }
+    if (args.empty() && state != "good") {
+        std::fprintf(stderr, "cairnctl update mark-%s: which slot? (a, b, booted or other)\n", state.c_str());
+        return 2;
+    }
+    Proxy p;
+    std::string slot, message;
+    try {
+        p.proxy->callMethod("Mark").onInterface(dbus::interface).withArguments(state, args.empty() ? std::string("booted") : args[0])
+            .storeResultsTo(slot, message);
+    } catch (const sdbus::Error& e) {
+        std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+        return 1;
+    }
+    if (as_json) std::printf("%s\n", json{{"slot", slot}, {"state", state}, {"message", message}}.dump().c_str());
+    else std::printf("%s\n", message.c_str());
+    return 0;
+}
+
+}  // namespace
+
+int update_command(const std::vector<std::string>& all) {
+    bool as_json = false, quiet = false;
+    std::vector<std::string> args;
+    for (const std::string& a : all) {
+        if (a == "--json") as_json = true;
+        else if (a == "--quiet" || a == "-q") quiet = true;
+        else if (a == "-h" || a == "--help") {
+            std::fputs(update_usage, stdout);
+            return 0;
+        } else args.push_back(a);
+    }
+    if (args.empty()) {
+        std::fprintf(stderr, "cairnctl update: which command? (install, status, mark-good, mark-bad, mark-active; see --help)\n");
+        return 2;
+    }
+    const std::string command = args.front();
+    args.erase(args.begin());
+    try {
+        if (command == "install") return install(args, as_json, quiet);
+        if (command == "status") {
+            if (!args.empty()) {
+                std::fprintf(stderr, "cairnctl update status: takes no arguments\n");
+                return 2;
+            }
+            return status(as_json);
+        }
+        if (command == "mark-good") return mark("good", args, as_json);
+        if (command == "mark-bad") return mark("bad", args, as_json);
+        if (command == "mark-active") return mark("active", args, as_json);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cairnctl: %s\n", e.what());
+        return 1;
+    }
+    std::fprintf(stderr, "cairnctl update: unknown command '%s' (see --help)\n", command.c_str());
+    return 2;
+}
+
+}  // namespace cairn::updater

@@ -1,0 +1,368 @@
+// cairn-updated: the update daemon. At start it settles the boot (trial → health check → commit or
+// fall back; a fallback is reported), then serves org.cairn.Updater1 on the system bus.
+// All D-Bus traffic happens on the main thread; installs and health checks run on a worker that
+// hands its progress over through an eventfd.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "common/efivars.hpp"
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/file.hpp"
+#include "initrd/boot.hpp"
+#include "updater/dbus_api.hpp"
+#include "updater/engine.hpp"
+#include "updater/health.hpp"
+#include "updater/uefi_boot_control.hpp"
+
+namespace fs = std::filesystem;
+using namespace cairn;
+using namespace cairn::updater;
+
+namespace {
+
+const char* usage_text = R"(Usage: cairn-updated [OPTIONS]
+
+The Cairn update daemon: serves org.cairn.Updater1 on the system bus (see cairnctl update).
+At start it settles the boot: a trial boot of a freshly installed slot runs the health check and
+commits it (first in BootOrder) or reboots to fall back; after a fallback it reports the rollback.
+
+Options (the defaults are the device's paths; tests point them elsewhere):
+  --disk DEV            the disk with the A/B partitions (default: the one holding root_<booted slot>)
+  --efivars DIR         efivarfs (default /sys/firmware/efi/efivars)
+  --cmdline FILE        kernel command line (default /proc/cmdline)
+  --state FILE          update status (default /var/lib/cairn/update/status.json)
+  --release FILE        this root's release.json (default /usr/lib/cairn/release.json)
+  --trust-anchor FILE   CA certificates bundles must chain to (default /usr/share/cairn/update-ca.pem)
+  --etc-upper DIR       the /etc overlay's upper dir (default /var/.cairn/overlays/etc/upper)
+  --run-dir DIR         where init reports services (default /run/cairn)
+  --no-reboot           never reboot (tests): print "would reboot" instead
+  -h, --help            this text
+)";
+
+// Cairn's own EFI variable where cairn-init leaves the reason a slot failed to boot.
+constexpr const char* failure_variable = "CairnBootFailure";
+
+struct Shared {
+    std::mutex mutex;
+    std::string operation = "idle";
+    int percent = 0;
+    std::string message;
+    std::string last_error;
+    std::optional<int> completed;  // set by the worker when an install ends; emitted by the main loop
+    bool changed = false;
+};
+
+class Daemon {
+public:
+    Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot)
+        : engine_(engine), boot_(boot), release_(release), may_reboot_(may_reboot), wake_(::eventfd(0, EFD_CLOEXEC)) {
+        if (!wake_) fail_errno("eventfd");
+    }
+
+    void start_health_check(const HealthCheck& check) {
+        set_operation("checking", 0, "health check of the trial boot");
+        busy_ = true;
+        worker_ = std::thread([this, check] {
+            std::string problem = run_health_check(check);
+            try {
+                if (problem.empty()) {
+                    engine_.commit();
+                    std::fprintf(stderr, "cairn-updated: trial boot of slot %c healthy: committed\n", slot_letter(boot_.booted()));
+                    finish(0, "");
+                } else {
+                    std::fprintf(stderr, "cairn-updated: trial boot of slot %c unhealthy: %s; rolling back\n", slot_letter(boot_.booted()), problem.c_str());
+                    engine_.fail_trial(problem);
+                    finish(1, problem);
+                    reboot_now();
+                }
+            } catch (const std::exception& e) {
+                finish(1, e.what());
+            }
+        });
+    }
+
+    void run() {
+        auto connection = connect();
+        auto object = sdbus::createObject(*connection, dbus::object);
+        object_ = object.get();
+        const char* I = dbus::interface;
+        object->registerMethod("InstallBundle").onInterface(I).withInputParamNames("source", "options")
+            .implementedAs([this](const std::string& source, const std::map<std::string, sdbus::Variant>& options) {
+                install(source, options);
+            });
+        object->registerMethod("Mark").onInterface(I).withInputParamNames("state", "slot").withOutputParamNames("slot", "message")
+            .implementedAs([this](const std::string& state, const std::string& slot) {
+                if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
+                try {
+                    Slot s = engine_.mark(state, slot);
+                    std::string name(1, slot_letter(s));
+                    return std::make_tuple(name, "marked slot " + name + " " + state);
+                } catch (const Error& e) {
+                    throw sdbus::Error("org.cairn.Updater1.Error.Failed", e.what());
+                }
+            });
+        object->registerMethod("GetSlotStatus").onInterface(I).withOutputParamNames("slots").implementedAs([this] { return slot_status(); });
+        object->registerMethod("GetStatus").onInterface(I).withOutputParamNames("json").implementedAs([this] { return engine_.status().to_json(); });
+        object->registerProperty("Operation").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.operation; });
+        object->registerProperty("Progress").onInterface(I).withGetter([this] {
+            std::lock_guard l(shared_.mutex);
+            return sdbus::Struct<int32_t, std::string>(shared_.percent, shared_.message);
+        });
+        object->registerProperty("LastError").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.last_error; });
+        object->registerProperty("BootSlot").onInterface(I).withGetter([this] { return std::string(1, slot_letter(boot_.booted())); });
+        object->registerProperty("Compatible").onInterface(I).withGetter([this] { return release_.compatible; });
+        object->registerSignal("Completed").onInterface(I).withParameters<int32_t>("result");
+        object->finishRegistration();
+        std::fprintf(stderr, "cairn-updated: serving %s (slot %c, %s %s)\n", dbus::service, slot_letter(boot_.booted()),
+                     release_.compatible.c_str(), release_.version.c_str());
+
+        for (;;) {
+            while (connection->processPendingRequest()) {
+            }
+            auto pd = connection->getEventLoopPollData();
+            pollfd fds[2] = {{pd.fd, pd.events, 0}, {wake_.get(), POLLIN, 0}};
+            int timeout = -1;
+            if (pd.timeout_usec != UINT64_MAX) {
+                timespec ts{};
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                uint64_t now_us = uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
+                timeout = pd.timeout_usec <= now_us ? 0 : static_cast<int>((pd.timeout_usec - now_us + 999) / 1000);
+            }
+            if (::poll(fds, 2, timeout) < 0 && errno != EINTR) fail_errno("poll");
+            if (fds[1].revents & POLLIN) {
+                uint64_t n;
+                if (::read(wake_.get(), &n, sizeof n) < 0) {
+                }
+                publish();
+            }
+        }
+    }
+
+private:
+    std::unique_ptr<sdbus::IConnection> connect() {
+        // The bus may start after us (the image's services start together): try for a while.
+        for (int attempt = 0;; ++attempt) {
+            try {
+                return sdbus::createSystemBusConnection(dbus::service);
+            } catch (const sdbus::Error& e) {
+                if (attempt >= 150) fail(std::string("cannot own ") + dbus::service + " on the system bus: " + e.getMessage());
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            }
+        }
+    }
+
+    void install(const std::string& source, const std::map<std::string, sdbus::Variant>& options) {
+        if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is already running");
+        InstallOptions o;
+        bool reboot = false;
+        for (const auto& [key, value] : options) {
+            if (key == "force") o.force = value.get<bool>();
+            else if (key == "reboot") reboot = value.get<bool>();
+            else throw sdbus::Error("org.cairn.Updater1.Error.BadOption", "unknown option \"" + key + "\" (force, reboot)");
+        }
+        if (worker_.joinable()) worker_.join();
+        busy_ = true;
+        {
+            std::lock_guard l(shared_.mutex);
+            shared_.last_error.clear();
+        }
+        set_operation("installing", 0, "starting");
+        worker_ = std::thread([this, source, o, reboot] {
+            try {
+                engine_.install(source, o, [this](int percent, const std::string& message) {
+                    std::lock_guard l(shared_.mutex);
+                    if (percent == shared_.percent && message == shared_.message) return;
+                    shared_.percent = percent;
+                    shared_.message = message;
+                    shared_.changed = true;
+                    poke();
+                });
+                finish(0, "");
+                if (reboot) reboot_now();
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "cairn-updated: install of %s failed: %s\n", source.c_str(), e.what());
+                finish(1, e.what());
+            }
+        });
+    }
+
+    std::vector<sdbus::Struct<std::string, std::map<std::string, sdbus::Variant>>> slot_status() {
+        UpdateStatus st = engine_.status();
+        std::vector<Slot> order = boot_.order();
+        std::optional<Slot> next = boot_.next();
+        std::vector<sdbus::Struct<std::string, std::map<std::string, sdbus::Variant>>> out;
+        for (Slot s : {Slot::a, Slot::b}) {
+            std::string name(1, slot_letter(s));
+            std::map<std::string, sdbus::Variant> m;
+            const SlotRecord r = st.slots.count(name) ? st.slots[name] : SlotRecord{};
+            m["state"] = sdbus::Variant(r.state.empty() ? std::string("unknown") : r.state);
+            m["version"] = sdbus::Variant(r.version);
+            m["build_id"] = sdbus::Variant(r.build_id);
+            m["booted"] = sdbus::Variant(s == boot_.booted());
+            m["bootable"] = sdbus::Variant(std::find(order.begin(), order.end(), s) != order.end());
+            m["primary"] = sdbus::Variant(!order.empty() && order.front() == s);
+            m["next"] = sdbus::Variant(next == s);
+            out.emplace_back(name, m);
+        }
+        return out;
+    }
+
+    void set_operation(const std::string& op, int percent, const std::string& message) {
+        std::lock_guard l(shared_.mutex);
+        shared_.operation = op;
+        shared_.percent = percent;
+        shared_.message = message;
+        shared_.changed = true;
+        poke();
+    }
+
+    void finish(int result, const std::string& error) {
+        std::lock_guard l(shared_.mutex);
+        shared_.operation = "idle";
+        if (result == 0) shared_.percent = 100;
+        shared_.last_error = error;
+        shared_.completed = result;
+        shared_.changed = true;
+        busy_ = false;
+        poke();
+    }
+
+    void poke() {
+        uint64_t one = 1;
+        if (::write(wake_.get(), &one, sizeof one) < 0) {
+        }
+    }
+
+    void publish() {
+        std::optional<int> completed;
+        bool changed;
+        {
+            std::lock_guard l(shared_.mutex);
+            changed = std::exchange(shared_.changed, false);
+            completed = std::exchange(shared_.completed, std::nullopt);
+        }
+        if (!object_) return;
+        if (changed) object_->emitPropertiesChangedSignal(dbus::interface, {"Operation", "Progress", "LastError"});
+        if (completed) object_->emitSignal("Completed").onInterface(dbus::interface).withArguments(int32_t(*completed));
+    }
+
+    void reboot_now() {
+        ::sync();
+        if (!may_reboot_) {
+            std::fprintf(stderr, "cairn-updated: would reboot now (--no-reboot)\n");
+            return;
+        }
+        std::fprintf(stderr, "cairn-updated: rebooting\n");
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the last D-Bus messages go
+        ::reboot(RB_AUTOBOOT);
+    }
+
+    Engine& engine_;
+    BootControl& boot_;
+    const Release& release_;
+    bool may_reboot_;
+    UniqueFd wake_;
+    Shared shared_;
+    std::atomic<bool> busy_{false};
+    std::thread worker_;
+    sdbus::IObject* object_ = nullptr;
+};
+
+std::string take_failure_reason(EfiVars& vars) {
+    try {
+        auto v = vars.read(failure_variable, cairn_vendor_guid);
+        if (!v) return "";
+        vars.remove(failure_variable, cairn_vendor_guid);
+        std::string text(v->data.begin(), v->data.end());
+        while (!text.empty() && (text.back() == '\0' || text.back() == '\n')) text.pop_back();
+        return text;
+    } catch (const Error& e) {
+        std::fprintf(stderr, "cairn-updated: %s\n", e.what());
+        return "";
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    fs::path disk, efivars = "/sys/firmware/efi/efivars", cmdline = "/proc/cmdline", state = "/var/lib/cairn/update/status.json",
+                   release_file = "/usr/lib/cairn/release.json", anchor = "/usr/share/cairn/update-ca.pem",
+                   etc_upper = "/var/.cairn/overlays/etc/upper", run_dir = "/run/cairn";
+    bool may_reboot = true;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&](fs::path& out) {
+            if (i + 1 >= args.size()) {
+                std::fprintf(stderr, "cairn-updated: %s needs a value\n", a.c_str());
+                std::exit(2);
+            }
+            out = args[++i];
+        };
+        if (a == "-h" || a == "--help") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        } else if (a == "--disk") value(disk);
+        else if (a == "--efivars") value(efivars);
+        else if (a == "--cmdline") value(cmdline);
+        else if (a == "--state") value(state);
+        else if (a == "--release") value(release_file);
+        else if (a == "--trust-anchor") value(anchor);
+        else if (a == "--etc-upper") value(etc_upper);
+        else if (a == "--run-dir") value(run_dir);
+        else if (a == "--no-reboot") may_reboot = false;
+        else {
+            std::fprintf(stderr, "cairn-updated: unknown option '%s' (see --help)\n", a.c_str());
+            return 2;
+        }
+    }
+    try {
+        Release release = Release::load(release_file);
+        if (disk.empty()) {
+            initrd::BootOptions boot = initrd::parse_cmdline(read_file(cmdline));
+            auto root = initrd::find_partition("/sys/class/block", "root_" + boot.slot);
+            if (!root) fail("no partition labelled root_" + boot.slot + " (give --disk)");
+            disk = initrd::partition_of("/sys/class/block", *root).disk;
+        }
+        EfiVars vars(efivars);
+        UefiBootControl boot(vars, disk, cmdline);
+        EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
+        Engine engine(boot, config);
+        Daemon daemon(engine, boot, release, may_reboot);
+
+        BootDecision d = engine.on_boot(take_failure_reason(vars));
+        switch (d.kind) {
+            case BootDecision::Kind::trial: {
+                std::fprintf(stderr, "cairn-updated: trial boot of slot %s: running the health check\n", d.slot.c_str());
+                HealthCheck check;
+                check.command = release.health_check;
+                check.run_dir = run_dir;
+                daemon.start_health_check(check);
+                break;
+            }
+            case BootDecision::Kind::rolled_back:
+                std::fprintf(stderr, "cairn-updated: ROLLBACK: back on slot %s: %s\n", d.slot.c_str(), d.reason.c_str());
+                break;
+            case BootDecision::Kind::interrupted:
+                std::fprintf(stderr, "cairn-updated: %s\n", d.reason.c_str());
+                break;
+            case BootDecision::Kind::normal:
+                break;
+        }
+        daemon.run();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cairn-updated: %s\n", e.what());
+        return 1;
+    }
+}

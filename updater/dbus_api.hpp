@@ -1,0 +1,19 @@
+// The updater's D-Bus names, shared by cairn-updated and its clients.
+//
+// org.cairn.Updater1 at /org/cairn/Updater1 on the system bus, interface org.cairn.Updater1:
+//   InstallBundle(s source, a{sv} options)   starts an install; options: "force" (b) allows a
+//                                            downgrade, "reboot" (b) reboots after success.
+//                                            Returns at once; Completed(i) ends it.
+//   Mark(s state, s slot) -> (s slot, s message)   state good|bad|active; slot booted|other|a|b
+//   GetSlotStatus() -> a(sa{sv})             per slot: state, version, build_id, booted, bootable, next
+//   GetStatus() -> s                         everything as JSON (slots, pending, last event, /etc conflicts)
+//   properties Operation (s: idle|installing|checking), Progress ((is) percent, message),
+//              LastError (s), BootSlot (s), Compatible (s)
+//   signal Completed(i result)               0 success, 1 failure (LastError says why)
+#pragma once
+
+namespace cairn::updater::dbus {
+inline constexpr const char* service = "org.cairn.Updater1";
+inline constexpr const char* object = "/org/cairn/Updater1";
+inline constexpr const char* interface = "org.cairn.Updater1";
+}  // namespace cairn::updater::dbus

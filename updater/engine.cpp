@@ -1,0 +1,316 @@
+#include "updater/engine.hpp"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "imager/verity.hpp"
+#include "partitions/gpt.hpp"
+
+namespace cairn::updater {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+int64_t now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+struct Region {
+    uint64_t offset = 0, size = 0;
+    std::string label;
+};
+
+struct SlotRegions {
+    Region esp, root, verity;
+};
+
+SlotRegions regions_of(const fs::path& disk, Slot slot) {
+    partitions::GptTable table = partitions::read_gpt(disk);
+    const std::string s(1, slot_letter(slot));
+    SlotRegions out;
+    auto find = [&](const std::string& label, Region& r) {
+        for (const auto& e : table.entries)
+            if (e.label == label) {
+                r = Region{e.offset, e.size, label};
+                return;
+            }
+        fail(disk.string() + ": no partition labelled " + label);
+    };
+    find("esp_" + s, out.esp);
+    find("root_" + s, out.root);
+    find("root_" + s + "_verity", out.verity);
+    return out;
+}
+
+// Writes what reaches the disk, then forgets the cached copy so that reading back reads the disk.
+void flush_and_drop(int fd, const std::string& what) {
+    if (::fsync(fd) != 0) fail_errno("flushing " + what);
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) ::ioctl(fd, BLKFLSBUF, 0);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::string& what) {
+    Sha256 h;
+    std::vector<char> buffer(4 << 20);
+    for (uint64_t done = 0; done < size;) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - done));
+        pread_exact(fd, buffer.data(), n, offset + done, what);
+        h.update(buffer.data(), n);
+        done += n;
+    }
+    return to_hex(h.final());
+}
+
+// Files the user changed in /etc (present, or deleted, in the overlay's upper directory).
+std::vector<std::string> user_changed_etc(const fs::path& upper) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    if (!fs::is_directory(upper, ec)) return out;
+    for (auto it = fs::recursive_directory_iterator(upper, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (it->is_directory(ec)) continue;
+        out.push_back("/etc/" + fs::relative(it->path(), upper).string());
+    }
+    return out;
+}
+
+}  // namespace
+
+Release Release::load(const fs::path& file) {
+    Release r;
+    try {
+        json j = json::parse(read_file(file));
+        r.compatible = j.at("compatible");
+        r.version = j.at("version");
+        r.build_id = j.value("build_id", "");
+        if (j.contains("health_check")) r.health_check = j["health_check"].get<std::vector<std::string>>();
+        if (j.contains("etc")) r.etc = j["etc"].get<std::map<std::string, std::string>>();
+    } catch (const json::exception& e) {
+        fail(file.string() + ": " + e.what());
+    }
+    return r;
+}
+
+Engine::Engine(BootControl& boot, EngineConfig config) : boot_(boot), config_(std::move(config)) {}
+
+UpdateStatus Engine::status() const { return load_status(config_.state_file); }
+
+void Engine::save(const UpdateStatus& st) { save_status(config_.state_file, st); }
+
+std::string Engine::boot_id() const {
+    std::error_code ec;
+    if (!fs::exists(config_.boot_id_file, ec)) return "";
+    std::string id = read_file(config_.boot_id_file);
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    return id;
+}
+
+void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {
+    const Slot running = boot_.booted();
+    const Slot target = other(running);
+    const std::string t(1, slot_letter(target));
+    auto report = [&](int percent, const std::string& message) {
+        if (progress) progress(percent, message);
+    };
+
+    // 1-2. Everything that can refuse the bundle, before any write.
+    report(0, "checking the bundle's signature");
+    BundleReader first(bundle, config_.trust_anchor);
+    const BundleManifest& m = first.manifest();
+    const std::string what = bundle.string();
+    if (m.compatible != config_.release.compatible)
+        fail(what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
+    if (compare_versions(m.version, config_.release.version) < 0 && !options.force)
+        fail(what + ": bundle version " + m.version + " is older than the running " + config_.release.version +
+             " (a downgrade needs --force)");
+    SlotRegions regions = regions_of(config_.disk, target);
+    const Payload* root = m.find("root", t);
+    const Payload* verity = m.find("root-verity", t);
+    const Payload* esp = m.find("esp", t);
+    for (auto [p, r] : {std::pair{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}})
+        if (p->size > r.size)
+            fail(what + ": payload " + p->name + " (" + std::to_string(p->size) + " bytes) does not fit partition " + r.label +
+                 " (" + std::to_string(r.size) + " bytes)");
+    const std::vector<const Payload*> payloads = {root, verity, esp};  // manifest order
+    uint64_t total = 0;
+    for (const Payload* p : payloads) total += p->size;
+
+    // 3. Check every payload's digest.
+    uint64_t done = 0;
+    for (const Payload* p : payloads) {
+        first.read(*p, [&](const uint8_t*, size_t n) {
+            done += n;
+            report(static_cast<int>(2 + 28 * done / total), "checking payload " + p->name);
+        });
+    }
+
+    // 4. Mark the target bad.
+    report(30, "marking slot " + t + " bad");
+    UpdateStatus st = status();
+    st.slots[t] = SlotRecord{"installing", m.version, m.build_id, now()};
+    st.pending.reset();
+    save(st);
+    boot_.ensure_entries();
+    boot_.mark_unbootable(target);
+
+    // 5. Write. The bundle is read again (it is a file the caller could change between the two
+    // passes, so it is hashed again: a mismatch fails the install with the slot marked bad).
+    BundleReader second(bundle, config_.trust_anchor);
+    if (second.manifest_bytes() != first.manifest_bytes()) fail(what + ": the bundle changed during the install");
+    UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
+    done = 0;
+    for (auto [p, r] : {std::pair{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}}) {
+        uint64_t at = r.offset;
+        second.read(*p, [&](const uint8_t* data, size_t n) {
+            pwrite_exact(disk.get(), data, n, at, config_.disk.string() + " (" + r.label + ")");
+            at += n;
+            done += n;
+            report(static_cast<int>(30 + 50 * done / total), "writing " + r.label);
+        });
+    }
+
+    // 6. Read back what is on the disk.
+    report(80, "verifying slot " + t);
+    flush_and_drop(disk.get(), config_.disk.string());
+    verity::VerifyResult vr = verity::verify(disk.get(), regions.root.offset, disk.get(), regions.verity.offset);
+    if (!vr.ok) fail(config_.disk.string() + ": slot " + t + " read back wrong: " + vr.problem);
+    if (to_hex(vr.root_hash) != verity->root_hash)
+        fail(config_.disk.string() + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " +
+             verity->root_hash);
+    report(95, "verifying " + regions.esp.label);
+    if (sha256_region(disk.get(), regions.esp.offset, esp->size, config_.disk.string()) != esp->sha256)
+        fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
+
+    // 7. Record, then arm the trial boot.
+    st.slots[t] = SlotRecord{"trial", m.version, m.build_id, now()};
+    st.pending = Pending{t, m.version, "written", boot_id()};
+    st.etc_conflicts.clear();
+    for (const std::string& path : user_changed_etc(config_.etc_upper)) {
+        auto was = config_.release.etc.find(path);
+        auto will = m.etc.find(path);
+        std::string old_default = was == config_.release.etc.end() ? "" : was->second;
+        std::string new_default = will == m.etc.end() ? "" : will->second;
+        if (old_default != new_default)
+            st.etc_conflicts.push_back({path, "kept your version; the new default " +
+                                                  std::string(new_default.empty() ? "removes the file" : "differs")});
+    }
+    save(st);
+    boot_.set_next(target);
+    st.pending->phase = "armed";
+    st.last = Event{"installed", t, m.version, "", now()};
+    save(st);
+    report(100, "slot " + t + " installed; it boots once on the next reboot");
+}
+
+BootDecision Engine::on_boot(const std::string& failure_reason) {
+    UpdateStatus st = status();
+    const Slot booted = boot_.booted();
+    const std::string b(1, slot_letter(booted));
+    std::vector<Slot> order = boot_.order();
+    const bool primary = order.empty() || order.front() == booted;  // a fresh NVRAM has no entries yet
+    BootDecision d;
+    d.slot = b;
+
+    if (!primary) {
+        // Booted through BootNext: a trial. The caller runs the health check, then commit() or fail_trial().
+        d.kind = BootDecision::Kind::trial;
+        return d;
+    }
+    if (st.pending && st.pending->slot != b) {
+        const Pending p = *st.pending;
+        bool same_boot = p.boot_id == boot_id();
+        if (same_boot) return d;  // installed during this boot; waiting for the reboot (the daemon restarted)
+        if (p.phase == "written" && boot_.next() != parse_slot(p.slot)) {
+            d.kind = BootDecision::Kind::interrupted;
+            d.reason = "the install of slot " + p.slot + " was interrupted before its trial boot was armed";
+            st.slots[p.slot].state = "bad";
+            st.last = Event{"interrupted", p.slot, p.version, d.reason, now()};
+        } else {
+            d.kind = BootDecision::Kind::rolled_back;
+            d.reason = !failure_reason.empty()
+                           ? failure_reason
+                           : "slot " + p.slot + " did not come up healthy (it failed to boot, crashed, or lost power before committing)";
+            st.slots[p.slot].state = "bad";
+            st.last = Event{"rolled-back", p.slot, p.version, d.reason, now()};
+        }
+        st.pending.reset();
+    } else if (st.pending && st.pending->slot == b) {
+        // Committed, but the record was not written (power cut right after the commit).
+        st.pending.reset();
+        st.last = Event{"committed", b, config_.release.version, "", now()};
+    }
+    for (auto& [name, r] : st.slots)
+        if (r.state == "installing" && !(st.pending && st.pending->slot == name)) r.state = "bad";
+    SlotRecord& self = st.slots[b];
+    self = SlotRecord{"good", config_.release.version, config_.release.build_id, self.changed ? self.changed : now()};
+    save(st);
+    return d;
+}
+
+void Engine::commit() {
+    const Slot booted = boot_.booted();
+    const std::string b(1, slot_letter(booted));
+    boot_.set_primary(booted);
+    UpdateStatus st = status();
+    st.slots[b] = SlotRecord{"good", config_.release.version, config_.release.build_id, now()};
+    st.pending.reset();
+    st.last = Event{"committed", b, config_.release.version, "", now()};
+    save(st);
+}
+
+void Engine::fail_trial(const std::string& reason) {
+    const Slot booted = boot_.booted();
+    const std::string b(1, slot_letter(booted));
+    UpdateStatus st = status();
+    st.slots[b].state = "bad";
+    st.pending.reset();
+    st.last = Event{"rolled-back", b, config_.release.version, reason, now()};
+    save(st);
+    boot_.mark_unbootable(booted);
+}
+
+Slot Engine::mark(const std::string& state, const std::string& which) {
+    Slot slot;
+    if (which == "booted" || which.empty()) slot = boot_.booted();
+    else if (which == "other") slot = other(boot_.booted());
+    else if (auto s = parse_slot(which)) slot = *s;
+    else fail("unknown slot \"" + which + "\" (booted, other, a or b)");
+    const std::string s(1, slot_letter(slot));
+    UpdateStatus st = status();
+    boot_.ensure_entries();
+    if (state == "good") {
+        if (slot != boot_.booted() && st.slots[s].state != "good" && st.slots[s].state != "trial")
+            fail("slot " + s + " is " + (st.slots[s].state.empty() ? "unknown" : st.slots[s].state) + "; only a written slot can be marked good");
+        boot_.set_primary(slot);
+        st.slots[s].state = "good";
+        if (st.pending && st.pending->slot == s && slot == boot_.booted()) st.pending.reset();
+    } else if (state == "bad") {
+        if (slot == boot_.booted()) fail("the booted slot " + s + " cannot be marked bad while it runs");
+        boot_.mark_unbootable(slot);
+        st.slots[s].state = "bad";
+        if (st.pending && st.pending->slot == s) st.pending.reset();
+    } else if (state == "active") {
+        if (st.slots[s].state == "bad" || st.slots[s].state == "installing")
+            fail("slot " + s + " is " + st.slots[s].state + " and cannot be made active");
+        boot_.set_next(slot);
+    } else {
+        fail("unknown state \"" + state + "\" (good, bad or active)");
+    }
+    st.slots[s].changed = now();
+    save(st);
+    return slot;
+}
+
+}  // namespace cairn::updater

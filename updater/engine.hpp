@@ -1,0 +1,86 @@
+// The updater's logic, independent of D-Bus: installing a bundle into the other slot, deciding at
+// boot whether this is a trial to commit or a fallback to report, marking slots. cairn-updated
+// wraps it; tests drive it with a fake boot control and a disk image file.
+//
+// Install sequence (each step only after the one before succeeded):
+//   1. open the bundle: header, CMS signature against the trust anchor, manifest;
+//   2. check compatible and version (a downgrade needs `force`), sizes against the partitions;
+//   3. read every payload for the target once and check its sha256: a damaged bundle is refused
+//      before anything is written;
+//   4. mark the target bad: status "installing", out of BootOrder;
+//   5. write root, root-verity and ESP into the target's partitions, hashing again as they go;
+//   6. flush, drop the cache, read back: the verity tree over the root gives the manifest's root
+//      hash and every hash block matches; the ESP's sha256 matches;
+//   7. status: target "trial", pending "written"; BootNext = target; pending "armed".
+// A power cut anywhere leaves BootOrder naming only the running slot until step 7 sets BootNext,
+// and BootNext names a slot that was completely written and read back.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "updater/boot_control.hpp"
+#include "updater/bundle.hpp"
+#include "updater/status.hpp"
+
+namespace cairn::updater {
+
+// What the running system is, from /usr/lib/cairn/release.json in its root.
+struct Release {
+    std::string compatible, version, build_id;
+    std::vector<std::string> health_check;     // argv; empty: the default check (services up)
+    std::map<std::string, std::string> etc;    // this root's /etc defaults: path -> sha256
+    static Release load(const std::filesystem::path& file);
+};
+
+struct EngineConfig {
+    std::filesystem::path disk;           // whole disk holding esp_X, root_X, root_X_verity (device or image file)
+    std::filesystem::path state_file;     // /var/lib/cairn/update/status.json
+    std::filesystem::path trust_anchor;   // /usr/share/cairn/update-ca.pem
+    std::filesystem::path etc_upper;      // the /etc overlay's upper dir (user changes); may not exist
+    std::filesystem::path boot_id_file = "/proc/sys/kernel/random/boot_id";
+    Release release;
+};
+
+struct InstallOptions {
+    bool force = false;                   // allow a downgrade
+};
+
+using ProgressFn = std::function<void(int percent, const std::string& message)>;
+
+// The result of the boot-time decision.
+struct BootDecision {
+    enum class Kind { normal, trial, rolled_back, interrupted } kind = Kind::normal;
+    std::string slot, reason;
+};
+
+class Engine {
+public:
+    Engine(BootControl& boot, EngineConfig config);
+    // Throws Error with the reason; the target slot is untouched when the bundle is refused.
+    void install(const std::filesystem::path& bundle, const InstallOptions& options, const ProgressFn& progress);
+    // At daemon start: records the booted slot, recognises a trial (the booted slot is not first
+    // in BootOrder) or a fallback (an armed install from an earlier boot whose slot did not stay).
+    // `failure_reason` is what the failed slot left behind (e.g. cairn-init's EFI variable), if anything.
+    BootDecision on_boot(const std::string& failure_reason = {});
+    // After a trial's health check: commit (BootOrder with the booted slot first) or record the
+    // failure (the caller then reboots, and the firmware falls back).
+    void commit();
+    void fail_trial(const std::string& reason);
+    // Mark(state, slot): "good" (first in BootOrder), "bad" (out of BootOrder), "active" (BootNext).
+    Slot mark(const std::string& state, const std::string& slot);
+    UpdateStatus status() const;
+    Slot booted() const { return boot_.booted(); }
+
+private:
+    void save(const UpdateStatus& st);
+    std::string boot_id() const;
+    BootControl& boot_;
+    EngineConfig config_;
+};
+
+}  // namespace cairn::updater

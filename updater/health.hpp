@@ -1,0 +1,23 @@
+// The health check of a trial boot.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace cairn::updater {
+
+struct HealthCheck {
+    std::vector<std::string> command;              // empty: the default check below
+    std::filesystem::path run_dir = "/run/cairn";  // where init reports the services
+    std::chrono::seconds timeout{180};
+    std::chrono::seconds settle{5};
+};
+
+// The default check: init reported `ready` (run_dir/ready exists) within the timeout, and after
+// `settle` seconds no device service has exited (run_dir/failed/ is empty). A command instead:
+// it must exit 0 within the timeout. Returns "" when healthy, else the reason.
+std::string run_health_check(const HealthCheck& check);
+
+}  // namespace cairn::updater
