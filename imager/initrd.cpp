@@ -21,7 +21,7 @@ namespace cairn::imager {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> default_initrd_modules() { return {"virtio_pci", "virtio_blk", "dm_verity", "erofs", "overlay"}; }
+std::vector<std::string> default_initrd_modules() { return {"virtio_pci", "virtio_blk", "dm_verity", "erofs", "overlay", "efivarfs"}; }
 
 namespace {
 

@@ -163,6 +163,8 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     st.pending.reset();
     save(st);
     boot_.ensure_entries();
+    std::vector<Slot> order = boot_.order();
+    if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
     boot_.mark_unbootable(target);
 
     // 5. Write. The bundle is read again (it is a file the caller could change between the two
@@ -219,11 +221,15 @@ BootDecision Engine::on_boot(const std::string& failure_reason) {
     const Slot booted = boot_.booted();
     const std::string b(1, slot_letter(booted));
     std::vector<Slot> order = boot_.order();
-    const bool primary = order.empty() || order.front() == booted;  // a fresh NVRAM has no entries yet
     BootDecision d;
     d.slot = b;
-
-    if (!primary) {
+    if (order.empty()) {
+        // A fresh NVRAM: the firmware booted the first ESP's removable path. Adopt the booted slot.
+        boot_.ensure_entries();
+        boot_.set_primary(booted);
+        order = boot_.order();
+    }
+    if (order.front() != booted) {
         // Booted through BootNext: a trial. The caller runs the health check, then commit() or fail_trial().
         d.kind = BootDecision::Kind::trial;
         return d;

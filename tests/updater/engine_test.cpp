@@ -1,0 +1,259 @@
+#include "updater/engine.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "tests/support/test_support.hpp"
+#include "tests/support/update_fixture.hpp"
+#include "updater/fake_boot_control.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+using namespace cairn::updater;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Rig {
+    Scratch scratch;
+    UpdateFixture fixture{scratch.path()};
+    FakeBootControl boot;
+    EngineConfig config;
+    Rig(const std::string& running_version = "1.0") {
+        config.disk = fixture.disk;
+        config.state_file = scratch / "state/status.json";
+        config.trust_anchor = fixture.trust_anchor;
+        config.etc_upper = scratch / "etc-upper";
+        config.boot_id_file = scratch / "boot_id";
+        config.release.compatible = "cairn-test";
+        config.release.version = running_version;
+        config.release.etc["/etc/hostname"] = to_hex(sha256("cairn\n"));
+        config.release.etc["/etc/app.conf"] = to_hex(sha256("setting=" + running_version + "\n"));
+        new_boot();
+    }
+    void new_boot() {
+        static int n = 0;
+        write_text(config.boot_id_file, "boot-" + std::to_string(++n) + "\n");
+    }
+    Engine engine() { return Engine(boot, config); }
+    // The firmware reboots; the booted system runs a release of `version`.
+    BootDecision reboot_into(const std::string& version, const std::string& reason = {}) {
+        boot.reboot();
+        new_boot();
+        config.release.version = version;
+        return engine().on_boot(reason);
+    }
+    std::string slot_b() { return fixture.region("root_b") + fixture.region("root_b_verity") + fixture.region("esp_b"); }
+};
+
+std::string payload(const fs::path& dir, const std::string& version, const std::string& name) {
+    return read_file(dir / ("payloads-" + version) / name);
+}
+
+}  // namespace
+
+TEST(Engine, InstallsIntoTheOtherSlotArmsATrialAndCommitsIt) {
+    Rig r;
+    r.engine().on_boot();
+    EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a});  // a fresh NVRAM: the booted slot is adopted
+    fs::path bundle = r.fixture.bundle("2.0");
+    const std::string slot_a = r.fixture.region("root_a");
+    std::vector<int> percents;
+    r.engine().install(bundle, {}, [&](int p, const std::string&) { percents.push_back(p); });
+    EXPECT_EQ(percents.back(), 100);
+    EXPECT_TRUE(std::is_sorted(percents.begin(), percents.end()));
+    const std::string root = payload(r.scratch.path(), "2.0", "root");
+    EXPECT_EQ(r.fixture.region("root_b", root.size()), root);
+    EXPECT_EQ(r.fixture.region("esp_b", 65536), payload(r.scratch.path(), "2.0", "esp-b"));
+    const std::string tree = payload(r.scratch.path(), "2.0", "verity-b");
+    EXPECT_EQ(r.fixture.region("root_b_verity", tree.size()), tree);
+    EXPECT_EQ(r.fixture.region("root_a"), slot_a);  // the running slot is never written
+    EXPECT_EQ(r.boot.next(), Slot::b);
+    EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a});
+    UpdateStatus st = r.engine().status();
+    ASSERT_TRUE(st.pending);
+    EXPECT_EQ(st.pending->phase, "armed");
+    EXPECT_EQ(st.slots["b"].state, "trial");
+
+    BootDecision d = r.reboot_into("2.0");
+    EXPECT_EQ(d.kind, BootDecision::Kind::trial);
+    EXPECT_EQ(r.boot.booted(), Slot::b);
+    r.engine().commit();
+    EXPECT_EQ(r.boot.order(), (std::vector<Slot>{Slot::b, Slot::a}));
+    st = r.engine().status();
+    EXPECT_FALSE(st.pending);
+    EXPECT_EQ(st.slots["b"].state, "good");
+    EXPECT_EQ(st.last->kind, "committed");
+    EXPECT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::normal);
+    EXPECT_EQ(r.boot.booted(), Slot::b);
+
+    // And back the other way: B -> A.
+    r.engine().install(r.fixture.bundle("3.0"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::a);
+    EXPECT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
+    r.engine().commit();
+    EXPECT_EQ(r.boot.order(), (std::vector<Slot>{Slot::a, Slot::b}));
+}
+
+TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
+    Rig r;
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    const int writes = r.boot.writes;
+    const std::string status = read_file(r.config.state_file);
+    auto flipped = [&](const std::string& version, auto offset_of) {
+        fs::path b = r.fixture.bundle(version);
+        uint64_t at;
+        {
+            BundleReader reader(b, r.fixture.trust_anchor);
+            at = offset_of(reader.manifest());
+        }
+        UniqueFd fd = open_file(b, O_RDWR);
+        char c;
+        pread_exact(fd.get(), &c, 1, at, b.string());
+        c ^= 0x40;
+        pwrite_exact(fd.get(), &c, 1, at, b.string());
+        return b;
+    };
+    struct Case {
+        fs::path bundle;
+        std::vector<std::string> error;
+    };
+    std::vector<Case> cases = {
+        {flipped("2.1", [](const BundleManifest& m) { return m.find("root", "")->offset + 777; }), {"payload root", "sha256 does not match"}},
+        {flipped("2.2", [](const BundleManifest& m) { return m.find("esp", "b")->offset + m.find("esp", "b")->size - 1; }), {"payload esp-b"}},
+        {flipped("2.3", [](const BundleManifest&) { return bundle_header_size + 40; }), {"signature does not match"}},
+        {r.fixture.bundle("2.4", "cairn-other"), {"bundle is for \"cairn-other\"", "this system is \"cairn-test\""}},
+        {r.fixture.bundle("0.9"), {"0.9 is older than the running 1.0", "--force"}},
+        {r.fixture.bundle("2.5", "cairn-test", {}, 16 << 20), {"does not fit partition root_b"}},
+    };
+    for (const Case& c : cases) {
+        expect_error([&] { r.engine().install(c.bundle, {}, {}); }, c.error);
+        EXPECT_EQ(r.slot_b(), before) << c.bundle;
+        EXPECT_EQ(r.boot.writes, writes) << c.bundle;
+        EXPECT_EQ(read_file(r.config.state_file), status) << c.bundle;
+    }
+    // A bundle signed by a key the device does not trust.
+    r.config.trust_anchor = source_dir() / "recipes/keys/update-signer.pem";
+    expect_error([&] { r.engine().install(r.fixture.bundle("2.6"), {}, {}); }, {"does not chain to the trust anchor"});
+    EXPECT_EQ(r.slot_b(), before);
+    // A downgrade goes in when forced.
+    r.config.trust_anchor = r.fixture.trust_anchor;
+    InstallOptions force;
+    force.force = true;
+    r.engine().install(r.fixture.bundle("0.9"), force, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+}
+
+TEST(Engine, ASlotThatDoesNotBootIsRolledBackWithItsReason) {
+    Rig r;
+    r.engine().on_boot();
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    r.boot.broken.insert(Slot::b);  // e.g. cairn-init refuses its root
+    BootDecision d = r.reboot_into("1.0", "slot b: root hash mismatch");
+    EXPECT_EQ(r.boot.booted(), Slot::a);
+    EXPECT_EQ(d.kind, BootDecision::Kind::rolled_back);
+    EXPECT_EQ(d.reason, "slot b: root hash mismatch");
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["b"].state, "bad");
+    EXPECT_EQ(st.last->kind, "rolled-back");
+    EXPECT_FALSE(st.pending);
+    // Without a reason left behind, the report says what is known.
+    r.boot.broken.clear();
+    r.engine().install(r.fixture.bundle("2.1"), {}, {});
+    r.boot.broken.insert(Slot::b);
+    d = r.reboot_into("1.0");
+    EXPECT_EQ(d.kind, BootDecision::Kind::rolled_back);
+    EXPECT_NE(d.reason.find("did not come up healthy"), std::string::npos);
+}
+
+TEST(Engine, AFailedHealthCheckFallsBackToTheOldSlot) {
+    Rig r;
+    r.engine().on_boot();
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    ASSERT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::trial);
+    r.engine().fail_trial("device service(s) exited: 50-broken");
+    EXPECT_EQ(r.reboot_into("1.0").kind, BootDecision::Kind::normal);
+    EXPECT_EQ(r.boot.booted(), Slot::a);
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["b"].state, "bad");
+    EXPECT_EQ(st.slots["a"].state, "good");
+    EXPECT_EQ(st.last->kind, "rolled-back");
+    EXPECT_EQ(st.last->reason, "device service(s) exited: 50-broken");
+}
+
+TEST(Engine, ARestartedDaemonInTheSameBootIsNoRollback) {
+    Rig r;
+    r.engine().on_boot();
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    EXPECT_EQ(r.engine().on_boot().kind, BootDecision::Kind::normal);
+    EXPECT_TRUE(r.engine().status().pending);
+    EXPECT_EQ(r.boot.next(), Slot::b);
+}
+
+// A power cut at every variable write of install and commit: the firmware always boots a slot
+// that is whole, and a later install succeeds.
+TEST(Engine, APowerCutAtAnyBootVariableWriteLeavesAGoodSlotAndARetryWorks) {
+    for (int cut = 1; cut <= 8; ++cut) {
+        SCOPED_TRACE("power cut at write " + std::to_string(cut));
+        Rig r;
+        r.engine().on_boot();
+        const int base = r.boot.writes;
+        r.boot.cut_at_write = base + cut;
+        bool cut_happened = false;
+        try {
+            r.engine().install(r.fixture.bundle("2.0"), {}, {});
+            BootDecision d = r.reboot_into(r.boot.next() == Slot::b ? "2.0" : "1.0");
+            if (d.kind == BootDecision::Kind::trial) r.engine().commit();
+        } catch (const PowerCut&) {
+            cut_happened = true;
+        }
+        r.boot.cut_at_write = 0;
+        if (!cut_happened) break;  // past the last write
+        // Whatever boots now was completely written: b only after it was read back.
+        Slot up = r.boot.reboot();
+        r.new_boot();
+        if (up == Slot::b) {
+            const std::string root = payload(r.scratch.path(), "2.0", "root");
+            EXPECT_EQ(r.fixture.region("root_b", root.size()), root);
+        }
+        r.config.release.version = up == Slot::b ? "2.0" : "1.0";
+        BootDecision d = r.engine().on_boot();
+        if (d.kind == BootDecision::Kind::trial) r.engine().commit();
+        // A retry from wherever we are goes through.
+        r.engine().install(r.fixture.bundle("3.0"), {}, {});
+        ASSERT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
+        r.engine().commit();
+        EXPECT_EQ(r.boot.order().front(), r.boot.booted());
+    }
+}
+
+TEST(Engine, ReportsEtcFilesTheUserChangedWhoseDefaultChanges) {
+    Rig r;
+    r.engine().on_boot();
+    write_text(r.config.etc_upper / "app.conf", "setting=mine\n");   // default changes 1.0 -> 2.0
+    write_text(r.config.etc_upper / "hostname", "my-device\n");      // default stays "cairn\n"
+    write_text(r.config.etc_upper / "local.conf", "only mine\n");    // no default either side
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    UpdateStatus st = r.engine().status();
+    ASSERT_EQ(st.etc_conflicts.size(), 1u);
+    EXPECT_EQ(st.etc_conflicts[0].path, "/etc/app.conf");
+    EXPECT_NE(st.etc_conflicts[0].resolution.find("kept your version"), std::string::npos);
+}
+
+TEST(Engine, MarksSlots) {
+    Rig r;
+    r.engine().on_boot();
+    expect_error([&] { r.engine().mark("bad", "booted"); }, {"cannot be marked bad while it runs"});
+    expect_error([&] { r.engine().mark("good", "b"); }, {"only a written slot"});
+    expect_error([&] { r.engine().mark("sideways", "a"); }, {"unknown state"});
+    expect_error([&] { r.engine().mark("good", "c"); }, {"unknown slot"});
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    EXPECT_EQ(r.engine().mark("bad", "other"), Slot::b);
+    EXPECT_FALSE(r.boot.next());
+    EXPECT_EQ(r.engine().status().slots["b"].state, "bad");
+    expect_error([&] { r.engine().mark("active", "b"); }, {"slot b is bad"});
+}
