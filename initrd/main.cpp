@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/efivars.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
@@ -53,8 +54,26 @@ void say(const std::string& line) {
     }
 }
 
+std::string booting_slot;  // for the failure report, once the command line is read
+
+// Leaves the reason in a UEFI variable for the updater, which reads it after the firmware fell
+// back to the other slot. Best effort: without efivarfs the reason is only on the console.
+void leave_failure_reason(const std::string& why) {
+    try {
+        const char* dir = "/sys/firmware/efi/efivars";
+        if (!fs::exists("/sys/firmware/efi")) return;
+        ::mount("efivarfs", dir, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);  // may already be there
+        std::string text = "slot " + (booting_slot.empty() ? std::string("?") : booting_slot) + " failed to boot: " + why;
+        if (text.size() > 512) text.resize(512);
+        EfiVars(dir).write("CairnBootFailure", cairn_vendor_guid, efi_attr_nv_bs_rt, std::vector<uint8_t>(text.begin(), text.end()));
+    } catch (const std::exception& e) {
+        say("could not record the failure in a UEFI variable: " + std::string(e.what()));
+    }
+}
+
 [[noreturn]] void fail_closed(const std::string& why, bool debug_shell) {
     say("FATAL: " + why);
+    leave_failure_reason(why);
     if (debug_shell) {
         say("debug image: starting a shell instead of rebooting");
         ::execl("/bin/sh", "sh", static_cast<char*>(nullptr));
@@ -243,6 +262,7 @@ int main() {
         const double started = uptime();
         BootOptions o = parse_cmdline(read_file("/proc/cmdline"));
         debug_shell = o.debug_shell;
+        booting_slot = o.slot;
         say("slot " + o.slot + ", started at " + std::to_string(started).substr(0, 5) + " s");
         load_modules();
 

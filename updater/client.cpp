@@ -48,7 +48,8 @@ struct Proxy {
     }
     template <typename T>
     T property(const std::string& name) {
-        return proxy->getProperty(name).onInterface(dbus::interface).get<sdbus::Variant>().get<T>();
+        sdbus::Variant v = proxy->getProperty(name).onInterface(dbus::interface);
+        return v.get<T>();
     }
 };
 

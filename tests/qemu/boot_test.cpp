@@ -12,6 +12,7 @@
 #include "imager/uki.hpp"
 #include "partitions/gpt.hpp"
 #include "qemu/machine.hpp"
+#include "tests/support/qemu_support.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn;
@@ -20,73 +21,8 @@ using cairn::test::Scratch;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-namespace {
+using namespace cairn::test;
 
-fs::path image_dir(const std::string& name) { return test::test_images() / name; }
-
-json manifest_of(const std::string& name) { return json::parse(read_file(image_dir(name) / "manifest.json")); }
-
-uint64_t offset_of(const json& manifest, const std::string& label) {
-    for (const auto& p : manifest["partitions"])
-        if (p["label"] == label) return p["offset"];
-    throw std::runtime_error("no partition " + label);
-}
-
-// A machine on a sparse copy of a built image.
-struct Booted {
-    Scratch dir;
-    fs::path disk;
-    std::unique_ptr<qemu::Machine> machine;
-
-    explicit Booted(const std::string& image, uint64_t grow_by = 0) {
-        disk = dir / "disk.raw";
-        run_checked({"cp", "--sparse=always", (image_dir(image) / "disk.raw").string(), disk.string()});
-        if (grow_by) fs::resize_file(disk, fs::file_size(disk) + grow_by);
-    }
-    qemu::Machine& start() {
-        qemu::Config c;
-        c.disk = disk;
-        c.state_dir = dir / "machine";
-        machine = std::make_unique<qemu::Machine>(c);
-        machine->start();
-        return *machine;
-    }
-};
-
-void flip_byte(const fs::path& disk, uint64_t at) {
-    UniqueFd fd = open_file(disk, O_RDWR);
-    char c = 0;
-    pread_exact(fd.get(), &c, 1, at, disk.string());
-    c = static_cast<char>(c ^ 0x5a);
-    pwrite_exact(fd.get(), &c, 1, at, disk.string());
-}
-
-std::string sha256_of_range(const fs::path& disk, uint64_t offset, uint64_t size) {
-    Scratch s;
-    UniqueFd in = open_file(disk, O_RDONLY);
-    UniqueFd out = open_file(s / "part", O_WRONLY | O_CREAT | O_TRUNC);
-    copy_sparse(in.get(), offset, out.get(), 0, size, disk.string());
-    fs::resize_file(s / "part", size);
-    return sha256_file_hex(s / "part");
-}
-
-// Waits for the debug image's console shell (its prompt after `ready`).
-void wait_for_shell(qemu::Machine& m, size_t from = 0) {
-    size_t ready = m.wait_for_after("cairn: ready", from, 180s);
-    m.wait_for_after("# ", ready, 60s);
-}
-
-// Runs a command in the debug image's console shell and returns what it printed.
-std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = 30s) {
-    static int n = 0;
-    std::string tag = "cairn-test-done-" + std::to_string(++n);
-    size_t from = m.console().size();
-    m.send(command + "; echo " + tag.substr(0, 10) + "\"" + tag.substr(10) + "\"\n");  // the echoed command line never matches
-    size_t at = m.wait_for(tag, timeout);
-    return m.console().substr(from, at - from);
-}
-
-}  // namespace
 
 // (a) Secure Boot on, root on dm-verity, mounted read-only, `ready` with slot, version and root hash.
 TEST(Boot, MinimalBootsToReadyFromAVerifiedReadOnlyRoot) {

@@ -1,0 +1,43 @@
+// Helpers for the QEMU scenarios: machines on sparse copies of built images, a console shell
+// on debug images, disk edits from the host.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "qemu/machine.hpp"
+#include "tests/support/test_support.hpp"
+
+namespace cairn::test {
+
+std::filesystem::path image_dir(const std::string& name);  // test_images()/name
+nlohmann::json manifest_of(const std::string& name);
+uint64_t offset_of(const nlohmann::json& manifest, const std::string& label);
+uint64_t size_of(const nlohmann::json& manifest, const std::string& label);
+
+// A machine on a sparse copy of a built image; `drives` are attached read-only after the disk
+// (the guest sees them as /dev/vdb, /dev/vdc, ... in this order).
+struct Booted {
+    Scratch dir;
+    std::filesystem::path disk;
+    std::vector<std::filesystem::path> drives;
+    std::unique_ptr<qemu::Machine> machine;
+
+    explicit Booted(const std::string& image, uint64_t grow_by = 0);
+    qemu::Machine& start();  // a new QEMU on the same disk and state (NVRAM, TPM)
+};
+
+void flip_byte(const std::filesystem::path& disk, uint64_t at);
+std::string sha256_of_range(const std::filesystem::path& disk, uint64_t offset, uint64_t size);
+
+// Waits for the debug image's console shell (its prompt after `ready`).
+void wait_for_shell(qemu::Machine& m, size_t from = 0);
+// Runs a command in the debug image's console shell and returns what it printed.
+std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = std::chrono::seconds(30));
+
+}  // namespace cairn::test
