@@ -26,7 +26,7 @@ json update_status(qemu::Machine& m) {
     std::string out = shell(m, "cairnctl update status --json");
     size_t open = out.find("\n{");
     size_t close = out.rfind("}");
-    if (open == std::string::npos || close == std::string::npos) throw std::runtime_error("no status JSON in: " + out);
+    if (open == std::string::npos || close == std::string::npos) throw std::runtime_error("no status JSON in: " + out + "\n--- console:\n" + m.console_tail(60));
     json j = json::parse(out.substr(open + 1, close - open), nullptr, false);
     if (j.is_discarded()) throw std::runtime_error("status is not JSON: " + out);
     return j;
@@ -100,4 +100,93 @@ TEST(Update, InstallsIntoBCommitsKeepsDataAndUpdatesBackToA) {
     EXPECT_TRUE(slot(st, "a")["primary"].get<bool>());
     out = shell(m, "cat /var/lib/app/state");
     EXPECT_NE(out.find("data"), std::string::npos);
+}
+
+// A flipped payload byte, a signature from a stranger, another device's bundle and an older
+// version: each refused with its reason before anything is written; slot B stays as it was.
+TEST(Update, RefusesBadBundlesBeforeWritingSlotB) {
+    Booted b("minimal-debug");
+    b.drives = {bundle("flipped"), bundle("untrusted"), bundle("foreign"), bundle("old")};
+    json manifest = manifest_of("minimal-debug");
+    std::vector<std::string> slot_b;
+    for (const char* label : {"esp_b", "root_b", "root_b_verity"})
+        slot_b.push_back(sha256_of_range(b.disk, offset_of(manifest, label), size_of(manifest, label)));
+    qemu::Machine& m = b.start();
+    wait_for_shell(m);
+    wait_for_updater(m, 0);
+    struct Case {
+        std::string device, error;
+    };
+    for (const Case& c : {Case{"/dev/vdb", "sha256 does not match"}, Case{"/dev/vdc", "does not chain to the trust anchor"},
+                          Case{"/dev/vdd", "bundle is for \"cairn-other-x86_64\""}, Case{"/dev/vde", "0.0.9 is older than the running 0.1.0"}}) {
+        std::string out = shell(m, "cairnctl update install " + c.device + "; echo exit=$?", 600s);
+        EXPECT_NE(out.find("exit=1"), std::string::npos) << out;
+        EXPECT_NE(out.find(c.error), std::string::npos) << out;
+    }
+    json st = update_status(m);
+    EXPECT_NE(slot(st, "b")["state"], "trial");
+    EXPECT_FALSE(slot(st, "b")["next"].get<bool>());
+    m.send("sync; poweroff -f\n");
+    m.wait_exit(60s);
+    std::vector<std::string> after;
+    for (const char* label : {"esp_b", "root_b", "root_b_verity"})
+        after.push_back(sha256_of_range(b.disk, offset_of(manifest, label), size_of(manifest, label)));
+    EXPECT_EQ(after, slot_b);
+}
+
+// Slot B's root no longer matches its root hash (damaged after the install): cairn-init refuses
+// it, the firmware falls back to A, and A reports the rollback with cairn-init's reason.
+TEST(Update, ABWhoseRootDoesNotMatchRollsBackToA) {
+    Booted b("minimal-debug");
+    b.drives = {bundle("v2")};
+    json manifest = manifest_of("minimal-debug");
+    qemu::Machine& m = b.start();
+    wait_for_shell(m);
+    wait_for_updater(m, 0);
+    std::string out = shell(m, "cairnctl update install /dev/vdb; echo exit=$?", 600s);
+    ASSERT_NE(out.find("exit=0"), std::string::npos) << out;
+    m.send("sync; poweroff -f\n");
+    m.wait_exit(60s);
+    flip_byte(b.disk, offset_of(manifest, "root_b") + 1024 + 1);  // the erofs superblock, read at mount
+
+    qemu::Machine& again = b.start();
+    size_t fatal = again.wait_for("cairn-init: FATAL", 300s);
+    EXPECT_NE(again.console().find("slot b", 0), std::string::npos);
+    // A debug image's cairn-init offers a shell instead of rebooting: reboot from it.
+    again.wait_for_after("# ", fatal, 60s);
+    again.send("reboot -f\n");
+    size_t ready = again.wait_for_after("cairn: ready slot=a version=0.1.0", fatal, 300s);
+    again.wait_for_after("ROLLBACK", ready, 120s);
+    wait_for_updater(again, ready);
+    wait_for_shell(again, fatal);
+    json st = update_status(again);
+    EXPECT_EQ(st["booted"], "a");
+    EXPECT_EQ(st["last"]["kind"], "rolled-back");
+    EXPECT_NE(st["last"]["reason"].get<std::string>().find("slot b failed to boot"), std::string::npos) << st.dump();
+    EXPECT_NE(st["last"]["reason"].get<std::string>().find("root hash"), std::string::npos) << st.dump();
+    EXPECT_EQ(slot(st, "b")["state"], "bad");
+}
+
+// Slot B boots but a device service keeps failing: the health check fails, the daemon reboots,
+// the firmware falls back to A, and A reports why.
+TEST(Update, ABWhoseHealthCheckFailsRollsBackToA) {
+    Booted b("minimal-debug");
+    b.drives = {bundle("unhealthy")};
+    qemu::Machine& m = b.start();
+    wait_for_shell(m);
+    wait_for_updater(m, 0);
+    std::string out = shell(m, "cairnctl update install /dev/vdb; echo exit=$?", 600s);
+    ASSERT_NE(out.find("exit=0"), std::string::npos) << out;
+    size_t from = reboot(m);
+    size_t trial = m.wait_for_after("cairn: ready slot=b version=0.2.1", from, 300s);
+    m.wait_for_after("unhealthy", trial, 180s);
+    size_t ready = m.wait_for_after("cairn: ready slot=a version=0.1.0", trial, 300s);
+    wait_for_updater(m, ready);
+    wait_for_shell(m, ready - 1);
+    json st = update_status(m);
+    EXPECT_EQ(st["booted"], "a");
+    EXPECT_EQ(st["last"]["kind"], "rolled-back");
+    EXPECT_NE(st["last"]["reason"].get<std::string>().find("50-broken"), std::string::npos) << st.dump();
+    EXPECT_EQ(slot(st, "b")["state"], "bad");
+    EXPECT_TRUE(slot(st, "a")["primary"].get<bool>());
 }
