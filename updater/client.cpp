@@ -91,7 +91,7 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     int last_percent = -1;
     std::string last_message;
     for (;;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
         std::string op;
         sdbus::Struct<int32_t, std::string> progress;
         try {

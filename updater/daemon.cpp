@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -179,8 +180,11 @@ private:
         }
         set_operation("installing", 0, "starting");
         worker_ = std::thread([this, source, o, reboot] {
+            const auto started = std::chrono::steady_clock::now();
             try {
-                engine_.install(source, o, [this](int percent, const std::string& message) {
+                engine_.install(source, o, [this, started](int percent, const std::string& message) {
+                    if (std::getenv("CAIRN_UPDATED_TRACE"))
+                        std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
                     std::lock_guard l(shared_.mutex);
                     if (percent == shared_.percent && message == shared_.message) return;
                     shared_.percent = percent;
@@ -188,6 +192,8 @@ private:
                     shared_.changed = true;
                     poke();
                 });
+                std::fprintf(stderr, "cairn-updated: installed %s in %.2f s\n", source.c_str(),
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
                 finish(0, "");
                 if (reboot) reboot_now();
             } catch (const std::exception& e) {

@@ -147,9 +147,17 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     uint64_t total = 0;
     for (const Payload* p : payloads) total += p->size;
 
-    // 3. Check every payload's digest.
-    uint64_t done = 0;
-    for (const Payload* p : payloads) {
+    // 3. Check every payload before anything is written. The root is checked through its dm-verity
+    // tree, in parallel: the tree recomputed from the bundle's root must be the bundle's tree and
+    // give the manifest's root hash. The (small) tree and ESP payloads by their sha256.
+    if (!first.seekable()) fail(what + ": installing needs a file or a block device (it is read twice)");
+    report(2, "checking payload " + root->name);
+    verity::VerifyResult check = verity::verify(first.fd(), root->offset, first.fd(), verity->offset);
+    if (!check.ok) fail(what + ": payload " + root->name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
+    if (to_hex(check.root_hash) != verity->root_hash)
+        fail(what + ": payload " + root->name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + verity->root_hash);
+    uint64_t done = root->size;
+    for (const Payload* p : {verity, esp}) {
         first.read(*p, [&](const uint8_t*, size_t n) {
             done += n;
             report(static_cast<int>(2 + 28 * done / total), "checking payload " + p->name);
@@ -167,16 +175,18 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
     boot_.mark_unbootable(target);
 
-    // 5. Write. The bundle is read again (it is a file the caller could change between the two
-    // passes, so it is hashed again: a mismatch fails the install with the slot marked bad).
+    // 5. Write. The bundle is read again without hashing: if it changed since the check, the
+    // read-back below fails and the slot stays marked bad.
     BundleReader second(bundle, config_.trust_anchor);
     if (second.manifest_bytes() != first.manifest_bytes()) fail(what + ": the bundle changed during the install");
     UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
     done = 0;
     for (auto [p, r] : {std::pair{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}}) {
         uint64_t at = r.offset;
-        second.read(*p, [&](const uint8_t* data, size_t n) {
+        second.copy(*p, [&](const uint8_t* data, size_t n) {
             pwrite_exact(disk.get(), data, n, at, config_.disk.string() + " (" + r.label + ")");
+            // Start writing back at once, so the flush below has little left to do.
+            ::sync_file_range(disk.get(), static_cast<off_t>(at), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
             at += n;
             done += n;
             report(static_cast<int>(30 + 50 * done / total), "writing " + r.label);

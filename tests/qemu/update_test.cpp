@@ -119,7 +119,7 @@ TEST(Update, RefusesBadBundlesBeforeWritingSlotB) {
     struct Case {
         std::string device, error;
     };
-    for (const Case& c : {Case{"/dev/vdb", "sha256 does not match"}, Case{"/dev/vdc", "does not chain to the trust anchor"},
+    for (const Case& c : {Case{"/dev/vdb", "corrupted or altered bundle"}, Case{"/dev/vdc", "does not chain to the trust anchor"},
                           Case{"/dev/vdd", "bundle is for \"cairn-other-x86_64\""}, Case{"/dev/vde", "0.0.9 is older than the running 0.1.0"}}) {
         std::string out = shell(m, "cairnctl update install " + c.device + "; echo exit=$?", 600s);
         EXPECT_NE(out.find("exit=1"), std::string::npos) << out;

@@ -123,7 +123,7 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
         std::vector<std::string> error;
     };
     std::vector<Case> cases = {
-        {flipped("2.1", [](const BundleManifest& m) { return m.find("root", "")->offset + 777; }), {"payload root", "sha256 does not match"}},
+        {flipped("2.1", [](const BundleManifest& m) { return m.find("root", "")->offset + 777; }), {"payload root", "corrupted or altered bundle"}},
         {flipped("2.2", [](const BundleManifest& m) { return m.find("esp", "b")->offset + m.find("esp", "b")->size - 1; }), {"payload esp-b"}},
         {flipped("2.3", [](const BundleManifest&) { return bundle_header_size + 40; }), {"signature does not match"}},
         {r.fixture.bundle("2.4", "cairn-other"), {"bundle is for \"cairn-other\"", "this system is \"cairn-test\""}},
