@@ -287,8 +287,7 @@ public:
             if (reply.status != 401) refuse("TPM challenge (expected HTTP 401)", reply);
             json challenge = parse(reply, "TPM challenge");
             if (!challenge.contains("authenticationKey") || !challenge["authenticationKey"].is_string())
-                fail("provisioning: TPM challenge for '" + registration_id_ + "': the 401 reply has no authenticationKey (" +
-                     service_message(reply) + ")");
+                refuse("TPM challenge (no authenticationKey)", reply);
             config_.tpm->import_authentication_key(base64_decode(challenge["authenticationKey"].get<std::string>(), "authenticationKey"));
             tpm_key_imported_ = true;
         }

@@ -6,6 +6,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "provisioning/activation.hpp"
 #include "provisioning/dps_service.hpp"
 #include "provisioning/http_server.hpp"
 
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
         pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
         DpsService dps(service, load_enrollments_file(enrollments));
+        dps.set_tpm_challenge_maker(make_tpm_challenge);
         if (fail_count > 0) dps.inject_faults(fail_status, fail_count);
         HttpsServer https(server, [&dps](const HttpRequest& r) { return dps.handle(r); });
         if (!port_file.empty()) write_file_atomic(port_file, std::to_string(https.port()) + "\n");
