@@ -360,6 +360,11 @@ HttpsReply https_request(const HttpsRequest& request) {
     return std::get<HttpsReply>(std::move(outcome));
 }
 
+int64_t parse_http_date(const std::string& date) {
+    curl_global();
+    return static_cast<int64_t>(curl_getdate(date.c_str(), nullptr));
+}
+
 std::string tpm_registration_id(const std::string& endorsement_key) {
     return base32_lower_unpadded(sha256(endorsement_key));
 }

@@ -41,6 +41,9 @@ struct HttpsReply {
 // Performs one request. Throws Error on transport failure (message names the URL and libcurl's reason).
 HttpsReply https_request(const HttpsRequest& request);
 
+// Seconds since 1970 of an HTTP Date header, or -1.
+int64_t parse_http_date(const std::string& date);
+
 // The device's TPM as the protocol needs it (provisioning/tpm.hpp implements it with ESAPI).
 class TpmAuthenticator {
 public:
