@@ -225,6 +225,7 @@ DpsClientConfig client_config(const ProvisioningConfig& config) {
     c.identity_pk = config.identity_pk;
     c.payload = config.payload;
     c.timeout_ms = config.cloud_timeout_sec * 1000;
+    c.retry = config.retry;
     return c;
 }
 

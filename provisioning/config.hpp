@@ -37,6 +37,7 @@ struct ProvisioningConfig {
     std::filesystem::path trust_bundle;       // trust_bundle_cert
     TpmOptions tpm;
     int cloud_timeout_sec = 70;
+    RetryPolicy retry;                        // not in the file: defaults (tests shorten it)
 };
 
 // Parses TOML text (file names the source in messages) / a file. Throws Error "<file>:<line>: <key>: <reason>".

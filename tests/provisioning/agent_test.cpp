@@ -98,6 +98,8 @@ TEST_F(AgentTest, FailuresKeepTheStoredIdentity) {
     c.global_endpoint = dps->endpoint();
     cairn::test::expect_error([&] {
         auto quick = c;
+        quick.retry.max_attempts = 3;
+        quick.retry.base_delay_ms = 50;
         provision(quick, state, Trigger::Api);
     }, {"cannot reach"});
     EXPECT_EQ(cairn::read_file(state / "device_info.json"), before);
