@@ -94,7 +94,8 @@ TEST_F(ProvisionCliTest, UsageAndErrorsAreOneLine) {
     EXPECT_NE(err.find("usage: cairnctl provision"), std::string::npos);
     EXPECT_EQ(run({"status", "--bogus"}, &out, &err), 1);
     EXPECT_NE(err.find("unknown argument '--bogus'"), std::string::npos);
-    dps->stop();
+    ASSERT_EQ(dps->admin("DELETE", "/admin/enrollments/" + registration_id).status, 204);  // EK no longer enrolled
     EXPECT_EQ(run({"reprovision"}, &out, &err), 1);
     EXPECT_NE(err.find("cairnctl provision: provisioning:"), std::string::npos) << err;
+    EXPECT_NE(err.find("no TPM enrollment"), std::string::npos) << err;
 }
