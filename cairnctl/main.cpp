@@ -1,9 +1,11 @@
 // cairnctl: the on-device control tool. Each area's commands live with their concern
-// (updater/client.cpp for `update`).
+// (updater/client.cpp for `update`, provisioning/provision_cli.cpp for `provision`).
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
+#include "provisioning/provision_cli.hpp"
 #include "updater/client.hpp"
 
 namespace {
@@ -11,6 +13,7 @@ const char* usage_text = R"(Usage: cairnctl AREA COMMAND [OPTIONS]
 
 Areas:
   update     A/B updates: install a bundle, status, mark slots (cairnctl update --help)
+  provision  the device's cloud identity (DPS): status, reprovision, check, tpm-info
 
   -h, --help   this text
 )";
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (area == "update") return cairn::updater::update_command(args);
+    if (area == "provision") return cairn::provisioning::provision_command(args, std::cout, std::cerr);
     std::fprintf(stderr, "cairnctl: unknown area '%s' (see --help)\n", area.c_str());
     return 2;
 }

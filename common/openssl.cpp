@@ -21,6 +21,17 @@ std::string openssl_error() {
     return buffer;
 }
 
+std::string openssl_errors() {
+    std::string out;
+    while (unsigned long e = ERR_get_error()) {
+        char buffer[256];
+        ERR_error_string_n(e, buffer, sizeof buffer);
+        if (!out.empty()) out += "; ";
+        out += buffer;
+    }
+    return out.empty() ? "no OpenSSL detail" : out;
+}
+
 PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase) {
     BioPtr bio(BIO_new_file(file.c_str(), "r"));
     if (!bio) {
@@ -44,17 +55,20 @@ PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& p
     return key;
 }
 
-std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
-    BioPtr bio(BIO_new_file(file.c_str(), "r"));
-    if (!bio) {
-        ERR_clear_error();
-        fail(file.string() + ": cannot open the certificate file");
-    }
+std::vector<X509Ptr> parse_certificates(std::string_view pem, const std::string& what) {
+    BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!bio) fail(what + ": out of memory");
     std::vector<X509Ptr> out;
     while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(cert);
-    ERR_clear_error();  // the end of the file shows as an error
-    if (out.empty()) fail(file.string() + ": not a PEM certificate");
+    ERR_clear_error();  // the end of the data shows as an error
+    if (out.empty()) fail(what + ": not a PEM certificate");
     return out;
+}
+
+std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec)) fail(file.string() + ": cannot open the certificate file");
+    return parse_certificates(read_file(file), file.string());
 }
 
 X509Ptr load_certificate(const std::filesystem::path& file) { return std::move(load_certificates(file).front()); }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cairn {
@@ -30,19 +31,25 @@ using X509StackPtr = std::unique_ptr<STACK_OF(X509), OpensslDeleter<STACK_OF(X50
 using PkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY, EVP_PKEY_free>>;
 using Pkcs7Ptr = std::unique_ptr<PKCS7, OpensslDeleter<PKCS7, PKCS7_free>>;
 using CmsPtr = std::unique_ptr<CMS_ContentInfo, OpensslDeleter<CMS_ContentInfo, CMS_ContentInfo_free>>;
+using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, OpensslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, OpensslDeleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
+using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OpensslDeleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
 using Asn1StringPtr = std::unique_ptr<ASN1_STRING, OpensslDeleter<ASN1_STRING, ASN1_STRING_free>>;  // also ASN1_TIME
 using Asn1TypePtr = std::unique_ptr<ASN1_TYPE, OpensslDeleter<ASN1_TYPE, ASN1_TYPE_free>>;
 using OpensslBufferPtr = std::unique_ptr<unsigned char, OpensslDeleter<unsigned char, free_openssl_buffer>>;
 
 // The oldest queued OpenSSL error as text (and the queue cleared).
 std::string openssl_error();
+// Every queued OpenSSL error as one line (and the queue cleared); "no OpenSSL detail" when empty.
+std::string openssl_errors();
 
 // A PEM private key, decrypted with `passphrase` when encrypted. Errors name the file and say
 // whether a passphrase is missing or wrong.
 PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase);
 // The first PEM certificate in a file.
 X509Ptr load_certificate(const std::filesystem::path& file);
-// Every PEM certificate in a file (at least one, else Error).
+// Every PEM certificate in a file, or in PEM text (at least one, else Error naming `what`).
 std::vector<X509Ptr> load_certificates(const std::filesystem::path& file);
+std::vector<X509Ptr> parse_certificates(std::string_view pem, const std::string& what);
 
 }  // namespace cairn

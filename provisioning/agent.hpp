@@ -1,0 +1,67 @@
+// The provisioning agent: decides whether to register (by trigger and auto_reprovisioning_mode),
+// registers through DPS, and keeps the assigned identity atomically under the state directory
+// (device_info.json; last_attempt.json for status). A failed registration never loses the
+// identity stored before it.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "provisioning/config.hpp"
+
+namespace cairn::provisioning {
+
+struct Identity {
+    std::string hub_name;
+    std::string device_id;
+    std::string registration_id;
+    std::string method;           // tpm | x509 | symmetric_key
+    std::string id_scope;
+    std::string global_endpoint;
+    std::string provisioned_at;   // UTC timestamp
+    std::string substatus;
+    nlohmann::json payload;
+
+    nlohmann::json to_json() const;
+};
+
+class IdentityStore {
+public:
+    explicit IdentityStore(std::filesystem::path state_dir);
+
+    struct Loaded {
+        std::optional<Identity> identity;
+        std::string problem;  // why there is none: "no stored identity", "... is not valid JSON", ...
+    };
+    // The stored identity if it is usable for `config` (same method, scope and endpoint).
+    Loaded read(const ProvisioningConfig* config = nullptr) const;
+    void save(const Identity& identity);
+    void record_attempt(const nlohmann::json& attempt);
+    nlohmann::json last_attempt() const;  // null when none
+    const std::filesystem::path& dir() const { return dir_; }
+    std::filesystem::path identity_file() const { return dir_ / "device_info.json"; }
+
+private:
+    std::filesystem::path dir_;
+};
+
+enum class Trigger { Startup, Api, HubError };
+std::string trigger_name(Trigger trigger);
+
+struct ProvisionOutcome {
+    Identity identity;
+    bool registered = false;  // false: the stored identity was used
+    std::string reason;       // why it registered or not
+    int requests = 0;
+};
+
+// Runs one provisioning decision under a lock on the state directory. Throws Error (and records
+// it in last_attempt.json) when registration was needed and failed, or DPS did not assign.
+ProvisionOutcome provision(const ProvisioningConfig& config, const std::filesystem::path& state_dir, Trigger trigger,
+                           const std::function<void(const std::string&)>& log = {});
+
+}  // namespace cairn::provisioning

@@ -1,0 +1,401 @@
+#include "provisioning/dps_client.hpp"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <variant>
+
+#include "common/error.hpp"
+#include "provisioning/encoding.hpp"
+#include "provisioning/openssl.hpp"
+#include "provisioning/sas.hpp"
+
+namespace cairn::provisioning {
+
+using nlohmann::json;
+
+namespace {
+
+struct CurlDeleter {
+    void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
+struct CurlSlistDeleter {
+    void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using CurlSlistPtr = std::unique_ptr<curl_slist, CurlSlistDeleter>;
+
+void curl_global() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) fail("libcurl: global initialisation failed");
+    });
+}
+
+CurlPtr new_curl() {
+    curl_global();
+    CurlPtr c(curl_easy_init());
+    if (!c) fail("libcurl: cannot create a handle");
+    return c;
+}
+
+struct Transport {
+    std::string message;
+    bool retryable = false;
+};
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+    static_cast<std::string*>(user)->append(data, size * count);
+    return size * count;
+}
+
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+    auto* headers = static_cast<std::map<std::string, std::string>*>(user);
+    std::string_view line(data, size * count);
+    if (line.substr(0, 5) == "HTTP/") headers->clear();  // a new response (after 100 Continue or a redirect)
+    size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+        while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
+        (*headers)[to_lower(line.substr(0, colon))] = std::string(value);
+    }
+    return size * count;
+}
+
+bool retryable(CURLcode code) {
+    switch (code) {
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_OPERATION_TIMEDOUT:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_PARTIAL_FILE:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// One exchange on a (reused) handle: the reply, or what failed below HTTP.
+std::variant<HttpsReply, Transport> perform(CURL* curl, const HttpsRequest& request) {
+    curl_easy_reset(curl);
+    HttpsReply reply;
+    char error[CURL_ERROR_SIZE] = "";
+    CurlSlistPtr headers;
+    for (const auto& h : request.headers) {
+        curl_slist* next = curl_slist_append(headers.get(), h.c_str());
+        if (!next) fail("libcurl: out of memory");
+        headers.release();
+        headers.reset(next);
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout_ms));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout_ms));
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "cairn-provisiond/0.1");
+    curl_easy_setopt(curl, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+    if (!request.trust_bundle.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, request.trust_bundle.c_str());
+    if (!request.client_certificate.empty()) {
+        curl_easy_setopt(curl, CURLOPT_SSLCERT, request.client_certificate.c_str());
+        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(curl, CURLOPT_SSLKEY, request.client_key.c_str());
+        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+    if (request.method == "GET") {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.c_str());
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
+    }
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply.headers);
+    CURLcode code = curl_easy_perform(curl);
+    if (code != CURLE_OK) {
+        std::string reason = error[0] ? error : curl_easy_strerror(code);
+        return Transport{request.method + " " + request.url + ": " + reason, retryable(code)};
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
+    return reply;
+}
+
+// The service's message and code from an error body (errorCode|code, message|errorMessage).
+std::string service_message(const HttpsReply& reply, int64_t* code = nullptr) {
+    try {
+        json body = json::parse(reply.body);
+        if (code) {
+            if (body.contains("errorCode") && body["errorCode"].is_number()) *code = body["errorCode"].get<int64_t>();
+            else if (body.contains("code") && body["code"].is_number()) *code = body["code"].get<int64_t>();
+        }
+        for (const char* key : {"message", "errorMessage", "Message"})
+            if (body.contains(key) && body[key].is_string()) return body[key].get<std::string>();
+    } catch (const json::parse_error&) {
+    }
+    std::string text = reply.body.substr(0, 200);
+    return text.empty() ? "(no body)" : text;
+}
+
+class Session {
+public:
+    Session(const DpsClientConfig& config, std::string registration_id)
+        : config_(config), registration_id_(std::move(registration_id)), curl_(new_curl()), rng_(std::random_device{}()) {
+        base_ = config_.global_endpoint;
+        while (!base_.empty() && base_.back() == '/') base_.pop_back();
+        if (base_.rfind("https://", 0) != 0) fail("provisioning: global_endpoint '" + config_.global_endpoint + "' is not an https:// URL");
+        resource_ = sas_resource(config_.id_scope, registration_id_);
+        if (config_.method == AttestationMethod::SymmetricKey) {
+            std::string key = config_.symmetric_key_is_group ? derive_device_key(config_.symmetric_key, registration_id_) : config_.symmetric_key;
+            raw_key_ = base64_decode(key, "provisioning: symmetric key");
+            if (raw_key_.empty()) fail("provisioning: the symmetric key is empty");
+        }
+    }
+
+    std::string url(const std::string& tail) const {
+        return base_ + "/" + url_encode(config_.id_scope) + "/registrations/" + url_encode(registration_id_) + tail +
+               "?api-version=" + url_encode(config_.api_version);
+    }
+
+    // The Authorization value for this request (empty for X.509 and before the TPM challenge).
+    std::string authorization() {
+        const int64_t expiry = unix_seconds(std::chrono::system_clock::now()) + clock_offset_s_ + config_.token_lifetime_s;
+        if (config_.method == AttestationMethod::SymmetricKey) return make_sas_token(resource_, expiry, key_signer(raw_key_));
+        if (config_.method == AttestationMethod::Tpm && tpm_key_imported_)
+            return make_sas_token(resource_, expiry, [this](std::string_view data) { return config_.tpm->sign(data); });
+        return "";
+    }
+
+    void note(const std::string& line) {
+        if (config_.log) config_.log(line);
+    }
+
+    void sleep_ms(int64_t ms) {
+        if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+
+    int64_t backoff_ms(int attempt) {
+        const int64_t ceiling = std::min<int64_t>(config_.retry.max_delay_ms, int64_t(config_.retry.base_delay_ms) << std::min(attempt, 20));
+        std::uniform_int_distribution<int64_t> jitter(0, std::max<int64_t>(ceiling / 2, 0));
+        return ceiling - ceiling / 2 + jitter(rng_);
+    }
+
+    // Learns the offset between the service's clock and ours from a Date header.
+    void learn_clock(const HttpsReply& reply) {
+        const std::string date = reply.header("date");
+        if (date.empty()) return;
+        time_t t = curl_getdate(date.c_str(), nullptr);
+        if (t < 0) return;
+        clock_offset_s_ = int64_t(t) - unix_seconds(std::chrono::system_clock::now());
+    }
+
+    // Sends with retries on network errors, 429 and 5xx (honouring Retry-After), and once more
+    // with a resynchronised clock when a 401 says the token expired.
+    HttpsReply send(const std::string& method, const std::string& url, const std::string& body, bool with_auth) {
+        bool resynced = false;
+        for (int attempt = 0;; ++attempt) {
+            HttpsRequest request;
+            request.method = method;
+            request.url = url;
+            request.body = body;
+            request.trust_bundle = config_.trust_bundle;
+            request.connect_timeout_ms = config_.connect_timeout_ms;
+            request.timeout_ms = config_.timeout_ms;
+            request.headers = {"Accept: application/json", "Content-Type: application/json; charset=utf-8", "Expect:"};
+            if (config_.method == AttestationMethod::X509) {
+                request.client_certificate = config_.identity_cert;
+                request.client_key = config_.identity_pk;
+            }
+            if (with_auth) {
+                std::string auth = authorization();
+                if (!auth.empty()) request.headers.push_back("Authorization: " + auth);
+            }
+            ++requests_;
+            auto outcome = perform(curl_.get(), request);
+            const bool last = attempt + 1 >= config_.retry.max_attempts;
+            if (auto* transport = std::get_if<Transport>(&outcome)) {
+                if (!transport->retryable) fail("provisioning: " + transport->message);
+                if (last)
+                    fail("provisioning: cannot reach the provisioning service after " + std::to_string(attempt + 1) +
+                         " attempts: " + transport->message);
+                int64_t delay = backoff_ms(attempt);
+                note("network error (" + transport->message + "), retrying in " + std::to_string(delay) + " ms");
+                sleep_ms(delay);
+                continue;
+            }
+            HttpsReply reply = std::move(std::get<HttpsReply>(outcome));
+            learn_clock(reply);
+            if (reply.status == 429 || reply.status >= 500) {
+                if (last)
+                    fail("provisioning: " + method + " " + url + ": HTTP " + std::to_string(reply.status) + " after " +
+                         std::to_string(attempt + 1) + " attempts: " + service_message(reply));
+                int64_t delay = backoff_ms(attempt);
+                const std::string retry_after = reply.header("retry-after");
+                if (!retry_after.empty() && retry_after.find_first_not_of("0123456789") == std::string::npos && retry_after.size() < 6)
+                    delay = std::max<int64_t>(delay, std::min<int64_t>(std::stoll(retry_after), int64_t(config_.retry.max_retry_after_s)) * 1000);
+                note("HTTP " + std::to_string(reply.status) + " from the provisioning service, retrying in " + std::to_string(delay) + " ms");
+                sleep_ms(delay);
+                continue;
+            }
+            if (reply.status == 401 && with_auth && !resynced && service_message(reply).find("expired") != std::string::npos) {
+                resynced = true;
+                note("the service says the token expired: the clocks differ by " + std::to_string(clock_offset_s_) + " s; retrying");
+                continue;
+            }
+            return reply;
+        }
+    }
+
+    [[noreturn]] void refuse(const std::string& what, const HttpsReply& reply) {
+        int64_t code = 0;
+        std::string message = service_message(reply, &code);
+        fail("provisioning: " + what + " of '" + registration_id_ + "' at " + base_ + ": HTTP " + std::to_string(reply.status) +
+             (code ? " (" + std::to_string(code) + ")" : "") + ": " + message);
+    }
+
+    static json parse(const HttpsReply& reply, const std::string& what) {
+        try {
+            json body = json::parse(reply.body);
+            if (!body.is_object()) fail("provisioning: " + what + ": the reply is not a JSON object");
+            return body;
+        } catch (const json::parse_error& e) {
+            fail("provisioning: " + what + ": the reply is not valid JSON (" + std::string(e.what()) + ")");
+        }
+    }
+
+    RegistrationResult run() {
+        json body = {{"registrationId", registration_id_}};
+        if (config_.method == AttestationMethod::Tpm)
+            body["tpm"] = {{"endorsementKey", base64_encode(config_.tpm->endorsement_key())},
+                           {"storageRootKey", base64_encode(config_.tpm->storage_root_key())}};
+        if (config_.payload) body["payload"] = *config_.payload;
+        const std::string text = body.dump();
+
+        HttpsReply reply;
+        if (config_.method == AttestationMethod::Tpm) {
+            reply = send("PUT", url("/register"), text, false);
+            if (reply.status != 401) refuse("TPM challenge (expected HTTP 401)", reply);
+            json challenge = parse(reply, "TPM challenge");
+            if (!challenge.contains("authenticationKey") || !challenge["authenticationKey"].is_string())
+                refuse("TPM challenge (no authenticationKey)", reply);
+            config_.tpm->import_authentication_key(base64_decode(challenge["authenticationKey"].get<std::string>(), "authenticationKey"));
+            tpm_key_imported_ = true;
+        }
+        reply = send("PUT", url("/register"), text, true);
+        if (reply.status != 200 && reply.status != 202) refuse("registration", reply);
+        json status = parse(reply, "registration");
+        std::string operation = status.value("operationId", "");
+        for (int poll = 0; status.value("status", "") == "assigning" || (reply.status == 202 && !status.contains("registrationState"));
+             ++poll) {
+            if (operation.empty()) fail("provisioning: registration of '" + registration_id_ + "': the 202 reply has no operationId");
+            if (poll >= config_.retry.max_polls)
+                fail("provisioning: registration of '" + registration_id_ + "' still assigning after " + std::to_string(poll) + " polls");
+            // Retry-After when the service gives one; "0" (a fast lab service) still backs off
+            // gently from the second poll on (50 ms doubling up to 1 s); none: 1 s as the C SDK.
+            int64_t wait_ms = 1000;
+            const std::string retry_after = reply.header("retry-after");
+            if (!retry_after.empty() && retry_after.find_first_not_of("0123456789") == std::string::npos && retry_after.size() < 6)
+                wait_ms = std::min<int64_t>(std::stoll(retry_after), int64_t(config_.retry.max_retry_after_s)) * 1000;
+            if (wait_ms == 0 && poll > 0) wait_ms = std::min<int64_t>(1000, int64_t(50) << std::min(poll - 1, 5));
+            sleep_ms(wait_ms);
+            reply = send("GET", url("/operations/" + url_encode(operation)), "", true);
+            if (reply.status != 200 && reply.status != 202) refuse("operation status", reply);
+            status = parse(reply, "operation status");
+        }
+        RegistrationResult result;
+        result.registration_id = registration_id_;
+        result.operation_id = status.value("operationId", operation);
+        result.status = status.value("status", "");
+        const json state = status.value("registrationState", json::object());
+        result.registration_state = state;
+        if (state.is_object()) {
+            result.substatus = state.value("substatus", "");
+            result.assigned_hub = state.value("assignedHub", "");
+            result.device_id = state.value("deviceId", "");
+            if (state.contains("errorCode") && state["errorCode"].is_number()) result.error_code = state["errorCode"].get<int64_t>();
+            result.error_message = state.value("errorMessage", "");
+            if (state.contains("payload")) result.payload = state["payload"];
+            if (result.status.empty()) result.status = state.value("status", "");
+        }
+        if (result.status == "assigned" && (result.assigned_hub.empty() || result.device_id.empty()))
+            fail("provisioning: registration of '" + registration_id_ + "' is 'assigned' but names no hub or device ID");
+        result.requests = requests_;
+        return result;
+    }
+
+private:
+    const DpsClientConfig& config_;
+    std::string registration_id_;
+    std::string base_;
+    std::string resource_;
+    std::string raw_key_;
+    CurlPtr curl_;
+    std::mt19937_64 rng_;
+    int64_t clock_offset_s_ = 0;
+    bool tpm_key_imported_ = false;
+    int requests_ = 0;
+};
+
+}  // namespace
+
+std::string HttpsReply::header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? "" : it->second;
+}
+
+HttpsReply https_request(const HttpsRequest& request) {
+    CurlPtr curl = new_curl();
+    auto outcome = perform(curl.get(), request);
+    if (auto* transport = std::get_if<Transport>(&outcome)) fail(transport->message);
+    return std::get<HttpsReply>(std::move(outcome));
+}
+
+int64_t parse_http_date(const std::string& date) {
+    curl_global();
+    return static_cast<int64_t>(curl_getdate(date.c_str(), nullptr));
+}
+
+std::string tpm_registration_id(const std::string& endorsement_key) {
+    return base32_lower_unpadded(sha256(endorsement_key));
+}
+
+std::string resolve_registration_id(const DpsClientConfig& config) {
+    if (!config.registration_id.empty()) return config.registration_id;
+    switch (config.method) {
+        case AttestationMethod::X509: {
+            if (config.identity_cert.empty()) fail("provisioning: x509 attestation needs identity_cert");
+            auto chain = load_pem_certificates(config.identity_cert);
+            std::string cn = subject_common_name(chain.front().get());
+            if (cn.empty()) fail(config.identity_cert.string() + ": the certificate has no CN to use as the registration ID");
+            return cn;
+        }
+        case AttestationMethod::Tpm:
+            if (!config.tpm) fail("provisioning: tpm attestation without a TPM");
+            return tpm_registration_id(config.tpm->endorsement_key());
+        case AttestationMethod::SymmetricKey:
+            break;
+    }
+    fail("provisioning: registration_id is required for symmetric_key attestation");
+}
+
+RegistrationResult register_device(const DpsClientConfig& config) {
+    if (config.id_scope.empty()) fail("provisioning: id_scope is empty");
+    if (config.method == AttestationMethod::Tpm && !config.tpm) fail("provisioning: tpm attestation without a TPM");
+    if (config.method == AttestationMethod::X509 && (config.identity_cert.empty() || config.identity_pk.empty()))
+        fail("provisioning: x509 attestation needs identity_cert and identity_pk");
+    if (config.method == AttestationMethod::SymmetricKey && config.symmetric_key.empty()) fail("provisioning: symmetric_key attestation without a key");
+    Session session(config, resolve_registration_id(config));
+    return session.run();
+}
+
+}  // namespace cairn::provisioning

@@ -1,0 +1,578 @@
+#include "provisioning/dps_service.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "provisioning/encoding.hpp"
+#include "provisioning/sas.hpp"
+
+namespace cairn::provisioning {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t max_log_entries = 10000;
+
+std::vector<std::string> split_path(const std::string& path) {
+    std::vector<std::string> parts;
+    std::string current;
+    for (char c : path) {
+        if (c == '/') {
+            if (!current.empty()) parts.push_back(std::move(current));
+            current.clear();
+        } else {
+            current.push_back(c);
+        }
+    }
+    if (!current.empty()) parts.push_back(std::move(current));
+    return parts;
+}
+
+void resolve_certificate_files(json& node, const std::filesystem::path& dir) {
+    if (node.is_object()) {
+        if (auto it = node.find("certificateFile"); it != node.end() && it->is_string()) {
+            std::filesystem::path file = it->get<std::string>();
+            if (file.is_relative()) file = dir / file;
+            node["certificate"] = read_file(file);
+            node.erase("certificateFile");
+        }
+        for (auto& [_, child] : node.items()) resolve_certificate_files(child, dir);
+    } else if (node.is_array()) {
+        for (auto& child : node) resolve_certificate_files(child, dir);
+    }
+}
+
+std::string string_field(const json& object, const char* name, const std::string& where) {
+    auto it = object.find(name);
+    if (it == object.end()) return "";
+    if (!it->is_string()) fail(where + "." + name + ": must be a string");
+    return it->get<std::string>();
+}
+
+std::string new_id() { return to_hex(std::span(reinterpret_cast<const uint8_t*>(random_bytes(8).data()), 8)); }
+
+}  // namespace
+
+const std::vector<std::string>& dps_api_versions() {
+    static const std::vector<std::string> versions = {"2018-11-01", "2019-03-31", "2021-06-01", "2021-10-01", "2022-12-12", "2023-03-01-preview"};
+    return versions;
+}
+
+json load_enrollments_file(const std::filesystem::path& file) {
+    json document;
+    if (file.extension() == ".toml") {
+        try {
+            toml::table table = toml::parse_file(file.string());
+            std::ostringstream out;
+            out << toml::json_formatter{table};
+            document = json::parse(out.str());
+        } catch (const toml::parse_error& e) {
+            fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+        }
+    } else {
+        try {
+            document = json::parse(read_file(file));
+        } catch (const json::parse_error& e) {
+            fail(file.string() + ": not valid JSON: " + e.what());
+        }
+    }
+    if (!document.is_object()) fail(file.string() + ": must hold an object with idScope, iotHubs, enrollments, enrollmentGroups");
+    try {
+        resolve_certificate_files(document, std::filesystem::absolute(file).parent_path());
+    } catch (const Error& e) {
+        fail(file.string() + ": " + e.what());
+    }
+    return document;
+}
+
+DpsService::DpsService(DpsServiceConfig config, const json& enrollments) : config_(std::move(config)) {
+    id_scope_ = string_field(enrollments, "idScope", "enrollments");
+    if (id_scope_.empty()) fail("enrollments: idScope missing");
+    if (auto it = enrollments.find("iotHubs"); it != enrollments.end()) {
+        if (!it->is_array()) fail("enrollments: iotHubs must be an array of host names");
+        for (const auto& hub : *it) {
+            if (!hub.is_string()) fail("enrollments: iotHubs must be an array of host names");
+            hubs_.push_back(hub.get<std::string>());
+        }
+    }
+    for (const char* key : {"enrollments", "enrollmentGroups"}) {
+        auto it = enrollments.find(key);
+        if (it == enrollments.end()) continue;
+        if (!it->is_array()) fail(std::string("enrollments: ") + key + " must be an array");
+        for (const auto& document : *it) {
+            Enrollment e = parse_enrollment(document, std::string(key) == "enrollmentGroups");
+            auto& map = e.group ? groups_ : individual_;
+            if (map.count(e.id)) fail(std::string("enrollments: ") + key + ": '" + e.id + "' appears twice");
+            std::string id = e.id;
+            map.emplace(id, std::move(e));
+        }
+    }
+}
+
+void DpsService::set_tpm_challenge_maker(TpmChallengeMaker maker) {
+    std::lock_guard lock(mutex_);
+    tpm_maker_ = std::move(maker);
+}
+
+std::string DpsService::id_scope() const { return id_scope_; }
+
+std::chrono::system_clock::time_point DpsService::now() const {
+    return std::chrono::system_clock::now() + std::chrono::seconds(config_.clock_offset_seconds);
+}
+
+DpsService::Enrollment DpsService::parse_enrollment(const json& document, bool group) const {
+    const char* id_key = group ? "enrollmentGroupId" : "registrationId";
+    std::string where = group ? "enrollmentGroups" : "enrollments";
+    if (!document.is_object()) fail(where + ": each entry must be an object");
+    Enrollment e;
+    e.group = group;
+    e.document = document;
+    e.id = string_field(document, id_key, where);
+    if (e.id.empty()) fail(where + ": " + id_key + " missing");
+    where += "['" + e.id + "']";
+    auto att = document.find("attestation");
+    if (att == document.end() || !att->is_object()) fail(where + ".attestation: missing (an object with a type)");
+    e.type = string_field(*att, "type", where + ".attestation");
+    if (e.type == "symmetricKey") {
+        auto sk = att->find("symmetricKey");
+        if (sk == att->end() || !sk->is_object()) fail(where + ".attestation.symmetricKey: missing");
+        for (const char* name : {"primaryKey", "secondaryKey"}) {
+            std::string key = string_field(*sk, name, where + ".attestation.symmetricKey");
+            if (!key.empty()) e.keys.push_back(base64_decode(key, where + ".attestation.symmetricKey." + name));
+        }
+        if (e.keys.empty()) fail(where + ".attestation.symmetricKey: needs primaryKey or secondaryKey");
+    } else if (e.type == "x509") {
+        auto x = att->find("x509");
+        const char* list = group ? "signingCertificates" : "clientCertificates";
+        if (x == att->end() || !x->is_object() || !x->contains(list)) fail(where + ".attestation.x509." + list + ": missing");
+        for (const char* slot : {"primary", "secondary"}) {
+            auto it = (*x)[list].find(slot);
+            if (it == (*x)[list].end()) continue;
+            const std::string w = where + ".attestation.x509." + list + "." + slot;
+            std::string pem = string_field(*it, "certificate", w);
+            if (pem.empty()) fail(w + ".certificate: missing");
+            for (auto& cert : parse_pem_certificates(pem, w + ".certificate")) {
+                e.certificates.push_back(std::move(cert));
+                if (!group) break;  // an individual enrollment names its device certificate (the first)
+            }
+        }
+        if (e.certificates.empty()) fail(where + ".attestation.x509." + list + ": needs a primary certificate");
+    } else if (e.type == "tpm") {
+        if (group) fail(where + ".attestation.type: 'tpm' is for individual enrollments only");
+        auto t = att->find("tpm");
+        if (t == att->end() || !t->is_object()) fail(where + ".attestation.tpm: missing");
+        e.endorsement_key = base64_decode(string_field(*t, "endorsementKey", where + ".attestation.tpm"), where + ".attestation.tpm.endorsementKey");
+        if (e.endorsement_key.size() < 10) fail(where + ".attestation.tpm.endorsementKey: missing or too short");
+    } else {
+        fail(where + ".attestation.type: '" + e.type + "' is not symmetricKey, x509" + (group ? "" : " or tpm"));
+    }
+    e.device_id = string_field(document, "deviceId", where);
+    std::string status = string_field(document, "provisioningStatus", where);
+    if (!status.empty() && status != "enabled" && status != "disabled")
+        fail(where + ".provisioningStatus: '" + status + "' is not enabled or disabled");
+    e.enabled = status != "disabled";
+    if (auto it = document.find("iotHubs"); it != document.end()) {
+        if (!it->is_array()) fail(where + ".iotHubs: must be an array of host names");
+        for (const auto& hub : *it) {
+            if (!hub.is_string()) fail(where + ".iotHubs: must be an array of host names");
+            e.hubs.push_back(hub.get<std::string>());
+        }
+    }
+    if (std::string hub = string_field(document, "iotHubHostName", where); !hub.empty()) e.hubs = {hub};
+    if (auto it = document.find("initialTwin"); it != document.end()) {
+        if (!it->is_object()) fail(where + ".initialTwin: must be an object");
+        e.initial_twin = *it;
+    }
+    return e;
+}
+
+void DpsService::put_enrollment(const json& enrollment) {
+    Enrollment e = parse_enrollment(enrollment, false);
+    std::lock_guard lock(mutex_);
+    std::string id = e.id;
+    individual_.insert_or_assign(id, std::move(e));
+}
+
+void DpsService::put_enrollment_group(const json& group) {
+    Enrollment e = parse_enrollment(group, true);
+    std::lock_guard lock(mutex_);
+    std::string id = e.id;
+    groups_.insert_or_assign(id, std::move(e));
+}
+
+bool DpsService::remove_enrollment(const std::string& registration_id) {
+    std::lock_guard lock(mutex_);
+    return individual_.erase(registration_id) > 0;
+}
+
+bool DpsService::remove_enrollment_group(const std::string& group_id) {
+    std::lock_guard lock(mutex_);
+    return groups_.erase(group_id) > 0;
+}
+
+void DpsService::inject_faults(int status, int count, int retry_after_seconds) {
+    std::lock_guard lock(mutex_);
+    fault_status_ = status;
+    fault_count_ = count;
+    fault_retry_after_ = retry_after_seconds;
+}
+
+json DpsService::request_log() const {
+    std::lock_guard lock(mutex_);
+    return json(log_);
+}
+
+json DpsService::registrations() const {
+    std::lock_guard lock(mutex_);
+    return json(registrations_);
+}
+
+HttpResponse DpsService::error(int status, int code, const std::string& message) const {
+    return HttpResponse::json(status, {{"errorCode", code},
+                                       {"trackingId", new_id()},
+                                       {"message", message},
+                                       {"timestampUtc", utc_timestamp(now())}});
+}
+
+void DpsService::log(const HttpRequest& request, const std::string& registration_id, int status, const std::string& note) {
+    json entry = {{"time", utc_timestamp(now())},
+                  {"method", request.method},
+                  {"path", request.path},
+                  {"registrationId", registration_id},
+                  {"status", status},
+                  {"peer", request.peer_address}};
+    if (!note.empty()) entry["note"] = note;
+    log_.push_back(entry);
+    if (log_.size() > max_log_entries) log_.pop_front();
+    if (!config_.request_log.empty()) {
+        std::ofstream out(config_.request_log, std::ios::app);
+        out << entry.dump() << "\n";
+    }
+}
+
+HttpResponse DpsService::handle(const HttpRequest& request) {
+    const std::vector<std::string> parts = split_path(request.path);
+    if (!parts.empty() && parts[0] == "admin") {
+        try {
+            return handle_admin(request, parts);
+        } catch (const Error& e) {
+            return error(400, 400000, e.what());
+        }
+    }
+    std::lock_guard lock(mutex_);
+    HttpResponse response;
+    try {
+        response = handle_device(request, parts);
+    } catch (const std::exception& e) {
+        response = error(500, 500000, std::string("internal error: ") + e.what());
+    }
+    std::string note;
+    try {
+        json body = json::parse(response.body);
+        note = response.status >= 400 ? body.value("message", "") : body.value("status", "");
+    } catch (...) {
+    }
+    response.headers.emplace_back("Date", http_date(unix_seconds(now())));
+    response.headers.emplace_back("x-ms-request-id", new_id());
+    log(request, parts.size() >= 3 ? parts[2] : "", response.status, note);
+    return response;
+}
+
+HttpResponse DpsService::handle_device(const HttpRequest& request, const std::vector<std::string>& parts) {
+    if (fault_count_ > 0) {
+        --fault_count_;
+        HttpResponse r = error(fault_status_, fault_status_ * 1000, "injected fault");
+        if (fault_status_ == 429 || fault_status_ == 503) r.headers.emplace_back("Retry-After", std::to_string(fault_retry_after_));
+        return r;
+    }
+    if (parts.size() < 3 || parts[1] != "registrations") return error(404, 404000, "no such resource: " + request.path);
+    if (to_lower(parts[0]) != to_lower(id_scope_)) return error(404, 404201, "unknown ID scope '" + parts[0] + "'");
+    auto version = request.query.find("api-version");
+    if (version == request.query.end()) return error(400, 400001, "api-version missing from the query");
+    const auto& versions = dps_api_versions();
+    if (std::find(versions.begin(), versions.end(), version->second) == versions.end())
+        return error(400, 400001, "api-version '" + version->second + "' is not supported");
+    const std::string& registration_id = parts[2];
+
+    if (parts.size() == 4 && parts[3] == "register") {
+        if (request.method != "PUT") return error(405, 405000, "register takes PUT");
+        json body;
+        try {
+            body = json::parse(request.body);
+        } catch (const json::parse_error& e) {
+            return error(400, 400002, std::string("request body is not valid JSON: ") + e.what());
+        }
+        if (!body.is_object()) return error(400, 400002, "request body must be a JSON object");
+        if (!body.contains("registrationId") || !body["registrationId"].is_string())
+            return error(400, 400002, "request body lacks registrationId");
+        if (body["registrationId"].get<std::string>() != registration_id)
+            return error(400, 400002, "registrationId in the body ('" + body["registrationId"].get<std::string>() +
+                                          "') differs from the one in the path ('" + registration_id + "')");
+        auto auth = authenticate(request, registration_id, &body);
+        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        Operation op;
+        op.id = "5." + new_id() + "." + new_id();
+        op.registration_id = registration_id;
+        op.ready_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.assign_delay_ms);
+        op.result = assign(std::get<Authenticated>(auth), registration_id, body);
+        op.result["operationId"] = op.id;
+        HttpResponse r = HttpResponse::json(202, {{"operationId", op.id}, {"status", "assigning"}});
+        r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
+        r.headers.emplace_back("Location", "/" + id_scope_ + "/registrations/" + registration_id + "/register");
+        operations_[op.id] = std::move(op);
+        return r;
+    }
+    if (parts.size() == 5 && parts[3] == "operations") {
+        if (request.method != "GET") return error(405, 405000, "operation status takes GET");
+        auto auth = authenticate(request, registration_id, nullptr);
+        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        auto it = operations_.find(parts[4]);
+        if (it == operations_.end() || it->second.registration_id != registration_id)
+            return error(404, 404202, "no operation '" + parts[4] + "' for registration '" + registration_id + "'");
+        if (std::chrono::steady_clock::now() < it->second.ready_at) {
+            HttpResponse r = HttpResponse::json(202, {{"operationId", it->first}, {"status", "assigning"}});
+            r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
+            return r;
+        }
+        return HttpResponse::json(200, it->second.result);
+    }
+    if (parts.size() == 3) {
+        if (request.method != "POST") return error(405, 405000, "registration status lookup takes POST");
+        auto auth = authenticate(request, registration_id, nullptr);
+        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        auto it = registrations_.find(registration_id);
+        if (it == registrations_.end()) return error(404, 404203, "registration '" + registration_id + "' has never been assigned");
+        return HttpResponse::json(200, it->second);
+    }
+    return error(404, 404000, "no such resource: " + request.path);
+}
+
+std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(const HttpRequest& request,
+                                                                               const std::string& registration_id,
+                                                                               const json* body) {
+    if (body && body->contains("tpm")) return authenticate_tpm(request, registration_id, (*body)["tpm"]);
+    const std::string authorization = request.header("authorization");
+    if (!authorization.empty()) {
+        SasToken token;
+        try {
+            token = parse_sas_token(authorization);
+        } catch (const Error& e) {
+            return error(401, 401002, std::string("malformed Authorization: ") + e.what());
+        }
+        const std::string expected = sas_resource(id_scope_, registration_id);
+        if (to_lower(token.resource) != expected)
+            return error(401, 401002, "SAS token is for '" + token.resource + "', not '" + expected + "'");
+        if (token.expiry < unix_seconds(now()))
+            return error(401, 401002, "SAS token expired at " + utc_timestamp(std::chrono::system_clock::time_point(std::chrono::seconds(token.expiry))) +
+                                          " (service time " + utc_timestamp(now()) + ")");
+        if (auto it = individual_.find(registration_id); it != individual_.end()) {
+            const Enrollment& e = it->second;
+            if (e.type == "symmetricKey") {
+                for (const auto& key : e.keys)
+                    if (sas_signature_matches(token, key)) return Authenticated{&e, "symmetricKey"};
+                return error(401, 401002, "SAS token signature does not match the enrollment's keys");
+            }
+            if (e.type == "tpm") {
+                auto p = pending_tpm_.find(registration_id);
+                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) return Authenticated{&e, "tpm"};
+                return error(401, 401002, "SAS token signature does not match the key of the last TPM challenge");
+            }
+        }
+        for (const auto& [id, group] : groups_) {
+            if (group.type != "symmetricKey") continue;
+            for (const auto& key : group.keys) {
+                const std::string device_key = base64_decode(derive_device_key(base64_encode(key), registration_id), "derived key");
+                if (sas_signature_matches(token, device_key)) return Authenticated{&group, "symmetricKey"};
+            }
+        }
+        return error(401, 401002, "SAS token signature matches no enrollment for '" + registration_id + "'");
+    }
+    if (!request.peer_chain.empty()) {
+        X509* leaf = request.peer_chain.front().get();
+        const std::string cn = subject_common_name(leaf);
+        if (cn != registration_id)
+            return error(401, 401002, "registration ID '" + registration_id + "' differs from the certificate's CN '" + cn + "'");
+        if (auto it = individual_.find(registration_id); it != individual_.end() && it->second.type == "x509") {
+            const std::string thumbprint = certificate_thumbprint(leaf);
+            for (const auto& cert : it->second.certificates) {
+                if (certificate_thumbprint(cert.get()) != thumbprint) continue;
+                const std::string problem = verify_certificate(leaf, {}, {cert.get()});
+                if (!problem.empty()) return error(401, 401002, "client certificate of '" + registration_id + "': " + problem);
+                return Authenticated{&it->second, "x509"};
+            }
+            return error(401, 401002, "client certificate is not the one enrolled for '" + registration_id + "'");
+        }
+        std::vector<X509*> chain;
+        for (size_t i = 1; i < request.peer_chain.size(); ++i) chain.push_back(request.peer_chain[i].get());
+        std::string last_problem = "no X.509 enrollment group";
+        for (const auto& [id, group] : groups_) {
+            if (group.type != "x509") continue;
+            std::vector<X509*> anchors;
+            for (const auto& c : group.certificates) anchors.push_back(c.get());
+            last_problem = verify_certificate(leaf, chain, anchors);
+            if (last_problem.empty()) return Authenticated{&group, "x509"};
+        }
+        return error(401, 401002, "Invalid certificate: no enrollment for '" + registration_id + "' accepts it (" + last_problem + ")");
+    }
+    return error(401, 401002, "Unauthorized: no SAS token, client certificate or TPM endorsement key");
+}
+
+std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate_tpm(const HttpRequest& request,
+                                                                                   const std::string& registration_id,
+                                                                                   const json& tpm) {
+    auto it = individual_.find(registration_id);
+    if (it == individual_.end() || it->second.type != "tpm")
+        return error(401, 401002, "Unauthorized: no TPM enrollment for '" + registration_id + "'");
+    if (!tpm.is_object() || !tpm.contains("endorsementKey") || !tpm["endorsementKey"].is_string())
+        return error(400, 400004, "tpm.endorsementKey missing");
+    std::string ek;
+    try {
+        ek = base64_decode(tpm["endorsementKey"].get<std::string>(), "tpm.endorsementKey");
+    } catch (const Error& e) {
+        return error(400, 400004, e.what());
+    }
+    if (ek != it->second.endorsement_key) return error(400, 400004, "Endorsement key is invalid, or does not match the Enrollment.");
+    if (!request.header("authorization").empty()) {
+        auto auth = authenticate(request, registration_id, nullptr);
+        return auth;
+    }
+    if (!tpm.contains("storageRootKey") || !tpm["storageRootKey"].is_string()) return error(400, 400004, "tpm.storageRootKey missing");
+    if (!tpm_maker_) return error(501, 501000, "this service has no TPM challenge support");
+    std::string srk;
+    try {
+        srk = base64_decode(tpm["storageRootKey"].get<std::string>(), "tpm.storageRootKey");
+    } catch (const Error& e) {
+        return error(400, 400004, e.what());
+    }
+    TpmChallenge challenge;
+    try {
+        challenge = tpm_maker_(ek, srk);
+    } catch (const Error& e) {
+        return error(400, 400004, std::string("cannot build the TPM challenge: ") + e.what());
+    }
+    pending_tpm_[registration_id] = {challenge.hmac_key, challenge.blob};
+    return HttpResponse::json(401, {{"message", "Authorization required, resend request using supplied key"},
+                                    {"authenticationKey", base64_encode(challenge.blob)},
+                                    {"unencryptedAuthenticationKey", nullptr},
+                                    {"keyName", "registration"}});
+}
+
+json DpsService::assign(const Authenticated& auth, const std::string& registration_id, const json& body) {
+    const Enrollment& e = *auth.enrollment;
+    const std::string time = utc_timestamp(now());
+    json state = {{"registrationId", registration_id}, {"createdDateTimeUtc", time}, {"lastUpdatedDateTimeUtc", time}, {"etag", new_id()}};
+    if (auto previous = registrations_.find(registration_id); previous != registrations_.end() && previous->second.contains("createdDateTimeUtc"))
+        state["createdDateTimeUtc"] = previous->second["createdDateTimeUtc"];
+    if (!e.enabled) {
+        state["status"] = "disabled";
+        state["errorCode"] = 401004;
+        state["errorMessage"] = std::string("enrollment ") + (e.group ? "group '" : "'") + e.id + "' is disabled";
+        registrations_[registration_id] = state;
+        return {{"status", "disabled"}, {"registrationState", state}};
+    }
+    const std::vector<std::string>& hubs = e.hubs.empty() ? hubs_ : e.hubs;
+    if (hubs.empty()) {
+        state["status"] = "failed";
+        state["errorCode"] = 400208;
+        state["errorMessage"] = "no IoT hub to assign: neither the enrollment nor the service names one";
+        registrations_[registration_id] = state;
+        return {{"status", "failed"}, {"registrationState", state}};
+    }
+    const Digest h = sha256(registration_id);
+    const uint32_t n = uint32_t(h[0]) << 24 | uint32_t(h[1]) << 16 | uint32_t(h[2]) << 8 | h[3];
+    const std::string hub = hubs[n % hubs.size()];
+    std::string substatus = "initialAssignment";
+    if (auto previous = registrations_.find(registration_id); previous != registrations_.end() && previous->second.contains("assignedHub") &&
+                                                                 previous->second["assignedHub"] != hub)
+        substatus = "deviceDataMigrated";
+    state["assignedHub"] = hub;
+    state["deviceId"] = e.device_id.empty() || e.group ? registration_id : e.device_id;
+    state["status"] = "assigned";
+    state["substatus"] = substatus;
+    if (auth.method == "tpm") {
+        state["tpm"] = {{"authenticationKey", base64_encode(pending_tpm_[registration_id].blob)}};
+    } else if (auth.method == "x509") {
+        state["x509"] = e.group ? json{{"enrollmentGroupId", e.id}} : json::object();
+    } else {
+        state["symmetricKey"] = e.group ? json{{"enrollmentGroupId", e.id}} : json::object();
+    }
+    if (body.contains("payload")) state["payload"] = {{"msg", "custom allocation payload received"}, {"request_payload", body["payload"]}};
+    if (!e.initial_twin.is_null()) state["initialTwin"] = e.initial_twin;
+    registrations_[registration_id] = state;
+    return {{"status", "assigned"}, {"registrationState", state}};
+}
+
+HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vector<std::string>& parts) {
+    if (config_.admin_token.empty()) return error(404, 404000, "the admin API is off (no admin token configured)");
+    if (request.header("authorization") != "Bearer " + config_.admin_token) return error(401, 401000, "admin API: wrong or missing bearer token");
+    auto body = [&] {
+        try {
+            return json::parse(request.body);
+        } catch (const json::parse_error& e) {
+            fail(std::string("admin API: request body is not valid JSON: ") + e.what());
+        }
+    };
+    const std::string what = parts.size() >= 2 ? parts[1] : "";
+    if (what == "enrollments" || what == "enrollmentGroups") {
+        const bool group = what == "enrollmentGroups";
+        if (parts.size() == 2 && request.method == "GET") {
+            std::lock_guard lock(mutex_);
+            json list = json::array();
+            for (const auto& [id, e] : group ? groups_ : individual_) list.push_back(e.document);
+            return HttpResponse::json(200, list);
+        }
+        if (parts.size() != 3) return error(404, 404000, "no such resource: " + request.path);
+        if (request.method == "PUT") {
+            json document = body();
+            if (!document.is_object()) fail("admin API: an enrollment must be a JSON object");
+            document[group ? "enrollmentGroupId" : "registrationId"] = parts[2];
+            group ? put_enrollment_group(document) : put_enrollment(document);
+            return HttpResponse::json(200, document);
+        }
+        if (request.method == "GET") {
+            std::lock_guard lock(mutex_);
+            const auto& map = group ? groups_ : individual_;
+            auto it = map.find(parts[2]);
+            if (it == map.end()) return error(404, 404000, "no enrollment '" + parts[2] + "'");
+            return HttpResponse::json(200, it->second.document);
+        }
+        if (request.method == "DELETE") {
+            bool removed = group ? remove_enrollment_group(parts[2]) : remove_enrollment(parts[2]);
+            if (!removed) return error(404, 404000, "no enrollment '" + parts[2] + "'");
+            HttpResponse r;
+            r.status = 204;
+            return r;
+        }
+        return error(405, 405000, "admin API: " + request.method + " is not allowed on " + request.path);
+    }
+    if (what == "faults" && request.method == "POST") {
+        json document = body();
+        int status = document.value("status", 500), count = document.value("count", 1), retry_after = document.value("retryAfter", 1);
+        if (status < 400 || status > 599) fail("admin API: faults.status must be an HTTP error status (400-599)");
+        inject_faults(status, count, retry_after);
+        HttpResponse r;
+        r.status = 204;
+        return r;
+    }
+    if (what == "requests") {
+        if (request.method == "GET") return HttpResponse::json(200, request_log());
+        if (request.method == "DELETE") {
+            std::lock_guard lock(mutex_);
+            log_.clear();
+            HttpResponse r;
+            r.status = 204;
+            return r;
+        }
+    }
+    if (what == "registrations" && request.method == "GET") return HttpResponse::json(200, registrations());
+    return error(404, 404000, "no such admin resource: " + request.method + " " + request.path);
+}
+
+}  // namespace cairn::provisioning

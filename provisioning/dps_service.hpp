@@ -1,0 +1,139 @@
+// The protocol logic of cairn-dps, a DPS-compatible provisioning service: enrollments (individual:
+// symmetric key, X.509 certificate, TPM endorsement key; groups: symmetric group key, X.509 CA),
+// device registration (PUT register → 202 → GET operation), authentication (SAS tokens with expiry,
+// TLS client certificates, the TPM challenge), allocation over several hubs, initial twin, payload
+// echo, a request log, injected faults, and an admin REST API under /admin.
+//
+// Enrollment documents follow the DPS service API's shapes:
+//   {"registrationId": "dev1", "attestation": {"type": "symmetricKey",
+//      "symmetricKey": {"primaryKey": "<b64>", "secondaryKey": "<b64>"}},
+//    "deviceId": "dev1", "provisioningStatus": "enabled" | "disabled",
+//    "iotHubs": ["hub.example"], "initialTwin": {"tags": {...}}}
+//   x509:  "x509": {"clientCertificates": {"primary": {"certificate": "<PEM>"}}}
+//   tpm:   "tpm":  {"endorsementKey": "<b64 TPM2B_PUBLIC>"}
+//   groups: {"enrollmentGroupId": "g", "attestation": {"type": "symmetricKey" | "x509",
+//      "x509": {"signingCertificates": {"primary": {"certificate": "<PEM>"}}}}, ...}
+// A certificate may be given as "certificateFile" (a path, relative to the enrollments file).
+// The enrollments file: {"idScope": "...", "iotHubs": [...], "enrollments": [...],
+// "enrollmentGroups": [...]}, JSON or TOML (by extension).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "provisioning/http_server.hpp"
+#include "provisioning/openssl.hpp"
+
+namespace cairn::provisioning {
+
+// The api-version values the service accepts.
+const std::vector<std::string>& dps_api_versions();
+
+struct DpsServiceConfig {
+    int retry_after_seconds = 3;         // Retry-After on 202 replies (real DPS: 3)
+    int assign_delay_ms = 0;             // how long an operation stays "assigning"
+    int64_t clock_offset_seconds = 0;    // the service's clock is the host's plus this (tests of skew)
+    std::filesystem::path request_log;   // JSON lines appended per request; empty: memory only
+    std::string admin_token;             // empty: the admin API answers 404
+};
+
+// Reads an enrollments file (JSON, or TOML when it ends in .toml), resolving certificateFile
+// paths against the file's directory. Throws Error naming the file.
+nlohmann::json load_enrollments_file(const std::filesystem::path& file);
+
+// Server side of the TPM challenge: builds the activation blob for an EK and SRK (both marshaled
+// TPM2B_PUBLIC) and returns it with the HMAC key it carries.
+struct TpmChallenge {
+    std::string blob;      // raw bytes; base64 goes into authenticationKey
+    std::string hmac_key;  // raw bytes
+};
+using TpmChallengeMaker = std::function<TpmChallenge(const std::string& ek_public, const std::string& srk_public)>;
+
+class DpsService {
+public:
+    DpsService(DpsServiceConfig config, const nlohmann::json& enrollments);
+
+    HttpResponse handle(const HttpRequest& request);
+
+    // Without one, TPM registrations are answered 501.
+    void set_tpm_challenge_maker(TpmChallengeMaker maker);
+
+    // Admin operations (also reachable over /admin).
+    void put_enrollment(const nlohmann::json& enrollment);
+    void put_enrollment_group(const nlohmann::json& group);
+    bool remove_enrollment(const std::string& registration_id);
+    bool remove_enrollment_group(const std::string& group_id);
+    // The next `count` device requests are answered with `status` (500, 429, 503...).
+    void inject_faults(int status, int count, int retry_after_seconds = 1);
+    nlohmann::json request_log() const;
+    nlohmann::json registrations() const;
+    std::string id_scope() const;
+
+private:
+    struct Enrollment {
+        std::string id;
+        bool group = false;
+        std::string type;  // symmetricKey | x509 | tpm
+        std::vector<std::string> keys;                // raw symmetric keys (primary, secondary)
+        std::vector<X509Ptr> certificates;            // individual: client certs; group: signing CAs
+        std::string endorsement_key;                  // raw TPM2B_PUBLIC
+        std::string device_id;
+        bool enabled = true;
+        std::vector<std::string> hubs;
+        nlohmann::json initial_twin;
+        nlohmann::json document;
+    };
+    struct Operation {
+        std::string id;
+        std::string registration_id;
+        std::chrono::steady_clock::time_point ready_at;
+        nlohmann::json result;  // status + registrationState
+    };
+    struct Authenticated {
+        const Enrollment* enrollment = nullptr;
+        std::string method;   // symmetricKey | x509 | tpm
+    };
+    struct Pending {
+        std::string hmac_key;
+        std::string blob;
+    };
+
+    std::chrono::system_clock::time_point now() const;
+    Enrollment parse_enrollment(const nlohmann::json& document, bool group) const;
+    HttpResponse handle_device(const HttpRequest& request, const std::vector<std::string>& parts);
+    HttpResponse handle_admin(const HttpRequest& request, const std::vector<std::string>& parts);
+    // Either the authenticated enrollment or a finished error reply.
+    std::variant<Authenticated, HttpResponse> authenticate(const HttpRequest& request, const std::string& registration_id,
+                                                           const nlohmann::json* body);
+    std::variant<Authenticated, HttpResponse> authenticate_tpm(const HttpRequest& request, const std::string& registration_id,
+                                                               const nlohmann::json& tpm);
+    nlohmann::json assign(const Authenticated& auth, const std::string& registration_id, const nlohmann::json& body);
+    void log(const HttpRequest& request, const std::string& registration_id, int status, const std::string& note);
+    HttpResponse error(int status, int code, const std::string& message) const;
+
+    DpsServiceConfig config_;
+    std::string id_scope_;
+    std::vector<std::string> hubs_;
+    mutable std::mutex mutex_;
+    std::map<std::string, Enrollment> individual_;
+    std::map<std::string, Enrollment> groups_;
+    std::map<std::string, Operation> operations_;
+    std::map<std::string, nlohmann::json> registrations_;  // registration id -> last registrationState
+    std::map<std::string, Pending> pending_tpm_;           // registration id -> last challenge
+    std::deque<nlohmann::json> log_;
+    int fault_status_ = 0, fault_count_ = 0, fault_retry_after_ = 1;
+    TpmChallengeMaker tpm_maker_;
+};
+
+}  // namespace cairn::provisioning

@@ -1,0 +1,296 @@
+#include "provisioning/http_server.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+
+#include "common/error.hpp"
+#include "provisioning/encoding.hpp"
+
+namespace cairn::provisioning {
+
+namespace {
+
+constexpr size_t max_header_bytes = 64 * 1024;
+constexpr size_t max_body_bytes = 1024 * 1024;
+
+int accept_any_client_certificate(int, X509_STORE_CTX*) { return 1; }
+
+std::string trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+    return std::string(s);
+}
+
+// Reads from the TLS connection until `buffer` holds at least `want` bytes; false on close/error.
+bool fill(SSL* ssl, std::string& buffer, size_t want) {
+    char chunk[16384];
+    while (buffer.size() < want) {
+        int n = SSL_read(ssl, chunk, sizeof chunk);
+        if (n <= 0) return false;
+        buffer.append(chunk, static_cast<size_t>(n));
+    }
+    return true;
+}
+
+bool write_all(SSL* ssl, std::string_view data) {
+    while (!data.empty()) {
+        int n = SSL_write(ssl, data.data(), static_cast<int>(data.size()));
+        if (n <= 0) return false;
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+}
+
+std::string serialize(const HttpResponse& response, bool keep_alive) {
+    std::string out = "HTTP/1.1 " + std::to_string(response.status) + " " + http_reason(response.status) + "\r\n";
+    bool has_type = false;
+    for (const auto& [name, value] : response.headers) {
+        out += name + ": " + value + "\r\n";
+        if (to_lower(name) == "content-type") has_type = true;
+    }
+    if (!has_type && !response.body.empty()) out += "Content-Type: application/json; charset=utf-8\r\n";
+    out += "Content-Length: " + std::to_string(response.body.size()) + "\r\n";
+    out += keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+    out += "\r\n";
+    out += response.body;
+    return out;
+}
+
+}  // namespace
+
+std::string HttpRequest::header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? "" : it->second;
+}
+
+HttpResponse HttpResponse::json(int status, const nlohmann::json& body) {
+    HttpResponse r;
+    r.status = status;
+    r.body = body.dump();
+    r.headers.emplace_back("Content-Type", "application/json; charset=utf-8");
+    return r;
+}
+
+std::string http_reason(int status) {
+    switch (status) {
+        case 100: return "Continue";
+        case 200: return "OK";
+        case 201: return "Created";
+        case 202: return "Accepted";
+        case 204: return "No Content";
+        case 400: return "Bad Request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 409: return "Conflict";
+        case 411: return "Length Required";
+        case 412: return "Precondition Failed";
+        case 413: return "Payload Too Large";
+        case 415: return "Unsupported Media Type";
+        case 429: return "Too Many Requests";
+        case 500: return "Internal Server Error";
+        case 501: return "Not Implemented";
+        case 503: return "Service Unavailable";
+        default: return "Status";
+    }
+}
+
+std::string http_date(int64_t unix_seconds) {
+    std::time_t t = static_cast<std::time_t>(unix_seconds);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+                  tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return buffer;
+}
+
+HttpsServer::HttpsServer(const HttpsServerConfig& config, HttpHandler handler) : config_(config), handler_(std::move(handler)) {
+    ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not end the server
+    ctx_.reset(SSL_CTX_new(TLS_server_method()));
+    if (!ctx_) fail("HTTPS server: cannot create a TLS context: " + openssl_errors());
+    SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx_.get(), config_.certificate_chain.c_str()) != 1)
+        fail(config_.certificate_chain.string() + ": cannot use as the server certificate chain: " + openssl_errors());
+    if (SSL_CTX_use_PrivateKey_file(ctx_.get(), config_.private_key.c_str(), SSL_FILETYPE_PEM) != 1)
+        fail(config_.private_key.string() + ": cannot use as the server key: " + openssl_errors());
+    if (SSL_CTX_check_private_key(ctx_.get()) != 1)
+        fail(config_.private_key.string() + ": does not match " + config_.certificate_chain.string());
+    // Ask for a client certificate, accept any: the DPS layer checks it against the enrollments.
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, accept_any_client_certificate);
+    SSL_CTX_set_session_id_context(ctx_.get(), reinterpret_cast<const unsigned char*>("cairn-dps"), 9);
+
+    const std::string where = config_.address + ":" + std::to_string(config_.port);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(config_.port);
+    if (::inet_pton(AF_INET, config_.address.c_str(), &addr.sin_addr) != 1) fail("HTTPS server: '" + config_.address + "' is not an IPv4 address");
+    listen_fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listen_fd_) fail_errno("HTTPS server: socket");
+    int one = 1;
+    ::setsockopt(listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) fail_errno("HTTPS server: bind " + where);
+    if (::listen(listen_fd_.get(), 64) != 0) fail_errno("HTTPS server: listen " + where);
+    socklen_t len = sizeof addr;
+    ::getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+HttpsServer::~HttpsServer() { stop(); }
+
+void HttpsServer::stop() {
+    if (stopping_.exchange(true)) {
+        if (acceptor_.joinable()) acceptor_.join();
+        return;
+    }
+    ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    if (acceptor_.joinable()) acceptor_.join();
+    std::unique_lock lock(mutex_);
+    for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+    idle_.wait(lock, [this] { return active_ == 0; });
+}
+
+void HttpsServer::accept_loop() {
+    while (!stopping_) {
+        pollfd p{listen_fd_.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, 200);
+        if (r <= 0) continue;
+        sockaddr_in peer{};
+        socklen_t len = sizeof peer;
+        int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        char text[INET_ADDRSTRLEN] = "?";
+        ::inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
+        std::string peer_text = std::string(text) + ":" + std::to_string(ntohs(peer.sin_port));
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) {
+                ::close(fd);
+                break;
+            }
+            open_fds_.insert(fd);
+            ++active_;
+        }
+        std::thread([this, fd, peer_text] { serve(fd, peer_text); }).detach();
+    }
+}
+
+void HttpsServer::serve(int raw_fd, std::string peer) {
+    UniqueFd fd(raw_fd);
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    timeval tv{config_.idle_timeout_ms / 1000, (config_.idle_timeout_ms % 1000) * 1000};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    try {
+        SslPtr ssl(SSL_new(ctx_.get()));
+        if (ssl && SSL_set_fd(ssl.get(), fd.get()) == 1 && SSL_accept(ssl.get()) == 1) {
+            std::vector<X509Ptr> chain;
+            if (X509* leaf = SSL_get0_peer_certificate(ssl.get())) {
+                chain.push_back(copy_certificate(leaf));
+                if (STACK_OF(X509)* rest = SSL_get_peer_cert_chain(ssl.get()))
+                    for (int i = 0; i < sk_X509_num(rest); ++i) {
+                        X509* c = sk_X509_value(rest, i);
+                        if (X509_cmp(c, leaf) != 0) chain.push_back(copy_certificate(c));
+                    }
+            }
+            std::string buffer;
+            for (bool keep_alive = true; keep_alive && !stopping_;) {
+                size_t end;
+                while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
+                    if (buffer.size() > max_header_bytes || !fill(ssl.get(), buffer, buffer.size() + 1)) {
+                        end = std::string::npos;
+                        break;
+                    }
+                }
+                if (end == std::string::npos) break;
+                HttpRequest request;
+                request.peer_address = peer;
+                for (const auto& c : chain) request.peer_chain.push_back(copy_certificate(c.get()));
+                std::string_view head(buffer.data(), end);
+                size_t line_end = head.find("\r\n");
+                std::string_view line = head.substr(0, line_end);
+                HttpResponse response;
+                bool bad = false;
+                size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+                if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
+                    bad = true;
+                } else {
+                    request.method = line.substr(0, sp1);
+                    request.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+                }
+                std::string_view rest = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
+                while (!rest.empty()) {
+                    size_t e = rest.find("\r\n");
+                    std::string_view h = rest.substr(0, e);
+                    rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e + 2);
+                    size_t colon = h.find(':');
+                    if (colon == std::string_view::npos) {
+                        bad = true;
+                        continue;
+                    }
+                    request.headers[to_lower(trim(h.substr(0, colon)))] = trim(h.substr(colon + 1));
+                }
+                buffer.erase(0, end + 4);
+                keep_alive = to_lower(request.header("connection")) != "close";
+                size_t length = 0;
+                const std::string cl = request.header("content-length");
+                if (!request.header("transfer-encoding").empty()) {
+                    response = HttpResponse::json(411, {{"errorCode", 411000}, {"message", "chunked bodies are not supported; send Content-Length"}});
+                    keep_alive = false;
+                    bad = true;
+                } else if (!cl.empty()) {
+                    if (cl.find_first_not_of("0123456789") != std::string::npos || cl.size() > 9) bad = true;
+                    else length = std::stoul(cl);
+                    if (length > max_body_bytes) {
+                        response = HttpResponse::json(413, {{"errorCode", 413000}, {"message", "body too large"}});
+                        keep_alive = false;
+                        bad = true;
+                    }
+                }
+                if (bad) {
+                    if (response.body.empty()) response = HttpResponse::json(400, {{"errorCode", 400000}, {"message", "malformed HTTP request"}});
+                    write_all(ssl.get(), serialize(response, false));
+                    break;
+                }
+                if (to_lower(request.header("expect")) == "100-continue" && buffer.size() < length)
+                    write_all(ssl.get(), "HTTP/1.1 100 Continue\r\n\r\n");
+                if (!fill(ssl.get(), buffer, length)) break;
+                request.body = buffer.substr(0, length);
+                buffer.erase(0, length);
+                size_t q = request.target.find('?');
+                try {
+                    request.path = url_decode(request.target.substr(0, q), "request path");
+                    if (q != std::string::npos) request.query = parse_query(request.target.substr(q + 1), "request query");
+                    response = handler_(request);
+                } catch (const std::exception& e) {
+                    response = HttpResponse::json(400, {{"errorCode", 400000}, {"message", e.what()}});
+                }
+                if (!write_all(ssl.get(), serialize(response, keep_alive))) break;
+            }
+            SSL_shutdown(ssl.get());
+        }
+    } catch (...) {
+    }
+    ERR_clear_error();
+    std::lock_guard lock(mutex_);
+    open_fds_.erase(fd.get());
+    fd.reset();
+    if (--active_ == 0) idle_.notify_all();
+}
+
+}  // namespace cairn::provisioning

@@ -1,0 +1,91 @@
+// A small HTTP/1.1 server over OpenSSL TLS for cairn-dps: one thread per connection, keep-alive,
+// Content-Length bodies, optional client certificates (accepted at the TLS layer and handed to the
+// handler, which decides what they prove).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fd.hpp"
+#include "provisioning/openssl.hpp"
+
+namespace cairn::provisioning {
+
+struct HttpRequest {
+    std::string method;
+    std::string target;                          // as sent: path?query
+    std::string path;                            // percent-decoded path
+    std::map<std::string, std::string> query;    // decoded
+    std::map<std::string, std::string> headers;  // names lower-cased
+    std::string body;
+    std::vector<X509Ptr> peer_chain;             // client certificate first, then what it sent with it
+    std::string peer_address;
+
+    // The header's value, or "" when absent.
+    std::string header(const std::string& lower_name) const;
+};
+
+struct HttpResponse {
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+
+    static HttpResponse json(int status, const nlohmann::json& body);
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+struct HttpsServerConfig {
+    std::string address = "127.0.0.1";
+    uint16_t port = 0;                       // 0: the kernel chooses; see HttpsServer::port()
+    std::filesystem::path certificate_chain; // PEM: server certificate, then intermediates
+    std::filesystem::path private_key;       // PEM
+    int idle_timeout_ms = 30000;             // a keep-alive connection with no request for this long is closed
+};
+
+std::string http_reason(int status);
+// RFC 7231 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+std::string http_date(int64_t unix_seconds);
+
+class HttpsServer {
+public:
+    // Listens at once; throws Error naming the address, certificate or key at fault.
+    HttpsServer(const HttpsServerConfig& config, HttpHandler handler);
+    HttpsServer(const HttpsServer&) = delete;
+    HttpsServer& operator=(const HttpsServer&) = delete;
+    ~HttpsServer();
+
+    uint16_t port() const { return port_; }
+    // Stops accepting, closes open connections and waits for their threads.
+    void stop();
+
+private:
+    void accept_loop();
+    void serve(int fd, std::string peer);
+
+    HttpsServerConfig config_;
+    HttpHandler handler_;
+    SslCtxPtr ctx_;
+    UniqueFd listen_fd_;
+    uint16_t port_ = 0;
+    std::thread acceptor_;
+    std::atomic<bool> stopping_{false};
+    std::mutex mutex_;
+    std::condition_variable idle_;
+    std::set<int> open_fds_;
+    int active_ = 0;
+};
+
+}  // namespace cairn::provisioning

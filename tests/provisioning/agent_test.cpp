@@ -1,0 +1,129 @@
+#include "provisioning/agent.hpp"
+
+#include <gtest/gtest.h>
+
+#include "common/file.hpp"
+#include "provisioning/encoding.hpp"
+#include "provisioning/swtpm.hpp"
+#include "provisioning/tpm.hpp"
+#include "tests/provisioning/dps_fixture.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn::provisioning;
+using nlohmann::json;
+
+namespace {
+const std::string device_key = base64_encode(std::string_view("agent-device-key-0123456789abcde"));
+}
+
+class AgentTest : public ::testing::Test {
+protected:
+    cairn::test::Scratch scratch;
+    std::unique_ptr<cairn::test::DpsFixture> dps;
+    std::filesystem::path state = scratch / "state";
+
+    void start_dps(json extra_enrollments = json::array()) {
+        json enrollments = {{"enrollments", {{{"registrationId", "agent-device"},
+                                              {"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}}}}};
+        for (auto& e : extra_enrollments) enrollments["enrollments"].push_back(e);
+        dps = std::make_unique<cairn::test::DpsFixture>(scratch / "dps", enrollments);
+    }
+
+    ProvisioningConfig config(ReprovisioningMode mode = ReprovisioningMode::Dynamic) {
+        ProvisioningConfig c;
+        c.source = "dps";
+        c.global_endpoint = dps->endpoint();
+        c.id_scope = cairn::test::dps_scope;
+        c.trust_bundle = dps->trust_bundle();
+        c.method = AttestationMethod::SymmetricKey;
+        c.registration_id = "agent-device";
+        c.symmetric_key = device_key;
+        c.mode = mode;
+        return c;
+    }
+
+    size_t registrations() {
+        size_t n = 0;
+        for (auto& r : dps->requests()) n += r["method"] == "PUT";
+        return n;
+    }
+};
+
+TEST_F(AgentTest, StoresTheIdentityAndReusesItOnStart) {
+    start_dps();
+    ProvisionOutcome first = provision(config(), state, Trigger::Startup);
+    EXPECT_TRUE(first.registered);
+    EXPECT_EQ(first.identity.device_id, "agent-device");
+    json stored = json::parse(cairn::read_file(state / "device_info.json"));
+    EXPECT_EQ(stored["hub_name"], first.identity.hub_name);
+    EXPECT_EQ(stored["method"], "symmetric_key");
+    EXPECT_EQ(std::filesystem::status(state / "device_info.json").permissions() & std::filesystem::perms::others_read, std::filesystem::perms::none);
+    ProvisionOutcome second = provision(config(), state, Trigger::Startup);  // a reboot
+    EXPECT_FALSE(second.registered);
+    EXPECT_EQ(second.identity.hub_name, first.identity.hub_name);
+    EXPECT_EQ(registrations(), 1u);
+    EXPECT_EQ(IdentityStore(state).last_attempt()["outcome"], "used stored identity");
+}
+
+TEST_F(AgentTest, ModesDecideWhenToRegisterAgain) {
+    start_dps();
+    provision(config(), state, Trigger::Startup);
+    EXPECT_TRUE(provision(config(ReprovisioningMode::AlwaysOnStartup), state, Trigger::Startup).registered);
+    EXPECT_EQ(registrations(), 2u);
+    EXPECT_TRUE(provision(config(ReprovisioningMode::Dynamic), state, Trigger::HubError).registered);
+    EXPECT_FALSE(provision(config(ReprovisioningMode::OnErrorOnly), state, Trigger::HubError).registered);
+    EXPECT_TRUE(provision(config(ReprovisioningMode::OnErrorOnly), state, Trigger::Api).registered);
+    EXPECT_EQ(registrations(), 4u);
+    // An unusable stored identity (corrupt, or for another method) makes even OnErrorOnly register.
+    cairn::write_file_atomic(state / "device_info.json", "{broken");
+    EXPECT_TRUE(provision(config(ReprovisioningMode::OnErrorOnly), state, Trigger::Startup).registered);
+    auto c = config(ReprovisioningMode::OnErrorOnly);
+    c.id_scope = "0NE0000CA1R";  // scope compares without case
+    EXPECT_FALSE(provision(c, state, Trigger::Startup).registered);
+}
+
+TEST_F(AgentTest, FailuresKeepTheStoredIdentity) {
+    start_dps();
+    ProvisionOutcome first = provision(config(), state, Trigger::Startup);
+    const std::string before = cairn::read_file(state / "device_info.json");
+    // Disabled enrollment.
+    json enrollment = {{"provisioningStatus", "disabled"}, {"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}};
+    ASSERT_EQ(dps->admin("PUT", "/admin/enrollments/agent-device", enrollment.dump()).status, 200);
+    cairn::test::expect_error([&] { provision(config(), state, Trigger::Api); }, {"'disabled'", "agent-device", "stored identity is kept"});
+    EXPECT_EQ(cairn::read_file(state / "device_info.json"), before);
+    EXPECT_EQ(IdentityStore(state).last_attempt()["outcome"], "failed");
+    // Service down.
+    dps->stop();
+    auto c = config();
+    c.global_endpoint = dps->endpoint();
+    cairn::test::expect_error([&] {
+        auto quick = c;
+        quick.retry.max_attempts = 3;
+        quick.retry.base_delay_ms = 50;
+        provision(quick, state, Trigger::Api);
+    }, {"cannot reach"});
+    EXPECT_EQ(cairn::read_file(state / "device_info.json"), before);
+    // The stored identity still serves a normal start.
+    EXPECT_EQ(provision(c, state, Trigger::Startup).identity.hub_name, first.identity.hub_name);
+}
+
+TEST_F(AgentTest, TpmRoundTripAndRestartWithoutRegistering) {
+    Swtpm swtpm(scratch / "tpm");
+    std::string ek;
+    {
+        Tpm tpm({swtpm.tcti()});
+        ek = tpm.endorsement_key();
+    }
+    const std::string id = tpm_registration_id(ek);
+    start_dps(json::array({{{"registrationId", id}, {"attestation", {{"type", "tpm"}, {"tpm", {{"endorsementKey", base64_encode(ek)}}}}}}}));
+    auto c = config();
+    c.method = AttestationMethod::Tpm;
+    c.registration_id = "";
+    c.tpm.tcti = swtpm.tcti();
+    ProvisionOutcome outcome = provision(c, state, Trigger::Startup);
+    EXPECT_TRUE(outcome.registered);
+    EXPECT_EQ(outcome.identity.registration_id, id);
+    swtpm.restart();  // a reboot: TPM state kept, identity kept
+    EXPECT_FALSE(provision(c, state, Trigger::Startup).registered);
+    EXPECT_TRUE(Tpm({swtpm.tcti()}).has_authentication_key());
+}

@@ -1,0 +1,265 @@
+#include "provisioning/dps_service.hpp"
+
+#include <gtest/gtest.h>
+
+#include "common/file.hpp"
+#include "provisioning/encoding.hpp"
+#include "provisioning/sas.hpp"
+#include "tests/provisioning/pki.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn::provisioning;
+using nlohmann::json;
+
+namespace {
+
+const std::string scope = "0ne00000A1B";
+const std::string device_key = base64_encode(std::string_view("device-key-0123456789abcdef01234"));
+const std::string group_key = base64_encode(std::string_view("group-key-0123456789abcdef012345"));
+
+HttpRequest request(const std::string& method, const std::string& path, const std::string& body = "",
+                    const std::string& authorization = "", const std::string& version = "2021-06-01") {
+    HttpRequest r;
+    r.method = method;
+    r.path = path;
+    if (!version.empty()) r.query["api-version"] = version;
+    r.body = body;
+    if (!authorization.empty()) r.headers["authorization"] = authorization;
+    return r;
+}
+
+std::string token(const std::string& registration_id, const std::string& key_b64, int64_t lifetime = 3600) {
+    return make_sas_token(sas_resource(scope, registration_id), unix_seconds(std::chrono::system_clock::now()) + lifetime,
+                          key_signer(base64_decode(key_b64, "key")));
+}
+
+}  // namespace
+
+class DpsServiceTest : public ::testing::Test {
+protected:
+    cairn::test::Scratch scratch;
+    cairn::test::TestPki pki{scratch / "pki"};
+
+    json enrollments() {
+        pki.device("enrolled", "x509-device");
+        json doc = json::parse(R"({
+            "iotHubs": ["hub-a.example", "hub-b.example", "hub-c.example"],
+            "enrollments": [
+              {"registrationId": "sym-device", "deviceId": "sym-device-id",
+               "attestation": {"type": "symmetricKey", "symmetricKey": {}}, "initialTwin": {"tags": {"site": "lab"}}},
+              {"registrationId": "off-device", "provisioningStatus": "disabled",
+               "attestation": {"type": "symmetricKey", "symmetricKey": {}}},
+              {"registrationId": "x509-device", "iotHubs": ["x509-hub.example"],
+               "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {}}}}}],
+            "enrollmentGroups": [
+              {"enrollmentGroupId": "sym-group", "attestation": {"type": "symmetricKey", "symmetricKey": {}}},
+              {"enrollmentGroupId": "ca-group", "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {}}}}}]
+        })");
+        doc["idScope"] = scope;
+        doc["enrollments"][0]["attestation"]["symmetricKey"]["primaryKey"] = device_key;
+        doc["enrollments"][1]["attestation"]["symmetricKey"]["primaryKey"] = device_key;
+        doc["enrollments"][2]["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"] = cairn::read_file(pki / "enrolled.pem");
+        doc["enrollmentGroups"][0]["attestation"]["symmetricKey"]["primaryKey"] = group_key;
+        doc["enrollmentGroups"][1]["attestation"]["x509"]["signingCertificates"]["primary"]["certificate"] = cairn::read_file(pki / "intermediate.pem");
+        return doc;
+    }
+
+    // Registers and fetches the operation; returns the final operation JSON.
+    json register_and_poll(DpsService& dps, HttpRequest put, const std::string& registration_id) {
+        HttpResponse r = dps.handle(put);
+        EXPECT_EQ(r.status, 202) << r.body;
+        if (r.status != 202) return json::parse(r.body);
+        json accepted = json::parse(r.body);
+        EXPECT_EQ(accepted["status"], "assigning");
+        bool has_retry_after = false;
+        for (auto& [k, v] : r.headers) has_retry_after = has_retry_after || (k == "Retry-After" && v == "3");
+        EXPECT_TRUE(has_retry_after);
+        HttpRequest get = request("GET", "/" + scope + "/registrations/" + registration_id + "/operations/" + accepted["operationId"].get<std::string>());
+        get.headers = put.headers;
+        get.peer_chain.clear();
+        for (auto& c : put.peer_chain) get.peer_chain.push_back(copy_certificate(c.get()));
+        HttpResponse done = dps.handle(get);
+        EXPECT_EQ(done.status, 200) << done.body;
+        return json::parse(done.body);
+    }
+
+    std::string body(const std::string& registration_id, json extra = json::object()) {
+        extra["registrationId"] = registration_id;
+        return extra.dump();
+    }
+};
+
+TEST_F(DpsServiceTest, SymmetricKeyIndividualIsAssignedWithTwinAndPayload) {
+    DpsService dps({}, enrollments());
+    json op = register_and_poll(dps,
+                                request("PUT", "/" + scope + "/registrations/sym-device/register",
+                                        body("sym-device", {{"payload", {{"model", "x1"}}}}), token("sym-device", device_key)),
+                                "sym-device");
+    EXPECT_EQ(op["status"], "assigned");
+    const json& state = op["registrationState"];
+    EXPECT_EQ(state["deviceId"], "sym-device-id");
+    EXPECT_EQ(state["substatus"], "initialAssignment");
+    EXPECT_TRUE(state["assignedHub"].get<std::string>().ends_with(".example"));
+    EXPECT_EQ(state["payload"]["request_payload"]["model"], "x1");
+    EXPECT_EQ(state["initialTwin"]["tags"]["site"], "lab");
+    EXPECT_TRUE(state.contains("symmetricKey"));
+    EXPECT_EQ(dps.registrations()["sym-device"]["assignedHub"], state["assignedHub"]);
+}
+
+TEST_F(DpsServiceTest, GroupKeyDerivesDeviceKeysAndSpreadsOverHubs) {
+    DpsService dps({}, enrollments());
+    std::set<std::string> hubs;
+    for (int i = 0; i < 12; ++i) {
+        const std::string id = "group-member-" + std::to_string(i);
+        json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/" + id + "/register", body(id),
+                                                 token(id, derive_device_key(group_key, id))), id);
+        ASSERT_EQ(op["status"], "assigned");
+        EXPECT_EQ(op["registrationState"]["deviceId"], id);
+        EXPECT_EQ(op["registrationState"]["symmetricKey"]["enrollmentGroupId"], "sym-group");
+        hubs.insert(op["registrationState"]["assignedHub"].get<std::string>());
+    }
+    EXPECT_GE(hubs.size(), 2u);  // hashed allocation uses more than one hub
+    // The group key itself is not a device key.
+    HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/m/register", body("m"), token("m", group_key)));
+    EXPECT_EQ(r.status, 401);
+}
+
+TEST_F(DpsServiceTest, ForgedExpiredAndMisdirectedTokensAreRefused) {
+    DpsService dps({}, enrollments());
+    const std::string path = "/" + scope + "/registrations/sym-device/register";
+    const std::string other = base64_encode(std::string_view("another-key-0123456789abcdef0123"));
+    HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", other)));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(json::parse(r.body)["errorCode"], 401002);
+    r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key, -60)));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_NE(r.body.find("expired"), std::string::npos);
+    r = dps.handle(request("PUT", path, body("sym-device"), token("someone-else", device_key)));
+    EXPECT_EQ(r.status, 401);
+    r = dps.handle(request("PUT", path, body("sym-device"), "SharedAccessSignature garbage"));
+    EXPECT_EQ(r.status, 401);
+    r = dps.handle(request("PUT", path, body("sym-device")));
+    EXPECT_EQ(r.status, 401);
+    // A service whose clock runs 10 minutes ahead refuses a 5-minute token; one of an hour passes.
+    DpsServiceConfig ahead;
+    ahead.clock_offset_seconds = 600;
+    DpsService skewed(ahead, enrollments());
+    EXPECT_EQ(skewed.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key, 300))).status, 401);
+    EXPECT_EQ(skewed.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key, 3600))).status, 202);
+}
+
+TEST_F(DpsServiceTest, DisabledEnrollmentGetsDisabled) {
+    DpsService dps({}, enrollments());
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/off-device/register", body("off-device"),
+                                             token("off-device", device_key)), "off-device");
+    EXPECT_EQ(op["status"], "disabled");
+    EXPECT_EQ(op["registrationState"]["status"], "disabled");
+    EXPECT_FALSE(op["registrationState"].contains("assignedHub"));
+}
+
+TEST_F(DpsServiceTest, X509IndividualAndGroup) {
+    DpsService dps({}, enrollments());
+    auto with_chain = [&](HttpRequest r, const std::filesystem::path& chain) {
+        r.peer_chain = load_pem_certificates(chain);
+        return r;
+    };
+    json op = register_and_poll(dps, with_chain(request("PUT", "/" + scope + "/registrations/x509-device/register", body("x509-device")),
+                                                pki / "enrolled-chain.pem"), "x509-device");
+    EXPECT_EQ(op["registrationState"]["assignedHub"], "x509-hub.example");
+    EXPECT_TRUE(op["registrationState"].contains("x509"));
+    pki.device("member", "ca-member-1");
+    op = register_and_poll(dps, with_chain(request("PUT", "/" + scope + "/registrations/ca-member-1/register", body("ca-member-1")),
+                                           pki / "member-chain.pem"), "ca-member-1");
+    EXPECT_EQ(op["registrationState"]["x509"]["enrollmentGroupId"], "ca-group");
+    // CN must be the registration ID.
+    HttpResponse r = dps.handle(with_chain(request("PUT", "/" + scope + "/registrations/other/register", body("other")), pki / "member-chain.pem"));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_NE(r.body.find("CN"), std::string::npos);
+    // A certificate from an unknown CA.
+    pki.device("stranger", "stranger-1", "unknown-root");
+    r = dps.handle(with_chain(request("PUT", "/" + scope + "/registrations/stranger-1/register", body("stranger-1")), pki / "stranger-chain.pem"));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_NE(r.body.find("Invalid certificate"), std::string::npos);
+}
+
+TEST_F(DpsServiceTest, ProtocolErrors) {
+    DpsService dps({}, enrollments());
+    const std::string path = "/" + scope + "/registrations/sym-device/register";
+    EXPECT_EQ(dps.handle(request("PUT", path, "{not json", token("sym-device", device_key))).status, 400);
+    EXPECT_EQ(dps.handle(request("PUT", path, body("other"), token("sym-device", device_key))).status, 400);
+    EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key), "")).status, 400);
+    EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key), "1999-01-01")).status, 400);
+    EXPECT_EQ(dps.handle(request("PUT", "/wrongscope/registrations/sym-device/register", body("sym-device"))).status, 404);
+    EXPECT_EQ(dps.handle(request("GET", path, "", token("sym-device", device_key))).status, 405);
+    EXPECT_EQ(dps.handle(request("GET", "/" + scope + "/registrations/sym-device/operations/nope", "", token("sym-device", device_key))).status, 404);
+    // TPM without a challenge maker configured.
+    EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device", {{"tpm", {{"endorsementKey", "AAAA"}}}}))).status, 401);
+}
+
+TEST_F(DpsServiceTest, InjectedFaultsAndRequestLog) {
+    DpsServiceConfig config;
+    config.request_log = scratch / "requests.jsonl";
+    DpsService dps(config, enrollments());
+    dps.inject_faults(429, 2, 7);
+    const std::string path = "/" + scope + "/registrations/sym-device/register";
+    HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key)));
+    EXPECT_EQ(r.status, 429);
+    EXPECT_NE(std::find(r.headers.begin(), r.headers.end(), std::pair<std::string, std::string>("Retry-After", "7")), r.headers.end());
+    EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key))).status, 429);
+    EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key))).status, 202);
+    json log = dps.request_log();
+    ASSERT_EQ(log.size(), 3u);
+    EXPECT_EQ(log[0]["status"], 429);
+    EXPECT_EQ(log[2]["registrationId"], "sym-device");
+    EXPECT_EQ(log[2]["note"], "assigning");
+    EXPECT_NE(cairn::read_file(scratch / "requests.jsonl").find("\"status\":202"), std::string::npos);
+}
+
+TEST_F(DpsServiceTest, AdminApi) {
+    DpsServiceConfig config;
+    config.admin_token = "s3cret";
+    DpsService dps(config, enrollments());
+    auto admin = [&](const std::string& method, const std::string& path, const std::string& b = "") {
+        HttpRequest r = request(method, path, b, "Bearer s3cret", "");
+        return dps.handle(r);
+    };
+    EXPECT_EQ(dps.handle(request("GET", "/admin/enrollments", "", "Bearer wrong", "")).status, 401);
+    json enrollment = {{"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}};
+    EXPECT_EQ(admin("PUT", "/admin/enrollments/new-device", enrollment.dump()).status, 200);
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/new-device/register", body("new-device"),
+                                             token("new-device", device_key)), "new-device");
+    EXPECT_EQ(op["status"], "assigned");
+    enrollment["provisioningStatus"] = "disabled";
+    EXPECT_EQ(admin("PUT", "/admin/enrollments/new-device", enrollment.dump()).status, 200);
+    op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/new-device/register", body("new-device"),
+                                        token("new-device", device_key)), "new-device");
+    EXPECT_EQ(op["status"], "disabled");
+    EXPECT_EQ(admin("GET", "/admin/enrollments/new-device").status, 200);
+    EXPECT_EQ(admin("DELETE", "/admin/enrollments/new-device").status, 204);
+    EXPECT_EQ(admin("DELETE", "/admin/enrollments/new-device").status, 404);
+    EXPECT_EQ(admin("PUT", "/admin/enrollments/bad", R"({"attestation":{"type":"magic"}})").status, 400);
+    EXPECT_EQ(admin("POST", "/admin/faults", R"({"status":500,"count":1})").status, 204);
+    EXPECT_EQ(dps.handle(request("PUT", "/" + scope + "/registrations/x/register", body("x"))).status, 500);
+    EXPECT_GE(json::parse(admin("GET", "/admin/requests").body).size(), 3u);
+    EXPECT_EQ(json::parse(admin("GET", "/admin/registrations").body).count("new-device"), 1u);
+    // Off without a token.
+    DpsService closed({}, enrollments());
+    EXPECT_EQ(closed.handle(request("GET", "/admin/enrollments", "", "Bearer ", "")).status, 404);
+}
+
+TEST_F(DpsServiceTest, EnrollmentFilesJsonAndToml) {
+    cairn::test::write_text(scratch / "e.toml", "idScope = \"" + scope + "\"\niotHubs = [\"h.example\"]\n"
+                                                "[[enrollments]]\nregistrationId = \"t1\"\n"
+                                                "[enrollments.attestation]\ntype = \"x509\"\n"
+                                                "[enrollments.attestation.x509.clientCertificates.primary]\ncertificateFile = \"pki/root.pem\"\n");
+    json doc = load_enrollments_file(scratch / "e.toml");
+    EXPECT_NE(doc["enrollments"][0]["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"].get<std::string>().find("BEGIN CERTIFICATE"),
+              std::string::npos);
+    DpsService dps({}, doc);
+    EXPECT_EQ(dps.id_scope(), scope);
+    cairn::test::write_text(scratch / "bad.json", "{\"idScope\": ");
+    cairn::test::expect_error([&] { load_enrollments_file(scratch / "bad.json"); }, {"bad.json", "not valid JSON"});
+    cairn::test::expect_error([&] { DpsService({}, json{{"idScope", "s"}, {"enrollments", {{{"registrationId", "r"}}}}}); },
+                              {"enrollments['r'].attestation"});
+    cairn::test::expect_error([&] { DpsService({}, json{{"iotHubs", json::array()}}); }, {"idScope missing"});
+}
