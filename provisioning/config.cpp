@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "common/error.hpp"
+#include "common/toml_reader.hpp"
 #include "common/file.hpp"
 #include "provisioning/encoding.hpp"
 
@@ -12,65 +13,24 @@ namespace cairn::provisioning {
 
 namespace {
 
-class Reader {
+// The provisioning config's own value kinds on top of the shared TOML reading.
+class Reader : public TomlReader {
 public:
-    explicit Reader(std::filesystem::path file) : file_(std::move(file)) {}
-
-    [[noreturn]] void error(const toml::node& node, const std::string& key, const std::string& what) const {
-        auto line = node.source().begin.line;
-        fail(file_.string() + (line ? ":" + std::to_string(line) : "") + ": " + key + ": " + what);
-    }
-
-    void only(const toml::table& table, const std::string& prefix, std::initializer_list<std::string_view> known) const {
-        for (auto&& [k, v] : table) {
-            bool ok = false;
-            for (auto name : known) ok = ok || k.str() == name;
-            if (!ok) {
-                std::string list;
-                for (auto name : known) list += (list.empty() ? "" : ", ") + std::string(name);
-                error(v, join(prefix, std::string(k.str())), "unknown key (known here: " + list + ")");
-            }
-        }
-    }
-
-    static std::string join(const std::string& prefix, const std::string& name) { return prefix.empty() ? name : prefix + "." + name; }
-
-    std::optional<std::string> string(const toml::table& t, const std::string& prefix, const char* name) const {
-        const toml::node* n = t.get(name);
-        if (!n) return std::nullopt;
-        if (!n->is_string()) error(*n, join(prefix, name), "must be a string");
-        return n->value<std::string>();
-    }
-
-    std::string required(const toml::table& t, const std::string& prefix, const char* name) const {
-        auto s = string(t, prefix, name);
-        if (!s || s->empty()) error(t, join(prefix, name), "missing (a non-empty string is required)");
-        return *s;
-    }
-
-    const toml::table* table(const toml::table& t, const std::string& prefix, const char* name) const {
-        const toml::node* n = t.get(name);
-        if (!n) return nullptr;
-        if (!n->is_table()) error(*n, join(prefix, name), "must be a table");
-        return n->as_table();
-    }
+    using TomlReader::TomlReader;
 
     // A file:// URI whose file must exist.
     std::filesystem::path existing_file(const toml::table& t, const std::string& prefix, const char* name) const {
-        const std::string key = join(prefix, name);
-        const std::string uri = required(t, prefix, name);
+        const std::string k = key(prefix, name);
+        const std::string uri = required_string(t, prefix, name);
         std::filesystem::path path;
         try {
-            path = file_uri_path(uri, key);
+            path = file_uri_path(uri, k);
         } catch (const Error& e) {
-            error(*t.get(name), key, e.what());
+            error(*t.get(name), k, e.what());
         }
-        if (!std::filesystem::is_regular_file(path)) error(*t.get(name), key, "no such file: " + path.string());
+        if (!std::filesystem::is_regular_file(path)) error(*t.get(name), k, "no such file: " + path.string());
         return path;
     }
-
-private:
-    std::filesystem::path file_;
 };
 
 }  // namespace
@@ -121,7 +81,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
             if (*v == "Dynamic") c.mode = ReprovisioningMode::Dynamic;
             else if (*v == "AlwaysOnStartup") c.mode = ReprovisioningMode::AlwaysOnStartup;
             else if (*v == "OnErrorOnly") c.mode = ReprovisioningMode::OnErrorOnly;
-            else r.error(*t.get("auto_reprovisioning_mode"), Reader::join(prefix, "auto_reprovisioning_mode"),
+            else r.error(*t.get("auto_reprovisioning_mode"), Reader::key(prefix, "auto_reprovisioning_mode"),
                          "'" + *v + "' is not Dynamic, AlwaysOnStartup or OnErrorOnly");
         }
     };
@@ -133,7 +93,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
     const toml::table* p = r.table(root, "", "provisioning");
     if (!p) fail(file.string() + ": provisioning: missing (a [provisioning] table is required)");
     r.only(*p, "provisioning", {"source", "global_endpoint", "id_scope", "payload", "attestation", "auto_reprovisioning_mode"});
-    c.source = r.required(*p, "provisioning", "source");
+    c.source = r.required_string(*p, "provisioning", "source");
     parse_mode(*p, "provisioning");
     if (c.source == "none") return c;
     if (c.source == "manual") r.error(*p->get("source"), "provisioning.source", "'manual' provisioning is not supported by cairn-provisiond; use 'dps'");
@@ -142,7 +102,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
         if (v->rfind("https://", 0) != 0) r.error(*p->get("global_endpoint"), "provisioning.global_endpoint", "'" + *v + "' is not an https:// URL");
         c.global_endpoint = *v;
     }
-    c.id_scope = r.required(*p, "provisioning", "id_scope");
+    c.id_scope = r.required_string(*p, "provisioning", "id_scope");
     if (const toml::table* payload = r.table(*p, "provisioning", "payload")) {
         r.only(*payload, "provisioning.payload", {"uri"});
         std::filesystem::path path = r.existing_file(*payload, "provisioning.payload", "uri");
@@ -156,7 +116,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
     if (!a) r.error(*p, "provisioning.attestation", "missing (a table with method = \"tpm\" | \"x509\" | \"symmetric_key\")");
     const std::string ap = "provisioning.attestation";
     r.only(*a, ap, {"method", "registration_id", "symmetric_key", "identity_cert", "identity_pk"});
-    const std::string method = r.required(*a, ap, "method");
+    const std::string method = r.required_string(*a, ap, "method");
     c.registration_id = r.string(*a, ap, "registration_id").value_or("");
     if (method == "tpm") {
         c.method = AttestationMethod::Tpm;
