@@ -65,6 +65,13 @@ constexpr const char* updater_policy = R"(<!DOCTYPE busconfig PUBLIC "-//freedes
 </busconfig>
 )";
 
+}  // namespace
+
+std::string dbus_system_config() { return bus_config; }
+std::string updater_dbus_policy() { return updater_policy; }
+
+namespace {
+
 std::string sha256_hex_of(const fs::path& file) { return sha256_file_hex(file); }
 
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }

@@ -22,6 +22,11 @@ inline constexpr const char* dbus_config = "/usr/share/cairn/dbus-system.conf";
 inline constexpr const char* dbus_policy = "/usr/share/dbus-1/system.d/org.cairn.Updater1.conf";
 }  // namespace update_paths
 
+// The image's D-Bus system bus configuration, and the updater's policy (only root may install or
+// mark slots; anyone may read the status).
+std::string dbus_system_config();
+std::string updater_dbus_policy();
+
 // Adds cairn-updated, cairnctl, dbus-daemon (with their libraries), the D-Bus configuration, the
 // trust anchor and release.json (compatible, version, build id, health check, the digests of the
 // tree's /etc files) to the tree. Returns release.json's content.

@@ -54,6 +54,8 @@ struct Proxy {
 };
 
 std::string dbus_message(const sdbus::Error& e) {
+    if (e.getName() == "org.freedesktop.DBus.Error.AccessDenied")
+        return "permission denied: only root may install bundles or mark slots (" + e.getMessage() + ")";
     std::string m = e.getMessage();
     return m.empty() ? e.getName() : m;
 }

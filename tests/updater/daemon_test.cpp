@@ -1,0 +1,147 @@
+// cairn-updated and cairnctl on a private D-Bus system bus (a real dbus-daemon with the image's
+// bus configuration and the updater's policy), installing into a disk image file, with a plain
+// directory for the UEFI variables.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <thread>
+
+#include "common/efivars.hpp"
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "imager/update.hpp"
+#include "tests/support/test_support.hpp"
+#include "tests/support/update_fixture.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Bus {
+    Scratch s;
+    UpdateFixture f{s.path()};
+    std::unique_ptr<Process> bus, daemon;
+    std::string address;
+
+    Bus() {
+        fs::create_directories(s / "fixture");
+        fs::create_directories(s / "system.d");
+        fs::create_directories(s / "efivars");
+        // The image's own configuration, with the socket moved into the scratch directory.
+        std::string config = imager::dbus_system_config();
+        config = std::regex_replace(config, std::regex("/run/dbus/system_bus_socket"), (s / "bus").string());
+        config = std::regex_replace(config, std::regex("/usr/share/dbus-1/system.d"), (s / "system.d").string());
+        write_text(s / "bus.conf", config);
+        write_text(s / "system.d/org.cairn.Updater1.conf", imager::updater_dbus_policy());
+        bus = std::make_unique<Process>(std::vector<std::string>{"dbus-daemon", "--nofork", "--nopidfile", "--config-file=" + (s / "bus.conf").string()},
+                                        s / "bus.log");
+        address = "unix:path=" + (s / "bus").string();
+        for (int i = 0; i < 100 && !fs::exists(s / "bus"); ++i) std::this_thread::sleep_for(20ms);
+        write_text(s / "cmdline", "cairn.slot=a console=ttyS0\n");
+        write_text(s / "release.json", R"({"compatible":"cairn-test","version":"1.0","build_id":"x","etc":{}})");
+        RunOptions o;
+        o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=" + address};
+        daemon = std::make_unique<Process>(
+            std::vector<std::string>{CAIRN_UPDATED_BINARY, "--disk", f.disk.string(), "--efivars", (s / "efivars").string(), "--cmdline",
+                                     (s / "cmdline").string(), "--state", (s / "state/status.json").string(), "--release",
+                                     (s / "release.json").string(), "--trust-anchor", f.trust_anchor.string(), "--etc-upper",
+                                     (s / "upper").string(), "--run-dir", (s / "run").string(), "--no-reboot"},
+            s / "daemon.log", o);
+        for (int i = 0; i < 200 && read_file_or_empty(s / "daemon.log").find("serving") == std::string::npos; ++i)
+            std::this_thread::sleep_for(20ms);
+    }
+    static std::string read_file_or_empty(const fs::path& p) {
+        std::error_code ec;
+        return fs::exists(p, ec) ? read_file(p) : "";
+    }
+    RunResult cairnctl(std::vector<std::string> args, bool as_nobody = false) {
+        std::vector<std::string> argv;
+        if (as_nobody) argv = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"};
+        argv.push_back(CAIRNCTL_BINARY);
+        argv.insert(argv.end(), args.begin(), args.end());
+        RunOptions o;
+        o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=" + address};
+        return run(argv, o);
+    }
+};
+
+}  // namespace
+
+TEST(Daemon, InstallsStatusAndMarksOverTheSystemBus) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root install)";
+    Bus b;
+    fs::path bundle = b.f.bundle("2.0");
+    RunResult r = b.cairnctl({"update", "install", bundle.string(), "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
+    EXPECT_EQ(json::parse(r.out)["result"], "installed");
+    r = b.cairnctl({"update", "status", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json st = json::parse(r.out);
+    EXPECT_EQ(st["booted"], "a");
+    EXPECT_EQ(st["pending"]["slot"], "b");
+    EXPECT_EQ(st["slots"][1]["state"], "trial");
+    EXPECT_EQ(st["slots"][1]["version"], "2.0");
+    EXPECT_TRUE(st["slots"][1]["next"].get<bool>());
+    // The UEFI variables the daemon wrote: entries for both ESPs, BootNext on B's.
+    EfiVars vars(b.s / "efivars");
+    EXPECT_TRUE(vars.read("BootNext", efi_global_guid));
+    EXPECT_TRUE(vars.read("Boot0000", efi_global_guid));
+    EXPECT_TRUE(vars.read("Boot0001", efi_global_guid));
+
+    r = b.cairnctl({"update", "mark-bad", "other"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("marked slot b bad"), std::string::npos);
+    EXPECT_FALSE(vars.read("BootNext", efi_global_guid));
+    r = b.cairnctl({"update", "mark-bad", "booted"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("cannot be marked bad while it runs"), std::string::npos) << r.err;
+    // A refused bundle: exit 1 and the reason.
+    r = b.cairnctl({"update", "install", b.f.bundle("3.0", "cairn-else").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("bundle is for \"cairn-else\""), std::string::npos) << r.err;
+    // The API is introspectable.
+    RunResult intro = run({"dbus-send", "--bus=" + b.address, "--print-reply", "--dest=org.cairn.Updater1", "/org/cairn/Updater1",
+                           "org.freedesktop.DBus.Introspectable.Introspect"});
+    if (intro.exit_code == 0) {
+        for (const char* name : {"InstallBundle", "Mark", "GetSlotStatus", "Operation", "Progress", "LastError", "BootSlot", "Compatible", "Completed"})
+            EXPECT_NE(intro.out.find(name), std::string::npos) << name;
+    }
+}
+
+TEST(Daemon, OnlyRootMayInstallOrMarkAnyoneMayRead) {
+    if (!is_root()) GTEST_SKIP() << "needs root (to run cairnctl as another user)";
+    Bus b;
+    fs::path bundle = b.f.bundle("2.0");
+    ::chmod(b.s.path().c_str(), 0755);
+    ::chmod((b.s / "bus").c_str(), 0777);
+    RunResult r = b.cairnctl({"update", "install", bundle.string()}, true);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("permission denied: only root"), std::string::npos) << r.err;  // the bus policy
+    r = b.cairnctl({"update", "mark-good"}, true);
+    EXPECT_EQ(r.exit_code, 1);
+    r = b.cairnctl({"update", "status", "--json"}, true);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["booted"], "a");
+    EXPECT_EQ(b.f.region("root_b", 4096), std::string(4096, '\0'));  // nothing was written
+}
+
+TEST(Daemon, CairnctlSaysWhenTheDaemonIsNotThere) {
+    Scratch s;
+    RunOptions o;
+    o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + (s / "nobus").string()};
+    RunResult r = run({CAIRNCTL_BINARY, "update", "status"}, o);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("cannot reach cairn-updated"), std::string::npos) << r.err;
+    r = run({CAIRNCTL_BINARY, "update", "frobnicate"}, o);
+    EXPECT_EQ(r.exit_code, 2);
+    r = run({CAIRNCTL_BINARY, "update", "--help"}, o);
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_NE(r.out.find("install BUNDLE"), std::string::npos);
+}
