@@ -21,6 +21,15 @@ public:
 
     const std::filesystem::path& file() const { return file_; }
 
+    // Parses TOML text that came from `file`; a syntax error is "<file>:<line>: not valid TOML: <what>".
+    static toml::table parse(std::string_view text, const std::filesystem::path& file) {
+        try {
+            return toml::parse(text, file.string());
+        } catch (const toml::parse_error& e) {
+            fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": not valid TOML: " + std::string(e.description()));
+        }
+    }
+
     // "<file>:<line>: <key>"
     std::string where(const toml::node& node, const std::string& key) const {
         auto line = node.source().begin.line;

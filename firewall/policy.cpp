@@ -19,12 +19,7 @@ uint32_t parse_duration(const std::string& text, const std::string& what) {
 }
 
 Policy parse_policy(const std::string& text, const std::filesystem::path& file) {
-    toml::table root;
-    try {
-        root = toml::parse(text, file.string());
-    } catch (const toml::parse_error& e) {
-        fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
-    }
+    toml::table root = TomlReader::parse(text, file);
     TomlReader r(file);
     Policy p;
     r.only(root, "", {"ssh", "inbound"});

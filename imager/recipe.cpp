@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/file.hpp"
 #include "common/toml_reader.hpp"
 #include "common/units.hpp"
 #include "imager/verity.hpp"
@@ -214,12 +215,7 @@ Step read_step(const Reader& r, const toml::table& t, const std::string& prefix)
 Recipe load_recipe(const fs::path& file) {
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) fail(file.string() + ": recipe not found (no such file)");
-    toml::table root;
-    try {
-        root = toml::parse_file(file.string());
-    } catch (const toml::parse_error& e) {
-        fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": not valid TOML: " + std::string(e.description()));
-    }
+    toml::table root = TomlReader::parse(read_file(file), file);
 
     Reader r(file);
     Recipe recipe;

@@ -62,12 +62,7 @@ std::filesystem::path file_uri_path(const std::string& uri, const std::string& k
 }
 
 ProvisioningConfig parse_config(const std::string& text, const std::filesystem::path& file) {
-    toml::table root;
-    try {
-        root = toml::parse(text, file.string());
-    } catch (const toml::parse_error& e) {
-        fail(file.string() + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
-    }
+    toml::table root = TomlReader::parse(text, file);
     Reader r(file);
     ProvisioningConfig c;
     c.file = file;
