@@ -20,6 +20,7 @@ Commands:
   apply [--policy FILE]   load the policy (default /etc/cairn/firewall.toml; built-in defaults
                           when that file does not exist) as table inet cairn, replacing the
                           running one in one atomic step; a bad policy changes nothing
+  check --policy FILE     only check a policy file (exit 2 with the error when it is wrong)
   status [--json]         the rules with their counters and the blocked addresses with the
                           time they stay blocked, read back from the kernel
   unblock ADDRESS         take an IPv4 or IPv6 address off the blocklist
@@ -35,7 +36,7 @@ int usage(const std::string& message) {
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.empty()) return usage("which command? (apply, status, unblock)");
+    if (args.empty()) return usage("which command? (apply, check, status, unblock)");
     const std::string command = args.front();
     args.erase(args.begin());
     if (command == "-h" || command == "--help") {
@@ -68,6 +69,17 @@ int main(int argc, char** argv) {
             std::printf("firewall applied: inbound tcp %u", p.ssh_port);
             for (uint16_t port : p.tcp) std::printf(", %u", port);
             std::printf("; more than %u new ssh connections in %u s blocks a source for %u s\n", p.max_new, p.window_seconds, p.block_seconds);
+            return 0;
+        }
+        if (command == "check") {
+            if (args.size() != 2 || args[0] != "--policy") return usage("check: --policy FILE");
+            try {
+                load_policy(args[1]);
+            } catch (const Error& e) {
+                std::fprintf(stderr, "cairn-firewall: %s\n", e.what());
+                return 2;
+            }
+            std::printf("%s: a valid firewall policy\n", args[1].c_str());
             return 0;
         }
         if (command == "status") {

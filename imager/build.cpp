@@ -309,7 +309,8 @@ json build(const BuildOptions& options) {
     }
     if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
 
-    // 2c. What takes updates: the updater, its bus, the trust anchor, release.json.
+    // 2c. The firewall, and what takes updates: the updater, its bus, the trust anchor, release.json.
+    if (recipe.firewall.enabled) add_firewall_files(tree, recipe);
     json update_json = nullptr;
     if (recipe.update.enabled) {
         progress.note("Adding the updater");

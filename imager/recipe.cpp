@@ -220,7 +220,7 @@ Recipe load_recipe(const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     recipe.compatible = r.required_string(root, "", "compatible");
@@ -252,6 +252,12 @@ Recipe load_recipe(const fs::path& file) {
         recipe.kernel.where = file.string() + ": kernel";
     }
 
+    if (const toml::table* firewall = r.table(root, "", "firewall")) {
+        recipe.firewall.enabled = true;
+        recipe.firewall.where = r.where(*firewall, "firewall");
+        r.only(*firewall, "firewall", {"policy"});
+        if (const toml::node* n = firewall->get("policy")) recipe.firewall.policy = r.host_path(*n, "firewall.policy", true);
+    }
     if (const toml::table* update = r.table(root, "", "update")) {
         auto& u = recipe.update;
         u.enabled = true;

@@ -69,6 +69,14 @@ struct Recipe {
         std::string where;
     } update;
 
+    // [firewall]: cairn-firewall and its policy go into the root (/usr/sbin/cairn-firewall,
+    // /etc/cairn/firewall.toml); the image's init loads it before any interface is up.
+    struct Firewall {
+        bool enabled = false;
+        fs::path policy;                          // a policy file; empty: the defaults (SSH only)
+        std::string where;
+    } firewall;
+
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4
         std::string compression = "none";   // erofs only: none, lz4, lz4hc

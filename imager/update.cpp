@@ -105,6 +105,30 @@ json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build
     return release;
 }
 
+void add_firewall_files(Tree& tree, const Recipe& recipe) {
+    const std::string& what = recipe.firewall.where;
+    const Meta file{0, 0, 0644}, exec{0, 0, 0755}, dir{0, 0, 0755};
+    for (const char* d : {"/usr", "/usr/sbin", "/etc", "/etc/cairn"})
+        if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
+    const fs::path program = find_cairn_program("cairn-firewall", "firewall");
+    add_host_executable(tree, program, "/usr/sbin/cairn-firewall", exec, what + ": cairn-firewall");
+    if (recipe.firewall.policy.empty()) {
+        tree.add_file("/etc/cairn/firewall.toml",
+                      "# The firewall policy (cairn-firewall apply). These are the defaults: inbound SSH only;\n"
+                      "# more than 3 new SSH connections from one source within 60 s block it for 10 minutes.\n"
+                      "[ssh]\nport = 22\n[ssh.brute_force]\nmax_new = 3\nwindow = \"60s\"\nblock = \"10m\"\n",
+                      file, what);
+        return;
+    }
+    RunResult check = run({program.string(), "check", "--policy", recipe.firewall.policy.string()});
+    if (check.exit_code != 0) {
+        std::string err = check.err;
+        while (!err.empty() && err.back() == '\n') err.pop_back();
+        fail(what + ": " + err);
+    }
+    tree.add_file_copy("/etc/cairn/firewall.toml", recipe.firewall.policy, file, what);
+}
+
 json make_bundle(const BundleOptions& o) {
     const fs::path dir = o.build_dir;
     const fs::path manifest_file = dir / "manifest.json";

@@ -1,4 +1,4 @@
-// What [update] puts into an image, and `cairn bundle`: a signed update bundle from a build.
+// What [update] and [firewall] put into an image, and `cairn bundle`: a signed update bundle from a build.
 #pragma once
 
 #include <filesystem>
@@ -31,6 +31,11 @@ std::string updater_dbus_policy();
 // trust anchor and release.json (compatible, version, build id, health check, the digests of the
 // tree's /etc files) to the tree. Returns release.json's content.
 nlohmann::json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id);
+
+// Adds cairn-firewall (with its libraries) and /etc/cairn/firewall.toml: the recipe's policy,
+// checked with `cairn-firewall check` first (the imager does not link libnftnl), or a file that
+// states the defaults.
+void add_firewall_files(Tree& tree, const Recipe& recipe);
 
 struct BundleOptions {
     std::filesystem::path build_dir;   // a `cairn build` output with [update] in its recipe

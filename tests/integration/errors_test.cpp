@@ -42,6 +42,7 @@ TEST(BuildErrors, OneClearLineAndNoPartialOutput) {
     Scratch dir;
     test::write_text(dir / "big/blob", "");
     test::write_random(dir / "big/blob", 12 << 20, 1);  // 12 MiB of noise does not fit an 8 MiB root
+    test::write_text(dir / "bad-firewall.toml", "[ssh]\nport = 0\n");
     std::vector<Case> cases = {
         {"bad-toml", "name = \n", "not valid TOML"},
         {"unknown-key", header + small_disk + "\n[rootfs]\nfilesytem = \"erofs\"\n", "rootfs.filesytem: unknown key"},
@@ -58,6 +59,8 @@ partitions = [
 )", "does not fit on a 16 MiB disk"},
         {"unknown-package", header + small_disk + "\n[[rootfs.add]]\ntype = \"deb\"\npackage = \"cairn-no-such-package\"\n",
          "rootfs.add[0].package: unknown Debian package 'cairn-no-such-package'"},
+        {"bad-firewall-policy", header + small_disk + "\n[firewall]\npolicy = \"bad-firewall.toml\"\n",
+         "firewall: cairn-firewall: " + (dir / "bad-firewall.toml").string() + ":2: ssh.port"},
         {"unknown-owner", header + small_disk + "\n[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nowner = \"alice\"\n",
          "rootfs.add[0].owner: no user 'alice'"},
     };

@@ -128,3 +128,18 @@ TEST(Boot, FirstBootGrowsDataOnALargerDisk) {
         }
     }
 }
+
+// The firewall is loaded at boot, before the device services and `ready`, with the recipe's policy.
+TEST(Boot, TheFirewallIsLoadedBeforeReady) {
+    Booted b("minimal-debug");
+    qemu::Machine& m = b.start();
+    wait_for_shell(m);
+    const std::string console = m.console();
+    size_t loaded = console.find("cairn: firewall loaded");
+    ASSERT_NE(loaded, std::string::npos) << m.console_tail(40);
+    EXPECT_LT(loaded, console.find("cairn: ready"));
+    std::string out = shell(m, "cairn-firewall status");
+    EXPECT_NE(out.find("firewall: loaded (table inet cairn)"), std::string::npos) << out;
+    EXPECT_NE(out.find("ssh brute force: block the source (IPv4)"), std::string::npos) << out;
+    EXPECT_NE(out.find("accept ssh"), std::string::npos) << out;
+}
