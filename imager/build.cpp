@@ -314,7 +314,15 @@ json build(const BuildOptions& options) {
     json update_json = nullptr;
     if (recipe.update.enabled) {
         progress.note("Adding the updater");
-        std::string build_id = to_hex(sha256(inputs.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
+        // From what went in, not from where it was: host paths (the recipe's folder, step locations)
+        // stay out, so a build elsewhere or by someone else gives the same id and the same root.
+        json content = json::array();
+        for (const json& in : inputs) {
+            json c = in;
+            for (const char* host_key : {"recipe", "step", "source"}) c.erase(host_key);
+            content.push_back(c);
+        }
+        std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
         json release = add_update_files(tree, recipe, build_id);
         update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
     }
