@@ -109,10 +109,9 @@ TEST(Daemon, InstallsStatusAndMarksOverTheSystemBus) {
     // The API is introspectable.
     RunResult intro = run({"dbus-send", "--bus=" + b.address, "--print-reply", "--dest=org.cairn.Updater1", "/org/cairn/Updater1",
                            "org.freedesktop.DBus.Introspectable.Introspect"});
-    if (intro.exit_code == 0) {
-        for (const char* name : {"InstallBundle", "Mark", "GetSlotStatus", "Operation", "Progress", "LastError", "BootSlot", "Compatible", "Completed"})
-            EXPECT_NE(intro.out.find(name), std::string::npos) << name;
-    }
+    ASSERT_EQ(intro.exit_code, 0) << intro.err;
+    for (const char* name : {"InstallBundle", "Mark", "GetSlotStatus", "Operation", "Progress", "LastError", "BootSlot", "Compatible", "Completed"})
+        EXPECT_NE(intro.out.find(name), std::string::npos) << name;
 }
 
 TEST(Daemon, OnlyRootMayInstallOrMarkAnyoneMayRead) {
