@@ -1,6 +1,8 @@
 #include "qemu/machine.hpp"
 
 #include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -179,7 +181,10 @@ void require_file(const fs::path& path, const std::string& what) {
 
 bool kvm_usable() {
     UniqueFd fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-    return static_cast<bool>(fd);
+    if (!fd) return false;
+    // The machine has SMM (Secure Boot's flash protection): some hosts, nested ones among them,
+    // offer KVM without it, and QEMU would refuse to start.
+    return ::ioctl(fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_X86_SMM) > 0;
 }
 
 Machine::Machine(Config config) : config_(std::move(config)) {
