@@ -19,6 +19,7 @@
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
 #include "imager/esp.hpp"
+#include "imager/ssh.hpp"
 #include "imager/update.hpp"
 #include "imager/filesystem.hpp"
 #include "imager/initrd.hpp"
@@ -309,8 +310,12 @@ json build(const BuildOptions& options) {
     }
     if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
 
-    // 2c. The firewall, and what takes updates: the updater, its bus, the trust anchor, release.json.
+    // 2c. The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.
     if (recipe.firewall.enabled) add_firewall_files(tree, recipe);
+    if (recipe.ssh.enabled) {
+        progress.note("Adding sshd");
+        for (json& in : add_ssh_files(tree, recipe, cache, work.path())) inputs.push_back(std::move(in));
+    }
     json update_json = nullptr;
     if (recipe.update.enabled) {
         progress.note("Adding the updater");

@@ -220,7 +220,7 @@ Recipe load_recipe(const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "ssh", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     recipe.compatible = r.required_string(root, "", "compatible");
@@ -257,6 +257,28 @@ Recipe load_recipe(const fs::path& file) {
         recipe.firewall.where = r.where(*firewall, "firewall");
         r.only(*firewall, "firewall", {"policy"});
         if (const toml::node* n = firewall->get("policy")) recipe.firewall.policy = r.host_path(*n, "firewall.policy", true);
+    }
+    if (const toml::table* ssh = r.table(root, "", "ssh")) {
+        auto& h = recipe.ssh;
+        h.enabled = true;
+        h.where = r.where(*ssh, "ssh");
+        r.only(*ssh, "ssh", {"authorized_keys", "trusted_user_ca_keys", "vsock"});
+        if (auto vsock = r.boolean(*ssh, "ssh", "vsock")) h.vsock = *vsock;
+        if (const toml::node* n = ssh->get("trusted_user_ca_keys"))
+            h.trusted_user_ca_keys = r.host_path(*n, "ssh.trusted_user_ca_keys", true);
+        if (const toml::node* n = ssh->get("authorized_keys")) {
+            const toml::table* users = n->as_table();
+            if (!users) r.error(*n, "ssh.authorized_keys", "must be a table of user = [public key files], such as { root = [\"keys/admin.pub\"] }");
+            for (auto&& [user, files] : *users) {
+                const std::string k = "ssh.authorized_keys." + std::string(user.str());
+                const toml::array* list = files.as_array();
+                if (!list || list->empty()) r.error(files, k, "must be a non-empty list of public key files");
+                auto& paths = h.authorized_keys[std::string(user.str())];
+                for (size_t i = 0; i < list->size(); ++i) paths.push_back(r.host_path(*list->get(i), k + "[" + std::to_string(i) + "]", true));
+            }
+        }
+        if (h.authorized_keys.empty() && h.trusted_user_ca_keys.empty())
+            r.error(*ssh, "ssh", "nobody could log in: give `authorized_keys` or `trusted_user_ca_keys` (passwords are never accepted)");
     }
     if (const toml::table* update = r.table(root, "", "update")) {
         auto& u = recipe.update;

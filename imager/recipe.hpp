@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +77,18 @@ struct Recipe {
         fs::path policy;                          // a policy file; empty: the defaults (SSH only)
         std::string where;
     } firewall;
+
+    // [ssh]: Debian's OpenSSH server goes into the root, keys and certificates only
+    // (/usr/sbin/sshd, /etc/ssh/sshd_config, the authorized keys and user CA from here). Host
+    // keys are made on the device's first boot, on the data partition; never baked in. With
+    // `vsock`, sshd also answers on AF_VSOCK port 22 where the kernel has vsock.
+    struct Ssh {
+        bool enabled = false;
+        std::map<std::string, std::vector<fs::path>> authorized_keys;  // user -> public key files
+        fs::path trusted_user_ca_keys;            // CA public keys for certificate logins; may be empty
+        bool vsock = true;
+        std::string where;
+    } ssh;
 
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4

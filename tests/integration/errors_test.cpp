@@ -43,6 +43,11 @@ TEST(BuildErrors, OneClearLineAndNoPartialOutput) {
     test::write_text(dir / "big/blob", "");
     test::write_random(dir / "big/blob", 12 << 20, 1);  // 12 MiB of noise does not fit an 8 MiB root
     test::write_text(dir / "bad-firewall.toml", "[ssh]\nport = 0\n");
+    fs::copy_file(test::source_dir() / "recipes/keys/ssh-admin.pub", dir / "admin.pub");
+    fs::copy_file(test::source_dir() / "recipes/keys/ssh-admin", dir / "admin");
+    test::write_text(dir / "not-a-key.pub", "ssh-ed25519 this-is-not-base64\n");
+    const std::string passwd = "\n[[rootfs.add]]\ntype = \"file\"\npath = \"/etc/passwd\"\ncontent = \"root:x:0:0::/root:/bin/sh\\nsshd:x:100:65534::/run/sshd:/bin/false\\n\"\n";
+    const std::string root_key = "\n[ssh]\nauthorized_keys = { root = [\"admin.pub\"] }\n";
     std::vector<Case> cases = {
         {"bad-toml", "name = \n", "not valid TOML"},
         {"unknown-key", header + small_disk + "\n[rootfs]\nfilesytem = \"erofs\"\n", "rootfs.filesytem: unknown key"},
@@ -61,6 +66,14 @@ partitions = [
          "rootfs.add[0].package: unknown Debian package 'cairn-no-such-package'"},
         {"bad-firewall-policy", header + small_disk + "\n[firewall]\npolicy = \"bad-firewall.toml\"\n",
          "firewall: cairn-firewall: " + (dir / "bad-firewall.toml").string() + ":2: ssh.port"},
+        {"ssh-nobody", header + small_disk + "\n[ssh]\nvsock = false\n", "ssh: nobody could log in"},
+        {"ssh-no-sshd-user", header + small_disk + root_key, "ssh: the image's /etc/passwd has no user 'sshd'"},
+        {"ssh-private-key", header + small_disk + "\n[ssh]\nauthorized_keys = { root = [\"admin\"] }\n" + passwd,
+         "authorized_keys.root[0]: " + (dir / "admin").string() + " holds a private key"},
+        {"ssh-not-a-key", header + small_disk + "\n[ssh]\ntrusted_user_ca_keys = \"not-a-key.pub\"\n" + passwd,
+         "trusted_user_ca_keys: " + (dir / "not-a-key.pub").string() + " is not an OpenSSH public key file"},
+        {"ssh-unknown-user", header + small_disk + "\n[ssh]\nauthorized_keys = { alice = [\"admin.pub\"] }\n" + passwd,
+         "authorized_keys.alice: the image's /etc/passwd has no user 'alice'"},
         {"unknown-owner", header + small_disk + "\n[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nowner = \"alice\"\n",
          "rootfs.add[0].owner: no user 'alice'"},
     };

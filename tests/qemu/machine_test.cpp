@@ -21,10 +21,13 @@
 #include "common/subprocess.hpp"
 #include "imager/cpio.hpp"
 #include "imager/deb.hpp"
+#include "tests/support/qemu_support.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn;
 using namespace std::chrono_literals;
+using cairn::test::free_port;
+using cairn::test::read_from;
 using cairn::test::Scratch;
 namespace fs = std::filesystem;
 
@@ -205,40 +208,6 @@ std::vector<pid_t> processes_mentioning(const std::string& text) {
         if (cmdline.find(text) != std::string::npos && alive(std::stoi(name))) found.push_back(std::stoi(name));
     }
     return found;
-}
-
-// A TCP port on 127.0.0.1 that nothing listens on right now.
-uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-// Connects to 127.0.0.1:port and reads what the other side sends (empty on failure).
-std::string read_from(uint16_t port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string got;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-        char buffer[256];
-        pollfd p{fd, POLLIN, 0};
-        while (::poll(&p, 1, 10000) > 0) {
-            ssize_t r = ::read(fd, buffer, sizeof buffer);
-            if (r <= 0) break;
-            got.append(buffer, static_cast<size_t>(r));
-        }
-    }
-    ::close(fd);
-    return got;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -481,7 +450,7 @@ TEST(MachineDisk, BootsTypesResetsAndRestartsWithItsState) {
     c.disk = disk;
     c.state_dir = dir / "state";
     const uint16_t port = free_port();
-    c.forwards = {{port, 7777}};
+    c.forwards = {{port, 22}};
     qemu::Machine m(c);
     m.start();
     size_t ready = m.wait_for("cairn: ready", 180s);
@@ -492,16 +461,12 @@ TEST(MachineDisk, BootsTypesResetsAndRestartsWithItsState) {
     size_t typed = m.wait_for("typed-ok", 30s);
     EXPECT_NE(m.console().rfind("\n2", typed), std::string::npos) << m.console_tail(10);
 
-    // A host port forwarded to a guest listener (QEMU's user network: the guest is 10.0.2.15).
-    m.send("modprobe virtio_net && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && "
-           "{ echo forwarded-ok | nc -l -p 7777 & } ; echo net-\"up\"\n");
-    m.wait_for("net-up", 60s);
-    std::string got;
-    for (int i = 0; i < 20 && got.find("forwarded-ok") == std::string::npos; ++i) {
-        got = read_from(port);
-        if (got.empty()) std::this_thread::sleep_for(500ms);
-    }
-    EXPECT_NE(got.find("forwarded-ok"), std::string::npos) << "nothing came through the forward; console:\n" << m.console_tail(15);
+    // A host port forwarded to the guest: the image takes its address by DHCP on QEMU's user
+    // network and its firewall lets in SSH only, so sshd's banner is what comes through.
+    m.wait_for("cairn: network eth0 10.0.2.15/24", 120s);
+    cairn::test::wait_for_sshd(m);
+    std::string got = read_from(port, 10s);
+    EXPECT_EQ(got.rfind("SSH-2.0-OpenSSH_", 0), 0u) << "no sshd banner through the forward: '" << got << "'; console:\n" << m.console_tail(15);
 
     // Reset in place: the same process boots again.
     size_t before = m.console().size();

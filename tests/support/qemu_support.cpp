@@ -1,6 +1,11 @@
 #include "tests/support/qemu_support.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/file.hpp"
 #include "common/hash.hpp"
@@ -39,6 +44,7 @@ qemu::Machine& Booted::start() {
     qemu::Config c;
     c.disk = disk;
     c.state_dir = dir / "machine";
+    c.forwards = forwards;
     for (size_t i = 0; i < drives.size(); ++i) {
         const std::string id = "drive" + std::to_string(i);
         c.extra_args.insert(c.extra_args.end(), {"-drive", "if=none,id=" + id + ",format=raw,readonly=on,file=" + drives[i].string(),
@@ -47,6 +53,39 @@ qemu::Machine& Booted::start() {
     machine = std::make_unique<qemu::Machine>(c);
     machine->start();
     return *machine;
+}
+
+void wait_for_sshd(qemu::Machine& m, std::chrono::seconds timeout) {
+    shell(m, "until netstat -ltn | grep -q ':22 '; do sleep 1; done", timeout);
+}
+
+uint16_t free_port() {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("free_port: bind failed");
+    socklen_t len = sizeof a;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+}
+
+std::string read_from(uint16_t port, std::chrono::milliseconds quiet) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string got;
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return got;
+    char buffer[256];
+    pollfd p{fd.get(), POLLIN, 0};
+    while (::poll(&p, 1, static_cast<int>(quiet.count())) > 0) {
+        ssize_t r = ::read(fd.get(), buffer, sizeof buffer);
+        if (r <= 0) break;
+        got.append(buffer, static_cast<size_t>(r));
+    }
+    return got;
 }
 
 void flip_byte(const fs::path& disk, uint64_t at) {

@@ -26,11 +26,22 @@ struct Booted {
     Scratch dir;
     std::filesystem::path disk;
     std::vector<std::filesystem::path> drives;
+    std::vector<std::pair<uint16_t, uint16_t>> forwards;  // host port (127.0.0.1) -> guest port
     std::unique_ptr<qemu::Machine> machine;
 
     explicit Booted(const std::string& image, uint64_t grow_by = 0);
     qemu::Machine& start();  // a new QEMU on the same disk and state (NVRAM, TPM)
 };
+
+// Waits (in the debug image's console shell) until sshd listens on TCP port 22. Probing from the
+// host instead would count as new SSH connections and get the host blocked by the firewall.
+void wait_for_sshd(qemu::Machine& m, std::chrono::seconds timeout = std::chrono::seconds(120));
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+uint16_t free_port();
+// Connects to 127.0.0.1:port and reads what the other side sends until it closes or is silent for
+// `quiet` (empty when the connection fails).
+std::string read_from(uint16_t port, std::chrono::milliseconds quiet = std::chrono::seconds(10));
 
 void flip_byte(const std::filesystem::path& disk, uint64_t at);
 std::string sha256_of_range(const std::filesystem::path& disk, uint64_t offset, uint64_t size);
