@@ -19,6 +19,7 @@
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
 #include "imager/esp.hpp"
+#include "imager/provisioning.hpp"
 #include "imager/ssh.hpp"
 #include "imager/update.hpp"
 #include "imager/filesystem.hpp"
@@ -312,6 +313,10 @@ json build(const BuildOptions& options) {
 
     // 2c. The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.
     if (recipe.firewall.enabled) add_firewall_files(tree, recipe);
+    if (recipe.provisioning.enabled) {
+        progress.note("Adding the provisioning agent");
+        add_provisioning_files(tree, recipe);
+    }
     if (recipe.ssh.enabled) {
         progress.note("Adding sshd");
         for (json& in : add_ssh_files(tree, recipe, cache, work.path())) inputs.push_back(std::move(in));

@@ -220,7 +220,7 @@ Recipe load_recipe(const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "ssh", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "ssh", "provisioning", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     recipe.compatible = r.required_string(root, "", "compatible");
@@ -257,6 +257,12 @@ Recipe load_recipe(const fs::path& file) {
         recipe.firewall.where = r.where(*firewall, "firewall");
         r.only(*firewall, "firewall", {"policy"});
         if (const toml::node* n = firewall->get("policy")) recipe.firewall.policy = r.host_path(*n, "firewall.policy", true);
+    }
+    if (const toml::table* prov = r.table(root, "", "provisioning")) {
+        recipe.provisioning.enabled = true;
+        recipe.provisioning.where = r.where(*prov, "provisioning");
+        r.only(*prov, "provisioning", {"config"});
+        if (const toml::node* n = prov->get("config")) recipe.provisioning.config = r.host_path(*n, "provisioning.config", true);
     }
     if (const toml::table* ssh = r.table(root, "", "ssh")) {
         auto& h = recipe.ssh;

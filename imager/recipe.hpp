@@ -90,6 +90,15 @@ struct Recipe {
         std::string where;
     } ssh;
 
+    // [provisioning]: the provisioning agent (cairn-provisiond, the TPM device TCTI, cairnctl)
+    // goes into the root; `config` becomes /etc/cairn/config.toml. Without it the device waits
+    // for `cairnctl config apply`.
+    struct Provisioning {
+        bool enabled = false;
+        fs::path config;
+        std::string where;
+    } provisioning;
+
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4
         std::string compression = "none";   // erofs only: none, lz4, lz4hc

@@ -18,7 +18,7 @@ public:
         write_text_file("ca.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
         write_text_file("server.ext",
                         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-                        "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.2.2\n");  // 10.0.2.2: the host, seen from a QEMU guest
         write_text_file("client.ext", "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n");
         self_signed("root", "Cairn Test Root");
         issue("intermediate", "Cairn Test Intermediate", "root", "ca.ext");

@@ -17,26 +17,6 @@ using namespace cairn::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-namespace {
-
-// A private key copied out of the repository with the permissions ssh insists on.
-fs::path private_key(const Scratch& dir, const std::string& name) {
-    fs::path key = dir / name;
-    fs::copy_file(source_dir() / "recipes/keys" / name, key, fs::copy_options::overwrite_existing);
-    ::chmod(key.c_str(), 0600);
-    return key;
-}
-
-std::vector<std::string> ssh_command(uint16_t port, const std::vector<std::string>& options, const std::string& remote) {
-    std::vector<std::string> argv = {"timeout", "60", "ssh", "-p", std::to_string(port), "-o", "StrictHostKeyChecking=no", "-o",
-                                     "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"};
-    argv.insert(argv.end(), options.begin(), options.end());
-    argv.insert(argv.end(), {"root@127.0.0.1", remote});
-    return argv;
-}
-
-}  // namespace
-
 TEST(Ssh, KeysAndCertificatesOnlyAndBruteForceSourcesAreBlocked) {
     Booted b("minimal-debug");
     const uint16_t ssh_port = free_port(), other_port = free_port();
@@ -54,8 +34,8 @@ TEST(Ssh, KeysAndCertificatesOnlyAndBruteForceSourcesAreBlocked) {
     EXPECT_EQ(read_from(other_port, 5s), "") << "a forwarded port other than SSH answered";
 
     Scratch keys;
-    const fs::path admin = private_key(keys, "ssh-admin");
-    const fs::path ca = private_key(keys, "ssh-user-ca");
+    const fs::path admin = test_private_key(keys.path(), "ssh-admin");
+    const fs::path ca = test_private_key(keys.path(), "ssh-user-ca");
     run_checked({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test user", "-f", (keys / "user").string()});
     run_checked({"ssh-keygen", "-q", "-s", ca.string(), "-I", "test-user", "-n", "root", "-V", "-5m:+1h", (keys / "user.pub").string()});
     run_checked({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "stranger", "-f", (keys / "stranger").string()});

@@ -59,6 +59,21 @@ void wait_for_sshd(qemu::Machine& m, std::chrono::seconds timeout) {
     shell(m, "until netstat -ltn | grep -q ':22 '; do sleep 1; done", timeout);
 }
 
+fs::path test_private_key(const fs::path& dir, const std::string& name) {
+    fs::path key = dir / name;
+    fs::copy_file(source_dir() / "recipes/keys" / name, key, fs::copy_options::overwrite_existing);
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+    return key;
+}
+
+std::vector<std::string> ssh_command(uint16_t port, const std::vector<std::string>& options, const std::string& remote) {
+    std::vector<std::string> argv = {"timeout", "60", "ssh", "-p", std::to_string(port), "-o", "StrictHostKeyChecking=no", "-o",
+                                     "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), {"root@127.0.0.1", remote});
+    return argv;
+}
+
 uint16_t free_port() {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a{};

@@ -37,6 +37,13 @@ struct Booted {
 // host instead would count as new SSH connections and get the host blocked by the firewall.
 void wait_for_sshd(qemu::Machine& m, std::chrono::seconds timeout = std::chrono::seconds(120));
 
+// A private key of recipes/keys (test keys) copied into `dir` with the permissions ssh insists on.
+std::filesystem::path test_private_key(const std::filesystem::path& dir, const std::string& name);
+// argv of the host's ssh to root@127.0.0.1:port (through a forward to the guest's 22) running
+// `remote`, under `timeout 60`, without host key checks. Mind the image's firewall: more than 3
+// new connections within 60 s block the host.
+std::vector<std::string> ssh_command(uint16_t port, const std::vector<std::string>& options, const std::string& remote);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 uint16_t free_port();
 // Connects to 127.0.0.1:port and reads what the other side sends until it closes or is silent for

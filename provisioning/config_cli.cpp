@@ -1,0 +1,108 @@
+#include "provisioning/config_cli.hpp"
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "provisioning/config.hpp"
+
+namespace cairn::provisioning {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* usage =
+    "usage: cairnctl config check|apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
+    "  check   read FILE (default: the target) as the provisioning agent would\n"
+    "  apply   check FILE, install it as the target (default /etc/cairn/config.toml) and have the\n"
+    "          running agent provision again with it; a bad FILE changes nothing\n";
+
+struct Options {
+    std::string command;
+    fs::path file, target = default_config_path, pid_file = "/run/cairn/provisiond.pid";
+    bool json = false;
+};
+
+Options parse(const std::vector<std::string>& args) {
+    Options o;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= args.size()) fail(a + " needs a value");
+            return args[++i];
+        };
+        if (a == "-c" || a == "--config") o.file = value();
+        else if (a == "--target") o.target = value();
+        else if (a == "--pid-file") o.pid_file = value();
+        else if (a == "--json") o.json = true;
+        else if (o.command.empty() && !a.starts_with("-")) o.command = a;
+        else fail("unknown argument '" + a + "'");
+    }
+    if (o.file.empty()) o.file = o.target;
+    return o;
+}
+
+// The agent's pid, if it runs.
+std::optional<pid_t> agent_pid(const fs::path& pid_file) {
+    std::error_code ec;
+    if (!fs::is_regular_file(pid_file, ec)) return std::nullopt;
+    try {
+        pid_t pid = static_cast<pid_t>(std::stol(read_file(pid_file)));
+        if (pid > 1 && ::kill(pid, 0) == 0) return pid;
+    } catch (const std::exception&) {
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+int config_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    Options o;
+    try {
+        o = parse(args);
+        if (o.command != "check" && o.command != "apply") {
+            err << usage;
+            return 2;
+        }
+        ProvisioningConfig config = load_config(o.file);
+        json result = {{"file", o.file.string()}, {"valid", true}, {"source", config.source}, {"method", method_name(config.method)},
+                       {"mode", mode_name(config.mode)}};
+        if (o.command == "check") {
+            if (o.json) out << result.dump(2) << "\n";
+            else out << o.file.string() << ": OK (source " << config.source << ", method " << method_name(config.method) << ")\n";
+            return 0;
+        }
+        std::error_code ec;
+        const bool same = fs::exists(o.target, ec) && fs::equivalent(o.file, o.target, ec);
+        if (!same) {
+            if (!o.target.parent_path().empty()) fs::create_directories(o.target.parent_path());
+            write_file_atomic(o.target, read_file(o.file), 0600);
+        }
+        result["target"] = o.target.string();
+        std::optional<pid_t> pid = agent_pid(o.pid_file);
+        if (pid && ::kill(*pid, SIGHUP) != 0) fail_errno("cannot signal the provisioning agent (pid " + std::to_string(*pid) + ")");
+        result["agent_pid"] = pid ? json(*pid) : json(nullptr);
+        if (o.json) {
+            out << result.dump(2) << "\n";
+        } else {
+            out << "Applied " << o.file.string() << (same ? "" : " as " + o.target.string()) << "; ";
+            if (pid) out << "the provisioning agent (pid " << *pid << ") provisions again with it.\n";
+            else out << "no provisioning agent is running (" << o.pid_file.string() << "): it reads the configuration when it starts.\n";
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        if (o.json) out << json{{"file", o.file.string()}, {"valid", false}, {"error", e.what()}}.dump(2) << "\n";
+        err << "cairnctl config: " << e.what() << (o.command == "apply" ? " (nothing applied)" : "") << "\n";
+        return 1;
+    }
+}
+
+}  // namespace cairn::provisioning
