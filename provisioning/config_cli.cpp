@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "provisioning/config.hpp"
+#include "provisioning/config_import.hpp"
 
 namespace cairn::provisioning {
 
@@ -21,14 +22,18 @@ namespace {
 
 constexpr const char* usage =
     "usage: cairnctl config check|apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
+    "       cairnctl config import [-i CONFIG.yaml] [-o FILE] [--force]\n"
     "  check   read FILE (default: the target) as the provisioning agent would\n"
     "  apply   check FILE, install it as the target (default /etc/cairn/config.toml) and have the\n"
-    "          running agent provision again with it; a bad FILE changes nothing\n";
+    "          running agent provision again with it; a bad FILE changes nothing\n"
+    "  import  turn an IoT Edge 1.1 config.yaml (default /etc/iotedge/config.yaml) into the\n"
+    "          target (or -o FILE); refuses to overwrite without --force; then run `apply`\n";
 
 struct Options {
     std::string command;
     fs::path file, target = default_config_path, pid_file = "/run/cairn/provisiond.pid";
-    bool json = false;
+    fs::path yaml = "/etc/iotedge/config.yaml", out;
+    bool json = false, force = false;
 };
 
 Options parse(const std::vector<std::string>& args) {
@@ -42,11 +47,15 @@ Options parse(const std::vector<std::string>& args) {
         if (a == "-c" || a == "--config") o.file = value();
         else if (a == "--target") o.target = value();
         else if (a == "--pid-file") o.pid_file = value();
+        else if (a == "-i" || a == "--in") o.yaml = value();
+        else if (a == "-o" || a == "--out") o.out = value();
+        else if (a == "--force") o.force = true;
         else if (a == "--json") o.json = true;
         else if (o.command.empty() && !a.starts_with("-")) o.command = a;
         else fail("unknown argument '" + a + "'");
     }
     if (o.file.empty()) o.file = o.target;
+    if (o.out.empty()) o.out = o.target;
     return o;
 }
 
@@ -68,6 +77,17 @@ int config_command(const std::vector<std::string>& args, std::ostream& out, std:
     Options o;
     try {
         o = parse(args);
+        if (o.command == "import") {
+            std::error_code ec;
+            if (fs::exists(o.out, ec) && !o.force) fail(o.out.string() + " exists (--force overwrites it)");
+            std::string toml = import_iotedge_config(read_file(o.yaml), o.yaml);
+            parse_config(toml, o.out);  // what the agent would say about it, before anything is written
+            if (!o.out.parent_path().empty()) fs::create_directories(o.out.parent_path());
+            write_file_atomic(o.out, toml, 0600);
+            out << "Imported " << o.yaml.string() << " into " << o.out.string() << "; apply it with: cairnctl config apply"
+                << (o.out == o.target ? "" : " -c " + o.out.string()) << "\n";
+            return 0;
+        }
         if (o.command != "check" && o.command != "apply") {
             err << usage;
             return 2;
@@ -100,7 +120,8 @@ int config_command(const std::vector<std::string>& args, std::ostream& out, std:
         return 0;
     } catch (const std::exception& e) {
         if (o.json) out << json{{"file", o.file.string()}, {"valid", false}, {"error", e.what()}}.dump(2) << "\n";
-        err << "cairnctl config: " << e.what() << (o.command == "apply" ? " (nothing applied)" : "") << "\n";
+        err << "cairnctl config: " << e.what() << (o.command == "apply" ? " (nothing applied)" : o.command == "import" ? " (nothing written)" : "")
+            << "\n";
         return 1;
     }
 }
