@@ -1,7 +1,7 @@
 // Zero-touch provisioning in an image Cairn builds (CTest label `qemu`): the agent in the guest
 // registers through the VM's TPM (swtpm) with cairn-dps running on the host, reached over QEMU's
 // user network (10.0.2.2), with real TLS; the identity is kept across a reboot without asking the
-// service again.
+// service again, unless the mode is AlwaysOnStartup.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -45,11 +45,14 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     // What the operator gives the device: config.toml and the service's CA, on a read-only disk.
     fs::create_directories(dir / "give");
     fs::copy_file(dps.trust_bundle(), dir / "give/dps-ca.pem");
-    write_text(dir / "give/config.toml", "trust_bundle_cert = \"file:///etc/cairn/dps-ca.pem\"\n[provisioning]\nsource = \"dps\"\n"
-                                         "global_endpoint = \"https://10.0.2.2:" + std::to_string(dps.port()) + "/\"\n"
-                                         "id_scope = \"" + dps_scope + "\"\n[provisioning.attestation]\nmethod = \"tpm\"\n"
-                                         "[tpm]\ntcti = \"device:/dev/tpmrm0\"\n");
-    run_checked({"tar", "-cf", (dir / "give.tar").string(), "-C", (dir / "give").string(), "config.toml", "dps-ca.pem"});
+    auto config = [&](const std::string& mode) {
+        return "trust_bundle_cert = \"file:///etc/cairn/dps-ca.pem\"\n[provisioning]\nsource = \"dps\"\n"
+               "global_endpoint = \"https://10.0.2.2:" + std::to_string(dps.port()) + "/\"\nid_scope = \"" + dps_scope + "\"\n"
+               "auto_reprovisioning_mode = \"" + mode + "\"\n[provisioning.attestation]\nmethod = \"tpm\"\n[tpm]\ntcti = \"device:/dev/tpmrm0\"\n";
+    };
+    write_text(dir / "give/config.toml", config("Dynamic"));
+    write_text(dir / "give/always.toml", config("AlwaysOnStartup"));
+    run_checked({"tar", "-cf", (dir / "give.tar").string(), "-C", (dir / "give").string(), "config.toml", "always.toml", "dps-ca.pem"});
 
     Booted b("minimal-debug");
     b.drives = {dir / "give.tar"};
@@ -104,4 +107,17 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     EXPECT_NE(out.find("State: Provisioned"), std::string::npos) << out;
     EXPECT_NE(out.find("Device ID: " + registration_id), std::string::npos) << out;
     EXPECT_EQ(device_registrations(dps), registrations) << "the agent registered again after a reboot";
+
+    // Unless the mode is AlwaysOnStartup: then every start registers (the apply, then the reboot).
+    from = m.console().size();
+    out = shell(m, "mkdir -p /tmp/give && tar -xf /dev/vdb -C /tmp/give && cairnctl config apply -c /tmp/give/always.toml; echo exit=$?");
+    EXPECT_NE(out.find("exit=0"), std::string::npos) << out;
+    m.wait_for_after("cairn: provisioning done", from, 300s);
+    const size_t after_apply = device_registrations(dps);
+    EXPECT_GT(after_apply, registrations) << "AlwaysOnStartup did not register";
+    from = m.console().size();
+    m.send("sync; reboot -f\n");
+    ready = m.wait_for_after("cairn: ready", from, 300s);
+    m.wait_for_after("cairn: provisioning done", ready, 300s);
+    EXPECT_GT(device_registrations(dps), after_apply) << "AlwaysOnStartup did not register after the reboot";
 }
