@@ -6,7 +6,9 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "provisioning/dps_client.hpp"
 #include "provisioning/encoding.hpp"
+#include "provisioning/sas.hpp"
 #include "provisioning/tpm.hpp"
 
 namespace cairn::provisioning {
@@ -84,6 +86,42 @@ std::string trigger_name(Trigger trigger) {
     return "?";
 }
 
+HubAnswer ask_hub(const ProvisioningConfig& config, const Identity& identity) {
+    HubAnswer answer;
+    try {
+        std::string base = config.hub_endpoint.empty() ? "https://" + identity.hub_name : config.hub_endpoint;
+        while (!base.empty() && base.back() == '/') base.pop_back();
+        HttpsRequest r;
+        r.url = base + "/devices/" + url_encode(identity.device_id) + "/messages/deviceBound?api-version=2020-09-30";
+        r.trust_bundle = config.trust_bundle;
+        r.connect_timeout_ms = 10000;
+        r.timeout_ms = 20000;
+        const std::string resource = identity.hub_name + "/devices/" + identity.device_id;
+        const int64_t expiry = unix_seconds(std::chrono::system_clock::now()) + 3600;
+        if (config.method == AttestationMethod::SymmetricKey) {
+            r.headers.push_back("Authorization: " + make_sas_token(resource, expiry, key_signer(base64_decode(config.symmetric_key, "symmetric key")), ""));
+        } else if (config.method == AttestationMethod::Tpm) {
+            Tpm tpm(config.tpm);
+            r.headers.push_back("Authorization: " + make_sas_token(resource, expiry, [&tpm](std::string_view data) { return tpm.sign(data); }, ""));
+        } else {
+            r.client_certificate = config.identity_cert;
+            r.client_key = config.identity_pk;
+        }
+        HttpsReply reply = https_request(r);
+        std::string body = reply.body.substr(0, 200);
+        try {
+            body = json::parse(reply.body).value("message", body);
+        } catch (...) {
+        }
+        answer.detail = "HTTP " + std::to_string(reply.status) + (body.empty() ? "" : ": " + body);
+        if (reply.status >= 200 && reply.status < 300) answer.kind = HubAnswer::Accepted;
+        else if (reply.status == 401 || reply.status == 403 || reply.status == 404) answer.kind = HubAnswer::Refused;
+    } catch (const std::exception& e) {
+        answer.detail = e.what();
+    }
+    return answer;
+}
+
 ProvisionOutcome provision(const ProvisioningConfig& config, const std::filesystem::path& state_dir, Trigger trigger,
                            const std::function<void(const std::string&)>& log) {
     if (config.source != "dps") fail("provisioning: source is '" + config.source + "': nothing to provision");
@@ -98,9 +136,24 @@ ProvisionOutcome provision(const ProvisioningConfig& config, const std::filesyst
     bool need = true;
     switch (trigger) {
         case Trigger::Startup:
-            if (config.mode == ReprovisioningMode::AlwaysOnStartup) outcome.reason = "auto_reprovisioning_mode is AlwaysOnStartup";
-            else if (loaded.identity) need = false, outcome.reason = "stored identity is valid";
-            else outcome.reason = loaded.problem;
+            if (config.mode == ReprovisioningMode::AlwaysOnStartup) {
+                outcome.reason = "auto_reprovisioning_mode is AlwaysOnStartup";
+            } else if (loaded.identity) {
+                need = false, outcome.reason = "stored identity is valid";
+                if (config.mode == ReprovisioningMode::Dynamic && config.hub_check) {
+                    HubAnswer hub = ask_hub(config, *loaded.identity);
+                    if (hub.kind == HubAnswer::Refused) {
+                        need = true;
+                        outcome.reason = "the hub refused the device (" + hub.detail + "; Dynamic mode)";
+                    } else if (hub.kind == HubAnswer::Accepted) {
+                        outcome.reason = "stored identity is valid (the hub accepts it)";
+                    } else {
+                        outcome.reason = "stored identity is valid (the hub could not be asked: " + hub.detail + ")";
+                    }
+                }
+            } else {
+                outcome.reason = loaded.problem;
+            }
             break;
         case Trigger::Api:
             outcome.reason = "reprovisioning was asked for";

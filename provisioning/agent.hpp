@@ -49,6 +49,15 @@ private:
     std::filesystem::path dir_;
 };
 
+// What the hub says of a stored identity (the agent asks at start in Dynamic mode): GET
+// <hub>/devices/{id}/messages/deviceBound with the device's own credential (a SAS token signed by
+// the device key or inside the TPM, or the X.509 client certificate), one attempt.
+struct HubAnswer {
+    enum Kind { Accepted, Refused, Unknown } kind = Unknown;
+    std::string detail;  // "HTTP 403: ...", or why it could not be asked
+};
+HubAnswer ask_hub(const ProvisioningConfig& config, const Identity& identity);
+
 enum class Trigger { Startup, Api, HubError };
 std::string trigger_name(Trigger trigger);
 

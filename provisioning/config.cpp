@@ -141,6 +141,17 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
     } else {
         r.error(*a->get("method"), ap + ".method", "'" + method + "' is not tpm, x509 or symmetric_key");
     }
+    if (const toml::table* cairn = r.table(root, "", "cairn")) {
+        r.only(*cairn, "cairn", {"hub"});
+        if (const toml::table* h = r.table(*cairn, "cairn", "hub")) {
+            r.only(*h, "cairn.hub", {"check", "endpoint"});
+            if (auto b = r.boolean(*h, "cairn.hub", "check")) c.hub_check = *b;
+            if (auto v = r.string(*h, "cairn.hub", "endpoint")) {
+                if (v->rfind("https://", 0) != 0) r.error(*h->get("endpoint"), "cairn.hub.endpoint", "'" + *v + "' is not an https:// URL");
+                c.hub_endpoint = *v;
+            }
+        }
+    }
     if (const toml::table* t = r.table(root, "", "tpm")) {
         r.only(*t, "tpm", {"tcti", "auth_key_index", "hierarchy_authorization"});
         if (auto v = r.string(*t, "tpm", "tcti")) c.tpm.tcti = *v == "device" ? "device:/dev/tpmrm0" : *v;

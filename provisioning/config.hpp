@@ -38,6 +38,10 @@ struct ProvisioningConfig {
     TpmOptions tpm;
     int cloud_timeout_sec = 70;
     RetryPolicy retry;                        // not in the file: defaults (tests shorten it)
+    // [cairn.hub] (Cairn's own table): in Dynamic mode the agent asks the hub at start whether it
+    // still accepts the stored identity; a refusal (device disabled, credential bad) re-registers.
+    bool hub_check = true;                    // check = true | false
+    std::string hub_endpoint;                 // endpoint = "https://..."; empty: https://<assigned hub>/
 };
 
 // Parses TOML text (file names the source in messages) / a file. Throws Error "<file>:<line>: <key>: <reason>".

@@ -268,8 +268,9 @@ HttpResponse DpsService::handle(const HttpRequest& request) {
     }
     std::lock_guard lock(mutex_);
     HttpResponse response;
+    const bool hub = !parts.empty() && parts[0] == "devices";
     try {
-        response = handle_device(request, parts);
+        response = hub ? handle_hub(request, parts) : handle_device(request, parts);
     } catch (const std::exception& e) {
         response = error(500, 500000, std::string("internal error: ") + e.what());
     }
@@ -281,8 +282,57 @@ HttpResponse DpsService::handle(const HttpRequest& request) {
     }
     response.headers.emplace_back("Date", http_date(unix_seconds(now())));
     response.headers.emplace_back("x-ms-request-id", new_id());
-    log(request, parts.size() >= 3 ? parts[2] : "", response.status, note);
+    log(request, hub ? (parts.size() >= 2 ? parts[1] : "") : parts.size() >= 3 ? parts[2] : "", response.status, note);
     return response;
+}
+
+// The simulated IoT Hub: the device-bound message request of IoT Hub's device HTTPS API, which a
+// device makes with its own credential. 204 (no message) when the hub accepts the device; 401
+// when it refuses the credential; 403 when the device is disabled; 404 for a device it does not
+// know. Cairn's agent asks it at start in Dynamic mode.
+HttpResponse DpsService::handle_hub(const HttpRequest& request, const std::vector<std::string>& parts) {
+    if (parts.size() != 4 || parts[2] != "messages" || parts[3] != "deviceBound")
+        return error(404, 404000, "the simulated hub serves GET /devices/{id}/messages/deviceBound only");
+    if (request.method != "GET") return error(405, 405000, "the simulated hub answers GET only");
+    auto it = hub_devices_.find(parts[1]);
+    if (it == hub_devices_.end()) return error(404, 404001, "DeviceNotFound: no device '" + parts[1] + "' on any hub");
+    const HubDevice& d = it->second;
+    if (d.status == "disabled") return error(403, 403004, "device '" + parts[1] + "' is disabled on " + d.hub);
+    const std::string authorization = request.header("authorization");
+    bool accepted = false;
+    if (d.status == "credentialRevoked") {
+        accepted = false;
+    } else if (!authorization.empty()) {
+        try {
+            SasToken token = parse_sas_token(authorization);
+            accepted = to_lower(token.resource) == to_lower(d.hub + "/devices/" + parts[1]) && token.expiry >= unix_seconds(now()) &&
+                       !d.key.empty() && sas_signature_matches(token, d.key);
+        } catch (const Error&) {
+        }
+    } else if (!request.peer_chain.empty() && !d.thumbprint.empty()) {
+        accepted = certificate_thumbprint(request.peer_chain.front().get()) == d.thumbprint;
+    }
+    if (!accepted) return error(401, 401002, "IotHubUnauthorizedAccess: " + d.hub + " refuses the credential of '" + parts[1] + "'");
+    HttpResponse r;
+    r.status = 204;
+    return r;
+}
+
+void DpsService::set_hub_status(const std::string& device_id, const std::string& status) {
+    std::lock_guard lock(mutex_);
+    auto it = hub_devices_.find(device_id);
+    if (it == hub_devices_.end()) fail("no device '" + device_id + "' was assigned to a hub");
+    if (status != "enabled" && status != "disabled" && status != "credentialRevoked")
+        fail("hubStatus '" + status + "' is not enabled, disabled or credentialRevoked");
+    it->second.status = status;
+}
+
+json DpsService::hub_devices() const {
+    std::lock_guard lock(mutex_);
+    json out = json::array();
+    for (const auto& [id, d] : hub_devices_)
+        out.push_back({{"deviceId", id}, {"assignedHub", d.hub}, {"registrationId", d.registration_id}, {"method", d.method}, {"hubStatus", d.status}});
+    return out;
 }
 
 HttpResponse DpsService::handle_device(const HttpRequest& request, const std::vector<std::string>& parts) {
@@ -376,12 +426,12 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
             const Enrollment& e = it->second;
             if (e.type == "symmetricKey") {
                 for (const auto& key : e.keys)
-                    if (sas_signature_matches(token, key)) return Authenticated{&e, "symmetricKey"};
+                    if (sas_signature_matches(token, key)) return Authenticated{&e, "symmetricKey", key, ""};
                 return error(401, 401002, "SAS token signature does not match the enrollment's keys");
             }
             if (e.type == "tpm") {
                 auto p = pending_tpm_.find(registration_id);
-                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) return Authenticated{&e, "tpm"};
+                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) return Authenticated{&e, "tpm", p->second.hmac_key, ""};
                 return error(401, 401002, "SAS token signature does not match the key of the last TPM challenge");
             }
         }
@@ -389,7 +439,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
             if (group.type != "symmetricKey") continue;
             for (const auto& key : group.keys) {
                 const std::string device_key = base64_decode(derive_device_key(base64_encode(key), registration_id), "derived key");
-                if (sas_signature_matches(token, device_key)) return Authenticated{&group, "symmetricKey"};
+                if (sas_signature_matches(token, device_key)) return Authenticated{&group, "symmetricKey", device_key, ""};
             }
         }
         return error(401, 401002, "SAS token signature matches no enrollment for '" + registration_id + "'");
@@ -405,7 +455,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
                 if (certificate_thumbprint(cert.get()) != thumbprint) continue;
                 const std::string problem = verify_certificate(leaf, {}, {cert.get()});
                 if (!problem.empty()) return error(401, 401002, "client certificate of '" + registration_id + "': " + problem);
-                return Authenticated{&it->second, "x509"};
+                return Authenticated{&it->second, "x509", "", thumbprint};
             }
             return error(401, 401002, "client certificate is not the one enrolled for '" + registration_id + "'");
         }
@@ -417,7 +467,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
             std::vector<X509*> anchors;
             for (const auto& c : group.certificates) anchors.push_back(c.get());
             last_problem = verify_certificate(leaf, chain, anchors);
-            if (last_problem.empty()) return Authenticated{&group, "x509"};
+            if (last_problem.empty()) return Authenticated{&group, "x509", "", certificate_thumbprint(leaf)};
         }
         return error(401, 401002, "Invalid certificate: no enrollment for '" + registration_id + "' accepts it (" + last_problem + ")");
     }
@@ -504,6 +554,7 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
         state["symmetricKey"] = e.group ? json{{"enrollmentGroupId", e.id}} : json::object();
     }
     if (body.contains("payload")) state["payload"] = {{"msg", "custom allocation payload received"}, {"request_payload", body["payload"]}};
+    hub_devices_[state["deviceId"].get<std::string>()] = HubDevice{hub, registration_id, auth.method, auth.key, auth.thumbprint, "enabled"};
     if (!e.initial_twin.is_null()) state["initialTwin"] = e.initial_twin;
     registrations_[registration_id] = state;
     return {{"status", "assigned"}, {"registrationState", state}};
@@ -549,6 +600,16 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
             HttpResponse r;
             r.status = 204;
             return r;
+        }
+        return error(405, 405000, "admin API: " + request.method + " is not allowed on " + request.path);
+    }
+    if (what == "devices") {  // the simulated hub's view of assigned devices
+        if (parts.size() == 2 && request.method == "GET") return HttpResponse::json(200, hub_devices());
+        if (parts.size() == 3 && request.method == "PUT") {
+            json document = body();
+            if (!document.contains("hubStatus") || !document["hubStatus"].is_string()) fail("admin API: devices: the body needs \"hubStatus\"");
+            set_hub_status(parts[2], document["hubStatus"].get<std::string>());
+            return HttpResponse::json(200, {{"deviceId", parts[2]}, {"hubStatus", document["hubStatus"]}});
         }
         return error(405, 405000, "admin API: " + request.method + " is not allowed on " + request.path);
     }

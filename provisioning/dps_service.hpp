@@ -77,6 +77,11 @@ public:
     // The next `count` device requests are answered with `status` (500, 429, 503...).
     void inject_faults(int status, int count, int retry_after_seconds = 1);
     nlohmann::json request_log() const;
+    // The simulated IoT Hub's view of an assigned device: "enabled", "disabled" (the hub refuses
+    // the device) or "credentialRevoked" (the hub refuses its credential). Throws Error for a
+    // device never assigned or another status. A new registration makes it "enabled" again.
+    void set_hub_status(const std::string& device_id, const std::string& status);
+    nlohmann::json hub_devices() const;
     nlohmann::json registrations() const;
     std::string id_scope() const;
 
@@ -103,6 +108,15 @@ private:
     struct Authenticated {
         const Enrollment* enrollment = nullptr;
         std::string method;   // symmetricKey | x509 | tpm
+        std::string key;      // SAS: the raw key the token was signed with
+        std::string thumbprint;  // X.509: the client certificate's
+    };
+    // What the simulated hub knows of an assigned device (GET /devices/{id}/messages/deviceBound).
+    struct HubDevice {
+        std::string hub, registration_id, method;
+        std::string key;         // SAS methods: the raw device key (TPM: the key of its last challenge)
+        std::string thumbprint;  // X.509
+        std::string status = "enabled";
     };
     struct Pending {
         std::string hmac_key;
@@ -113,6 +127,7 @@ private:
     Enrollment parse_enrollment(const nlohmann::json& document, bool group) const;
     HttpResponse handle_device(const HttpRequest& request, const std::vector<std::string>& parts);
     HttpResponse handle_admin(const HttpRequest& request, const std::vector<std::string>& parts);
+    HttpResponse handle_hub(const HttpRequest& request, const std::vector<std::string>& parts);
     // Either the authenticated enrollment or a finished error reply.
     std::variant<Authenticated, HttpResponse> authenticate(const HttpRequest& request, const std::string& registration_id,
                                                            const nlohmann::json* body);
@@ -131,6 +146,7 @@ private:
     std::map<std::string, Operation> operations_;
     std::map<std::string, nlohmann::json> registrations_;  // registration id -> last registrationState
     std::map<std::string, Pending> pending_tpm_;           // registration id -> last challenge
+    std::map<std::string, HubDevice> hub_devices_;         // device id -> the simulated hub's view
     std::deque<nlohmann::json> log_;
     int fault_status_ = 0, fault_count_ = 0, fault_retry_after_ = 1;
     TpmChallengeMaker tpm_maker_;

@@ -39,7 +39,13 @@ protected:
         c.registration_id = "agent-device";
         c.symmetric_key = device_key;
         c.mode = mode;
+        c.hub_endpoint = dps->endpoint();  // cairn-dps plays the hub too
         return c;
+    }
+
+    void set_hub_status(const std::string& device_id, const std::string& status) {
+        auto reply = dps->admin("PUT", "/admin/devices/" + device_id, json{{"hubStatus", status}}.dump());
+        ASSERT_EQ(reply.status, 200) << reply.body;
     }
 
     size_t registrations() {
@@ -124,6 +130,57 @@ TEST_F(AgentTest, TpmRoundTripAndRestartWithoutRegistering) {
     EXPECT_TRUE(outcome.registered);
     EXPECT_EQ(outcome.identity.registration_id, id);
     swtpm.restart();  // a reboot: TPM state kept, identity kept
-    EXPECT_FALSE(provision(c, state, Trigger::Startup).registered);
+    ProvisionOutcome restarted = provision(c, state, Trigger::Startup);
+    EXPECT_FALSE(restarted.registered);
+    EXPECT_EQ(restarted.reason, "stored identity is valid (the hub accepts it)") << "the hub check's SAS is signed inside the TPM";
     EXPECT_TRUE(Tpm({swtpm.tcti()}).has_authentication_key());
+    // The hub disables the device: Dynamic registers again, through the TPM.
+    set_hub_status(id, "disabled");
+    ProvisionOutcome again = provision(c, state, Trigger::Startup);
+    EXPECT_TRUE(again.registered);
+    EXPECT_NE(again.reason.find("HTTP 403"), std::string::npos) << again.reason;
+}
+
+// Dynamic mode asks the hub at start: a disabled device or a refused credential registers again;
+// the other modes never ask; a hub that cannot be reached keeps the identity.
+TEST_F(AgentTest, DynamicRegistersAgainWhenTheHubRefusesTheDevice) {
+    start_dps();
+    provision(config(), state, Trigger::Startup);
+    EXPECT_EQ(provision(config(), state, Trigger::Startup).reason, "stored identity is valid (the hub accepts it)");
+    EXPECT_EQ(registrations(), 1u);
+
+    set_hub_status("agent-device", "disabled");
+    EXPECT_FALSE(provision(config(ReprovisioningMode::OnErrorOnly), state, Trigger::Startup).registered) << "OnErrorOnly never asks the hub";
+    ProvisionOutcome o = provision(config(), state, Trigger::Startup);
+    EXPECT_TRUE(o.registered);
+    EXPECT_NE(o.reason.find("the hub refused the device (HTTP 403"), std::string::npos) << o.reason;
+    EXPECT_EQ(registrations(), 2u);
+    EXPECT_FALSE(provision(config(), state, Trigger::Startup).registered) << "a new registration enables the device at the hub again";
+
+    set_hub_status("agent-device", "credentialRevoked");
+    o = provision(config(), state, Trigger::Startup);
+    EXPECT_TRUE(o.registered);
+    EXPECT_NE(o.reason.find("HTTP 401"), std::string::npos) << o.reason;
+
+    // A wrong device key is refused by the hub as well (the SAS check is real).
+    auto wrong = config();
+    wrong.symmetric_key = cairn::provisioning::base64_encode(std::string_view("some-other-key-0123456789abcdef"));
+    cairn::provisioning::IdentityStore store(state);
+    HubAnswer answer = ask_hub(wrong, *store.read().identity);
+    EXPECT_EQ(answer.kind, HubAnswer::Refused) << answer.detail;
+    EXPECT_EQ(ask_hub(config(), *store.read().identity).kind, HubAnswer::Accepted);
+
+    // No hub to ask: the stored identity stays.
+    auto unreachable = config();
+    unreachable.hub_endpoint = "https://127.0.0.1:1/";
+    o = provision(unreachable, state, Trigger::Startup);
+    EXPECT_FALSE(o.registered);
+    EXPECT_NE(o.reason.find("the hub could not be asked"), std::string::npos) << o.reason;
+
+    // The admin API says what it cannot do.
+    auto reply = dps->admin("PUT", "/admin/devices/nobody", json{{"hubStatus", "disabled"}}.dump());
+    EXPECT_EQ(reply.status, 400);
+    EXPECT_NE(reply.body.find("no device 'nobody'"), std::string::npos) << reply.body;
+    reply = dps->admin("PUT", "/admin/devices/agent-device", json{{"hubStatus", "asleep"}}.dump());
+    EXPECT_EQ(reply.status, 400);
 }

@@ -62,6 +62,15 @@ TEST_F(ConfigTest, MistakesNameTheKey) {
     const std::string head = "[provisioning]\nsource = \"dps\"\nid_scope = \"s\"\n[provisioning.attestation]\n";
     cairn::test::expect_error([&] { parse(head + "method = \"tpm\"\nregistraton_id = \"x\"\n"); },
                               {"config.toml:6", "provisioning.attestation.registraton_id", "unknown key"});
+    // Cairn's own table: the hub check.
+    EXPECT_TRUE(parse(head + "method = \"tpm\"\n").hub_check);
+    auto hub = parse(head + "method = \"tpm\"\n[cairn.hub]\ncheck = false\nendpoint = \"https://hub.example/\"\n");
+    EXPECT_FALSE(hub.hub_check);
+    EXPECT_EQ(hub.hub_endpoint, "https://hub.example/");
+    cairn::test::expect_error([&] { parse(head + "method = \"tpm\"\n[cairn.hub]\nendpoint = \"http://hub\"\n"); },
+                              {"cairn.hub.endpoint", "not an https:// URL"});
+    cairn::test::expect_error([&] { parse(head + "method = \"tpm\"\n[cairn.hub]\ncheck = \"yes\"\n"); }, {"cairn.hub.check"});
+    cairn::test::expect_error([&] { parse(head + "method = \"tpm\"\n[cairn.hub]\nendpont = \"x\"\n"); }, {"cairn.hub.endpont", "unknown key"});
     cairn::test::expect_error([&] { parse(head + "method = 3\n"); }, {"provisioning.attestation.method", "must be a string"});
     cairn::test::expect_error([&] { parse(head + "method = \"psk\"\n"); }, {"'psk' is not tpm, x509 or symmetric_key"});
     cairn::test::expect_error([&] { parse(head + "method = \"x509\"\nidentity_cert = \"file:///nonexistent.pem\"\n"); },

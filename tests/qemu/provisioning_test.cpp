@@ -29,6 +29,14 @@ std::string line_after(const std::string& text, const std::string& label) {
     return text.substr(begin, end - begin);
 }
 
+// Hub checks the simulated hub answered with `status`.
+size_t hub_checks(const DpsFixture& dps, int status) {
+    size_t n = 0;
+    for (const json& r : dps.requests())
+        if (r.value("path", "").rfind("/devices/", 0) == 0 && r.value("status", 0) == status) ++n;
+    return n;
+}
+
 size_t device_registrations(const DpsFixture& dps) {
     size_t n = 0;
     for (const json& r : dps.requests())
@@ -48,7 +56,8 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     auto config = [&](const std::string& mode) {
         return "trust_bundle_cert = \"file:///etc/cairn/dps-ca.pem\"\n[provisioning]\nsource = \"dps\"\n"
                "global_endpoint = \"https://10.0.2.2:" + std::to_string(dps.port()) + "/\"\nid_scope = \"" + dps_scope + "\"\n"
-               "auto_reprovisioning_mode = \"" + mode + "\"\n[provisioning.attestation]\nmethod = \"tpm\"\n[tpm]\ntcti = \"device:/dev/tpmrm0\"\n";
+               "auto_reprovisioning_mode = \"" + mode + "\"\n[provisioning.attestation]\nmethod = \"tpm\"\n[tpm]\ntcti = \"device:/dev/tpmrm0\"\n"
+               "[cairn.hub]\nendpoint = \"https://10.0.2.2:" + std::to_string(dps.port()) + "/\"\n";  // cairn-dps plays the hub
     };
     write_text(dir / "give/config.toml", config("Dynamic"));
     write_text(dir / "give/always.toml", config("AlwaysOnStartup"));
@@ -94,7 +103,7 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     EXPECT_NE(out.find("State: Provisioned"), std::string::npos) << out;
     EXPECT_NE(out.find("Device ID: " + registration_id), std::string::npos) << out;
     EXPECT_NE(out.find("Hub: hub-"), std::string::npos) << out;
-    const size_t registrations = device_registrations(dps);
+    size_t registrations = device_registrations(dps);
     EXPECT_GE(registrations, 2u) << "a TPM registration is two PUTs (the challenge, then with the SAS token)";
 
     // After a reboot the agent keeps the stored identity: the service hears nothing.
@@ -107,6 +116,19 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     EXPECT_NE(out.find("State: Provisioned"), std::string::npos) << out;
     EXPECT_NE(out.find("Device ID: " + registration_id), std::string::npos) << out;
     EXPECT_EQ(device_registrations(dps), registrations) << "the agent registered again after a reboot";
+    EXPECT_EQ(hub_checks(dps, 204), 1u) << "Dynamic mode asks the hub, with a SAS token signed inside the TPM";
+
+    // The hub disables the device: at the next start, Dynamic mode registers again.
+    auto disabled = dps.admin("PUT", "/admin/devices/" + registration_id, json{{"hubStatus", "disabled"}}.dump());
+    ASSERT_EQ(disabled.status, 200) << disabled.body;
+    from = m.console().size();
+    m.send("sync; reboot -f\n");
+    ready = m.wait_for_after("cairn: ready", from, 300s);
+    m.wait_for_after("cairn: provisioning done", ready, 300s);
+    wait_for_shell(m, from);
+    EXPECT_EQ(hub_checks(dps, 403), 1u);
+    EXPECT_GT(device_registrations(dps), registrations) << "the hub refused the device, but it did not register again";
+    registrations = device_registrations(dps);
 
     // Unless the mode is AlwaysOnStartup: then every start registers (the apply, then the reboot).
     from = m.console().size();
