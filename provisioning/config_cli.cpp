@@ -75,6 +75,10 @@ std::optional<pid_t> agent_pid(const fs::path& pid_file) {
 
 int config_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
     Options o;
+    if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
+        out << usage;
+        return 0;
+    }
     try {
         o = parse(args);
         if (o.command == "import") {

@@ -178,6 +178,10 @@ int run_provision(const Options& o, Trigger trigger, std::ostream& out, std::ost
 }  // namespace
 
 int provision_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
+        out << usage << "\n";
+        return 0;
+    }
     try {
         Options o = parse(args, true);
         if (o.command == "status") return status(o, out);

@@ -46,6 +46,10 @@ TEST(ConfigCli, CheckNamesTheKeyAtFault) {
     EXPECT_NE(r.err.find("bad.toml:6: provisioning.attestation.registraton_id: unknown key"), std::string::npos) << r.err;
     EXPECT_FALSE(nlohmann::json::parse(r.out)["valid"].get<bool>());
     EXPECT_EQ(config({"frobnicate"}).code, 2);
+    r = config({"--help"});
+    EXPECT_EQ(r.code, 0);
+    EXPECT_NE(r.out.find("cairnctl config check|apply"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("cairnctl config import"), std::string::npos) << r.out;
 }
 
 // A stand-in agent: a shell that counts the SIGHUPs it gets, as the image's provisiond-run does.
