@@ -41,10 +41,11 @@ TEST(Ssh, KeysAndCertificatesOnlyAndBruteForceSourcesAreBlocked) {
     run_checked({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "stranger", "-f", (keys / "stranger").string()});
 
     // 1: the recipe's key.
-    RunResult r = run(ssh_command(ssh_port, {"-i", admin.string()}, "echo key-login-$(id -u); ls /var/lib/cairn/ssh"));
+    RunResult r = run(ssh_command(ssh_port, {"-i", admin.string()}, "echo key-login-$(id -u); ls /var/lib/cairn/ssh; cat /etc/resolv.conf"));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("key-login-0"), std::string::npos) << r.out << r.err;
     EXPECT_NE(r.out.find("ssh_host_ed25519_key.pub"), std::string::npos) << "host keys live on the data partition: " << r.out;
+    EXPECT_NE(r.out.find("nameserver 10.0.2.3"), std::string::npos) << "the DHCP lease's DNS server is used: " << r.out;
     // 2: a certificate from the recipe's user CA (the key itself is in no authorized_keys).
     r = run(ssh_command(ssh_port, {"-i", (keys / "user").string()}, "echo cert-login"));
     EXPECT_EQ(r.exit_code, 0) << r.err;
