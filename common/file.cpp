@@ -8,6 +8,8 @@
 #include <array>
 #include <cerrno>
 #include <cstdlib>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "common/error.hpp"
@@ -68,6 +70,32 @@ void pwrite_exact(int fd, const void* buffer, size_t size, uint64_t offset, cons
         size -= static_cast<size_t>(w);
         offset += static_cast<uint64_t>(w);
     }
+}
+
+AlignedBuffer::AlignedBuffer(size_t size) : size_((size + alignment - 1) / alignment * alignment) {
+    data_ = static_cast<uint8_t*>(std::aligned_alloc(alignment, size_ ? size_ : alignment));
+    if (!data_) throw std::bad_alloc();
+}
+
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
+    if (this != &other) {
+        std::free(data_);
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+}
+
+AlignedBuffer::~AlignedBuffer() { std::free(data_); }
+
+UniqueFd open_direct(const fs::path& path, int flags) {
+    int fd = ::open(path.c_str(), flags | O_DIRECT | O_CLOEXEC);
+    if (fd >= 0) return UniqueFd(fd);
+    if (errno == EINVAL) return {};
+    fail_errno("opening " + path.string() + " for direct I/O");
 }
 
 void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode) {

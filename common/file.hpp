@@ -30,6 +30,28 @@ void pwrite_exact(int fd, const void* buffer, size_t size, uint64_t offset, cons
 // 4 KiB blocks so that the destination stays sparse.
 void copy_sparse(int src, uint64_t src_offset, int dst, uint64_t dst_offset, uint64_t length, const std::string& what);
 
+// A heap buffer aligned for O_DIRECT reads and writes (its address and size a multiple of `alignment`).
+class AlignedBuffer {
+public:
+    static constexpr size_t alignment = 4096;
+    explicit AlignedBuffer(size_t size);
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    AlignedBuffer(AlignedBuffer&& other) noexcept;
+    AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
+    ~AlignedBuffer();
+    uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+
+private:
+    uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+// Opens path for O_DIRECT I/O with open(2) flags, or returns an empty UniqueFd when the filesystem
+// does not do direct I/O (tmpfs before Linux 6.6); throws Error naming the path otherwise.
+UniqueFd open_direct(const fs::path& path, int flags);
+
 // A directory made with mkdtemp, removed with its content when the object dies unless kept.
 class TempDir {
 public:

@@ -280,7 +280,7 @@ struct Devices {
 // `mismatch` is given, compares them with the hash device and records the first block that differs.
 std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geometry& g, unsigned threads,
                                 const std::function<void(uint64_t, uint64_t)>& progress,
-                                std::optional<Mismatch>* mismatch) {
+                                std::optional<Mismatch>* mismatch, const std::function<void(uint64_t)>& wait_for_data = {}) {
     const uint32_t dbs = p.data_block_size, hbs = p.hash_block_size;
     const uint64_t leaf_blocks = g.blocks[0];
     const uint64_t leaves_per_segment = std::max<uint64_t>(1, segment_bytes / dbs / g.per_block);
@@ -293,7 +293,7 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
                     POSIX_FADV_SEQUENTIAL);
 
     auto make_worker = [&] {
-        return [&, hasher = SaltedSha256(p.salt), data = std::vector<uint8_t>(blocks_per_read * dbs),
+        return [&, hasher = SaltedSha256(p.salt), data = AlignedBuffer(blocks_per_read * dbs),
                 leaves = std::vector<uint8_t>(leaves_per_segment * hbs),
                 disk = std::vector<uint8_t>(mismatch ? leaves_per_segment * hbs : 0)](uint64_t segment) mutable {
             const uint64_t first_leaf = segment * leaves_per_segment;
@@ -307,6 +307,7 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
             std::fill_n(leaves.begin(), leaf_bytes, 0);
             for (uint64_t done = 0; done < data_count;) {
                 uint64_t n = std::min<uint64_t>(blocks_per_read, data_count - done);
+                if (wait_for_data) wait_for_data((first_data + done + n) * dbs);
                 pread_exact(dev.data_fd, data.data(), n * dbs, dev.data_offset + (first_data + done) * dbs,
                             dev.data_name);
                 for (uint64_t i = 0; i < n; ++i)
@@ -363,10 +364,11 @@ std::vector<uint8_t> build_upper(const Params& p, const Geometry& g, std::vector
     return image;
 }
 
-Digest hash_single_block(const Devices& dev, const Params& p) {
-    std::vector<uint8_t> block(p.data_block_size);
-    pread_exact(dev.data_fd, block.data(), block.size(), dev.data_offset, dev.data_name);
-    return SaltedSha256(p.salt).hash(block.data(), block.size());
+Digest hash_single_block(const Devices& dev, const Params& p, const std::function<void(uint64_t)>& wait_for_data = {}) {
+    if (wait_for_data) wait_for_data(p.data_block_size);
+    AlignedBuffer block(p.data_block_size);
+    pread_exact(dev.data_fd, block.data(), p.data_block_size, dev.data_offset, dev.data_name);
+    return SaltedSha256(p.salt).hash(block.data(), p.data_block_size);
 }
 
 }  // namespace
@@ -448,7 +450,8 @@ Superblock read_superblock(int hash_fd, uint64_t hash_offset, const std::string&
     return sb;
 }
 
-VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads) {
+VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads,
+                    const std::function<void(uint64_t)>& wait_for_data) {
     Devices dev{data_fd, data_offset, describe_fd(data_fd, "dm-verity data"),
                 hash_fd, hash_offset, describe_fd(hash_fd, "dm-verity hash device")};
     const Superblock sb = read_superblock(hash_fd, hash_offset, dev.hash_name);
@@ -469,12 +472,12 @@ VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t has
 
     VerifyResult result;
     if (g.levels == 0) {
-        result.root_hash = hash_single_block(dev, p);
+        result.root_hash = hash_single_block(dev, p, wait_for_data);
         result.ok = true;
         return result;
     }
     std::optional<Mismatch> mismatch;
-    std::vector<uint8_t> computed = build_upper(p, g, hash_leaves(dev, p, g, threads, {}, &mismatch), result.root_hash);
+    std::vector<uint8_t> computed = build_upper(p, g, hash_leaves(dev, p, g, threads, {}, &mismatch, wait_for_data), result.root_hash);
     if (!mismatch && g.levels > 1) {
         const uint32_t hbs = p.hash_block_size;
         std::vector<uint8_t> on_disk(computed.size() - hbs);

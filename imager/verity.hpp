@@ -73,7 +73,11 @@ struct VerifyResult {
     Digest root_hash{};
     std::string problem;  // empty when ok, else e.g. "hash block 17 (level 0) differs: ..."
 };
-VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads = 0);
+// data_fd may be opened with O_DIRECT (data_offset and the data block size a multiple of the device's
+// logical block size). wait_for_data(end), when given, is called before data bytes [.., end) (counted from
+// data_offset) are read and returns once they may be: the updater verifies a slot while writing it.
+VerifyResult verify(int data_fd, uint64_t data_offset, int hash_fd, uint64_t hash_offset, unsigned threads = 0,
+                    const std::function<void(uint64_t)>& wait_for_data = {});
 
 // The device-mapper table line:
 // "0 <sectors> verity 1 <data_dev> <hash_dev> <data_block_size> <hash_block_size> <blocks> <hash_start> sha256

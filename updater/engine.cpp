@@ -9,6 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -73,6 +77,68 @@ std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::str
     }
     return to_hex(h.final());
 }
+
+// Copies payloads from the bundle into the slot's partitions. Whole aligned chunks go to the device
+// with O_DIRECT when it takes it: they reach the disk as they are written, so progress means what
+// it says, the verification behind the writer reads the disk and not a cached copy, and no dirty
+// pages pile up for the flush to push out afterwards (slow and erratic on a small device). A
+// payload's unaligned tail, and everything where the filesystem refuses O_DIRECT (a disk image
+// on tmpfs), goes through the ordinary descriptor.
+class SlotWriter {
+public:
+    static constexpr size_t chunk = 4 << 20;
+
+    SlotWriter(std::string disk_name, int direct_fd, int buffered_fd)
+        : name_(std::move(disk_name)), direct_(direct_fd), buffered_(buffered_fd), buffer_(chunk) {}
+
+    // Copies size bytes at `from` in src to `to` on the disk; written(n) after each chunk.
+    void write(int src, uint64_t from, uint64_t size, uint64_t to, const std::string& label,
+               const std::function<void(uint64_t)>& written) {
+        const std::string what = name_ + " (" + label + ")";
+        constexpr uint64_t alignment = AlignedBuffer::alignment;
+        for (uint64_t done = 0; done < size;) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, size - done));
+            pread_exact(src, buffer_.data(), n, from + done, "the bundle");
+            const size_t aligned = direct_ >= 0 && (to + done) % alignment == 0 ? n / alignment * alignment : 0;
+            if (aligned > 0) pwrite_exact(direct_, buffer_.data(), aligned, to + done, what);
+            if (aligned < n) pwrite_exact(buffered_, buffer_.data() + aligned, n - aligned, to + done + aligned, what);
+            done += n;
+            written(n);
+        }
+    }
+
+private:
+    std::string name_;
+    int direct_, buffered_;
+    AlignedBuffer buffer_;
+};
+
+// How far the writer has gone into a partition, for the verification that reads behind it.
+class Frontier {
+public:
+    void advance(uint64_t by) {
+        std::lock_guard lock(mutex_);
+        at_ += by;
+        moved_.notify_all();
+    }
+    void abort() {
+        std::lock_guard lock(mutex_);
+        aborted_ = true;
+        moved_.notify_all();
+    }
+    // Returns once [0, end) is written; throws if the writer gave up first.
+    void wait_for(uint64_t end) {
+        std::unique_lock lock(mutex_);
+        moved_.wait(lock, [&] { return at_ >= end || aborted_; });
+        if (at_ < end) fail("the write stopped before the verification could read it");
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable moved_;
+    uint64_t at_ = 0;
+    bool aborted_ = false;
+};
 
 // Files the user changed in /etc (present, or deleted, in the overlay's upper directory).
 std::vector<std::string> user_changed_etc(const fs::path& upper) {
@@ -175,33 +241,54 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
     boot_.mark_unbootable(target);
 
-    // 5. Write. The bundle is read again without hashing: if it changed since the check, the
-    // read-back below fails and the slot stays marked bad.
+    // 5-6. Write, and read back what is on the disk. The bundle is read again without hashing: if
+    // it changed since the check, the read-back fails and the slot stays marked bad. The verity
+    // tree goes first; the root is then verified against it and the manifest's root hash by a
+    // thread that follows the writer, reading each part once it is on the disk.
     BundleReader second(bundle, config_.trust_anchor);
     if (second.manifest_bytes() != first.manifest_bytes()) fail(what + ": the bundle changed during the install");
     UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
+    UniqueFd direct = open_direct(config_.disk, O_RDWR);
+    SlotWriter writer(config_.disk.string(), direct ? direct.get() : -1, disk.get());
     done = 0;
-    for (auto [p, r] : {std::pair{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}}) {
-        uint64_t at = r.offset;
-        second.copy(*p, [&](const uint8_t* data, size_t n) {
-            pwrite_exact(disk.get(), data, n, at, config_.disk.string() + " (" + r.label + ")");
-            // Start writing back at once, so the flush below has little left to do.
-            ::sync_file_range(disk.get(), static_cast<off_t>(at), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
-            at += n;
+    auto write = [&](const Payload* p, const Region& r, const std::function<void(uint64_t)>& written) {
+        writer.write(second.fd(), p->offset, p->size, r.offset, r.label, [&](uint64_t n) {
+            if (written) written(n);
             done += n;
             report(static_cast<int>(30 + 50 * done / total), "writing " + r.label);
         });
-    }
+    };
+    write(verity, regions.verity, {});
 
-    // 6. Read back what is on the disk.
+    Frontier frontier;
+    verity::VerifyResult vr;
+    std::exception_ptr read_error;
+    std::thread reader([&] {
+        try {
+            vr = verity::verify(direct ? direct.get() : disk.get(), regions.root.offset, disk.get(), regions.verity.offset, 0,
+                                [&](uint64_t end) { frontier.wait_for(end); });
+        } catch (...) {
+            read_error = std::current_exception();
+        }
+    });
+    try {
+        write(root, regions.root, [&](uint64_t n) { frontier.advance(n); });
+    } catch (...) {
+        frontier.abort();
+        reader.join();
+        throw;
+    }
     report(80, "verifying slot " + t);
-    flush_and_drop(disk.get(), config_.disk.string());
-    verity::VerifyResult vr = verity::verify(disk.get(), regions.root.offset, disk.get(), regions.verity.offset);
+    reader.join();
+    if (read_error) std::rethrow_exception(read_error);
     if (!vr.ok) fail(config_.disk.string() + ": slot " + t + " read back wrong: " + vr.problem);
     if (to_hex(vr.root_hash) != verity->root_hash)
         fail(config_.disk.string() + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " +
              verity->root_hash);
+
+    write(esp, regions.esp, {});
     report(95, "verifying " + regions.esp.label);
+    flush_and_drop(disk.get(), config_.disk.string());
     if (sha256_region(disk.get(), regions.esp.offset, esp->size, config_.disk.string()) != esp->sha256)
         fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
 

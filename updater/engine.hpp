@@ -8,9 +8,11 @@
 //   3. read every payload for the target once and check its sha256: a damaged bundle is refused
 //      before anything is written;
 //   4. mark the target bad: status "installing", out of BootOrder;
-//   5. write root, root-verity and ESP into the target's partitions, hashing again as they go;
-//   6. flush, drop the cache, read back: the verity tree over the root gives the manifest's root
-//      hash and every hash block matches; the ESP's sha256 matches;
+//   5. write root-verity, root and ESP into the target's partitions (O_DIRECT where the disk takes
+//      it, so what is written is on the disk and not in the page cache);
+//   6. read back what is on the disk: a second thread follows the writer through the root and
+//      checks it against the tree just written, which must give the manifest's root hash with
+//      every hash block matching; then flush, and the ESP read back must give its sha256;
 //   7. status: target "trial", pending "written"; BootNext = target; pending "armed".
 // A power cut anywhere leaves BootOrder naming only the running slot until step 7 sets BootNext,
 // and BootNext names a slot that was completely written and read back.

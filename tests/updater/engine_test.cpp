@@ -148,6 +148,52 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
     EXPECT_EQ(r.boot.next(), Slot::b);
 }
 
+// The bundle changes between the check and the write (or the disk stores something else): the
+// read-back, which follows the writer, finds it; the slot is left marked bad and not armed, and a
+// later install of a good bundle goes in.
+TEST(Engine, WhatReadsBackWrongIsNeverArmed) {
+    Rig r;
+    r.engine().on_boot();
+    struct Case {
+        std::string version, payload;
+        uint64_t at;
+        std::vector<std::string> error;
+    };
+    for (const Case& c : {Case{"2.1", "root", 5000, {"slot b read back wrong", "data block 1 does not match"}},
+                          Case{"2.2", "root-verity", 4096 + 7, {"slot b read back"}},
+                          Case{"2.3", "esp", 100, {"esp_b read back wrong"}}}) {
+        fs::path bundle = r.fixture.bundle(c.version);
+        uint64_t at;
+        {
+            BundleReader reader(bundle, r.fixture.trust_anchor);
+            at = reader.manifest().find(c.payload, "b")->offset + c.at;
+        }
+        bool flipped = false;
+        expect_error(
+            [&] {
+                r.engine().install(bundle, {}, [&](int, const std::string& message) {
+                    if (flipped || message.rfind("marking", 0) != 0) return;
+                    UniqueFd fd = open_file(bundle, O_RDWR);
+                    char byte;
+                    pread_exact(fd.get(), &byte, 1, at, bundle.string());
+                    byte ^= 0x01;
+                    pwrite_exact(fd.get(), &byte, 1, at, bundle.string());
+                    flipped = true;
+                });
+            },
+            c.error);
+        EXPECT_TRUE(flipped) << c.payload;
+        EXPECT_FALSE(r.boot.next()) << c.payload;
+        EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a}) << c.payload;
+        UpdateStatus st = r.engine().status();
+        EXPECT_EQ(st.slots["b"].state, "installing") << c.payload;
+        EXPECT_FALSE(st.pending) << c.payload;
+    }
+    r.engine().install(r.fixture.bundle("2.4"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+    EXPECT_EQ(r.reboot_into("2.4").kind, BootDecision::Kind::trial);
+}
+
 TEST(Engine, ASlotThatDoesNotBootIsRolledBackWithItsReason) {
     Rig r;
     r.engine().on_boot();
