@@ -6,9 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
 
 #include "common/error.hpp"
 #include "updater/dbus_api.hpp"
@@ -38,9 +42,11 @@ namespace {
 
 struct Proxy {
     std::unique_ptr<sdbus::IProxy> proxy;
-    Proxy() {
+    // `subscribe` registers signal handlers before the proxy starts; they run on its own thread.
+    explicit Proxy(const std::function<void(sdbus::IProxy&)>& subscribe = {}) {
         try {
             proxy = sdbus::createProxy(sdbus::createSystemBusConnection(), dbus::service, dbus::object);
+            if (subscribe) subscribe(*proxy);
             proxy->finishRegistration();
         } catch (const sdbus::Error& e) {
             fail(std::string("cannot reach cairn-updated on the system bus: ") + e.getMessage());
@@ -50,6 +56,33 @@ struct Proxy {
     T property(const std::string& name) {
         sdbus::Variant v = proxy->getProperty(name).onInterface(dbus::interface);
         return v.get<T>();
+    }
+};
+
+// What the daemon says about a running install: Progress from PropertiesChanged, the end from Completed.
+struct InstallWatch {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::optional<int> result;
+    std::optional<std::pair<int, std::string>> progress;
+
+    void subscribe(sdbus::IProxy& proxy) {
+        proxy.uponSignal("Completed").onInterface(dbus::interface).call([this](int32_t r) {
+            std::lock_guard lock(mutex);
+            result = r;
+            changed.notify_all();
+        });
+        proxy.uponSignal("PropertiesChanged")
+            .onInterface("org.freedesktop.DBus.Properties")
+            .call([this](const std::string& interface, const std::map<std::string, sdbus::Variant>& values,
+                         const std::vector<std::string>&) {
+                auto it = values.find("Progress");
+                if (interface != dbus::interface || it == values.end()) return;
+                auto p = it->second.get<sdbus::Struct<int32_t, std::string>>();
+                std::lock_guard lock(mutex);
+                progress = std::pair{int(std::get<0>(p)), std::get<1>(p)};
+                changed.notify_all();
+            });
     }
 };
 
@@ -81,7 +114,8 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     }
     std::error_code ec;
     std::string absolute = std::filesystem::absolute(source, ec).string();
-    Proxy p;
+    InstallWatch watch;
+    Proxy p([&](sdbus::IProxy& proxy) { watch.subscribe(proxy); });
     std::map<std::string, sdbus::Variant> options{{"force", sdbus::Variant(force)}, {"reboot", sdbus::Variant(reboot)}};
     try {
         p.proxy->callMethod("InstallBundle").onInterface(dbus::interface).withArguments(absolute, options);
@@ -92,31 +126,37 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     const bool bar = !quiet && !as_json && ::isatty(2);
     int last_percent = -1;
     std::string last_message;
+    auto show = [&](int percent, const std::string& message) {
+        if (quiet || as_json || (percent == last_percent && message == last_message)) return;
+        if (bar) {
+            int filled = percent * 30 / 100;
+            std::fprintf(stderr, "\r[%-30s] %3d%% %-50.50s", std::string(filled, '#').c_str(), percent, message.c_str());
+        } else if (message != last_message) {
+            std::fprintf(stderr, "%3d%% %s\n", percent, message.c_str());
+        }
+        last_percent = percent;
+        last_message = message;
+    };
+    // The signals end the wait at once; once a second the daemon is also asked, so that a lost
+    // signal or a daemon that died cannot leave the client waiting for ever.
     for (;;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        std::string op;
-        sdbus::Struct<int32_t, std::string> progress;
+        std::unique_lock lock(watch.mutex);
+        bool signalled = watch.changed.wait_for(lock, std::chrono::seconds(1), [&] { return watch.result || watch.progress; });
+        auto progress = std::exchange(watch.progress, std::nullopt);
+        const bool completed = watch.result.has_value();
+        lock.unlock();
+        if (progress) show(progress->first, progress->second);
+        if (completed) break;
+        if (signalled) continue;
         try {
-            op = p.property<std::string>("Operation");
-            progress = p.property<sdbus::Struct<int32_t, std::string>>("Progress");
+            auto now = p.property<sdbus::Struct<int32_t, std::string>>("Progress");
+            show(std::get<0>(now), std::get<1>(now));
+            if (p.property<std::string>("Operation") == "idle") break;
         } catch (const sdbus::Error& e) {
             if (reboot) break;  // the daemon went away with the reboot
             std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
             return 1;
         }
-        int percent = std::get<0>(progress);
-        const std::string& message = std::get<1>(progress);
-        if (!quiet && !as_json && (percent != last_percent || message != last_message)) {
-            if (bar) {
-                int filled = percent * 30 / 100;
-                std::fprintf(stderr, "\r[%-30s] %3d%% %-50.50s", std::string(filled, '#').c_str(), percent, message.c_str());
-            } else if (message != last_message) {
-                std::fprintf(stderr, "%3d%% %s\n", percent, message.c_str());
-            }
-            last_percent = percent;
-            last_message = message;
-        }
-        if (op == "idle") break;
     }
     if (bar) std::fputc('\n', stderr);
     std::string error = reboot ? "" : p.property<std::string>("LastError");
