@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "common/fd.hpp"
+#include "common/text.hpp"
 
 extern char** environ;
 
@@ -50,12 +51,9 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
     return out;
 }
 
-std::string last_lines(const std::string& text, int count) {
-    std::string trimmed = text;
-    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == ' ')) trimmed.pop_back();
-    size_t pos = trimmed.size();
-    for (int i = 0; i < count && pos != std::string::npos && pos > 0; ++i) pos = trimmed.rfind('\n', pos - 1);
-    std::string tail = (pos == std::string::npos) ? trimmed : trimmed.substr(pos + 1);
+// The last lines of a program's output, on one line.
+std::string last_lines_joined(const std::string& text, int count) {
+    std::string tail = last_lines(text, static_cast<size_t>(count));
     for (auto& c : tail)
         if (c == '\n') c = ' ';
     return tail;
@@ -175,7 +173,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
 std::string run_checked(const std::vector<std::string>& argv, const RunOptions& options) {
     RunResult r = run(argv, options);
     if (r.exit_code != 0) {
-        std::string detail = last_lines(r.err.empty() ? r.out : r.err, 3);
+        std::string detail = last_lines_joined(r.err.empty() ? r.out : r.err, 3);
         fail(argv[0] + " failed (exit " + std::to_string(r.exit_code) + ")" + (detail.empty() ? "" : ": " + detail));
     }
     return r.out;

@@ -10,6 +10,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 
 namespace cairn::imager {
 
@@ -104,9 +105,7 @@ fs::path fetch_deb(const std::string& package, const fs::path& cache, const std:
     ::chmod(tmp.path().c_str(), 0755);  // apt's _apt sandbox user must be able to write here when run as root
     RunResult r = run({"apt-get", "download", "-q", p.name + "=" + p.version}, {.cwd = tmp.path()});
     if (r.exit_code != 0) {
-        std::string err = r.err.empty() ? r.out : r.err;
-        while (!err.empty() && err.back() == '\n') err.pop_back();
-        fail(what + ": apt-get download " + p.name + "=" + p.version + " failed: " + err.substr(err.rfind('\n') == std::string::npos ? 0 : err.rfind('\n') + 1));
+        fail(what + ": apt-get download " + p.name + "=" + p.version + " failed: " + last_lines(r.err.empty() ? r.out : r.err, 1));
     }
     fs::path got;
     for (const auto& e : fs::directory_iterator(tmp.path()))

@@ -19,6 +19,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 
 namespace cairn::elf {
 namespace {
@@ -330,13 +331,6 @@ struct GlobResult {
     GlobResult& operator=(const GlobResult&) = delete;
     ~GlobResult() { ::globfree(&value); }
 };
-
-std::string trim(const std::string& text) {
-    size_t begin = 0, end = text.size();
-    while (begin < end && std::isspace(static_cast<unsigned char>(text[begin]))) ++begin;
-    while (end > begin && std::isspace(static_cast<unsigned char>(text[end - 1]))) --end;
-    return text.substr(begin, end - begin);
-}
 
 void parse_conf(const fs::path& file, int depth, std::vector<fs::path>& out) {
     if (depth > 16) fail(file.string() + ": includes nested too deeply (an include loop?)");

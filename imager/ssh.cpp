@@ -7,6 +7,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "imager/deb.hpp"
 
 namespace cairn::imager {
@@ -60,8 +61,7 @@ std::string public_keys(const fs::path& file, const fs::path& keygen, const std:
         fail(key + ": " + file.string() + " holds a private key; give the public key (.pub): private keys never go into an image");
     RunResult r = run({keygen.string(), "-l", "-f", file.string()});
     if (r.exit_code != 0) {
-        std::string err = r.err.empty() ? r.out : r.err;
-        while (!err.empty() && (err.back() == '\n' || err.back() == '\r')) err.pop_back();
+        std::string err = trim_end(r.err.empty() ? r.out : r.err);
         fail(key + ": " + file.string() + " is not an OpenSSH public key file (ssh-keygen -l: " + err + ")");
     }
     if (!text.empty() && text.back() != '\n') text += '\n';

@@ -10,6 +10,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "imager/initrd.hpp"
 #include "updater/bundle.hpp"
 #include "updater/signature.hpp"
@@ -122,9 +123,7 @@ void add_firewall_files(Tree& tree, const Recipe& recipe) {
     }
     RunResult check = run({program.string(), "check", "--policy", recipe.firewall.policy.string()});
     if (check.exit_code != 0) {
-        std::string err = check.err;
-        while (!err.empty() && err.back() == '\n') err.pop_back();
-        fail(what + ": " + err);
+        fail(what + ": " + trim_end(check.err));
     }
     tree.add_file_copy("/etc/cairn/firewall.toml", recipe.firewall.policy, file, what);
 }

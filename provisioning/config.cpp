@@ -7,6 +7,7 @@
 #include "common/error.hpp"
 #include "common/toml_reader.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 #include "provisioning/encoding.hpp"
 
 namespace cairn::provisioning {
@@ -123,9 +124,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
         r.only(*k, ap + ".symmetric_key", {"value", "uri"});
         if (auto v = r.string(*k, ap + ".symmetric_key", "value")) c.symmetric_key = *v;
         else if (k->get("uri")) {
-            std::string key = read_file(r.existing_file(*k, ap + ".symmetric_key", "uri"));
-            while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) key.pop_back();
-            c.symmetric_key = key;
+            c.symmetric_key = trim_end(read_file(r.existing_file(*k, ap + ".symmetric_key", "uri")));
         } else {
             r.error(*k, ap + ".symmetric_key", "needs value or uri");
         }

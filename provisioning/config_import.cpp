@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/text.hpp"
 
 namespace cairn::provisioning {
 
@@ -25,11 +26,6 @@ struct YamlNode {
         return it == children.end() ? nullptr : it->second.get();
     }
 };
-
-std::string trim(const std::string& s) {
-    size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t\r");
-    return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
 
 // The line without its comment (a # outside quotes, at the start or after a blank).
 std::string strip_comment(const std::string& line) {

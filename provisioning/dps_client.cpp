@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "common/error.hpp"
+#include "common/text.hpp"
 #include "provisioning/encoding.hpp"
 #include "provisioning/openssl.hpp"
 #include "provisioning/sas.hpp"
@@ -60,10 +61,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     if (line.substr(0, 5) == "HTTP/") headers->clear();  // a new response (after 100 Continue or a redirect)
     size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
-        std::string_view value = line.substr(colon + 1);
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-        while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
-        (*headers)[to_lower(line.substr(0, colon))] = std::string(value);
+        (*headers)[to_lower(line.substr(0, colon))] = trim(line.substr(colon + 1));
     }
     return size * count;
 }

@@ -6,6 +6,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 #include "provisioning/activation.hpp"
 #include "provisioning/dps_service.hpp"
 #include "provisioning/http_server.hpp"
@@ -62,9 +63,7 @@ int main(int argc, char** argv) {
             else if (arg == "--assign-delay-ms") service.assign_delay_ms = to_int(value(), arg);
             else if (arg == "--clock-offset") service.clock_offset_seconds = to_int(value(), arg);
             else if (arg == "--admin-token-file") {
-                service.admin_token = read_file(value());
-                while (!service.admin_token.empty() && (service.admin_token.back() == '\n' || service.admin_token.back() == '\r'))
-                    service.admin_token.pop_back();
+                service.admin_token = trim_end(read_file(value()), "\r\n");
                 if (service.admin_token.empty()) fail("cairn-dps: --admin-token-file: the file is empty");
             } else if (arg == "--fail") {
                 std::string v = value();

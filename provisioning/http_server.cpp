@@ -14,6 +14,7 @@
 #include <ctime>
 
 #include "common/error.hpp"
+#include "common/text.hpp"
 #include "provisioning/encoding.hpp"
 
 namespace cairn::provisioning {
@@ -24,12 +25,6 @@ constexpr size_t max_header_bytes = 64 * 1024;
 constexpr size_t max_body_bytes = 1024 * 1024;
 
 int accept_any_client_certificate(int, X509_STORE_CTX*) { return 1; }
-
-std::string trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-    return std::string(s);
-}
 
 // Reads from the TLS connection until `buffer` holds at least `want` bytes; false on close/error.
 bool fill(SSL* ssl, std::string& buffer, size_t want) {

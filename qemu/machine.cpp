@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 
 namespace cairn::qemu {
 
@@ -98,13 +99,6 @@ std::string printable(const std::string& text) {
     return out;
 }
 
-std::string last_lines(const std::string& text, size_t lines) {
-    std::string trimmed = text;
-    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == ' ')) trimmed.pop_back();
-    size_t pos = trimmed.size();
-    for (size_t i = 0; i < lines && pos != std::string::npos && pos > 0; ++i) pos = trimmed.rfind('\n', pos - 1);
-    return pos == std::string::npos ? trimmed : trimmed.substr(pos + 1);
-}
 
 UniqueFd connect_unix(const fs::path& path, int timeout_ms) {
     sockaddr_un addr{};
@@ -281,8 +275,7 @@ void Machine::start() {
         fs::rename(partial, vars);
         write_file_atomic(template_note, vars_template + "\n");
     } else if (fs::exists(template_note)) {
-        std::string made_from = read_file(template_note);
-        while (!made_from.empty() && made_from.back() == '\n') made_from.pop_back();
+        std::string made_from = trim_end(read_file(template_note));
         if (made_from != vars_template)
             fail("qemu: the NVRAM in " + dir.string() + " was made from " + made_from + ", but this machine boots with Secure Boot " +
                  (config_.secure_boot ? "on" : "off") + " (" + vars_template + "); use another state directory, or delete " +

@@ -20,6 +20,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 #include "initrd/boot.hpp"
 #include "updater/dbus_api.hpp"
 #include "updater/engine.hpp"
@@ -290,9 +291,8 @@ std::string take_failure_reason(EfiVars& vars) {
         auto v = vars.read(failure_variable, cairn_vendor_guid);
         if (!v) return "";
         vars.remove(failure_variable, cairn_vendor_guid);
-        std::string text(v->data.begin(), v->data.end());
-        while (!text.empty() && (text.back() == '\0' || text.back() == '\n')) text.pop_back();
-        return text;
+        return trim_end(std::string_view(reinterpret_cast<const char*>(v->data.data()), v->data.size()),
+                        std::string_view("\0\n", 2));
     } catch (const Error& e) {
         std::fprintf(stderr, "cairn-updated: %s\n", e.what());
         return "";

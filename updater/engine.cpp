@@ -17,6 +17,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/text.hpp"
 #include "imager/verity.hpp"
 #include "partitions/gpt.hpp"
 
@@ -178,9 +179,7 @@ void Engine::save(const UpdateStatus& st) { save_status(config_.state_file, st);
 std::string Engine::boot_id() const {
     std::error_code ec;
     if (!fs::exists(config_.boot_id_file, ec)) return "";
-    std::string id = read_file(config_.boot_id_file);
-    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
-    return id;
+    return trim_end(read_file(config_.boot_id_file));
 }
 
 void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {

@@ -37,6 +37,15 @@ TEST(Subprocess, CheckedRunNamesTheProgramAndItsError) {
     }
 }
 
+TEST(Subprocess, CheckedRunOfAProgramThatFailsSilently) {
+    try {
+        run_checked({"false"});
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()), "false failed (exit 1)");
+    }
+}
+
 TEST(Subprocess, MissingProgramIsAClearError) {
     try {
         run({"cairn-no-such-program"});

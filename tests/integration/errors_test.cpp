@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn;
@@ -86,9 +87,7 @@ partitions = [
         EXPECT_EQ(r.exit_code, 2);
         EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
         EXPECT_NE(r.err.find(recipe.string()), std::string::npos) << "the message names the recipe: " << r.err;
-        std::string trimmed = r.err;
-        while (!trimmed.empty() && trimmed.front() == '\n') trimmed.erase(0, 1);
-        while (!trimmed.empty() && trimmed.back() == '\n') trimmed.pop_back();
+        std::string trimmed = trim(r.err, "\n");
         EXPECT_EQ(trimmed.find('\n'), std::string::npos) << "one line: " << r.err;
         if (fs::exists(out)) {
             for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();

@@ -19,6 +19,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "imager/cpio.hpp"
 #include "imager/deb.hpp"
 #include "tests/support/qemu_support.hpp"
@@ -147,9 +148,7 @@ std::string value_of(const std::string& console, const std::string& key, size_t 
     size_t at = console.find(key, from);
     if (at == std::string::npos) return "";
     at += key.size();
-    std::string value = console.substr(at, console.find('\n', at) - at);
-    while (!value.empty() && (value.back() == '\r' || value.back() == ' ')) value.pop_back();
-    return value;
+    return trim_end(console.substr(at, console.find('\n', at) - at));
 }
 
 // TPM2_ReadClock's answer (hex) -> resetCount: how many times this TPM has been reset (started
