@@ -11,7 +11,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
-#include <future>
 #include <mutex>
 #include <thread>
 
@@ -278,11 +277,6 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
         reader.join();
         throw;
     }
-    // The root's flush runs while the verification finishes and the ESP is written.
-    const std::string disk_name = config_.disk.string();
-    std::future<void> root_flushed = std::async(std::launch::async, [&] {
-        if (::fdatasync(disk.get()) != 0) fail_errno("flushing " + disk_name);
-    });
     report(80, "verifying slot " + t);
     reader.join();
     if (read_error) std::rethrow_exception(read_error);
@@ -293,7 +287,6 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
 
     write(esp, regions.esp, {});
     report(95, "verifying " + regions.esp.label);
-    root_flushed.get();
     flush_and_drop(disk.get(), config_.disk.string());
     if (sha256_region(disk.get(), regions.esp.offset, esp->size, config_.disk.string()) != esp->sha256)
         fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
