@@ -60,8 +60,9 @@ fs::path UpdateFixture::bundle(const std::string& version, const std::string& co
     fs::create_directories(work);
     uint32_t seed = static_cast<uint32_t>(sha256(version)[0]) + 1;
     write_random(work / "root", root_size, seed);
-    write_random(work / "esp-a", 64 * 1024, seed + 1);
-    write_random(work / "esp-b", 64 * 1024, seed + 2);
+    // Not a multiple of 4096: the ESP's last bytes take the installer's buffered path.
+    write_random(work / "esp-a", 64 * 1024 + 1000, seed + 1);
+    write_random(work / "esp-b", 64 * 1024 + 1000, seed + 2);
     updater::BundleManifest m;
     m.compatible = compatible;
     m.version = version;
