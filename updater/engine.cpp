@@ -122,23 +122,26 @@ public:
         at_ += by;
         moved_.notify_all();
     }
-    void abort() {
+    // Nothing more will be written (the writer finished or gave up): waits beyond fail.
+    void close() {
         std::lock_guard lock(mutex_);
-        aborted_ = true;
+        closed_ = true;
         moved_.notify_all();
     }
-    // Returns once [0, end) is written; throws if the writer gave up first.
+    // Returns once [0, end) is written; throws if the writer stopped before.
     void wait_for(uint64_t end) {
         std::unique_lock lock(mutex_);
-        moved_.wait(lock, [&] { return at_ >= end || aborted_; });
-        if (at_ < end) fail("the write stopped before the verification could read it");
+        moved_.wait(lock, [&] { return at_ >= end || closed_; });
+        if (at_ < end)
+            fail("the verification needs " + std::to_string(end) + " bytes of the root, but only " + std::to_string(at_) +
+                 " were written");
     }
 
 private:
     std::mutex mutex_;
     std::condition_variable moved_;
     uint64_t at_ = 0;
-    bool aborted_ = false;
+    bool closed_ = false;
 };
 
 // Files the user changed in /etc (present, or deleted, in the overlay's upper directory).
@@ -262,7 +265,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     Frontier frontier;
     verity::VerifyResult vr;
     std::exception_ptr read_error;
-    std::jthread reader([&] {  // joined on every path: the frontier is complete or aborted by then
+    std::jthread reader([&] {  // joined on every path: the frontier is closed by then
         try {
             vr = verity::verify(direct ? direct.get() : disk.get(), regions.root.offset, disk.get(), regions.verity.offset, 0,
                                 [&](uint64_t end) { frontier.wait_for(end); });
@@ -273,10 +276,11 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     try {
         write(root, regions.root, [&](uint64_t n) { frontier.advance(n); });
     } catch (...) {
-        frontier.abort();
+        frontier.close();
         reader.join();
         throw;
     }
+    frontier.close();  // a tree that claims more data than the root payload holds must not wait for ever
     report(80, "verifying slot " + t);
     reader.join();
     if (read_error) std::rethrow_exception(read_error);
