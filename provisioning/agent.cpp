@@ -6,6 +6,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/text.hpp"
 #include "provisioning/dps_client.hpp"
 #include "provisioning/encoding.hpp"
 #include "provisioning/sas.hpp"
@@ -89,8 +90,7 @@ std::string trigger_name(Trigger trigger) {
 HubAnswer ask_hub(const ProvisioningConfig& config, const Identity& identity) {
     HubAnswer answer;
     try {
-        std::string base = config.hub_endpoint.empty() ? "https://" + identity.hub_name : config.hub_endpoint;
-        while (!base.empty() && base.back() == '/') base.pop_back();
+        const std::string base = trim_end(config.hub_endpoint.empty() ? "https://" + identity.hub_name : config.hub_endpoint, "/");
         HttpsRequest r;
         r.url = base + "/devices/" + url_encode(identity.device_id) + "/messages/deviceBound?api-version=2020-09-30";
         r.trust_bundle = config.trust_bundle;

@@ -149,8 +149,7 @@ class Session {
 public:
     Session(const DpsClientConfig& config, std::string registration_id)
         : config_(config), registration_id_(std::move(registration_id)), curl_(new_curl()), rng_(std::random_device{}()) {
-        base_ = config_.global_endpoint;
-        while (!base_.empty() && base_.back() == '/') base_.pop_back();
+        base_ = trim_end(config_.global_endpoint, "/");
         if (base_.rfind("https://", 0) != 0) fail("provisioning: global_endpoint '" + config_.global_endpoint + "' is not an https:// URL");
         resource_ = sas_resource(config_.id_scope, registration_id_);
         if (config_.method == AttestationMethod::SymmetricKey) {
