@@ -294,11 +294,7 @@ void BundleReader::skip_to(uint64_t offset) {
     }
 }
 
-void BundleReader::read(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink) { consume(p, sink, true); }
-
-void BundleReader::copy(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink) { consume(p, sink, false); }
-
-void BundleReader::consume(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink, bool check) {
+void BundleReader::read(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink) {
     const std::string what = source_.string() + ": payload " + p.name;
     skip_to(p.offset);
     Sha256 hash;
@@ -310,12 +306,12 @@ void BundleReader::consume(const Payload& p, const std::function<void(const uint
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) fail_errno("reading " + what);
         if (r == 0) fail(what + ": the bundle ends inside it");
-        if (check) hash.update(buffer.data(), static_cast<size_t>(r));
+        hash.update(buffer.data(), static_cast<size_t>(r));
         sink(buffer.data(), static_cast<size_t>(r));
         left -= static_cast<uint64_t>(r);
         position_ += static_cast<uint64_t>(r);
     }
-    if (check && to_hex(hash.final()) != p.sha256) fail(what + ": sha256 does not match the manifest (corrupted or altered bundle)");
+    if (to_hex(hash.final()) != p.sha256) fail(what + ": sha256 does not match the manifest (corrupted or altered bundle)");
 }
 
 }  // namespace cairn::updater

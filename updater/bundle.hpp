@@ -87,16 +87,12 @@ public:
     // a mismatch throws Error. `sink` sees every byte before the check: a caller that writes them
     // somewhere must treat that place as untrusted until read() returns.
     void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink);
-    // Like read() without the digest: for a second pass over a payload the caller checks another
-    // way (the updater re-verifies what it wrote).
-    void copy(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink);
     const std::filesystem::path& source() const { return source_; }
     bool seekable() const { return seekable_; }
     int fd() const { return fd_.get(); }  // for positional reads of a seekable source
 
 private:
     void skip_to(uint64_t offset);
-    void consume(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink, bool check);
     std::filesystem::path source_;
     UniqueFd fd_;
     uint64_t position_ = 0;

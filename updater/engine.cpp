@@ -195,8 +195,8 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
 
     // 1-2. Everything that can refuse the bundle, before any write.
     report(0, "checking the bundle's signature");
-    BundleReader first(bundle, config_.trust_anchor);
-    const BundleManifest& m = first.manifest();
+    BundleReader source(bundle, config_.trust_anchor);
+    const BundleManifest& m = source.manifest();
     const std::string what = bundle.string();
     if (m.compatible != config_.release.compatible)
         fail(what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
@@ -218,15 +218,15 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     // 3. Check every payload before anything is written. The root is checked through its dm-verity
     // tree, in parallel: the tree recomputed from the bundle's root must be the bundle's tree and
     // give the manifest's root hash. The (small) tree and ESP payloads by their sha256.
-    if (!first.seekable()) fail(what + ": installing needs a file or a block device (it is read twice)");
+    if (!source.seekable()) fail(what + ": installing needs a file or a block device (it is read twice)");
     report(2, "checking payload " + root->name);
-    verity::VerifyResult check = verity::verify(first.fd(), root->offset, first.fd(), verity->offset);
+    verity::VerifyResult check = verity::verify(source.fd(), root->offset, source.fd(), verity->offset);
     if (!check.ok) fail(what + ": payload " + root->name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
     if (to_hex(check.root_hash) != verity->root_hash)
         fail(what + ": payload " + root->name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + verity->root_hash);
     uint64_t done = root->size;
     for (const Payload* p : {verity, esp}) {
-        first.read(*p, [&](const uint8_t*, size_t n) {
+        source.read(*p, [&](const uint8_t*, size_t n) {
             done += n;
             report(static_cast<int>(2 + 28 * done / total), "checking payload " + p->name);
         });
@@ -243,18 +243,17 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
     boot_.mark_unbootable(target);
 
-    // 5-6. Write, and read back what is on the disk. The bundle is read again without hashing: if
-    // it changed since the check, the read-back fails and the slot stays marked bad. The verity
-    // tree goes first; the root is then verified against it and the manifest's root hash by a
-    // thread that follows the writer, reading each part once it is on the disk.
-    BundleReader second(bundle, config_.trust_anchor);
-    if (second.manifest_bytes() != first.manifest_bytes()) fail(what + ": the bundle changed during the install");
+    // 5-6. Write, and read back what is on the disk. The bundle is read again, through the
+    // descriptor that was checked (a file renamed over it changes nothing), without hashing: if
+    // it was changed in place since the check, the read-back fails and the slot stays marked bad.
+    // The verity tree goes first; the root is then verified against it and the manifest's root
+    // hash by a thread that follows the writer, reading each part once it is on the disk.
     UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
     UniqueFd direct = open_direct(config_.disk, O_RDWR);
     SlotWriter writer(config_.disk.string(), direct ? direct.get() : -1, disk.get());
     done = 0;
     auto write = [&](const Payload* p, const Region& r, const std::function<void(uint64_t)>& written) {
-        writer.write(second.fd(), p->offset, p->size, r.offset, r.label, [&](uint64_t n) {
+        writer.write(source.fd(), p->offset, p->size, r.offset, r.label, [&](uint64_t n) {
             if (written) written(n);
             done += n;
             report(static_cast<int>(30 + 50 * done / total), "writing " + r.label);
