@@ -1,16 +1,26 @@
 // cairnctl: the on-device control tool. Each area's commands live with their concern
-// (updater/client.cpp for `update`, provisioning/provision_cli.cpp for `provision`,
-// provisioning/config_cli.cpp for `config`).
+// (updater/client.cpp for `update`, provisioning/config_cli.cpp for `config`,
+// provisioning/provision_cli.cpp for `provision`).
+//
+// `provision` runs in its own program, cairnctl-provision, which this one starts in its place: it
+// needs libcurl and the TPM stack, and `cairnctl update` should neither load them (they are most
+// of its start-up time from a cold cache) nor bring them into an image that has no provisioning.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <system_error>
 #include <vector>
 
+#include "common/error.hpp"
+#include "common/subprocess.hpp"
 #include "provisioning/config_cli.hpp"
-#include "provisioning/provision_cli.hpp"
 #include "updater/client.hpp"
 
 namespace {
+
+namespace fs = std::filesystem;
+
 const char* usage_text = R"(Usage: cairnctl AREA COMMAND [OPTIONS]
 
 Areas:
@@ -20,7 +30,23 @@ Areas:
 
   -h, --help   this text
 )";
+
+// cairnctl-provision beside this program (a build tree), or in ../lib/cairn (an image, an install).
+int provision(const std::vector<std::string>& args) {
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+    for (const fs::path& candidate : {self / "cairnctl-provision", self / "../lib/cairn/cairnctl-provision"}) {
+        if (!fs::is_regular_file(candidate, ec)) continue;
+        std::vector<std::string> argv = {"cairnctl-provision"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        cairn::replace_process(candidate, argv);
+    }
+    std::fprintf(stderr, "cairnctl: provision: cairnctl-provision is not in %s or %s (an image without [provisioning] has none)\n",
+                 self.c_str(), (self.parent_path() / "lib/cairn").c_str());
+    return 2;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
@@ -34,9 +60,14 @@ int main(int argc, char** argv) {
         std::fputs(usage_text, stdout);
         return 0;
     }
-    if (area == "update") return cairn::updater::update_command(args);
-    if (area == "provision") return cairn::provisioning::provision_command(args, std::cout, std::cerr);
-    if (area == "config") return cairn::provisioning::config_command(args, std::cout, std::cerr);
+    try {
+        if (area == "update") return cairn::updater::update_command(args);
+        if (area == "provision") return provision(args);
+        if (area == "config") return cairn::provisioning::config_command(args, std::cout, std::cerr);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cairnctl: %s\n", e.what());
+        return 1;
+    }
     std::fprintf(stderr, "cairnctl: unknown area '%s' (see --help)\n", area.c_str());
     return 2;
 }

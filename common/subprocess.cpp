@@ -93,6 +93,13 @@ pid_t spawn(const std::vector<std::string>& argv, const RunOptions& options, con
 
 }  // namespace
 
+void replace_process(const std::filesystem::path& program, const std::vector<std::string>& argv) {
+    std::vector<std::string> args = argv;
+    std::vector<char*> c_args = c_strings(args);
+    ::execv(program.c_str(), c_args.data());
+    fail_errno("starting " + program.string());
+}
+
 std::optional<std::filesystem::path> find_program(const std::string& name) {
     if (name.find('/') != std::string::npos) {
         if (::access(name.c_str(), X_OK) == 0) return std::filesystem::path(name);

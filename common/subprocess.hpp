@@ -58,6 +58,10 @@ private:
     std::optional<int> status_;
 };
 
+// Replaces this process with `program` (a path), given argv (argv[0] included). Returns only by
+// throwing Error, when the program cannot be started.
+[[noreturn]] void replace_process(const std::filesystem::path& program, const std::vector<std::string>& argv);
+
 // Finds a program in PATH (or checks an absolute path) and tells whether it is executable.
 std::optional<std::filesystem::path> find_program(const std::string& name);
 

@@ -43,6 +43,8 @@ void add_provisioning_files(Tree& tree, const Recipe& recipe) {
     std::vector<fs::path> libraries = add_host_executable(tree, agent, provisioning_paths::agent, exec, what + ": cairn-provisiond");
     if (!recipe.update.enabled)  // [update] brings cairnctl too
         add_host_executable(tree, find_cairn_program("cairnctl", "cairnctl"), "/usr/bin/cairnctl", exec, what + ": cairnctl");
+    add_host_executable(tree, find_cairn_program("cairnctl-provision", "cairnctl"), provisioning_paths::cli, exec,
+                        what + ": cairnctl-provision");
 
     // The TCTI loader opens "device" (/dev/tpmrm0) with dlopen: it sits beside libtss2-tctildr.
     fs::path tcti;

@@ -9,6 +9,7 @@ namespace cairn::imager {
 
 namespace provisioning_paths {
 inline constexpr const char* agent = "/usr/sbin/cairn-provisiond";
+inline constexpr const char* cli = "/usr/lib/cairn/cairnctl-provision";  // `cairnctl provision` starts it
 inline constexpr const char* run = "/usr/lib/cairn/provisiond-run";   // what a service starts
 inline constexpr const char* config = "/etc/cairn/config.toml";
 inline constexpr const char* pid_file = "/run/cairn/provisiond.pid";  // `cairnctl config apply` signals it
@@ -19,9 +20,10 @@ inline constexpr const char* pid_file = "/run/cairn/provisiond.pid";  // `cairnc
 std::string provisiond_run_script();
 
 // Adds cairn-provisiond with its libraries and the device TCTI (libtss2-tctildr loads it with
-// dlopen, so no ELF closure finds it), cairnctl when the image has none yet, the start script
-// and, when the recipe gives one, the configuration (checked here as the agent would read it,
-// except for the files it names, which may only exist on the device).
+// dlopen, so no ELF closure finds it), cairnctl when the image has none yet, cairnctl-provision
+// (behind `cairnctl provision`), the start script and, when the recipe gives one, the
+// configuration (checked here as the agent would read it, except for the files it names, which
+// may only exist on the device).
 void add_provisioning_files(Tree& tree, const Recipe& recipe);
 
 }  // namespace cairn::imager

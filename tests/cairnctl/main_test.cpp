@@ -1,0 +1,55 @@
+// cairnctl's front door: the areas it runs itself, and `provision`, which it hands to cairnctl-provision.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "common/subprocess.hpp"
+#include "imager/elf.hpp"
+#include "tests/support/test_support.hpp"
+
+using namespace cairn;
+using cairn::test::Scratch;
+namespace fs = std::filesystem;
+
+TEST(Cairnctl, ProvisionRunsCairnctlProvisionWithTheSameWordsAndExitCode) {
+    RunResult help = run({CAIRNCTL_BINARY, "provision", "--help"});
+    EXPECT_EQ(help.exit_code, 0) << help.err;
+    EXPECT_NE(help.out.find("usage: cairnctl provision status|reprovision|check|tpm-info"), std::string::npos) << help.out;
+
+    RunResult bad = run({CAIRNCTL_BINARY, "provision", "frobnicate"});
+    EXPECT_EQ(bad.exit_code, 2);
+    EXPECT_NE(bad.err.find("usage: cairnctl provision"), std::string::npos) << bad.err;
+
+    Scratch s;
+    RunResult missing = run({CAIRNCTL_BINARY, "provision", "status", "--config", (s / "none.toml").string(), "--state-dir",
+                             s.path().string()});
+    EXPECT_EQ(missing.exit_code, 1);
+    EXPECT_NE(missing.err.find("cairnctl provision: " + (s / "none.toml").string()), std::string::npos) << missing.err;
+}
+
+TEST(Cairnctl, WithoutCairnctlProvisionSaysWhereItLooked) {
+    Scratch s;
+    fs::copy_file(CAIRNCTL_BINARY, s / "cairnctl");
+    fs::permissions(s / "cairnctl", fs::perms::owner_all);
+    RunResult r = run({(s / "cairnctl").string(), "provision", "status"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("cairnctl: provision: cairnctl-provision is not in " + s.path().string()), std::string::npos) << r.err;
+
+    RunResult update = run({(s / "cairnctl").string(), "update", "--help"});  // the rest still works alone
+    EXPECT_EQ(update.exit_code, 0) << update.err;
+}
+
+// `cairnctl update` starts without libcurl, libssl or the TPM stack (most of its cold start before),
+// and an image with updates but no provisioning carries none of them.
+TEST(Cairnctl, NeedsNeitherTheNetworkNorTheTpmLibraries) {
+    const elf::Info info = elf::read_info(CAIRNCTL_BINARY);
+    ASSERT_TRUE(info.is_elf);
+    for (const std::string& lib : info.needed)
+        for (const char* heavy : {"libcurl", "libssl", "libtss2", "libcrypto"})
+            EXPECT_EQ(lib.rfind(heavy, 0), std::string::npos) << "cairnctl needs " << lib;
+    bool curl = false;
+    for (const std::string& lib : elf::read_info(fs::path(CAIRNCTL_BINARY).parent_path() / "cairnctl-provision").needed)
+        curl = curl || lib.rfind("libcurl", 0) == 0;
+    EXPECT_TRUE(curl) << "cairnctl-provision is the one that talks to DPS";
+}
