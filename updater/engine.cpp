@@ -1,9 +1,6 @@
 #include "updater/engine.hpp"
 
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -59,20 +56,16 @@ SlotRegions regions_of(const fs::path& disk, Slot slot) {
     return out;
 }
 
-// Writes what reaches the disk, then forgets the cached copy so that reading back reads the disk.
-void flush_and_drop(int fd, const std::string& what) {
-    if (::fsync(fd) != 0) fail_errno("flushing " + what);
-    struct stat st {};
-    if (::fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) ::ioctl(fd, BLKFLSBUF, 0);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-}
-
+// The sha256 of [offset, offset + size) on the disk. Reads whole aligned blocks, so that `fd` may
+// be an O_DIRECT descriptor (offset aligned; the last block may reach past `size`, never past the
+// partition, which the layout aligns to 1 MiB).
 std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::string& what) {
+    constexpr uint64_t alignment = AlignedBuffer::alignment;
     Sha256 h;
-    std::vector<char> buffer(4 << 20);
+    AlignedBuffer buffer(1 << 20);
     for (uint64_t done = 0; done < size;) {
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - done));
-        pread_exact(fd, buffer.data(), n, offset + done, what);
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - done));
+        pread_exact(fd, buffer.data(), (n + alignment - 1) / alignment * alignment, offset + done, what);
         h.update(buffer.data(), n);
         done += n;
     }
@@ -246,10 +239,12 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     // 5-6. Write, and read back what is on the disk. The bundle is read again, through the
     // descriptor that was checked (a file renamed over it changes nothing), without hashing: if
     // it was changed in place since the check, the read-back fails and the slot stays marked bad.
-    // The verity tree goes first; the root is then verified against it and the manifest's root
-    // hash by a thread that follows the writer, reading each part once it is on the disk.
+    // The verity tree and the ESP go first; a thread reads the ESP back, then verifies the root
+    // against the tree and the manifest's root hash, following the writer, reading each part once
+    // it is on the disk (through O_DIRECT: the disk, not a cached copy). Then one flush.
     UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
     UniqueFd direct = open_direct(config_.disk, O_RDWR);
+    const int read_fd = direct ? direct.get() : disk.get();
     SlotWriter writer(config_.disk.string(), direct ? direct.get() : -1, disk.get());
     done = 0;
     auto write = [&](const Payload* p, const Region& r, const std::function<void(uint64_t)>& written) {
@@ -260,13 +255,16 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
         });
     };
     write(verity, regions.verity, {});
+    write(esp, regions.esp, {});
 
     Frontier frontier;
+    std::string esp_read_back;
     verity::VerifyResult vr;
     std::exception_ptr read_error;
     std::jthread reader([&] {  // joined on every path: the frontier is closed by then
         try {
-            vr = verity::verify(direct ? direct.get() : disk.get(), regions.root.offset, disk.get(), regions.verity.offset, 0,
+            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, config_.disk.string());
+            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0,
                                 [&](uint64_t end) { frontier.wait_for(end); });
         } catch (...) {
             read_error = std::current_exception();
@@ -283,16 +281,13 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     report(80, "verifying slot " + t);
     reader.join();
     if (read_error) std::rethrow_exception(read_error);
+    if (esp_read_back != esp->sha256) fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
     if (!vr.ok) fail(config_.disk.string() + ": slot " + t + " read back wrong: " + vr.problem);
     if (to_hex(vr.root_hash) != verity->root_hash)
         fail(config_.disk.string() + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " +
              verity->root_hash);
-
-    write(esp, regions.esp, {});
-    report(95, "verifying " + regions.esp.label);
-    flush_and_drop(disk.get(), config_.disk.string());
-    if (sha256_region(disk.get(), regions.esp.offset, esp->size, config_.disk.string()) != esp->sha256)
-        fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
+    report(95, "flushing " + config_.disk.string());
+    if (::fsync(disk.get()) != 0) fail_errno("flushing " + config_.disk.string());
 
     // 7. Record, then arm the trial boot.
     st.slots[t] = SlotRecord{"trial", m.version, m.build_id, now()};
