@@ -40,10 +40,10 @@ void add_provisioning_files(Tree& tree, const Recipe& recipe) {
     for (const char* d : {"/usr", "/usr/sbin", "/usr/bin", "/usr/lib", "/usr/lib/cairn", "/etc", "/etc/cairn"})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
     const fs::path agent = find_cairn_program("cairn-provisiond", "provisioning");
-    std::vector<fs::path> libraries = add_host_executable(tree, agent, provisioning_paths::agent, exec, what + ": cairn-provisiond");
+    std::vector<fs::path> libraries = add_cairn_program(tree, agent, provisioning_paths::agent, exec, what + ": cairn-provisiond");
     if (!recipe.update.enabled)  // [update] brings cairnctl too
-        add_host_executable(tree, find_cairn_program("cairnctl", "cairnctl"), "/usr/bin/cairnctl", exec, what + ": cairnctl");
-    add_host_executable(tree, find_cairn_program("cairnctl-provision", "cairnctl"), provisioning_paths::cli, exec,
+        add_cairn_program(tree, find_cairn_program("cairnctl", "cairnctl"), "/usr/bin/cairnctl", exec, what + ": cairnctl");
+    add_cairn_program(tree, find_cairn_program("cairnctl-provision", "cairnctl"), provisioning_paths::cli, exec,
                         what + ": cairnctl-provision");
 
     // The TCTI loader opens "device" (/dev/tpmrm0) with dlopen: it sits beside libtss2-tctildr.

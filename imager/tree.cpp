@@ -15,6 +15,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
+#include "common/subprocess.hpp"
 #include "imager/elf.hpp"
 
 namespace cairn::imager {
@@ -317,6 +318,18 @@ std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable
         libraries.push_back(f);
     }
     tree.add_file_copy(image_path, executable, meta, what);
+    return libraries;
+}
+
+std::vector<fs::path> add_cairn_program(Tree& tree, const fs::path& program, std::string_view image_path, Meta meta,
+                                        const std::string& what) {
+    std::vector<fs::path> libraries = add_host_executable(tree, program, image_path, meta, what);
+    const fs::path staged = tree.host(tree.resolve(image_path, what));
+    try {
+        run_checked({"objcopy", "--strip-debug", staged.string()});
+    } catch (const Error& e) {
+        fail(what + ": removing the debug sections of " + program.string() + ": " + e.what());
+    }
     return libraries;
 }
 

@@ -85,6 +85,12 @@ private:
 std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable, std::string_view image_path, Meta meta,
                                           const std::string& what);
 
+// add_host_executable for one of Cairn's own programs, whose staged copy then loses its debug
+// sections (objcopy --strip-debug): a RelWithDebInfo build carries 3 to 16 MB of DWARF in each,
+// about 45 MB in a root with updates and provisioning, which no device reads.
+std::vector<fs::path> add_cairn_program(Tree& tree, const fs::path& program, std::string_view image_path, Meta meta,
+                                        const std::string& what);
+
 // True for a relative path whose components are all non-empty and neither "." nor "..".
 bool is_clean_relative_path(std::string_view path);
 

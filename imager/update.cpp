@@ -85,8 +85,8 @@ json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build
     for (const char* d : {"/usr", "/usr/lib", "/usr/lib/cairn", "/usr/share", "/usr/share/cairn", "/usr/share/dbus-1",
                           "/usr/share/dbus-1/system.d", "/usr/sbin", "/usr/bin"})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
-    add_host_executable(tree, find_cairn_program("cairn-updated", "updater"), update_paths::updated, exec, what + ": cairn-updated");
-    add_host_executable(tree, find_cairn_program("cairnctl", "cairnctl"), update_paths::cairnctl, exec, what + ": cairnctl");
+    add_cairn_program(tree, find_cairn_program("cairn-updated", "updater"), update_paths::updated, exec, what + ": cairn-updated");
+    add_cairn_program(tree, find_cairn_program("cairnctl", "cairnctl"), update_paths::cairnctl, exec, what + ": cairnctl");
     auto dbus = find_program("dbus-daemon");
     if (!dbus) fail(what + ": dbus-daemon not found on the build host (it goes into the image; see scripts/install-deps)");
     add_host_executable(tree, *dbus, update_paths::dbus_daemon, exec, what + ": dbus-daemon");
@@ -112,7 +112,7 @@ void add_firewall_files(Tree& tree, const Recipe& recipe) {
     for (const char* d : {"/usr", "/usr/sbin", "/etc", "/etc/cairn"})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
     const fs::path program = find_cairn_program("cairn-firewall", "firewall");
-    add_host_executable(tree, program, "/usr/sbin/cairn-firewall", exec, what + ": cairn-firewall");
+    add_cairn_program(tree, program, "/usr/sbin/cairn-firewall", exec, what + ": cairn-firewall");
     if (recipe.firewall.policy.empty()) {
         tree.add_file("/etc/cairn/firewall.toml",
                       "# The firewall policy (cairn-firewall apply). These are the defaults: inbound SSH only;\n"

@@ -119,3 +119,25 @@ TEST_P(TreeMetadata, ShowsUpForProgramsRunThroughTheRunner) {
 
 INSTANTIATE_TEST_SUITE_P(Ways, TreeMetadata, ::testing::Values(true, false),
                          [](const auto& p) { return p.param ? "chown" : "fakeroot"; });
+
+// Cairn's own programs go into an image without their debug sections, and still run there.
+TEST(Tree, CairnProgramsLoseTheirDebugSections) {
+    Scratch dir;
+    Tree t(dir / "root");
+    std::vector<std::filesystem::path> libraries = add_cairn_program(t, CAIRNCTL_BINARY, "/usr/bin/cairnctl", Meta{0, 0, 0755}, "t");
+    EXPECT_FALSE(libraries.empty());  // its libraries come along, as with add_host_executable
+    const std::filesystem::path staged = dir / "root/usr/bin/cairnctl";
+    ASSERT_TRUE(std::filesystem::is_regular_file(staged));
+    if (run_checked({"readelf", "-S", CAIRNCTL_BINARY}).find(".debug_info") == std::string::npos)
+        GTEST_SKIP() << "cairnctl was built without debug information (the default build type, RelWithDebInfo, has it)";
+    EXPECT_EQ(run_checked({"readelf", "-S", staged.string()}).find(".debug_"), std::string::npos);
+    EXPECT_LT(std::filesystem::file_size(staged), std::filesystem::file_size(CAIRNCTL_BINARY) / 2);
+    std::filesystem::copy_file(staged, dir / "cairnctl");  // staged copies are 0644: the metadata table has the mode
+    std::filesystem::permissions(dir / "cairnctl", std::filesystem::perms::owner_all);
+    EXPECT_EQ(run({(dir / "cairnctl").string(), "--help"}).exit_code, 0);
+    ASSERT_TRUE(t.meta("/usr/bin/cairnctl"));
+    EXPECT_EQ(t.meta("/usr/bin/cairnctl")->mode, S_IFREG | 0755);
+
+    cairn::test::expect_error([&] { add_cairn_program(t, dir / "missing", "/usr/bin/x", Meta{0, 0, 0755}, "recipe.update"); },
+                 {"recipe.update"});
+}
