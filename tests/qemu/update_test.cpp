@@ -35,9 +35,15 @@ json update_status(qemu::Machine& m) {
         json j = open == std::string::npos || close == std::string::npos || close < open
                      ? json(nullptr)
                      : json::parse(out.substr(open + 1, close - open), nullptr, false);
+        // Two slots, each in a state the daemon knows: the serial console has been seen to garble a
+        // character now and then ("baad"), and a garbled answer is asked for again, not judged.
         int slots = 0;
         if (j.is_object() && j.contains("slots") && j["slots"].is_array())
-            for (const json& s : j["slots"]) slots += s.value("slot", "") == "a" || s.value("slot", "") == "b";
+            for (const json& s : j["slots"]) {
+                const std::string name = s.value("slot", ""), state = s.value("state", "");
+                const bool known = state == "good" || state == "bad" || state == "trial" || state == "installing" || state == "unknown";
+                slots += (name == "a" || name == "b") && known;
+            }
         if (slots == 2) return j;
         if (attempt == 3) throw std::runtime_error("no usable status JSON in: " + out + "\n--- console:\n" + m.console_tail(60));
         std::fprintf(stderr, "update_status: asking again; got:\n%s\n", out.c_str());
