@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/sha256_blocks.hpp"
 #include "common/subprocess.hpp"
 #include "common/uuid.hpp"
 #include "imager/verity.hpp"
@@ -103,9 +104,9 @@ int bench(int argc, char** argv) {
                                                "--data-blocks=" + std::to_string(p.data_blocks),
                                                data.string(),
                                                theirs_path.string()};
-    std::printf("dm-verity format of %s: %.2f GiB, %llu blocks, %u threads, best of %u rounds\n", data.c_str(),
+    std::printf("dm-verity format of %s: %.2f GiB, %llu blocks, %u threads (SHA-256 on %s), best of %u rounds\n", data.c_str(),
                 static_cast<double>(bytes) / (1 << 30), static_cast<unsigned long long>(p.data_blocks),
-                std::max(1u, std::thread::hardware_concurrency()), rounds);
+                std::max(1u, std::thread::hardware_concurrency()), sha256_blocks_engine().c_str(), rounds);
     std::fflush(stdout);
 
     double best_ours = 1e100, best_theirs = 1e100;

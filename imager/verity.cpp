@@ -16,7 +16,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
-#include "common/sha256_pair.hpp"
+#include "common/sha256_blocks.hpp"
 
 namespace cairn::verity {
 namespace {
@@ -128,8 +128,8 @@ void check_disjoint(int data_fd, uint64_t data_offset, uint64_t data_size, int h
              std::to_string(data_offset + data_size) + ")");
 }
 
-// sha256(salt || block), with one context per thread that already holds the salt and is copied per block,
-// or two blocks at once on the CPU's SHA extensions.
+// sha256(salt || block), with one context per thread that already holds the salt and is copied per block;
+// runs of blocks go through sha256_blocks, many at once.
 class SaltedSha256 {
 public:
     explicit SaltedSha256(const std::vector<uint8_t>& salt)
@@ -154,12 +154,7 @@ public:
 
     // The digests of `count` consecutive blocks of `size` bytes, one after another in `out`.
     void hash_blocks(const uint8_t* data, size_t size, uint64_t count, uint8_t* out) {
-        uint64_t i = 0;
-        if (sha256_pair_accelerated())
-            for (; i + 1 < count; i += 2)
-                sha256_pair(salt_, data + i * size, data + (i + 1) * size, size, out + i * digest_size,
-                            out + (i + 1) * digest_size);
-        for (; i < count; ++i) hash(data + i * size, size, out + i * digest_size);
+        sha256_blocks(salt_, data, size, count, out);
     }
 
 private:
