@@ -78,33 +78,89 @@ std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::str
 // pages pile up for the flush to push out afterwards (slow and erratic on a small device). A
 // payload's unaligned tail, and everything where the filesystem refuses O_DIRECT (a disk image
 // on tmpfs), goes through the ordinary descriptor.
+//
+// Two chunks are in flight: even chunks are copied by the calling thread, odd ones by a second
+// thread, each with its own buffer, so that the device always has the next write queued while one
+// completes (a disk with one O_DIRECT write at a time waits on each; two cut 256 MiB on a direct-I/O
+// loop device from 0.20 s to 0.16 s). A chunk starts only once every chunk two before it is on the
+// disk, and written(n) is called in order, for the prefix that is on the disk, one call at a time.
 class SlotWriter {
 public:
     static constexpr size_t chunk = 4 << 20;
 
     SlotWriter(std::string disk_name, int direct_fd, int buffered_fd)
-        : name_(std::move(disk_name)), direct_(direct_fd), buffered_(buffered_fd), buffer_(chunk) {}
+        : name_(std::move(disk_name)), direct_(direct_fd), buffered_(buffered_fd), buffers_{AlignedBuffer(chunk), AlignedBuffer(chunk)} {}
 
-    // Copies size bytes at `from` in src to `to` on the disk; written(n) after each chunk.
+    // Copies size bytes at `from` in src to `to` on the disk; written(n) after each chunk, in order.
     void write(int src, uint64_t from, uint64_t size, uint64_t to, const std::string& label,
                const std::function<void(uint64_t)>& written) {
-        const std::string what = name_ + " (" + label + ")";
-        constexpr uint64_t alignment = AlignedBuffer::alignment;
-        for (uint64_t done = 0; done < size;) {
-            const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, size - done));
-            pread_exact(src, buffer_.data(), n, from + done, "the bundle");
-            const size_t aligned = direct_ >= 0 && (to + done) % alignment == 0 ? n / alignment * alignment : 0;
-            if (aligned > 0) pwrite_exact(direct_, buffer_.data(), aligned, to + done, what);
-            if (aligned < n) pwrite_exact(buffered_, buffer_.data() + aligned, n - aligned, to + done + aligned, what);
-            done += n;
-            written(n);
+        Copy copy{src, from, size, to, name_ + " (" + label + ")", written, (size + chunk - 1) / chunk};
+        {
+            std::jthread second;
+            if (copy.chunks > 1) second = std::jthread([&] { lane(copy, 1); });
+            lane(copy, 0);
         }
+        if (copy.error) std::rethrow_exception(copy.error);
     }
 
 private:
+    struct Copy {
+        int src;
+        uint64_t from, size, to;
+        std::string what;
+        const std::function<void(uint64_t)>& written;
+        uint64_t chunks;
+        std::mutex mutex;
+        std::condition_variable moved;
+        uint64_t reported = 0;     // chunks [0, reported) are on the disk and reported
+        bool next_done = false;    // chunk `reported` + 1 is on the disk too
+        std::exception_ptr error;  // the first failure; both lanes stop at it
+    };
+
+    void lane(Copy& c, unsigned parity) {
+        AlignedBuffer& buffer = buffers_[parity];
+        constexpr uint64_t alignment = AlignedBuffer::alignment;
+        try {
+            for (uint64_t k = parity; k < c.chunks; k += 2) {
+                {
+                    std::unique_lock lock(c.mutex);
+                    c.moved.wait(lock, [&] { return c.error || c.reported + 1 >= k; });
+                    if (c.error) return;
+                }
+                const uint64_t at = k * chunk;
+                const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, c.size - at));
+                pread_exact(c.src, buffer.data(), n, c.from + at, "the bundle");
+                const size_t aligned = direct_ >= 0 && (c.to + at) % alignment == 0 ? n / alignment * alignment : 0;
+                if (aligned > 0) pwrite_exact(direct_, buffer.data(), aligned, c.to + at, c.what);
+                if (aligned < n) pwrite_exact(buffered_, buffer.data() + aligned, n - aligned, c.to + at + aligned, c.what);
+
+                std::lock_guard lock(c.mutex);
+                if (c.error) return;
+                if (k == c.reported + 1) {
+                    c.next_done = true;  // reported with the chunk before it
+                    continue;
+                }
+                auto report = [&](uint64_t chunk_index) {
+                    ++c.reported;
+                    c.written(std::min<uint64_t>(chunk, c.size - chunk_index * chunk));
+                };
+                report(k);
+                if (c.next_done) {
+                    c.next_done = false;
+                    report(k + 1);
+                }
+                c.moved.notify_all();
+            }
+        } catch (...) {
+            std::lock_guard lock(c.mutex);
+            if (!c.error) c.error = std::current_exception();
+            c.moved.notify_all();
+        }
+    }
+
     std::string name_;
     int direct_, buffered_;
-    AlignedBuffer buffer_;
+    AlignedBuffer buffers_[2];
 };
 
 // How far the writer has gone into a partition, for the verification that reads behind it.

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
@@ -193,6 +195,44 @@ TEST(Engine, WhatReadsBackWrongIsNeverArmed) {
     r.engine().install(r.fixture.bundle("2.4"), {}, {});
     EXPECT_EQ(r.boot.next(), Slot::b);
     EXPECT_EQ(r.reboot_into("2.4").kind, BootDecision::Kind::trial);
+}
+
+// A root of several chunks goes through both write lanes (two chunks in flight) and reads back
+// right; a bundle cut short after its check stops both lanes with the reading error, and the slot
+// is left marked bad and not armed.
+TEST(Engine, ARootOfSeveralChunksGoesInAndOneCutShortIsNeverArmed) {
+    Rig r;
+    r.engine().on_boot();
+    const uint64_t root_size = 7 * (1 << 20) + 3 * 4096;  // two 4 MiB chunks, the second short
+    r.engine().install(r.fixture.bundle("3.0", "cairn-test", {}, root_size), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+    std::string root = r.fixture.region("root_b").substr(0, root_size);
+    EXPECT_EQ(root, read_file(r.scratch / "payloads-3.0/root"));
+    EXPECT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
+    r.engine().commit();
+
+    // Now running b: the next install goes to a.
+    const fs::path bundle = r.fixture.bundle("3.1", "cairn-test", {}, root_size);
+    uint64_t cut;
+    {
+        BundleReader reader(bundle, r.fixture.trust_anchor);
+        cut = reader.manifest().find("root", "a")->offset + 5 * (1 << 20);  // inside the second chunk
+    }
+    std::vector<uint64_t> written;
+    expect_error(
+        [&] {
+            r.engine().install(bundle, {}, [&](int percent, const std::string& message) {
+                if (message.rfind("marking", 0) == 0) fs::resize_file(bundle, cut);
+                if (message.rfind("writing root_a", 0) == 0) written.push_back(static_cast<uint64_t>(percent));
+            });
+        },
+        {"reading the bundle", "unexpected end of file"});
+    EXPECT_FALSE(r.boot.next());
+    EXPECT_EQ(r.engine().status().slots["a"].state, "installing");
+    EXPECT_TRUE(std::is_sorted(written.begin(), written.end()));  // progress only moves forward
+
+    r.engine().install(r.fixture.bundle("3.2", "cairn-test", {}, root_size), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::a);
 }
 
 TEST(Engine, ASlotThatDoesNotBootIsRolledBackWithItsReason) {
