@@ -128,40 +128,9 @@ void check_disjoint(int data_fd, uint64_t data_offset, uint64_t data_size, int h
              std::to_string(data_offset + data_size) + ")");
 }
 
-// sha256(salt || block), with one context per thread that already holds the salt and is copied per block;
-// runs of blocks go through sha256_blocks, many at once.
-class SaltedSha256 {
-public:
-    explicit SaltedSha256(const std::vector<uint8_t>& salt)
-        : salt_(salt), salted_(EVP_MD_CTX_new()), work_(EVP_MD_CTX_new()) {
-        if (!salted_ || !work_ || EVP_DigestInit_ex(salted_.get(), EVP_sha256(), nullptr) != 1 ||
-            EVP_DigestUpdate(salted_.get(), salt.data(), salt.size()) != 1)
-            fail("OpenSSL: cannot start a salted SHA-256");
-    }
-
-    void hash(const uint8_t* data, size_t size, uint8_t* out) {
-        unsigned int len = 0;
-        if (EVP_MD_CTX_copy_ex(work_.get(), salted_.get()) != 1 || EVP_DigestUpdate(work_.get(), data, size) != 1 ||
-            EVP_DigestFinal_ex(work_.get(), out, &len) != 1 || len != digest_size)
-            fail("OpenSSL: SHA-256 of a dm-verity block failed");
-    }
-
-    Digest hash(const uint8_t* data, size_t size) {
-        Digest d{};
-        hash(data, size, d.data());
-        return d;
-    }
-
-    // The digests of `count` consecutive blocks of `size` bytes, one after another in `out`.
-    void hash_blocks(const uint8_t* data, size_t size, uint64_t count, uint8_t* out) {
-        sha256_blocks(salt_, data, size, count, out);
-    }
-
-private:
-    std::vector<uint8_t> salt_;
-    EvpMdCtxPtr salted_;
-    EvpMdCtxPtr work_;
-};
+// dm-verity's digest of a block is sha256(salt || block); sha256_blocks does runs of them at once. Digests
+// are stored back to back, so a vector<Digest> is a run of outputs.
+static_assert(sizeof(Digest) == digest_size);
 
 std::vector<uint8_t> encode_superblock(const Params& p) {
     std::vector<uint8_t> sb(superblock_size, 0);
@@ -302,7 +271,7 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
                     POSIX_FADV_SEQUENTIAL);
 
     auto make_worker = [&] {
-        return [&, hasher = SaltedSha256(p.salt), data = AlignedBuffer(blocks_per_read * dbs),
+        return [&, data = AlignedBuffer(blocks_per_read * dbs),
                 leaves = std::vector<uint8_t>(leaves_per_segment * hbs),
                 disk = std::vector<uint8_t>(mismatch ? leaves_per_segment * hbs : 0)](uint64_t segment) mutable {
             const uint64_t first_leaf = segment * leaves_per_segment;
@@ -319,11 +288,10 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
                 if (wait_for_data) wait_for_data((first_data + done + n) * dbs);
                 pread_exact(dev.data_fd, data.data(), n * dbs, dev.data_offset + (first_data + done) * dbs,
                             dev.data_name);
-                hasher.hash_blocks(data.data(), dbs, n, leaves.data() + done * digest_size);
+                sha256_blocks(p.salt, data.data(), dbs, n, leaves.data() + done * digest_size);
                 done += n;
             }
-            for (uint64_t k = 0; k < leaf_count; ++k)
-                digests[first_leaf + k] = hasher.hash(leaves.data() + k * hbs, hbs);
+            sha256_blocks(p.salt, leaves.data(), hbs, leaf_count, digests[first_leaf].data());
 
             const uint64_t first_block = g.first[0] + first_leaf;
             const uint64_t at = dev.hash_offset + first_block * hbs;
@@ -359,13 +327,12 @@ std::vector<Digest> hash_leaves(const Devices& dev, const Params& p, const Geome
 // a zeroed superblock block, then the upper levels as stored; sets root.
 std::vector<uint8_t> build_upper(const Params& p, const Geometry& g, std::vector<Digest> below, Digest& root) {
     const uint32_t hbs = p.hash_block_size;
-    SaltedSha256 hasher(p.salt);
     std::vector<uint8_t> image(g.first[0] * hbs, 0);
     for (unsigned level = 1; level < g.levels; ++level) {
         uint8_t* base = image.data() + g.first[level] * hbs;
         for (size_t i = 0; i < below.size(); ++i) std::memcpy(base + i * digest_size, below[i].data(), digest_size);
         std::vector<Digest> digests(g.blocks[level]);
-        for (uint64_t k = 0; k < digests.size(); ++k) digests[k] = hasher.hash(base + k * hbs, hbs);
+        sha256_blocks(p.salt, base, hbs, digests.size(), digests.front().data());
         below = std::move(digests);
     }
     root = below.at(0);  // the top level is a single block
@@ -376,7 +343,9 @@ Digest hash_single_block(const Devices& dev, const Params& p, const std::functio
     if (wait_for_data) wait_for_data(p.data_block_size);
     AlignedBuffer block(p.data_block_size);
     pread_exact(dev.data_fd, block.data(), p.data_block_size, dev.data_offset, dev.data_name);
-    return SaltedSha256(p.salt).hash(block.data(), p.data_block_size);
+    Digest d{};
+    sha256_blocks(p.salt, block.data(), p.data_block_size, 1, d.data());
+    return d;
 }
 
 }  // namespace
