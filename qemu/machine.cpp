@@ -6,9 +6,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -32,7 +34,12 @@ constexpr const char* ovmf_vars = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 constexpr const char* vars_name = "OVMF_VARS.fd";
 constexpr const char* vars_template_name = "OVMF_VARS.template";  // which store the copy was made from
 constexpr const char* qmp_name = "qmp.sock";
-constexpr const char* console_sock_name = "console.sock";
+// The serial console's two FIFOs, <console_pipe_name>.in (typed to the guest) and .out (what it
+// prints). A pipe, not a socket: QEMU 7.2 writes a character to its log twice when its write to
+// the console's reader would block, and a Unix socket blocks after a few hundred single-byte writes
+// (each one queues a buffer of its own), while a pipe holds 64 KiB. Cairn drains .out from before
+// QEMU starts, so the log keeps each character once.
+constexpr const char* console_pipe_name = "console";
 constexpr const char* swtpm_sock_name = "swtpm.sock";
 constexpr const char* qemu_pid_name = "qemu.pid";
 constexpr const char* swtpm_pid_name = "swtpm.pid";
@@ -133,10 +140,13 @@ std::string read_line(int fd, Clock::time_point deadline, const std::string& wha
     }
 }
 
-void write_all(int fd, const std::string& text, const std::string& what) {
+// All of `text` to a socket (without SIGPIPE when the other end is gone) or a pipe.
+void write_all(int fd, const std::string& text, const std::string& what, bool socket) {
     size_t done = 0;
     while (done < text.size()) {
-        ssize_t w = ::send(fd, text.data() + done, text.size() - done, MSG_NOSIGNAL);
+        const char* at = text.data() + done;
+        const size_t left = text.size() - done;
+        ssize_t w = socket ? ::send(fd, at, left, MSG_NOSIGNAL) : ::write(fd, at, left);
         if (w < 0) {
             if (errno == EINTR) continue;
             fail_errno("writing to " + what);
@@ -155,7 +165,7 @@ std::string qmp_exchange(const fs::path& socket, const std::string& execute_json
     UniqueFd fd = connect_unix(socket, 1000);
     if (!starts_with(read_line(fd.get(), deadline, what), "{\"QMP\"")) fail(what + ": no QMP greeting");
     auto command = [&](const std::string& json) {
-        write_all(fd.get(), json + "\n", what);
+        write_all(fd.get(), json + "\n", what, true);
         for (;;) {
             std::string line = read_line(fd.get(), deadline, what);
             if (starts_with(line, "{\"return\"") || starts_with(line, "{\"error\"")) return line;
@@ -195,7 +205,8 @@ Machine::~Machine() { stop_all(); }
 void Machine::stop_all() noexcept {
     draining_ = false;
     if (drainer_.joinable()) drainer_.join();
-    console_fd_.reset();
+    console_in_.reset();
+    console_out_.reset();
     try {
         if (qemu_) qemu_->stop(2000);  // SIGTERM: QEMU exits cleanly
     } catch (...) {
@@ -222,8 +233,8 @@ std::vector<std::string> Machine::qemu_command() const {
                 {"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + option_value(config_.secure_boot ? ovmf_code_secure : ovmf_code),
                  "-drive", "if=pflash,format=raw,unit=1,file=" + option_value((dir / vars_name).string()),
                  "-display", "none",
-                 "-chardev", "socket,id=console,path=" + option_value((dir / console_sock_name).string()) +
-                                 ",server=on,wait=off,logfile=" + option_value(console_log().string()) + ",logappend=on",
+                 "-chardev", "pipe,id=console,path=" + option_value((dir / console_pipe_name).string()) +
+                                 ",logfile=" + option_value(console_log().string()) + ",logappend=on",
                  "-serial", "chardev:console",
                  "-qmp", "unix:" + option_value((dir / qmp_name).string()) + ",server=on,wait=off",
                  "-pidfile", (dir / qemu_pid_name).string()});
@@ -281,8 +292,9 @@ void Machine::start() {
                  (config_.secure_boot ? "on" : "off") + " (" + vars_template + "); use another state directory, or delete " +
                  vars.string() + " to start with a blank NVRAM");
     }
-    for (const char* name : {qmp_name, console_sock_name, swtpm_sock_name}) fs::remove(dir / name, ec);
+    for (const char* name : {qmp_name, swtpm_sock_name}) fs::remove(dir / name, ec);
     console_start_ = size_or_zero(console_log());
+    open_console();
     const uint64_t qemu_log_start = size_or_zero(dir / "qemu.log");
     const uint64_t swtpm_log_start = size_or_zero(dir / "swtpm.log");
     const std::vector<std::string> argv = qemu_command();
@@ -359,23 +371,34 @@ size_t Machine::wait_for_after(const std::string& marker, size_t from, std::chro
     }
 }
 
+void Machine::open_console() {
+    // Both ends are opened read-write: that never waits for the other side, and with Cairn holding
+    // a writer of .out its reads never see an end of file between QEMU's starts.
+    std::array<UniqueFd*, 2> ends = {&console_in_, &console_out_};
+    std::array<const char*, 2> suffixes = {".in", ".out"};
+    for (size_t i = 0; i < ends.size(); ++i) {
+        const fs::path fifo = config_.state_dir / (std::string(console_pipe_name) + suffixes[i]);
+        std::error_code ec;
+        fs::remove(fifo, ec);
+        if (::mkfifo(fifo.c_str(), 0600) != 0) fail_errno("qemu: making the console pipe " + fifo.string());
+        *ends[i] = open_file(fifo, O_RDWR | O_CLOEXEC | (i == 1 ? O_NONBLOCK : 0));
+    }
+    draining_ = true;
+    drainer_ = std::thread([this] { drain_console(); });
+}
+
 void Machine::drain_console() {
-    char buffer[4096];
+    // What QEMU writes to .out is in the log already: read it to keep the pipe empty, and drop it.
+    char buffer[65536];
     while (draining_) {
-        pollfd p{console_fd_.get(), POLLIN, 0};
-        if (::poll(&p, 1, 100) > 0 && ::read(console_fd_.get(), buffer, sizeof buffer) <= 0) break;
+        pollfd p{console_out_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) (void)::read(console_out_.get(), buffer, sizeof buffer);
     }
 }
 
 void Machine::send(const std::string& text) {
     if (!running()) fail("qemu: typing on the console: QEMU is not running");
-    if (!console_fd_) {
-        console_fd_ = connect_unix(config_.state_dir / console_sock_name, 5000);
-        // Output also arrives on this connection; it is in the log already, so drop it here.
-        draining_ = true;
-        drainer_ = std::thread([this] { drain_console(); });
-    }
-    write_all(console_fd_.get(), text, "the serial console");
+    write_all(console_in_.get(), text, "the serial console", false);
 }
 
 bool Machine::running() const { return qemu_ && qemu_->running(); }

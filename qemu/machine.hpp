@@ -4,7 +4,7 @@
 //
 // Everything a machine keeps lives in its state directory: the NVRAM (a copy of OVMF's variable
 // store, made on the first start only), the TPM state (tpm/), console.log (appended across
-// starts), qemu.log and swtpm.log (the programs' own output), the QMP and console sockets and
+// starts), qemu.log and swtpm.log (the programs' own output), the QMP socket, the console's FIFOs and
 // the pid files. Starting again on the same directory is booting the same machine again.
 #pragma once
 
@@ -82,6 +82,7 @@ public:
 
 private:
     void stop_all() noexcept;
+    void open_console();
     void drain_console();
     std::string log_tail(const std::filesystem::path& log, uint64_t from) const;
 
@@ -89,7 +90,7 @@ private:
     std::unique_ptr<Process> swtpm_;
     std::unique_ptr<Process> qemu_;
     uint64_t console_start_ = 0;  // console.log size at the last start()
-    UniqueFd console_fd_;         // connection to the serial socket, made by send()
+    UniqueFd console_in_, console_out_;  // the console's FIFOs (see machine.cpp), open from start() on
     std::thread drainer_;
     std::atomic<bool> draining_{false};
 };

@@ -38,7 +38,8 @@ constexpr auto boot_timeout = 180s;  // TCG on a busy machine; a direct boot tak
 const std::string up = "cairn-test: up";
 
 // The guest's /init. The kernel hands `cairn_test=MODE` from its command line to it as $cairn_test:
-// idle (default), poweroff, reboot, or ignore-button (no ACPI handler: the power button does nothing).
+// idle (default), poweroff, reboot, ignore-button (no ACPI handler: the power button does nothing),
+// or shell (a shell reads commands from the console).
 // It reports the TPM (version, and TPM2_ReadClock's answer, whose resetCount lives in the TPM's
 // persistent state), serves `forwarded-ok` on TCP port 7777, then says "cairn-test: up".
 const char* init_script = R"SH(#!/bin/busybox sh
@@ -70,6 +71,7 @@ echo "cairn-test: up"
 case "$cairn_test" in
     poweroff) poweroff -f ;;
     reboot) reboot -f ;;
+    shell) exec sh </dev/console >/dev/console 2>&1 ;;
 esac
 while true; do sleep 1; done
 )SH";
@@ -364,6 +366,37 @@ TEST(MachineDirect, AGuestRebootEndsQemuUnderNoReboot) {
     test::expect_error([&] { m.wait_for("cairn-test: never", 60s); }, {"'cairn-test: never'", "QEMU exited (status 0)", up});
     EXPECT_LT(seconds_since(t0), 5.0);
     test::expect_error([&] { m.reset(); }, {"QEMU is not running"});
+}
+
+// The console log holds what the guest printed, each character once and none lost, through a
+// burst far larger than any socket or pipe buffer: QEMU 7.2 logs a character twice when its write
+// to the console's reader would block, so the reader must never hold it up.
+TEST(MachineDirect, TheConsoleLogKeepsABurstWhole) {
+    Scratch dir;
+    qemu::Machine m(direct_boot(dir / "state", "shell", false));
+    m.start();
+    m.wait_for(up, boot_timeout);
+    constexpr int lines = 30000;  // about 170 KB
+    // No kernel messages in between (dmesg -n 1).
+    m.send("dmesg -n 1; seq 1 " + std::to_string(lines) + "; echo burst-\"end\"\n");
+    const size_t end = m.wait_for("burst-end", 300s);
+    const std::string out = m.console().substr(0, end);
+    size_t at = out.find("\n1\r\n");
+    ASSERT_NE(at, std::string::npos) << m.console_tail(10);
+    std::string expected;
+    for (int i = 1; i <= lines; ++i) expected += std::to_string(i) + "\r\n";
+    const std::string got = out.substr(at + 1, expected.size());
+    size_t differ = 0;
+    while (differ < got.size() && got[differ] == expected[differ]) ++differ;
+    EXPECT_EQ(got.size(), expected.size());
+    auto around = [&](const std::string& text) {
+        std::string shown = text.substr(differ > 40 ? differ - 40 : 0, 80);
+        for (char& c : shown) c = c == '\r' || c == '\n' ? ' ' : c;
+        return shown;
+    };
+    EXPECT_EQ(differ, expected.size()) << "the burst differs at byte " << differ << ": '" << around(got) << "' where '" << around(expected)
+                                       << "' was printed";
+    m.kill();
 }
 
 // start() failures are clear errors with QEMU's own words, and leave nothing running.

@@ -72,8 +72,8 @@ TEST(Provisioning, TheAgentProvisionsThroughTheVmsTpmAndKeepsItsIdentity) {
     m.wait_for("cairn: network eth0", 120s);
     wait_for_sshd(m);
 
-    // The factory step: read the TPM's registration ID and endorsement key (over SSH: the serial
-    // console was once seen to garble a long line), enroll them.
+    // The factory step: read the TPM's registration ID and endorsement key over SSH, as a factory
+    // station would, and enroll them.
     RunResult tpm_info = run(ssh_command(ssh_port, {"-i", test_private_key(dir.path(), "ssh-admin").string()}, "cairnctl provision tpm-info"));
     ASSERT_EQ(tpm_info.exit_code, 0) << tpm_info.err;
     const std::string info = tpm_info.out;

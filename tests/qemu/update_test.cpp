@@ -23,31 +23,14 @@ namespace {
 
 fs::path bundle(const std::string& name) { return test_images() / "update" / (name + ".cairn"); }
 
-// `cairnctl update status --json` in the guest, read off the serial console. A status that does
-// not parse or lacks a slot is asked for again (once seen in CI: a status without slot b, perhaps
-// console characters lost under load); what came the first time goes to the test log.
+// `cairnctl update status --json` in the guest, read off the serial console.
 json update_status(qemu::Machine& m) {
-    std::string out;
-    for (int attempt = 1;; ++attempt) {
-        out = shell(m, "cairnctl update status --json");
-        size_t open = out.find("\n{");
-        size_t close = out.rfind("}");
-        json j = open == std::string::npos || close == std::string::npos || close < open
-                     ? json(nullptr)
-                     : json::parse(out.substr(open + 1, close - open), nullptr, false);
-        // Two slots, each in a state the daemon knows: the serial console has been seen to garble a
-        // character now and then ("baad"), and a garbled answer is asked for again, not judged.
-        int slots = 0;
-        if (j.is_object() && j.contains("slots") && j["slots"].is_array())
-            for (const json& s : j["slots"]) {
-                const std::string name = s.value("slot", ""), state = s.value("state", "");
-                const bool known = state == "good" || state == "bad" || state == "trial" || state == "installing" || state == "unknown";
-                slots += (name == "a" || name == "b") && known;
-            }
-        if (slots == 2) return j;
-        if (attempt == 3) throw std::runtime_error("no usable status JSON in: " + out + "\n--- console:\n" + m.console_tail(60));
-        std::fprintf(stderr, "update_status: asking again; got:\n%s\n", out.c_str());
-    }
+    const std::string out = shell(m, "cairnctl update status --json");
+    const size_t open = out.find("\n{"), close = out.rfind('}');
+    json j = open == std::string::npos || close == std::string::npos || close < open ? json(nullptr)
+                                                                                       : json::parse(out.substr(open + 1, close - open), nullptr, false);
+    if (!j.is_object() || !j.contains("slots")) throw std::runtime_error("no status JSON in: " + out + "\n--- console:\n" + m.console_tail(60));
+    return j;
 }
 
 const json& slot(const json& status, const std::string& name) {
