@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "firewall/nftables.hpp"
 #include "firewall/policy.hpp"
@@ -47,12 +48,13 @@ int main(int argc, char** argv) {
         if (command == "apply") {
             std::string policy_file = "/etc/cairn/firewall.toml";
             bool given = false;
-            for (size_t i = 0; i < args.size(); ++i) {
-                if (args[i] == "--policy" && i + 1 < args.size()) {
-                    policy_file = args[++i];
+            Args a(args);
+            while (a.next()) {
+                if (a.is("--policy")) {
+                    policy_file = a.value();
                     given = true;
                 } else {
-                    return usage("apply: unknown argument '" + args[i] + "'");
+                    return usage("apply: unknown argument '" + a.arg() + "'");
                 }
             }
             Policy p;
@@ -121,6 +123,8 @@ int main(int argc, char** argv) {
             std::printf("unblocked %s\n", args[0].c_str());
             return 0;
         }
+    } catch (const UsageError& e) {
+        return usage(command + ": " + e.what());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cairn-firewall: %s\n", e.what());
         return 1;

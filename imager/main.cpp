@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "imager/build.hpp"
 #include "imager/update.hpp"
@@ -79,21 +80,17 @@ int usage_error(const std::string& message) {
 int cmd_build(const std::vector<std::string>& args) {
     cairn::imager::BuildOptions o;
     bool json = false;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&](const char* name) -> std::string {
-            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
-            return args[++i];
-        };
-        if (a == "-o" || a == "--output") o.out_dir = value("--output");
-        else if (a == "--cache") o.cache = value("--cache");
-        else if (a == "--json") json = true;
-        else if (a == "-q" || a == "--quiet") o.progress = false;
-        else if (a == "--debug") o.debug = true;
-        else if (a == "--image-version") o.version = value("--image-version");
-        else if (!a.empty() && a[0] == '-') return usage_error("build: unknown option '" + a + "'");
-        else if (o.recipe.empty()) o.recipe = a;
-        else return usage_error("build: one recipe at a time ('" + a + "' is extra)");
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("-o", "--output")) o.out_dir = a.value();
+        else if (a.is("--cache")) o.cache = a.value();
+        else if (a.is("--json")) json = true;
+        else if (a.is("-q", "--quiet")) o.progress = false;
+        else if (a.is("--debug")) o.debug = true;
+        else if (a.is("--image-version")) o.version = a.value();
+        else if (a.is_option()) return usage_error("build: unknown option '" + a.arg() + "'");
+        else if (o.recipe.empty()) o.recipe = a.arg();
+        else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
     }
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
@@ -110,20 +107,16 @@ int cmd_build(const std::vector<std::string>& args) {
 int cmd_bundle(const std::vector<std::string>& args) {
     cairn::imager::BundleOptions o;
     bool json = false;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&](const char* name) -> std::string {
-            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
-            return args[++i];
-        };
-        if (a == "-o" || a == "--output") o.out = value("--output");
-        else if (a == "--key") o.key = value("--key");
-        else if (a == "--cert") o.cert = value("--cert");
-        else if (a == "--key-passphrase") o.key_passphrase = value("--key-passphrase");
-        else if (a == "--json") json = true;
-        else if (!a.empty() && a[0] == '-') return usage_error("bundle: unknown option '" + a + "'");
-        else if (o.build_dir.empty()) o.build_dir = a;
-        else return usage_error("bundle: one build at a time ('" + a + "' is extra)");
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("-o", "--output")) o.out = a.value();
+        else if (a.is("--key")) o.key = a.value();
+        else if (a.is("--cert")) o.cert = a.value();
+        else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
+        else if (a.is("--json")) json = true;
+        else if (a.is_option()) return usage_error("bundle: unknown option '" + a.arg() + "'");
+        else if (o.build_dir.empty()) o.build_dir = a.arg();
+        else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");
     }
     if (o.build_dir.empty()) return usage_error("bundle: from which build? (cairn bundle DIR -o FILE --key K --cert C)");
     if (o.out.empty()) return usage_error("bundle: where to? (-o FILE)");
@@ -139,15 +132,13 @@ int cmd_inspect(const std::vector<std::string>& args) {
     std::filesystem::path image;
     std::optional<std::filesystem::path> manifest;
     bool json = false;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        if (a == "--manifest") {
-            if (i + 1 >= args.size()) return usage_error("inspect: --manifest needs a file");
-            manifest = args[++i];
-        } else if (a == "--json") json = true;
-        else if (!a.empty() && a[0] == '-') return usage_error("inspect: unknown option '" + a + "'");
-        else if (image.empty()) image = a;
-        else return usage_error("inspect: one image at a time ('" + a + "' is extra)");
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("--manifest")) manifest = a.value();
+        else if (a.is("--json")) json = true;
+        else if (a.is_option()) return usage_error("inspect: unknown option '" + a.arg() + "'");
+        else if (image.empty()) image = a.arg();
+        else return usage_error("inspect: one image at a time ('" + a.arg() + "' is extra)");
     }
     if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
     auto result = cairn::imager::inspect_image(image, manifest);
@@ -162,23 +153,20 @@ int cmd_qemu(const std::vector<std::string>& args) {
     cairn::qemu::Config c;
     bool keep = false;
     int timeout = 300;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&](const char* name) -> std::string {
-            if (i + 1 >= args.size()) throw cairn::Error(std::string(name) + " needs a value");
-            return args[++i];
-        };
-        if (a == "--state") c.state_dir = value("--state");
-        else if (a == "--keep") keep = true;
-        else if (a == "--no-secure-boot") c.secure_boot = false;
-        else if (a == "--timeout") timeout = std::stoi(value("--timeout"));
-        else if (a == "--forward") {
-            std::string f = value("--forward");
-            size_t colon = f.find(':');
-            if (colon == std::string::npos) return usage_error("qemu: --forward takes HOST:GUEST ports");
-            c.forwards.push_back({static_cast<uint16_t>(std::stoi(f.substr(0, colon))), static_cast<uint16_t>(std::stoi(f.substr(colon + 1)))});
-        } else if (!a.empty() && a[0] == '-') return usage_error("qemu: unknown option '" + a + "'");
-        else if (c.disk.empty()) c.disk = a;
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("--state")) c.state_dir = a.value();
+        else if (a.is("--keep")) keep = true;
+        else if (a.is("--no-secure-boot")) c.secure_boot = false;
+        else if (a.is("--timeout")) timeout = static_cast<int>(a.number(1, 7 * 24 * 3600));
+        else if (a.is("--forward")) {
+            const std::string pair = a.value();
+            const size_t colon = pair.find(':');
+            if (colon == std::string::npos) return usage_error("qemu: --forward takes HOST:GUEST ports, not '" + pair + "'");
+            c.forwards.push_back({static_cast<uint16_t>(cairn::parse_number(pair.substr(0, colon), "--forward", 1, 65535)),
+                                  static_cast<uint16_t>(cairn::parse_number(pair.substr(colon + 1), "--forward", 1, 65535))});
+        } else if (a.is_option()) return usage_error("qemu: unknown option '" + a.arg() + "'");
+        else if (c.disk.empty()) c.disk = a.arg();
         else return usage_error("qemu: one image at a time");
     }
     if (c.disk.empty()) return usage_error("qemu: which image? (cairn qemu IMAGE)");
@@ -260,6 +248,8 @@ int main(int argc, char** argv) {
         if (command == "bundle") return cmd_bundle(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
+    } catch (const cairn::UsageError& e) {
+        return usage_error(command + ": " + e.what());
     } catch (const cairn::Error& e) {
         std::fprintf(stderr, "cairn: %s\n", e.what());
         return 2;

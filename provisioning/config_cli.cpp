@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "provisioning/config.hpp"
@@ -38,21 +39,17 @@ struct Options {
 
 Options parse(const std::vector<std::string>& args) {
     Options o;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= args.size()) fail(a + " needs a value");
-            return args[++i];
-        };
-        if (a == "-c" || a == "--config") o.file = value();
-        else if (a == "--target") o.target = value();
-        else if (a == "--pid-file") o.pid_file = value();
-        else if (a == "-i" || a == "--in") o.yaml = value();
-        else if (a == "-o" || a == "--out") o.out = value();
-        else if (a == "--force") o.force = true;
-        else if (a == "--json") o.json = true;
-        else if (o.command.empty() && !a.starts_with("-")) o.command = a;
-        else fail("unknown argument '" + a + "'");
+    Args a(args);
+    while (a.next()) {
+        if (a.is("-c", "--config")) o.file = a.value();
+        else if (a.is("--target")) o.target = a.value();
+        else if (a.is("--pid-file")) o.pid_file = a.value();
+        else if (a.is("-i", "--in")) o.yaml = a.value();
+        else if (a.is("-o", "--out")) o.out = a.value();
+        else if (a.is("--force")) o.force = true;
+        else if (a.is("--json")) o.json = true;
+        else if (o.command.empty() && !a.is_option()) o.command = a.arg();
+        else throw UsageError("unknown argument '" + a.arg() + "'");
     }
     if (o.file.empty()) o.file = o.target;
     if (o.out.empty()) o.out = o.target;
@@ -122,6 +119,9 @@ int config_command(const std::vector<std::string>& args, std::ostream& out, std:
             else out << "no provisioning agent is running (" << o.pid_file.string() << "): it reads the configuration when it starts.\n";
         }
         return 0;
+    } catch (const UsageError& e) {
+        err << "cairnctl config: " << e.what() << " (see --help)\n";
+        return 2;
     } catch (const std::exception& e) {
         if (o.json) out << json{{"file", o.file.string()}, {"valid", false}, {"error", e.what()}}.dump(2) << "\n";
         err << "cairnctl config: " << e.what() << (o.command == "apply" ? " (nothing applied)" : o.command == "import" ? " (nothing written)" : "")

@@ -3,7 +3,9 @@
 
 #include <cstring>
 #include <iostream>
+#include <limits>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/text.hpp"
@@ -25,17 +27,6 @@ const char* usage =
     "  --admin-token-file FILE enable the /admin API with this bearer token\n"
     "  --fail STATUS:COUNT     answer the next COUNT device requests with STATUS\n";
 
-int to_int(const std::string& text, const std::string& option) {
-    try {
-        size_t used = 0;
-        int v = std::stoi(text, &used);
-        if (used != text.size()) throw std::invalid_argument(text);
-        return v;
-    } catch (const std::exception&) {
-        cairn::fail("cairn-dps: " + option + ": '" + text + "' is not a number");
-    }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -46,40 +37,37 @@ int main(int argc, char** argv) {
         DpsServiceConfig service;
         std::filesystem::path enrollments, port_file;
         int fail_status = 0, fail_count = 0;
-        for (int i = 1; i < argc; ++i) {
-            std::string arg = argv[i];
-            auto value = [&]() -> std::string {
-                if (i + 1 >= argc) fail("cairn-dps: " + arg + " needs a value");
-                return argv[++i];
-            };
-            if (arg == "--enrollments") enrollments = value();
-            else if (arg == "--cert") server.certificate_chain = value();
-            else if (arg == "--key") server.private_key = value();
-            else if (arg == "--listen") server.address = value();
-            else if (arg == "--port") server.port = static_cast<uint16_t>(to_int(value(), arg));
-            else if (arg == "--port-file") port_file = value();
-            else if (arg == "--request-log") service.request_log = value();
-            else if (arg == "--retry-after") service.retry_after_seconds = to_int(value(), arg);
-            else if (arg == "--assign-delay-ms") service.assign_delay_ms = to_int(value(), arg);
-            else if (arg == "--clock-offset") service.clock_offset_seconds = to_int(value(), arg);
-            else if (arg == "--admin-token-file") {
-                service.admin_token = trim_end(read_file(value()), "\r\n");
+        constexpr int max_int = std::numeric_limits<int>::max();
+        Args a(argc, argv);
+        while (a.next()) {
+            if (a.is("--enrollments")) enrollments = a.value();
+            else if (a.is("--cert")) server.certificate_chain = a.value();
+            else if (a.is("--key")) server.private_key = a.value();
+            else if (a.is("--listen")) server.address = a.value();
+            else if (a.is("--port")) server.port = static_cast<uint16_t>(a.number(0, 65535));
+            else if (a.is("--port-file")) port_file = a.value();
+            else if (a.is("--request-log")) service.request_log = a.value();
+            else if (a.is("--retry-after")) service.retry_after_seconds = static_cast<int>(a.number(0, max_int));
+            else if (a.is("--assign-delay-ms")) service.assign_delay_ms = static_cast<int>(a.number(0, max_int));
+            else if (a.is("--clock-offset")) service.clock_offset_seconds = static_cast<int>(a.number(-max_int, max_int));
+            else if (a.is("--admin-token-file")) {
+                service.admin_token = trim_end(read_file(a.value()), "\r\n");
                 if (service.admin_token.empty()) fail("cairn-dps: --admin-token-file: the file is empty");
-            } else if (arg == "--fail") {
-                std::string v = value();
-                size_t colon = v.find(':');
-                if (colon == std::string::npos) fail("cairn-dps: --fail: expected STATUS:COUNT, got '" + v + "'");
-                fail_status = to_int(v.substr(0, colon), arg);
-                fail_count = to_int(v.substr(colon + 1), arg);
-            } else if (arg == "--help" || arg == "-h") {
+            } else if (a.is("--fail")) {
+                const std::string v = a.value();
+                const size_t colon = v.find(':');
+                if (colon == std::string::npos) throw UsageError("--fail: expected STATUS:COUNT, got '" + v + "'");
+                fail_status = static_cast<int>(parse_number(v.substr(0, colon), "--fail", 100, 599));
+                fail_count = static_cast<int>(parse_number(v.substr(colon + 1), "--fail", 0, max_int));
+            } else if (a.is("-h", "--help")) {
                 std::cout << usage;
                 return 0;
             } else {
-                fail("cairn-dps: unknown option '" + arg + "'\n" + usage);
+                throw UsageError("unknown option '" + a.arg() + "'");
             }
         }
         if (enrollments.empty() || server.certificate_chain.empty() || server.private_key.empty())
-            fail(std::string("cairn-dps: --enrollments, --cert and --key are required\n") + usage);
+            throw UsageError("--enrollments, --cert and --key are required");
 
         // Signals are taken by sigwait below; block them before any thread starts.
         sigset_t signals;
@@ -100,6 +88,9 @@ int main(int argc, char** argv) {
         std::cout << "cairn-dps: stopping (" << strsignal(sig) << ")" << std::endl;
         https.stop();
         return 0;
+    } catch (const cairn::UsageError& e) {
+        std::cerr << "cairn-dps: " << e.what() << "\n" << usage;
+        return 2;
     } catch (const std::exception& e) {
         std::cerr << e.what() << std::endl;
         return 1;

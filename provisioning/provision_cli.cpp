@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "provisioning/agent.hpp"
 #include "provisioning/config.hpp"
@@ -27,18 +28,14 @@ struct Options {
 
 Options parse(const std::vector<std::string>& args, bool with_command) {
     Options o;
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= args.size()) fail(a + " needs a value");
-            return args[++i];
-        };
-        if (a == "--config" || a == "-c") o.config = value();
-        else if (a == "--state-dir") o.state_dir = value();
-        else if (a == "--json" || a == "-o=json") o.json = true;
-        else if (a == "--hub-error") o.hub_error = true;
-        else if (with_command && o.command.empty() && !a.starts_with("-")) o.command = a;
-        else fail("unknown argument '" + a + "'");
+    Args a(args);
+    while (a.next()) {
+        if (a.is("-c", "--config")) o.config = a.value();
+        else if (a.is("--state-dir")) o.state_dir = a.value();
+        else if (a.is("--json", "-o=json")) o.json = true;
+        else if (a.is("--hub-error")) o.hub_error = true;
+        else if (with_command && o.command.empty() && !a.is_option()) o.command = a.arg();
+        else throw UsageError("unknown argument '" + a.arg() + "'");
     }
     return o;
 }
@@ -196,6 +193,9 @@ int provision_command(const std::vector<std::string>& args, std::ostream& out, s
         }
         err << usage << "\n";
         return 2;
+    } catch (const UsageError& e) {
+        err << "cairnctl provision: " << e.what() << " (see --help)\n";
+        return 2;
     } catch (const std::exception& e) {
         err << "cairnctl provision: " << e.what() << "\n";
         return 1;
@@ -206,6 +206,9 @@ int provisiond_main(const std::vector<std::string>& args, std::ostream& out, std
     try {
         Options o = parse(args, false);
         return run_provision(o, Trigger::Startup, out, err);
+    } catch (const UsageError& e) {
+        err << "cairn-provisiond: " << e.what() << "\n";
+        return 2;
     } catch (const std::exception& e) {
         err << "cairn-provisiond: " << e.what() << "\n";
         return 1;

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/args.hpp"
 #include "common/efivars.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
@@ -306,32 +307,26 @@ int main(int argc, char** argv) {
                    release_file = "/usr/lib/cairn/release.json", anchor = "/usr/share/cairn/update-ca.pem",
                    etc_upper = "/var/.cairn/overlays/etc/upper", run_dir = "/run/cairn";
     bool may_reboot = true;
-    std::vector<std::string> args(argv + 1, argv + argc);
-    for (size_t i = 0; i < args.size(); ++i) {
-        const std::string& a = args[i];
-        auto value = [&](fs::path& out) {
-            if (i + 1 >= args.size()) {
-                std::fprintf(stderr, "cairn-updated: %s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            out = args[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage_text, stdout);
-            return 0;
-        } else if (a == "--disk") value(disk);
-        else if (a == "--efivars") value(efivars);
-        else if (a == "--cmdline") value(cmdline);
-        else if (a == "--state") value(state);
-        else if (a == "--release") value(release_file);
-        else if (a == "--trust-anchor") value(anchor);
-        else if (a == "--etc-upper") value(etc_upper);
-        else if (a == "--run-dir") value(run_dir);
-        else if (a == "--no-reboot") may_reboot = false;
-        else {
-            std::fprintf(stderr, "cairn-updated: unknown option '%s' (see --help)\n", a.c_str());
-            return 2;
+    try {
+        Args a(argc, argv);
+        while (a.next()) {
+            if (a.is("-h", "--help")) {
+                std::fputs(usage_text, stdout);
+                return 0;
+            } else if (a.is("--disk")) disk = a.value();
+            else if (a.is("--efivars")) efivars = a.value();
+            else if (a.is("--cmdline")) cmdline = a.value();
+            else if (a.is("--state")) state = a.value();
+            else if (a.is("--release")) release_file = a.value();
+            else if (a.is("--trust-anchor")) anchor = a.value();
+            else if (a.is("--etc-upper")) etc_upper = a.value();
+            else if (a.is("--run-dir")) run_dir = a.value();
+            else if (a.is("--no-reboot")) may_reboot = false;
+            else throw UsageError("unknown option '" + a.arg() + "'");
         }
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "cairn-updated: %s (see --help)\n", e.what());
+        return 2;
     }
     try {
         Release release = Release::load(release_file);

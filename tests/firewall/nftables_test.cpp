@@ -269,6 +269,9 @@ TEST(Firewall, StatusSaysWhenNothingIsLoaded) {
     RunResult r = n.firewall({"status"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.out.find("NOT LOADED"), std::string::npos) << r.out;
+    r = n.firewall({"apply", "--policy"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("cairn-firewall: apply: --policy needs a value"), std::string::npos) << r.err;
 }
 
 // Licence: cairn-firewall links libnftnl (GPL-2.0-or-later) and must not link OpenSSL.

@@ -110,4 +110,17 @@ TEST(BuildErrors, UsageMistakes) {
     r = run({test::cairn_binary().string(), "inspect", "/nonexistent/disk.raw"});
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("/nonexistent/disk.raw"), std::string::npos);
+    // An option without its value, or with one that is no number, is named.
+    const std::vector<std::pair<std::vector<std::string>, std::string>> mistakes = {
+        {{"build", "recipes/minimal.toml", "-o"}, "cairn: build: -o needs a value"},
+        {{"qemu", "disk.raw", "--timeout", "5m"}, "cairn: qemu: --timeout: '5m' is not a whole number"},
+        {{"qemu", "disk.raw", "--forward", "2222:99999"}, "cairn: qemu: --forward: 99999 is out of range (1 to 65535)"},
+    };
+    for (const auto& [words, said] : mistakes) {
+        std::vector<std::string> argv = {test::cairn_binary().string()};
+        argv.insert(argv.end(), words.begin(), words.end());
+        r = run(argv);
+        EXPECT_EQ(r.exit_code, 2) << words.back();
+        EXPECT_NE(r.err.find(said + "\nTry 'cairn --help'."), std::string::npos) << r.err;
+    }
 }

@@ -46,6 +46,9 @@ TEST(ConfigCli, CheckNamesTheKeyAtFault) {
     EXPECT_NE(r.err.find("bad.toml:6: provisioning.attestation.registraton_id: unknown key"), std::string::npos) << r.err;
     EXPECT_FALSE(nlohmann::json::parse(r.out)["valid"].get<bool>());
     EXPECT_EQ(config({"frobnicate"}).code, 2);
+    r = config({"check", "-c"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("cairnctl config: -c needs a value (see --help)"), std::string::npos) << r.err;
     r = config({"--help"});
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("cairnctl config check|apply"), std::string::npos) << r.out;

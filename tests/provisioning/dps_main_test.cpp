@@ -11,13 +11,16 @@ using namespace cairn::provisioning;
 
 TEST(DpsMain, RefusesBadOptionsWithOneLine) {
     auto r = cairn::run({CAIRN_DPS_BINARY, "--bogus"});
-    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("unknown option '--bogus'"), std::string::npos) << r.err;
     r = cairn::run({CAIRN_DPS_BINARY, "--enrollments", "/nonexistent.json", "--cert", "c", "--key", "k"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("/nonexistent.json"), std::string::npos) << r.err;
     r = cairn::run({CAIRN_DPS_BINARY, "--port", "x"});
-    EXPECT_NE(r.err.find("--port: 'x' is not a number"), std::string::npos) << r.err;
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("cairn-dps: --port: 'x' is not a whole number"), std::string::npos) << r.err;
+    r = cairn::run({CAIRN_DPS_BINARY, "--fail", "503"});
+    EXPECT_NE(r.err.find("--fail: expected STATUS:COUNT, got '503'"), std::string::npos) << r.err;
     EXPECT_EQ(cairn::run({CAIRN_DPS_BINARY, "--help"}).exit_code, 0);
 }
 

@@ -143,4 +143,7 @@ TEST(Daemon, CairnctlSaysWhenTheDaemonIsNotThere) {
     r = run({CAIRNCTL_BINARY, "update", "--help"}, o);
     EXPECT_EQ(r.exit_code, 0);
     EXPECT_NE(r.out.find("install BUNDLE"), std::string::npos);
+    r = run({CAIRN_UPDATED_BINARY, "--no-reboot", "--disk"}, o);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("cairn-updated: --disk needs a value"), std::string::npos) << r.err;
 }
