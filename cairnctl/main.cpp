@@ -34,7 +34,7 @@ Areas:
 // cairnctl-provision beside this program (a build tree), or in ../lib/cairn (an image, an install).
 int provision(const std::vector<std::string>& args) {
     std::error_code ec;
-    const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+    const fs::path self = cairn::own_directory();
     for (const fs::path& candidate : {self / "cairnctl-provision", self / "../lib/cairn/cairnctl-provision"}) {
         if (!fs::is_regular_file(candidate, ec)) continue;
         std::vector<std::string> argv = {"cairnctl-provision"};

@@ -100,6 +100,13 @@ void replace_process(const std::filesystem::path& program, const std::vector<std
     fail_errno("starting " + program.string());
 }
 
+std::filesystem::path own_directory() {
+    std::error_code ec;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) fail("cannot tell where this program is (/proc/self/exe: " + ec.message() + ")");
+    return self.parent_path();
+}
+
 std::optional<std::filesystem::path> find_program(const std::string& name) {
     if (name.find('/') != std::string::npos) {
         if (::access(name.c_str(), X_OK) == 0) return std::filesystem::path(name);

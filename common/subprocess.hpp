@@ -62,6 +62,10 @@ private:
 // throwing Error, when the program cannot be started.
 [[noreturn]] void replace_process(const std::filesystem::path& program, const std::vector<std::string>& argv);
 
+// The directory of the running program (/proc/self/exe): where Cairn's programs look for their
+// companions (beside them in a build tree, in ../lib/cairn when installed).
+std::filesystem::path own_directory();
+
 // Finds a program in PATH (or checks an absolute path) and tells whether it is executable.
 std::optional<std::filesystem::path> find_program(const std::string& name);
 

@@ -81,7 +81,7 @@ fs::path find_cairn_program(const std::string& name, const std::string& build_fo
         return env;
     }
     std::error_code ec;
-    fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+    const fs::path self = own_directory();
     for (const fs::path& candidate : {self / ".." / build_folder / name, self / "../lib/cairn" / name, self / name})
         if (fs::is_regular_file(candidate, ec)) return fs::canonical(candidate);
     fail(name + " not found beside " + self.string() + " (build it: make " + name + "; or set " + env_name + ")");

@@ -54,3 +54,9 @@ TEST(Subprocess, MissingProgramIsAClearError) {
         EXPECT_NE(std::string(e.what()).find("cairn-no-such-program: program not found"), std::string::npos);
     }
 }
+
+TEST(Subprocess, OwnDirectoryIsWhereThisTestProgramLives) {
+    const std::filesystem::path dir = own_directory();
+    EXPECT_TRUE(dir.is_absolute()) << dir;
+    EXPECT_TRUE(std::filesystem::is_regular_file(dir / "common_subprocess_test")) << dir;
+}
