@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 
 #include "common/error.hpp"
@@ -91,6 +92,23 @@ std::vector<std::string> EfiVars::list(const std::string& vendor) const {
     }
     if (ec) fail("listing UEFI variables in " + dir_.string() + ": " + ec.message());
     return out;
+}
+
+std::optional<Uuid> loader_device_part_uuid(const EfiVars& vars) {
+    try {
+        auto v = vars.read("LoaderDevicePartUUID", loader_vendor_guid);
+        if (!v) return std::nullopt;
+        std::string text;
+        for (size_t i = 0; i + 1 < v->data.size(); i += 2) {
+            char16_t c = char16_t(v->data[i] | v->data[i + 1] << 8);
+            if (c == 0) break;
+            if (c > 0x7f) return std::nullopt;
+            text += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        return Uuid::parse(text, "LoaderDevicePartUUID");
+    } catch (const Error&) {
+        return std::nullopt;
+    }
 }
 
 }  // namespace cairn

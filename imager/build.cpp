@@ -362,7 +362,7 @@ json build(const BuildOptions& options) {
         SlotRoot r;
         r.slot = p.slot;
         r.root_label = p.label;
-        r.verity_label = p.slot ? "root_" + std::string(1, p.slot) + "_verity" : "root_verity";
+        r.verity_label = p.slot ? partitions::label_for(Role::RootVerity, p.slot) : "root_verity";
         roots.push_back(r);
     }
     if (recipe.rootfs.verity) {
@@ -394,7 +394,7 @@ json build(const BuildOptions& options) {
         progress.step("Making and signing the unified kernel images");
         SigningKey key{recipe.boot.key, recipe.boot.cert, recipe.boot.key_passphrase};
         for (const auto& r : roots) {
-            std::string cmdline = "cairn.slot=" + std::string(1, r.slot ? r.slot : 'a');
+            std::string cmdline = "cairn.slot=" + std::string(1, r.slot ? r.slot : 'a') + " cairn.disk=" + layout.disk_guid.str();
             if (recipe.rootfs.verity) cmdline += " cairn.roothash=" + to_hex(r.result.root_hash);
             else cmdline += " cairn.verity=off";
             cmdline += " cairn.rootfs=" + recipe.rootfs.filesystem;
@@ -436,7 +436,7 @@ json build(const BuildOptions& options) {
         if (recipe.update.enabled && p.slot && ukis.count(p.slot)) {
             uint64_t uki_size = fs::file_size(ukis[p.slot]);
             uint64_t size = (uki_size + uki_size / 16 + (2 << 20) + (1 << 20) - 1) / (1 << 20) * (1 << 20);
-            const std::string name = "esp_" + std::string(1, p.slot) + ".img";
+            const std::string name = p.label + ".img";
             make_esp(work.path() / name, std::min<uint64_t>(size, p.size), label.substr(0, 11),
                      uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
             update_json["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(work.path() / name)}};
@@ -461,6 +461,11 @@ json build(const BuildOptions& options) {
         for (const auto& [label, image] : esp_images) {
             UniqueFd esp = open_file(image, O_RDONLY);
             copy_sparse(esp.get(), 0, fd.get(), layout.get(label).offset, fs::file_size(image), image.string());
+        }
+        for (const auto& p : layout.partitions) {
+            if (!partitions::formats_on_first_boot(p.role)) continue;
+            const std::string marker = partitions::blank_marker(p.uuid);
+            pwrite_exact(fd.get(), marker.data(), marker.size(), p.offset, disk.string() + " (" + p.label + ")");
         }
         if (::fsync(fd.get()) != 0) fail_errno("syncing " + disk.string());
     }
@@ -488,7 +493,7 @@ json build(const BuildOptions& options) {
     json slots_json = json::object();
     for (const auto& r : roots) {
         json s = {{"root", r.root_label}, {"filesystem", recipe.rootfs.filesystem}, {"filesystem_size", rootfs_size}};
-        if (const auto* esp = layout.find(r.slot ? "esp_" + std::string(1, r.slot) : "esp")) s["esp"] = esp->label;
+        if (const auto* esp = layout.find(partitions::label_for(Role::Esp, r.slot))) s["esp"] = esp->label;
         if (recipe.rootfs.verity) {
             s["verity"] = {{"partition", r.verity_label}, {"artifact", r.hash_file.filename().string()}, {"root_hash", to_hex(r.result.root_hash)},
                            {"salt", to_hex(r.params.salt)}, {"uuid", r.params.uuid.str()}, {"hash_algorithm", "sha256"},

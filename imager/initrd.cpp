@@ -94,7 +94,7 @@ size_t build_initrd(const InitrdSpec& spec, const fs::path& out, const fs::path&
     for (const char* dir : {"/usr/bin", "/usr/sbin", "/usr/lib"}) tree.add_directory(dir, Meta{0, 0, 0755}, what);
     for (const char* link : {"bin", "sbin", "lib"}) tree.add_symlink("/" + std::string(link), "usr/" + std::string(link), Meta{}, what);
     add_cairn_program(tree, spec.cairn_init, "/init", Meta{0, 0, 0755}, what + ": cairn-init");
-    for (const char* tool : {"mkfs.ext4", "resize2fs", "sfdisk"}) {
+    for (const char* tool : {"mkfs.ext4", "e2fsck", "resize2fs", "sfdisk"}) {
         auto host = find_program(tool);
         if (!host) fail(what + ": " + tool + " not found on the build host (it goes into the initrd; see scripts/install-deps)");
         add_host_executable(tree, *host, "/usr/sbin/" + std::string(tool), Meta{0, 0, 0755}, what + ": " + tool);

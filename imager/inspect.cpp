@@ -28,7 +28,7 @@ std::string role_of(const partitions::GptEntry& e) {
     if (t == types::root_x86_64) return "root";
     if (t == types::root_x86_64_verity) return "root-verity";
     if (t == types::var) return "data";
-    if (e.label == "log") return "log";
+    if (e.label == label_for(Role::Log)) return "log";
     return "extra";
 }
 
@@ -68,9 +68,10 @@ InspectResult inspect_image(const fs::path& image, const std::optional<fs::path>
     for (const auto& root : table.entries) {
         if (role_of(root) != "root") continue;
         json slot = {{"root", root.label}};
-        std::string slot_name = root.label.size() > 5 && root.label.starts_with("root_") ? root.label.substr(5) : "";
+        std::string slot_name = root.label.size() == 6 && root.label.starts_with("root_") ? root.label.substr(5) : "";
         slot["slot"] = slot_name;
-        const std::string verity_label = slot_name.empty() ? "root_verity" : "root_" + slot_name + "_verity";
+        const std::string verity_label =
+            slot_name.empty() ? "root_verity" : partitions::label_for(partitions::Role::RootVerity, slot_name[0]);
         const partitions::GptEntry* hash = nullptr;
         for (const auto& e : table.entries)
             if (e.label == verity_label) hash = &e;

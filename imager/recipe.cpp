@@ -1,5 +1,7 @@
 #include "imager/recipe.hpp"
 
+#include "initrd/boot.hpp"
+
 #include <toml++/toml.h>
 
 #include <set>
@@ -315,7 +317,10 @@ Recipe load_recipe(const fs::path& file) {
         if (auto v = r.string(*boot, "boot", "key_passphrase")) b.key_passphrase = *v;
         if (auto v = r.boolean(*boot, "boot", "debug")) b.debug = *v;
         if (auto v = r.string(*boot, "boot", "init")) b.init = r.image_path(*boot->get("init"), "boot.init");
-        if (auto v = r.string(*boot, "boot", "log_mount")) b.log_mount = r.image_path(*boot->get("log_mount"), "boot.log_mount");
+        if (auto v = r.string(*boot, "boot", "log_mount")) {
+            b.log_mount = r.image_path(*boot->get("log_mount"), "boot.log_mount");
+            if (auto problem = initrd::log_mount_problem(*v)) r.error(*boot->get("log_mount"), "boot.log_mount", *problem);
+        }
         if (const toml::node* n = boot->get("initrd_modules")) {
             if (!n->is_array()) r.error(*n, "boot.initrd_modules", "must be a list of kernel module names");
             for (auto& m : *n->as_array()) {

@@ -22,7 +22,10 @@ BootOptions parse_cmdline(const std::string& cmdline) {
         size_t eq = word.find('=');
         std::string key = word.substr(0, eq);
         std::string value = eq == std::string::npos ? "" : word.substr(eq + 1);
-        if (key == "cairn.slot") o.slot = value;
+        if (key == "cairn.slot") {
+            if (value != "a" && value != "b") fail("kernel command line: cairn.slot '" + value + "' is not a slot name (a or b)");
+            o.slot = value[0];
+        } else if (key == "cairn.disk") o.disk = Uuid::parse(value, "kernel command line: cairn.disk");
         else if (key == "cairn.roothash") {
             if (value.size() != 64) fail("kernel command line: cairn.roothash must be 64 hex digits (sha256), got '" + value + "'");
             o.root_hash = from_hex(value, "kernel command line: cairn.roothash");
@@ -35,45 +38,29 @@ BootOptions parse_cmdline(const std::string& cmdline) {
         else if (key == "cairn.debug") o.debug_shell = value == "shell";
         else if (key == "cairn.verity") o.verity = value != "off";
     }
-    if (o.slot.empty()) fail("kernel command line: cairn.slot is missing (which slot to boot)");
-    for (char c : o.slot)
-        if (!std::isalnum(static_cast<unsigned char>(c))) fail("kernel command line: cairn.slot '" + o.slot + "' is not a slot name");
+    if (!o.slot) fail("kernel command line: cairn.slot is missing (which slot to boot)");
+    if (!o.disk) fail("kernel command line: cairn.disk is missing (which disk the partitions must come from)");
     if (o.verity && !have_hash) fail("kernel command line: cairn.roothash is missing (the root filesystem cannot be verified)");
-    if (o.log_mount.empty() || o.log_mount[0] != '/') fail("kernel command line: cairn.log must be an absolute path");
+    check_log_mount(o.log_mount, "kernel command line: cairn.log");
     return o;
 }
 
-std::optional<fs::path> find_partition(const fs::path& sys_class_block, const std::string& label) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(sys_class_block, ec)) {
-        std::ifstream uevent(entry.path() / "uevent");
-        std::string line, devname, partname;
-        while (std::getline(uevent, line)) {
-            if (line.starts_with("DEVNAME=")) devname = line.substr(8);
-            if (line.starts_with("PARTNAME=")) partname = line.substr(9);
-        }
-        if (!devname.empty() && partname == label) return fs::path("/dev") / devname;
-    }
+void check_log_mount(const std::string& path, const std::string& what) {
+    if (auto problem = log_mount_problem(path)) fail(what + ": " + *problem);
+}
+
+std::optional<std::string> log_mount_problem(const std::string& path) {
+    if (path.empty() || path[0] != '/') return "'" + path + "' is not an absolute path";
+    if (path == "/") return "the log partition cannot be mounted on / (it would cover the verified root)";
+    if (path.back() == '/' || path.find("//") != std::string::npos || path.find("/./") != std::string::npos ||
+        path.find("/../") != std::string::npos || path.ends_with("/.") || path.ends_with("/.."))
+        return "'" + path + "' is not a plain path (no '.', '..', repeated or trailing '/')";
+    auto at_or_under = [&](std::string_view dir) { return path == dir || (path.starts_with(dir) && path[dir.size()] == '/'); };
+    for (std::string_view dir : {"/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/proc", "/sys",
+                                 "/dev", "/run", "/tmp", "/home", "/root", "/var/.cairn", "/var/lib"})
+        if (at_or_under(dir))
+            return "the log partition cannot be mounted on " + path + " (" + std::string(dir) + " holds verified, system or device-state content)";
+    if (path == "/var") return "the log partition cannot be mounted on /var (the data partition is mounted there)";
     return std::nullopt;
 }
-
-PartitionOf partition_of(const fs::path& sys_class_block, const fs::path& partition) {
-    fs::path node = sys_class_block / partition.filename();
-    std::error_code ec;
-    fs::path real = fs::canonical(node, ec);
-    if (ec) fail(partition.string() + ": not found in " + sys_class_block.string());
-    PartitionOf out;
-    out.disk = fs::path("/dev") / real.parent_path().filename();
-    std::ifstream number(real / "partition");
-    if (!(number >> out.number)) fail(partition.string() + ": not a partition");
-    return out;
-}
-
-bool has_ext4(const fs::path& device) {
-    UniqueFd fd = open_file(device, O_RDONLY);
-    unsigned char magic[2] = {};
-    pread_exact(fd.get(), magic, 2, 1024 + 56, device.string());
-    return magic[0] == 0x53 && magic[1] == 0xef;
-}
-
 }  // namespace cairn::initrd

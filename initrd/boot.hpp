@@ -8,10 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "common/uuid.hpp"
+
 namespace cairn::initrd {
 
 struct BootOptions {
-    std::string slot;                 // cairn.slot=a
+    char slot = 0;                    // cairn.slot=a|b
+    std::optional<Uuid> disk;         // cairn.disk=<GPT disk GUID>: the disk every partition must come from
     std::vector<uint8_t> root_hash;   // cairn.roothash=<hex>
     std::string rootfs = "erofs";     // cairn.rootfs=erofs|ext4
     std::string log_mount = "/var/log";   // cairn.log=<mount point of the log partition>
@@ -20,21 +23,17 @@ struct BootOptions {
     bool verity = true;               // cairn.verity=off: no root hash (images built without verity)
 };
 
-// Parses /proc/cmdline. Throws Error naming the parameter when one is missing or malformed.
+// Parses /proc/cmdline. Throws Error naming the parameter when one is missing or malformed
+// (cairn.slot, cairn.disk and, unless cairn.verity=off, cairn.roothash are required).
 BootOptions parse_cmdline(const std::string& cmdline);
 
-// The device node (/dev/<name>) of the partition whose GPT label is `label`, read from the
-// PARTNAME= lines of <sys_class_block>/*/uevent; nullopt while it has not appeared.
-std::optional<std::filesystem::path> find_partition(const std::filesystem::path& sys_class_block, const std::string& label);
-
-// The whole-disk device a partition belongs to ("/dev/vda" for "/dev/vda8") and its number.
-struct PartitionOf {
-    std::filesystem::path disk;
-    int number = 0;
-};
-PartitionOf partition_of(const std::filesystem::path& sys_class_block, const std::filesystem::path& partition);
-
-// True when the device or file holds an ext2/3/4 superblock.
-bool has_ext4(const std::filesystem::path& device);
+// Refuses a mount point for the writable log partition that would cover verified or system
+// content ("/", /usr, /etc, /bin, /sbin, /lib*, /boot), the API filesystems (/proc, /sys, /dev,
+// /run, /tmp), the overlays (/home, /root, /var/.cairn), /var itself (the data partition) and
+// /var/lib (device state). Also refuses relative paths, "..", "." and repeated or trailing
+// slashes. `what` names where the value came from. The imager and cairn-init both call it.
+void check_log_mount(const std::string& path, const std::string& what);
+// The reason check_log_mount refuses `path`, or nullopt when it is a fine mount point.
+std::optional<std::string> log_mount_problem(const std::string& path);
 
 }  // namespace cairn::initrd

@@ -29,7 +29,11 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "initrd/boot.hpp"
+#include "partitions/disk.hpp"
+#include "updater/boot_control.hpp"
+#include "updater/uefi_boot_control.hpp"
 
 namespace fs = std::filesystem;
 using namespace cairn;
@@ -54,20 +58,62 @@ void say(const std::string& line) {
     }
 }
 
-std::string booting_slot;  // for the failure report, once the command line is read
+constexpr const char* efivars_dir = "/sys/firmware/efi/efivars";
+constexpr const char* fallback_variable = "CairnFallback";  // set when cairn-init switched slots; cleared by a good boot
+
+char booting_slot = 0;                              // for the failure report, once the command line is read
+std::optional<partitions::BlockDisk> boot_disk;     // once found: where the fallback's boot entries point
+
+// Mounts efivarfs (once; later calls find it there). False on a machine without UEFI variables.
+bool have_efivars() {
+    if (!fs::exists("/sys/firmware/efi")) return false;
+    ::mount("efivarfs", efivars_dir, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);  // EBUSY when already there
+    std::error_code ec;
+    return !fs::is_empty(efivars_dir, ec) && !ec;
+}
 
 // Leaves the reason in a UEFI variable for the updater, which reads it after the firmware fell
 // back to the other slot. Best effort: without efivarfs the reason is only on the console.
 void leave_failure_reason(const std::string& why) {
     try {
-        const char* dir = "/sys/firmware/efi/efivars";
-        if (!fs::exists("/sys/firmware/efi")) return;
-        ::mount("efivarfs", dir, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);  // may already be there
-        std::string text = "slot " + (booting_slot.empty() ? std::string("?") : booting_slot) + " failed to boot: " + why;
+        if (!have_efivars()) return;
+        std::string text = std::string("slot ") + (booting_slot ? booting_slot : '?') + " failed to boot: " + why;
         if (text.size() > 512) text.resize(512);
-        EfiVars(dir).write("CairnBootFailure", cairn_vendor_guid, efi_attr_nv_bs_rt, std::vector<uint8_t>(text.begin(), text.end()));
+        EfiVars(efivars_dir).write("CairnBootFailure", cairn_vendor_guid, efi_attr_nv_bs_rt, std::vector<uint8_t>(text.begin(), text.end()));
     } catch (const std::exception& e) {
         say("could not record the failure in a UEFI variable: " + std::string(e.what()));
+    }
+}
+
+// The booted slot cannot come up: let the next boot try the other slot when it may (see
+// updater::fall_back), so a damaged committed slot or a fresh image with a damaged slot A does
+// not reboot into the same failure for ever.
+void fall_back_to_other_slot() {
+    try {
+        if (!booting_slot || !boot_disk || !have_efivars()) {
+            say("no fallback: " + std::string(!boot_disk ? "the boot disk was not found" : "no UEFI variables"));
+            return;
+        }
+        EfiVars vars(efivars_dir);
+        const bool before = vars.read(fallback_variable, cairn_vendor_guid).has_value();
+        updater::UefiBootControl control(vars, boot_disk->device);
+        const updater::Slot failed = booting_slot == 'a' ? updater::Slot::a : updater::Slot::b;
+        const updater::Fallback f = updater::fall_back(control, failed, before);
+        if (f == updater::Fallback::to_other) vars.write(fallback_variable, cairn_vendor_guid, efi_attr_nv_bs_rt, {1});
+        say(std::string("fallback: ") + std::string(updater::fallback_text(f)));
+    } catch (const std::exception& e) {
+        say("no fallback: " + std::string(e.what()));
+    }
+}
+
+// A boot that reached the root's init: the next failure may fall back again.
+void clear_fallback() {
+    try {
+        if (!have_efivars()) return;
+        EfiVars vars(efivars_dir);
+        if (vars.read(fallback_variable, cairn_vendor_guid)) vars.remove(fallback_variable, cairn_vendor_guid);
+    } catch (const std::exception& e) {
+        say("could not clear " + std::string(fallback_variable) + ": " + e.what());
     }
 }
 
@@ -78,6 +124,7 @@ void leave_failure_reason(const std::string& why) {
         say("debug image: starting a shell instead of rebooting");
         ::execl("/bin/sh", "sh", static_cast<char*>(nullptr));
     }
+    fall_back_to_other_slot();
     say("rebooting");
     ::sync();
     std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -122,14 +169,37 @@ void load_modules() {
     }
 }
 
-fs::path wait_for_partition(const std::string& label, std::chrono::seconds timeout) {
+// The disk the signed command line names, once the kernel has it (disks appear as their drivers
+// probe). Other disks carrying Cairn's labels are named on the console and ignored.
+partitions::BlockDisk wait_for_boot_disk(const Uuid& guid, std::chrono::seconds timeout) {
+    std::optional<Uuid> esp;
+    if (have_efivars()) esp = loader_device_part_uuid(EfiVars(efivars_dir));
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-        if (auto dev = find_partition("/sys/class/block", label)) {
-            if (fs::exists(*dev)) return *dev;
+        if (auto found = partitions::find_boot_disk({}, guid, esp)) {
+            for (const auto& line : found->ignored) say(line);
+            say("boot disk " + found->disk.name + " (disk GUID " + guid.str() + (esp ? ", booted ESP " + esp->str() : std::string()) + ")");
+            return found->disk;
         }
         if (std::chrono::steady_clock::now() > deadline)
-            fail("no partition labelled '" + label + "' appeared within " + std::to_string(timeout.count()) + " s");
+            fail("no disk with the GUID " + guid.str() + " (named by the signed command line) appeared within " +
+                 std::to_string(timeout.count()) + " s");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+// The device node of a partition of the boot disk, found by role and slot (label and type GUID).
+fs::path boot_partition(const partitions::BlockDisk& disk, partitions::Role role, char slot) {
+    const partitions::FoundPartition p = partitions::get_role(disk.table, role, slot, disk.name);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+        try {
+            fs::path node = partitions::partition_device({}, disk.name, p.number);
+            if (fs::exists(node)) return node;
+        } catch (const Error&) {
+            if (std::chrono::steady_clock::now() > deadline) throw;
+        }
+        if (std::chrono::steady_clock::now() > deadline) fail(disk.name + ": partition " + std::to_string(p.number) + " has no device node");
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
 }
@@ -176,10 +246,13 @@ uint64_t sysfs_number(const fs::path& file) {
     return v;
 }
 
-// On a disk larger than the image, the data partition (the last one) grows to the end of it.
-bool grow_to_disk_end(const fs::path& part) {
-    PartitionOf of = partition_of("/sys/class/block", part);
-    fs::path sys_disk = fs::path("/sys/class/block") / of.disk.filename();
+// On a disk larger than the image, the data partition grows to the end of it: only when the GPT
+// gives it the grow attribute and it is the last partition on the disk.
+bool grow_to_disk_end(const fs::path& part, const partitions::BlockDisk& disk, const partitions::FoundPartition& found) {
+    if (!(found.entry.attributes & partitions::attr_grow_file_system)) return false;
+    for (const auto& other : disk.table.partitions)
+        if (other.entry.offset > found.entry.offset) return false;  // not the last partition: never grow over another
+    fs::path sys_disk = fs::path("/sys/class/block") / disk.name;
     fs::path sys_part = fs::path("/sys/class/block") / part.filename();
     uint64_t disk_sectors = sysfs_number(sys_disk / "size");
     uint64_t start = sysfs_number(sys_part / "start");
@@ -187,18 +260,18 @@ bool grow_to_disk_end(const fs::path& part) {
     const uint64_t backup_gpt = 33, mib = 2048;
     uint64_t end_usable = (disk_sectors - backup_gpt) / mib * mib;  // 1 MiB aligned, like the imager
     if (start + size + mib > end_usable) return false;
-    say("growing " + part.filename().string() + " to the end of " + of.disk.filename().string());
-    run_checked({"sfdisk", "--quiet", "--relocate", "gpt-bak-std", of.disk.string()});
+    say("growing " + part.filename().string() + " to the end of " + disk.name);
+    run_checked({"sfdisk", "--quiet", "--relocate", "gpt-bak-std", disk.device.string()});
     uint64_t new_size = end_usable - start;
     RunOptions input;
     input.input = std::to_string(start) + "," + std::to_string(new_size) + "\n";
-    run_checked({"sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "-N", std::to_string(of.number), of.disk.string()}, input);
+    run_checked({"sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "-N", std::to_string(found.number), disk.device.string()}, input);
     // Tell the kernel about the new size of this one partition; the others are in use.
-    UniqueFd fd = open_file(of.disk, O_RDONLY);
+    UniqueFd fd = open_file(disk.device, O_RDONLY);
     blkpg_partition p{};
     p.start = static_cast<long long>(start * 512);
     p.length = static_cast<long long>(new_size * 512);
-    p.pno = of.number;
+    p.pno = static_cast<int>(found.number);
     blkpg_ioctl_arg arg{};
     arg.op = BLKPG_RESIZE_PARTITION;
     arg.datalen = sizeof p;
@@ -218,17 +291,51 @@ std::string quick_uuid() {
     return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" + hex.substr(20);
 }
 
-// Formats a blank partition (first boot), then mounts it.
-void prepare_and_mount(const fs::path& dev, const std::string& label, const fs::path& target, bool grow) {
-    bool grown = grow && grow_to_disk_end(dev);
-    if (!has_ext4(dev)) {
-        say("formatting " + dev.filename().string() + " (" + label + ") on first boot");
-        run_checked({"mkfs.ext4", "-q", "-F", "-L", label, "-U", quick_uuid(), "-E",
+// Mounts the log or data partition. It is formatted only when it starts with the imager's blank
+// marker for its own partition GUID (then the marker is cleared); anything else is a filesystem
+// that e2fsck checks and repairs (preen; then, if preen gives up, answering yes to every fix,
+// which also finds the backup superblocks) before the mount. Throws Error when the partition can
+// be neither formatted nor repaired nor mounted: the caller boots degraded, nothing is wiped.
+void prepare_and_mount(const fs::path& dev, const partitions::BlockDisk& disk, const partitions::FoundPartition& found, const fs::path& target) {
+    const std::string name = dev.filename().string() + " (" + found.entry.label + ")";
+    bool grown = grow_to_disk_end(dev, disk, found);
+    const std::string marker = partitions::blank_marker(found.entry.uuid);
+    std::string head(marker.size(), '\0');
+    {
+        UniqueFd fd = open_file(dev, O_RDONLY);
+        pread_exact(fd.get(), head.data(), head.size(), 0, dev.string());
+    }
+    if (head == marker) {
+        say("formatting " + name + " on first boot (it carries the imager's blank marker)");
+        run_checked({"mkfs.ext4", "-q", "-F", "-L", found.entry.label, "-U", quick_uuid(), "-E",
                      "nodiscard,lazy_itable_init=1,lazy_journal_init=1,hash_seed=" + quick_uuid(), dev.string()});
+        UniqueFd fd = open_file(dev, O_RDWR);
+        const std::string zeros(marker.size(), '\0');
+        pwrite_exact(fd.get(), zeros.data(), zeros.size(), 0, dev.string());
+        if (::fsync(fd.get()) != 0) fail_errno("clearing the blank marker of " + name);
         grown = false;
+    } else {
+        RunResult r = run({"e2fsck", "-p", dev.string()});
+        if (r.exit_code >= 4) {
+            say("e2fsck -p could not repair " + name + " (exit " + std::to_string(r.exit_code) + "): " + trim(last_lines(r.out + r.err, 2)) +
+                "; repairing with e2fsck -y");
+            r = run({"e2fsck", "-y", dev.string()});
+            if (r.exit_code >= 4)
+                fail(name + " is damaged and e2fsck cannot repair it (exit " + std::to_string(r.exit_code) + "): " + trim(last_lines(r.out + r.err, 2)));
+        }
+        if (r.exit_code != 0) say("e2fsck repaired " + name + " (exit " + std::to_string(r.exit_code) + ")");
     }
     do_mount(dev.string(), target, "ext4", MS_NOSUID | MS_NODEV);
     if (grown) run_checked({"resize2fs", dev.string()});  // online, now that it is mounted
+}
+
+// Degraded boot: the data partition cannot be used. /var is a tmpfs (nothing survives a reboot),
+// the reason goes to the console and to /run/cairn/degraded for the services and the status.
+void degrade(const std::string& what, const std::string& why, const fs::path& target) {
+    say("DEGRADED: " + what + ": " + why + (target.empty() ? std::string() : "; " + target.string().substr(std::string(sysroot).size()) + " is a tmpfs"));
+    if (!target.empty()) do_mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    make_dir("/run/cairn");
+    std::ofstream("/run/cairn/degraded", std::ios::app) << what << ": " << why << "\n";
 }
 
 void lay_overlays() {
@@ -263,15 +370,17 @@ int main() {
         BootOptions o = parse_cmdline(read_file("/proc/cmdline"));
         debug_shell = o.debug_shell;
         booting_slot = o.slot;
-        say("slot " + o.slot + ", started at " + std::to_string(started).substr(0, 5) + " s");
+        say(std::string("slot ") + o.slot + ", started at " + std::to_string(started).substr(0, 5) + " s");
         load_modules();
 
-        const std::string root_label = "root_" + o.slot;
-        fs::path root = wait_for_partition(root_label, std::chrono::seconds(30));
+        using partitions::Role;
+        boot_disk = wait_for_boot_disk(*o.disk, std::chrono::seconds(30));
+        const std::string root_label = partitions::label_for(Role::Root, o.slot);
+        fs::path root = boot_partition(*boot_disk, Role::Root, o.slot);
         std::string root_device = root.string();
         std::unique_ptr<VerityRoot> verity;
         if (o.verity) {
-            fs::path hash = wait_for_partition(root_label + "_verity", std::chrono::seconds(5));
+            fs::path hash = boot_partition(*boot_disk, Role::RootVerity, o.slot);
             verity = std::make_unique<VerityRoot>(root, hash, o.root_hash);
             root_device = verity->activate().string();
         }
@@ -283,13 +392,28 @@ int main() {
                        err);
         }
 
-        fs::path data = wait_for_partition("data", std::chrono::seconds(5));
-        prepare_and_mount(data, "data", fs::path(sysroot) / "var", true);
-        if (auto log = find_partition("/sys/class/block", "log")) prepare_and_mount(*log, "log", fs::path(sysroot) / o.log_mount.substr(1), false);
+        // The data partition is required: without it there is no /var. A damaged one boots degraded.
+        const partitions::FoundPartition data = partitions::get_role(boot_disk->table, Role::Data, 0, boot_disk->name);
+        bool have_var = false;
+        try {
+            prepare_and_mount(boot_partition(*boot_disk, Role::Data, 0), *boot_disk, data, fs::path(sysroot) / "var");
+            have_var = true;
+        } catch (const Error& e) {
+            degrade("data partition", e.what(), fs::path(sysroot) / "var");
+        }
+        if (auto log = partitions::find_role(boot_disk->table, Role::Log, 0, boot_disk->name)) {
+            try {
+                prepare_and_mount(boot_partition(*boot_disk, Role::Log, 0), *boot_disk, *log, fs::path(sysroot) / o.log_mount.substr(1));
+            } catch (const Error& e) {
+                degrade("log partition", e.what(), {});
+            }
+        }
+        if (!have_var) say("device state, SSH host keys and changes to /etc are not kept until the data partition is repaired");
         lay_overlays();
 
         say("root " + to_hex(o.root_hash).substr(0, 16) + "... verified; switching to " + o.init + " at " +
             std::to_string(uptime()).substr(0, 5) + " s (" + std::to_string(static_cast<int>((uptime() - started) * 1000)) + " ms in cairn-init)");
+        clear_fallback();
         switch_root(o.init);
     } catch (const std::exception& e) {
         fail_closed(e.what(), debug_shell);

@@ -25,6 +25,35 @@ std::optional<Role> parse_role(std::string_view name) {
     return std::nullopt;
 }
 
+std::string label_for(Role role, char slot) {
+    const std::string suffix = slot ? std::string("_") + slot : std::string();
+    switch (role) {
+        case Role::Esp: return "esp" + suffix;
+        case Role::Root: return "root" + suffix;
+        case Role::RootVerity: return "root" + suffix + "_verity";
+        case Role::Log: return "log" + suffix;
+        case Role::Data: return "data" + suffix;
+        case Role::Extra: break;
+    }
+    fail("partitions of role 'extra' have no built-in label");
+}
+
+Uuid type_for(Role role) {
+    switch (role) {
+        case Role::Esp: return Uuid::parse(types::esp, "esp type");
+        case Role::Root: return Uuid::parse(types::root_x86_64, "root type");
+        case Role::RootVerity: return Uuid::parse(types::root_x86_64_verity, "root-verity type");
+        case Role::Data: return Uuid::parse(types::var, "var type");
+        case Role::Log:
+        case Role::Extra: return Uuid::parse(types::linux_generic, "linux type");
+    }
+    return {};
+}
+
+std::string blank_marker(const Uuid& partition) {
+    return "CAIRN BLANK PARTITION v1 " + partition.str() + "\n";
+}
+
 Uuid parse_type(std::string_view text, const std::string& what) {
     if (text == "esp") return Uuid::parse(types::esp, what);
     if (text == "root") return Uuid::parse(types::root_x86_64, what);
@@ -69,33 +98,16 @@ struct Expanded {
 };
 
 std::string base_label(const PartitionSpec& spec) {
-    switch (spec.role) {
-        case Role::Esp: return "esp";
-        case Role::Root: return "root";
-        case Role::RootVerity: return "root";  // + "_<slot>_verity"
-        case Role::Log: return "log";
-        case Role::Data: return "data";
-        case Role::Extra: return spec.label;
-    }
-    return spec.label;
+    return spec.role == Role::Extra ? spec.label : label_for(spec.role);
 }
 
 std::string slot_label(const PartitionSpec& spec, char slot) {
-    std::string suffix = std::string("_") + slot;
-    if (spec.role == Role::RootVerity) return "root" + suffix + "_verity";
-    return base_label(spec) + suffix;
+    return spec.role == Role::Extra ? spec.label + "_" + slot : label_for(spec.role, slot);
 }
 
 Uuid default_type(const PartitionSpec& spec) {
-    switch (spec.role) {
-        case Role::Esp: return Uuid::parse(types::esp, spec.where);
-        case Role::Root: return Uuid::parse(types::root_x86_64, spec.where);
-        case Role::RootVerity: return Uuid::parse(types::root_x86_64_verity, spec.where);
-        case Role::Log: return Uuid::parse(types::linux_generic, spec.where);
-        case Role::Data: return Uuid::parse(types::var, spec.where);
-        case Role::Extra: return spec.type ? *spec.type : Uuid::parse(types::linux_generic, spec.where);
-    }
-    return {};
+    if (spec.role == Role::Extra && spec.type) return *spec.type;
+    return type_for(spec.role);
 }
 
 uint64_t attributes_for(Role role) {
@@ -170,6 +182,7 @@ Layout plan(const LayoutSpec& spec) {
         out.type = default_type(p);
         out.uuid = Uuid::derive(spec.seed, "cairn:partition:" + e.label);
         out.attributes = attributes_for(p.role);
+        if (p.role == Role::Data && &e != &order.back()) out.attributes &= ~attr_grow_file_system;  // only a last partition can grow
         out.offset = p.offset ? *p.offset : next;
         if (out.offset < first_usable) fail(p.where + ": offset: partition '" + e.label + "' starts inside the partition table (before 1 MiB)");
         if (p.rest) {

@@ -29,6 +29,13 @@ inline constexpr std::string_view linux_generic = "0fc63daf-8483-4772-8e79-3d69d
 inline constexpr std::string_view swap = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
 }  // namespace types
 
+// The one place that names Cairn's partitions. The GPT label of a role in a slot ('a', 'b'; 0 for
+// partitions outside the slots): esp_a, root_a, root_a_verity, log, data. Extra partitions have
+// labels of their own, so Role::Extra has none here (throws Error).
+std::string label_for(Role role, char slot = 0);
+// The type GUID of a role's partition (Discoverable Partitions Specification); Role::Extra: linux generic.
+Uuid type_for(Role role);
+
 // Names accepted for `type` of extra partitions: esp, root, root-verity, var, linux, swap, or a GUID.
 Uuid parse_type(std::string_view text, const std::string& what);
 
@@ -90,5 +97,12 @@ struct Layout {
 Layout plan(const LayoutSpec& spec);
 
 GptTable to_gpt(const Layout& layout);
+
+// The log and data partitions leave the imager blank, formatted by the device on its first boot.
+// The imager writes this marker at their first byte, and cairn-init formats a partition only
+// when it starts with the marker for its own partition GUID (provably blank), then clears it. A
+// partition with neither the marker nor a filesystem is damaged: it is repaired, never formatted.
+std::string blank_marker(const Uuid& partition);
+inline bool formats_on_first_boot(Role role) { return role == Role::Log || role == Role::Data; }
 
 }  // namespace cairn::partitions

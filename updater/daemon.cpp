@@ -23,6 +23,7 @@
 #include "common/file.hpp"
 #include "common/text.hpp"
 #include "initrd/boot.hpp"
+#include "partitions/disk.hpp"
 #include "updater/dbus_api.hpp"
 #include "updater/engine.hpp"
 #include "updater/health.hpp"
@@ -330,13 +331,14 @@ int main(int argc, char** argv) {
     }
     try {
         Release release = Release::load(release_file);
-        if (disk.empty()) {
-            initrd::BootOptions boot = initrd::parse_cmdline(read_file(cmdline));
-            auto root = initrd::find_partition("/sys/class/block", "root_" + boot.slot);
-            if (!root) fail("no partition labelled root_" + boot.slot + " (give --disk)");
-            disk = initrd::partition_of("/sys/class/block", *root).disk;
-        }
         EfiVars vars(efivars);
+        if (disk.empty()) {
+            // The disk the boot came from: the one the signed command line names (as cairn-init chose it).
+            initrd::BootOptions boot = initrd::parse_cmdline(read_file(cmdline));
+            auto found = partitions::find_boot_disk({}, *boot.disk, loader_device_part_uuid(vars));
+            if (!found) fail("no disk with the GUID " + boot.disk->str() + " that the kernel command line names (give --disk)");
+            disk = found->disk.device;
+        }
         UefiBootControl boot(vars, disk, cmdline);
         EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
         Engine engine(boot, config);
@@ -354,6 +356,10 @@ int main(int argc, char** argv) {
             }
             case BootDecision::Kind::rolled_back:
                 std::fprintf(stderr, "cairn-updated: ROLLBACK: back on slot %s: %s\n", d.slot.c_str(), d.reason.c_str());
+                break;
+            case BootDecision::Kind::fell_back:
+                std::fprintf(stderr, "cairn-updated: FALLBACK: slot %s failed to boot, running slot %s: %s\n",
+                             d.slot == "a" ? "b" : "a", d.slot.c_str(), d.reason.c_str());
                 break;
             case BootDecision::Kind::interrupted:
                 std::fprintf(stderr, "cairn-updated: %s\n", d.reason.c_str());

@@ -16,7 +16,7 @@
 #include "common/hash.hpp"
 #include "common/text.hpp"
 #include "imager/verity.hpp"
-#include "partitions/gpt.hpp"
+#include "partitions/disk.hpp"
 
 namespace cairn::updater {
 
@@ -39,21 +39,13 @@ struct SlotRegions {
 };
 
 SlotRegions regions_of(const fs::path& disk, Slot slot) {
-    partitions::GptTable table = partitions::read_gpt(disk);
-    const std::string s(1, slot_letter(slot));
-    SlotRegions out;
-    auto find = [&](const std::string& label, Region& r) {
-        for (const auto& e : table.entries)
-            if (e.label == label) {
-                r = Region{e.offset, e.size, label};
-                return;
-            }
-        fail(disk.string() + ": no partition labelled " + label);
+    using partitions::Role;
+    const partitions::DiskTable table = partitions::read_primary_gpt(disk);
+    auto region = [&](Role role) {
+        const partitions::FoundPartition p = partitions::get_role(table, role, slot_letter(slot), disk.string());
+        return Region{p.entry.offset, p.entry.size, p.entry.label};
     };
-    find("esp_" + s, out.esp);
-    find("root_" + s, out.root);
-    find("root_" + s + "_verity", out.verity);
-    return out;
+    return SlotRegions{region(Role::Esp), region(Role::Root), region(Role::RootVerity)};
 }
 
 // The sha256 of [offset, offset + size) on the disk. Reads whole aligned blocks, so that `fd` may
@@ -406,6 +398,15 @@ BootDecision Engine::on_boot(const std::string& failure_reason) {
         // Committed, but the record was not written (power cut right after the commit).
         st.pending.reset();
         st.last = Event{"committed", b, config_.release.version, "", now()};
+    } else if (!failure_reason.empty()) {
+        // No install was pending, yet a slot left a failure: the other (committed) slot failed in
+        // cairn-init and fell back to this one.
+        const std::string o(1, slot_letter(other(booted)));
+        d.kind = BootDecision::Kind::fell_back;
+        d.reason = failure_reason;
+        st.slots[o].state = "bad";
+        st.slots[o].changed = now();
+        st.last = Event{"fell-back", o, st.slots[o].version, failure_reason, now()};
     }
     for (auto& [name, r] : st.slots)
         if (r.state == "installing" && !(st.pending && st.pending->slot == name)) r.state = "bad";

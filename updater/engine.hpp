@@ -56,7 +56,7 @@ using ProgressFn = std::function<void(int percent, const std::string& message)>;
 
 // The result of the boot-time decision.
 struct BootDecision {
-    enum class Kind { normal, trial, rolled_back, interrupted } kind = Kind::normal;
+    enum class Kind { normal, trial, rolled_back, interrupted, fell_back } kind = Kind::normal;
     std::string slot, reason;
 };
 

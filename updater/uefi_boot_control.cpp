@@ -4,7 +4,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
-#include "partitions/gpt.hpp"
+#include "partitions/disk.hpp"
 
 namespace cairn::updater {
 
@@ -24,22 +24,17 @@ std::vector<uint8_t> u16_list(const std::vector<uint16_t>& v) {
 }  // namespace
 
 UefiBootControl::UefiBootControl(EfiVars& vars, const fs::path& disk, fs::path cmdline) : vars_(vars), cmdline_(std::move(cmdline)) {
-    partitions::GptTable table = partitions::read_gpt(disk);
+    const partitions::DiskTable table = partitions::read_primary_gpt(disk);
     for (Slot s : {Slot::a, Slot::b}) {
-        const std::string label = std::string("esp_") + slot_letter(s);
-        for (size_t i = 0; i < table.entries.size(); ++i) {
-            const auto& e = table.entries[i];
-            if (e.label != label) continue;
-            LoadOption o;
-            o.description = std::string("Cairn slot ") + static_cast<char>(slot_letter(s) - 'a' + 'A');
-            o.partition = e.uuid;
-            o.partition_number = static_cast<uint32_t>(i + 1);
-            o.start_lba = e.offset / partitions::gpt_sector_size;
-            o.size_lba = e.size / partitions::gpt_sector_size;
-            o.file = loader;
-            wanted_[s] = o;
-        }
-        if (!wanted_.count(s)) fail(disk.string() + ": no partition labelled " + label);
+        const partitions::FoundPartition esp = partitions::get_role(table, partitions::Role::Esp, slot_letter(s), disk.string());
+        LoadOption o;
+        o.description = std::string("Cairn slot ") + static_cast<char>(slot_letter(s) - 'a' + 'A');
+        o.partition = esp.entry.uuid;
+        o.partition_number = esp.number;
+        o.start_lba = esp.entry.offset / table.sector_size;
+        o.size_lba = esp.entry.size / table.sector_size;
+        o.file = loader;
+        wanted_[s] = o;
     }
 }
 

@@ -8,6 +8,7 @@
 #include "common/hash.hpp"
 #include "imager/verity.hpp"
 #include "partitions/gpt.hpp"
+#include "partitions/layout.hpp"
 #include "tests/support/test_support.hpp"
 #include "updater/signature.hpp"
 
@@ -17,10 +18,11 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr uint64_t MiB = 1 << 20;
-partitions::GptEntry entry(const std::string& label, uint64_t offset, uint64_t size, int n) {
+partitions::GptEntry entry(partitions::Role role, char slot, uint64_t offset, uint64_t size, int n) {
     partitions::GptEntry e;
+    const std::string label = partitions::label_for(role, slot);
     e.label = label;
-    e.type = Uuid::derive("cairn-test", "type:" + label.substr(0, label.find('_')));
+    e.type = partitions::type_for(role);
     e.uuid = Uuid::derive("cairn-test", "uuid:" + label + std::to_string(n));
     e.offset = offset;
     e.size = size;
@@ -39,14 +41,14 @@ UpdateFixture::UpdateFixture(const fs::path& d) : dir(d) {
     t.disk_size = 40 * MiB;
     uint64_t at = MiB;
     int n = 0;
-    for (const char* slot : {"a", "b"}) {
-        for (auto [label, size] : {std::pair{std::string("esp_") + slot, 2 * MiB}, {std::string("root_") + slot, 8 * MiB},
-                                   {std::string("root_") + slot + "_verity", MiB}}) {
-            t.entries.push_back(entry(label, at, size, n++));
+    using partitions::Role;
+    for (char slot : {'a', 'b'}) {
+        for (auto [role, size] : {std::pair{Role::Esp, 2 * MiB}, {Role::Root, 8 * MiB}, {Role::RootVerity, MiB}}) {
+            t.entries.push_back(entry(role, slot, at, size, n++));
             at += size;
         }
     }
-    t.entries.push_back(entry("data", at, 4 * MiB, n++));
+    t.entries.push_back(entry(Role::Data, 0, at, 4 * MiB, n++));
     {
         UniqueFd fd = open_file(disk, O_RDWR | O_CREAT | O_TRUNC, 0644);
         if (::ftruncate(fd.get(), static_cast<off_t>(t.disk_size)) != 0) fail_errno("sizing " + disk.string());
