@@ -34,6 +34,9 @@ namespace cairn::updater {
 // What the running system is, from /usr/lib/cairn/release.json in its root.
 struct Release {
     std::string compatible, version, build_id;
+    // When the image was built (seconds since the epoch, the build's SOURCE_DATE_EPOCH); 0 when
+    // release.json predates it. Certificates are checked at no earlier time (cms_verify).
+    int64_t created = 0;
     std::vector<std::string> health_check;     // argv; empty: the default check (services up)
     std::map<std::string, std::string> etc;    // this root's /etc defaults: path -> sha256
     static Release load(const std::filesystem::path& file);
@@ -46,6 +49,7 @@ struct EngineConfig {
     std::filesystem::path etc_upper;      // the /etc overlay's upper dir (user changes); may not exist
     std::filesystem::path boot_id_file = "/proc/sys/kernel/random/boot_id";
     Release release;
+    std::function<int64_t()> clock;       // seconds since the epoch; empty: the system clock (tests set it)
 };
 
 struct InstallOptions {
@@ -80,6 +84,7 @@ public:
 
 private:
     void save(const UpdateStatus& st);
+    int64_t now() const;
     std::string boot_id() const;
     BootControl& boot_;
     EngineConfig config_;
