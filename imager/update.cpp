@@ -138,6 +138,7 @@ json make_bundle(const BundleOptions& o) {
     if (!build.contains("update") || build["update"].is_null())
         fail(manifest_file.string() + ": the image was built without [update] in its recipe; it cannot take bundles");
     const json& u = build["update"];
+    updater::check_bundle_signer(o.cert);  // before hashing the payloads
 
     updater::BundleManifest m;
     m.compatible = u.at("compatible");

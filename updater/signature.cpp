@@ -83,6 +83,16 @@ bool has_extended_key_usage(X509* cert, const char* oid) {
     return false;
 }
 
+// Why `cert` may not sign bundles, or "" when it may.
+std::string usage_problem(X509* cert) {
+    if (!has_extended_key_usage(cert, bundle_signing_eku))
+        return std::string("may not sign bundles: it lacks the Cairn bundle-signing extended key usage ") + bundle_signing_eku +
+               " (see docs/bundle.md)";
+    const uint32_t key_usage = X509_get_key_usage(cert);
+    if (key_usage != UINT32_MAX && !(key_usage & KU_DIGITAL_SIGNATURE)) return "may not sign: its key usage lacks digitalSignature";
+    return "";
+}
+
 // The signer's certificate: chains to the anchor at time `at`, and is meant for signing bundles.
 void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const fs::path& anchor,
                   const std::string& what) {
@@ -104,14 +114,16 @@ void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, i
         fail(what + ": " + name + " does not chain to the trust anchor " + anchor.string() + " (" +
              X509_verify_cert_error_string(error) + ")");
     }
-    if (!has_extended_key_usage(signer, bundle_signing_eku))
-        fail(what + ": " + name + " may not sign bundles: it lacks the Cairn bundle-signing extended key usage " +
-             bundle_signing_eku + " (see docs/bundle.md)");
-    if (X509_get_key_usage(signer) != UINT32_MAX && !(X509_get_key_usage(signer) & KU_DIGITAL_SIGNATURE))
-        fail(what + ": " + name + " may not sign: its key usage lacks digitalSignature");
+    if (std::string problem = usage_problem(signer); !problem.empty()) fail(what + ": " + name + " " + problem);
 }
 
 }  // namespace
+
+void check_bundle_signer(const fs::path& cert_file) {
+    X509Ptr cert = load_certificate(cert_file);
+    if (std::string problem = usage_problem(cert.get()); !problem.empty())
+        fail(cert_file.string() + ": the certificate \"" + subject_of(cert.get()) + "\" " + problem + "; devices would refuse the bundle");
+}
 
 int64_t certificate_time(int64_t now, int64_t floor) { return std::max(now, floor); }
 

@@ -22,6 +22,11 @@ std::string cms_sign(std::string_view data, const std::filesystem::path& key, co
 // for Secure Boot or Authenticode) signs bundles, whatever CA issued it.
 inline constexpr const char* bundle_signing_eku = "2.25.198164079061254716068797520048519226823";
 
+// Throws Error naming the file when its (first) certificate may not sign bundles (no
+// bundle_signing_eku, or a key usage without digitalSignature): `cairn bundle` makes no bundle
+// that every device would refuse.
+void check_bundle_signer(const std::filesystem::path& cert);
+
 // When certificates are checked for validity: the clock, but never earlier than `floor`, the
 // running image's build time. A device whose clock was never set (1970) would otherwise find every
 // certificate "not yet valid"; its own build time is a moment it knows has passed.
