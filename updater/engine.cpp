@@ -319,11 +319,11 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
         check = verity::verify(source.fd(), root->offset, source.fd(), verity->offset);
     }
     if (hash_error) std::rethrow_exception(hash_error);
-    if (root_sha256 != root->sha256)
-        fail(what + ": payload " + root->name + ": sha256 does not match the manifest (corrupted or altered bundle)");
     if (!check.ok) fail(what + ": payload " + root->name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
     if (to_hex(check.root_hash) != verity->root_hash)
         fail(what + ": payload " + root->name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + verity->root_hash);
+    if (root_sha256 != root->sha256)
+        fail(what + ": payload " + root->name + ": sha256 does not match the manifest (corrupted or altered bundle)");
     uint64_t done = root->size;
     for (const Payload* p : {verity, esp}) {
         source.read(*p, [&](const uint8_t*, size_t n) {

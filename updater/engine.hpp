@@ -3,10 +3,12 @@
 // wraps it; tests drive it with a fake boot control and a disk image file.
 //
 // Install sequence (each step only after the one before succeeded):
-//   1. open the bundle: header, CMS signature against the trust anchor, manifest;
+//   1. open the bundle: header, CMS signature against the trust anchor (certificates checked at
+//      the clock's time, never before the running image's build time), manifest;
 //   2. check compatible and version (a downgrade needs `force`), sizes against the partitions;
-//   3. read every payload for the target once and check its sha256: a damaged bundle is refused
-//      before anything is written;
+//   3. read every payload for the target once and check its sha256, the root's verity tree too
+//      (its superblock must say what the manifest says): a damaged bundle is refused before
+//      anything is written;
 //   4. mark the target bad: status "installing", out of BootOrder;
 //   5. write root-verity, root and ESP into the target's partitions (O_DIRECT where the disk takes
 //      it, so what is written is on the disk and not in the page cache);
