@@ -55,4 +55,18 @@ std::string format_size(uint64_t bytes) {
     return buffer;
 }
 
+uint64_t checked_add(uint64_t a, uint64_t b, const std::string& what) {
+    uint64_t sum = 0;
+    if (__builtin_add_overflow(a, b, &sum))
+        fail(what + ": " + std::to_string(a) + " + " + std::to_string(b) + " is more than 64 bits hold");
+    return sum;
+}
+
+uint64_t checked_mul(uint64_t a, uint64_t b, const std::string& what) {
+    uint64_t product = 0;
+    if (__builtin_mul_overflow(a, b, &product))
+        fail(what + ": " + std::to_string(a) + " × " + std::to_string(b) + " is more than 64 bits hold");
+    return product;
+}
+
 }  // namespace cairn

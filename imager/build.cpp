@@ -333,7 +333,7 @@ json build(const BuildOptions& options) {
             content.push_back(c);
         }
         std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
-        json release = add_update_files(tree, recipe, build_id);
+        json release = add_update_files(tree, recipe, build_id, epoch);
         update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
     }
 

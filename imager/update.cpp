@@ -79,7 +79,7 @@ uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
 }  // namespace
 
-json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id) {
+json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id, int64_t created) {
     const std::string& what = recipe.update.where;
     const Meta file{0, 0, 0644}, exec{0, 0, 0755}, dir{0, 0, 0755};
     for (const char* d : {"/usr", "/usr/lib", "/usr/lib/cairn", "/usr/share", "/usr/share/cairn", "/usr/share/dbus-1",
@@ -100,7 +100,7 @@ json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build
     for (const auto& [path, meta] : tree.entries())
         if (path.rfind("/etc/", 0) == 0 && S_ISREG(meta.mode)) etc[path] = sha256_hex_of(tree.host(path));
     json release = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id},
-                    {"name", recipe.name}, {"etc", etc}};
+                    {"created", created}, {"name", recipe.name}, {"etc", etc}};
     if (!recipe.update.health_check.empty()) release["health_check"] = recipe.update.health_check;
     tree.add_file(update_paths::release, release.dump(1) + "\n", file, what);
     return release;
@@ -138,6 +138,7 @@ json make_bundle(const BundleOptions& o) {
     if (!build.contains("update") || build["update"].is_null())
         fail(manifest_file.string() + ": the image was built without [update] in its recipe; it cannot take bundles");
     const json& u = build["update"];
+    updater::check_bundle_signer(o.cert);  // before hashing the payloads
 
     updater::BundleManifest m;
     m.compatible = u.at("compatible");

@@ -1,6 +1,7 @@
 // What [update] and [firewall] put into an image, and `cairn bundle`: a signed update bundle from a build.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -28,9 +29,10 @@ std::string dbus_system_config();
 std::string updater_dbus_policy();
 
 // Adds cairn-updated, cairnctl, dbus-daemon (with their libraries), the D-Bus configuration, the
-// trust anchor and release.json (compatible, version, build id, health check, the digests of the
-// tree's /etc files) to the tree. Returns release.json's content.
-nlohmann::json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id);
+// trust anchor and release.json (compatible, version, build id, `created` (the build's epoch: the
+// updater checks certificates at no earlier time), health check, the digests of the tree's /etc
+// files) to the tree. Returns release.json's content.
+nlohmann::json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build_id, int64_t created);
 
 // Adds cairn-firewall (with its libraries) and /etc/cairn/firewall.toml: the recipe's policy,
 // checked with `cairn-firewall check` first (the imager does not link libnftnl), or a file that

@@ -8,12 +8,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <set>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/units.hpp"
 #include "updater/signature.hpp"
 
 namespace cairn::updater {
@@ -99,7 +99,7 @@ BundleHeader decode_header(std::string_view b, const std::string& what) {
         fail(what + ": manifest size " + std::to_string(h.manifest_size) + " out of bounds");
     if (h.signature_size == 0 || h.signature_size > max_signature_size)
         fail(what + ": signature size " + std::to_string(h.signature_size) + " out of bounds");
-    uint64_t end = bundle_header_size + h.manifest_size + h.signature_size;
+    uint64_t end = checked_add(checked_add(bundle_header_size, h.manifest_size, what), h.signature_size, what);
     if (h.payload_offset < end || h.payload_offset % payload_alignment || h.payload_offset - end > max_signature_size + (64 << 10))
         fail(what + ": payload offset " + std::to_string(h.payload_offset) + " does not follow the signature");
     return h;
@@ -162,8 +162,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
         if (p.size == 0) fail(f.where + ": \"size\" is 0");
         if (p.offset % payload_alignment) fail(f.where + ": \"offset\" is not a multiple of 4096");
         if (p.offset < end) fail(f.where + ": \"offset\" overlaps the payload before it (payloads go in order)");
-        if (p.size > UINT64_MAX - p.offset) fail(f.where + ": \"size\" out of bounds");
-        end = p.offset + p.size;
+        end = checked_add(p.offset, p.size, f.where + ": \"offset\" + \"size\"");
         if (p.role == "root-verity") {
             if (!ps[i].contains("verity") || !ps[i]["verity"].is_object()) fail(f.where + ": a root-verity payload needs \"verity\"");
             Fields v{ps[i]["verity"], f.where + ".verity"};
@@ -179,6 +178,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
             p.data_block_size = static_cast<uint32_t>(dbs);
             p.hash_block_size = static_cast<uint32_t>(hbs);
             if (p.data_blocks == 0) fail(v.where + ": \"data_blocks\" is 0");
+            checked_mul(p.data_blocks, p.data_block_size, v.where + ": \"data_blocks\" × \"data_block_size\"");
         } else if (ps[i].contains("verity")) {
             fail(f.where + ": only root-verity payloads carry \"verity\"");
         }
@@ -187,13 +187,16 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     for (const char* role : {"root", "root-verity", "esp"})
         for (const char* slot : {"a", "b"})
             if (!m.find(role, slot)) fail(what + ": manifest: no " + std::string(role) + " payload for slot " + slot);
-    for (const Payload& p : m.payloads)
-        if (p.role == "root-verity") {
-            const Payload* root = m.find("root", p.slot);
-            if (root->size != p.data_blocks * p.data_block_size)
-                fail(what + ": manifest: payload " + p.name + " covers " + std::to_string(p.data_blocks * p.data_block_size) +
-                     " bytes but the root payload has " + std::to_string(root->size));
-        }
+    // Each slot's tree covers exactly that slot's root (a tree for either slot may serve roots for
+    // one slot each, and the other way round).
+    for (const char* slot : {"a", "b"}) {
+        const Payload* tree = m.find("root-verity", slot);
+        const Payload* root = m.find("root", slot);
+        const uint64_t covered = tree->data_blocks * tree->data_block_size;  // checked above
+        if (root->size != covered)
+            fail(what + ": manifest: payload " + tree->name + " covers " + std::to_string(covered) + " bytes but the root payload " +
+                 root->name + " for slot " + slot + " has " + std::to_string(root->size));
+    }
     if (j.contains("etc")) {
         const json& e = j["etc"];
         if (!e.is_object()) fail(what + ": manifest: \"etc\" must be an object");
@@ -216,9 +219,48 @@ const Payload* BundleManifest::find(const std::string& role, const std::string& 
     return any;
 }
 
-int compare_versions(std::string_view a, std::string_view b) {
+namespace {
+
+bool all_digits(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Two runs of digits by value, whatever their length (leading zeros do not count).
+int compare_numbers(std::string_view a, std::string_view b) {
+    a.remove_prefix(std::min(a.find_first_not_of('0'), a.size()));
+    b.remove_prefix(std::min(b.find_first_not_of('0'), b.size()));
+    if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
+    int c = a.compare(b);
+    return c < 0 ? -1 : c > 0;
+}
+
+// One part ("10", "rc2", "beta"): a purely numeric part is below one with other characters
+// (semver); two numeric parts by value; otherwise runs of digits by value and other runs as
+// ASCII text, in turn ("rc9" < "rc10").
+int compare_parts(std::string_view a, std::string_view b) {
+    const bool na = all_digits(a), nb = all_digits(b);
+    if (na != nb) return na ? -1 : 1;
+    auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+    while (!a.empty() && !b.empty()) {
+        const bool da = is_digit(a.front()), db = is_digit(b.front());
+        if (da != db) return da ? -1 : 1;
+        size_t ra = 0, rb = 0;
+        while (ra < a.size() && is_digit(a[ra]) == da) ++ra;
+        while (rb < b.size() && is_digit(b[rb]) == db) ++rb;
+        const std::string_view run_a = a.substr(0, ra), run_b = b.substr(0, rb);
+        int c = da ? compare_numbers(run_a, run_b) : run_a.compare(run_b);
+        if (c != 0) return c < 0 ? -1 : 1;
+        a.remove_prefix(ra);
+        b.remove_prefix(rb);
+    }
+    if (a.empty() != b.empty()) return a.empty() ? -1 : 1;
+    return 0;
+}
+
+// Dot-separated parts in turn; with the common parts equal, more parts is newer.
+int compare_dotted(std::string_view a, std::string_view b) {
     auto next = [](std::string_view& s) {
-        size_t dot = s.find_first_of(".-+~");
+        size_t dot = s.find('.');
         std::string_view part = s.substr(0, dot);
         s = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
         return part;
@@ -226,22 +268,28 @@ int compare_versions(std::string_view a, std::string_view b) {
     while (!a.empty() || !b.empty()) {
         if (a.empty()) return -1;
         if (b.empty()) return 1;
-        std::string_view pa = next(a), pb = next(b);
-        uint64_t na = 0, nb = 0;
-        auto ra = std::from_chars(pa.data(), pa.data() + pa.size(), na);
-        auto rb = std::from_chars(pb.data(), pb.data() + pb.size(), nb);
-        bool numeric = ra.ec == std::errc() && ra.ptr == pa.data() + pa.size() && rb.ec == std::errc() &&
-                       rb.ptr == pb.data() + pb.size() && !pa.empty() && !pb.empty();
-        if (numeric) {
-            if (na != nb) return na < nb ? -1 : 1;
-        } else if (int c = pa.compare(pb); c != 0) {
-            return c < 0 ? -1 : 1;
-        }
+        if (int c = compare_parts(next(a), next(b)); c != 0) return c;
     }
     return 0;
 }
 
-BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor) : source_(source) {
+}  // namespace
+
+int compare_versions(std::string_view a, std::string_view b) {
+    // Build metadata ("+...") does not order versions.
+    a = a.substr(0, a.find('+'));
+    b = b.substr(0, b.find('+'));
+    // "1.2.0-rc1" and "1.2.0~rc1": the release "1.2.0" and the pre-release "rc1".
+    const size_t pa = a.find_first_of("-~"), pb = b.find_first_of("-~");
+    if (int c = compare_dotted(a.substr(0, pa), b.substr(0, pb)); c != 0) return c;
+    const bool pre_a = pa != std::string_view::npos, pre_b = pb != std::string_view::npos;
+    if (pre_a != pre_b) return pre_a ? -1 : 1;  // a pre-release comes before its release
+    if (!pre_a) return 0;
+    return compare_dotted(a.substr(pa + 1), b.substr(pb + 1));
+}
+
+BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor, std::optional<int64_t> certificate_time)
+    : source_(source) {
     const std::string what = source.string();
     fd_ = open_file(source, O_RDONLY | O_CLOEXEC);
     struct stat st {};
@@ -265,15 +313,16 @@ BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor)
     std::string signature;
     take(h.manifest_size, manifest_bytes_);
     take(h.signature_size, signature);
-    cms_verify(manifest_bytes_, signature, trust_anchor, what);
+    cms_verify(manifest_bytes_, signature, trust_anchor, what, certificate_time);
     manifest_ = BundleManifest::parse(manifest_bytes_, what);
     if (!manifest_.payloads.empty() && manifest_.payloads.front().offset < h.payload_offset)
         fail(what + ": manifest: the first payload starts inside the signature");
     if (S_ISREG(st.st_mode)) {
         const Payload& last = manifest_.payloads.back();
-        if (static_cast<uint64_t>(st.st_size) < last.offset + last.size)
+        const uint64_t needed = checked_add(last.offset, last.size, what);
+        if (static_cast<uint64_t>(st.st_size) < needed)
             fail(what + ": the bundle is truncated (" + std::to_string(st.st_size) + " bytes; the manifest needs " +
-                 std::to_string(last.offset + last.size) + ")");
+                 std::to_string(needed) + ")");
     }
 }
 

@@ -70,16 +70,21 @@ struct BundleManifest {
     const Payload* find(const std::string& role, const std::string& slot) const;
 };
 
-// Compares dotted versions ("1.10.2" > "1.9"): numeric parts numerically, others as text; a
-// version with more parts is newer when the common parts are equal. <0, 0, >0.
+// Compares versions (docs/bundle.md, "Versions"): dotted parts in turn, numbers by value
+// ("1.10.2" > "1.9"), a version with more parts newer when the common parts are equal; a
+// pre-release after `-` (semver) or `~` (Debian) comes before its release ("0.1.0-rc1" <
+// "0.1.0~rc2" < "0.1.0" < "0.1.1-rc1"), its dotted parts ordered as semver orders them; build
+// metadata after `+` is ignored. <0, 0, >0.
 int compare_versions(std::string_view a, std::string_view b);
 
 // Reads a bundle from a file, a block device or a pipe, in one pass.
 class BundleReader {
 public:
     // Opens `source`, reads header, manifest and signature, checks the signature against the
-    // PEM certificates in `trust_anchor` and parses the manifest. Throws Error naming the source.
-    BundleReader(const std::filesystem::path& source, const std::filesystem::path& trust_anchor);
+    // PEM certificates in `trust_anchor` (certificates valid at `certificate_time`, unset: the
+    // clock; see cms_verify) and parses the manifest. Throws Error naming the source.
+    BundleReader(const std::filesystem::path& source, const std::filesystem::path& trust_anchor,
+                 std::optional<int64_t> certificate_time = {});
     const BundleManifest& manifest() const { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
     // Consumes the payload (payloads must be taken in manifest order; those in between are

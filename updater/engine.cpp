@@ -15,8 +15,10 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/text.hpp"
+#include "common/units.hpp"
 #include "imager/verity.hpp"
 #include "partitions/disk.hpp"
+#include "updater/signature.hpp"
 
 namespace cairn::updater {
 
@@ -25,7 +27,7 @@ using json = nlohmann::json;
 
 namespace {
 
-int64_t now() {
+int64_t system_now() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
@@ -48,11 +50,10 @@ SlotRegions regions_of(const fs::path& disk, Slot slot) {
     return SlotRegions{region(Role::Esp), region(Role::Root), region(Role::RootVerity)};
 }
 
-// The sha256 of [offset, offset + size) on the disk. Reads whole aligned blocks, so that `fd` may
-// be an O_DIRECT descriptor (offset aligned; the last block may reach past `size`, never past the
-// partition, which the layout aligns to 1 MiB).
-std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::string& what) {
-    constexpr uint64_t alignment = AlignedBuffer::alignment;
+// The sha256 of [offset, offset + size) in `fd`. Reads whole blocks of `alignment` bytes, so that
+// `fd` may be an O_DIRECT descriptor (offset aligned; the last block may then reach past `size`,
+// never past the partition, which the layout aligns to 1 MiB); 1 reads exactly the region.
+std::string sha256_region(int fd, uint64_t offset, uint64_t size, const std::string& what, uint64_t alignment) {
     Sha256 h;
     AlignedBuffer buffer(1 << 20);
     for (uint64_t done = 0; done < size;) {
@@ -185,6 +186,37 @@ private:
     bool closed_ = false;
 };
 
+// The bundle's tree is what the signed manifest says: its superblock has the hash type (1) and
+// algorithm (sha256) of bundle format 1 and the manifest's block sizes, data blocks and salt; its
+// payload holds the whole tree; it covers exactly the root payload. verity::verify() goes by the
+// superblock, so without this a tree over part of the root (or with another salt) would pass as
+// long as it gave the manifest's root hash.
+void check_tree(int fd, uint64_t offset, const Payload& tree, const Payload& root, const std::string& what) {
+    const std::string where = what + ": payload " + tree.name;
+    if (tree.size < verity::superblock_size) fail(where + " holds " + std::to_string(tree.size) + " bytes, less than a superblock");
+    const verity::Superblock sb = verity::read_superblock(fd, offset, where);
+    auto differs = [&](const std::string& field, const std::string& tree_says, const std::string& manifest_says) {
+        fail(where + ": the tree's superblock says " + field + " " + tree_says + ", the signed manifest " + manifest_says);
+    };
+    if (sb.hash_type != 1) differs("hash type", std::to_string(sb.hash_type), "1 (bundle format 1)");
+    if (sb.algorithm != "sha256") differs("hash algorithm", "\"" + sb.algorithm + "\"", "sha256 (bundle format 1)");
+    if (sb.data_block_size != tree.data_block_size)
+        differs("data block size", std::to_string(sb.data_block_size), std::to_string(tree.data_block_size));
+    if (sb.hash_block_size != tree.hash_block_size)
+        differs("hash block size", std::to_string(sb.hash_block_size), std::to_string(tree.hash_block_size));
+    if (sb.data_blocks != tree.data_blocks) differs("data blocks", std::to_string(sb.data_blocks), std::to_string(tree.data_blocks));
+    if (to_hex(sb.salt) != tree.salt) differs("salt", to_hex(sb.salt), tree.salt);
+    const uint64_t covered = checked_mul(sb.data_blocks, sb.data_block_size, where + ": data blocks × data block size");
+    if (covered != root.size)
+        fail(where + ": the tree covers " + std::to_string(covered) + " bytes, the root payload " + root.name + " has " +
+             std::to_string(root.size));
+    const verity::Params params{tree.data_block_size, tree.hash_block_size, tree.data_blocks, sb.salt, {}};
+    const uint64_t needed = verity::hash_device_size(params);
+    if (tree.size < needed)
+        fail(where + " holds " + std::to_string(tree.size) + " bytes; a tree over " + std::to_string(tree.data_blocks) +
+             " data blocks needs " + std::to_string(needed));
+}
+
 // Files the user changed in /etc (present, or deleted, in the overlay's upper directory).
 std::vector<std::string> user_changed_etc(const fs::path& upper) {
     std::vector<std::string> out;
@@ -206,6 +238,7 @@ Release Release::load(const fs::path& file) {
         r.compatible = j.at("compatible");
         r.version = j.at("version");
         r.build_id = j.value("build_id", "");
+        r.created = j.value("created", int64_t{0});
         if (j.contains("health_check")) r.health_check = j["health_check"].get<std::vector<std::string>>();
         if (j.contains("etc")) r.etc = j["etc"].get<std::map<std::string, std::string>>();
     } catch (const json::exception& e) {
@@ -215,6 +248,8 @@ Release Release::load(const fs::path& file) {
 }
 
 Engine::Engine(BootControl& boot, EngineConfig config) : boot_(boot), config_(std::move(config)) {}
+
+int64_t Engine::now() const { return config_.clock ? config_.clock() : system_now(); }
 
 UpdateStatus Engine::status() const { return load_status(config_.state_file); }
 
@@ -236,7 +271,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
 
     // 1-2. Everything that can refuse the bundle, before any write.
     report(0, "checking the bundle's signature");
-    BundleReader source(bundle, config_.trust_anchor);
+    BundleReader source(bundle, config_.trust_anchor, certificate_time(now(), config_.release.created));
     const BundleManifest& m = source.manifest();
     const std::string what = bundle.string();
     if (m.compatible != config_.release.compatible)
@@ -254,17 +289,33 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
                  " (" + std::to_string(r.size) + " bytes)");
     const std::vector<const Payload*> payloads = {root, verity, esp};  // manifest order
     uint64_t total = 0;
-    for (const Payload* p : payloads) total += p->size;
+    for (const Payload* p : payloads) total = checked_add(total, p->size, what + ": payload sizes");
 
     // 3. Check every payload before anything is written. The root is checked through its dm-verity
     // tree, in parallel: the tree recomputed from the bundle's root must be the bundle's tree and
     // give the manifest's root hash. The (small) tree and ESP payloads by their sha256.
     if (!source.seekable()) fail(what + ": installing needs a file or a block device (it is read twice)");
     report(2, "checking payload " + root->name);
-    verity::VerifyResult check = verity::verify(source.fd(), root->offset, source.fd(), verity->offset);
+    check_tree(source.fd(), verity->offset, *verity, *root, what);
+    std::string root_sha256;
+    std::exception_ptr hash_error;
+    verity::VerifyResult check;
+    {
+        std::jthread hasher([&] {  // the root's sha256 too, beside the tree, in parallel with it
+            try {
+                root_sha256 = sha256_region(source.fd(), root->offset, root->size, what, 1);
+            } catch (...) {
+                hash_error = std::current_exception();
+            }
+        });
+        check = verity::verify(source.fd(), root->offset, source.fd(), verity->offset);
+    }
+    if (hash_error) std::rethrow_exception(hash_error);
     if (!check.ok) fail(what + ": payload " + root->name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
     if (to_hex(check.root_hash) != verity->root_hash)
         fail(what + ": payload " + root->name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + verity->root_hash);
+    if (root_sha256 != root->sha256)
+        fail(what + ": payload " + root->name + ": sha256 does not match the manifest (corrupted or altered bundle)");
     uint64_t done = root->size;
     for (const Payload* p : {verity, esp}) {
         source.read(*p, [&](const uint8_t*, size_t n) {
@@ -303,6 +354,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
         });
     };
     write(verity, regions.verity, {});
+    check_tree(disk.get(), regions.verity.offset, *verity, *root, config_.disk.string() + " (" + regions.verity.label + ")");
     write(esp, regions.esp, {});
 
     Frontier frontier;
@@ -311,7 +363,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     std::exception_ptr read_error;
     std::jthread reader([&] {  // joined on every path: the frontier is closed by then
         try {
-            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, config_.disk.string());
+            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, config_.disk.string(), AlignedBuffer::alignment);
             vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0,
                                 [&](uint64_t end) { frontier.wait_for(end); });
         } catch (...) {

@@ -3,10 +3,12 @@
 // wraps it; tests drive it with a fake boot control and a disk image file.
 //
 // Install sequence (each step only after the one before succeeded):
-//   1. open the bundle: header, CMS signature against the trust anchor, manifest;
+//   1. open the bundle: header, CMS signature against the trust anchor (certificates checked at
+//      the clock's time, never before the running image's build time), manifest;
 //   2. check compatible and version (a downgrade needs `force`), sizes against the partitions;
-//   3. read every payload for the target once and check its sha256: a damaged bundle is refused
-//      before anything is written;
+//   3. read every payload for the target once and check its sha256, the root's verity tree too
+//      (its superblock must say what the manifest says): a damaged bundle is refused before
+//      anything is written;
 //   4. mark the target bad: status "installing", out of BootOrder;
 //   5. write root-verity, root and ESP into the target's partitions (O_DIRECT where the disk takes
 //      it, so what is written is on the disk and not in the page cache);
@@ -34,6 +36,9 @@ namespace cairn::updater {
 // What the running system is, from /usr/lib/cairn/release.json in its root.
 struct Release {
     std::string compatible, version, build_id;
+    // When the image was built (seconds since the epoch, the build's SOURCE_DATE_EPOCH); 0 when
+    // release.json predates it. Certificates are checked at no earlier time (cms_verify).
+    int64_t created = 0;
     std::vector<std::string> health_check;     // argv; empty: the default check (services up)
     std::map<std::string, std::string> etc;    // this root's /etc defaults: path -> sha256
     static Release load(const std::filesystem::path& file);
@@ -46,6 +51,7 @@ struct EngineConfig {
     std::filesystem::path etc_upper;      // the /etc overlay's upper dir (user changes); may not exist
     std::filesystem::path boot_id_file = "/proc/sys/kernel/random/boot_id";
     Release release;
+    std::function<int64_t()> clock;       // seconds since the epoch; empty: the system clock (tests set it)
 };
 
 struct InstallOptions {
@@ -80,6 +86,7 @@ public:
 
 private:
     void save(const UpdateStatus& st);
+    int64_t now() const;
     std::string boot_id() const;
     BootControl& boot_;
     EngineConfig config_;

@@ -1,6 +1,10 @@
 #include "updater/signature.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <ctime>
 
 #include "common/error.hpp"
 #include "common/openssl.hpp"
@@ -37,12 +41,97 @@ std::string cms_sign(std::string_view data, const fs::path& key_file, const fs::
     return std::string(bytes, static_cast<size_t>(size));
 }
 
-void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what) {
+namespace {
+
+std::string subject_of(X509* cert) {
+    BioPtr out(BIO_new(BIO_s_mem()));
+    if (!out || X509_NAME_print_ex(out.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0) {
+        ERR_clear_error();
+        return "(unprintable subject)";
+    }
+    char* bytes = nullptr;
+    long size = BIO_get_mem_data(out.get(), &bytes);
+    return std::string(bytes, static_cast<size_t>(size));
+}
+
+std::string asn1_time_text(const ASN1_TIME* t) {
+    BioPtr out(BIO_new(BIO_s_mem()));
+    if (!out || ASN1_TIME_print(out.get(), t) != 1) {
+        ERR_clear_error();
+        return "(unprintable time)";
+    }
+    char* bytes = nullptr;
+    long size = BIO_get_mem_data(out.get(), &bytes);
+    return std::string(bytes, static_cast<size_t>(size));
+}
+
+std::string time_text(int64_t t) {
+    Asn1StringPtr a(ASN1_TIME_set(nullptr, static_cast<time_t>(t)));
+    return a ? asn1_time_text(a.get()) : std::to_string(t) + " s after the epoch";
+}
+
+bool has_extended_key_usage(X509* cert, const char* oid) {
+    // NULL also when the extension is there twice or malformed: refused like a missing one.
+    ExtendedKeyUsagePtr eku(static_cast<EXTENDED_KEY_USAGE*>(X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr)));
+    ERR_clear_error();
+    if (!eku) return false;
+    for (int i = 0; i < sk_ASN1_OBJECT_num(eku.get()); ++i) {
+        char text[128];
+        int n = OBJ_obj2txt(text, sizeof text, sk_ASN1_OBJECT_value(eku.get(), i), 1);
+        if (n > 0 && static_cast<size_t>(n) < sizeof text && std::string_view(text) == oid) return true;
+    }
+    return false;
+}
+
+// Why `cert` may not sign bundles, or "" when it may.
+std::string usage_problem(X509* cert) {
+    if (!has_extended_key_usage(cert, bundle_signing_eku))
+        return std::string("may not sign bundles: it lacks the Cairn bundle-signing extended key usage ") + bundle_signing_eku +
+               " (see docs/bundle.md)";
+    const uint32_t key_usage = X509_get_key_usage(cert);
+    if (key_usage != UINT32_MAX && !(key_usage & KU_DIGITAL_SIGNATURE)) return "may not sign: its key usage lacks digitalSignature";
+    return "";
+}
+
+// The signer's certificate: chains to the anchor at time `at`, and is meant for signing bundles.
+void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const fs::path& anchor,
+                  const std::string& what) {
+    const std::string name = "the signer's certificate \"" + subject_of(signer) + "\"";
+    X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store, signer, untrusted) != 1) fail(what + ": " + openssl_error());
+    X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx.get()), static_cast<time_t>(at));
+    if (X509_verify_cert(ctx.get()) != 1) {
+        const int error = X509_STORE_CTX_get_error(ctx.get());
+        X509* cert = X509_STORE_CTX_get_current_cert(ctx.get());
+        ERR_clear_error();
+        if (!cert) cert = signer;
+        const std::string which = cert == signer ? name : "the certificate \"" + subject_of(cert) + "\" in the signer's chain";
+        const std::string when = time_text(at) + " (the clock, or the running image's build time when the clock is earlier)";
+        if (error == X509_V_ERR_CERT_NOT_YET_VALID)
+            fail(what + ": " + which + " is not valid before " + asn1_time_text(X509_get0_notBefore(cert)) + "; it was checked at " + when);
+        if (error == X509_V_ERR_CERT_HAS_EXPIRED)
+            fail(what + ": " + which + " expired on " + asn1_time_text(X509_get0_notAfter(cert)) + "; it was checked at " + when);
+        fail(what + ": " + name + " does not chain to the trust anchor " + anchor.string() + " (" +
+             X509_verify_cert_error_string(error) + ")");
+    }
+    if (std::string problem = usage_problem(signer); !problem.empty()) fail(what + ": " + name + " " + problem);
+}
+
+}  // namespace
+
+void check_bundle_signer(const fs::path& cert_file) {
+    X509Ptr cert = load_certificate(cert_file);
+    if (std::string problem = usage_problem(cert.get()); !problem.empty())
+        fail(cert_file.string() + ": the certificate \"" + subject_of(cert.get()) + "\" " + problem + "; devices would refuse the bundle");
+}
+
+int64_t certificate_time(int64_t now, int64_t floor) { return std::max(now, floor); }
+
+void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what,
+                std::optional<int64_t> at) {
     X509StorePtr store(X509_STORE_new());
     for (X509Ptr& cert : load_certificates(trust_anchor))
         if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(trust_anchor.string() + ": " + openssl_error());
-    // Any purpose: the anchor is ours alone, for bundles only; e-mail protection does not apply.
-    X509_STORE_set_purpose(store.get(), X509_PURPOSE_ANY);
 
     const unsigned char* p = reinterpret_cast<const unsigned char*>(signature.data());
     CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &p, static_cast<long>(signature.size())));
@@ -52,15 +141,25 @@ void cms_verify(std::string_view data, std::string_view signature, const fs::pat
     }
     if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed) fail(what + ": the signature is not CMS SignedData");
     if (!CMS_is_detached(cms.get())) fail(what + ": the signature is not detached");
+    // First the signature over the bytes (which also finds each signer's certificate among those
+    // the signature carries), then each signer's certificate, here rather than by CMS_verify: the
+    // verification time, the messages and the extended key usage are ours.
     BioPtr content(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-    if (CMS_verify(cms.get(), nullptr, store.get(), content.get(), nullptr, CMS_BINARY | CMS_DETACHED) != 1) {
+    if (CMS_verify(cms.get(), nullptr, nullptr, content.get(), nullptr, CMS_BINARY | CMS_DETACHED | CMS_NO_SIGNER_CERT_VERIFY) != 1) {
         unsigned long e = ERR_peek_last_error();
         std::string reason = openssl_error();
-        if (ERR_GET_REASON(e) == CMS_R_CERTIFICATE_VERIFY_ERROR)
-            fail(what + ": the signer's certificate does not chain to the trust anchor " + trust_anchor.string() + " (" + reason + ")");
         if (ERR_GET_REASON(e) == CMS_R_VERIFICATION_FAILURE || ERR_GET_REASON(e) == CMS_R_CONTENT_VERIFY_ERROR)
             fail(what + ": the signature does not match the manifest (" + reason + ")");
         fail(what + ": the signature does not verify: " + reason);
+    }
+    const int64_t when = at ? *at : static_cast<int64_t>(std::time(nullptr));
+    X509StackPtr untrusted(CMS_get1_certs(cms.get()));
+    STACK_OF(CMS_SignerInfo)* signers = CMS_get0_SignerInfos(cms.get());
+    for (int i = 0; i < sk_CMS_SignerInfo_num(signers); ++i) {
+        X509* signer = nullptr;
+        CMS_SignerInfo_get0_algs(sk_CMS_SignerInfo_value(signers, i), nullptr, &signer, nullptr, nullptr);
+        if (!signer) fail(what + ": the signature does not carry its signer's certificate");
+        check_signer(signer, store.get(), untrusted.get(), when, trust_anchor, what);
     }
 }
 

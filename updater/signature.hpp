@@ -1,7 +1,9 @@
 // CMS (PKCS#7) detached signatures over a bundle's manifest, through OpenSSL.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -14,10 +16,28 @@ namespace cairn::updater {
 std::string cms_sign(std::string_view data, const std::filesystem::path& key, const std::filesystem::path& cert,
                      const std::string& passphrase = {});
 
-// Checks a detached DER CMS signature over `data`: the signer's certificate chains to one of the
-// PEM certificates in `trust_anchor`, is valid now, and signed exactly these bytes. Throws Error
-// beginning with `what` and saying which of these failed.
+// The extended key usage a certificate must carry to sign bundles (docs/bundle.md, "The
+// signature"): an OID of Cairn's own, under the UUID arc 2.25 (ITU-T X.667), so that no
+// certificate issued for anything else (a TLS server, an e-mail signer, a code-signing certificate
+// for Secure Boot or Authenticode) signs bundles, whatever CA issued it.
+inline constexpr const char* bundle_signing_eku = "2.25.198164079061254716068797520048519226823";
+
+// Throws Error naming the file when its (first) certificate may not sign bundles (no
+// bundle_signing_eku, or a key usage without digitalSignature): `cairn bundle` makes no bundle
+// that every device would refuse.
+void check_bundle_signer(const std::filesystem::path& cert);
+
+// When certificates are checked for validity: the clock, but never earlier than `floor`, the
+// running image's build time. A device whose clock was never set (1970) would otherwise find every
+// certificate "not yet valid"; its own build time is a moment it knows has passed.
+int64_t certificate_time(int64_t now, int64_t floor);
+
+// Checks a detached DER CMS signature over `data`: it signed exactly these bytes, and every
+// signer's certificate chains to one of the PEM certificates in `trust_anchor`, is valid at `at`
+// (seconds since the epoch; unset: the clock), carries bundle_signing_eku and, when it has a key
+// usage, digitalSignature. Throws Error beginning with `what` and saying which of these failed
+// (naming the certificate's subject).
 void cms_verify(std::string_view data, std::string_view signature, const std::filesystem::path& trust_anchor,
-                const std::string& what);
+                const std::string& what, std::optional<int64_t> at = {});
 
 }  // namespace cairn::updater

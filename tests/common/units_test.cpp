@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include "common/error.hpp"
+#include "tests/support/test_support.hpp"
 
 using namespace cairn;
+using namespace cairn::test;
 
 TEST(Units, ParsesBinaryAndDecimalUnits) {
     EXPECT_EQ(parse_size("4096", "x"), 4096u);
@@ -34,4 +36,13 @@ TEST(Units, FormatsSizes) {
     EXPECT_EQ(format_size(100), "100 B");
     EXPECT_EQ(align_up(1, MiB), MiB);
     EXPECT_EQ(align_up(MiB, MiB), MiB);
+}
+
+TEST(Units, CheckedArithmeticRefusesToWrap) {
+    EXPECT_EQ(checked_add(1, 2, "x"), 3u);
+    EXPECT_EQ(checked_mul(4096, 1000, "x"), 4096000u);
+    EXPECT_EQ(checked_add(UINT64_MAX - 1, 1, "x"), UINT64_MAX);
+    // 2^52 × 4096 wraps to 0 in 64 bits.
+    expect_error([] { checked_mul((1ull << 52) + 3, 4096, "payloads[1].verity"); }, {"payloads[1].verity", "more than 64 bits"});
+    expect_error([] { checked_add(UINT64_MAX, 1, "offset"); }, {"offset", "more than 64 bits"});
 }

@@ -7,6 +7,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "imager/verity.hpp"
+#include "common/subprocess.hpp"
 #include "partitions/gpt.hpp"
 #include "partitions/layout.hpp"
 #include "tests/support/test_support.hpp"
@@ -133,6 +134,21 @@ std::string UpdateFixture::region(const std::string& label, uint64_t length) con
             return out;
         }
     fail(disk.string() + ": no partition " + label);
+}
+
+void make_signer(const fs::path& dir, const std::string& name, const fs::path& ca, const fs::path& ca_key,
+                 const std::string& extensions) {
+    const fs::path base = dir / name;
+    write_text(base.string() + ".ext", extensions);
+    run_checked({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", base.string() + ".key",
+                 "-out", base.string() + ".csr", "-subj", "/CN=" + name});
+    run_checked({"openssl", "x509", "-req", "-in", base.string() + ".csr", "-CA", ca.string(), "-CAkey", ca_key.string(), "-set_serial",
+                 "7", "-extfile", base.string() + ".ext", "-out", base.string() + ".pem", "-days", "3650"});
+}
+
+std::string bundle_signer_extensions() {
+    return std::string("basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = ") +
+           updater::bundle_signing_eku + "\n";
 }
 
 }  // namespace cairn::test

@@ -28,4 +28,12 @@ struct UpdateFixture {
     std::string region(const std::string& label, uint64_t length = 0) const;
 };
 
+// A signer certificate made with the openssl tool: key and certificate at dir/<name>.key and
+// dir/<name>.pem, subject CN=<name>, issued by `ca` (with its key `ca_key`) with the X.509v3
+// extensions given (lines of an openssl extension file).
+void make_signer(const std::filesystem::path& dir, const std::string& name, const std::filesystem::path& ca,
+                 const std::filesystem::path& ca_key, const std::string& extensions);
+// The extensions of a bundle signer: digitalSignature and the Cairn bundle-signing extended key usage.
+std::string bundle_signer_extensions();
+
 }  // namespace cairn::test

@@ -126,6 +126,9 @@ TEST(Bundle, RefusesSignedButMalformedManifests) {
         {[](BundleManifest& m) { m.payloads[2].offset += 1; }, "not a multiple of 4096"},
         {[](BundleManifest& m) { m.payloads.pop_back(); }, "no esp payload for slot b"},
         {[](BundleManifest& m) { m.payloads[1].data_blocks += 1; }, "covers"},
+        // 2^52 blocks more gives the same byte count modulo 2^64.
+        {[](BundleManifest& m) { m.payloads[1].data_blocks += uint64_t{1} << 52; }, "\"data_blocks\" × \"data_block_size\""},
+        {[](BundleManifest& m) { m.payloads[4].size = UINT64_MAX - m.payloads[4].offset + 2; }, "more than 64 bits"},
         {[](BundleManifest& m) { m.payloads[0].sha256 = "xyz"; }, "\"sha256\" must be 64"},
         {[](BundleManifest& m) { m.payloads[1].root_hash = ""; }, "\"root_hash\""},
         {[](BundleManifest& m) { m.payloads[0].size = 0; }, "\"size\" is 0"},
@@ -166,6 +169,33 @@ TEST(BundleManifest, ParsesWhatItWritesAndNamesBadFields) {
     expect_error([&] { BundleManifest::parse(text, "t"); }, {"etc entry \"/var/x\""});
 }
 
+// Roots for one slot each and one tree for both: each root is checked against the tree (no null
+// dereference looking for a root for "either slot").
+TEST(BundleManifest, PerSlotRootsWithATreeForEitherSlot) {
+    BundleManifest m;
+    m.compatible = "c";
+    m.version = "1";
+    m.build_id = "x";
+    uint64_t at = 4096;
+    auto add = [&](Payload p) {
+        p.offset = at;
+        at += (p.size + 4095) / 4096 * 4096;
+        m.payloads.push_back(p);
+    };
+    add(Payload{"root-a", "root", "a", 0, 8192, std::string(64, 'a')});
+    add(Payload{"root-b", "root", "b", 0, 8192, std::string(64, 'a')});
+    add(Payload{"root-verity", "root-verity", "", 0, 4096, std::string(64, 'b'), std::string(64, 'c'), "00", 4096, 4096, 2});
+    add(Payload{"esp-a", "esp", "a", 0, 100, std::string(64, 'd')});
+    add(Payload{"esp-b", "esp", "b", 0, 100, std::string(64, 'd')});
+    EXPECT_EQ(BundleManifest::parse(m.to_json(), "t").find("root", "b")->name, "root-b");
+    m.payloads[1].size = 12288;
+    m.payloads[2].offset += 4096;
+    m.payloads[3].offset += 4096;
+    m.payloads[4].offset += 4096;
+    expect_error([&] { BundleManifest::parse(m.to_json(), "t"); },
+                 {"t", "payload root-verity covers 8192 bytes but the root payload root-b for slot b has 12288"});
+}
+
 TEST(BundleHeader, RoundTripsAndChecksBounds) {
     BundleHeader h{1000, 2000, 4096};
     std::string bytes = encode_header(h);
@@ -189,4 +219,42 @@ TEST(Versions, CompareNumericallyPartByPart) {
     EXPECT_LT(compare_versions("1.2", "1.2.1"), 0);
     EXPECT_LT(compare_versions("1.2.0-rc1", "1.2.0-rc2"), 0);
     EXPECT_GT(compare_versions("0.2.0", "0.1.0"), 0);
+}
+
+// A pre-release sorts before its release, both as semver writes it (`-`) and as Debian does (`~`):
+// an old release-candidate bundle is a downgrade from the release.
+TEST(Versions, PreReleasesSortBeforeTheirRelease) {
+    for (const char* rc : {"0.1.0-rc1", "0.1.0~rc1"}) {
+        EXPECT_LT(compare_versions(rc, "0.1.0"), 0) << rc;
+        EXPECT_GT(compare_versions("0.1.0", rc), 0) << rc;
+        EXPECT_GT(compare_versions(rc, "0.0.9"), 0) << rc;
+        EXPECT_LT(compare_versions(rc, "0.1.1-rc1"), 0) << rc;
+        EXPECT_LT(compare_versions(rc, "0.1.1"), 0) << rc;
+        EXPECT_EQ(compare_versions(rc, rc), 0) << rc;
+    }
+    EXPECT_LT(compare_versions("0.1.0", "0.1.1-rc1"), 0);
+    EXPECT_GT(compare_versions("0.1.1-rc1", "0.1.0"), 0);
+    EXPECT_LT(compare_versions("0.1.0-rc1", "0.1.0-rc2"), 0);
+    EXPECT_GT(compare_versions("0.1.0~rc2", "0.1.0~rc1"), 0);
+    EXPECT_LT(compare_versions("0.1.0-rc9", "0.1.0-rc10"), 0);  // digit runs numerically
+    EXPECT_EQ(compare_versions("0.1.0-rc1", "0.1.0~rc1"), 0);   // the two spellings of one pre-release
+    // semver's order of pre-release identifiers: numeric ones numerically and below alphanumeric
+    // ones; more identifiers are newer when the common ones are equal.
+    EXPECT_LT(compare_versions("1.0.0-alpha", "1.0.0-alpha.1"), 0);
+    EXPECT_LT(compare_versions("1.0.0-alpha.1", "1.0.0-alpha.beta"), 0);
+    EXPECT_LT(compare_versions("1.0.0-alpha.beta", "1.0.0-beta"), 0);
+    EXPECT_LT(compare_versions("1.0.0-beta", "1.0.0-beta.2"), 0);
+    EXPECT_LT(compare_versions("1.0.0-beta.2", "1.0.0-beta.11"), 0);
+    EXPECT_LT(compare_versions("1.0.0-beta.11", "1.0.0-rc.1"), 0);
+    EXPECT_LT(compare_versions("1.0.0-rc.1", "1.0.0"), 0);
+    EXPECT_LT(compare_versions("1.0.0-1", "1.0.0-alpha"), 0);
+    EXPECT_GT(compare_versions("1.0.0-alpha", "1.0.0-1"), 0);
+    // Numbers of any length, and leading zeros, compare by value.
+    EXPECT_LT(compare_versions("1.99999999999999999999", "1.100000000000000000000"), 0);
+    EXPECT_EQ(compare_versions("1.02", "1.2"), 0);
+    // Build metadata after `+` does not order versions (semver); equal versions are equal.
+    EXPECT_EQ(compare_versions("1.0.0+build.5", "1.0.0+build.6"), 0);
+    EXPECT_EQ(compare_versions("1.0.0+x", "1.0.0"), 0);
+    EXPECT_LT(compare_versions("1.0.0-rc1+x", "1.0.0"), 0);
+    EXPECT_EQ(compare_versions("2.0", "2.0"), 0);
 }

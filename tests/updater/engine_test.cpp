@@ -10,6 +10,7 @@
 #include "common/hash.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
+#include "imager/verity.hpp"
 #include "updater/fake_boot_control.hpp"
 
 using namespace cairn;
@@ -131,6 +132,9 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
         {flipped("2.3", [](const BundleManifest&) { return bundle_header_size + 40; }), {"signature does not match"}},
         {r.fixture.bundle("2.4", "cairn-other"), {"bundle is for \"cairn-other\"", "this system is \"cairn-test\""}},
         {r.fixture.bundle("0.9"), {"0.9 is older than the running 1.0", "--force"}},
+        // A release candidate of the running release is older than it.
+        {r.fixture.bundle("1.0-rc1"), {"1.0-rc1 is older than the running 1.0", "--force"}},
+        {r.fixture.bundle("1.0~rc2"), {"1.0~rc2 is older than the running 1.0", "--force"}},
         {r.fixture.bundle("2.5", "cairn-test", {}, 16 << 20), {"does not fit partition root_b"}},
     };
     for (const Case& c : cases) {
@@ -143,8 +147,20 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
     r.config.trust_anchor = source_dir() / "recipes/keys/update-signer.pem";
     expect_error([&] { r.engine().install(r.fixture.bundle("2.6"), {}, {}); }, {"does not chain to the trust anchor"});
     EXPECT_EQ(r.slot_b(), before);
-    // A downgrade goes in when forced.
+    // A bundle signed by a TLS server certificate issued by the update CA.
     r.config.trust_anchor = r.fixture.trust_anchor;
+    make_signer(r.scratch.path(), "updates.example", r.fixture.trust_anchor, source_dir() / "recipes/keys/update-ca.key",
+                "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n");
+    const fs::path cert = r.fixture.cert, key = r.fixture.key;
+    r.fixture.cert = r.scratch / "updates.example.pem";
+    r.fixture.key = r.scratch / "updates.example.key";
+    expect_error([&] { r.engine().install(r.fixture.bundle("2.7"), {}, {}); },
+                 {"CN=updates.example", "may not sign bundles", "extended key usage"});
+    EXPECT_EQ(r.slot_b(), before);
+    EXPECT_EQ(r.boot.writes, writes);
+    r.fixture.cert = cert;
+    r.fixture.key = key;
+    // A downgrade goes in when forced.
     InstallOptions force;
     force.force = true;
     r.engine().install(r.fixture.bundle("0.9"), force, {});
@@ -343,4 +359,89 @@ TEST(Engine, MarksSlots) {
     EXPECT_FALSE(r.boot.next());
     EXPECT_EQ(r.engine().status().slots["b"].state, "bad");
     expect_error([&] { r.engine().mark("active", "b"); }, {"slot b is bad"});
+}
+
+// A device whose clock was never set (1970) checks the signer's certificate at its own build
+// time (release.json's "created") instead: the bundle goes in. Without a build time it cannot.
+TEST(Engine, AClockAt1970ChecksCertificatesAtTheBuildTime) {
+    Rig r;
+    r.config.clock = [] { return int64_t{86400}; };
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    expect_error([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, {"is not valid before", "1970"});
+    EXPECT_EQ(r.slot_b(), before);
+    r.config.release.created = 1900000000;  // 2030, after the test CA's and signer's notBefore
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+}
+
+// The tree's superblock, the root's sha256 and the manifest's verity fields must agree: a signed
+// manifest that says something else than the tree it ships is refused before anything is written.
+TEST(Engine, RefusesATreeThatDisagreesWithItsSignedManifest) {
+    Rig r;
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    const int writes = r.boot.writes;
+    auto each_tree = [](const std::function<void(Payload&)>& edit) {
+        return [edit](BundleManifest& m) {
+            for (Payload& p : m.payloads)
+                if (p.role == "root-verity") edit(p);
+        };
+    };
+    // Rebuilds each slot's tree over the first half of the root only (the manifest keeps the
+    // true data_blocks, and names the new tree's root hash, size and sha256).
+    auto half_trees = [&](const std::string& version) {
+        return [&r, version](BundleManifest& m) {
+            const fs::path work = r.scratch / ("payloads-" + version);
+            for (Payload& p : m.payloads) {
+                if (p.role != "root-verity") continue;
+                verity::Params params;
+                params.data_blocks = p.data_blocks / 2;
+                params.salt = from_hex(p.salt, "salt");
+                const fs::path tree = work / ("verity-" + p.slot);
+                UniqueFd data = open_file(work / "root", O_RDONLY);
+                UniqueFd hash = open_file(tree, O_RDWR | O_CREAT | O_TRUNC, 0644);
+                verity::Result v = verity::format(data.get(), 0, hash.get(), 0, params, 1);
+                p.root_hash = to_hex(v.root_hash);
+                p.size = fs::file_size(tree);
+                p.sha256 = sha256_file_hex(tree);
+            }
+        };
+    };
+    // Names another hash algorithm in each tree's superblock.
+    auto sha1_trees = [&](const std::string& version) {
+        return [&r, version](BundleManifest& m) {
+            for (Payload& p : m.payloads) {
+                if (p.role != "root-verity") continue;
+                const fs::path tree = r.scratch / ("payloads-" + version) / ("verity-" + p.slot);
+                UniqueFd fd = open_file(tree, O_RDWR);
+                const char name[32] = "sha1";
+                pwrite_exact(fd.get(), name, sizeof name, 32, tree.string());
+                p.sha256 = sha256_file_hex(tree);
+            }
+        };
+    };
+    struct Case {
+        std::string version;
+        std::function<void(BundleManifest&)> edit;
+        std::vector<std::string> error;
+    };
+    const std::vector<Case> cases = {
+        {"2.1", each_tree([](Payload& p) { p.salt = std::string(64, 'f'); }), {"payload root-verity-b", "superblock says salt"}},
+        {"2.2", each_tree([](Payload& p) { p.hash_block_size = 2048; }), {"superblock says hash block size 4096", "manifest 2048"}},
+        {"2.3", each_tree([](Payload& p) { p.data_block_size = 2048, p.data_blocks *= 2; }), {"superblock says data block size 4096"}},
+        // 2^52 blocks more: data_blocks × 4096 is the same number modulo 2^64.
+        {"2.4", each_tree([](Payload& p) { p.data_blocks += uint64_t{1} << 52; }), {"data_blocks", "more than 64 bits"}},
+        {"2.5", half_trees("2.5"), {"payload root-verity-b", "superblock says data blocks 128, the signed manifest 256"}},
+        {"2.6", [](BundleManifest& m) { m.payloads[0].sha256 = to_hex(sha256("another root")); }, {"payload root", "sha256 does not match"}},
+        {"2.7", sha1_trees("2.7"), {"superblock says hash algorithm \"sha1\""}},
+    };
+    for (const Case& c : cases) {
+        const fs::path bundle = r.fixture.bundle(c.version, "cairn-test", c.edit);
+        expect_error([&] { r.engine().install(bundle, {}, {}); }, c.error);
+        EXPECT_EQ(r.slot_b(), before) << c.version;
+        EXPECT_EQ(r.boot.writes, writes) << c.version;
+    }
+    r.engine().install(r.fixture.bundle("2.8"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
 }

@@ -1,0 +1,98 @@
+#include "imager/update.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "imager/verity.hpp"
+#include "tests/support/test_support.hpp"
+#include "tests/support/update_fixture.hpp"
+#include "updater/engine.hpp"
+#include "updater/fake_boot_control.hpp"
+#include "updater/signature.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// What `cairn build` leaves for `cairn bundle`: manifest.json naming the root image, each slot's
+// verity tree and ESP image, and the [update] facts.
+fs::path fake_build(const fs::path& dir, const std::string& version) {
+    fs::create_directories(dir);
+    write_random(dir / "root.img", 1 << 20, 7);
+    json slots = json::object(), esp = json::object();
+    for (const char* slot : {"a", "b"}) {
+        verity::Params p;
+        p.data_blocks = (1 << 20) / 4096;
+        p.salt = std::vector<uint8_t>(32, static_cast<uint8_t>(slot[0]));
+        const std::string tree = std::string("root_") + slot + "_verity.img";
+        UniqueFd data = open_file(dir / "root.img", O_RDONLY);
+        UniqueFd hash = open_file(dir / tree, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        verity::Result r = verity::format(data.get(), 0, hash.get(), 0, p, 1);
+        slots[slot] = {{"verity",
+                        {{"artifact", tree}, {"root_hash", to_hex(r.root_hash)}, {"salt", to_hex(p.salt)},
+                         {"data_block_size", 4096}, {"hash_block_size", 4096}, {"data_blocks", p.data_blocks}}}};
+        write_random(dir / (std::string("esp_") + slot + ".img"), 70000, slot[0]);
+        esp[slot] = {{"file", std::string("esp_") + slot + ".img"}};
+    }
+    json m = {{"source_date_epoch", 1700000000},
+              {"rootfs", {{"image", "root.img"}}},
+              {"slots", slots},
+              {"update", {{"compatible", "cairn-test"}, {"version", version}, {"build_id", "b-" + version}, {"etc", json::object()}, {"esp", esp}}}};
+    write_text(dir / "manifest.json", m.dump(1));
+    return dir;
+}
+
+}  // namespace
+
+// `cairn bundle` with the test signer makes a bundle the updater installs: signature (with the
+// bundle-signing EKU), manifest, the trees' superblocks and the root's sha256 all agree.
+TEST(Bundle, WhatCairnBundleMakesInstalls) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0");
+    o.out = s / "v2.cairn";
+    o.key = f.key;
+    o.cert = f.cert;
+    json m = imager::make_bundle(o);
+    EXPECT_EQ(m["version"], "2.0");
+    EXPECT_EQ(m["created"], 1700000000);
+
+    updater::FakeBootControl boot;
+    updater::EngineConfig config;
+    config.disk = f.disk;
+    config.state_file = s / "state/status.json";
+    config.trust_anchor = f.trust_anchor;
+    config.etc_upper = s / "etc-upper";
+    config.boot_id_file = s / "boot_id";
+    write_text(config.boot_id_file, "boot-1\n");
+    config.release.compatible = "cairn-test";
+    config.release.version = "2.0-rc1";
+    updater::Engine engine(boot, config);
+    engine.on_boot();
+    engine.install(o.out, {}, {});
+    EXPECT_EQ(boot.next(), updater::Slot::b);
+    EXPECT_EQ(f.region("root_b", 1 << 20), read_file(s / "build/root.img"));
+}
+
+// A certificate that devices would refuse makes no bundle: the error names it, before any work.
+TEST(Bundle, CairnBundleRefusesASignerWithoutTheBundleSigningUsage) {
+    Scratch s;
+    const fs::path keys = source_dir() / "recipes/keys";
+    make_signer(s.path(), "www.example", keys / "update-ca.pem", keys / "update-ca.key",
+                "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n");
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0");
+    o.out = s / "v2.cairn";
+    o.key = s / "www.example.key";
+    o.cert = s / "www.example.pem";
+    expect_error([&] { imager::make_bundle(o); },
+                 {"www.example.pem", "CN=www.example", "lacks the Cairn bundle-signing extended key usage", "devices would refuse"});
+    EXPECT_FALSE(fs::exists(o.out));
+}
