@@ -188,7 +188,7 @@ int status(bool as_json) {
     }
     json st = json::parse(text);
     json out = {{"booted", booted}, {"operation", operation}, {"pending", st["pending"]}, {"last", st["last"]},
-                {"etc_conflicts", st["etc_conflicts"]}};
+                {"etc_conflicts", st["etc_conflicts"]}, {"save_error", st.value("save_error", json(nullptr))}};
     json slot_list = json::array();
     for (auto& s : slots) {
         auto& m = std::get<1>(s);
@@ -222,6 +222,8 @@ int status(bool as_json) {
     }
     for (const json& c : st["etc_conflicts"])
         std::printf("etc conflict: %s: %s\n", c["path"].get<std::string>().c_str(), c["resolution"].get<std::string>().c_str());
+    if (out["save_error"].is_string())
+        std::printf("warning: %s (the daemon holds the state in memory)\n", out["save_error"].get<std::string>().c_str());
     return 0;
 }
 
