@@ -399,6 +399,16 @@ TEST(MachineDirect, TheConsoleLogKeepsABurstWhole) {
     m.kill();
 }
 
+// The machine says what QEMU actually runs with: TCG on a host whose KVM has no SMM (where
+// boot_bench used to print "kvm" because /dev/kvm opened).
+TEST(MachineDirect, SaysWhichAcceleratorItRunsWith) {
+    Scratch dir;
+    qemu::Machine m(direct_boot(dir / "state", "idle"));
+    m.start();
+    EXPECT_EQ(m.accelerator(), qemu::kvm_usable() ? "kvm" : "tcg");
+    EXPECT_EQ(qemu::kvm_unusable_reason().empty(), qemu::kvm_usable());
+}
+
 // start() failures are clear errors with QEMU's own words, and leave nothing running.
 TEST(MachineDirect, StartFailuresAreClearAndLeaveNothingRunning) {
     Scratch dir;
