@@ -337,10 +337,7 @@ int main(int argc, char** argv) {
     try {
         Args a(argc, argv);
         while (a.next()) {
-            if (a.is("-h", "--help")) {
-                std::fputs(usage_text, stdout);
-                return 0;
-            } else if (a.is("--disk")) disk = a.value();
+            if (a.is("--disk")) disk = a.value();
             else if (a.is("--efivars")) efivars = a.value();
             else if (a.is("--cmdline")) cmdline = a.value();
             else if (a.is("--state")) state = a.value();
@@ -350,6 +347,10 @@ int main(int argc, char** argv) {
             else if (a.is("--run-dir")) run_dir = a.value();
             else if (a.is("--no-reboot")) may_reboot = false;
             else throw UsageError("unknown option '" + a.arg() + "'");
+        }
+        if (a.help()) {
+            std::fputs(usage_text, stdout);
+            return 0;
         }
     } catch (const UsageError& e) {
         std::fprintf(stderr, "cairn-updated: %s (see --help)\n", e.what());
