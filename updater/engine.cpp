@@ -235,7 +235,9 @@ UpdateStatus Engine::status() const {
         const fs::path& file = config_.state_file;
         try {
             st = load_status(file);
-        } catch (const DamagedStatus& e) {
+        } catch (const std::exception& e) {
+            // Damaged (DamagedStatus), or unreadable (an I/O error, a directory in its place): set it
+            // aside so that a fresh record can be written, and work from what the firmware says.
             std::string where;
             try {
                 where = "moved to " + set_aside_damaged(file).filename().string();
@@ -252,11 +254,6 @@ UpdateStatus Engine::status() const {
                 std::fprintf(stderr, "cairn-updated: %s; keeping it in memory, retrying at the next change\n", save_error_.c_str());
                 unsaved_ = st;
             }
-        } catch (const std::exception& e) {  // unreadable (an I/O error): keep the file, work from memory
-            std::fprintf(stderr, "cairn-updated: %s; rebuilding the update state from the boot variables\n", e.what());
-            st = rebuild(e.what());
-            save_error_ = std::string("cannot read the update status: ") + e.what();
-            unsaved_ = st;
         }
     }
     st.save_error = save_error_;

@@ -105,7 +105,7 @@ fs::path set_aside_damaged(const fs::path& file, size_t keep) {
     for (const auto& e : fs::directory_iterator(file.parent_path(), ec))
         if (e.path().filename().string().rfind(prefix, 0) == 0) copies.push_back(e.path());
     std::sort(copies.begin(), copies.end());
-    for (size_t i = 0; i + keep < copies.size(); ++i) fs::remove(copies[i], ec);
+    for (size_t i = 0; i + keep < copies.size(); ++i) fs::remove_all(copies[i], ec);
     return aside;
 }
 

@@ -372,4 +372,9 @@ TEST(Engine, ADamagedStatusIsRebuiltFromTheBootVariables) {
     for (const auto& e : fs::directory_iterator(r.config.state_file.parent_path()))
         aside += e.path().filename().string().rfind("status.json.damaged-", 0) == 0;
     EXPECT_EQ(aside, 2);
+    // Unreadable (a directory in its place): set aside as well, and a fresh record is written.
+    fs::remove(r.config.state_file);
+    fs::create_directories(r.config.state_file / "x");
+    EXPECT_EQ(r.engine().status().last->kind, "state-rebuilt");
+    EXPECT_TRUE(fs::is_regular_file(r.config.state_file));
 }
