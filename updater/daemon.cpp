@@ -208,6 +208,15 @@ private:
             shared_.last_error.clear();
         }
         set_operation("installing", 0, "starting");
+        try {
+            start_install(source, o, reboot);
+        } catch (const std::exception& e) {  // the thread could not start: not busy for ever
+            finish(1, std::string("cannot start the install: ") + e.what());
+            throw;
+        }
+    }
+
+    void start_install(const std::string& source, const InstallOptions& o, bool reboot) {
         worker_ = std::thread([this, source, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
