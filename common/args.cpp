@@ -5,9 +5,19 @@
 namespace cairn {
 
 bool Args::next() {
-    if (at_ >= args_.size()) return false;
-    ++at_;
-    return true;
+    for (;;) {
+        if (at_ >= args_.size()) return false;
+        ++at_;
+        if (!is_help(args_[at_ - 1])) return true;
+        help_ = true;
+    }
+}
+
+bool Args::help_in(const std::vector<std::string>& args) {
+    Args a(args);
+    while (a.next()) {
+    }
+    return a.help();
 }
 
 const std::string& Args::arg() const {

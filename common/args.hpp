@@ -8,7 +8,12 @@
 //         else if (a.is_option()) throw UsageError("unknown option '" + a.arg() + "'");
 //         else recipe = a.arg();
 //     }
+//     if (a.help()) { std::fputs(build_usage, stdout); return 0; }
 //
+// -h and --help, wherever an option may stand, are taken by next() itself and never reach the
+// loop: after the walk, help() says whether one was given, and the program (or subcommand, which
+// the walk may just have found) prints its own usage on standard output and exits 0, before it
+// checks for missing arguments. An option's value is never taken for help (`--key --help`).
 // A missing or malformed option value throws UsageError naming the option, which the program
 // reports with its usage hint and exit status 2, like any other mistake on its command line.
 #pragma once
@@ -34,7 +39,12 @@ public:
     explicit Args(std::vector<std::string> args) : args_(std::move(args)) {}
     Args(int argc, char** argv) : args_(argv + (argc > 0 ? 1 : 0), argv + argc) {}  // without argv[0]
 
-    bool next();                          // moves to the next argument; false after the last
+    bool next();                          // moves to the next argument (-h and --help: see help()); false after the last
+    bool help() const { return help_; }   // -h or --help was among the arguments walked so far
+    static bool is_help(const std::string& arg) { return arg == "-h" || arg == "--help"; }
+    // Whether `args` ask for help, for a program whose options take no values (or that dispatches
+    // before walking): a walk that takes every argument as an option.
+    static bool help_in(const std::vector<std::string>& args);
     const std::string& arg() const;       // the current argument
     bool is(const char* name) const { return arg() == name; }
     bool is(const char* short_name, const char* long_name) const { return is(short_name) || is(long_name); }
@@ -46,6 +56,7 @@ public:
 private:
     std::vector<std::string> args_;
     size_t at_ = 0;  // one past the current argument
+    bool help_ = false;
 };
 
 }  // namespace cairn

@@ -1,6 +1,7 @@
 // cairn-firewall: loads the firewall policy into the kernel as one atomic batch, shows its state,
 // takes an address off the blocklist. Links libnftnl (GPL-2.0-or-later) and never OpenSSL.
 #include <cstdio>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,19 @@ Commands:
 Exit status: 0 done, 1 failed (or: unblock found nothing to remove), 2 usage or policy error.
 )";
 
+// `cairn-firewall COMMAND --help`: the command's lines of usage_text ("" for an unknown command).
+std::string command_usage(const std::string& command) {
+    std::string section;
+    std::istringstream in(usage_text);
+    bool inside = false;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("  " + command + " ", 0) == 0) inside = true;
+        else if (inside && line.rfind("    ", 0) != 0) break;
+        if (inside) section += line + "\n";
+    }
+    return section.empty() ? "" : "Usage: cairn-firewall " + command + " [OPTIONS]\n\n" + section;
+}
+
 int usage(const std::string& message) {
     std::fprintf(stderr, "cairn-firewall: %s (see --help)\n", message.c_str());
     return 2;
@@ -42,6 +56,10 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
     if (command == "-h" || command == "--help") {
         std::fputs(usage_text, stdout);
+        return 0;
+    }
+    if (const std::string text = command_usage(command); !text.empty() && Args::help_in(args)) {
+        std::fputs(text.c_str(), stdout);
         return 0;
     }
     try {

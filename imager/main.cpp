@@ -19,12 +19,8 @@
 
 namespace {
 
-const char* usage_text = R"(Usage: cairn COMMAND [OPTIONS]
-
-Builds immutable, verified A/B disk images from TOML recipes.
-
-Commands:
-  build RECIPE -o DIR   Build the image RECIPE describes into DIR:
+// Each command's help, shown by `cairn COMMAND --help` and, together, by `cairn --help`.
+const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE describes into DIR:
                         disk.raw (sparse GPT disk image), manifest.json, rootfs.img,
                         root_<slot>.verity (per-slot hash trees), vmlinuz, and with
                         [boot] initrd.img and uki_<slot>.efi; with [update] also
@@ -38,7 +34,9 @@ Commands:
                         instead of rebooting, and init starts a shell on the serial
                         console. Never ship one.
       --image-version V Use V instead of the recipe's version (e.g. a CI build number)
-  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
+)";
+
+const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
                         needs [update]): the root, each slot's verity tree and ESP,
                         and a manifest signed with a CMS signature.
       --key FILE        PEM signing key (required)
@@ -46,13 +44,16 @@ Commands:
                         it must chain to the image's [update] trust_anchor
       --key-passphrase P  for an encrypted key
       --json            Print the bundle's manifest as JSON
-  inspect IMAGE         Show the layout and slots of a disk image and re-verify every
+)";
+
+const char* inspect_help = R"(  inspect IMAGE         Show the layout and slots of a disk image and re-verify every
                         slot's dm-verity tree; exits 1 on any mismatch.
       --manifest FILE   Compare with this build manifest (default: manifest.json
                         beside IMAGE, when present)
       --json            Print the report as JSON
+)";
 
-  qemu IMAGE            Boot a disk image in QEMU (q35, OVMF with Secure Boot, swtpm),
+const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q35, OVMF with Secure Boot, swtpm),
                         showing the serial console until the image reports `ready`.
       --state DIR       Machine state (NVRAM, TPM, console log; default: IMAGE.qemu/)
       --keep            Keep running after `ready`: the console stays on the
@@ -60,8 +61,10 @@ Commands:
       --forward H:G     Forward host TCP port H (127.0.0.1) to guest port G
       --no-secure-boot  Plain OVMF without Secure Boot
       --timeout SEC     How long to wait for `ready` (default 300)
+)";
 
-  -h, --help            Show this help
+const char* usage_tail = R"(
+  -h, --help            Show this help (after a command: that command's help)
   --version             Show the version
 
 Environment:
@@ -71,6 +74,17 @@ Environment:
 Exit status: 0 on success, 1 when inspect finds a mismatch or the image does not
 reach `ready`, 2 on an error.
 )";
+
+std::string usage_text() {
+    return std::string("Usage: cairn COMMAND [OPTIONS]\n\nBuilds immutable, verified A/B disk images from TOML recipes.\n\nCommands:\n") +
+           build_help + bundle_help + inspect_help + "\n" + qemu_help + usage_tail;
+}
+
+// `cairn COMMAND --help`: the command's own usage line and section.
+int command_help(const char* synopsis, const char* help) {
+    std::printf("Usage: cairn %s\n\n%s", synopsis, help);
+    return 0;
+}
 
 int usage_error(const std::string& message) {
     std::fprintf(stderr, "cairn: %s\nTry 'cairn --help'.\n", message.c_str());
@@ -92,6 +106,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else if (o.recipe.empty()) o.recipe = a.arg();
         else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
     }
+    if (a.help()) return command_help("build RECIPE -o DIR [OPTIONS]", build_help);
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
     nlohmann::json manifest = cairn::imager::build_image(o);
@@ -118,6 +133,7 @@ int cmd_bundle(const std::vector<std::string>& args) {
         else if (o.build_dir.empty()) o.build_dir = a.arg();
         else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");
     }
+    if (a.help()) return command_help("bundle DIR -o FILE --key FILE --cert FILE [OPTIONS]", bundle_help);
     if (o.build_dir.empty()) return usage_error("bundle: from which build? (cairn bundle DIR -o FILE --key K --cert C)");
     if (o.out.empty()) return usage_error("bundle: where to? (-o FILE)");
     if (o.key.empty() || o.cert.empty()) return usage_error("bundle: --key and --cert are required");
@@ -140,6 +156,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
         else if (image.empty()) image = a.arg();
         else return usage_error("inspect: one image at a time ('" + a.arg() + "' is extra)");
     }
+    if (a.help()) return command_help("inspect IMAGE [OPTIONS]", inspect_help);
     if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
     auto result = cairn::imager::inspect_image(image, manifest);
     if (json) std::cout << result.report.dump(2) << "\n";
@@ -169,6 +186,7 @@ int cmd_qemu(const std::vector<std::string>& args) {
         else if (c.disk.empty()) c.disk = a.arg();
         else return usage_error("qemu: one image at a time");
     }
+    if (a.help()) return command_help("qemu IMAGE [OPTIONS]", qemu_help);
     if (c.disk.empty()) return usage_error("qemu: which image? (cairn qemu IMAGE)");
     if (!std::filesystem::is_regular_file(c.disk)) throw cairn::Error(c.disk.string() + ": no such image file");
     if (c.state_dir.empty()) c.state_dir = c.disk.string() + ".qemu";
@@ -230,19 +248,14 @@ int main(int argc, char** argv) {
     const std::string command = args[0];
     args.erase(args.begin());
     try {
-        if (command == "-h" || command == "--help" || command == "help") {
-            std::fputs(usage_text, stdout);
+        if (cairn::Args::is_help(command) || command == "help") {
+            std::fputs(usage_text().c_str(), stdout);
             return 0;
         }
         if (command == "--version") {
             std::puts("cairn 0.1.0");
             return 0;
         }
-        for (const auto& a : args)
-            if (a == "-h" || a == "--help") {
-                std::fputs(usage_text, stdout);
-                return 0;
-            }
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
         if (command == "bundle") return cmd_bundle(args);

@@ -91,14 +91,16 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
     r.only(*p, "provisioning", {"source", "global_endpoint", "id_scope", "payload", "attestation", "auto_reprovisioning_mode"});
     c.source = r.required_string(*p, "provisioning", "source");
     parse_mode(*p, "provisioning");
-    if (c.source == "none") return c;
+    // With source = "none" the DPS keys may be left out, but whatever the file holds is checked
+    // ([tpm] matters to `cairnctl provision tpm-info` on a factory station, for one).
     if (c.source == "manual") r.error(*p->get("source"), "provisioning.source", "'manual' provisioning is not supported by cairn-provisiond; use 'dps'");
-    if (c.source != "dps") r.error(*p->get("source"), "provisioning.source", "'" + c.source + "' is not dps or none");
+    if (c.source != "dps" && c.source != "none") r.error(*p->get("source"), "provisioning.source", "'" + c.source + "' is not dps or none");
+    const bool dps = c.source == "dps";
     if (auto v = r.string(*p, "provisioning", "global_endpoint")) {
         if (v->rfind("https://", 0) != 0) r.error(*p->get("global_endpoint"), "provisioning.global_endpoint", "'" + *v + "' is not an https:// URL");
         c.global_endpoint = *v;
     }
-    c.id_scope = r.required_string(*p, "provisioning", "id_scope");
+    c.id_scope = dps ? r.required_string(*p, "provisioning", "id_scope") : r.string(*p, "provisioning", "id_scope").value_or("");
     if (const toml::table* payload = r.table(*p, "provisioning", "payload")) {
         r.only(*payload, "provisioning.payload", {"uri"});
         std::filesystem::path path = r.existing_file(*payload, "provisioning.payload", "uri");
@@ -109,36 +111,38 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
         }
     }
     const toml::table* a = r.table(*p, "provisioning", "attestation");
-    if (!a) r.error(*p, "provisioning.attestation", "missing (a table with method = \"tpm\" | \"x509\" | \"symmetric_key\")");
-    const std::string ap = "provisioning.attestation";
-    r.only(*a, ap, {"method", "registration_id", "symmetric_key", "identity_cert", "identity_pk"});
-    const std::string method = r.required_string(*a, ap, "method");
-    c.registration_id = r.string(*a, ap, "registration_id").value_or("");
-    if (method == "tpm") {
-        c.method = AttestationMethod::Tpm;
-    } else if (method == "symmetric_key") {
-        c.method = AttestationMethod::SymmetricKey;
-        if (c.registration_id.empty()) r.error(*a, ap + ".registration_id", "missing (required for symmetric_key)");
-        const toml::table* k = r.table(*a, ap, "symmetric_key");
-        if (!k) r.error(*a, ap + ".symmetric_key", "missing ({ value = \"<base64>\" } or { uri = \"file:///...\" })");
-        r.only(*k, ap + ".symmetric_key", {"value", "uri"});
-        if (auto v = r.string(*k, ap + ".symmetric_key", "value")) c.symmetric_key = *v;
-        else if (k->get("uri")) {
-            c.symmetric_key = trim_end(read_file(r.existing_file(*k, ap + ".symmetric_key", "uri")));
+    if (!a && dps) r.error(*p, "provisioning.attestation", "missing (a table with method = \"tpm\" | \"x509\" | \"symmetric_key\")");
+    if (a) {
+        const std::string ap = "provisioning.attestation";
+        r.only(*a, ap, {"method", "registration_id", "symmetric_key", "identity_cert", "identity_pk"});
+        const std::string method = r.required_string(*a, ap, "method");
+        c.registration_id = r.string(*a, ap, "registration_id").value_or("");
+        if (method == "tpm") {
+            c.method = AttestationMethod::Tpm;
+        } else if (method == "symmetric_key") {
+            c.method = AttestationMethod::SymmetricKey;
+            if (c.registration_id.empty()) r.error(*a, ap + ".registration_id", "missing (required for symmetric_key)");
+            const toml::table* k = r.table(*a, ap, "symmetric_key");
+            if (!k) r.error(*a, ap + ".symmetric_key", "missing ({ value = \"<base64>\" } or { uri = \"file:///...\" })");
+            r.only(*k, ap + ".symmetric_key", {"value", "uri"});
+            if (auto v = r.string(*k, ap + ".symmetric_key", "value")) c.symmetric_key = *v;
+            else if (k->get("uri")) {
+                c.symmetric_key = trim_end(read_file(r.existing_file(*k, ap + ".symmetric_key", "uri")));
+            } else {
+                r.error(*k, ap + ".symmetric_key", "needs value or uri");
+            }
+            try {
+                if (base64_decode(c.symmetric_key, "key").empty()) fail("empty");
+            } catch (const Error&) {
+                r.error(*k, ap + ".symmetric_key", "is not a base64 key");
+            }
+        } else if (method == "x509") {
+            c.method = AttestationMethod::X509;
+            c.identity_cert = r.existing_file(*a, ap, "identity_cert");
+            c.identity_pk = r.existing_file(*a, ap, "identity_pk");
         } else {
-            r.error(*k, ap + ".symmetric_key", "needs value or uri");
+            r.error(*a->get("method"), ap + ".method", "'" + method + "' is not tpm, x509 or symmetric_key");
         }
-        try {
-            if (base64_decode(c.symmetric_key, "key").empty()) fail("empty");
-        } catch (const Error&) {
-            r.error(*k, ap + ".symmetric_key", "is not a base64 key");
-        }
-    } else if (method == "x509") {
-        c.method = AttestationMethod::X509;
-        c.identity_cert = r.existing_file(*a, ap, "identity_cert");
-        c.identity_pk = r.existing_file(*a, ap, "identity_pk");
-    } else {
-        r.error(*a->get("method"), ap + ".method", "'" + method + "' is not tpm, x509 or symmetric_key");
     }
     if (const toml::table* cairn = r.table(root, "", "cairn")) {
         r.only(*cairn, "cairn", {"hub"});

@@ -35,7 +35,25 @@ struct Options {
     fs::path file, target = default_config_path, pid_file = "/run/cairn/provisiond.pid";
     fs::path yaml = "/etc/iotedge/config.yaml", out;
     bool json = false, force = false;
+    bool help = false;  // -h or --help
 };
+
+// `cairnctl config COMMAND --help`: the command's own usage.
+const char* command_usage(const std::string& command) {
+    if (command == "check")
+        return "usage: cairnctl config check [-c FILE] [--target PATH] [--json]\n"
+               "  read FILE (default: the target, /etc/cairn/config.toml) as the provisioning agent would\n";
+    if (command == "apply")
+        return "usage: cairnctl config apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
+               "  check FILE, install it as the target (default /etc/cairn/config.toml) and have the\n"
+               "  running agent (--pid-file, default /run/cairn/provisiond.pid) provision again with it;\n"
+               "  a bad FILE changes nothing\n";
+    if (command == "import")
+        return "usage: cairnctl config import [-i CONFIG.yaml] [-o FILE] [--target PATH] [--force]\n"
+               "  turn an IoT Edge 1.1 config.yaml (default /etc/iotedge/config.yaml) into the target\n"
+               "  (or -o FILE); refuses to overwrite without --force; then run `apply`\n";
+    return usage;
+}
 
 Options parse(const std::vector<std::string>& args) {
     Options o;
@@ -51,6 +69,7 @@ Options parse(const std::vector<std::string>& args) {
         else if (o.command.empty() && !a.is_option()) o.command = a.arg();
         else throw UsageError("unknown argument '" + a.arg() + "'");
     }
+    o.help = a.help();
     if (o.file.empty()) o.file = o.target;
     if (o.out.empty()) o.out = o.target;
     return o;
@@ -72,12 +91,12 @@ std::optional<pid_t> agent_pid(const fs::path& pid_file) {
 
 int config_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
     Options o;
-    if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
-        out << usage;
-        return 0;
-    }
     try {
         o = parse(args);
+        if (o.help) {
+            out << command_usage(o.command);
+            return 0;
+        }
         if (o.command == "import") {
             std::error_code ec;
             if (fs::exists(o.out, ec) && !o.force) fail(o.out.string() + " exists (--force overwrites it)");

@@ -59,12 +59,13 @@ int main(int argc, char** argv) {
                 if (colon == std::string::npos) throw UsageError("--fail: expected STATUS:COUNT, got '" + v + "'");
                 fail_status = static_cast<int>(parse_number(v.substr(0, colon), "--fail", 100, 599));
                 fail_count = static_cast<int>(parse_number(v.substr(colon + 1), "--fail", 0, max_int));
-            } else if (a.is("-h", "--help")) {
-                std::cout << usage;
-                return 0;
             } else {
                 throw UsageError("unknown option '" + a.arg() + "'");
             }
+        }
+        if (a.help()) {
+            std::cout << usage;
+            return 0;
         }
         if (enrollments.empty() || server.certificate_chain.empty() || server.private_key.empty())
             throw UsageError("--enrollments, --cert and --key are required");

@@ -24,6 +24,7 @@ struct Options {
     std::filesystem::path state_dir = default_state_dir;
     bool json = false;
     bool hub_error = false;
+    bool help = false;  // -h or --help
 };
 
 Options parse(const std::vector<std::string>& args, bool with_command) {
@@ -37,10 +38,36 @@ Options parse(const std::vector<std::string>& args, bool with_command) {
         else if (with_command && o.command.empty() && !a.is_option()) o.command = a.arg();
         else throw UsageError("unknown argument '" + a.arg() + "'");
     }
+    o.help = a.help();
     return o;
 }
 
 const char* usage = "usage: cairnctl provision status|reprovision|check|tpm-info [--json] [--config FILE] [--state-dir DIR]";
+
+const char* common_options =
+    "  -c, --config FILE  the configuration (default /etc/cairn/config.toml)\n"
+    "  --state-dir DIR    the agent's state (default /var/lib/cairn/provisioning)\n"
+    "  --json             machine-readable output\n";
+
+// `cairnctl provision COMMAND --help`: the command's own usage.
+std::string command_usage(const std::string& command) {
+    if (command == "status")
+        return std::string("usage: cairnctl provision status [--json] [--config FILE] [--state-dir DIR]\n"
+                           "  the stored identity (hub, device ID) and the last attempt; exit 1 when not provisioned\n") + common_options;
+    if (command == "reprovision")
+        return std::string("usage: cairnctl provision reprovision [--hub-error] [--json] [--config FILE] [--state-dir DIR]\n"
+                           "  register with the provisioning service now and store the identity it assigns\n"
+                           "  --hub-error         as after the hub refused the stored identity\n") + common_options;
+    if (command == "check")
+        return std::string("usage: cairnctl provision check [--json] [--config FILE] [--state-dir DIR]\n"
+                           "  check the configuration, the TPM, the service and the stored identity, one line each\n") + common_options;
+    if (command == "tpm-info")
+        return std::string("usage: cairnctl provision tpm-info [--config FILE]\n"
+                           "  the TPM's endorsement key and registration ID, for an individual enrollment\n"
+                           "  (the TPM is the one [tpm] tcti names in FILE, when it exists)\n"
+                           "  -c, --config FILE  the configuration (default /etc/cairn/config.toml)\n");
+    return std::string(usage) + "\n";
+}
 
 int status(const Options& o, std::ostream& out) {
     ProvisioningConfig config = load_config(o.config);
@@ -175,12 +202,12 @@ int run_provision(const Options& o, Trigger trigger, std::ostream& out, std::ost
 }  // namespace
 
 int provision_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-    if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
-        out << usage << "\n";
-        return 0;
-    }
     try {
         Options o = parse(args, true);
+        if (o.help) {
+            out << command_usage(o.command);
+            return 0;
+        }
         if (o.command == "status") return status(o, out);
         if (o.command == "check") return check(o, out);
         if (o.command == "reprovision") return run_provision(o, o.hub_error ? Trigger::HubError : Trigger::Api, out, err);
@@ -205,6 +232,13 @@ int provision_command(const std::vector<std::string>& args, std::ostream& out, s
 int provisiond_main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
     try {
         Options o = parse(args, false);
+        if (o.help) {
+            out << "usage: cairn-provisiond [--config FILE] [--state-dir DIR] [--json]\n"
+                   "  at start: provisions the device's cloud identity from the configuration's\n"
+                   "  [provisioning] (or keeps the stored one, by auto_reprovisioning_mode); SIGHUP: again\n"
+                << common_options;
+            return 0;
+        }
         return run_provision(o, Trigger::Startup, out, err);
     } catch (const UsageError& e) {
         err << "cairn-provisiond: " << e.what() << "\n";

@@ -183,12 +183,23 @@ void require_file(const fs::path& path, const std::string& what) {
 
 }  // namespace
 
-bool kvm_usable() {
+std::string kvm_unusable_reason() {
     UniqueFd fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-    if (!fd) return false;
+    if (!fd) return std::string("/dev/kvm: ") + std::strerror(errno);
     // The machine has SMM (Secure Boot's flash protection): some hosts, nested ones among them,
     // offer KVM without it, and QEMU would refuse to start.
-    return ::ioctl(fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_X86_SMM) > 0;
+    if (::ioctl(fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_X86_SMM) <= 0) return "KVM offers no SMM";
+    return "";
+}
+
+bool kvm_usable() { return kvm_unusable_reason().empty(); }
+
+std::string Machine::accelerator() {
+    std::string reply = qmp(R"({"execute": "query-kvm"})");
+    std::erase_if(reply, [](char c) { return c == ' ' || c == '\t'; });
+    if (reply.find("\"enabled\":true") != std::string::npos) return "kvm";
+    if (reply.find("\"enabled\":false") != std::string::npos) return "tcg";
+    fail("qemu: query-kvm answered " + reply);
 }
 
 Machine::Machine(Config config) : config_(std::move(config)) {

@@ -77,6 +77,8 @@ public:
     std::filesystem::path console_log() const { return config_.state_dir / "console.log"; }
     // The QEMU command line start() runs (without the TPM part, which needs swtpm's socket).
     std::vector<std::string> qemu_command() const;
+    // What the running QEMU accelerates with, asked over QMP (query-kvm): "kvm" or "tcg".
+    std::string accelerator();
     pid_t qemu_pid() const;                     // -1 when not running
     pid_t swtpm_pid() const;                    // -1 when not running
 
@@ -95,7 +97,10 @@ private:
     std::atomic<bool> draining_{false};
 };
 
-// True when /dev/kvm can be opened: QEMU then runs with -accel kvm, else with -accel tcg.
+// True when /dev/kvm can be opened and offers SMM (the machine is q35,smm=on): QEMU then runs
+// with -accel kvm, else with -accel tcg.
 bool kvm_usable();
+// Why not: "" when kvm_usable(), else e.g. "KVM offers no SMM" or "/dev/kvm: No such file or directory".
+std::string kvm_unusable_reason();
 
 }  // namespace cairn::qemu

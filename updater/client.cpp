@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <utility>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "updater/dbus_api.hpp"
 
@@ -188,7 +190,7 @@ int status(bool as_json) {
     }
     json st = json::parse(text);
     json out = {{"booted", booted}, {"operation", operation}, {"pending", st["pending"]}, {"last", st["last"]},
-                {"etc_conflicts", st["etc_conflicts"]}};
+                {"etc_conflicts", st["etc_conflicts"]}, {"save_error", st.value("save_error", json(nullptr))}};
     json slot_list = json::array();
     for (auto& s : slots) {
         auto& m = std::get<1>(s);
@@ -222,6 +224,8 @@ int status(bool as_json) {
     }
     for (const json& c : st["etc_conflicts"])
         std::printf("etc conflict: %s: %s\n", c["path"].get<std::string>().c_str(), c["resolution"].get<std::string>().c_str());
+    if (out["save_error"].is_string())
+        std::printf("warning: %s (the daemon holds the state in memory)\n", out["save_error"].get<std::string>().c_str());
     return 0;
 }
 
@@ -250,16 +254,53 @@ int mark(const std::string& state, const std::vector<std::string>& args, bool as
 
 }  // namespace
 
+namespace {
+
+// `cairnctl update COMMAND --help`: the command's own usage.
+const std::map<std::string, const char*> command_usage = {
+    {"install", R"(Usage: cairnctl update install BUNDLE [--force] [--reboot] [--json] [--quiet]
+
+Installs a signed bundle into the other slot; it boots once on the next reboot and is committed
+when healthy. The running slot is never written.
+  --force    allow an older version than the running one
+  --reboot   reboot into it as soon as it is installed
+  --json     the result as JSON
+  --quiet    no progress bar
+)"},
+    {"status", R"(Usage: cairnctl update status [--json]
+
+Slots (state, version, boot order), the pending trial, the last install or rollback, /etc files
+whose new default you had changed, and any state the daemon could not save.
+)"},
+    {"mark-good", R"(Usage: cairnctl update mark-good [SLOT] [--json]
+
+Makes SLOT (default: booted) first in the boot order. SLOT is a, b, booted or other.
+)"},
+    {"mark-bad", R"(Usage: cairnctl update mark-bad SLOT [--json]
+
+Takes SLOT out of the boot order (not the booted slot). SLOT is a, b, booted or other.
+)"},
+    {"mark-active", R"(Usage: cairnctl update mark-active SLOT [--json]
+
+Boots SLOT once on the next reboot (BootNext). SLOT is a, b, booted or other.
+)"},
+};
+
+}  // namespace
+
 int update_command(const std::vector<std::string>& all) {
     bool as_json = false, quiet = false;
     std::vector<std::string> args;
-    for (const std::string& a : all) {
-        if (a == "--json") as_json = true;
-        else if (a == "--quiet" || a == "-q") quiet = true;
-        else if (a == "-h" || a == "--help") {
-            std::fputs(update_usage, stdout);
-            return 0;
-        } else args.push_back(a);
+    Args a(all);
+    while (a.next()) {
+        if (a.is("--json")) as_json = true;
+        else if (a.is("-q", "--quiet")) quiet = true;
+        else args.push_back(a.arg());
+    }
+    if (a.help()) {
+        auto it = args.empty() ? command_usage.end() : command_usage.find(args.front());
+        std::fputs(it == command_usage.end() ? update_usage : it->second, stdout);
+        return 0;
     }
     if (args.empty()) {
         std::fprintf(stderr, "cairnctl update: which command? (install, status, mark-good, mark-bad, mark-active; see --help)\n");

@@ -67,6 +67,25 @@ struct Shared {
     bool changed = false;
 };
 
+// sdbus-c++ 1.x turns only an sdbus::Error thrown by a method or property handler into an error
+// reply; any other exception unwinds through sd-bus and out of the event loop, ending the daemon.
+// Every handler that can throw runs through guard(): the caller gets org.cairn.Updater1.Error.Failed
+// with the reason, the log gets a line, and the daemon keeps serving.
+template <typename F>
+auto guard(const char* handler, F&& body) -> decltype(body()) {
+    try {
+        return body();
+    } catch (const sdbus::Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cairn-updated: %s: %s\n", handler, e.what());
+        throw sdbus::Error("org.cairn.Updater1.Error.Failed", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "cairn-updated: %s: unknown exception\n", handler);
+        throw sdbus::Error("org.cairn.Updater1.Error.Failed", std::string(handler) + ": internal error");
+    }
+}
+
 class Daemon {
 public:
     Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot)
@@ -78,8 +97,8 @@ public:
         set_operation("checking", 0, "health check of the trial boot");
         busy_ = true;
         worker_ = std::thread([this, check] {
-            std::string problem = run_health_check(check);
             try {
+                const std::string problem = run_health_check(check);
                 if (problem.empty()) {
                     engine_.commit();
                     std::fprintf(stderr, "cairn-updated: trial boot of slot %c healthy: committed\n", slot_letter(boot_.booted()));
@@ -103,28 +122,32 @@ public:
         const char* I = dbus::interface;
         object->registerMethod("InstallBundle").onInterface(I).withInputParamNames("source", "options")
             .implementedAs([this](const std::string& source, const std::map<std::string, sdbus::Variant>& options) {
-                install(source, options);
+                guard("InstallBundle", [&] { install(source, options); });
             });
         object->registerMethod("Mark").onInterface(I).withInputParamNames("state", "slot").withOutputParamNames("slot", "message")
             .implementedAs([this](const std::string& state, const std::string& slot) {
-                if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
-                try {
+                return guard("Mark", [&] {
+                    if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
                     Slot s = engine_.mark(state, slot);
                     std::string name(1, slot_letter(s));
                     return std::make_tuple(name, "marked slot " + name + " " + state);
-                } catch (const Error& e) {
-                    throw sdbus::Error("org.cairn.Updater1.Error.Failed", e.what());
-                }
+                });
             });
-        object->registerMethod("GetSlotStatus").onInterface(I).withOutputParamNames("slots").implementedAs([this] { return slot_status(); });
-        object->registerMethod("GetStatus").onInterface(I).withOutputParamNames("json").implementedAs([this] { return engine_.status().to_json(); });
+        object->registerMethod("GetSlotStatus").onInterface(I).withOutputParamNames("slots").implementedAs([this] {
+            return guard("GetSlotStatus", [&] { return slot_status(); });
+        });
+        object->registerMethod("GetStatus").onInterface(I).withOutputParamNames("json").implementedAs([this] {
+            return guard("GetStatus", [&] { return engine_.status().to_json(); });
+        });
         object->registerProperty("Operation").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.operation; });
         object->registerProperty("Progress").onInterface(I).withGetter([this] {
             std::lock_guard l(shared_.mutex);
             return sdbus::Struct<int32_t, std::string>(shared_.percent, shared_.message);
         });
         object->registerProperty("LastError").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.last_error; });
-        object->registerProperty("BootSlot").onInterface(I).withGetter([this] { return std::string(1, slot_letter(boot_.booted())); });
+        object->registerProperty("BootSlot").onInterface(I).withGetter([this] {
+            return guard("BootSlot", [&] { return std::string(1, slot_letter(boot_.booted())); });
+        });
         object->registerProperty("Compatible").onInterface(I).withGetter([this] { return release_.compatible; });
         object->registerSignal("Completed").onInterface(I).withParameters<int32_t>("result");
         object->finishRegistration();
@@ -148,7 +171,11 @@ public:
                 uint64_t n;
                 if (::read(wake_.get(), &n, sizeof n) < 0) {
                 }
-                publish();
+                try {
+                    publish();
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "cairn-updated: announcing a change: %s\n", e.what());
+                }
             }
         }
     }
@@ -182,6 +209,15 @@ private:
             shared_.last_error.clear();
         }
         set_operation("installing", 0, "starting");
+        try {
+            start_install(source, o, reboot);
+        } catch (const std::exception& e) {  // the thread could not start: not busy for ever
+            finish(1, std::string("cannot start the install: ") + e.what());
+            throw;
+        }
+    }
+
+    void start_install(const std::string& source, const InstallOptions& o, bool reboot) {
         worker_ = std::thread([this, source, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
@@ -311,10 +347,7 @@ int main(int argc, char** argv) {
     try {
         Args a(argc, argv);
         while (a.next()) {
-            if (a.is("-h", "--help")) {
-                std::fputs(usage_text, stdout);
-                return 0;
-            } else if (a.is("--disk")) disk = a.value();
+            if (a.is("--disk")) disk = a.value();
             else if (a.is("--efivars")) efivars = a.value();
             else if (a.is("--cmdline")) cmdline = a.value();
             else if (a.is("--state")) state = a.value();
@@ -324,6 +357,10 @@ int main(int argc, char** argv) {
             else if (a.is("--run-dir")) run_dir = a.value();
             else if (a.is("--no-reboot")) may_reboot = false;
             else throw UsageError("unknown option '" + a.arg() + "'");
+        }
+        if (a.help()) {
+            std::fputs(usage_text, stdout);
+            return 0;
         }
     } catch (const UsageError& e) {
         std::fprintf(stderr, "cairn-updated: %s (see --help)\n", e.what());
@@ -344,7 +381,12 @@ int main(int argc, char** argv) {
         Engine engine(boot, config);
         Daemon daemon(engine, boot, release, may_reboot);
 
-        BootDecision d = engine.on_boot(take_failure_reason(vars));
+        BootDecision d;
+        try {
+            d = engine.on_boot(take_failure_reason(vars));
+        } catch (const std::exception& e) {  // serve anyway: a fixing bundle must be installable
+            std::fprintf(stderr, "cairn-updated: settling the boot failed: %s; serving anyway\n", e.what());
+        }
         switch (d.kind) {
             case BootDecision::Kind::trial: {
                 std::fprintf(stderr, "cairn-updated: trial boot of slot %s: running the health check\n", d.slot.c_str());

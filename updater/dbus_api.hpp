@@ -6,10 +6,13 @@
 //                                            Returns at once; Completed(i) ends it.
 //   Mark(s state, s slot) -> (s slot, s message)   state good|bad|active; slot booted|other|a|b
 //   GetSlotStatus() -> a(sa{sv})             per slot: state, version, build_id, booted, bootable, next
-//   GetStatus() -> s                         everything as JSON (slots, pending, last event, /etc conflicts)
+//   GetStatus() -> s                         everything as JSON (slots, pending, last event, /etc conflicts,
+//                                            save_error: why the state is only in memory, or null)
 //   properties Operation (s: idle|installing|checking), Progress ((is) percent, message),
 //              LastError (s), BootSlot (s), Compatible (s)
 //   signal Completed(i result)               0 success, 1 failure (LastError says why)
+// Errors: org.cairn.Updater1.Error.Busy (an install or health check runs), .BadOption, and
+// .Failed with the reason for anything else; no error in a call ends the daemon.
 #pragma once
 
 namespace cairn::updater::dbus {

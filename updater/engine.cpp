@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -251,9 +253,82 @@ Engine::Engine(BootControl& boot, EngineConfig config) : boot_(boot), config_(st
 
 int64_t Engine::now() const { return config_.clock ? config_.clock() : system_now(); }
 
-UpdateStatus Engine::status() const { return load_status(config_.state_file); }
+UpdateStatus Engine::status() const {
+    std::lock_guard lock(mutex_);
+    UpdateStatus st;
+    if (unsaved_) {
+        st = *unsaved_;
+    } else {
+        const fs::path& file = config_.state_file;
+        try {
+            st = load_status(file);
+        } catch (const std::exception& e) {
+            // Damaged (DamagedStatus), or unreadable (an I/O error, a directory in its place): set it
+            // aside so that a fresh record can be written, and work from what the firmware says.
+            std::string where;
+            try {
+                where = "moved to " + set_aside_damaged(file).filename().string();
+            } catch (const std::exception& x) {
+                where = std::string("left in place: ") + x.what();
+            }
+            std::fprintf(stderr, "cairn-updated: %s; %s; rebuilding the update state from the boot variables\n", e.what(), where.c_str());
+            st = rebuild(std::string(e.what()) + "; " + where);
+            try {
+                save_status(file, st);
+                save_error_.clear();
+            } catch (const std::exception& x) {
+                save_error_ = std::string("cannot save the update status: ") + x.what();
+                std::fprintf(stderr, "cairn-updated: %s; keeping it in memory, retrying at the next change\n", save_error_.c_str());
+                unsaved_ = st;
+            }
+        }
+    }
+    st.save_error = save_error_;
+    return st;
+}
 
-void Engine::save(const UpdateStatus& st) { save_status(config_.state_file, st); }
+// What the boot control knows: the booted slot runs this release; a slot in BootOrder boots (good);
+// a slot only in BootNext is an armed install waiting for its trial boot (taken to be from this
+// boot, so it is not called a rollback before the reboot); any other slot is out of the boot order (bad).
+UpdateStatus Engine::rebuild(const std::string& why) const {
+    UpdateStatus st;
+    const Slot booted = boot_.booted();
+    const std::vector<Slot> order = boot_.order();
+    const std::optional<Slot> next = boot_.next();
+    for (Slot s : {Slot::a, Slot::b}) {
+        const std::string n(1, slot_letter(s));
+        const bool in_order = std::find(order.begin(), order.end(), s) != order.end();
+        if (s == booted) {
+            const bool trial = !order.empty() && order.front() != booted;
+            st.slots[n] = SlotRecord{trial ? "trial" : "good", config_.release.version, config_.release.build_id, now()};
+        } else if (in_order) {
+            st.slots[n] = SlotRecord{"good", "", "", now()};
+        } else if (next == s) {
+            st.slots[n] = SlotRecord{"trial", "", "", now()};
+            st.pending = Pending{n, "", "armed", boot_id()};
+        } else {
+            st.slots[n] = SlotRecord{"bad", "", "", now()};
+        }
+    }
+    st.last = Event{"state-rebuilt", std::string(1, slot_letter(booted)), config_.release.version, why, now()};
+    return st;
+}
+
+void Engine::save(const UpdateStatus& changed, Durability durability) {
+    UpdateStatus st = changed;
+    st.save_error.clear();
+    std::lock_guard lock(mutex_);
+    try {
+        save_status(config_.state_file, st);
+        unsaved_.reset();
+        save_error_.clear();
+    } catch (const std::exception& e) {
+        save_error_ = std::string("cannot save the update status: ") + e.what();
+        if (durability == Durability::essential) fail(save_error_);
+        std::fprintf(stderr, "cairn-updated: %s; keeping it in memory, retrying at the next change\n", save_error_.c_str());
+        unsaved_ = st;
+    }
+}
 
 std::string Engine::boot_id() const {
     std::error_code ec;
@@ -329,7 +404,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     UpdateStatus st = status();
     st.slots[t] = SlotRecord{"installing", m.version, m.build_id, now()};
     st.pending.reset();
-    save(st);
+    save(st, Durability::essential);  // a slot being written must never be recorded as good
     boot_.ensure_entries();
     std::vector<Slot> order = boot_.order();
     if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
@@ -402,7 +477,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
             st.etc_conflicts.push_back({path, "kept your version; the new default " +
                                                   std::string(new_default.empty() ? "removes the file" : "differs")});
     }
-    save(st);
+    save(st, Durability::essential);  // no BootNext without the record of what it boots
     boot_.set_next(target);
     st.pending->phase = "armed";
     st.last = Event{"installed", t, m.version, "", now()};

@@ -18,12 +18,24 @@
 //   7. status: target "trial", pending "written"; BootNext = target; pending "armed".
 // A power cut anywhere leaves BootOrder naming only the running slot until step 7 sets BootNext,
 // and BootNext names a slot that was completely written and read back.
+//
+// The status file (status.hpp) is the record of why; the firmware's variables are the truth of
+// what boots. Two saves are essential: the target marked "installing" (step 4) and the target
+// "trial" with its pending install (step 7, before BootNext is set). If either cannot be written
+// durably, the install fails and the slot is not armed. Every other save (after BootNext, at boot,
+// commit, a failed trial, Mark) follows a change the firmware already holds: when it fails (a full
+// or read-only /var), the engine logs it, keeps the state in memory, reports it as `save_error` in
+// status(), and writes the whole state again at the next change.
+// A damaged status file is moved aside (status.json.damaged-<time>, the newest three kept) and the
+// state rebuilt from the boot control: the booted slot, BootOrder and BootNext.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,15 +93,24 @@ public:
     void fail_trial(const std::string& reason);
     // Mark(state, slot): "good" (first in BootOrder), "bad" (out of BootOrder), "active" (BootNext).
     Slot mark(const std::string& state, const std::string& slot);
+    // The last state recorded (or, after a failed save, held in memory). A damaged file is moved
+    // aside and the state rebuilt from the boot control, with a log line.
     UpdateStatus status() const;
     Slot booted() const { return boot_.booted(); }
 
 private:
-    void save(const UpdateStatus& st);
+    enum class Durability { essential, best_effort };
+    // essential: throws Error when the file cannot be written. best_effort: logs, keeps `st` in
+    // memory (status() returns it) and returns.
+    void save(const UpdateStatus& st, Durability durability = Durability::best_effort);
+    UpdateStatus rebuild(const std::string& why) const;
     int64_t now() const;
     std::string boot_id() const;
     BootControl& boot_;
     EngineConfig config_;
+    mutable std::mutex mutex_;                  // status() runs on the D-Bus thread while a worker installs
+    mutable std::optional<UpdateStatus> unsaved_;
+    mutable std::string save_error_;
 };
 
 }  // namespace cairn::updater

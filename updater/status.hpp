@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/error.hpp"
+
 namespace cairn::updater {
 
 struct SlotRecord {
@@ -40,11 +42,24 @@ struct UpdateStatus {
     std::optional<Pending> pending;
     std::optional<Event> last;
     std::vector<EtcConflict> etc_conflicts;   // from the last install
+    // Not part of the record: why the latest change is only in the daemon's memory (the save
+    // failed, e.g. a full /var); empty when the file holds everything. "save_error" in to_json().
+    std::string save_error;
     std::string to_json() const;
 };
 
-// A missing file is an empty status; a damaged one throws Error naming it.
+// A missing file is an empty status; a damaged one (not JSON, cut short, or JSON of the wrong
+// shape: missing or mistyped fields, slots other than a and b, unknown states) throws
+// DamagedStatus naming it.
+class DamagedStatus : public Error {
+public:
+    using Error::Error;
+};
 UpdateStatus load_status(const std::filesystem::path& file);
 void save_status(const std::filesystem::path& file, const UpdateStatus& status);
+
+// Renames a damaged status file to <file>.damaged-<UTC time, to the ns> beside it, keeping the newest
+// `keep` such copies; returns the new name. Throws Error when the rename fails.
+std::filesystem::path set_aside_damaged(const std::filesystem::path& file, size_t keep = 3);
 
 }  // namespace cairn::updater

@@ -56,3 +56,23 @@ TEST(Args, AMissingOrMalformedValueNamesTheOption) {
         EXPECT_STREQ(e.what(), "--port needs a value");
     }
 }
+
+TEST(Args, HelpIsTakenByTheWalkerNeverAsAValue) {
+    Args a({"build", "-h", "--key", "--help", "x"});
+    std::vector<std::string> seen;
+    std::string key;
+    while (a.next()) {
+        if (a.is("--key")) key = a.value();
+        else seen.push_back(a.arg());
+    }
+    EXPECT_TRUE(a.help());
+    EXPECT_EQ(key, "--help");  // an option's value
+    EXPECT_EQ(seen, (std::vector<std::string>{"build", "x"}));
+    Args b({"status", "--json"});
+    while (b.next()) {
+    }
+    EXPECT_FALSE(b.help());
+    EXPECT_TRUE(Args::help_in({"apply", "--help"}));
+    EXPECT_TRUE(Args::help_in({"-h"}));
+    EXPECT_FALSE(Args::help_in({"apply", "--policy", "p"}));
+}

@@ -90,3 +90,24 @@ TEST_F(ConfigTest, MistakesNameTheKey) {
     EXPECT_EQ(parse("[provisioning]\nsource = \"none\"\n").source, "none");
     EXPECT_EQ(file_uri_path("file:///var/secrets/a%20b", "k"), "/var/secrets/a b");
 }
+
+// With source = "none" the rest of the file still counts: [tpm] is read (tpm-info on a factory
+// station reaches a non-default TPM) and every table is checked as for dps.
+TEST_F(ConfigTest, SourceNoneStillReadsAndChecksTheWholeFile) {
+    ProvisioningConfig c = parse("[provisioning]\nsource = \"none\"\n[tpm]\ntcti = \"swtpm:port=2321\"\nauth_key_index = \"0x00_01_02\"\n"
+                                 "[tpm.hierarchy_authorization]\nendorsement = \"e\"\n[cairn.hub]\ncheck = false\n");
+    EXPECT_EQ(c.source, "none");
+    EXPECT_EQ(c.tpm.tcti, "swtpm:port=2321");
+    EXPECT_EQ(c.tpm.auth_key_handle, 0x81000102u);
+    EXPECT_EQ(c.tpm.endorsement_auth, "e");
+    EXPECT_FALSE(c.hub_check);
+    const std::string none = "[provisioning]\nsource = \"none\"\n";
+    cairn::test::expect_error([&] { parse(none + "[tpm]\ntcti = 5\n"); }, {"tpm.tcti"});
+    cairn::test::expect_error([&] { parse(none + "[tpm]\nfrobnicate = 1\n"); }, {"tpm", "frobnicate"});
+    cairn::test::expect_error([&] { parse(none + "[tpm]\nauth_key_index = \"zz\"\n"); }, {"tpm.auth_key_index"});
+    cairn::test::expect_error([&] { parse(none + "[cairn.hub]\nendpoint = \"http://x\"\n"); }, {"cairn.hub.endpoint"});
+    cairn::test::expect_error([&] { parse(none + "id_scope = 7\n"); }, {"provisioning.id_scope"});
+    cairn::test::expect_error([&] { parse(none + "global_endpoint = \"http://x\"\n"); }, {"provisioning.global_endpoint"});
+    cairn::test::expect_error([&] { parse(none + "[provisioning.attestation]\nmethod = \"carrier-pigeon\"\n"); }, {"provisioning.attestation.method"});
+    cairn::test::expect_error([&] { parse("[provisioning]\nsource = \"nowhere\"\n"); }, {"provisioning.source", "'nowhere'"});
+}

@@ -399,6 +399,20 @@ TEST(MachineDirect, TheConsoleLogKeepsABurstWhole) {
     m.kill();
 }
 
+// The machine says what QEMU actually runs with: TCG on a host whose KVM has no SMM (where
+// boot_bench used to print "kvm" because /dev/kvm opened).
+TEST(MachineDirect, SaysWhichAcceleratorItRunsWith) {
+    Scratch dir;
+    qemu::Config c;  // firmware only: nothing to boot is needed to ask
+    c.state_dir = dir / "state";
+    c.tpm = false;
+    c.memory_mb = 256;
+    qemu::Machine m(c);
+    m.start();
+    EXPECT_EQ(m.accelerator(), qemu::kvm_usable() ? "kvm" : "tcg");
+    EXPECT_EQ(qemu::kvm_unusable_reason().empty(), qemu::kvm_usable());
+}
+
 // start() failures are clear errors with QEMU's own words, and leave nothing running.
 TEST(MachineDirect, StartFailuresAreClearAndLeaveNothingRunning) {
     Scratch dir;

@@ -6,6 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/mount.h>
+
+#include <functional>
 #include <regex>
 #include <thread>
 
@@ -24,13 +28,40 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// A tiny tmpfs over a directory, filled to the last byte; unmounted when the object dies.
+struct FullFilesystem {
+    fs::path dir;
+    bool mounted = false;
+    explicit FullFilesystem(const fs::path& d) : dir(d) {
+        fs::create_directories(dir);
+        if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=16k") != 0) return;
+        mounted = true;
+        fill();
+    }
+    void fill() {
+        UniqueFd fd = open_file(dir / "filler", O_WRONLY | O_CREAT | O_APPEND);
+        const std::string block(4096, 'x');
+        while (::write(fd.get(), block.data(), block.size()) > 0) {
+        }
+        while (::write(fd.get(), "x", 1) > 0) {
+        }
+    }
+    void free() { fs::remove(dir / "filler"); }
+    ~FullFilesystem() {
+        if (mounted) ::umount2(dir.c_str(), MNT_DETACH);
+    }
+};
+
 struct Bus {
     Scratch s;
     UpdateFixture f{s.path()};
     std::unique_ptr<Process> bus, daemon;
+    std::unique_ptr<FullFilesystem> full;  // when a test fills the state directory
     std::string address;
 
-    Bus() {
+    // `prepare` runs before the daemon starts (e.g. to leave a damaged status file behind).
+    explicit Bus(const std::function<void(const fs::path& scratch)>& prepare = {}) {
+        if (prepare) prepare(s.path());
         fs::create_directories(s / "fixture");
         fs::create_directories(s / "system.d");
         fs::create_directories(s / "efivars");
@@ -56,6 +87,10 @@ struct Bus {
             s / "daemon.log", o);
         for (int i = 0; i < 200 && read_file_or_empty(s / "daemon.log").find("serving") == std::string::npos; ++i)
             std::this_thread::sleep_for(20ms);
+    }
+    ~Bus() {
+        daemon.reset();
+        full.reset();  // unmounted before the scratch directory goes
     }
     static std::string read_file_or_empty(const fs::path& p) {
         std::error_code ec;
@@ -146,4 +181,105 @@ TEST(Daemon, CairnctlSaysWhenTheDaemonIsNotThere) {
     r = run({CAIRN_UPDATED_BINARY, "--no-reboot", "--disk"}, o);
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("cairn-updated: --disk needs a value"), std::string::npos) << r.err;
+}
+
+// A damaged status.json (init restarted the old daemon every 2 s, for ever): the daemon moves it
+// aside, rebuilds the state from the boot variables, serves, and a fixing bundle installs.
+TEST(Daemon, ADamagedStatusFileIsMovedAsideAndTheStateRebuilt) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root install)";
+    const std::string good =
+        R"({"slots": {"a": {"state": "good", "version": "1.0", "build_id": "x", "changed": 1}}, "pending": null, "last": null, "etc_conflicts": []})";
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"garbage", std::string("\x01\xff not json at all", 22)},
+        {"truncated", good.substr(0, good.size() / 2)},
+        {"empty", ""},
+        {"an array", "[1, 2, 3]\n"},
+        {"slots of the wrong type", R"({"slots": 5, "pending": null, "last": null, "etc_conflicts": []})"},
+        {"an unknown slot", R"({"slots": {"c": {"state": "good", "version": "1", "build_id": "", "changed": 0}}, "pending": null, "last": null, "etc_conflicts": []})"},
+        {"a field of the wrong type", R"({"slots": {"a": {"state": 7, "version": "1", "build_id": "", "changed": 0}}, "pending": null, "last": null, "etc_conflicts": []})"},
+    };
+    bool installed = false;
+    for (const auto& [name, text] : cases) {
+        SCOPED_TRACE(name);
+        Bus b([&](const fs::path& scratch) { write_text(scratch / "state/status.json", text); });
+        RunResult r = b.cairnctl({"update", "status", "--json"});
+        ASSERT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
+        json st = json::parse(r.out);
+        EXPECT_EQ(st["booted"], "a");
+        EXPECT_EQ(st["last"]["kind"], "state-rebuilt");
+        EXPECT_NE(st["last"]["reason"].get<std::string>().find("damaged update status"), std::string::npos) << st.dump();
+        EXPECT_EQ(st["slots"][0]["state"], "good");
+        EXPECT_TRUE(st["save_error"].is_null()) << st.dump();
+        const std::string log = b.read_file_or_empty(b.s / "daemon.log");
+        EXPECT_NE(log.find("rebuilding the update state from the boot variables"), std::string::npos) << log;
+        int aside = 0;
+        for (const auto& e : fs::directory_iterator(b.s / "state")) {
+            if (e.path().filename().string().rfind("status.json.damaged-", 0) == 0) {
+                ++aside;
+                EXPECT_EQ(read_file(e.path()), text);
+            }
+        }
+        EXPECT_EQ(aside, 1);
+        EXPECT_NO_THROW(json::parse(read_file(b.s / "state/status.json")));  // a good record again
+        if (!installed) {  // a fixing bundle installs (once: it takes a while)
+            r = b.cairnctl({"update", "install", b.f.bundle("2.0").string(), "--json"});
+            EXPECT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
+            installed = true;
+        }
+        EXPECT_TRUE(b.daemon->running());
+    }
+}
+
+
+// A full /var: the daemon keeps serving and says the state is only in memory; an install is
+// refused before it arms anything (its record must be on disk first); once there is room again,
+// the next change writes the whole state.
+TEST(Daemon, AFailedSaveKeepsTheDaemonServingAndAnInstallUnarmed) {
+    if (!is_root()) GTEST_SKIP() << "needs root (a tmpfs mount, and the D-Bus policy)";
+    std::unique_ptr<FullFilesystem> full;
+    Bus b([&](const fs::path& scratch) { full = std::make_unique<FullFilesystem>(scratch / "state"); });
+    b.full = std::move(full);
+    if (!b.full->mounted) GTEST_SKIP() << "cannot mount a tmpfs here";
+    RunResult r = b.cairnctl({"update", "status", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
+    json st = json::parse(r.out);
+    EXPECT_NE(st["save_error"].get<std::string>().find("No space left on device"), std::string::npos) << st.dump();
+    EXPECT_EQ(st["slots"][0]["state"], "good");  // the state at boot, held in memory
+    r = b.cairnctl({"update", "status"});
+    EXPECT_NE(r.out.find("warning: cannot save the update status"), std::string::npos) << r.out;
+
+    r = b.cairnctl({"update", "install", b.f.bundle("2.0").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("cannot save the update status"), std::string::npos) << r.err;
+    EfiVars vars(b.s / "efivars");
+    EXPECT_FALSE(vars.read("BootNext", efi_global_guid));  // nothing armed
+    EXPECT_TRUE(b.daemon->running());
+
+    b.full->free();
+    r = b.cairnctl({"update", "mark-good"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    st = json::parse(b.cairnctl({"update", "status", "--json"}).out);
+    EXPECT_TRUE(st["save_error"].is_null()) << st.dump();
+    json file = json::parse(read_file(b.s / "state/status.json"));
+    EXPECT_EQ(file["slots"]["a"]["state"], "good");
+}
+
+// sdbus-c++ turns only sdbus::Error from a handler into an error reply; any other exception (here
+// cairn::Error from a damaged BootOrder variable) used to unwind out of the event loop and end
+// the daemon.
+TEST(Daemon, AnExceptionInAHandlerIsAnErrorReplyNotTheEndOfTheDaemon) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root own the name)";
+    Bus b;
+    ASSERT_EQ(b.cairnctl({"update", "status"}).exit_code, 0) << b.read_file_or_empty(b.s / "daemon.log");
+    const fs::path order = b.s / "efivars" / (std::string("BootOrder-") + efi_global_guid);
+    const std::string saved = read_file(order);
+    write_text(order, "xx");  // shorter than its attributes
+    RunResult r = b.cairnctl({"update", "status"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("BootOrder"), std::string::npos) << r.err;
+    std::this_thread::sleep_for(100ms);
+    EXPECT_TRUE(b.daemon->running()) << b.read_file_or_empty(b.s / "daemon.log");
+    write_text(order, saved);
+    r = b.cairnctl({"update", "status", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
 }

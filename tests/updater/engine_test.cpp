@@ -445,3 +445,37 @@ TEST(Engine, RefusesATreeThatDisagreesWithItsSignedManifest) {
     r.engine().install(r.fixture.bundle("2.8"), {}, {});
     EXPECT_EQ(r.boot.next(), Slot::b);
 }
+
+// A damaged status file is set aside and the state rebuilt from the boot control: an armed
+// install (BootNext) is still a pending trial, and it commits when the trial boot is healthy.
+TEST(Engine, ADamagedStatusIsRebuiltFromTheBootVariables) {
+    Rig r;
+    r.engine().on_boot();
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    write_text(r.config.state_file, "{\"slots\": ");
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["a"].state, "good");
+    EXPECT_EQ(st.slots["b"].state, "trial");
+    ASSERT_TRUE(st.pending);
+    EXPECT_EQ(st.pending->slot, "b");
+    EXPECT_EQ(st.pending->phase, "armed");
+    EXPECT_EQ(st.last->kind, "state-rebuilt");
+    EXPECT_TRUE(st.save_error.empty());
+    EXPECT_EQ(r.engine().on_boot().kind, BootDecision::Kind::normal);  // the same boot: no rollback
+    ASSERT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::trial);
+    r.engine().commit();
+    EXPECT_EQ(r.engine().status().slots["b"].state, "good");
+    // A slot out of the boot order is bad.
+    r.engine().mark("bad", "a");
+    write_text(r.config.state_file, "[]");
+    EXPECT_EQ(r.engine().status().slots["a"].state, "bad");
+    int aside = 0;
+    for (const auto& e : fs::directory_iterator(r.config.state_file.parent_path()))
+        aside += e.path().filename().string().rfind("status.json.damaged-", 0) == 0;
+    EXPECT_EQ(aside, 2);
+    // Unreadable (a directory in its place): set aside as well, and a fresh record is written.
+    fs::remove(r.config.state_file);
+    fs::create_directories(r.config.state_file / "x");
+    EXPECT_EQ(r.engine().status().last->kind, "state-rebuilt");
+    EXPECT_TRUE(fs::is_regular_file(r.config.state_file));
+}
