@@ -304,8 +304,12 @@ TEST(Firewall, LoadsTheRulesetThatNftShows) {
     for (const char* line : {"table inet cairn", "type filter hook input priority filter; policy drop;",
                              "ct state invalid", "ct state established,related", "iifname \"lo\"",
                              "icmpv6 type nd-neighbor-solicit", "icmp type echo-request limit rate 5/second",
-                             "ip saddr @blocked4", "ip6 saddr @blocked6",
-                             "update @ssh_rate4 { ip saddr limit rate over 1/minute burst 3 packets } add @blocked4 { ip saddr timeout 10m }",
+                             "ip saddr @blocked4", "ip6 saddr & ffff:ffff:ffff:ffff:: == @blocked6",
+                             "update @ssh_rate4 { ip saddr limit rate over 1/minute burst 3 packets } counter packets 0 bytes 0 jump ssh_over",
+                             "update @ssh_rate6 { ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over 1/minute burst 3 packets }",
+                             "ip saddr != @ssh_rate4", "add @blocked4 { ip saddr timeout 10m }",
+                             "add @blocked6 { ip6 saddr & ffff:ffff:ffff:ffff:: timeout 10m }",
+                             "icmpv6 type mld-listener-query ip6 saddr fe80::/10 ip6 hoplimit 1",
                              "tcp dport 22 counter", "type filter hook forward priority filter; policy drop;"})
         EXPECT_NE(listing.find(line), std::string::npos) << line << "\n" << listing;
     json st = n.status();
@@ -360,7 +364,7 @@ TEST(Firewall, BlocksIPv6SourcesToo) {
     EXPECT_FALSE(n.connect("fd00:231::1", 22));
     json st = n.status();
     ASSERT_EQ(st["blocked"].size(), 1u) << st.dump();
-    EXPECT_EQ(st["blocked"][0]["address"], "fd00:231::2");
+    EXPECT_EQ(st["blocked"][0]["address"], "fd00:231::/64");
     EXPECT_TRUE(n.connect("10.231.0.1", 22));
 }
 
