@@ -510,6 +510,27 @@ TEST(Firewall, ReapplyingKeepsTheBlocklistAndTheRates) {
     EXPECT_NE(n.nft_list().find("timeout 20m"), std::string::npos);
 }
 
+// A changed blocklist set is replaced with every entry carried over, in one batch, however many.
+TEST(Firewall, ReapplyingCarriesAThousandsLongBlocklist) {
+    NEEDS_ROOT();
+    Net n;
+    ASSERT_EQ(n.firewall({"apply"}).exit_code, 0);
+    std::string elements;
+    for (int i = 0; i < 6000; ++i)
+        elements += (i ? ", " : "") + ("10.40." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1)) + " timeout 5m";
+    write_text(n.s / "many.nft", "add element inet cairn blocked4 { " + elements + " }\n");
+    run_checked({"ip", "netns", "exec", n.srv, "nft", "-f", (n.s / "many.nft").string()});
+    write_text(n.s / "fw.toml", "[ssh.brute_force]\nblock = \"20m\"\n");
+    RunResult r = n.firewall({"apply", "--policy", (n.s / "fw.toml").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("6000 blocked kept"), std::string::npos) << r.out;
+    json st = n.status();
+    EXPECT_EQ(st["blocked"].size(), 6000u);
+    uint64_t most = 0;
+    for (const json& b : st["blocked"]) most = std::max(most, b["expires_ms"].get<uint64_t>());
+    EXPECT_LE(most, 300000u);
+}
+
 // docs/firewall.md: "echo-request accept, rate-limited" holds per packet, also inside one flow.
 TEST(Firewall, TheEchoLimitHoldsWithinOneFlow) {
     NEEDS_ROOT();
