@@ -461,11 +461,20 @@ TEST(Firewall, AFullRateSetDropsNewSshConnections) {
     write_text(n.s / "fw.toml", "[ssh.brute_force]\nmax_sources = 2\n");
     RunResult r = n.firewall({"apply", "--policy", (n.s / "fw.toml").string()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    add_client_addresses(n, {"fd00:231::77/64"});
     EXPECT_TRUE(n.connect("10.231.0.1", 22, 1200, "10.231.0.2"));
     EXPECT_TRUE(n.connect("10.231.0.1", 22, 1200, "10.231.0.3"));
     EXPECT_FALSE(n.connect("10.231.0.1", 22, 1200, "10.231.0.4")) << "a third source with a rate set of two";
     EXPECT_TRUE(n.connect("10.231.0.1", 22, 1200, "10.231.0.2")) << "a counted source still gets in";
-    EXPECT_GE(n.rule_packets("rate set full"), 1u);
+    EXPECT_GE(n.rule_packets("rate set full (IPv4)"), 1u);
+    // IPv6 counts /64s: two of them fill the set, a third /64 is dropped.
+    add_client_addresses(n, {"fd00:231:0:1::2/128", "fd00:231:0:2::2/128"});
+    run_checked({"ip", "-n", n.srv, "-6", "route", "add", "fd00:231::/48", "dev", "veth0"});
+    EXPECT_TRUE(n.connect("fd00:231::1", 22, 1200, "fd00:231::2"));
+    EXPECT_TRUE(n.connect("fd00:231::1", 22, 1200, "fd00:231:0:1::2"));
+    EXPECT_FALSE(n.connect("fd00:231::1", 22, 1200, "fd00:231:0:2::2")) << "a third /64 with a rate set of two";
+    EXPECT_TRUE(n.connect("fd00:231::1", 22, 1200, "fd00:231::77")) << "an address of a counted /64";
+    EXPECT_GE(n.rule_packets("rate set full (IPv6)"), 1u);
 }
 
 // Re-applying (the same policy, or a changed one) keeps the blocked sources with their remaining
