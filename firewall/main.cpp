@@ -19,15 +19,24 @@ namespace {
 const char* usage_text = R"(Usage: cairn-firewall COMMAND [OPTIONS]
 
 Commands:
-  apply [--policy FILE]   load the policy (default /etc/cairn/firewall.toml; built-in defaults
+  apply [--policy FILE] [--boot]
+                          load the policy (default /etc/cairn/firewall.toml; built-in defaults
                           when that file does not exist) as table inet cairn, replacing the
-                          running one in one atomic step; a bad policy changes nothing
+                          running rules in one atomic step; blocked sources keep their time
+                          left; a bad policy changes nothing.
+                          --boot: a policy that cannot be loaded is reported on one line and
+                          the built-in lockdown (inbound ssh only, brute-force blocking) is
+                          loaded instead (exit 3)
   check --policy FILE     only check a policy file (exit 2 with the error when it is wrong)
   status [--json]         the rules with their counters and the blocked addresses with the
-                          time they stay blocked, read back from the kernel
-  unblock ADDRESS         take an IPv4 or IPv6 address off the blocklist
+                          time they stay blocked, read back from the kernel; exit 0 only when
+                          table inet cairn is loaded (1: not loaded, or not readable)
+  unblock ADDRESS         take an IPv4 address or an IPv6 /64 (any address in it, or
+                          ADDRESS/64) off the blocklist
 
-Exit status: 0 done, 1 failed (or: unblock found nothing to remove), 2 usage or policy error.
+Exit status: 0 done, 1 failed (apply --boot: nothing could be loaded, the device has no
+firewall; unblock: nothing to remove; status: not loaded), 2 usage or policy error,
+3 (apply --boot) the policy was refused and the built-in lockdown is loaded instead.
 )";
 
 // `cairn-firewall COMMAND --help`: the command's lines of usage_text ("" for an unknown command).
@@ -41,6 +50,14 @@ std::string command_usage(const std::string& command) {
         if (inside) section += line + "\n";
     }
     return section.empty() ? "" : "Usage: cairn-firewall " + command + " [OPTIONS]\n\n" + section;
+}
+
+void report(const Applied& done, const Policy& p, const char* what) {
+    std::printf("firewall applied: %sinbound tcp %u", what, p.ssh_port);
+    for (uint16_t port : p.tcp) std::printf(", %u", port);
+    std::printf("; more than %u new ssh connections in %u s blocks a source (IPv6: its /64) for %u s", p.max_new, p.window_seconds,
+                p.block_seconds);
+    std::printf("; %zu blocked kept%s\n", done.blocked_kept, done.rates_kept ? ", rate counters kept" : "");
 }
 
 int usage(const std::string& message) {
@@ -65,31 +82,52 @@ int main(int argc, char** argv) {
     try {
         if (command == "apply") {
             std::string policy_file = "/etc/cairn/firewall.toml";
-            bool given = false;
+            bool given = false, boot = false;
             Args a(args);
             while (a.next()) {
                 if (a.is("--policy")) {
                     policy_file = a.value();
                     given = true;
+                } else if (a.is("--boot")) {
+                    boot = true;
                 } else {
                     return usage("apply: unknown argument '" + a.arg() + "'");
                 }
             }
             Policy p;
+            std::string refused;  // why the policy was not loaded (with --boot: the lockdown is loaded instead)
             std::error_code ec;
             if (given || std::filesystem::exists(policy_file, ec)) {
                 try {
                     p = load_policy(policy_file);
                 } catch (const Error& e) {
-                    std::fprintf(stderr, "cairn-firewall: %s (the running ruleset is unchanged)\n", e.what());
-                    return 2;
+                    if (!boot) {
+                        std::fprintf(stderr, "cairn-firewall: %s (the running ruleset is unchanged)\n", e.what());
+                        return 2;
+                    }
+                    refused = e.what();
                 }
             }
-            apply(p);
-            std::printf("firewall applied: inbound tcp %u", p.ssh_port);
-            for (uint16_t port : p.tcp) std::printf(", %u", port);
-            std::printf("; more than %u new ssh connections in %u s blocks a source for %u s\n", p.max_new, p.window_seconds, p.block_seconds);
-            return 0;
+            if (refused.empty()) {
+                try {
+                    report(apply(p), p, "");
+                    return 0;
+                } catch (const std::exception& e) {
+                    if (!boot) throw;
+                    refused = policy_file + ": the kernel did not take it: " + e.what();
+                }
+            }
+            // --boot: never leave the device without a firewall.
+            std::fprintf(stderr, "cairn-firewall: FIREWALL POLICY REFUSED: %s; falling back to the built-in lockdown (inbound ssh only)\n",
+                         refused.c_str());
+            const Policy lockdown;
+            try {
+                report(apply(lockdown), lockdown, "built-in lockdown: ");
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "cairn-firewall: the built-in lockdown could not be loaded either: %s: NO FIREWALL\n", e.what());
+                return 1;
+            }
+            return 3;
         }
         if (command == "check") {
             if (args.size() != 2 || args[0] != "--policy") return usage("check: --policy FILE");

@@ -41,10 +41,11 @@ Policy parse_policy(const std::string& text, const std::filesystem::path& file) 
         r.only(*ssh, "ssh", {"port", "brute_force"});
         if (auto v = integer(*ssh, "ssh", "port", 1, 65535)) p.ssh_port = static_cast<uint16_t>(*v);
         if (const toml::table* bf = r.table(*ssh, "ssh", "brute_force")) {
-            r.only(*bf, "ssh.brute_force", {"max_new", "window", "block"});
+            r.only(*bf, "ssh.brute_force", {"max_new", "window", "block", "max_sources"});
             if (auto v = integer(*bf, "ssh.brute_force", "max_new", 1, 1000)) p.max_new = static_cast<uint32_t>(*v);
             if (auto v = duration(*bf, "ssh.brute_force", "window")) p.window_seconds = *v;
             if (auto v = duration(*bf, "ssh.brute_force", "block")) p.block_seconds = *v;
+            if (auto v = integer(*bf, "ssh.brute_force", "max_sources", 1, 1000000)) p.max_sources = static_cast<uint32_t>(*v);
         }
     }
     if (const toml::table* in = r.table(root, "", "inbound")) {

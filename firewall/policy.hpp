@@ -7,6 +7,7 @@
 //   max_new = 3        # new connections a source may open within the window
 //   window = "60s"
 //   block = "10m"      # how long a source that exceeded it stays blocked
+//   max_sources = 65535  # sources (IPv4 addresses, IPv6 /64s) counted at once, per family
 //   [inbound]
 //   tcp = []           # more TCP ports to open
 //   echo_per_second = 5  # ICMP/ICMPv6 echo requests accepted per second (0: none)
@@ -24,6 +25,7 @@ struct Policy {
     uint32_t max_new = 3;
     uint32_t window_seconds = 60;
     uint32_t block_seconds = 600;
+    uint32_t max_sources = 65535;  // size of the rate and block sets; a full rate set drops new SSH connections
     std::vector<uint16_t> tcp;  // more open TCP ports
     uint32_t echo_per_second = 5;
 };
