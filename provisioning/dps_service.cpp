@@ -263,7 +263,7 @@ void DpsService::log(const HttpRequest& request, const std::string& registration
     if (log_.size() > max_log_entries) log_.pop_front();
     if (!config_.request_log.empty()) {
         // Bounded: past request_log_max_bytes the file becomes FILE.1 (the one before is dropped).
-        const std::string line = entry.dump() + "\n";
+        const std::string line = entry.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
         std::error_code ec;
         const uintmax_t size = std::filesystem::file_size(config_.request_log, ec);
         if (!ec && size > 0 && size + line.size() > config_.request_log_max_bytes)

@@ -109,7 +109,7 @@ std::string HttpRequest::header(const std::string& lower_name) const {
 HttpResponse HttpResponse::json(int status, const nlohmann::json& body) {
     HttpResponse r;
     r.status = status;
-    r.body = body.dump();
+    r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // a client's bytes echoed in a message need not be UTF-8
     r.headers.emplace_back("Content-Type", "application/json; charset=utf-8");
     return r;
 }

@@ -297,8 +297,8 @@ TEST_F(DpsServiceTest, RegistrationIdsFollowDpsRules) {
     for (const std::string& bad : std::vector<std::string>{"", "Upper", "a b", "a/b", "\xc3\xa9", "a!", std::string(129, 'a')})
         EXPECT_FALSE(is_valid_registration_id(bad)) << bad;
     DpsService dps({}, enrollments());
-    for (const std::string& bad : std::vector<std::string>{"Sym-Device", "sym%device", std::string(129, 'a')}) {
-        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + bad + "/register", body(bad), token(bad, device_key)));
+    for (const std::string& bad : std::vector<std::string>{"Sym-Device", "sym%device", "\xff\xfe", std::string(129, 'a')}) {
+        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + bad + "/register", "{}", token(bad, device_key)));
         EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
         json reply = json::parse(r.body);
         EXPECT_EQ(reply["errorCode"], 400003);
@@ -306,6 +306,7 @@ TEST_F(DpsServiceTest, RegistrationIdsFollowDpsRules) {
         r = dps.handle(request("GET", "/" + scope + "/registrations/" + bad + "/operations/x", "", token(bad, device_key)));
         EXPECT_EQ(r.status, 400) << bad;
     }
+    EXPECT_EQ(dps.request_log().size(), 8u);  // each refusal logged, bytes that are not UTF-8 included
     // 128 characters is allowed: refused for want of an enrollment, not for its form.
     const std::string longest(128, 'z');
     EXPECT_EQ(dps.handle(request("PUT", "/" + scope + "/registrations/" + longest + "/register", body(longest), token(longest, device_key))).status, 401);
@@ -404,6 +405,7 @@ TEST_F(DpsServiceTest, TheRequestLogFileIsRotated) {
     DpsService dps(config, enrollments());
     for (int i = 0; i < 30; ++i)
         dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+    EXPECT_NO_THROW(dps.handle(request("PUT", "/" + scope + "/registrations/\xff/register", "{}")));  // logged though not UTF-8
     ASSERT_TRUE(std::filesystem::exists(scratch / "requests.jsonl.1"));
     EXPECT_LE(std::filesystem::file_size(scratch / "requests.jsonl"), 1000u);
     EXPECT_LE(std::filesystem::file_size(scratch / "requests.jsonl.1"), 1000u);
