@@ -25,7 +25,12 @@ const char* usage =
     "  --assign-delay-ms N     how long an operation stays 'assigning' (default 0)\n"
     "  --clock-offset S        run the service clock S seconds off the host's\n"
     "  --admin-token-file FILE enable the /admin API with this bearer token\n"
-    "  --fail STATUS:COUNT     answer the next COUNT device requests with STATUS\n";
+    "  --fail STATUS:COUNT     answer the next COUNT device requests with STATUS\n"
+    "  --max-connections N     open connections at most; more are closed at once (default 256)\n"
+    "  --request-timeout-ms N  deadline of a TLS handshake, and of each request's header and body (default 30000)\n"
+    "  --idle-timeout-ms N     close a keep-alive connection idle this long (default 30000)\n"
+    "  --request-log-max-bytes N  past this the request log becomes FILE.1 (default 16777216)\n"
+    "  --tpm-challenge-ttl S   a TPM challenge stays pending this long unless answered (default 120)\n";
 
 }  // namespace
 
@@ -50,6 +55,11 @@ int main(int argc, char** argv) {
             else if (a.is("--retry-after")) service.retry_after_seconds = static_cast<int>(a.number(0, max_int));
             else if (a.is("--assign-delay-ms")) service.assign_delay_ms = static_cast<int>(a.number(0, max_int));
             else if (a.is("--clock-offset")) service.clock_offset_seconds = static_cast<int>(a.number(-max_int, max_int));
+            else if (a.is("--max-connections")) server.max_connections = static_cast<int>(a.number(1, 1000000));
+            else if (a.is("--request-timeout-ms")) server.request_timeout_ms = static_cast<int>(a.number(1, max_int));
+            else if (a.is("--idle-timeout-ms")) server.idle_timeout_ms = static_cast<int>(a.number(1, max_int));
+            else if (a.is("--request-log-max-bytes")) service.request_log_max_bytes = static_cast<uint64_t>(a.number(1024, std::numeric_limits<int64_t>::max()));
+            else if (a.is("--tpm-challenge-ttl")) service.tpm_challenge_ttl_seconds = static_cast<int>(a.number(1, 86400));
             else if (a.is("--admin-token-file")) {
                 service.admin_token = trim_end(read_file(a.value()), "\r\n");
                 if (service.admin_token.empty()) fail("cairn-dps: --admin-token-file: the file is empty");

@@ -1,5 +1,6 @@
 #include "provisioning/dps_service.hpp"
 
+#include <openssl/crypto.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -59,6 +60,13 @@ std::string string_field(const json& object, const char* name, const std::string
 std::string new_id() { return to_hex(std::span(reinterpret_cast<const uint8_t*>(random_bytes(8).data()), 8)); }
 
 }  // namespace
+
+bool is_valid_registration_id(std::string_view id) {
+    if (id.empty() || id.size() > 128) return false;
+    return std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == ':';
+    });
+}
 
 const std::vector<std::string>& dps_api_versions() {
     static const std::vector<std::string> versions = {"2018-11-01", "2019-03-31", "2021-06-01", "2021-10-01", "2022-12-12", "2023-03-01-preview"};
@@ -136,6 +144,8 @@ DpsService::Enrollment DpsService::parse_enrollment(const json& document, bool g
     e.document = document;
     e.id = string_field(document, id_key, where);
     if (e.id.empty()) fail(where + ": " + id_key + " missing");
+    if (!group && !is_valid_registration_id(e.id))
+        fail(where + ": '" + e.id + "' is not a valid registration ID (1 to 128 of a-z 0-9 - . _ :)");
     where += "['" + e.id + "']";
     auto att = document.find("attestation");
     if (att == document.end() || !att->is_object()) fail(where + ".attestation: missing (an object with a type)");
@@ -252,8 +262,14 @@ void DpsService::log(const HttpRequest& request, const std::string& registration
     log_.push_back(entry);
     if (log_.size() > max_log_entries) log_.pop_front();
     if (!config_.request_log.empty()) {
+        // Bounded: past request_log_max_bytes the file becomes FILE.1 (the one before is dropped).
+        const std::string line = entry.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+        std::error_code ec;
+        const uintmax_t size = std::filesystem::file_size(config_.request_log, ec);
+        if (!ec && size > 0 && size + line.size() > config_.request_log_max_bytes)
+            std::filesystem::rename(config_.request_log, config_.request_log.string() + ".1", ec);
         std::ofstream out(config_.request_log, std::ios::app);
-        out << entry.dump() << "\n";
+        out << line;
     }
 }
 
@@ -350,6 +366,9 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
     if (std::find(versions.begin(), versions.end(), version->second) == versions.end())
         return error(400, 400001, "api-version '" + version->second + "' is not supported");
     const std::string& registration_id = parts[2];
+    if (!is_valid_registration_id(registration_id))
+        return error(400, 400003, "registration ID '" + registration_id.substr(0, 140) +
+                                      "' is not valid: 1 to 128 characters of lowercase letters, digits and - . _ :");
 
     if (parts.size() == 4 && parts[3] == "register") {
         if (request.method != "PUT") return error(405, 405000, "register takes PUT");
@@ -376,7 +395,7 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
         HttpResponse r = HttpResponse::json(202, {{"operationId", op.id}, {"status", "assigning"}});
         r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
         r.headers.emplace_back("Location", "/" + id_scope_ + "/registrations/" + registration_id + "/register");
-        operations_[op.id] = std::move(op);
+        store_operation(std::move(op));
         return r;
     }
     if (parts.size() == 5 && parts[3] == "operations") {
@@ -402,6 +421,27 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
         return HttpResponse::json(200, it->second);
     }
     return error(404, 404000, "no such resource: " + request.path);
+}
+
+// Keeps at most max_operations_per_registration for the operation's registration ID and
+// max_operations in all, dropping the oldest first.
+void DpsService::store_operation(Operation op) {
+    auto oldest = [this](const std::string* registration_id) {
+        auto found = operations_.end();
+        for (auto it = operations_.begin(); it != operations_.end(); ++it)
+            if ((!registration_id || it->second.registration_id == *registration_id) &&
+                (found == operations_.end() || it->second.sequence < found->second.sequence))
+                found = it;
+        return found;
+    };
+    size_t mine = 0;
+    for (const auto& [id, o] : operations_) mine += o.registration_id == op.registration_id;
+    for (; mine > 0 && mine >= std::max<size_t>(config_.max_operations_per_registration, 1); --mine)
+        operations_.erase(oldest(&op.registration_id));
+    while (!operations_.empty() && operations_.size() >= std::max<size_t>(config_.max_operations, 1)) operations_.erase(oldest(nullptr));
+    op.sequence = ++operation_sequence_;
+    std::string id = op.id;
+    operations_.emplace(std::move(id), std::move(op));
 }
 
 std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(const HttpRequest& request,
@@ -430,10 +470,25 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
                 return error(401, 401002, "SAS token signature does not match the enrollment's keys");
             }
             if (e.type == "tpm") {
+                // The pending challenge, answered now (its key becomes the device's), or the one answered before.
                 auto p = pending_tpm_.find(registration_id);
-                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) return Authenticated{&e, "tpm", p->second.hmac_key, ""};
-                return error(401, 401002, "SAS token signature does not match the key of the last TPM challenge");
+                if (p != pending_tpm_.end() && std::chrono::steady_clock::now() >= p->second.expires) {
+                    pending_tpm_.erase(p);
+                    p = pending_tpm_.end();
+                }
+                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) {
+                    answered_tpm_[registration_id] = p->second;
+                    pending_tpm_.erase(p);
+                    const TpmState& a = answered_tpm_[registration_id];
+                    return Authenticated{&e, "tpm", a.hmac_key, "", a.blob};
+                }
+                if (auto a = answered_tpm_.find(registration_id); a != answered_tpm_.end() && sas_signature_matches(token, a->second.hmac_key))
+                    return Authenticated{&e, "tpm", a->second.hmac_key, "", a->second.blob};
+                return error(401, 401002, "SAS token signature does not match the key of a TPM challenge of '" + registration_id + "'");
             }
+            // An individual enrollment decides for its ID: no group may register it another way.
+            return error(401, 401002, "registration '" + registration_id + "' has an individual " + e.type +
+                                          " enrollment; a SAS token cannot authenticate it");
         }
         for (const auto& [id, group] : groups_) {
             if (group.type != "symmetricKey") continue;
@@ -449,7 +504,10 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
         const std::string cn = subject_common_name(leaf);
         if (cn != registration_id)
             return error(401, 401002, "registration ID '" + registration_id + "' differs from the certificate's CN '" + cn + "'");
-        if (auto it = individual_.find(registration_id); it != individual_.end() && it->second.type == "x509") {
+        if (auto it = individual_.find(registration_id); it != individual_.end()) {
+            if (it->second.type != "x509")
+                return error(401, 401002, "registration '" + registration_id + "' has an individual " + it->second.type +
+                                              " enrollment; a client certificate cannot authenticate it");
             const std::string thumbprint = certificate_thumbprint(leaf);
             for (const auto& cert : it->second.certificates) {
                 if (certificate_thumbprint(cert.get()) != thumbprint) continue;
@@ -501,17 +559,36 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate_t
     } catch (const Error& e) {
         return error(400, 400004, e.what());
     }
+    auto challenge_reply = [](const std::string& blob) {
+        return HttpResponse::json(401, {{"message", "Authorization required, resend request using supplied key"},
+                                        {"authenticationKey", base64_encode(blob)},
+                                        {"unencryptedAuthenticationKey", nullptr},
+                                        {"keyName", "registration"}});
+    };
+    // The EK is public, so anyone may ask. A pending challenge stays until answered or expired:
+    // asked again for the same SRK (a device that lost the reply), it is handed out again; for
+    // another SRK, the request is refused (409) until then.
+    const auto now = std::chrono::steady_clock::now();
+    if (auto p = pending_tpm_.find(registration_id); p != pending_tpm_.end()) {
+        if (now < p->second.expires) {
+            if (p->second.srk == srk) return challenge_reply(p->second.blob);
+            const auto left = std::chrono::ceil<std::chrono::seconds>(p->second.expires - now).count();
+            HttpResponse r = error(409, 409001, "a TPM challenge for '" + registration_id +
+                                                    "' is in progress for another storage root key; it stays until answered or for " +
+                                                    std::to_string(left) + " s");
+            r.headers.emplace_back("Retry-After", std::to_string(left));
+            return r;
+        }
+        pending_tpm_.erase(p);
+    }
     TpmChallenge challenge;
     try {
         challenge = tpm_maker_(ek, srk);
     } catch (const Error& e) {
         return error(400, 400004, std::string("cannot build the TPM challenge: ") + e.what());
     }
-    pending_tpm_[registration_id] = {challenge.hmac_key, challenge.blob};
-    return HttpResponse::json(401, {{"message", "Authorization required, resend request using supplied key"},
-                                    {"authenticationKey", base64_encode(challenge.blob)},
-                                    {"unencryptedAuthenticationKey", nullptr},
-                                    {"keyName", "registration"}});
+    pending_tpm_[registration_id] = {challenge.hmac_key, challenge.blob, srk, now + std::chrono::seconds(config_.tpm_challenge_ttl_seconds)};
+    return challenge_reply(challenge.blob);
 }
 
 json DpsService::assign(const Authenticated& auth, const std::string& registration_id, const json& body) {
@@ -547,7 +624,7 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
     state["status"] = "assigned";
     state["substatus"] = substatus;
     if (auth.method == "tpm") {
-        state["tpm"] = {{"authenticationKey", base64_encode(pending_tpm_[registration_id].blob)}};
+        state["tpm"] = {{"authenticationKey", base64_encode(auth.tpm_blob)}};
     } else if (auth.method == "x509") {
         state["x509"] = e.group ? json{{"enrollmentGroupId", e.id}} : json::object();
     } else {
@@ -562,7 +639,9 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
 
 HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vector<std::string>& parts) {
     if (config_.admin_token.empty()) return error(404, 404000, "the admin API is off (no admin token configured)");
-    if (request.header("authorization") != "Bearer " + config_.admin_token) return error(401, 401000, "admin API: wrong or missing bearer token");
+    // Compared in constant time, as digests: neither the token's bytes nor its length show in the timing.
+    const Digest given = sha256(request.header("authorization")), expected = sha256("Bearer " + config_.admin_token);
+    if (CRYPTO_memcmp(given.data(), expected.data(), given.size()) != 0) return error(401, 401000, "admin API: wrong or missing bearer token");
     auto body = [&] {
         try {
             return json::parse(request.body);

@@ -28,6 +28,7 @@
 #include <optional>
 #include <variant>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,8 +46,15 @@ struct DpsServiceConfig {
     int assign_delay_ms = 0;             // how long an operation stays "assigning"
     int64_t clock_offset_seconds = 0;    // the service's clock is the host's plus this (tests of skew)
     std::filesystem::path request_log;   // JSON lines appended per request; empty: memory only
+    uint64_t request_log_max_bytes = 16 * 1024 * 1024;  // past this the file becomes FILE.1 (replacing it) and a new one starts
     std::string admin_token;             // empty: the admin API answers 404
+    size_t max_operations = 10000;       // registration operations kept; the oldest goes first
+    size_t max_operations_per_registration = 4;  // per registration ID; its oldest goes first
+    int tpm_challenge_ttl_seconds = 120; // a TPM challenge stays pending (and is handed out again) this long unless answered
 };
+
+// DPS's rule for registration IDs: 1 to 128 characters, lowercase letters, digits and - . _ :
+bool is_valid_registration_id(std::string_view id);
 
 // Reads an enrollments file (JSON, or TOML when it ends in .toml), resolving certificateFile
 // paths against the file's directory. Throws Error naming the file.
@@ -103,6 +111,7 @@ private:
         std::string id;
         std::string registration_id;
         std::chrono::steady_clock::time_point ready_at;
+        uint64_t sequence = 0;  // creation order: the oldest is dropped first
         nlohmann::json result;  // status + registrationState
     };
     struct Authenticated {
@@ -110,6 +119,7 @@ private:
         std::string method;   // symmetricKey | x509 | tpm
         std::string key;      // SAS: the raw key the token was signed with
         std::string thumbprint;  // X.509: the client certificate's
+        std::string tpm_blob;    // TPM: the challenge the key came in
     };
     // What the simulated hub knows of an assigned device (GET /devices/{id}/messages/deviceBound).
     struct HubDevice {
@@ -118,9 +128,11 @@ private:
         std::string thumbprint;  // X.509
         std::string status = "enabled";
     };
-    struct Pending {
+    struct TpmState {
         std::string hmac_key;
         std::string blob;
+        std::string srk;  // the storage root key the challenge was made for (raw TPM2B_PUBLIC)
+        std::chrono::steady_clock::time_point expires;
     };
 
     std::chrono::system_clock::time_point now() const;
@@ -133,6 +145,7 @@ private:
                                                            const nlohmann::json* body);
     std::variant<Authenticated, HttpResponse> authenticate_tpm(const HttpRequest& request, const std::string& registration_id,
                                                                const nlohmann::json& tpm);
+    void store_operation(Operation op);
     nlohmann::json assign(const Authenticated& auth, const std::string& registration_id, const nlohmann::json& body);
     void log(const HttpRequest& request, const std::string& registration_id, int status, const std::string& note);
     HttpResponse error(int status, int code, const std::string& message) const;
@@ -145,7 +158,9 @@ private:
     std::map<std::string, Enrollment> groups_;
     std::map<std::string, Operation> operations_;
     std::map<std::string, nlohmann::json> registrations_;  // registration id -> last registrationState
-    std::map<std::string, Pending> pending_tpm_;           // registration id -> last challenge
+    uint64_t operation_sequence_ = 0;
+    std::map<std::string, TpmState> pending_tpm_;          // registration id -> the challenge issued, not yet answered
+    std::map<std::string, TpmState> answered_tpm_;         // registration id -> the challenge last answered (the device's key)
     std::map<std::string, HubDevice> hub_devices_;         // device id -> the simulated hub's view
     std::deque<nlohmann::json> log_;
     int fault_status_ = 0, fault_count_ = 0, fault_retry_after_ = 1;

@@ -1,6 +1,9 @@
 // A small HTTP/1.1 server over OpenSSL TLS for cairn-dps: one thread per connection, keep-alive,
 // Content-Length bodies, optional client certificates (accepted at the TLS layer and handed to the
-// handler, which decides what they prove).
+// handler, which decides what they prove). Built for hostile clients: a cap on open connections
+// (over it, a new connection is closed at once), one deadline for the TLS handshake and one for
+// each request's header and body together, bounded header and body sizes, a backing-off accept
+// loop when file descriptors run out, and a connection that cannot get a thread is closed.
 #pragma once
 
 #include <atomic>
@@ -53,6 +56,20 @@ struct HttpsServerConfig {
     std::filesystem::path certificate_chain; // PEM: server certificate, then intermediates
     std::filesystem::path private_key;       // PEM
     int idle_timeout_ms = 30000;             // a keep-alive connection with no request for this long is closed
+    int request_timeout_ms = 30000;          // the TLS handshake, and each request's header and body together, must arrive within this
+    int max_connections = 256;               // open connections at most; over it a new one is closed at once
+    size_t max_header_bytes = 64 * 1024;     // request line and headers; larger: 431
+    size_t max_body_bytes = 1024 * 1024;     // Content-Length at most; larger: 413
+};
+
+// What the server has done, for operators and tests.
+struct HttpsServerStats {
+    uint64_t accepted = 0;         // connections taken on
+    uint64_t refused = 0;          // closed at once: over max_connections
+    uint64_t accept_errors = 0;    // accept4 failures for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+    uint64_t thread_failures = 0;  // connections closed because no thread could be started for them
+    uint64_t timeouts = 0;         // connections closed at a handshake or request deadline
+    int active = 0;                // connections open now
 };
 
 std::string http_reason(int status);
@@ -68,12 +85,14 @@ public:
     ~HttpsServer();
 
     uint16_t port() const { return port_; }
+    HttpsServerStats stats() const;
     // Stops accepting, closes open connections and waits for their threads.
     void stop();
 
 private:
     void accept_loop();
     void serve(int fd, std::string peer);
+    bool serve_tls(int fd, const std::string& peer);  // true: cut at a deadline
 
     HttpsServerConfig config_;
     HttpHandler handler_;
@@ -82,8 +101,10 @@ private:
     uint16_t port_ = 0;
     std::thread acceptor_;
     std::atomic<bool> stopping_{false};
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::condition_variable idle_;
+    std::condition_variable wake_;  // the accept loop's back-off, cut short by stop()
+    HttpsServerStats stats_;
     std::set<int> open_fds_;
     int active_ = 0;
 };

@@ -263,3 +263,152 @@ TEST_F(DpsServiceTest, EnrollmentFilesJsonAndToml) {
                               {"enrollments['r'].attestation"});
     cairn::test::expect_error([&] { DpsService({}, json{{"iotHubs", json::array()}}); }, {"idScope missing"});
 }
+
+// An individual enrollment decides for its registration ID, whatever its attestation: a key
+// derived from a group's, or a certificate from a group's CA, does not register it.
+TEST_F(DpsServiceTest, AnIndividualEnrollmentTakesPrecedenceOverEveryGroup) {
+    DpsService dps({}, enrollments());
+    const std::string x509_path = "/" + scope + "/registrations/x509-device/register";
+    HttpResponse r = dps.handle(request("PUT", x509_path, body("x509-device"), token("x509-device", derive_device_key(group_key, "x509-device"))));
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_NE(r.body.find("individual"), std::string::npos) << r.body;
+    // The same once the individual enrollment is disabled.
+    json disabled = enrollments()["enrollments"][2];
+    disabled["provisioningStatus"] = "disabled";
+    dps.put_enrollment(disabled);
+    r = dps.handle(request("PUT", x509_path, body("x509-device"), token("x509-device", derive_device_key(group_key, "x509-device"))));
+    EXPECT_EQ(r.status, 401) << r.body;
+    // A certificate under the group's CA whose CN is an ID enrolled individually by symmetric key.
+    pki.device("impostor", "sym-device");
+    HttpRequest put = request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"));
+    put.peer_chain = load_pem_certificates(pki / "impostor-chain.pem");
+    r = dps.handle(put);
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_TRUE(dps.registrations().empty()) << dps.registrations().dump();
+    // Group members without an individual enrollment still register.
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/member-1/register", body("member-1"),
+                                             token("member-1", derive_device_key(group_key, "member-1"))), "member-1");
+    EXPECT_EQ(op["status"], "assigned");
+}
+
+TEST_F(DpsServiceTest, RegistrationIdsFollowDpsRules) {
+    EXPECT_TRUE(is_valid_registration_id("abc-1.2_3:4"));
+    EXPECT_TRUE(is_valid_registration_id(std::string(128, 'a')));
+    for (const std::string& bad : std::vector<std::string>{"", "Upper", "a b", "a/b", "\xc3\xa9", "a!", std::string(129, 'a')})
+        EXPECT_FALSE(is_valid_registration_id(bad)) << bad;
+    DpsService dps({}, enrollments());
+    for (const std::string& bad : std::vector<std::string>{"Sym-Device", "sym%device", "\xff\xfe", std::string(129, 'a')}) {
+        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + bad + "/register", "{}", token(bad, device_key)));
+        EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+        json reply = json::parse(r.body);
+        EXPECT_EQ(reply["errorCode"], 400003);
+        EXPECT_TRUE(reply.contains("trackingId"));
+        r = dps.handle(request("GET", "/" + scope + "/registrations/" + bad + "/operations/x", "", token(bad, device_key)));
+        EXPECT_EQ(r.status, 400) << bad;
+    }
+    EXPECT_EQ(dps.request_log().size(), 8u);  // each refusal logged, bytes that are not UTF-8 included
+    // 128 characters is allowed: refused for want of an enrollment, not for its form.
+    const std::string longest(128, 'z');
+    EXPECT_EQ(dps.handle(request("PUT", "/" + scope + "/registrations/" + longest + "/register", body(longest), token(longest, device_key))).status, 401);
+    // Enrollments are held to the same rule.
+    json doc = enrollments();
+    doc["enrollments"][0]["registrationId"] = "Sym-Device";
+    cairn::test::expect_error([&] { DpsService({}, doc); }, {"'Sym-Device'", "registration ID"});
+}
+
+TEST_F(DpsServiceTest, AdminTokenMustMatchExactly) {
+    DpsServiceConfig config;
+    config.admin_token = "s3cret";
+    DpsService dps(config, enrollments());
+    for (const std::string& wrong : std::vector<std::string>{"Bearer s3cre", "Bearer s3cret2", "Bearer S3cret", "Bearer ", "s3cret", "Bearer  s3cret", ""})
+        EXPECT_EQ(dps.handle(request("GET", "/admin/enrollments", "", wrong, "")).status, 401) << wrong;
+    EXPECT_EQ(dps.handle(request("GET", "/admin/enrollments", "", "Bearer s3cret", "")).status, 200);
+}
+
+TEST_F(DpsServiceTest, StoredOperationsAreBoundedPerRegistrationAndInTotal) {
+    DpsServiceConfig config;
+    config.max_operations_per_registration = 2;
+    config.max_operations = 3;
+    DpsService dps(config, enrollments());
+    auto put = [&](const std::string& id, const std::string& key) {
+        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + id + "/register", body(id), token(id, key)));
+        EXPECT_EQ(r.status, 202) << r.body;
+        return json::parse(r.body)["operationId"].get<std::string>();
+    };
+    auto get = [&](const std::string& id, const std::string& key, const std::string& op) {
+        return dps.handle(request("GET", "/" + scope + "/registrations/" + id + "/operations/" + op, "", token(id, key))).status;
+    };
+    const std::string op1 = put("sym-device", device_key), op2 = put("sym-device", device_key), op3 = put("sym-device", device_key);
+    EXPECT_EQ(get("sym-device", device_key, op1), 404);  // the device's oldest went
+    EXPECT_EQ(get("sym-device", device_key, op2), 200);
+    EXPECT_EQ(get("sym-device", device_key, op3), 200);
+    const std::string m1 = derive_device_key(group_key, "member-1"), m2 = derive_device_key(group_key, "member-2");
+    const std::string op4 = put("member-1", m1);
+    EXPECT_EQ(get("sym-device", device_key, op2), 200);  // three in all: room for it
+    const std::string op5 = put("member-2", m2);
+    EXPECT_EQ(get("sym-device", device_key, op2), 404);  // the oldest overall went
+    EXPECT_EQ(get("sym-device", device_key, op3), 200);
+    EXPECT_EQ(get("member-1", m1, op4), 200);
+    EXPECT_EQ(get("member-2", m2, op5), 200);
+}
+
+// Anyone may send a TPM enrollment's EK (it is public); that must not take the challenge away
+// from the device answering it, nor the key of a device that answered.
+TEST_F(DpsServiceTest, APendingTpmChallengeCannotBeReplaced) {
+    DpsServiceConfig config;
+    config.tpm_challenge_ttl_seconds = 1;
+    json doc = enrollments();
+    const std::string ek = "endorsement-key-public-area-0123";
+    doc["enrollments"].push_back({{"registrationId", "tpm-device"}, {"attestation", {{"type", "tpm"}, {"tpm", {{"endorsementKey", base64_encode(ek)}}}}}});
+    DpsService dps(config, doc);
+    int made = 0;
+    dps.set_tpm_challenge_maker([&](const std::string&, const std::string& srk) {
+        ++made;
+        return TpmChallenge{"blob:" + srk + ":" + std::to_string(made), "hmac-key-" + std::to_string(made)};
+    });
+    const std::string path = "/" + scope + "/registrations/tpm-device/register";
+    auto tpm_body = [&](const std::string& srk) {
+        return body("tpm-device", {{"tpm", {{"endorsementKey", base64_encode(ek)}, {"storageRootKey", base64_encode(srk)}}}});
+    };
+    auto challenge = [&](const std::string& srk) { return dps.handle(request("PUT", path, tpm_body(srk))); };
+
+    HttpResponse first = challenge("device-srk");
+    ASSERT_EQ(first.status, 401) << first.body;
+    const std::string blob = json::parse(first.body)["authenticationKey"];
+    HttpResponse other = challenge("someone-elses-srk");
+    EXPECT_EQ(other.status, 409) << other.body;
+    EXPECT_NE(std::find_if(other.headers.begin(), other.headers.end(), [](auto& h) { return h.first == "Retry-After"; }), other.headers.end());
+    HttpResponse again = challenge("device-srk");  // the device lost the reply and asks again: the same challenge
+    EXPECT_EQ(again.status, 401);
+    EXPECT_EQ(json::parse(again.body)["authenticationKey"], blob);
+    EXPECT_EQ(made, 1);
+
+    const std::string sas = token("tpm-device", base64_encode(std::string_view("hmac-key-1")));
+    json op = register_and_poll(dps, request("PUT", path, tpm_body("device-srk"), sas), "tpm-device");
+    EXPECT_EQ(op["status"], "assigned");
+    EXPECT_EQ(op["registrationState"]["tpm"]["authenticationKey"], blob);
+    // A new challenge after that is issued, but the device's answered key keeps working.
+    EXPECT_EQ(challenge("someone-elses-srk").status, 401);
+    EXPECT_EQ(made, 2);
+    EXPECT_EQ(dps.handle(request("POST", "/" + scope + "/registrations/tpm-device", "", sas)).status, 200);
+    EXPECT_EQ(challenge("a-third-srk").status, 409);
+    // An unanswered challenge expires; then another SRK gets a fresh one.
+    ::usleep(1200000);
+    EXPECT_EQ(challenge("a-third-srk").status, 401);
+    EXPECT_EQ(made, 3);
+}
+
+TEST_F(DpsServiceTest, TheRequestLogFileIsRotated) {
+    DpsServiceConfig config;
+    config.request_log = scratch / "requests.jsonl";
+    config.request_log_max_bytes = 1000;
+    DpsService dps(config, enrollments());
+    for (int i = 0; i < 30; ++i)
+        dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+    EXPECT_NO_THROW(dps.handle(request("PUT", "/" + scope + "/registrations/\xff/register", "{}")));  // logged though not UTF-8
+    ASSERT_TRUE(std::filesystem::exists(scratch / "requests.jsonl.1"));
+    EXPECT_LE(std::filesystem::file_size(scratch / "requests.jsonl"), 1000u);
+    EXPECT_LE(std::filesystem::file_size(scratch / "requests.jsonl.1"), 1000u);
+    EXPECT_GT(std::filesystem::file_size(scratch / "requests.jsonl"), 0u);
+    EXPECT_EQ(cairn::read_file(scratch / "requests.jsonl").back(), '\n');
+}

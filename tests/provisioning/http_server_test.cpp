@@ -1,18 +1,59 @@
 #include "provisioning/http_server.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <fstream>
+
 #include "common/error.hpp"
+#include "common/subprocess.hpp"
 #include "tests/provisioning/pki.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::provisioning;
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A plain TCP connection to the server (no TLS), or -1.
+int connect_tcp(uint16_t port, int fd = -1) {
+    if (fd < 0) fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) cairn::fail_errno("connect");
+    return fd;
+}
+
+// Waits up to `limit` for the server to close `fd` (EOF or reset); how long it took, or nullopt.
+std::optional<Clock::duration> time_until_closed(int fd, std::chrono::milliseconds limit) {
+    const auto t0 = Clock::now();
+    while (Clock::now() - t0 < limit) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) > 0) {
+            char c[4096];
+            ssize_t n = ::recv(fd, c, sizeof c, 0);
+            if (n <= 0) return Clock::now() - t0;
+        }
+    }
+    return std::nullopt;
+}
+
+double cpu_seconds() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
 
 // A raw TLS client: sends `request` bytes, reads until the server closes or `until` appears.
 std::string exchange(uint16_t port, const std::string& request, const std::filesystem::path& ca, const std::filesystem::path& cert = {},
@@ -139,4 +180,160 @@ TEST_F(HttpServerTest, ErrorsNameTheirObject) {
     c.address = "localhost";
     cairn::test::expect_error([&] { HttpsServer(c, [](const HttpRequest&) { return HttpResponse{}; }); }, {"'localhost' is not an IPv4 address"});
     EXPECT_EQ(http_date(1700000000), "Tue, 14 Nov 2023 22:13:20 GMT");
+}
+
+TEST_F(HttpServerTest, ClosesConnectionsOverTheCapAtOnceAndServesAgainBelowIt) {
+    auto c = config();
+    c.max_connections = 2;
+    HttpsServer server(c, [](const HttpRequest&) { return HttpResponse::json(200, {{"ok", true}}); });
+    // Two clients that never finish their handshake hold both places.
+    cairn::UniqueFd a(connect_tcp(server.port())), b(connect_tcp(server.port()));
+    ::usleep(300000);
+    const auto t0 = Clock::now();
+    EXPECT_THROW(exchange(server.port(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", pki / "root.pem"), cairn::Error);
+    EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+    a.reset();
+    std::string reply;
+    for (int i = 0; i < 30 && reply.empty(); ++i) {  // the server notices the hang-up in its own time
+        try {
+            reply = exchange(server.port(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", pki / "root.pem");
+        } catch (const cairn::Error&) {
+            ::usleep(100000);
+        }
+    }
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200 OK", 0), 0u) << reply;
+    EXPECT_GE(server.stats().refused, 1u);
+}
+
+TEST_F(HttpServerTest, AHandshakeThatNeverComesIsCutAtTheRequestDeadline) {
+    auto c = config();
+    c.request_timeout_ms = 1000;  // idle_timeout_ms stays 30 s: the per-read limit alone would wait that long
+    HttpsServer server(c, [](const HttpRequest&) { return HttpResponse::json(200, {}); });
+    cairn::UniqueFd fd(connect_tcp(server.port()));
+    auto closed = time_until_closed(fd.get(), std::chrono::milliseconds(4000));
+    ASSERT_TRUE(closed) << "a client that sends nothing still holds its connection after 4 s";
+    EXPECT_GE(*closed, std::chrono::milliseconds(800));
+}
+
+TEST_F(HttpServerTest, ARequestTrickledAByteAtATimeIsCutAtItsDeadline) {
+    auto c = config();
+    c.request_timeout_ms = 1000;
+    HttpsServer server(c, [](const HttpRequest&) { return HttpResponse::json(200, {}); });
+    // A normal request is well within the deadline.
+    EXPECT_EQ(exchange(server.port(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", pki / "root.pem").rfind("HTTP/1.1 200", 0), 0u);
+
+    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_load_verify_locations(ctx.get(), (pki / "root.pem").c_str(), nullptr);
+    cairn::UniqueFd fd(connect_tcp(server.port()));
+    SslPtr ssl(SSL_new(ctx.get()));
+    SSL_set_fd(ssl.get(), fd.get());
+    ASSERT_EQ(SSL_connect(ssl.get()), 1) << openssl_errors();
+    timeval tv{0, 100000};  // a read finding only a session ticket must not block the client
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const std::string slow = "GET / HTTP/1.1\r\nX-Slow: " + std::string(200, 'a');
+    const auto t0 = Clock::now();
+    std::string reply;
+    bool closed = false;
+    for (size_t i = 0; i < slow.size() && !closed && reply.empty() && Clock::now() - t0 < std::chrono::seconds(5); ++i) {
+        if (SSL_write(ssl.get(), &slow[i], 1) <= 0) closed = true;
+        pollfd p{fd.get(), POLLIN, 0};
+        if (!closed && ::poll(&p, 1, 100) > 0) {
+            char buffer[4096];
+            int n = SSL_read(ssl.get(), buffer, sizeof buffer);
+            if (n > 0) reply.append(buffer, static_cast<size_t>(n));
+            else if (SSL_get_error(ssl.get(), n) != SSL_ERROR_WANT_READ) closed = true;
+        }
+    }
+    EXPECT_TRUE(closed || !reply.empty()) << "a request trickled for 5 s is still being read";
+    EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+    if (!reply.empty()) {
+        EXPECT_EQ(reply.rfind("HTTP/1.1 408", 0), 0u) << reply;
+    }
+    EXPECT_GE(server.stats().timeouts, 1u);
+}
+
+TEST_F(HttpServerTest, BoundsHeaderAndBodySizes) {
+    auto c = config();
+    c.max_header_bytes = 1024;
+    c.max_body_bytes = 100;
+    HttpsServer server(c, [](const HttpRequest& r) { return HttpResponse::json(200, {{"size", r.body.size()}}); });
+    std::string reply = exchange(server.port(), "GET / HTTP/1.1\r\nX-Big: " + std::string(4000, 'b') + "\r\n\r\n", pki / "root.pem");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 431", 0), 0u) << reply.substr(0, 100);
+    reply = exchange(server.port(), "PUT / HTTP/1.1\r\nContent-Length: 101\r\n\r\n" + std::string(101, 'x'), pki / "root.pem");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 413", 0), 0u) << reply.substr(0, 100);
+    reply = exchange(server.port(), "PUT / HTTP/1.1\r\nConnection: close\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'x'), pki / "root.pem");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply.substr(0, 100);
+}
+
+// With no file descriptor left, accept4 fails with EMFILE while the connection stays queued:
+// the accept loop must back off, not spin on it.
+TEST_F(HttpServerTest, BacksOffWhenFileDescriptorsRunOut) {
+    HttpsServer server(config(), [](const HttpRequest&) { return HttpResponse::json(200, {}); });
+    cairn::UniqueFd waiting(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    rlimit old{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+    int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the lowest free number: every one below is in use
+    ASSERT_GE(probe, 0);
+    ::close(probe);
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(probe);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    connect_tcp(server.port(), waiting.get());
+    const double cpu0 = cpu_seconds();
+    ::usleep(1000000);
+    const double used = cpu_seconds() - cpu0;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+    EXPECT_LT(used, 0.25) << "the accept loop burned " << used << " s of CPU in 1 s at the descriptor limit";
+    EXPECT_GE(server.stats().accept_errors, 1u);
+    EXPECT_LE(server.stats().accept_errors, 30u);
+    // With descriptors back, the server serves again.
+    std::string reply;
+    for (int i = 0; i < 30 && reply.empty(); ++i) {
+        try {
+            reply = exchange(server.port(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", pki / "root.pem");
+        } catch (const cairn::Error&) {
+            ::usleep(100000);
+        }
+    }
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
+}
+
+// A thread that cannot be created (here: no address space left for its stack) closes that one
+// connection; the server keeps serving. Runs in a fresh copy of this test program whose address
+// space is limited, with glibc's cache of thread stacks off (a cached stack needs no new memory).
+TEST_F(HttpServerTest, AConnectionWithoutAThreadIsClosedAndTheServerLivesOn) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "AddressSanitizer's shadow memory does not live with a limited address space";
+#endif
+    const char* name = "HttpServerTest.AConnectionWithoutAThreadIsClosedAndTheServerLivesOn";
+    if (!std::getenv("CAIRN_TEST_STARVED_CHILD")) {
+        cairn::RunOptions options;
+        options.extra_env = {"CAIRN_TEST_STARVED_CHILD=1", "GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0"};
+        auto r = cairn::run({"/proc/self/exe", std::string("--gtest_filter=") + name}, options);
+        EXPECT_EQ(r.exit_code, 0) << "3: the starved connection stayed open; 4: no thread failure counted; 5: not served after; "
+                                     "6: exception; else the server process died\n" << r.out << r.err;
+        return;
+    }
+    int code = 0;
+    try {
+        HttpsServer server(config(), [](const HttpRequest&) { return HttpResponse::json(200, {}); });
+        std::ifstream statm("/proc/self/statm");
+        size_t pages = 0;
+        statm >> pages;
+        rlimit old{};
+        ::getrlimit(RLIMIT_AS, &old);
+        rlimit low = old;
+        low.rlim_cur = pages * static_cast<size_t>(::sysconf(_SC_PAGESIZE)) + 2 * 1024 * 1024;  // less than a thread's stack
+        ::setrlimit(RLIMIT_AS, &low);
+        cairn::UniqueFd starved(connect_tcp(server.port()));
+        if (!time_until_closed(starved.get(), std::chrono::milliseconds(3000))) code = 3;
+        ::setrlimit(RLIMIT_AS, &old);
+        if (!code && server.stats().thread_failures < 1) code = 4;
+        std::string reply = exchange(server.port(), "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", pki / "root.pem");
+        if (!code && reply.rfind("HTTP/1.1 200", 0) != 0) code = 5;
+    } catch (...) {
+        code = 6;
+    }
+    std::fflush(stdout);
+    ::_exit(code);
 }
