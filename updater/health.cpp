@@ -13,6 +13,15 @@ namespace fs = std::filesystem;
 std::string run_health_check(const HealthCheck& check) {
     using Clock = std::chrono::steady_clock;
     const auto deadline = Clock::now() + check.timeout;
+    std::error_code exists_ec;
+    if (!check.firewall.empty() && fs::exists(check.firewall, exists_ec)) {
+        try {
+            RunResult r = run({check.firewall.string(), "status"});
+            if (r.exit_code != 0) return "the firewall is not loaded (" + check.firewall.string() + " status exited with " + std::to_string(r.exit_code) + ")";
+        } catch (const Error& e) {
+            return std::string("the firewall could not be checked: ") + e.what();
+        }
+    }
     if (!check.command.empty()) {
         const fs::path log = "/run/cairn/health-check.log";
         std::error_code mk;

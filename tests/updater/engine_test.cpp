@@ -479,3 +479,24 @@ TEST(Engine, ADamagedStatusIsRebuiltFromTheBootVariables) {
     EXPECT_EQ(r.engine().status().last->kind, "state-rebuilt");
     EXPECT_TRUE(fs::is_regular_file(r.config.state_file));
 }
+
+// A committed slot that cairn-init refused (its root rotted) falls back to the other slot; the
+// daemon there reports it and records the failed slot as bad, so the next install goes into it.
+TEST(Engine, ACommittedSlotThatFailedInCairnInitIsReportedAsAFallback) {
+    Rig r;
+    r.engine().on_boot();
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    ASSERT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::trial);
+    r.engine().commit();  // b committed, a behind it
+    r.boot.broken = {Slot::b};
+    ASSERT_EQ(fall_back(r.boot, Slot::b, false), Fallback::to_other);
+    BootDecision d = r.reboot_into("1.0", "slot b failed to boot: root_b does not match its root hash");
+    EXPECT_EQ(d.kind, BootDecision::Kind::fell_back);
+    EXPECT_EQ(r.boot.booted(), Slot::a);
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["b"].state, "bad");
+    EXPECT_EQ(st.slots["a"].state, "good");
+    ASSERT_TRUE(st.last);
+    EXPECT_EQ(st.last->kind, "fell-back");
+    EXPECT_NE(st.last->reason.find("root_b does not match"), std::string::npos);
+}
