@@ -11,6 +11,7 @@
 #include "common/subprocess.hpp"
 #include "imager/uki.hpp"
 #include "partitions/gpt.hpp"
+#include "partitions/layout.hpp"
 #include "qemu/machine.hpp"
 #include "tests/support/qemu_support.hpp"
 #include "tests/support/test_support.hpp"
@@ -62,22 +63,107 @@ TEST(Boot, WritesSurviveARebootAndTheRootDoesNot) {
     EXPECT_NE(shell(m, "grep ' /var/log ' /proc/mounts").find("/dev/vda7"), std::string::npos) << "the log partition is mounted at /var/log";
     m.kill();
     EXPECT_EQ(sha256_of_range(b.disk, root_offset, root_size), root_before) << "root_a changed";
+
+    // The data partition's superblock magic damaged (its backups intact): repaired, never
+    // reformatted; everything on it is still there.
+    const uint64_t data_offset = offset_of(manifest, "data");
+    {
+        UniqueFd fd = open_file(b.disk, O_RDWR);
+        const char zeros[2] = {0, 0};
+        pwrite_exact(fd.get(), zeros, 2, data_offset + 1024 + 56, b.disk.string());
+    }
+    auto& repaired = b.start();
+    wait_for_shell(repaired);
+    EXPECT_NE(repaired.console().find("repairing with e2fsck -y"), std::string::npos) << repaired.console_tail(40);
+    EXPECT_EQ(repaired.console().find("formatting vda8"), std::string::npos) << "a damaged data partition was reformatted";
+    out = shell(repaired, "cat /etc/cairn-test /var/cairn-test");
+    for (const char* word : {"etc-kept", "var-kept"}) EXPECT_NE(out.find(word), std::string::npos) << word << "\n" << out;
+    repaired.kill();
+
+    // Beyond repair (every superblock gone): the device boots degraded on a tmpfs /var, says so,
+    // and the partition is left as it is for someone to look at.
+    {
+        UniqueFd fd = open_file(b.disk, O_RDWR);
+        const std::string zeros(1 << 20, '\0');
+        for (uint64_t at = 0; at < size_of(manifest, "data"); at += 8ull << 20)  // every block group's start
+            pwrite_exact(fd.get(), zeros.data(), std::min<uint64_t>(zeros.size(), size_of(manifest, "data") - at), data_offset + at, b.disk.string());
+    }
+    auto& degraded = b.start();
+    wait_for_shell(degraded);
+    EXPECT_NE(degraded.console().find("cairn-init: DEGRADED: data partition"), std::string::npos) << degraded.console_tail(40);
+    EXPECT_NE(shell(degraded, "grep ' /var ' /proc/mounts").find("tmpfs"), std::string::npos);
+    EXPECT_NE(shell(degraded, "cat /run/cairn/degraded").find("data partition"), std::string::npos);
+    EXPECT_EQ(degraded.console().find("formatting vda8"), std::string::npos);
 }
 
-// (c) One flipped byte in root_a that the boot reads: cairn-init refuses, says why, reboots.
-TEST(Boot, AFlippedRootByteIsRefusedNeverMounted) {
+// (c) One flipped byte in root_a that the boot reads: cairn-init refuses, says why, and the next
+// boot falls back to slot B (a fresh image on a blank NVRAM: B is a verified copy) instead of
+// rebooting into the damaged slot for ever. Boots after that stay on B.
+TEST(Boot, AFlippedRootByteIsRefusedAndTheDeviceFallsBackToB) {
     Booted b("minimal");
     json manifest = manifest_of("minimal");
     flip_byte(b.disk, offset_of(manifest, "root_a") + 1024 + 1);  // inside the erofs superblock, read at mount
     auto& m = b.start();
     size_t fatal = m.wait_for("cairn-init: FATAL", 180s);
+    m.wait_for("cairn-init: fallback: the other slot boots next", 30s);
     m.wait_for("cairn-init: rebooting", 30s);
     std::string console = m.console();
     EXPECT_NE(console.find("root_a", fatal), std::string::npos) << console.substr(fatal, 300);
     EXPECT_EQ(console.find("switching to"), std::string::npos) << "the damaged root was mounted";
     EXPECT_EQ(console.find("cairn: ready"), std::string::npos);
-    // It really reboots: the firmware starts the kernel again.
-    m.wait_for_after("Linux version", console.find("Linux version") + 1, 120s);
+    // The firmware starts slot B, which comes up and reports what happened to A.
+    size_t ready = m.wait_for("cairn: ready", 240s);
+    console = m.console();
+    EXPECT_NE(console.find("slot=b", ready), std::string::npos) << console.substr(ready, 200);
+    m.wait_for("FALLBACK: slot a failed to boot", 60s);
+    m.kill();
+    // And it stays there: the next boot goes straight to B, no FATAL.
+    auto& again = b.start();
+    ready = again.wait_for("cairn: ready", 240s);
+    EXPECT_NE(again.console().find("slot=b", ready), std::string::npos) << again.console_tail(20);
+    EXPECT_EQ(again.console().find("cairn-init: FATAL"), std::string::npos) << again.console_tail(40);
+}
+
+// A second disk (a USB stick, another virtio disk) with partitions labelled `data` and `root_a`:
+// its data partition would become /var and its overlay upper dir would lay a program into
+// /etc/cairn/services.d, run as root. cairn-init takes every partition from the disk the signed
+// command line names: the stranger is named on the console and ignored; its program never runs.
+TEST(Boot, ASecondDiskWithOurLabelsIsIgnored) {
+    Booted b("minimal-debug");
+    // The hostile disk: root_a (garbage) and data (ext4 with a planted device service).
+    const fs::path staging = b.dir / "planted";
+    const fs::path service = staging / ".cairn/overlays/etc/upper/cairn/services.d/99-planted";
+    write_text(service, "#!/bin/sh\necho PLANTED-PROGRAM-RAN > /dev/console\ntouch /run/planted\nexec sleep 100000\n");
+    fs::permissions(service, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+    const fs::path data_fs = b.dir / "data.ext4";
+    write_text(data_fs, "");
+    fs::resize_file(data_fs, 16ull << 20);
+    run_checked({"mkfs.ext4", "-q", "-F", "-L", "data", "-d", staging.string(), data_fs.string()});
+    partitions::GptTable t;
+    t.disk_guid = Uuid::derive("attacker", "disk");
+    t.disk_size = 64ull << 20;
+    t.entries.push_back({"root_a", partitions::type_for(partitions::Role::Root), Uuid::derive("attacker", "root"), 1ull << 20, 8ull << 20, 0});
+    t.entries.push_back({"data", partitions::type_for(partitions::Role::Data), Uuid::derive("attacker", "data"), 9ull << 20, 16ull << 20, 0});
+    const fs::path stick = b.dir / "stick.raw";
+    write_text(stick, "");
+    fs::resize_file(stick, t.disk_size);
+    partitions::write_gpt(stick, t);
+    {
+        UniqueFd in = open_file(data_fs, O_RDONLY), out = open_file(stick, O_RDWR);
+        copy_sparse(in.get(), 0, out.get(), 9ull << 20, 16ull << 20, data_fs.string());
+    }
+    b.drives = {stick};
+    b.drives_writable = true;
+
+    auto& m = b.start();
+    wait_for_shell(m);
+    const std::string console = m.console();
+    EXPECT_NE(console.find("cairn-init: vdb (disk GUID " + t.disk_guid.str()), std::string::npos) << m.console_tail(60);
+    EXPECT_NE(console.find("has root_a, data: ignored"), std::string::npos) << m.console_tail(60);
+    EXPECT_NE(shell(m, "grep ' /var ' /proc/mounts").find("/dev/vda8"), std::string::npos) << "/var is the boot disk's data partition";
+    std::this_thread::sleep_for(3s);  // the services had their time to start
+    EXPECT_NE(shell(m, "ls /etc/cairn/services.d/ /run/planted 2>&1").find("No such file"), std::string::npos);
+    EXPECT_EQ(m.console().find("PLANTED-PROGRAM-RAN"), std::string::npos) << "the planted program ran";
 }
 
 // (d) An unsigned UKI, or one signed with a key the firmware does not trust, is refused by the firmware.
@@ -141,5 +227,18 @@ TEST(Boot, TheFirewallIsLoadedBeforeReady) {
     std::string out = shell(m, "cairn-firewall status");
     EXPECT_NE(out.find("firewall: loaded (table inet cairn)"), std::string::npos) << out;
     EXPECT_NE(out.find("ssh brute force: block the source (IPv4)"), std::string::npos) << out;
+    EXPECT_NE(out.find("accept ssh"), std::string::npos) << out;
+
+    // A policy with a mistake (in the writable /etc): the next boot loads the built-in lockdown
+    // and says so, never running without a firewall.
+    shell(m, "echo 'this is not toml [' > /etc/cairn/firewall.toml && sync");
+    size_t before_reboot = m.console().size();
+    m.send("reboot -f\n");
+    wait_for_shell(m, before_reboot);
+    const std::string after = m.console().substr(before_reboot);
+    EXPECT_NE(after.find("FIREWALL POLICY REFUSED"), std::string::npos) << m.console_tail(40);
+    EXPECT_EQ(after.find("cairn: firewall loaded"), std::string::npos);
+    out = shell(m, "cairn-firewall status");
+    EXPECT_NE(out.find("firewall: loaded (table inet cairn)"), std::string::npos) << out;
     EXPECT_NE(out.find("accept ssh"), std::string::npos) << out;
 }

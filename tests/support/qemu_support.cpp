@@ -47,7 +47,7 @@ qemu::Machine& Booted::start() {
     c.forwards = forwards;
     for (size_t i = 0; i < drives.size(); ++i) {
         const std::string id = "drive" + std::to_string(i);
-        c.extra_args.insert(c.extra_args.end(), {"-drive", "if=none,id=" + id + ",format=raw,readonly=on,file=" + drives[i].string(),
+        c.extra_args.insert(c.extra_args.end(), {"-drive", "if=none,id=" + id + ",format=raw" + (drives_writable ? "" : ",readonly=on") + ",file=" + drives[i].string(),
                                                  "-device", "virtio-blk-pci,drive=" + id});
     }
     machine = std::make_unique<qemu::Machine>(c);

@@ -26,6 +26,7 @@ struct Booted {
     Scratch dir;
     std::filesystem::path disk;
     std::vector<std::filesystem::path> drives;
+    bool drives_writable = false;  // true: the guest may write to `drives` (a hostile disk it would mount)
     std::vector<std::pair<uint16_t, uint16_t>> forwards;  // host port (127.0.0.1) -> guest port
     std::unique_ptr<qemu::Machine> machine;
 
