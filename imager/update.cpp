@@ -145,6 +145,7 @@ json make_bundle(const BundleOptions& o) {
     m.version = u.at("version");
     m.build_id = u.at("build_id");
     m.created = build.at("source_date_epoch");
+    if (build.contains("disk") && build["disk"].contains("guid")) m.disk_guid = build["disk"]["guid"];
     for (auto& [path, digest] : u.at("etc").items()) m.etc[path] = digest;
 
     struct Input {

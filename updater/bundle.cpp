@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/uuid.hpp"
 #include "common/file.hpp"
 #include "common/units.hpp"
 #include "updater/signature.hpp"
@@ -112,6 +113,7 @@ std::string BundleManifest::to_json() const {
     j["version"] = version;
     j["build_id"] = build_id;
     j["created"] = created;
+    if (!disk_guid.empty()) j["disk_guid"] = disk_guid;
     json ps = json::array();
     for (const Payload& p : payloads) {
         json pj = {{"name", p.name}, {"role", p.role}, {"offset", p.offset}, {"size", p.size}, {"sha256", p.sha256}};
@@ -130,13 +132,15 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     json j = json::parse(text.begin(), text.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) fail(what + ": the manifest is not a JSON object");
     Fields top{j, what + ": manifest"};
-    top.only({"format", "compatible", "version", "build_id", "created", "payloads", "etc"});
+    top.only({"format", "compatible", "version", "build_id", "created", "disk_guid", "payloads", "etc"});
     BundleManifest m;
     if (top.i64("format") != bundle_format) fail(what + ": manifest format " + top.get("format").dump() + " is not supported");
     m.compatible = top.str("compatible");
     m.version = top.str("version");
     m.build_id = top.str("build_id");
     m.created = top.i64("created");
+    m.disk_guid = top.str_or("disk_guid", "");
+    if (!m.disk_guid.empty()) m.disk_guid = Uuid::parse(m.disk_guid, what + ": manifest: disk_guid").str();
     if (m.compatible.empty()) fail(what + ": manifest: \"compatible\" is empty");
     if (m.version.empty()) fail(what + ": manifest: \"version\" is empty");
     const json& ps = top.get("payloads");

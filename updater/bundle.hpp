@@ -58,6 +58,9 @@ struct Payload {
 struct BundleManifest {
     int format = static_cast<int>(bundle_format);
     std::string compatible, version, build_id;
+    // The GPT disk GUID its UKIs' signed command lines name (cairn.disk=): a device whose disk has
+    // another GUID could not boot them. Empty in bundles made before it was recorded.
+    std::string disk_guid;
     int64_t created = 0;  // seconds since the epoch (SOURCE_DATE_EPOCH of the build)
     std::vector<Payload> payloads;
     std::map<std::string, std::string> etc;  // "/etc/x" -> sha256 hex of the new root's default

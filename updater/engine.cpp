@@ -354,6 +354,12 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     if (compare_versions(m.version, config_.release.version) < 0 && !options.force)
         fail(what + ": bundle version " + m.version + " is older than the running " + config_.release.version +
              " (a downgrade needs --force)");
+    if (!m.disk_guid.empty()) {
+        const std::string disk_guid = partitions::read_primary_gpt(config_.disk).disk_guid.str();
+        if (m.disk_guid != disk_guid)
+            fail(what + ": the bundle's kernel command line names disk " + m.disk_guid + ", this device's disk is " + disk_guid +
+                 " (was it built from a recipe with another seed?)");
+    }
     SlotRegions regions = regions_of(config_.disk, target);
     const Payload* root = m.find("root", t);
     const Payload* verity = m.find("root-verity", t);

@@ -500,3 +500,17 @@ TEST(Engine, ACommittedSlotThatFailedInCairnInitIsReportedAsAFallback) {
     EXPECT_EQ(st.last->kind, "fell-back");
     EXPECT_NE(st.last->reason.find("root_b does not match"), std::string::npos);
 }
+
+// A bundle built for another disk (its UKIs name another cairn.disk, e.g. a recipe with another
+// seed) would be refused by cairn-init at its trial boot: it is refused before any write instead.
+TEST(Engine, RefusesABundleWhoseKernelsNameAnotherDisk) {
+    Rig r;
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    auto other_disk = [](BundleManifest& m) { m.disk_guid = Uuid::derive("another", "disk").str(); };
+    expect_error([&] { r.engine().install(r.fixture.bundle("2.0", "cairn-test", other_disk), {}, {}); }, {"names disk", "this device's disk is"});
+    EXPECT_EQ(r.slot_b(), before);
+    auto own_disk = [](BundleManifest& m) { m.disk_guid = Uuid::derive("cairn-test", "disk").str(); };
+    r.engine().install(r.fixture.bundle("2.1", "cairn-test", own_disk), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+}
