@@ -247,3 +247,21 @@ TEST_F(DpsClientTest, ConfigurationMistakes) {
     cairn::test::expect_error([&] { register_device(config); }, {"identity_cert and identity_pk"});
     EXPECT_EQ(tpm_registration_id("abc"), "xj4bnp4pahh6uqkbidpf3lrceoyagyndsylxvhfucd7wd4qacwwq");
 }
+
+TEST(DpsReplies, ReadWithoutTheNetwork) {
+    using nlohmann::json;
+    json status = parse_dps_reply(R"({"operationId":"op-1","status":"assigned","registrationState":
+        {"assignedHub":"hub.example","deviceId":"d1","substatus":"initialAssignment","payload":{"a":1}}})", "registration");
+    RegistrationResult r = registration_result(status, "d1", "");
+    EXPECT_TRUE(r.assigned());
+    EXPECT_EQ(r.operation_id, "op-1");
+    EXPECT_EQ(r.assigned_hub, "hub.example");
+    EXPECT_EQ(r.payload["a"], 1);
+    EXPECT_THROW(parse_dps_reply("[1]", "registration"), cairn::Error);
+    EXPECT_THROW(parse_dps_reply("{", "registration"), cairn::Error);
+    EXPECT_THROW(registration_result(json{{"status", "assigned"}}, "d1", "op"), cairn::Error);
+    int64_t code = 0;
+    EXPECT_EQ(dps_error_message(R"({"errorCode":401002,"message":"Unauthorized"})", &code), "Unauthorized");
+    EXPECT_EQ(code, 401002);
+    EXPECT_EQ(dps_error_message(""), "(no body)");
+}

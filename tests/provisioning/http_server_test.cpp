@@ -140,3 +140,27 @@ TEST_F(HttpServerTest, ErrorsNameTheirObject) {
     cairn::test::expect_error([&] { HttpsServer(c, [](const HttpRequest&) { return HttpResponse{}; }); }, {"'localhost' is not an IPv4 address"});
     EXPECT_EQ(http_date(1700000000), "Tue, 14 Nov 2023 22:13:20 GMT");
 }
+
+TEST(HttpRequestHead, ParsesRequestLineHeadersAndTarget) {
+    HttpRequest r;
+    ASSERT_TRUE(parse_request_head("PUT /scope/registrations/a%2Fb/register?api-version=2021-06-01&x=%20y HTTP/1.1\r\n"
+                                   "Host: localhost\r\nContent-Length:  12 \r\nX-Empty:\r\n",
+                                   r));
+    EXPECT_EQ(r.method, "PUT");
+    EXPECT_EQ(r.target, "/scope/registrations/a%2Fb/register?api-version=2021-06-01&x=%20y");
+    EXPECT_EQ(r.header("host"), "localhost");
+    EXPECT_EQ(r.header("content-length"), "12");
+    EXPECT_EQ(r.headers.count("x-empty"), 1u);
+    decode_request_target(r);
+    EXPECT_EQ(r.path, "/scope/registrations/a/b/register");
+    EXPECT_EQ(r.query["api-version"], "2021-06-01");
+    EXPECT_EQ(r.query["x"], " y");
+
+    for (const char* bad : {"", "GET", "GET /", "GET / FTP/1.0", "GET / HTTP/1.1\r\nno colon here"}) {
+        HttpRequest b;
+        EXPECT_FALSE(parse_request_head(bad, b)) << bad;
+    }
+    HttpRequest escape;
+    ASSERT_TRUE(parse_request_head("GET /a%zz HTTP/1.1", escape));
+    EXPECT_THROW(decode_request_target(escape), cairn::Error);
+}
