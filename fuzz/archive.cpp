@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     cairn::fuzz::expect_only_errors([&] {
         ArchiveReader a = new_archive_reader();
         if (archive_read_open_memory(a.get(), data, size) != ARCHIVE_OK)
-            cairn::fail(std::string("fuzz: ") + archive_error_string(a.get()));
+            cairn::fail("fuzz: " + archive_error(a.get()));
         Tree tree(staging.path() / "root");
         (void)extract_into(a.get(), tree, ExtractOptions{}, "fuzz.tar");
     });

@@ -51,7 +51,7 @@ la_ssize_t append_to_string(archive*, void* client, const void* buffer, size_t l
 }
 
 void check(archive* a, int r, const std::string& what) {
-    if (r < ARCHIVE_WARN) fail(what + ": " + (archive_error_string(a) ? archive_error_string(a) : "libarchive error"));
+    if (r < ARCHIVE_WARN) fail(what + ": " + archive_error(a));
 }
 
 void write_data(archive* a, const char* data, size_t size, const std::string& what) {

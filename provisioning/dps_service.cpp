@@ -253,7 +253,7 @@ void DpsService::log(const HttpRequest& request, const std::string& registration
     if (log_.size() > max_log_entries) log_.pop_front();
     if (!config_.request_log.empty()) {
         std::ofstream out(config_.request_log, std::ios::app);
-        out << entry.dump() << "\n";
+        out << entry.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     }
 }
 

@@ -103,7 +103,8 @@ std::string HttpRequest::header(const std::string& lower_name) const {
 HttpResponse HttpResponse::json(int status, const nlohmann::json& body) {
     HttpResponse r;
     r.status = status;
-    r.body = body.dump();
+    // Messages may quote request bytes that are not UTF-8: those become U+FFFD rather than an exception.
+    r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     r.headers.emplace_back("Content-Type", "application/json; charset=utf-8");
     return r;
 }

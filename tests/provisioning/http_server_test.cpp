@@ -164,3 +164,11 @@ TEST(HttpRequestHead, ParsesRequestLineHeadersAndTarget) {
     ASSERT_TRUE(parse_request_head("GET /a%zz HTTP/1.1", escape));
     EXPECT_THROW(decode_request_target(escape), cairn::Error);
 }
+
+// Found by fuzz/dps_request: an error message quoting a request byte that is not UTF-8 made
+// nlohmann's dump() throw type_error, which nothing caught.
+TEST(HttpResponse, JsonBodyWithBytesThatAreNotUtf8) {
+    HttpResponse r = HttpResponse::json(400, {{"message", std::string("hub status 'di\x9esabled' is unknown")}});
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("di\xef\xbf\xbdsabled"), std::string::npos) << r.body;
+}
