@@ -131,6 +131,15 @@ std::variant<HttpsReply, Transport> perform(CURL* curl, const HttpsRequest& requ
 
 std::string service_message(const HttpsReply& reply, int64_t* code = nullptr) { return dps_error_message(reply.body, code); }
 
+// A string member of a reply object: "" when absent or null; another type is an Error (not
+// nlohmann's type_error, which nothing expects).
+std::string reply_string(const json& object, const char* key, const std::string& what) {
+    auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return "";
+    if (!it->is_string()) fail("provisioning: " + what + ": \"" + key + "\" in the reply is not a string");
+    return it->get<std::string>();
+}
+
 class Session {
 public:
     Session(const DpsClientConfig& config, std::string registration_id)
@@ -269,8 +278,8 @@ public:
         reply = send("PUT", url("/register"), text, true);
         if (reply.status != 200 && reply.status != 202) refuse("registration", reply);
         json status = parse(reply, "registration");
-        std::string operation = status.value("operationId", "");
-        for (int poll = 0; status.value("status", "") == "assigning" || (reply.status == 202 && !status.contains("registrationState"));
+        std::string operation = reply_string(status, "operationId", "registration");
+        for (int poll = 0; reply_string(status, "status", "registration") == "assigning" || (reply.status == 202 && !status.contains("registrationState"));
              ++poll) {
             if (operation.empty()) fail("provisioning: registration of '" + registration_id_ + "': the 202 reply has no operationId");
             if (poll >= config_.retry.max_polls)
@@ -335,18 +344,21 @@ json parse_dps_reply(const std::string& reply_body, const std::string& what) {
 RegistrationResult registration_result(const json& status, const std::string& registration_id, const std::string& operation) {
     RegistrationResult result;
     result.registration_id = registration_id;
-    result.operation_id = status.value("operationId", operation);
-    result.status = status.value("status", "");
+    const std::string what = "registration of '" + registration_id + "'";
+    result.operation_id = reply_string(status, "operationId", what);
+    if (result.operation_id.empty()) result.operation_id = operation;
+    result.status = reply_string(status, "status", what);
     const json state = status.value("registrationState", json::object());
     result.registration_state = state;
     if (state.is_object()) {
-        result.substatus = state.value("substatus", "");
-        result.assigned_hub = state.value("assignedHub", "");
-        result.device_id = state.value("deviceId", "");
+        const std::string in_state = what + ": registrationState";
+        result.substatus = reply_string(state, "substatus", in_state);
+        result.assigned_hub = reply_string(state, "assignedHub", in_state);
+        result.device_id = reply_string(state, "deviceId", in_state);
         if (state.contains("errorCode") && state["errorCode"].is_number()) result.error_code = state["errorCode"].get<int64_t>();
-        result.error_message = state.value("errorMessage", "");
+        result.error_message = reply_string(state, "errorMessage", in_state);
         if (state.contains("payload")) result.payload = state["payload"];
-        if (result.status.empty()) result.status = state.value("status", "");
+        if (result.status.empty()) result.status = reply_string(state, "status", in_state);
     }
     if (result.status == "assigned" && (result.assigned_hub.empty() || result.device_id.empty()))
         fail("provisioning: registration of '" + registration_id + "' is 'assigned' but names no hub or device ID");

@@ -260,6 +260,9 @@ TEST(DpsReplies, ReadWithoutTheNetwork) {
     EXPECT_THROW(parse_dps_reply("[1]", "registration"), cairn::Error);
     EXPECT_THROW(parse_dps_reply("{", "registration"), cairn::Error);
     EXPECT_THROW(registration_result(json{{"status", "assigned"}}, "d1", "op"), cairn::Error);
+    // Found by fuzz/dps_reply: a field of another type threw nlohmann's type_error out of register_device.
+    cairn::test::expect_error([] { registration_result(json{{"status", 1}}, "d1", "op"); }, {"registration of 'd1'", "\"status\"", "not a string"});
+    EXPECT_THROW(registration_result(json{{"registrationState", {{"deviceId", 5}}}}, "d1", "op"), cairn::Error);
     int64_t code = 0;
     EXPECT_EQ(dps_error_message(R"({"errorCode":401002,"message":"Unauthorized"})", &code), "Unauthorized");
     EXPECT_EQ(code, 401002);
