@@ -92,7 +92,12 @@ size_t extract_into(archive* a, Tree& tree, const ExtractOptions& options, const
         }
         switch (archive_entry_filetype(entry)) {
             case AE_IFDIR: tree.add_directory(*dest, meta, where); break;
-            case AE_IFLNK: tree.add_symlink(*dest, archive_entry_symlink(entry), meta, where); break;
+            case AE_IFLNK: {
+                const char* target = archive_entry_symlink(entry);  // NULL for an empty link name
+                if (!target || !*target) fail(where + ": symbolic link without a target");
+                tree.add_symlink(*dest, target, meta, where);
+                break;
+            }
             case AE_IFREG: {
                 tree.add_file(*dest, "", meta, where);
                 copy_entry_data(a, tree.host(tree.resolve(*dest, where)), where);
