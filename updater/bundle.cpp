@@ -190,6 +190,8 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     for (const Payload& p : m.payloads)
         if (p.role == "root-verity") {
             const Payload* root = m.find("root", p.slot);
+            if (!root)  // a tree for either slot over per-slot roots
+                fail(what + ": manifest: payload " + p.name + " is for either slot, but there is no root payload for either slot");
             if (root->size != p.data_blocks * p.data_block_size)
                 fail(what + ": manifest: payload " + p.name + " covers " + std::to_string(p.data_blocks * p.data_block_size) +
                      " bytes but the root payload has " + std::to_string(root->size));

@@ -166,6 +166,12 @@ TEST(BundleManifest, ParsesWhatItWritesAndNamesBadFields) {
     expect_error([&] { BundleManifest::parse(text, "t"); }, {"etc entry \"/var/x\""});
 }
 
+// A tree for either slot over per-slot roots: m.find("root", "") is null; it was dereferenced.
+TEST(BundleManifest, GenericTreeOverPerSlotRootsIsAnError) {
+    const std::string text = cairn::read_file(std::string(CAIRN_SOURCE_DIR) + "/fuzz/regressions/bundle_manifest/generic-tree-per-slot-roots.json");
+    expect_error([&] { BundleManifest::parse(text, "t"); }, {"t: manifest: payload root-verity is for either slot", "no root payload for either slot"});
+}
+
 TEST(BundleHeader, RoundTripsAndChecksBounds) {
     BundleHeader h{1000, 2000, 4096};
     std::string bytes = encode_header(h);
