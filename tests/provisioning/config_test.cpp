@@ -90,3 +90,13 @@ TEST_F(ConfigTest, MistakesNameTheKey) {
     EXPECT_EQ(parse("[provisioning]\nsource = \"none\"\n").source, "none");
     EXPECT_EQ(file_uri_path("file:///var/secrets/a%20b", "k"), "/var/secrets/a b");
 }
+
+// Found by fuzz/config: a file name the kernel refuses (ENAMETOOLONG) threw filesystem_error.
+TEST_F(ConfigTest, FileNameTooLongIsAnErrorNamingTheKey) {
+    const std::string long_name = "file:///etc/" + std::string(300, 'x') + "/ca.pem";
+    cairn::test::expect_error([&] { parse("trust_bundle_cert = \"" + long_name + "\"\n[provisioning]\nsource = \"dps\"\nid_scope = \"s\"\n"); },
+                              {"config.toml:1", "trust_bundle_cert", "no such file"});
+    cairn::test::expect_error([&] {
+        parse("[provisioning]\nsource = \"dps\"\nid_scope = \"s\"\npayload = { uri = \"" + long_name + "\" }\n[provisioning.attestation]\nmethod = \"tpm\"\n");
+    }, {"provisioning.payload.uri", "no such file"});
+}
