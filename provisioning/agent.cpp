@@ -30,7 +30,7 @@ IdentityStore::Loaded IdentityStore::read(const ProvisioningConfig* config) cons
     json doc;
     try {
         doc = json::parse(read_file(file));
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
         return {std::nullopt, file.string() + " is not valid JSON"};
     } catch (const Error& e) {
         return {std::nullopt, e.what()};

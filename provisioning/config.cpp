@@ -106,7 +106,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
         std::filesystem::path path = r.existing_file(*payload, "provisioning.payload", "uri");
         try {
             c.payload = nlohmann::json::parse(read_file(path));
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {
             r.error(*payload->get("uri"), "provisioning.payload.uri", path.string() + " is not valid JSON: " + e.what());
         }
     }

@@ -325,7 +325,7 @@ std::string dps_error_message(const std::string& reply_body, int64_t* code) {
         }
         for (const char* key : {"message", "errorMessage", "Message"})
             if (body.contains(key) && body[key].is_string()) return body[key].get<std::string>();
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
     }
     std::string text = reply_body.substr(0, 200);
     return text.empty() ? "(no body)" : text;
@@ -336,7 +336,7 @@ json parse_dps_reply(const std::string& reply_body, const std::string& what) {
         json body = json::parse(reply_body);
         if (!body.is_object()) fail("provisioning: " + what + ": the reply is not a JSON object");
         return body;
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
         fail("provisioning: " + what + ": the reply is not valid JSON (" + std::string(e.what()) + ")");
     }
 }

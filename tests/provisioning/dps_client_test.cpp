@@ -267,4 +267,7 @@ TEST(DpsReplies, ReadWithoutTheNetwork) {
     EXPECT_EQ(dps_error_message(R"({"errorCode":401002,"message":"Unauthorized"})", &code), "Unauthorized");
     EXPECT_EQ(code, 401002);
     EXPECT_EQ(dps_error_message(""), "(no body)");
+    // Found by fuzz/dps_reply: a number too large for a double is nlohmann's out_of_range, not parse_error.
+    EXPECT_THROW(parse_dps_reply(R"({"status":1e400})", "registration"), cairn::Error);
+    EXPECT_EQ(dps_error_message(R"({"errorCode":1e400})"), R"({"errorCode":1e400})");
 }
