@@ -11,6 +11,11 @@
 
 namespace cairn::imager {
 
+std::string archive_error(archive* a) {
+    const char* message = archive_error_string(a);
+    return message ? message : "unknown libarchive error";
+}
+
 ArchiveReader new_archive_reader() {
     ArchiveReader a(archive_read_new());
     if (!a) fail("libarchive: out of memory");
@@ -22,7 +27,7 @@ ArchiveReader new_archive_reader() {
 ArchiveReader open_archive_file(const std::filesystem::path& file) {
     ArchiveReader a = new_archive_reader();
     if (archive_read_open_filename(a.get(), file.c_str(), 1 << 16) != ARCHIVE_OK)
-        fail(file.string() + ": cannot read as an archive: " + archive_error_string(a.get()));
+        fail(file.string() + ": cannot read as an archive: " + archive_error(a.get()));
     return a;
 }
 
@@ -51,7 +56,7 @@ void copy_entry_data(archive* a, const std::filesystem::path& to, const std::str
     uint64_t offset = 0;
     for (;;) {
         la_ssize_t r = archive_read_data(a, buffer.data(), buffer.size());
-        if (r < 0) fail(what + ": " + archive_error_string(a));
+        if (r < 0) fail(what + ": " + archive_error(a));
         if (r == 0) break;
         pwrite_exact(fd.get(), buffer.data(), static_cast<size_t>(r), offset, to.string());
         offset += static_cast<uint64_t>(r);
@@ -68,7 +73,7 @@ size_t extract_into(archive* a, Tree& tree, const ExtractOptions& options, const
     for (;;) {
         int r = archive_read_next_header(a, &entry);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) fail(what + ": " + archive_error_string(a));
+        if (r < ARCHIVE_WARN) fail(what + ": " + archive_error(a));
         std::string name = normalise(archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "", what);
         auto dest = destination(name);
         if (!dest) {
@@ -87,7 +92,12 @@ size_t extract_into(archive* a, Tree& tree, const ExtractOptions& options, const
         }
         switch (archive_entry_filetype(entry)) {
             case AE_IFDIR: tree.add_directory(*dest, meta, where); break;
-            case AE_IFLNK: tree.add_symlink(*dest, archive_entry_symlink(entry), meta, where); break;
+            case AE_IFLNK: {
+                const char* target = archive_entry_symlink(entry);  // NULL for an empty link name
+                if (!target || !*target) fail(where + ": symbolic link without a target");
+                tree.add_symlink(*dest, target, meta, where);
+                break;
+            }
             case AE_IFREG: {
                 tree.add_file(*dest, "", meta, where);
                 copy_entry_data(a, tree.host(tree.resolve(*dest, where)), where);

@@ -25,6 +25,10 @@ struct ArchiveWriteDeleter {
 // A libarchive writer (archive_write_new); archive_write_free closes it if still open.
 using ArchiveWriter = std::unique_ptr<archive, ArchiveWriteDeleter>;
 
+// libarchive's message for the last failure of `a`; it may have none (a NULL string), e.g. for a
+// truncated compressed stream: then "unknown libarchive error".
+std::string archive_error(archive* a);
+
 // A reader that takes every format and filter libarchive supports.
 ArchiveReader new_archive_reader();
 

@@ -51,7 +51,7 @@ la_ssize_t append_to_string(archive*, void* client, const void* buffer, size_t l
 }
 
 void check(archive* a, int r, const std::string& what) {
-    if (r < ARCHIVE_WARN) fail(what + ": " + (archive_error_string(a) ? archive_error_string(a) : "libarchive error"));
+    if (r < ARCHIVE_WARN) fail(what + ": " + archive_error(a));
 }
 
 void write_data(archive* a, const char* data, size_t size, const std::string& what) {
@@ -129,6 +129,9 @@ void write_initrd(const std::filesystem::path& out, std::vector<CpioEntry> entri
     }
     for (const auto& dir : missing) sorted.try_emplace(dir, CpioEntry{.path = dir, .mode = S_IFDIR | 0755});
 
+    // `data` outlives the writer: archive_write_free flushes into it, also when a failure below
+    // unwinds the stack (declared after the writer, it was appended to after its destruction).
+    std::string data;
     ArchiveWriter a(archive_write_new());
     if (!a) fail(file + ": libarchive: out of memory");
     const std::string what = file;
@@ -143,7 +146,6 @@ void write_initrd(const std::filesystem::path& out, std::vector<CpioEntry> entri
         check(a.get(), archive_write_add_filter_none(a.get()), what);
     }
     check(a.get(), archive_write_set_bytes_in_last_block(a.get(), 1), what);  // no padding after the trailer
-    std::string data;
     check(a.get(), archive_write_open(a.get(), &data, nullptr, append_to_string, nullptr), what);
 
     int64_t inode = 0;

@@ -47,13 +47,13 @@ void with_member(const fs::path& deb, const std::string& prefix, const std::func
     ArchiveReader outer(archive_read_new());
     archive_read_support_format_ar(outer.get());
     if (archive_read_open_filename(outer.get(), deb.c_str(), 1 << 16) != ARCHIVE_OK)
-        fail(deb.string() + ": not a Debian package: " + archive_error_string(outer.get()));
+        fail(deb.string() + ": not a Debian package: " + archive_error(outer.get()));
     archive_entry* entry = nullptr;
     bool seen_binary = false;
     for (;;) {
         int r = archive_read_next_header(outer.get(), &entry);
         if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) fail(deb.string() + ": not a Debian package: " + archive_error_string(outer.get()));
+        if (r < ARCHIVE_WARN) fail(deb.string() + ": not a Debian package: " + archive_error(outer.get()));
         std::string name = archive_entry_pathname(entry);
         if (name == "debian-binary") seen_binary = true;
         if (!name.starts_with(prefix)) continue;
@@ -65,7 +65,7 @@ void with_member(const fs::path& deb, const std::string& prefix, const std::func
             return archive_read_data(static_cast<archive*>(outer_archive), block, sizeof block);
         };
         if (archive_read_open(inner.get(), outer.get(), nullptr, read, nullptr) != ARCHIVE_OK)
-            fail(deb.string() + ": " + name + ": " + archive_error_string(inner.get()));
+            fail(deb.string() + ": " + name + ": " + archive_error(inner.get()));
         use(inner.get());
         return;
     }

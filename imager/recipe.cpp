@@ -217,7 +217,11 @@ Step read_step(const Reader& r, const toml::table& t, const std::string& prefix)
 Recipe load_recipe(const fs::path& file) {
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) fail(file.string() + ": recipe not found (no such file)");
-    toml::table root = TomlReader::parse(read_file(file), file);
+    return parse_recipe(read_file(file), file);
+}
+
+Recipe parse_recipe(std::string_view text, const fs::path& file) {
+    toml::table root = TomlReader::parse(text, file);
 
     Reader r(file);
     Recipe recipe;

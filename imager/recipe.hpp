@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "partitions/layout.hpp"
@@ -110,6 +111,8 @@ struct Recipe {
 // Parses and validates a recipe. Relative paths in it are resolved against the recipe's folder.
 // Any problem throws Error "<file>:<line>: <key>: <what is wrong>".
 Recipe load_recipe(const fs::path& file);
+// The same for recipe text that came from `file` (which names it in errors and anchors its relative paths).
+Recipe parse_recipe(std::string_view text, const fs::path& file);
 
 std::string_view step_kind_name(Step::Kind kind);
 

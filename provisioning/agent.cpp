@@ -30,7 +30,7 @@ IdentityStore::Loaded IdentityStore::read(const ProvisioningConfig* config) cons
     json doc;
     try {
         doc = json::parse(read_file(file));
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
         return {std::nullopt, file.string() + " is not valid JSON"};
     } catch (const Error& e) {
         return {std::nullopt, e.what()};
@@ -67,7 +67,8 @@ void IdentityStore::save(const Identity& identity) {
 
 void IdentityStore::record_attempt(const json& attempt) {
     std::filesystem::create_directories(dir_);
-    write_file_atomic(dir_ / "last_attempt.json", attempt.dump(2) + "\n", 0600);
+    // Messages may quote service replies that are not UTF-8: those bytes become U+FFFD.
+    write_file_atomic(dir_ / "last_attempt.json", attempt.dump(2, ' ', false, json::error_handler_t::replace) + "\n", 0600);
 }
 
 json IdentityStore::last_attempt() const {

@@ -29,7 +29,8 @@ public:
         } catch (const Error& e) {
             error(*t.get(name), k, e.what());
         }
-        if (!std::filesystem::is_regular_file(path)) error(*t.get(name), k, "no such file: " + path.string());
+        std::error_code ec;  // ENAMETOOLONG, EACCES, ...: no such file either
+        if (!std::filesystem::is_regular_file(path, ec)) error(*t.get(name), k, "no such file: " + path.string());
         return path;
     }
 };
@@ -70,7 +71,8 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
     // Other programs' sections of the shared config.toml are theirs to check.
     if (auto v = r.string(root, "", "trust_bundle_cert")) {
         c.trust_bundle = file_uri_path(*v, "trust_bundle_cert");
-        if (!std::filesystem::is_regular_file(c.trust_bundle)) r.error(*root.get("trust_bundle_cert"), "trust_bundle_cert", "no such file: " + c.trust_bundle.string());
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(c.trust_bundle, ec)) r.error(*root.get("trust_bundle_cert"), "trust_bundle_cert", "no such file: " + c.trust_bundle.string());
     }
     auto parse_mode = [&](const toml::table& t, const std::string& prefix) {
         if (auto v = r.string(t, prefix, "auto_reprovisioning_mode")) {
@@ -106,7 +108,7 @@ ProvisioningConfig parse_config(const std::string& text, const std::filesystem::
         std::filesystem::path path = r.existing_file(*payload, "provisioning.payload", "uri");
         try {
             c.payload = nlohmann::json::parse(read_file(path));
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {
             r.error(*payload->get("uri"), "provisioning.payload.uri", path.string() + " is not valid JSON: " + e.what());
         }
     }

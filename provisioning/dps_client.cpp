@@ -129,20 +129,15 @@ std::variant<HttpsReply, Transport> perform(CURL* curl, const HttpsRequest& requ
     return reply;
 }
 
-// The service's message and code from an error body (errorCode|code, message|errorMessage).
-std::string service_message(const HttpsReply& reply, int64_t* code = nullptr) {
-    try {
-        json body = json::parse(reply.body);
-        if (code) {
-            if (body.contains("errorCode") && body["errorCode"].is_number()) *code = body["errorCode"].get<int64_t>();
-            else if (body.contains("code") && body["code"].is_number()) *code = body["code"].get<int64_t>();
-        }
-        for (const char* key : {"message", "errorMessage", "Message"})
-            if (body.contains(key) && body[key].is_string()) return body[key].get<std::string>();
-    } catch (const json::parse_error&) {
-    }
-    std::string text = reply.body.substr(0, 200);
-    return text.empty() ? "(no body)" : text;
+std::string service_message(const HttpsReply& reply, int64_t* code = nullptr) { return dps_error_message(reply.body, code); }
+
+// A string member of a reply object: "" when absent or null; another type is an Error (not
+// nlohmann's type_error, which nothing expects).
+std::string reply_string(const json& object, const char* key, const std::string& what) {
+    auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return "";
+    if (!it->is_string()) fail("provisioning: " + what + ": \"" + key + "\" in the reply is not a string");
+    return it->get<std::string>();
 }
 
 class Session {
@@ -260,15 +255,7 @@ public:
              (code ? " (" + std::to_string(code) + ")" : "") + ": " + message);
     }
 
-    static json parse(const HttpsReply& reply, const std::string& what) {
-        try {
-            json body = json::parse(reply.body);
-            if (!body.is_object()) fail("provisioning: " + what + ": the reply is not a JSON object");
-            return body;
-        } catch (const json::parse_error& e) {
-            fail("provisioning: " + what + ": the reply is not valid JSON (" + std::string(e.what()) + ")");
-        }
-    }
+    static json parse(const HttpsReply& reply, const std::string& what) { return parse_dps_reply(reply.body, what); }
 
     RegistrationResult run() {
         json body = {{"registrationId", registration_id_}};
@@ -291,8 +278,8 @@ public:
         reply = send("PUT", url("/register"), text, true);
         if (reply.status != 200 && reply.status != 202) refuse("registration", reply);
         json status = parse(reply, "registration");
-        std::string operation = status.value("operationId", "");
-        for (int poll = 0; status.value("status", "") == "assigning" || (reply.status == 202 && !status.contains("registrationState"));
+        std::string operation = reply_string(status, "operationId", "registration");
+        for (int poll = 0; reply_string(status, "status", "registration") == "assigning" || (reply.status == 202 && !status.contains("registrationState"));
              ++poll) {
             if (operation.empty()) fail("provisioning: registration of '" + registration_id_ + "': the 202 reply has no operationId");
             if (poll >= config_.retry.max_polls)
@@ -309,23 +296,7 @@ public:
             if (reply.status != 200 && reply.status != 202) refuse("operation status", reply);
             status = parse(reply, "operation status");
         }
-        RegistrationResult result;
-        result.registration_id = registration_id_;
-        result.operation_id = status.value("operationId", operation);
-        result.status = status.value("status", "");
-        const json state = status.value("registrationState", json::object());
-        result.registration_state = state;
-        if (state.is_object()) {
-            result.substatus = state.value("substatus", "");
-            result.assigned_hub = state.value("assignedHub", "");
-            result.device_id = state.value("deviceId", "");
-            if (state.contains("errorCode") && state["errorCode"].is_number()) result.error_code = state["errorCode"].get<int64_t>();
-            result.error_message = state.value("errorMessage", "");
-            if (state.contains("payload")) result.payload = state["payload"];
-            if (result.status.empty()) result.status = state.value("status", "");
-        }
-        if (result.status == "assigned" && (result.assigned_hub.empty() || result.device_id.empty()))
-            fail("provisioning: registration of '" + registration_id_ + "' is 'assigned' but names no hub or device ID");
+        RegistrationResult result = registration_result(status, registration_id_, operation);
         result.requests = requests_;
         return result;
     }
@@ -344,6 +315,55 @@ private:
 };
 
 }  // namespace
+
+std::string dps_error_message(const std::string& reply_body, int64_t* code) {
+    try {
+        json body = json::parse(reply_body);
+        if (code) {
+            if (body.contains("errorCode") && body["errorCode"].is_number()) *code = body["errorCode"].get<int64_t>();
+            else if (body.contains("code") && body["code"].is_number()) *code = body["code"].get<int64_t>();
+        }
+        for (const char* key : {"message", "errorMessage", "Message"})
+            if (body.contains(key) && body[key].is_string()) return body[key].get<std::string>();
+    } catch (const json::exception&) {
+    }
+    std::string text = reply_body.substr(0, 200);
+    return text.empty() ? "(no body)" : text;
+}
+
+json parse_dps_reply(const std::string& reply_body, const std::string& what) {
+    try {
+        json body = json::parse(reply_body);
+        if (!body.is_object()) fail("provisioning: " + what + ": the reply is not a JSON object");
+        return body;
+    } catch (const json::exception& e) {
+        fail("provisioning: " + what + ": the reply is not valid JSON (" + std::string(e.what()) + ")");
+    }
+}
+
+RegistrationResult registration_result(const json& status, const std::string& registration_id, const std::string& operation) {
+    RegistrationResult result;
+    result.registration_id = registration_id;
+    const std::string what = "registration of '" + registration_id + "'";
+    result.operation_id = reply_string(status, "operationId", what);
+    if (result.operation_id.empty()) result.operation_id = operation;
+    result.status = reply_string(status, "status", what);
+    const json state = status.value("registrationState", json::object());
+    result.registration_state = state;
+    if (state.is_object()) {
+        const std::string in_state = what + ": registrationState";
+        result.substatus = reply_string(state, "substatus", in_state);
+        result.assigned_hub = reply_string(state, "assignedHub", in_state);
+        result.device_id = reply_string(state, "deviceId", in_state);
+        if (state.contains("errorCode") && state["errorCode"].is_number()) result.error_code = state["errorCode"].get<int64_t>();
+        result.error_message = reply_string(state, "errorMessage", in_state);
+        if (state.contains("payload")) result.payload = state["payload"];
+        if (result.status.empty()) result.status = reply_string(state, "status", in_state);
+    }
+    if (result.status == "assigned" && (result.assigned_hub.empty() || result.device_id.empty()))
+        fail("provisioning: registration of '" + registration_id + "' is 'assigned' but names no hub or device ID");
+    return result;
+}
 
 std::string HttpsReply::header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);

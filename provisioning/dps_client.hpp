@@ -109,6 +109,16 @@ struct RegistrationResult {
 // refuses the request or cannot be reached after the retries.
 RegistrationResult register_device(const DpsClientConfig& config);
 
+// Reading the service's replies (the untrusted part of register_device, apart from the network):
+// A reply body as a JSON object; anything else throws Error "provisioning: <what>: ...".
+nlohmann::json parse_dps_reply(const std::string& reply_body, const std::string& what);
+// The outcome a registration or operation-status reply states (requests left 0). Throws Error when
+// a field it reads is not a string, or when it is 'assigned' but names no hub or device ID.
+RegistrationResult registration_result(const nlohmann::json& status, const std::string& registration_id, const std::string& operation);
+// The service's message from an error reply (message|errorMessage|Message) and its code
+// (errorCode|code) when `code` is given; else the body's first 200 bytes, or "(no body)".
+std::string dps_error_message(const std::string& reply_body, int64_t* code = nullptr);
+
 // The registration ID the configuration resolves to (reads the certificate or asks the TPM).
 std::string resolve_registration_id(const DpsClientConfig& config);
 

@@ -87,7 +87,7 @@ json load_enrollments_file(const std::filesystem::path& file) {
     } else {
         try {
             document = json::parse(read_file(file));
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {
             fail(file.string() + ": not valid JSON: " + e.what());
         }
     }
@@ -375,7 +375,7 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
         json body;
         try {
             body = json::parse(request.body);
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {
             return error(400, 400002, std::string("request body is not valid JSON: ") + e.what());
         }
         if (!body.is_object()) return error(400, 400002, "request body must be a JSON object");
@@ -645,7 +645,7 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
     auto body = [&] {
         try {
             return json::parse(request.body);
-        } catch (const json::parse_error& e) {
+        } catch (const json::exception& e) {
             fail(std::string("admin API: request body is not valid JSON: ") + e.what());
         }
     };

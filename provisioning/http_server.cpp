@@ -101,6 +101,38 @@ std::string serialize(const HttpResponse& response, bool keep_alive) {
 
 }  // namespace
 
+bool parse_request_head(std::string_view head, HttpRequest& request) {
+    size_t line_end = head.find("\r\n");
+    std::string_view line = head.substr(0, line_end);
+    bool ok = true;
+    size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+    if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
+        ok = false;
+    } else {
+        request.method = line.substr(0, sp1);
+        request.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    }
+    std::string_view rest = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
+    while (!rest.empty()) {
+        size_t e = rest.find("\r\n");
+        std::string_view h = rest.substr(0, e);
+        rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e + 2);
+        size_t colon = h.find(':');
+        if (colon == std::string_view::npos) {
+            ok = false;
+            continue;
+        }
+        request.headers[to_lower(trim(h.substr(0, colon)))] = trim(h.substr(colon + 1));
+    }
+    return ok;
+}
+
+void decode_request_target(HttpRequest& request) {
+    size_t q = request.target.find('?');
+    request.path = url_decode(request.target.substr(0, q), "request path");
+    if (q != std::string::npos) request.query = parse_query(request.target.substr(q + 1), "request query");
+}
+
 std::string HttpRequest::header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
     return it == headers.end() ? "" : it->second;
@@ -327,30 +359,8 @@ bool HttpsServer::serve_tls(int fd, const std::string& peer) {
         HttpRequest request;
         request.peer_address = peer;
         for (const auto& c : chain) request.peer_chain.push_back(copy_certificate(c.get()));
-        std::string_view head(buffer.data(), end);
-        size_t line_end = head.find("\r\n");
-        std::string_view line = head.substr(0, line_end);
         HttpResponse response;
-        bool bad = false;
-        size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-        if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
-            bad = true;
-        } else {
-            request.method = line.substr(0, sp1);
-            request.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-        }
-        std::string_view rest = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
-        while (!rest.empty()) {
-            size_t e = rest.find("\r\n");
-            std::string_view h = rest.substr(0, e);
-            rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e + 2);
-            size_t colon = h.find(':');
-            if (colon == std::string_view::npos) {
-                bad = true;
-                continue;
-            }
-            request.headers[to_lower(trim(h.substr(0, colon)))] = trim(h.substr(colon + 1));
-        }
+        bool bad = !parse_request_head(std::string_view(buffer.data(), end), request);
         buffer.erase(0, end + 4);
         keep_alive = to_lower(request.header("connection")) != "close";
         size_t length = 0;
@@ -384,10 +394,8 @@ bool HttpsServer::serve_tls(int fd, const std::string& peer) {
         if (buffer.size() < length) break;
         request.body = buffer.substr(0, length);
         buffer.erase(0, length);
-        size_t q = request.target.find('?');
         try {
-            request.path = url_decode(request.target.substr(0, q), "request path");
-            if (q != std::string::npos) request.query = parse_query(request.target.substr(q + 1), "request query");
+            decode_request_target(request);
             response = handler_(request);
         } catch (const std::exception& e) {
             response = HttpResponse::json(400, {{"errorCode", 400000}, {"message", e.what()}});

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -71,6 +72,12 @@ struct HttpsServerStats {
     uint64_t timeouts = 0;         // connections closed at a handshake or request deadline
     int active = 0;                // connections open now
 };
+
+// The request's head (request line and header lines, without the blank line that ends them):
+// fills method, target and headers (names lower-cased, values trimmed). False when malformed.
+bool parse_request_head(std::string_view head, HttpRequest& request);
+// Percent-decodes the target into path and query; throws Error on a malformed escape.
+void decode_request_target(HttpRequest& request);
 
 std::string http_reason(int status);
 // RFC 7231 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".

@@ -87,3 +87,20 @@ TEST(Archive, NotAnArchiveIsAClearError) {
         EXPECT_NE(std::string(e.what()).find("junk.tar"), std::string::npos) << e.what();
     }
 }
+
+// Found by fuzzing: libarchive gives NULL for an empty link name and for a failure without a
+// message; both reached std::string (std::logic_error, SEGV). Both are now Errors naming the archive.
+TEST(Archive, SymlinkWithoutTargetAndTruncatedStreamAreErrors) {
+    Scratch dir;
+    const std::string empty_link = read_file(std::string(CAIRN_SOURCE_DIR) + "/fuzz/regressions/archive/symlink-without-target.tar");
+    ArchiveReader a = new_archive_reader();
+    ASSERT_EQ(archive_read_open_memory(a.get(), empty_link.data(), empty_link.size()), ARCHIVE_OK);
+    Tree t(dir / "root");
+    test::expect_error([&] { extract_into(a.get(), t, {}, "x.tar"); }, {"x.tar: link", "symbolic link without a target"});
+
+    const std::string truncated = read_file(std::string(CAIRN_SOURCE_DIR) + "/fuzz/regressions/archive/null-error-string.tar.gz");
+    ArchiveReader b = new_archive_reader();
+    ASSERT_EQ(archive_read_open_memory(b.get(), truncated.data(), truncated.size()), ARCHIVE_OK);
+    Tree u(dir / "root2");
+    EXPECT_THROW(extract_into(b.get(), u, {}, "y.tar.gz"), Error);
+}

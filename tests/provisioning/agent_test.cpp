@@ -184,3 +184,12 @@ TEST_F(AgentTest, DynamicRegistersAgainWhenTheHubRefusesTheDevice) {
     reply = dps->admin("PUT", "/admin/devices/agent-device", json{{"hubStatus", "asleep"}}.dump());
     EXPECT_EQ(reply.status, 400);
 }
+
+// A failed attempt's message may quote a service reply that is not UTF-8 (dps_error_message keeps
+// up to 200 bytes of it): recording it must not throw nlohmann's type_error.
+TEST(IdentityStore, RecordsAnAttemptWhoseMessageIsNotUtf8) {
+    cairn::test::Scratch scratch;
+    IdentityStore store(scratch / "state");
+    store.record_attempt({{"outcome", "failed"}, {"error", std::string("HTTP 500: \xff\xfe garbled")}});
+    EXPECT_EQ(store.last_attempt()["outcome"], "failed");
+}

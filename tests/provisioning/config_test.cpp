@@ -111,3 +111,13 @@ TEST_F(ConfigTest, SourceNoneStillReadsAndChecksTheWholeFile) {
     cairn::test::expect_error([&] { parse(none + "[provisioning.attestation]\nmethod = \"carrier-pigeon\"\n"); }, {"provisioning.attestation.method"});
     cairn::test::expect_error([&] { parse("[provisioning]\nsource = \"nowhere\"\n"); }, {"provisioning.source", "'nowhere'"});
 }
+
+// Found by fuzz/config: a file name the kernel refuses (ENAMETOOLONG) threw filesystem_error.
+TEST_F(ConfigTest, FileNameTooLongIsAnErrorNamingTheKey) {
+    const std::string long_name = "file:///etc/" + std::string(300, 'x') + "/ca.pem";
+    cairn::test::expect_error([&] { parse("trust_bundle_cert = \"" + long_name + "\"\n[provisioning]\nsource = \"dps\"\nid_scope = \"s\"\n"); },
+                              {"config.toml:1", "trust_bundle_cert", "no such file"});
+    cairn::test::expect_error([&] {
+        parse("[provisioning]\nsource = \"dps\"\nid_scope = \"s\"\npayload = { uri = \"" + long_name + "\" }\n[provisioning.attestation]\nmethod = \"tpm\"\n");
+    }, {"provisioning.payload.uri", "no such file"});
+}

@@ -247,3 +247,27 @@ TEST_F(DpsClientTest, ConfigurationMistakes) {
     cairn::test::expect_error([&] { register_device(config); }, {"identity_cert and identity_pk"});
     EXPECT_EQ(tpm_registration_id("abc"), "xj4bnp4pahh6uqkbidpf3lrceoyagyndsylxvhfucd7wd4qacwwq");
 }
+
+TEST(DpsReplies, ReadWithoutTheNetwork) {
+    using nlohmann::json;
+    json status = parse_dps_reply(R"({"operationId":"op-1","status":"assigned","registrationState":
+        {"assignedHub":"hub.example","deviceId":"d1","substatus":"initialAssignment","payload":{"a":1}}})", "registration");
+    RegistrationResult r = registration_result(status, "d1", "");
+    EXPECT_TRUE(r.assigned());
+    EXPECT_EQ(r.operation_id, "op-1");
+    EXPECT_EQ(r.assigned_hub, "hub.example");
+    EXPECT_EQ(r.payload["a"], 1);
+    EXPECT_THROW(parse_dps_reply("[1]", "registration"), cairn::Error);
+    EXPECT_THROW(parse_dps_reply("{", "registration"), cairn::Error);
+    EXPECT_THROW(registration_result(json{{"status", "assigned"}}, "d1", "op"), cairn::Error);
+    // Found by fuzz/dps_reply: a field of another type threw nlohmann's type_error out of register_device.
+    cairn::test::expect_error([] { registration_result(json{{"status", 1}}, "d1", "op"); }, {"registration of 'd1'", "\"status\"", "not a string"});
+    EXPECT_THROW(registration_result(json{{"registrationState", {{"deviceId", 5}}}}, "d1", "op"), cairn::Error);
+    int64_t code = 0;
+    EXPECT_EQ(dps_error_message(R"({"errorCode":401002,"message":"Unauthorized"})", &code), "Unauthorized");
+    EXPECT_EQ(code, 401002);
+    EXPECT_EQ(dps_error_message(""), "(no body)");
+    // Found by fuzz/dps_reply: a number too large for a double is nlohmann's out_of_range, not parse_error.
+    EXPECT_THROW(parse_dps_reply(R"({"status":1e400})", "registration"), cairn::Error);
+    EXPECT_EQ(dps_error_message(R"({"errorCode":1e400})"), R"({"errorCode":1e400})");
+}

@@ -337,3 +337,35 @@ TEST_F(HttpServerTest, AConnectionWithoutAThreadIsClosedAndTheServerLivesOn) {
     std::fflush(stdout);
     ::_exit(code);
 }
+
+TEST(HttpRequestHead, ParsesRequestLineHeadersAndTarget) {
+    HttpRequest r;
+    ASSERT_TRUE(parse_request_head("PUT /scope/registrations/a%2Fb/register?api-version=2021-06-01&x=%20y HTTP/1.1\r\n"
+                                   "Host: localhost\r\nContent-Length:  12 \r\nX-Empty:\r\n",
+                                   r));
+    EXPECT_EQ(r.method, "PUT");
+    EXPECT_EQ(r.target, "/scope/registrations/a%2Fb/register?api-version=2021-06-01&x=%20y");
+    EXPECT_EQ(r.header("host"), "localhost");
+    EXPECT_EQ(r.header("content-length"), "12");
+    EXPECT_EQ(r.headers.count("x-empty"), 1u);
+    decode_request_target(r);
+    EXPECT_EQ(r.path, "/scope/registrations/a/b/register");
+    EXPECT_EQ(r.query["api-version"], "2021-06-01");
+    EXPECT_EQ(r.query["x"], " y");
+
+    for (const char* bad : {"", "GET", "GET /", "GET / FTP/1.0", "GET / HTTP/1.1\r\nno colon here"}) {
+        HttpRequest b;
+        EXPECT_FALSE(parse_request_head(bad, b)) << bad;
+    }
+    HttpRequest escape;
+    ASSERT_TRUE(parse_request_head("GET /a%zz HTTP/1.1", escape));
+    EXPECT_THROW(decode_request_target(escape), cairn::Error);
+}
+
+// Found by fuzz/dps_request: an error message quoting a request byte that is not UTF-8 made
+// nlohmann's dump() throw type_error, which nothing caught.
+TEST(HttpResponse, JsonBodyWithBytesThatAreNotUtf8) {
+    HttpResponse r = HttpResponse::json(400, {{"message", std::string("hub status 'di\x9esabled' is unknown")}});
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("di\xef\xbf\xbdsabled"), std::string::npos) << r.body;
+}

@@ -196,6 +196,15 @@ TEST(BundleManifest, PerSlotRootsWithATreeForEitherSlot) {
                  {"t", "payload root-verity covers 8192 bytes but the root payload root-b for slot b has 12288"});
 }
 
+// Found by fuzz/bundle_manifest: a tree for either slot over per-slot roots dereferenced
+// m.find("root", "") (null). Each slot's root is now checked against the tree instead.
+TEST(BundleManifest, GenericTreeOverPerSlotRootsFromTheFuzzerParses) {
+    const std::string text = cairn::read_file(std::string(CAIRN_SOURCE_DIR) + "/fuzz/regressions/bundle_manifest/generic-tree-per-slot-roots.json");
+    BundleManifest m = BundleManifest::parse(text, "t");
+    EXPECT_EQ(m.find("root", "b")->name, "root-b");
+    EXPECT_EQ(m.find("root-verity", "a")->name, "root-verity");
+}
+
 TEST(BundleHeader, RoundTripsAndChecksBounds) {
     BundleHeader h{1000, 2000, 4096};
     std::string bytes = encode_header(h);
