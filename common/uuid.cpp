@@ -14,9 +14,10 @@ Uuid Uuid::parse(std::string_view text, const std::string& what) {
     std::string hex;
     if (text.size() != 36 || text[8] != '-' || text[13] != '-' || text[18] != '-' || text[23] != '-')
         fail(what + ": '" + std::string(text) + "' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
-    for (char c : text)
-        if (c != '-') hex.push_back(c);
+    for (size_t i = 0; i < text.size(); ++i)
+        if (i != 8 && i != 13 && i != 18 && i != 23) hex.push_back(text[i]);  // a '-' elsewhere is not hex: refused below
     auto raw = from_hex(hex, what);
+    if (raw.size() != 16) fail(what + ": '" + std::string(text) + "' is not a UUID");
     return from_bytes(raw.data());
 }
 

@@ -25,3 +25,10 @@ TEST(Uuid, DerivationIsDeterministicAndVersion4Shaped) {
     EXPECT_EQ(a.str()[14], '4');
     EXPECT_NE(std::string("89ab").find(a.str()[19]), std::string::npos);
 }
+
+// Found by fuzz/cmdline: dashes in the wrong places left fewer than 16 bytes, and all 16 were copied.
+TEST(Uuid, DashesOnlyWhereTheyBelong) {
+    EXPECT_THROW(Uuid::parse("2ddc4174-3b01--3e9-abfd-ba4f79579-15", "t"), Error);
+    EXPECT_THROW(Uuid::parse("2ddc4174-3b01-43e9-abfd-ba4f7957-915", "t"), Error);
+    EXPECT_EQ(Uuid::parse("2ddc4174-3b01-43e9-abfd-ba4f79579d15", "t").str(), "2ddc4174-3b01-43e9-abfd-ba4f79579d15");
+}
