@@ -607,7 +607,8 @@ Applied apply(const Policy& p) {
     std::map<std::string, std::vector<Element>> carried;
     std::map<std::string, bool> kept;
     for (const auto& [name, es] : ex.sets) {
-        auto d = std::find_if(defs.begin(), defs.end(), [&](const SetDef& x) { return name == x.name; });
+        const std::string& set_name = name;  // clang 14 cannot capture a structured binding
+        auto d = std::find_if(defs.begin(), defs.end(), [&](const SetDef& x) { return set_name == x.name; });
         if (d != defs.end() && same_set(es, *d)) {
             kept[name] = true;
             continue;

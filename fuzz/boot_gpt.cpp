@@ -6,9 +6,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace cairn::partitions;
-    for (uint64_t sector : {512u, 4096u}) {
+    for (uint64_t sector_size : {512u, 4096u}) {
         cairn::fuzz::expect_only_errors([&] {
-            DiskTable t = parse_primary_gpt(data, size, sector, "fuzz");
+            DiskTable t = parse_primary_gpt(data, size, sector_size, "fuzz");
             for (Role role : {Role::Esp, Role::Root, Role::RootVerity})
                 for (char slot : {'a', 'b'}) (void)find_role(t, role, slot, "fuzz");
             (void)find_role(t, Role::Data, 0, "fuzz");
