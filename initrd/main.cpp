@@ -64,12 +64,15 @@ constexpr const char* fallback_variable = "CairnFallback";  // set when cairn-in
 char booting_slot = 0;                              // for the failure report, once the command line is read
 std::optional<partitions::BlockDisk> boot_disk;     // once found: where the fallback's boot entries point
 
-// Mounts efivarfs (once; later calls find it there). False on a machine without UEFI variables.
+// Mounts efivarfs on the first call. False on a machine without UEFI variables.
 bool have_efivars() {
-    if (!fs::exists("/sys/firmware/efi")) return false;
-    ::mount("efivarfs", efivars_dir, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);  // EBUSY when already there
-    std::error_code ec;
-    return !fs::is_empty(efivars_dir, ec) && !ec;
+    static const bool mounted = [] {
+        if (!fs::exists("/sys/firmware/efi")) return false;
+        ::mount("efivarfs", efivars_dir, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);  // EBUSY when already there
+        std::error_code ec;
+        return !fs::is_empty(efivars_dir, ec) && !ec;
+    }();
+    return mounted;
 }
 
 // Leaves the reason in a UEFI variable for the updater, which reads it after the firmware fell
