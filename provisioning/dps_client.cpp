@@ -320,8 +320,8 @@ std::string dps_error_message(const std::string& reply_body, int64_t* code) {
     try {
         json body = json::parse(reply_body);
         if (code) {
-            if (body.contains("errorCode") && body["errorCode"].is_number()) *code = body["errorCode"].get<int64_t>();
-            else if (body.contains("code") && body["code"].is_number()) *code = body["code"].get<int64_t>();
+            if (body.contains("errorCode") && body["errorCode"].is_number_integer()) *code = body["errorCode"].get<int64_t>();
+            else if (body.contains("code") && body["code"].is_number_integer()) *code = body["code"].get<int64_t>();
         }
         for (const char* key : {"message", "errorMessage", "Message"})
             if (body.contains(key) && body[key].is_string()) return body[key].get<std::string>();
@@ -355,7 +355,7 @@ RegistrationResult registration_result(const json& status, const std::string& re
         result.substatus = reply_string(state, "substatus", in_state);
         result.assigned_hub = reply_string(state, "assignedHub", in_state);
         result.device_id = reply_string(state, "deviceId", in_state);
-        if (state.contains("errorCode") && state["errorCode"].is_number()) result.error_code = state["errorCode"].get<int64_t>();
+        if (state.contains("errorCode") && state["errorCode"].is_number_integer()) result.error_code = state["errorCode"].get<int64_t>();
         result.error_message = reply_string(state, "errorMessage", in_state);
         if (state.contains("payload")) result.payload = state["payload"];
         if (result.status.empty()) result.status = reply_string(state, "status", in_state);

@@ -694,7 +694,14 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
     }
     if (what == "faults" && request.method == "POST") {
         json document = body();
-        int status = document.value("status", 500), count = document.value("count", 1), retry_after = document.value("retryAfter", 1);
+        auto number = [&](const char* key, int dflt) {
+            if (!document.contains(key)) return dflt;
+            const json& v = document[key];
+            if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 100000)
+                fail(std::string("admin API: faults.") + key + " must be an integer from 0 to 100000");
+            return static_cast<int>(v.get<int64_t>());
+        };
+        const int status = number("status", 500), count = number("count", 1), retry_after = number("retryAfter", 1);
         if (status < 400 || status > 599) fail("admin API: faults.status must be an HTTP error status (400-599)");
         inject_faults(status, count, retry_after);
         HttpResponse r;

@@ -96,7 +96,7 @@ fs::path set_aside_damaged(const fs::path& file, size_t keep) {
     const size_t n = std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
     std::snprintf(stamp + n, sizeof stamp - n, ".%09ldZ", static_cast<long>(now.tv_nsec));
     fs::path aside = file.parent_path() / (prefix + stamp);
-    for (int n = 1; fs::exists(aside); ++n) aside = file.parent_path() / (prefix + stamp + "." + std::to_string(n));
+    for (int i = 1; fs::exists(aside); ++i) aside = file.parent_path() / (prefix + stamp + "." + std::to_string(i));
     if (::rename(file.c_str(), aside.c_str()) != 0) fail_errno("moving the damaged " + file.string() + " aside");
     fsync_directory(file.parent_path());
     // Drop the oldest beyond `keep`.
