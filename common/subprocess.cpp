@@ -21,6 +21,28 @@ extern char** environ;
 namespace cairn {
 namespace {
 
+// write(2) to a pipe whose reader may have gone: EPIPE instead of SIGPIPE killing the caller. The
+// signal is blocked for this thread during the write and a pending one taken away after it.
+ssize_t write_without_sigpipe(int fd, const char* data, size_t size) {
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    const bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    ssize_t w = ::write(fd, data, size);
+    const int saved = errno;
+    if (w < 0 && errno == EPIPE && !was_pending) {
+        const timespec zero{};
+        while (sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = saved;
+    return w;
+}
+
 struct Pipe {
     UniqueFd read, write;
 };
@@ -159,7 +181,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& options) {
             fail_errno("waiting for " + argv[0]);
         }
         if (in_index >= 0 && fds[in_index].revents) {
-            ssize_t w = ::write(in.write.get(), options.input.data() + written, options.input.size() - written);
+            ssize_t w = write_without_sigpipe(in.write.get(), options.input.data() + written, options.input.size() - written);
             if (w > 0) written += static_cast<size_t>(w);
             if (w < 0 && errno != EAGAIN && errno != EINTR) in.write.reset();  // child closed its stdin
             if (written == options.input.size()) in.write.reset();

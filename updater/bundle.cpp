@@ -293,12 +293,16 @@ int compare_versions(std::string_view a, std::string_view b) {
 }
 
 BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor, std::optional<int64_t> certificate_time)
-    : source_(source) {
-    const std::string what = source.string();
-    fd_ = open_file(source, O_RDONLY | O_CLOEXEC);
+    : BundleReader(open_file(source, O_RDONLY | O_CLOEXEC), source.string(), trust_anchor, certificate_time) {}
+
+BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::path& trust_anchor,
+                           std::optional<int64_t> certificate_time)
+    : source_(name), fd_(std::move(source)) {
+    const std::string what = name;
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) fail_errno(what);
     seekable_ = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    if (seekable_ && ::lseek(fd_.get(), 0, SEEK_SET) != 0) fail_errno("seeking in " + what);  // a handed-over file is read whole
     std::string head;
     auto take = [&](uint64_t size, std::string& out) {
         out.resize(size);

@@ -88,6 +88,10 @@ public:
     // clock; see cms_verify) and parses the manifest. Throws Error naming the source.
     BundleReader(const std::filesystem::path& source, const std::filesystem::path& trust_anchor,
                  std::optional<int64_t> certificate_time = {});
+    // The same from an open descriptor (a pipe from `cairnctl update install -`, a file handed over
+    // D-Bus), read from its current position; `name` names it in errors.
+    BundleReader(UniqueFd source, const std::string& name, const std::filesystem::path& trust_anchor,
+                 std::optional<int64_t> certificate_time = {});
     const BundleManifest& manifest() const { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
     // Consumes the payload (payloads must be taken in manifest order; those in between are

@@ -29,6 +29,8 @@ Commands:
   install BUNDLE [--force] [--reboot]   install a signed bundle into the other slot; it boots once
                                         on the next reboot (--reboot: now) and is committed when
                                         healthy. --force allows an older version.
+                                        BUNDLE - reads it from standard input:
+                                        ssh DEVICE cairnctl update install - < BUNDLE
   status                                slots, the pending trial, the last install or rollback,
                                         and /etc files whose new default you had changed
   mark-good [SLOT]                      make SLOT (default: booted) first in the boot order
@@ -101,7 +103,7 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     for (const std::string& a : args) {
         if (a == "--force") force = true;
         else if (a == "--reboot") reboot = true;
-        else if (!a.empty() && a[0] == '-') {
+        else if (!a.empty() && a[0] == '-' && a != "-") {
             std::fprintf(stderr, "cairnctl update install: unknown option '%s'\n", a.c_str());
             return 2;
         } else if (source.empty()) source = a;
@@ -114,13 +116,22 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
         std::fprintf(stderr, "cairnctl update install: which bundle? (cairnctl update install BUNDLE)\n");
         return 2;
     }
+    const bool from_stdin = source == "-";
+    if (from_stdin && ::isatty(0)) {
+        std::fprintf(stderr, "cairnctl update install: '-' reads the bundle from standard input, which is a terminal "
+                             "(pipe it in: ssh DEVICE cairnctl update install - < BUNDLE)\n");
+        return 2;
+    }
     std::error_code ec;
     std::string absolute = std::filesystem::absolute(source, ec).string();
     InstallWatch watch;
     Proxy p([&](sdbus::IProxy& proxy) { watch.subscribe(proxy); });
     std::map<std::string, sdbus::Variant> options{{"force", sdbus::Variant(force)}, {"reboot", sdbus::Variant(reboot)}};
     try {
-        p.proxy->callMethod("InstallBundle").onInterface(dbus::interface).withArguments(absolute, options);
+        if (from_stdin)  // the daemon reads the pipe itself: no copy of the bundle on the device
+            p.proxy->callMethod("InstallBundleFd").onInterface(dbus::interface).withArguments(sdbus::UnixFd(0), options);
+        else
+            p.proxy->callMethod("InstallBundle").onInterface(dbus::interface).withArguments(absolute, options);
     } catch (const sdbus::Error& e) {
         std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
         return 1;
@@ -261,7 +272,11 @@ const std::map<std::string, const char*> command_usage = {
     {"install", R"(Usage: cairnctl update install BUNDLE [--force] [--reboot] [--json] [--quiet]
 
 Installs a signed bundle into the other slot; it boots once on the next reboot and is committed
-when healthy. The running slot is never written.
+when healthy. The running slot is never written. BUNDLE is a file, or - for standard input: the
+bundle is read once as it arrives, nothing is stored on the device, so from the build host
+  ssh DEVICE cairnctl update install - < v2.cairn
+installs it. From a pipe, the slot is marked bad before the first byte is written and is armed
+only once all of it has been read back and verified against the signed manifest.
   --force    allow an older version than the running one
   --reboot   reboot into it as soon as it is installed
   --json     the result as JSON

@@ -2,6 +2,7 @@
 // fall back; a fallback is reported), then serves org.cairn.Updater1 on the system bus.
 // All D-Bus traffic happens on the main thread; installs and health checks run on a worker that
 // hands its progress over through an eventfd.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/reboot.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -122,7 +124,16 @@ public:
         const char* I = dbus::interface;
         object->registerMethod("InstallBundle").onInterface(I).withInputParamNames("source", "options")
             .implementedAs([this](const std::string& source, const std::map<std::string, sdbus::Variant>& options) {
-                guard("InstallBundle", [&] { install(source, options); });
+                guard("InstallBundle", [&] { install(source, {}, options); });
+            });
+        // The bundle as an open descriptor: `cairnctl update install -` hands over its standard
+        // input, so a bundle piped through ssh is installed without a copy on the device.
+        object->registerMethod("InstallBundleFd").onInterface(I).withInputParamNames("bundle", "options")
+            .implementedAs([this](const sdbus::UnixFd& bundle, const std::map<std::string, sdbus::Variant>& options) {
+                guard("InstallBundleFd", [&] {
+                    sdbus::UnixFd mine(bundle);  // a duplicate the worker owns
+                    install("the bundle from standard input", std::make_shared<UniqueFd>(mine.release()), options);
+                });
             });
         object->registerMethod("Mark").onInterface(I).withInputParamNames("state", "slot").withOutputParamNames("slot", "message")
             .implementedAs([this](const std::string& state, const std::string& slot) {
@@ -193,7 +204,8 @@ private:
         }
     }
 
-    void install(const std::string& source, const std::map<std::string, sdbus::Variant>& options) {
+    // `source` names the bundle; `fd`, when given, is the bundle itself (else source is its path).
+    void install(const std::string& source, std::shared_ptr<UniqueFd> fd, const std::map<std::string, sdbus::Variant>& options) {
         if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is already running");
         InstallOptions o;
         bool reboot = false;
@@ -210,18 +222,19 @@ private:
         }
         set_operation("installing", 0, "starting");
         try {
-            start_install(source, o, reboot);
+            start_install(source, std::move(fd), o, reboot);
         } catch (const std::exception& e) {  // the thread could not start: not busy for ever
             finish(1, std::string("cannot start the install: ") + e.what());
             throw;
         }
     }
 
-    void start_install(const std::string& source, const InstallOptions& o, bool reboot) {
-        worker_ = std::thread([this, source, o, reboot] {
+    void start_install(const std::string& source, std::shared_ptr<UniqueFd> fd, const InstallOptions& o, bool reboot) {
+        worker_ = std::thread([this, source, fd, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
-                engine_.install(source, o, [this, started](int percent, const std::string& message) {
+                UniqueFd bundle = fd ? std::move(*fd) : open_file(source, O_RDONLY | O_CLOEXEC);
+                engine_.install(std::move(bundle), source, o, [this, started](int percent, const std::string& message) {
                     if (std::getenv("CAIRN_UPDATED_TRACE"))
                         std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
                     std::lock_guard l(shared_.mutex);

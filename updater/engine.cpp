@@ -336,7 +336,54 @@ std::string Engine::boot_id() const {
     return trim_end(read_file(config_.boot_id_file));
 }
 
+namespace {
+
+// 5-6 for a source read once (a pipe): each payload of the target goes to its partition as it
+// arrives (in manifest order); the reader checks its size and signed sha256 at its end. Then one
+// flush, and the slot is read back from the disk: the tree against the manifest, the root against
+// the tree and the signed root hash, the ESP by its sha256.
+void install_streamed(BundleReader& source, const fs::path& disk_path, const std::vector<const Payload*>& wanted,
+                      const SlotRegions& regions, uint64_t total, const std::string& t,
+                      const std::function<void(int, const std::string&)>& report) {
+    const Payload* root = wanted[0];
+    const Payload* verity = wanted[1];
+    const Payload* esp = wanted[2];
+    const std::string disk_name = disk_path.string();
+    UniqueFd disk = open_file(disk_path, O_RDWR | O_CLOEXEC);
+    std::vector<std::pair<const Payload*, Region>> order = {{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}};
+    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first->offset < y.first->offset; });
+    uint64_t done = 0;
+    for (const auto& [p, r] : order) {
+        uint64_t at = r.offset;
+        const std::string where = disk_name + " (" + r.label + ")";
+        source.read(*p, [&](const uint8_t* data, size_t n) {
+            pwrite_exact(disk.get(), data, n, at, where);
+            at += n;
+            done += n;
+            report(static_cast<int>(30 + 50 * done / total), "receiving and writing " + r.label);
+        });
+    }
+    report(80, "verifying slot " + t);
+    if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
+    UniqueFd direct = open_direct(disk_path, O_RDONLY);
+    const int read_fd = direct ? direct.get() : disk.get();
+    check_tree(disk.get(), regions.verity.offset, *verity, *root, disk_name + " (" + regions.verity.label + ")");
+    if (sha256_region(read_fd, regions.esp.offset, esp->size, disk_name, AlignedBuffer::alignment) != esp->sha256)
+        fail(disk_name + ": " + regions.esp.label + " read back wrong");
+    const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset);
+    if (!vr.ok) fail(disk_name + ": slot " + t + " read back wrong: " + vr.problem);
+    if (to_hex(vr.root_hash) != verity->root_hash)
+        fail(disk_name + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " + verity->root_hash);
+    report(95, "flushing " + disk_name);
+}
+
+}  // namespace
+
 void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {
+    install(open_file(bundle, O_RDONLY | O_CLOEXEC), bundle.string(), options, progress);
+}
+
+void Engine::install(UniqueFd bundle, const std::string& name, const InstallOptions& options, const ProgressFn& progress) {
     const Slot running = boot_.booted();
     const Slot target = other(running);
     const std::string t(1, slot_letter(target));
@@ -346,9 +393,9 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
 
     // 1-2. Everything that can refuse the bundle, before any write.
     report(0, "checking the bundle's signature");
-    BundleReader source(bundle, config_.trust_anchor, certificate_time(now(), config_.release.created));
+    BundleReader source(std::move(bundle), name, config_.trust_anchor, certificate_time(now(), config_.release.created));
     const BundleManifest& m = source.manifest();
-    const std::string what = bundle.string();
+    const std::string what = name;
     if (m.compatible != config_.release.compatible)
         fail(what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
     if (compare_versions(m.version, config_.release.version) < 0 && !options.force)
@@ -372,10 +419,30 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     uint64_t total = 0;
     for (const Payload* p : payloads) total = checked_add(total, p->size, what + ": payload sizes");
 
+    // Marks the target bad (step 4): a slot being written must never be recorded as good.
+    auto mark_target_bad = [&] {
+        report(30, "marking slot " + t + " bad");
+        UpdateStatus marked = status();
+        marked.slots[t] = SlotRecord{"installing", m.version, m.build_id, now()};
+        marked.pending.reset();
+        save(marked, Durability::essential);
+        boot_.ensure_entries();
+        std::vector<Slot> order = boot_.order();
+        if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
+        boot_.mark_unbootable(target);
+        return marked;
+    };
+
+    if (!source.seekable()) {
+        UpdateStatus st = mark_target_bad();
+        install_streamed(source, config_.disk, {root, verity, esp}, regions, total, t, report);
+        arm(st, m, target, progress);
+        return;
+    }
+
     // 3. Check every payload before anything is written. The root is checked through its dm-verity
     // tree, in parallel: the tree recomputed from the bundle's root must be the bundle's tree and
     // give the manifest's root hash. The (small) tree and ESP payloads by their sha256.
-    if (!source.seekable()) fail(what + ": installing needs a file or a block device (it is read twice)");
     report(2, "checking payload " + root->name);
     check_tree(source.fd(), verity->offset, *verity, *root, what);
     std::string root_sha256;
@@ -406,15 +473,7 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
     }
 
     // 4. Mark the target bad.
-    report(30, "marking slot " + t + " bad");
-    UpdateStatus st = status();
-    st.slots[t] = SlotRecord{"installing", m.version, m.build_id, now()};
-    st.pending.reset();
-    save(st, Durability::essential);  // a slot being written must never be recorded as good
-    boot_.ensure_entries();
-    std::vector<Slot> order = boot_.order();
-    if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
-    boot_.mark_unbootable(target);
+    UpdateStatus st = mark_target_bad();
 
     // 5-6. Write, and read back what is on the disk. The bundle is read again, through the
     // descriptor that was checked (a file renamed over it changes nothing), without hashing: if
@@ -469,8 +528,15 @@ void Engine::install(const fs::path& bundle, const InstallOptions& options, cons
              verity->root_hash);
     report(95, "flushing " + config_.disk.string());
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + config_.disk.string());
+    arm(st, m, target, progress);
+}
 
-    // 7. Record, then arm the trial boot.
+// 7. Record, then arm the trial boot.
+void Engine::arm(UpdateStatus st, const BundleManifest& m, Slot target, const ProgressFn& progress) {
+    const std::string t(1, slot_letter(target));
+    auto report = [&](int percent, const std::string& message) {
+        if (progress) progress(percent, message);
+    };
     st.slots[t] = SlotRecord{"trial", m.version, m.build_id, now()};
     st.pending = Pending{t, m.version, "written", boot_id()};
     st.etc_conflicts.clear();

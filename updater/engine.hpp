@@ -83,6 +83,13 @@ public:
     Engine(BootControl& boot, EngineConfig config);
     // Throws Error with the reason; the target slot is untouched when the bundle is refused.
     void install(const std::filesystem::path& bundle, const InstallOptions& options, const ProgressFn& progress);
+    // The same from an open descriptor named `name` in messages. A file or block device is checked
+    // whole before the slot is touched. A pipe (`cairnctl update install -`) is read once: what can
+    // refuse the bundle without its payloads (signature, compatible, version, disk, sizes) still
+    // refuses it before any write; then the slot is marked bad, the payloads are written as they
+    // arrive, each checked by its signed sha256 at its end, and the slot is read back and verified
+    // against its tree and the signed root hash before it is armed, exactly as for a file.
+    void install(UniqueFd bundle, const std::string& name, const InstallOptions& options, const ProgressFn& progress);
     // At daemon start: records the booted slot, recognises a trial (the booted slot is not first
     // in BootOrder) or a fallback (an armed install from an earlier boot whose slot did not stay).
     // `failure_reason` is what the failed slot left behind (e.g. cairn-init's EFI variable), if anything.
@@ -99,6 +106,7 @@ public:
     Slot booted() const { return boot_.booted(); }
 
 private:
+    void arm(UpdateStatus st, const BundleManifest& m, Slot target, const ProgressFn& progress);
     enum class Durability { essential, best_effort };
     // essential: throws Error when the file cannot be written. best_effort: logs, keeps `st` in
     // memory (status() returns it) and returns.

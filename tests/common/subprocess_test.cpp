@@ -60,3 +60,11 @@ TEST(Subprocess, OwnDirectoryIsWhereThisTestProgramLives) {
     EXPECT_TRUE(dir.is_absolute()) << dir;
     EXPECT_TRUE(std::filesystem::is_regular_file(dir / "common_subprocess_test")) << dir;
 }
+
+// A child that exits without reading its input: the caller gets the child's result, not SIGPIPE.
+TEST(Subprocess, AChildThatIgnoresItsInputDoesNotKillTheCaller) {
+    RunOptions o;
+    o.input = std::string(8 << 20, 'x');  // far more than a pipe holds
+    RunResult r = run({"sh", "-c", "exit 3"}, o);
+    EXPECT_EQ(r.exit_code, 3);
+}

@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <unistd.h>
+
 #include <algorithm>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -513,4 +517,89 @@ TEST(Engine, RefusesABundleWhoseKernelsNameAnotherDisk) {
     auto own_disk = [](BundleManifest& m) { m.disk_guid = Uuid::derive("cairn-test", "disk").str(); };
     r.engine().install(r.fixture.bundle("2.1", "cairn-test", own_disk), {}, {});
     EXPECT_EQ(r.boot.next(), Slot::b);
+}
+
+namespace {
+
+// A pipe fed from `bytes` by a thread, as `ssh device cairnctl update install - < bundle` feeds
+// cairnctl's standard input. The feeder stops quietly when the reader closes its end early.
+class Pipe {
+public:
+    explicit Pipe(std::string bytes) : bytes_(std::move(bytes)) {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+        read_ = UniqueFd(fds[0]);
+        write_ = UniqueFd(fds[1]);
+        feeder_ = std::jthread([this] {
+            ::signal(SIGPIPE, SIG_IGN);
+            size_t done = 0;
+            while (done < bytes_.size()) {
+                ssize_t n = ::write(write_.get(), bytes_.data() + done, std::min<size_t>(1 << 16, bytes_.size() - done));
+                if (n <= 0) break;
+                done += static_cast<size_t>(n);
+            }
+            write_.reset();
+        });
+    }
+    UniqueFd take() { return std::move(read_); }
+
+private:
+    std::string bytes_;
+    UniqueFd read_, write_;
+    std::jthread feeder_;
+};
+
+}  // namespace
+
+// `cairnctl update install -`: the bundle arrives on a pipe, read once. It goes in like a file;
+// what can be refused without the payloads is refused before any write; a payload altered in
+// flight or a stream cut short is written into the slot marked bad and never armed.
+TEST(Engine, ABundleFromAPipeIsReadOnceAndCheckedBeforeItIsArmed) {
+    Rig r;
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    const int writes = r.boot.writes;
+    expect_error([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("2.1", "cairn-other"))).take(), "-", {}, {}); },
+                 {"-: bundle is for \"cairn-other\""});
+    expect_error([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("0.9"))).take(), "-", {}, {}); }, {"older than the running"});
+    EXPECT_EQ(r.slot_b(), before);
+    EXPECT_EQ(r.boot.writes, writes);
+
+    struct Case {
+        std::string version, payload;
+        int64_t at;  // from the payload's start; negative: cut the stream there
+        std::vector<std::string> error;
+    };
+    for (const Case& c : {Case{"2.2", "root", 5000, {"-: payload root", "sha256 does not match"}},
+                          Case{"2.3", "root-verity", 4096 + 7, {"payload root-verity-b", "sha256 does not match"}},
+                          Case{"2.4", "esp", 100, {"payload esp-b", "sha256 does not match"}},
+                          Case{"2.5", "root", -3000, {"-: payload root", "the bundle ends inside it"}}}) {
+        const fs::path bundle = r.fixture.bundle(c.version);
+        std::string bytes = read_file(bundle);
+        const uint64_t start = BundleReader(bundle, r.fixture.trust_anchor).manifest().find(c.payload, "b")->offset;
+        if (c.at >= 0) bytes[start + static_cast<uint64_t>(c.at)] ^= 0x01;
+        else bytes.resize(start + static_cast<uint64_t>(-c.at));
+        std::vector<std::string> messages;
+        expect_error([&] { r.engine().install(Pipe(bytes).take(), "-", {}, [&](int, const std::string& m) { messages.push_back(m); }); },
+                     c.error);
+        EXPECT_NE(std::find(messages.begin(), messages.end(), "marking slot b bad"), messages.end()) << c.payload;
+        EXPECT_FALSE(r.boot.next()) << c.payload;
+        EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a}) << c.payload;
+        EXPECT_EQ(r.engine().status().slots["b"].state, "installing") << c.payload;
+    }
+
+    std::vector<int> percents;
+    r.engine().install(Pipe(read_file(r.fixture.bundle("3.0"))).take(), "-", {}, [&](int p, const std::string&) { percents.push_back(p); });
+    EXPECT_TRUE(std::is_sorted(percents.begin(), percents.end()));
+    EXPECT_EQ(percents.back(), 100);
+    const std::string root = payload(r.scratch.path(), "3.0", "root");
+    EXPECT_EQ(r.fixture.region("root_b", root.size()), root);
+    const std::string tree = payload(r.scratch.path(), "3.0", "verity-b");
+    EXPECT_EQ(r.fixture.region("root_b_verity", tree.size()), tree);
+    const std::string esp = payload(r.scratch.path(), "3.0", "esp-b");
+    EXPECT_EQ(r.fixture.region("esp_b", esp.size()), esp);
+    EXPECT_EQ(r.boot.next(), Slot::b);
+    EXPECT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
+    r.engine().commit();
+    EXPECT_EQ(r.engine().status().slots["b"].state, "good");
 }
