@@ -4,6 +4,8 @@
 //   InstallBundle(s source, a{sv} options)   starts an install; options: "force" (b) allows a
 //                                            downgrade, "reboot" (b) reboots after success.
 //                                            Returns at once; Completed(i) ends it.
+//   InstallBundleFd(h bundle, a{sv} options) the same from an open descriptor (a pipe: read once,
+//                                            see Engine::install); `cairnctl update install -`.
 //   Mark(s state, s slot) -> (s slot, s message)   state good|bad|active; slot booted|other|a|b
 //   GetSlotStatus() -> a(sa{sv})             per slot: state, version, build_id, booted, bootable, next
 //   GetStatus() -> s                         everything as JSON (slots, pending, last event, /etc conflicts,
