@@ -88,10 +88,16 @@ TEST(CairnQemu, KeepOnATerminalPassesEveryKeyAndCtrlAXQuits) {
         ::execl(cairn.c_str(), cairn.c_str(), "qemu", disk.c_str(), "--keep", "--state", state.c_str(), static_cast<char*>(nullptr));
         ::_exit(127);
     }
-    auto stop = [&] {
-        ::kill(child, SIGTERM);
-        ::waitpid(child, nullptr, 0);
-    };
+    // However the test ends, cairn qemu (and with it QEMU) is stopped.
+    struct Reap {
+        pid_t pid;
+        bool done = false;
+        ~Reap() {
+            if (done) return;
+            ::kill(pid, SIGTERM);
+            ::waitpid(pid, nullptr, 0);
+        }
+    } reap{child};
 
     size_t attached = term.wait_for("console attached; Ctrl-A x quits", 60s);
     ASSERT_NE(attached, std::string::npos) << term.seen;
@@ -126,10 +132,8 @@ TEST(CairnQemu, KeepOnATerminalPassesEveryKeyAndCtrlAXQuits) {
     term.type("\x01x");
     int status = -1;
     for (int i = 0; i < 300 && ::waitpid(child, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
-    if (status == -1) {
-        stop();
-        FAIL() << "Ctrl-A x did not end cairn qemu: " << term.seen.substr(from);
-    }
+    if (status == -1) FAIL() << "Ctrl-A x did not end cairn qemu: " << term.seen.substr(from);
+    reap.done = true;
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 0) << term.seen.substr(from);
     const termios after = term.settings();
