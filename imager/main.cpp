@@ -1,17 +1,20 @@
 // cairn: the host tool. Builds verified A/B disk images from recipes and inspects them.
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <thread>
 #include <cstring>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/terminal.hpp"
 #include "imager/build.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
@@ -57,7 +60,9 @@ const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q3
                         showing the serial console until the image reports `ready`.
       --state DIR       Machine state (NVRAM, TPM, console log; default: IMAGE.qemu/)
       --keep            Keep running after `ready`: the console stays on the
-                        terminal (type into it on a debug image); Ctrl-C stops
+                        terminal (type into it on a debug image). On a terminal
+                        every key goes to the guest, Ctrl-C too: Ctrl-A x quits,
+                        Ctrl-A h shows the console keys
       --forward H:G     Forward host TCP port H (127.0.0.1) to guest port G
       --no-secure-boot  Plain OVMF without Secure Boot
       --timeout SEC     How long to wait for `ready` (default 300)
@@ -192,30 +197,32 @@ int cmd_qemu(const std::vector<std::string>& args) {
     if (c.state_dir.empty()) c.state_dir = c.disk.string() + ".qemu";
     std::signal(SIGINT, [](int) { interrupted = 1; });
     std::signal(SIGTERM, [](int) { interrupted = 1; });
+    std::signal(SIGHUP, [](int) { interrupted = 1; });
 
+    // With --keep, what is typed goes to the guest. On a terminal, raw mode: every key as typed
+    // (Ctrl-C too), no local echo, with Ctrl-A as the way out; restored on every way out of here.
+    // A terminal this process does not own (`cairn qemu --keep &`) is left alone: reading it or
+    // changing its mode would stop the job (SIGTTIN, SIGTTOU).
+    const bool terminal = ::isatty(0);
+    const bool foreground = terminal && ::tcgetpgrp(0) == ::getpgrp();
+    const bool typing = keep && (!terminal || foreground);
+    const bool on_terminal = typing && terminal;
+    const char* escape_hint = "Ctrl-A x quits, Ctrl-A h helps";
     cairn::qemu::Machine m(c);
     m.start();
-    std::fprintf(stderr, "cairn: booting %s (state in %s; Ctrl-C stops)\n", c.disk.c_str(), c.state_dir.c_str());
+    if (on_terminal)
+        std::fprintf(stderr, "cairn: booting %s (state in %s)\ncairn: console attached; %s\n", c.disk.c_str(), c.state_dir.c_str(), escape_hint);
+    else
+        std::fprintf(stderr, "cairn: booting %s (state in %s; Ctrl-C stops)\n", c.disk.c_str(), c.state_dir.c_str());
+    if (keep && !typing) std::fprintf(stderr, "cairn: running in the background: the console shows output only (type into it from the foreground)\n");
+    std::optional<cairn::RawTerminal> raw;
+    if (on_terminal) raw.emplace(0);
+    cairn::ConsoleEscape escape;
+    bool reading = typing, quit = false;
     size_t shown = 0;
     bool ready = false;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
-    std::thread typing;
-    if (keep) {
-        typing = std::thread([&m] {
-            char buffer[256];
-            for (;;) {
-                ssize_t r = ::read(0, buffer, sizeof buffer);
-                if (r <= 0 || interrupted) return;
-                try {
-                    m.send(std::string(buffer, static_cast<size_t>(r)));
-                } catch (...) {
-                    return;
-                }
-            }
-        });
-        typing.detach();
-    }
-    while (!interrupted && m.running()) {
+    while (!interrupted && !quit && m.running()) {
         std::string console = m.console();
         if (console.size() > shown) {
             std::fwrite(console.data() + shown, 1, console.size() - shown, stdout);
@@ -225,6 +232,7 @@ int cmd_qemu(const std::vector<std::string>& args) {
         if (!ready && console.find("cairn: ready") != std::string::npos) {
             ready = true;
             std::fprintf(stderr, "\ncairn: %s is up. Console log: %s\n", c.disk.c_str(), m.console_log().c_str());
+            if (on_terminal) std::fprintf(stderr, "cairn: console attached; %s\n", escape_hint);
             if (!keep) {
                 std::fprintf(stderr, "cairn: for a shell on the console, build with --debug and boot with --keep\n");
                 break;
@@ -234,8 +242,35 @@ int cmd_qemu(const std::vector<std::string>& args) {
             std::fprintf(stderr, "\ncairn: %s did not reach `ready` within %d s\n", c.disk.c_str(), timeout);
             break;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        // Wait up to 100 ms for a key (or just wait, when nothing is typed).
+        pollfd key{reading ? 0 : -1, POLLIN, 0};
+        if (::poll(&key, 1, 100) <= 0 || !(key.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        char buffer[256];
+        ssize_t r = ::read(0, buffer, sizeof buffer);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            reading = false;  // end of input: the machine runs on, as with a closed terminal
+            continue;
+        }
+        std::string_view typed(buffer, static_cast<size_t>(r));
+        cairn::ConsoleEscape::Result keys;
+        if (on_terminal) keys = escape.feed(typed);
+        else keys.to_guest = typed;
+        if (keys.help) std::fprintf(stderr, "\r\n%s", cairn::ConsoleEscape::help_text());
+        if (keys.quit) {
+            quit = true;
+            std::fprintf(stderr, "\r\ncairn: Ctrl-A x: stopping the machine\n");
+        }
+        if (!keys.to_guest.empty() && m.running()) {
+            try {
+                m.send(keys.to_guest);
+            } catch (const cairn::Error&) {
+                // QEMU exited between the check and the write: the loop ends on its own.
+            }
+        }
     }
+    raw.reset();
+    if (ready && !m.running()) std::fprintf(stderr, "\ncairn: the machine powered off\n");
     m.power_off(std::chrono::seconds(ready ? 3 : 1));  // the minimal image has no ACPI handler: a short grace
     return ready ? 0 : 1;
 }
