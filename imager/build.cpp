@@ -15,6 +15,7 @@
 #include "common/progress.hpp"
 #include "common/subprocess.hpp"
 #include "common/units.hpp"
+#include "common/version.hpp"
 #include "imager/archive.hpp"
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
@@ -38,8 +39,6 @@ using nlohmann::json;
 using partitions::Role;
 
 namespace {
-
-constexpr const char* cairn_version = "0.1.0";
 
 int64_t build_epoch(const BuildOptions& o) {
     if (o.epoch) return *o.epoch;
@@ -475,7 +474,7 @@ json build(const BuildOptions& options) {
     progress.step("Writing the manifest");
     json manifest;
     manifest["format"] = 1;
-    manifest["cairn_version"] = cairn_version;
+    manifest["cairn_version"] = cairn::version();
     manifest["update"] = update_json;
     manifest["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", options.recipe.string()}};
     manifest["source_date_epoch"] = epoch;

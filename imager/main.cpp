@@ -12,6 +12,7 @@
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/version.hpp"
 #include "imager/build.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
@@ -65,6 +66,7 @@ const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q3
 
 const char* usage_tail = R"(
   -h, --help            Show this help (after a command: that command's help)
+  help [COMMAND]        The same
   --version             Show the version
 
 Environment:
@@ -107,6 +109,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
     }
     if (a.help()) return command_help("build RECIPE -o DIR [OPTIONS]", build_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
     nlohmann::json manifest = cairn::imager::build_image(o);
@@ -134,6 +137,7 @@ int cmd_bundle(const std::vector<std::string>& args) {
         else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");
     }
     if (a.help()) return command_help("bundle DIR -o FILE --key FILE --cert FILE [OPTIONS]", bundle_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (o.build_dir.empty()) return usage_error("bundle: from which build? (cairn bundle DIR -o FILE --key K --cert C)");
     if (o.out.empty()) return usage_error("bundle: where to? (-o FILE)");
     if (o.key.empty() || o.cert.empty()) return usage_error("bundle: --key and --cert are required");
@@ -157,6 +161,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
         else return usage_error("inspect: one image at a time ('" + a.arg() + "' is extra)");
     }
     if (a.help()) return command_help("inspect IMAGE [OPTIONS]", inspect_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
     auto result = cairn::imager::inspect_image(image, manifest);
     if (json) std::cout << result.report.dump(2) << "\n";
@@ -187,6 +192,7 @@ int cmd_qemu(const std::vector<std::string>& args) {
         else return usage_error("qemu: one image at a time");
     }
     if (a.help()) return command_help("qemu IMAGE [OPTIONS]", qemu_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (c.disk.empty()) return usage_error("qemu: which image? (cairn qemu IMAGE)");
     if (!std::filesystem::is_regular_file(c.disk)) throw cairn::Error(c.disk.string() + ": no such image file");
     if (c.state_dir.empty()) c.state_dir = c.disk.string() + ".qemu";
@@ -248,14 +254,20 @@ int main(int argc, char** argv) {
     const std::string command = args[0];
     args.erase(args.begin());
     try {
+        if (command == "help" && !args.empty()) {
+            // `cairn help COMMAND`: what `cairn COMMAND --help` shows.
+            const std::string topic = args[0];
+            if (topic == "build") return cmd_build({"--help"});
+            if (topic == "bundle") return cmd_bundle({"--help"});
+            if (topic == "inspect") return cmd_inspect({"--help"});
+            if (topic == "qemu") return cmd_qemu({"--help"});
+            return usage_error("help: unknown command '" + topic + "'");
+        }
         if (cairn::Args::is_help(command) || command == "help") {
             std::fputs(usage_text().c_str(), stdout);
             return 0;
         }
-        if (command == "--version") {
-            std::puts("cairn 0.1.0");
-            return 0;
-        }
+        if (cairn::Args::is_version(command)) return cairn::print_version("cairn");
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
         if (command == "bundle") return cmd_bundle(args);

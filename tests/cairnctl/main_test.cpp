@@ -15,11 +15,11 @@ namespace fs = std::filesystem;
 TEST(Cairnctl, ProvisionRunsCairnctlProvisionWithTheSameWordsAndExitCode) {
     RunResult help = run({CAIRNCTL_BINARY, "provision", "--help"});
     EXPECT_EQ(help.exit_code, 0) << help.err;
-    EXPECT_NE(help.out.find("usage: cairnctl provision status|reprovision|check|tpm-info"), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find("Usage: cairnctl provision status|reprovision|check|tpm-info"), std::string::npos) << help.out;
 
     RunResult bad = run({CAIRNCTL_BINARY, "provision", "frobnicate"});
     EXPECT_EQ(bad.exit_code, 2);
-    EXPECT_NE(bad.err.find("usage: cairnctl provision"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("Usage: cairnctl provision"), std::string::npos) << bad.err;
 
     Scratch s;
     RunResult missing = run({CAIRNCTL_BINARY, "provision", "status", "--config", (s / "none.toml").string(), "--state-dir",
