@@ -84,7 +84,23 @@ std::string command_usage(const std::string& command) {
     return std::string(usage) + "\n" + area_text;
 }
 
+// Exit status of `status` when there is no configuration: not a failure of the command, and not
+// "not provisioned" (1) either: there is nothing to provision with yet.
+constexpr int not_configured = 3;
+
 int status(const Options& o, std::ostream& out) {
+    std::error_code ec;
+    if (!std::filesystem::exists(o.config, ec) && !ec) {
+        if (o.json) {
+            out << json{{"state", "Not configured"}, {"config", o.config.string()}, {"identity", nullptr}}.dump(2) << "\n";
+        } else {
+            out << "Provisioning: not configured (" << o.config.string() << " does not exist)\n"
+                << "  Configure it: write the [provisioning] section (see docs/provisioning.md) into a file and\n"
+                << "  install it with `cairnctl config apply -c FILE`, or turn IoT Edge's config.yaml into one\n"
+                << "  with `cairnctl config import`, then `cairnctl config apply`.\n";
+        }
+        return not_configured;
+    }
     ProvisioningConfig config = load_config(o.config);
     IdentityStore store(o.state_dir);
     IdentityStore::Loaded loaded = store.read(&config);
