@@ -333,7 +333,8 @@ json build(const BuildOptions& options) {
         }
         std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
         json release = add_update_files(tree, recipe, build_id, epoch);
-        update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
+        update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]},
+                       {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
     }
 
     // 3. The root filesystem.
@@ -475,6 +476,7 @@ json build(const BuildOptions& options) {
     json manifest;
     manifest["format"] = 1;
     manifest["cairn_version"] = cairn::version();
+    manifest["debug"] = recipe.boot.debug;  // a root shell on the console: `cairn bundle` refuses it without --allow-debug
     manifest["update"] = update_json;
     manifest["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", options.recipe.string()}};
     manifest["source_date_epoch"] = epoch;

@@ -33,7 +33,8 @@ const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE descr
       -q, --quiet       No progress on standard error
       --debug           Debug image: on a boot failure cairn-init drops to a shell
                         instead of rebooting, and init starts a shell on the serial
-                        console. Never ship one.
+                        console. Never ship one: it warns, and cairn bundle refuses it
+                        without --allow-debug.
       --image-version V Use V instead of the recipe's version (e.g. a CI build number)
 )";
 
@@ -42,8 +43,10 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
                         and a manifest signed with a CMS signature.
       --key FILE        PEM signing key (required)
       --cert FILE       PEM certificate of the key, intermediates after it (required);
-                        it must chain to the image's [update] trust_anchor
+                        it must chain to the image's [update] trust_anchor (checked
+                        here as the device checks it)
       --key-passphrase P  for an encrypted key
+      --allow-debug     Bundle a --debug build all the same (refused otherwise)
       --json            Print the bundle's manifest as JSON
 )";
 
@@ -112,6 +115,10 @@ int cmd_build(const std::vector<std::string>& args) {
     if (a.version()) return cairn::print_version("cairn");
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
+    if (o.debug)
+        std::fputs("cairn: warning: --debug: the image has a root shell on its serial console and drops to a shell when its boot "
+                   "fails; never ship it (cairn bundle refuses it without --allow-debug)\n",
+                   stderr);
     nlohmann::json manifest = cairn::imager::build_image(o);
     if (json) std::cout << manifest.dump(2) << "\n";
     else if (o.progress) {
@@ -132,6 +139,7 @@ int cmd_bundle(const std::vector<std::string>& args) {
         else if (a.is("--cert")) o.cert = a.value();
         else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
         else if (a.is("--json")) json = true;
+        else if (a.is("--allow-debug")) o.allow_debug = true;
         else if (a.is_option()) return usage_error("bundle: unknown option '" + a.arg() + "'");
         else if (o.build_dir.empty()) o.build_dir = a.arg();
         else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");

@@ -94,7 +94,7 @@ std::string usage_problem(X509* cert) {
 }
 
 // The signer's certificate: chains to the anchor at time `at`, and is meant for signing bundles.
-void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const fs::path& anchor,
+void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const std::string& anchor,
                   const std::string& what) {
     const std::string name = "the signer's certificate \"" + subject_of(signer) + "\"";
     X509StoreCtxPtr ctx(X509_STORE_CTX_new());
@@ -111,7 +111,7 @@ void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, i
             fail(what + ": " + which + " is not valid before " + asn1_time_text(X509_get0_notBefore(cert)) + "; it was checked at " + when);
         if (error == X509_V_ERR_CERT_HAS_EXPIRED)
             fail(what + ": " + which + " expired on " + asn1_time_text(X509_get0_notAfter(cert)) + "; it was checked at " + when);
-        fail(what + ": " + name + " does not chain to the trust anchor " + anchor.string() + " (" +
+        fail(what + ": " + name + " does not chain to the trust anchor " + anchor + " (" +
              X509_verify_cert_error_string(error) + ")");
     }
     if (std::string problem = usage_problem(signer); !problem.empty()) fail(what + ": " + name + " " + problem);
@@ -127,12 +127,10 @@ void check_bundle_signer(const fs::path& cert_file) {
 
 int64_t certificate_time(int64_t now, int64_t floor) { return std::max(now, floor); }
 
-void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what,
-                std::optional<int64_t> at) {
-    X509StorePtr store(X509_STORE_new());
-    for (X509Ptr& cert : load_certificates(trust_anchor))
-        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(trust_anchor.string() + ": " + openssl_error());
+namespace {
 
+void verify_against(std::string_view data, std::string_view signature, X509_STORE* store, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at) {
     const unsigned char* p = reinterpret_cast<const unsigned char*>(signature.data());
     CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &p, static_cast<long>(signature.size())));
     if (!cms || p != reinterpret_cast<const unsigned char*>(signature.data()) + signature.size()) {
@@ -159,8 +157,26 @@ void cms_verify(std::string_view data, std::string_view signature, const fs::pat
         X509* signer = nullptr;
         CMS_SignerInfo_get0_algs(sk_CMS_SignerInfo_value(signers, i), nullptr, &signer, nullptr, nullptr);
         if (!signer) fail(what + ": the signature does not carry its signer's certificate");
-        check_signer(signer, store.get(), untrusted.get(), when, trust_anchor, what);
+        check_signer(signer, store, untrusted.get(), when, anchor_name, what);
     }
+}
+
+}  // namespace
+
+void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what,
+                std::optional<int64_t> at) {
+    X509StorePtr store(X509_STORE_new());
+    for (X509Ptr& cert : load_certificates(trust_anchor))
+        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(trust_anchor.string() + ": " + openssl_error());
+    verify_against(data, signature, store.get(), trust_anchor.string(), what, at);
+}
+
+void cms_verify_pem(std::string_view data, std::string_view signature, std::string_view anchor_pem, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at) {
+    X509StorePtr store(X509_STORE_new());
+    for (X509Ptr& cert : parse_certificates(anchor_pem, anchor_name))
+        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(anchor_name + ": " + openssl_error());
+    verify_against(data, signature, store.get(), anchor_name, what, at);
 }
 
 }  // namespace cairn::updater

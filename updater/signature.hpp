@@ -40,4 +40,9 @@ int64_t certificate_time(int64_t now, int64_t floor);
 void cms_verify(std::string_view data, std::string_view signature, const std::filesystem::path& trust_anchor,
                 const std::string& what, std::optional<int64_t> at = {});
 
+// cms_verify with the trust anchor's certificates as PEM text, `anchor_name` naming them in the
+// messages (`cairn bundle` checks against the anchor a build recorded in its manifest).
+void cms_verify_pem(std::string_view data, std::string_view signature, std::string_view anchor_pem, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at = {});
+
 }  // namespace cairn::updater
