@@ -50,10 +50,16 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
       --json            Print the bundle's manifest as JSON
 )";
 
-const char* inspect_help = R"(  inspect IMAGE         Show the layout and slots of a disk image and re-verify every
-                        slot's dm-verity tree; exits 1 on any mismatch.
-      --manifest FILE   Compare with this build manifest (default: manifest.json
-                        beside IMAGE, when present)
+const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name and version, layout and slots, and
+                        re-verify every slot's dm-verity tree; exits 1 on any mismatch.
+  inspect BUNDLE        Show an update bundle's manifest (compatible, version, build,
+                        payloads and sizes) and signer, check the signature over the
+                        manifest and every payload's sha256; exits 1 on any mismatch.
+      --manifest FILE   Compare the image with this build manifest (default:
+                        manifest.json beside IMAGE, when present)
+      --trust-anchor PEM|DIR  Check the bundle's signer as a device holding this trust
+                        anchor would: a PEM file, or a build folder (the anchor its
+                        image holds)
       --json            Print the report as JSON
 )";
 
@@ -157,21 +163,22 @@ int cmd_bundle(const std::vector<std::string>& args) {
 }
 
 int cmd_inspect(const std::vector<std::string>& args) {
-    std::filesystem::path image;
-    std::optional<std::filesystem::path> manifest;
+    std::filesystem::path path;
+    cairn::imager::InspectOptions o;
     bool json = false;
     cairn::Args a(args);
     while (a.next()) {
-        if (a.is("--manifest")) manifest = a.value();
+        if (a.is("--manifest")) o.manifest = a.value();
+        else if (a.is("--trust-anchor")) o.trust_anchor = a.value();
         else if (a.is("--json")) json = true;
         else if (a.is_option()) return usage_error("inspect: unknown option '" + a.arg() + "'");
-        else if (image.empty()) image = a.arg();
-        else return usage_error("inspect: one image at a time ('" + a.arg() + "' is extra)");
+        else if (path.empty()) path = a.arg();
+        else return usage_error("inspect: one image or bundle at a time ('" + a.arg() + "' is extra)");
     }
-    if (a.help()) return command_help("inspect IMAGE [OPTIONS]", inspect_help);
+    if (a.help()) return command_help("inspect IMAGE|BUNDLE [OPTIONS]", inspect_help);
     if (a.version()) return cairn::print_version("cairn");
-    if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
-    auto result = cairn::imager::inspect_image(image, manifest);
+    if (path.empty()) return usage_error("inspect: which image or bundle? (cairn inspect IMAGE)");
+    auto result = cairn::imager::inspect(path, o);
     if (json) std::cout << result.report.dump(2) << "\n";
     else std::cout << cairn::imager::format_report(result.report);
     return result.ok ? 0 : 1;

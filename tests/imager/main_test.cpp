@@ -7,6 +7,7 @@
 
 #include "common/subprocess.hpp"
 #include "tests/support/test_support.hpp"
+#include "tests/support/update_fixture.hpp"
 
 using namespace cairn;
 using cairn::test::Scratch;
@@ -33,4 +34,27 @@ TEST(CairnMain, BundleTakesAllowDebug) {
     EXPECT_NE(r.err.find("no manifest.json"), std::string::npos) << r.err;
     r = run({CAIRN_BINARY, "bundle", "--help"});
     EXPECT_NE(r.out.find("--allow-debug"), std::string::npos) << r.out;
+}
+
+// `cairn inspect` says what the path really is, and shows bundles.
+TEST(CairnMain, InspectSaysWhatItWasGiven) {
+    Scratch s;
+    test::write_text(s / "empty.raw", "");
+    RunResult r = run({CAIRN_BINARY, "inspect", (s / "empty.raw").string()});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(r.err, "cairn: " + (s / "empty.raw").string() + ": an empty file (0 bytes), not a disk image\n");
+    r = run({CAIRN_BINARY, "inspect", s.path().string()});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(r.err, "cairn: " + s.path().string() + ": is a directory, not an image file\n");
+
+    fs::create_directories(s / "fixture");
+    test::UpdateFixture f(s / "fixture");
+    const fs::path bundle = f.bundle("2.0");
+    r = run({CAIRN_BINARY, "inspect", bundle.string()});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find(bundle.string() + ": bundle: cairn-test 2.0"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("bundle verified"), std::string::npos) << r.out;
+    r = run({CAIRN_BINARY, "inspect", "--json", "--trust-anchor", f.trust_anchor.string(), bundle.string()});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"trusted\": true"), std::string::npos) << r.out;
 }
