@@ -10,6 +10,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/subprocess.hpp"
 #include "common/units.hpp"
 #include "imager/build.hpp"
 #include "imager/update.hpp"
@@ -85,6 +86,35 @@ void require_whole(const fs::path& image, const json& manifest, const std::strin
     }
 }
 
+// The os-release that systemd-stub finds in the first slot's UKI (\EFI\BOOT\BOOTX64.EFI in the
+// first ESP), for an image without its build's manifest; "" when there is none (no ESP, no UKI, no
+// .osrel, or mtools and objcopy cannot read them).
+std::string uki_os_release(const fs::path& image, const partitions::GptTable& table) {
+    const partitions::GptEntry* esp = nullptr;
+    for (const auto& e : table.entries)
+        if (!esp && role_of(e) == "esp") esp = &e;
+    if (!esp) return "";
+    std::error_code ec;
+    TempDir tmp(fs::temp_directory_path(ec));
+    const fs::path uki = tmp.path() / "uki.efi", osrel = tmp.path() / "osrel";
+    if (run({"mcopy", "-n", "-i", image.string() + "@@" + std::to_string(esp->offset), "::/EFI/BOOT/BOOTX64.EFI", uki.string()}).exit_code != 0)
+        return "";
+    if (run({"objcopy", "-O", "binary", "--only-section=.osrel", uki.string(), osrel.string()}).exit_code != 0) return "";
+    return fs::exists(osrel, ec) ? read_file(osrel) : "";
+}
+
+// KEY's value in os-release text (quotes taken off), or "".
+std::string os_release_value(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind(key + "=", 0) != 0) continue;
+        std::string v = line.substr(key.size() + 1);
+        if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) v = v.substr(1, v.size() - 2);
+        return v;
+    }
+    return "";
+}
+
 bool is_bundle(const fs::path& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < updater::bundle_header_size) return false;
@@ -128,6 +158,12 @@ InspectResult inspect_image(const fs::path& image, const std::optional<fs::path>
             if (r.contains(key) && r[key].is_string()) report[key] = r[key];
         if (manifest.contains("debug") && manifest["debug"].is_boolean()) report["debug"] = manifest["debug"];
         else report["debug"] = is_debug_build(manifest);
+    }
+    if (!report.contains("name")) {
+        const std::string osrel = uki_os_release(image, table);
+        const std::string name = os_release_value(osrel, "NAME"), version = os_release_value(osrel, "VERSION_ID");
+        if (!name.empty()) report["name"] = name;
+        if (!version.empty()) report["version"] = version;
     }
     report["disk_size"] = table.disk_size;
     report["disk_guid"] = table.disk_guid.str();

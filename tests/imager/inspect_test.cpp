@@ -9,6 +9,8 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
+#include "imager/esp.hpp"
+#include "imager/uki.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
 
@@ -136,4 +138,33 @@ TEST(Inspect, ShowsABundlesManifestAndChecksItsSignature) {
     EXPECT_EQ(r.report["signature"]["ok"], false);
     EXPECT_NE(r.report["signature"]["problem"].get<std::string>().find("does not match the manifest"), std::string::npos)
         << r.report.dump(2);
+}
+
+// Without its build's manifest, the name and version come from the os-release in the first slot's
+// unified kernel image (the .osrel section systemd-stub reads).
+TEST(Inspect, ShowsTheNameAndVersionFromTheUkiWithoutAManifest) {
+    if (!fs::exists(imager::UkiParts{}.stub)) GTEST_SKIP() << imager::UkiParts{}.stub << " is missing (install systemd-boot-efi)";
+    Scratch s;
+    fs::create_directories(s / "fixture");
+    UpdateFixture f(s / "fixture");
+    write_random(s / "vmlinuz", 4096, 3);
+    write_text(s / "initrd.img", "not really an initrd\n");
+    imager::UkiParts parts;
+    parts.kernel = s / "vmlinuz";
+    parts.initrd = s / "initrd.img";
+    parts.cmdline = "console=ttyS0";
+    parts.os_release = "ID=cairn\nNAME=\"Cairn widget\"\nVERSION_ID=7.8.9\nPRETTY_NAME=\"Cairn widget 7.8.9\"\n";
+    imager::assemble_uki(parts, s / "uki.efi");
+    imager::make_esp(s / "esp.img", 2 << 20, "ESP_A", 0x1234, {{"EFI/BOOT/BOOTX64.EFI", s / "uki.efi"}}, 1700000000);
+    const fs::path disk = s / "disk.raw";
+    run_checked({"cp", "--sparse=always", f.disk.string(), disk.string()});
+    {
+        const std::string esp = read_file(s / "esp.img");
+        UniqueFd fd = open_file(disk, O_RDWR);
+        pwrite_exact(fd.get(), esp.data(), esp.size(), 1 << 20, "disk");  // esp_a starts at 1 MiB
+    }
+    imager::InspectResult r = imager::inspect(disk, {});
+    EXPECT_EQ(r.report["name"], "Cairn widget");
+    EXPECT_EQ(r.report["version"], "7.8.9");
+    EXPECT_NE(imager::format_report(r.report).find("Cairn widget 7.8.9"), std::string::npos) << imager::format_report(r.report);
 }
