@@ -12,8 +12,10 @@
 #include <system_error>
 #include <vector>
 
+#include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/subprocess.hpp"
+#include "common/version.hpp"
 #include "provisioning/config_cli.hpp"
 #include "updater/client.hpp"
 
@@ -23,12 +25,19 @@ namespace fs = std::filesystem;
 
 const char* usage_text = R"(Usage: cairnctl AREA COMMAND [OPTIONS]
 
-Areas:
-  update     A/B updates: install a bundle, status, mark slots (cairnctl update --help)
-  provision  the device's cloud identity (DPS): status, reprovision, check, tpm-info
-  config     the device's configuration (/etc/cairn/config.toml): check, apply
+Controls a Cairn device: its A/B updates, its cloud identity and its configuration.
 
-  -h, --help   this text
+Areas:
+  update     A/B updates: install a bundle into the other slot, show the slots and the last
+             install or rollback, mark slots good, bad or active
+  provision  the device's cloud identity (DPS): status, reprovision, check, tpm-info
+  config     the device's configuration (/etc/cairn/config.toml): check, apply, import
+
+  -h, --help                  this text; after an area or command: its own usage
+  help [AREA [COMMAND]]       the same as `cairnctl AREA COMMAND --help`
+  --version                   the version
+
+Exit status: 0 done, 1 failed, 2 usage error; `cairnctl provision status` also 3 (not configured).
 )";
 
 // cairnctl-provision beside this program (a build tree), or in ../lib/cairn (an image, an install).
@@ -54,12 +63,18 @@ int main(int argc, char** argv) {
         std::fputs(usage_text, stderr);
         return 2;
     }
-    const std::string area = args.front();
+    std::string area = args.front();
     args.erase(args.begin());
-    if (area == "-h" || area == "--help") {
+    if (area == "help" && !args.empty()) {
+        // `cairnctl help AREA [COMMAND]`: what `cairnctl AREA [COMMAND] --help` shows.
+        area = args.front();
+        args.erase(args.begin());
+        args.push_back("--help");
+    } else if (area == "help" || cairn::Args::is_help(area)) {
         std::fputs(usage_text, stdout);
         return 0;
     }
+    if (cairn::Args::is_version(area)) return cairn::print_version("cairnctl");
     try {
         if (area == "update") return cairn::updater::update_command(args);
         if (area == "provision") return provision(args);

@@ -8,8 +8,9 @@ bool Args::next() {
     for (;;) {
         if (at_ >= args_.size()) return false;
         ++at_;
-        if (!is_help(args_[at_ - 1])) return true;
-        help_ = true;
+        if (is_help(args_[at_ - 1])) help_ = true;
+        else if (is_version(args_[at_ - 1])) version_ = true;
+        else return true;
     }
 }
 
@@ -18,6 +19,13 @@ bool Args::help_in(const std::vector<std::string>& args) {
     while (a.next()) {
     }
     return a.help();
+}
+
+bool Args::version_in(const std::vector<std::string>& args) {
+    Args a(args);
+    while (a.next()) {
+    }
+    return a.version();
 }
 
 const std::string& Args::arg() const {

@@ -9,6 +9,7 @@
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/version.hpp"
 #include "firewall/nftables.hpp"
 #include "firewall/policy.hpp"
 
@@ -17,6 +18,9 @@ using namespace cairn::firewall;
 
 namespace {
 const char* usage_text = R"(Usage: cairn-firewall COMMAND [OPTIONS]
+
+Loads the device's firewall (nftables table inet cairn: inbound SSH and the policy's ports only,
+brute-force sources blocked), shows its state and takes addresses off its blocklist.
 
 Commands:
   apply [--policy FILE] [--boot]
@@ -33,6 +37,9 @@ Commands:
                           table inet cairn is loaded (1: not loaded, or not readable)
   unblock ADDRESS         take an IPv4 address or an IPv6 /64 (any address in it, or
                           ADDRESS/64) off the blocklist
+
+  -h, --help              this text; after a command: its own usage
+  --version               the version
 
 Exit status: 0 done, 1 failed (apply --boot: nothing could be loaded, the device has no
 firewall; unblock: nothing to remove; status: not loaded), 2 usage or policy error,
@@ -79,6 +86,7 @@ int main(int argc, char** argv) {
         std::fputs(text.c_str(), stdout);
         return 0;
     }
+    if (Args::is_version(command) || (!command_usage(command).empty() && Args::version_in(args))) return print_version("cairn-firewall");
     try {
         if (command == "apply") {
             std::string policy_file = "/etc/cairn/firewall.toml";

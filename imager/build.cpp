@@ -15,6 +15,7 @@
 #include "common/progress.hpp"
 #include "common/subprocess.hpp"
 #include "common/units.hpp"
+#include "common/version.hpp"
 #include "imager/archive.hpp"
 #include "imager/deb.hpp"
 #include "imager/elf.hpp"
@@ -38,8 +39,6 @@ using nlohmann::json;
 using partitions::Role;
 
 namespace {
-
-constexpr const char* cairn_version = "0.1.0";
 
 int64_t build_epoch(const BuildOptions& o) {
     if (o.epoch) return *o.epoch;
@@ -334,7 +333,8 @@ json build(const BuildOptions& options) {
         }
         std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(epoch))).substr(0, 16);
         json release = add_update_files(tree, recipe, build_id, epoch);
-        update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
+        update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]},
+                       {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
     }
 
     // 3. The root filesystem.
@@ -475,7 +475,8 @@ json build(const BuildOptions& options) {
     progress.step("Writing the manifest");
     json manifest;
     manifest["format"] = 1;
-    manifest["cairn_version"] = cairn_version;
+    manifest["cairn_version"] = cairn::version();
+    manifest["debug"] = recipe.boot.debug;  // a root shell on the console: `cairn bundle` refuses it without --allow-debug
     manifest["update"] = update_json;
     manifest["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", options.recipe.string()}};
     manifest["source_date_epoch"] = epoch;

@@ -15,6 +15,7 @@
 #include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/terminal.hpp"
+#include "common/version.hpp"
 #include "imager/build.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
@@ -35,7 +36,8 @@ const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE descr
       -q, --quiet       No progress on standard error
       --debug           Debug image: on a boot failure cairn-init drops to a shell
                         instead of rebooting, and init starts a shell on the serial
-                        console. Never ship one.
+                        console. Never ship one: it warns, and cairn bundle refuses it
+                        without --allow-debug.
       --image-version V Use V instead of the recipe's version (e.g. a CI build number)
 )";
 
@@ -44,15 +46,23 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
                         and a manifest signed with a CMS signature.
       --key FILE        PEM signing key (required)
       --cert FILE       PEM certificate of the key, intermediates after it (required);
-                        it must chain to the image's [update] trust_anchor
+                        it must chain to the image's [update] trust_anchor (checked
+                        here as the device checks it)
       --key-passphrase P  for an encrypted key
+      --allow-debug     Bundle a --debug build all the same (refused otherwise)
       --json            Print the bundle's manifest as JSON
 )";
 
-const char* inspect_help = R"(  inspect IMAGE         Show the layout and slots of a disk image and re-verify every
-                        slot's dm-verity tree; exits 1 on any mismatch.
-      --manifest FILE   Compare with this build manifest (default: manifest.json
-                        beside IMAGE, when present)
+const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name and version, layout and slots, and
+                        re-verify every slot's dm-verity tree; exits 1 on any mismatch.
+  inspect BUNDLE        Show an update bundle's manifest (compatible, version, build,
+                        payloads and sizes) and signer, check the signature over the
+                        manifest and every payload's sha256; exits 1 on any mismatch.
+      --manifest FILE   Compare the image with this build manifest (default:
+                        manifest.json beside IMAGE, when present)
+      --trust-anchor PEM|DIR  Check the bundle's signer as a device holding this trust
+                        anchor would: a PEM file, or a build folder (the anchor its
+                        image holds)
       --json            Print the report as JSON
 )";
 
@@ -70,6 +80,7 @@ const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q3
 
 const char* usage_tail = R"(
   -h, --help            Show this help (after a command: that command's help)
+  help [COMMAND]        The same
   --version             Show the version
 
 Environment:
@@ -112,8 +123,13 @@ int cmd_build(const std::vector<std::string>& args) {
         else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
     }
     if (a.help()) return command_help("build RECIPE -o DIR [OPTIONS]", build_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
+    if (o.debug)
+        std::fputs("cairn: warning: --debug: the image has a root shell on its serial console and drops to a shell when its boot "
+                   "fails; never ship it (cairn bundle refuses it without --allow-debug)\n",
+                   stderr);
     nlohmann::json manifest = cairn::imager::build_image(o);
     if (json) std::cout << manifest.dump(2) << "\n";
     else if (o.progress) {
@@ -134,11 +150,13 @@ int cmd_bundle(const std::vector<std::string>& args) {
         else if (a.is("--cert")) o.cert = a.value();
         else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
         else if (a.is("--json")) json = true;
+        else if (a.is("--allow-debug")) o.allow_debug = true;
         else if (a.is_option()) return usage_error("bundle: unknown option '" + a.arg() + "'");
         else if (o.build_dir.empty()) o.build_dir = a.arg();
         else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");
     }
     if (a.help()) return command_help("bundle DIR -o FILE --key FILE --cert FILE [OPTIONS]", bundle_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (o.build_dir.empty()) return usage_error("bundle: from which build? (cairn bundle DIR -o FILE --key K --cert C)");
     if (o.out.empty()) return usage_error("bundle: where to? (-o FILE)");
     if (o.key.empty() || o.cert.empty()) return usage_error("bundle: --key and --cert are required");
@@ -150,20 +168,22 @@ int cmd_bundle(const std::vector<std::string>& args) {
 }
 
 int cmd_inspect(const std::vector<std::string>& args) {
-    std::filesystem::path image;
-    std::optional<std::filesystem::path> manifest;
+    std::filesystem::path path;
+    cairn::imager::InspectOptions o;
     bool json = false;
     cairn::Args a(args);
     while (a.next()) {
-        if (a.is("--manifest")) manifest = a.value();
+        if (a.is("--manifest")) o.manifest = a.value();
+        else if (a.is("--trust-anchor")) o.trust_anchor = a.value();
         else if (a.is("--json")) json = true;
         else if (a.is_option()) return usage_error("inspect: unknown option '" + a.arg() + "'");
-        else if (image.empty()) image = a.arg();
-        else return usage_error("inspect: one image at a time ('" + a.arg() + "' is extra)");
+        else if (path.empty()) path = a.arg();
+        else return usage_error("inspect: one image or bundle at a time ('" + a.arg() + "' is extra)");
     }
-    if (a.help()) return command_help("inspect IMAGE [OPTIONS]", inspect_help);
-    if (image.empty()) return usage_error("inspect: which image? (cairn inspect IMAGE)");
-    auto result = cairn::imager::inspect_image(image, manifest);
+    if (a.help()) return command_help("inspect IMAGE|BUNDLE [OPTIONS]", inspect_help);
+    if (a.version()) return cairn::print_version("cairn");
+    if (path.empty()) return usage_error("inspect: which image or bundle? (cairn inspect IMAGE)");
+    auto result = cairn::imager::inspect(path, o);
     if (json) std::cout << result.report.dump(2) << "\n";
     else std::cout << cairn::imager::format_report(result.report);
     return result.ok ? 0 : 1;
@@ -192,6 +212,7 @@ int cmd_qemu(const std::vector<std::string>& args) {
         else return usage_error("qemu: one image at a time");
     }
     if (a.help()) return command_help("qemu IMAGE [OPTIONS]", qemu_help);
+    if (a.version()) return cairn::print_version("cairn");
     if (c.disk.empty()) return usage_error("qemu: which image? (cairn qemu IMAGE)");
     if (!std::filesystem::is_regular_file(c.disk)) throw cairn::Error(c.disk.string() + ": no such image file");
     if (c.state_dir.empty()) c.state_dir = c.disk.string() + ".qemu";
@@ -283,14 +304,20 @@ int main(int argc, char** argv) {
     const std::string command = args[0];
     args.erase(args.begin());
     try {
+        if (command == "help" && !args.empty()) {
+            // `cairn help COMMAND`: what `cairn COMMAND --help` shows.
+            const std::string topic = args[0];
+            if (topic == "build") return cmd_build({"--help"});
+            if (topic == "bundle") return cmd_bundle({"--help"});
+            if (topic == "inspect") return cmd_inspect({"--help"});
+            if (topic == "qemu") return cmd_qemu({"--help"});
+            return usage_error("help: unknown command '" + topic + "'");
+        }
         if (cairn::Args::is_help(command) || command == "help") {
             std::fputs(usage_text().c_str(), stdout);
             return 0;
         }
-        if (command == "--version") {
-            std::puts("cairn 0.1.0");
-            return 0;
-        }
+        if (cairn::Args::is_version(command)) return cairn::print_version("cairn");
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
         if (command == "bundle") return cmd_bundle(args);

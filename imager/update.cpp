@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <ctime>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -128,6 +130,39 @@ void add_firewall_files(Tree& tree, const Recipe& recipe) {
     tree.add_file_copy("/etc/cairn/firewall.toml", recipe.firewall.policy, file, what);
 }
 
+bool is_debug_build(const json& build) {
+    if (build.contains("debug") && build["debug"].is_boolean()) return build["debug"].get<bool>();
+    if (build.contains("uki") && build["uki"].is_object())
+        for (const auto& [slot, uki] : build["uki"].items())
+            if (uki.is_object() && uki.value("cmdline", "").find("cairn.debug=shell") != std::string::npos) return true;
+    return false;
+}
+
+namespace {
+
+// The device's check (updater::cms_verify, at the device's earliest time: no earlier than the build)
+// of a signature by o.key and o.cert, against the trust anchor the build put into the image.
+void check_signer_against_build(const BundleOptions& o, const json& build) {
+    const json& u = build["update"];
+    if (!u.contains("trust_anchor") || !u["trust_anchor"].is_string()) {
+        std::fprintf(stderr, "cairn: warning: %s: the build does not record its trust anchor (made by an older cairn); the signer "
+                             "is not checked against it\n",
+                     (o.build_dir / "manifest.json").c_str());
+        return;
+    }
+    const std::string probe = "cairn bundle: signer check";
+    const std::string signature = updater::cms_sign(probe, o.key, o.cert, o.key_passphrase);
+    const int64_t created = build.value("source_date_epoch", int64_t{0});
+    try {
+        updater::cms_verify_pem(probe, signature, u["trust_anchor"].get<std::string>(), update_paths::trust_anchor, o.cert.string(),
+                                updater::certificate_time(static_cast<int64_t>(std::time(nullptr)), created));
+    } catch (const Error& e) {
+        fail(std::string(e.what()) + "; devices running the build in " + o.build_dir.string() + " would refuse the bundle");
+    }
+}
+
+}  // namespace
+
 json make_bundle(const BundleOptions& o) {
     const fs::path dir = o.build_dir;
     const fs::path manifest_file = dir / "manifest.json";
@@ -138,7 +173,12 @@ json make_bundle(const BundleOptions& o) {
     if (!build.contains("update") || build["update"].is_null())
         fail(manifest_file.string() + ": the image was built without [update] in its recipe; it cannot take bundles");
     const json& u = build["update"];
-    updater::check_bundle_signer(o.cert);  // before hashing the payloads
+    if (is_debug_build(build) && !o.allow_debug)
+        fail(dir.string() + ": a debug build (--debug: a root shell on the console, a shell instead of a reboot when the boot "
+             "fails); devices must not get it (--allow-debug bundles it all the same)");
+    // Before hashing the payloads: what every device running this build would refuse.
+    updater::check_bundle_signer(o.cert);
+    check_signer_against_build(o, build);
 
     updater::BundleManifest m;
     m.compatible = u.at("compatible");

@@ -44,10 +44,18 @@ struct BundleOptions {
     std::filesystem::path out;         // the bundle file
     std::filesystem::path key, cert;   // PEM signing key and certificate (+ intermediates)
     std::string key_passphrase;
+    bool allow_debug = false;          // bundle a --debug build (a root shell on the console) all the same
 };
 
+// Whether the build whose manifest.json this is was made with --debug: its "debug", or for a
+// manifest from before that was recorded, the kernel command line's cairn.debug=shell.
+bool is_debug_build(const nlohmann::json& build_manifest);
+
 // Writes the bundle under a temporary name beside `out` and renames it into place. Returns the
-// bundle's manifest as JSON.
+// bundle's manifest as JSON. Before any work it refuses what devices would refuse or should never
+// get: a certificate without the bundle-signing usage, a signer that does not chain to the build's
+// trust anchor (the image's update-ca.pem, recorded in manifest.json as update.trust_anchor; the
+// device's message), and a debug build unless allow_debug.
 nlohmann::json make_bundle(const BundleOptions& options);
 
 }  // namespace cairn::imager

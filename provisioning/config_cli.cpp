@@ -11,6 +11,7 @@
 #include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/version.hpp"
 #include "provisioning/config.hpp"
 #include "provisioning/config_import.hpp"
 
@@ -22,8 +23,11 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* usage =
-    "usage: cairnctl config check|apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
+    "Usage: cairnctl config check|apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
     "       cairnctl config import [-i CONFIG.yaml] [-o FILE] [--force]\n"
+    "\n"
+    "Checks, installs and imports the device's configuration (/etc/cairn/config.toml).\n"
+    "\n"
     "  check   read FILE (default: the target) as the provisioning agent would\n"
     "  apply   check FILE, install it as the target (default /etc/cairn/config.toml) and have the\n"
     "          running agent provision again with it; a bad FILE changes nothing\n"
@@ -35,23 +39,28 @@ struct Options {
     fs::path file, target = default_config_path, pid_file = "/run/cairn/provisiond.pid";
     fs::path yaml = "/etc/iotedge/config.yaml", out;
     bool json = false, force = false;
-    bool help = false;  // -h or --help
+    bool help = false;     // -h or --help
+    bool version = false;  // --version
 };
 
 // `cairnctl config COMMAND --help`: the command's own usage.
 const char* command_usage(const std::string& command) {
     if (command == "check")
-        return "usage: cairnctl config check [-c FILE] [--target PATH] [--json]\n"
-               "  read FILE (default: the target, /etc/cairn/config.toml) as the provisioning agent would\n";
+        return "Usage: cairnctl config check [-c FILE] [--target PATH] [--json]\n"
+               "\n"
+               "Reads FILE (default: the target, /etc/cairn/config.toml) as the provisioning agent would\n"
+               "and says whether it is valid (exit 1 and the error when it is not).\n";
     if (command == "apply")
-        return "usage: cairnctl config apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
-               "  check FILE, install it as the target (default /etc/cairn/config.toml) and have the\n"
-               "  running agent (--pid-file, default /run/cairn/provisiond.pid) provision again with it;\n"
-               "  a bad FILE changes nothing\n";
+        return "Usage: cairnctl config apply [-c FILE] [--target PATH] [--pid-file PATH] [--json]\n"
+               "\n"
+               "Checks FILE, installs it as the target (default /etc/cairn/config.toml) and has the\n"
+               "running agent (--pid-file, default /run/cairn/provisiond.pid) provision again with it;\n"
+               "a bad FILE changes nothing.\n";
     if (command == "import")
-        return "usage: cairnctl config import [-i CONFIG.yaml] [-o FILE] [--target PATH] [--force]\n"
-               "  turn an IoT Edge 1.1 config.yaml (default /etc/iotedge/config.yaml) into the target\n"
-               "  (or -o FILE); refuses to overwrite without --force; then run `apply`\n";
+        return "Usage: cairnctl config import [-i CONFIG.yaml] [-o FILE] [--target PATH] [--force]\n"
+               "\n"
+               "Turns an IoT Edge 1.1 config.yaml (default /etc/iotedge/config.yaml) into the target\n"
+               "(or -o FILE); refuses to overwrite without --force; then run `apply`.\n";
     return usage;
 }
 
@@ -70,6 +79,7 @@ Options parse(const std::vector<std::string>& args) {
         else throw UsageError("unknown argument '" + a.arg() + "'");
     }
     o.help = a.help();
+    o.version = a.version();
     if (o.file.empty()) o.file = o.target;
     if (o.out.empty()) o.out = o.target;
     return o;
@@ -95,6 +105,10 @@ int config_command(const std::vector<std::string>& args, std::ostream& out, std:
         o = parse(args);
         if (o.help) {
             out << command_usage(o.command);
+            return 0;
+        }
+        if (o.version) {
+            out << "cairnctl " << version() << "\n";
             return 0;
         }
         if (o.command == "import") {

@@ -8,6 +8,7 @@
 #include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/version.hpp"
 #include "common/text.hpp"
 #include "provisioning/activation.hpp"
 #include "provisioning/dps_service.hpp"
@@ -16,7 +17,12 @@
 namespace {
 
 const char* usage =
-    "usage: cairn-dps --enrollments FILE --cert CHAIN.pem --key KEY.pem [options]\n"
+    "Usage: cairn-dps --enrollments FILE --cert CHAIN.pem --key KEY.pem [OPTIONS]\n"
+    "\n"
+    "A provisioning service compatible with the device side of DPS (the Device Provisioning\n"
+    "Service), for labs, factories and tests: over HTTPS it registers the devices FILE enrolls\n"
+    "and assigns each its hub.\n"
+    "\n"
     "  --listen ADDRESS        IPv4 address to listen on (default 127.0.0.1)\n"
     "  --port N                TCP port (default 0: any free port)\n"
     "  --port-file FILE        write the port chosen here once listening\n"
@@ -77,6 +83,7 @@ int main(int argc, char** argv) {
             std::cout << usage;
             return 0;
         }
+        if (a.version()) return print_version("cairn-dps");
         if (enrollments.empty() || server.certificate_chain.empty() || server.private_key.empty())
             throw UsageError("--enrollments, --cert and --key are required");
 

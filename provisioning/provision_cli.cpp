@@ -6,6 +6,7 @@
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/version.hpp"
 #include "provisioning/agent.hpp"
 #include "provisioning/config.hpp"
 #include "provisioning/dps_client.hpp"
@@ -24,7 +25,8 @@ struct Options {
     std::filesystem::path state_dir = default_state_dir;
     bool json = false;
     bool hub_error = false;
-    bool help = false;  // -h or --help
+    bool help = false;     // -h or --help
+    bool version = false;  // --version
 };
 
 Options parse(const std::vector<std::string>& args, bool with_command) {
@@ -39,37 +41,66 @@ Options parse(const std::vector<std::string>& args, bool with_command) {
         else throw UsageError("unknown argument '" + a.arg() + "'");
     }
     o.help = a.help();
+    o.version = a.version();
     return o;
 }
 
-const char* usage = "usage: cairnctl provision status|reprovision|check|tpm-info [--json] [--config FILE] [--state-dir DIR]";
+const char* usage = "Usage: cairnctl provision status|reprovision|check|tpm-info [--json] [--config FILE] [--state-dir DIR]";
 
 const char* common_options =
     "  -c, --config FILE  the configuration (default /etc/cairn/config.toml)\n"
     "  --state-dir DIR    the agent's state (default /var/lib/cairn/provisioning)\n"
     "  --json             machine-readable output\n";
 
+const char* area_text =
+    "\n"
+    "The device's cloud identity, which the provisioning agent (cairn-provisiond) obtains from\n"
+    "the provisioning service (DPS) that the configuration's [provisioning] names.\n"
+    "\n"
+    "  status       the stored identity (hub, device ID) and the last attempt\n"
+    "  reprovision  register with the provisioning service now\n"
+    "  check        check the configuration, the TPM, the service and the stored identity\n"
+    "  tpm-info     the TPM's endorsement key and registration ID, for an individual enrollment\n";
+
 // `cairnctl provision COMMAND --help`: the command's own usage.
 std::string command_usage(const std::string& command) {
     if (command == "status")
-        return std::string("usage: cairnctl provision status [--json] [--config FILE] [--state-dir DIR]\n"
-                           "  the stored identity (hub, device ID) and the last attempt; exit 1 when not provisioned\n") + common_options;
+        return std::string("Usage: cairnctl provision status [--json] [--config FILE] [--state-dir DIR]\n\n"
+                           "Shows the stored identity (hub, device ID) and the last attempt. Exit status: 0\n"
+                           "provisioned, 1 not provisioned (or an error), 3 not configured (no configuration file:\n"
+                           "write one and run `cairnctl config apply`).\n") + common_options;
     if (command == "reprovision")
-        return std::string("usage: cairnctl provision reprovision [--hub-error] [--json] [--config FILE] [--state-dir DIR]\n"
-                           "  register with the provisioning service now and store the identity it assigns\n"
+        return std::string("Usage: cairnctl provision reprovision [--hub-error] [--json] [--config FILE] [--state-dir DIR]\n\n"
+                           "Registers with the provisioning service now and stores the identity it assigns.\n"
                            "  --hub-error         as after the hub refused the stored identity\n") + common_options;
     if (command == "check")
-        return std::string("usage: cairnctl provision check [--json] [--config FILE] [--state-dir DIR]\n"
-                           "  check the configuration, the TPM, the service and the stored identity, one line each\n") + common_options;
+        return std::string("Usage: cairnctl provision check [--json] [--config FILE] [--state-dir DIR]\n\n"
+                           "Checks the configuration, the TPM, the service and the stored identity, one line each.\n") + common_options;
     if (command == "tpm-info")
-        return std::string("usage: cairnctl provision tpm-info [--config FILE]\n"
-                           "  the TPM's endorsement key and registration ID, for an individual enrollment\n"
-                           "  (the TPM is the one [tpm] tcti names in FILE, when it exists)\n"
+        return std::string("Usage: cairnctl provision tpm-info [--config FILE]\n\n"
+                           "Shows the TPM's endorsement key and registration ID, for an individual enrollment\n"
+                           "(the TPM is the one [tpm] tcti names in FILE, when it exists).\n"
                            "  -c, --config FILE  the configuration (default /etc/cairn/config.toml)\n");
-    return std::string(usage) + "\n";
+    return std::string(usage) + "\n" + area_text;
 }
 
+// Exit status of `status` when there is no configuration: not a failure of the command, and not
+// "not provisioned" (1) either: there is nothing to provision with yet.
+constexpr int not_configured = 3;
+
 int status(const Options& o, std::ostream& out) {
+    std::error_code ec;
+    if (!std::filesystem::exists(o.config, ec) && !ec) {
+        if (o.json) {
+            out << json{{"state", "Not configured"}, {"config", o.config.string()}, {"identity", nullptr}}.dump(2) << "\n";
+        } else {
+            out << "Provisioning: not configured (" << o.config.string() << " does not exist)\n"
+                << "  Configure it: write the [provisioning] section (see docs/provisioning.md) into a file and\n"
+                << "  install it with `cairnctl config apply -c FILE`, or turn IoT Edge's config.yaml into one\n"
+                << "  with `cairnctl config import`, then `cairnctl config apply`.\n";
+        }
+        return not_configured;
+    }
     ProvisioningConfig config = load_config(o.config);
     IdentityStore store(o.state_dir);
     IdentityStore::Loaded loaded = store.read(&config);
@@ -208,6 +239,10 @@ int provision_command(const std::vector<std::string>& args, std::ostream& out, s
             out << command_usage(o.command);
             return 0;
         }
+        if (o.version) {
+            out << "cairnctl " << version() << "\n";
+            return 0;
+        }
         if (o.command == "status") return status(o, out);
         if (o.command == "check") return check(o, out);
         if (o.command == "reprovision") return run_provision(o, o.hub_error ? Trigger::HubError : Trigger::Api, out, err);
@@ -233,10 +268,15 @@ int provisiond_main(const std::vector<std::string>& args, std::ostream& out, std
     try {
         Options o = parse(args, false);
         if (o.help) {
-            out << "usage: cairn-provisiond [--config FILE] [--state-dir DIR] [--json]\n"
-                   "  at start: provisions the device's cloud identity from the configuration's\n"
-                   "  [provisioning] (or keeps the stored one, by auto_reprovisioning_mode); SIGHUP: again\n"
+            out << "Usage: cairn-provisiond [--config FILE] [--state-dir DIR] [--json]\n\n"
+                   "The provisioning agent. At start it provisions the device's cloud identity from the\n"
+                   "configuration's [provisioning] (or keeps the stored one, by auto_reprovisioning_mode);\n"
+                   "on SIGHUP it does so again.\n"
                 << common_options;
+            return 0;
+        }
+        if (o.version) {
+            out << "cairn-provisiond " << version() << "\n";
             return 0;
         }
         return run_provision(o, Trigger::Startup, out, err);

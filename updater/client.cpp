@@ -17,6 +17,7 @@
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/version.hpp"
 #include "updater/dbus_api.hpp"
 
 namespace cairn::updater {
@@ -24,6 +25,9 @@ namespace cairn::updater {
 using json = nlohmann::json;
 
 const char* update_usage = R"(Usage: cairnctl update COMMAND [OPTIONS]
+
+Installs signed update bundles into the slot that is not running and shows and changes which
+slot boots.
 
 Commands:
   install BUNDLE [--force] [--reboot]   install a signed bundle into the other slot; it boots once
@@ -317,6 +321,7 @@ int update_command(const std::vector<std::string>& all) {
         std::fputs(it == command_usage.end() ? update_usage : it->second, stdout);
         return 0;
     }
+    if (a.version()) return print_version("cairnctl");
     if (args.empty()) {
         std::fprintf(stderr, "cairnctl update: which command? (install, status, mark-good, mark-bad, mark-active; see --help)\n");
         return 2;

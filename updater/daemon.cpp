@@ -24,6 +24,7 @@
 #include "common/fd.hpp"
 #include "common/file.hpp"
 #include "common/text.hpp"
+#include "common/version.hpp"
 #include "initrd/boot.hpp"
 #include "partitions/disk.hpp"
 #include "updater/dbus_api.hpp"
@@ -54,6 +55,7 @@ Options (the defaults are the device's paths; tests point them elsewhere):
   --run-dir DIR         where init reports services (default /run/cairn)
   --no-reboot           never reboot (tests): print "would reboot" instead
   -h, --help            this text
+  --version             the version
 )";
 
 // Cairn's own EFI variable where cairn-init leaves the reason a slot failed to boot.
@@ -375,6 +377,7 @@ int main(int argc, char** argv) {
             std::fputs(usage_text, stdout);
             return 0;
         }
+        if (a.version()) return print_version("cairn-updated");
     } catch (const UsageError& e) {
         std::fprintf(stderr, "cairn-updated: %s (see --help)\n", e.what());
         return 2;

@@ -569,6 +569,13 @@ BootDecision Engine::on_boot(const std::string& failure_reason) {
         boot_.ensure_entries();
         boot_.set_primary(booted);
         order = boot_.order();
+        // With no record either, this is the disk's first boot: `cairn build` wrote both slots from
+        // the same root filesystem (each with its own verity tree), so the other slot holds this
+        // release too. Later boots keep what the record says (after an update it holds another).
+        if (st.slots.empty() && !st.pending && !st.last) {
+            const std::string o(1, slot_letter(other(booted)));
+            st.slots[o] = SlotRecord{"good", config_.release.version, config_.release.build_id, now()};
+        }
     }
     if (order.front() != booted) {
         // Booted through BootNext: a trial. The caller runs the health check, then commit() or fail_trial().

@@ -94,7 +94,7 @@ std::string usage_problem(X509* cert) {
 }
 
 // The signer's certificate: chains to the anchor at time `at`, and is meant for signing bundles.
-void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const fs::path& anchor,
+void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, int64_t at, const std::string& anchor,
                   const std::string& what) {
     const std::string name = "the signer's certificate \"" + subject_of(signer) + "\"";
     X509StoreCtxPtr ctx(X509_STORE_CTX_new());
@@ -111,7 +111,7 @@ void check_signer(X509* signer, X509_STORE* store, STACK_OF(X509) * untrusted, i
             fail(what + ": " + which + " is not valid before " + asn1_time_text(X509_get0_notBefore(cert)) + "; it was checked at " + when);
         if (error == X509_V_ERR_CERT_HAS_EXPIRED)
             fail(what + ": " + which + " expired on " + asn1_time_text(X509_get0_notAfter(cert)) + "; it was checked at " + when);
-        fail(what + ": " + name + " does not chain to the trust anchor " + anchor.string() + " (" +
+        fail(what + ": " + name + " does not chain to the trust anchor " + anchor + " (" +
              X509_verify_cert_error_string(error) + ")");
     }
     if (std::string problem = usage_problem(signer); !problem.empty()) fail(what + ": " + name + " " + problem);
@@ -127,12 +127,11 @@ void check_bundle_signer(const fs::path& cert_file) {
 
 int64_t certificate_time(int64_t now, int64_t floor) { return std::max(now, floor); }
 
-void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what,
-                std::optional<int64_t> at) {
-    X509StorePtr store(X509_STORE_new());
-    for (X509Ptr& cert : load_certificates(trust_anchor))
-        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(trust_anchor.string() + ": " + openssl_error());
+namespace {
 
+// The signature, parsed and checked to have signed exactly `data` (which also finds each signer's
+// certificate among those it carries); no decision yet about whom to trust.
+CmsPtr signature_over(std::string_view data, std::string_view signature, const std::string& what) {
     const unsigned char* p = reinterpret_cast<const unsigned char*>(signature.data());
     CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &p, static_cast<long>(signature.size())));
     if (!cms || p != reinterpret_cast<const unsigned char*>(signature.data()) + signature.size()) {
@@ -141,9 +140,8 @@ void cms_verify(std::string_view data, std::string_view signature, const fs::pat
     }
     if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed) fail(what + ": the signature is not CMS SignedData");
     if (!CMS_is_detached(cms.get())) fail(what + ": the signature is not detached");
-    // First the signature over the bytes (which also finds each signer's certificate among those
-    // the signature carries), then each signer's certificate, here rather than by CMS_verify: the
-    // verification time, the messages and the extended key usage are ours.
+    // First the signature over the bytes, then each signer's certificate, here rather than by
+    // CMS_verify: the verification time, the messages and the extended key usage are ours.
     BioPtr content(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
     if (CMS_verify(cms.get(), nullptr, nullptr, content.get(), nullptr, CMS_BINARY | CMS_DETACHED | CMS_NO_SIGNER_CERT_VERIFY) != 1) {
         unsigned long e = ERR_peek_last_error();
@@ -152,15 +150,66 @@ void cms_verify(std::string_view data, std::string_view signature, const fs::pat
             fail(what + ": the signature does not match the manifest (" + reason + ")");
         fail(what + ": the signature does not verify: " + reason);
     }
-    const int64_t when = at ? *at : static_cast<int64_t>(std::time(nullptr));
-    X509StackPtr untrusted(CMS_get1_certs(cms.get()));
-    STACK_OF(CMS_SignerInfo)* signers = CMS_get0_SignerInfos(cms.get());
+    return cms;
+}
+
+std::vector<X509*> signers_of(CMS_ContentInfo* cms, const std::string& what) {
+    std::vector<X509*> out;
+    STACK_OF(CMS_SignerInfo)* signers = CMS_get0_SignerInfos(cms);
     for (int i = 0; i < sk_CMS_SignerInfo_num(signers); ++i) {
         X509* signer = nullptr;
         CMS_SignerInfo_get0_algs(sk_CMS_SignerInfo_value(signers, i), nullptr, &signer, nullptr, nullptr);
         if (!signer) fail(what + ": the signature does not carry its signer's certificate");
-        check_signer(signer, store.get(), untrusted.get(), when, trust_anchor, what);
+        out.push_back(signer);
     }
+    return out;
+}
+
+void verify_against(std::string_view data, std::string_view signature, X509_STORE* store, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at) {
+    CmsPtr cms = signature_over(data, signature, what);
+    const int64_t when = at ? *at : static_cast<int64_t>(std::time(nullptr));
+    X509StackPtr untrusted(CMS_get1_certs(cms.get()));
+    for (X509* signer : signers_of(cms.get(), what)) check_signer(signer, store, untrusted.get(), when, anchor_name, what);
+}
+
+}  // namespace
+
+void cms_verify(std::string_view data, std::string_view signature, const fs::path& trust_anchor, const std::string& what,
+                std::optional<int64_t> at) {
+    X509StorePtr store(X509_STORE_new());
+    for (X509Ptr& cert : load_certificates(trust_anchor))
+        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(trust_anchor.string() + ": " + openssl_error());
+    verify_against(data, signature, store.get(), trust_anchor.string(), what, at);
+}
+
+void cms_verify_pem(std::string_view data, std::string_view signature, std::string_view anchor_pem, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at) {
+    X509StorePtr store(X509_STORE_new());
+    for (X509Ptr& cert : parse_certificates(anchor_pem, anchor_name))
+        if (X509_STORE_add_cert(store.get(), cert.get()) != 1) fail(anchor_name + ": " + openssl_error());
+    verify_against(data, signature, store.get(), anchor_name, what, at);
+}
+
+std::vector<SignerInfo> cms_signers(std::string_view data, std::string_view signature, const std::string& what) {
+    CmsPtr cms = signature_over(data, signature, what);
+    std::vector<SignerInfo> out;
+    for (X509* signer : signers_of(cms.get(), what)) {
+        SignerInfo info;
+        info.subject = subject_of(signer);
+        BioPtr issuer(BIO_new(BIO_s_mem()));
+        if (issuer && X509_NAME_print_ex(issuer.get(), X509_get_issuer_name(signer), 0, XN_FLAG_RFC2253) >= 0) {
+            char* bytes = nullptr;
+            long size = BIO_get_mem_data(issuer.get(), &bytes);
+            info.issuer.assign(bytes, static_cast<size_t>(size));
+        }
+        ERR_clear_error();
+        info.not_before = asn1_time_text(X509_get0_notBefore(signer));
+        info.not_after = asn1_time_text(X509_get0_notAfter(signer));
+        info.usage_problem = usage_problem(signer);
+        out.push_back(info);
+    }
+    return out;
 }
 
 }  // namespace cairn::updater

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace cairn::updater {
 
@@ -39,5 +40,22 @@ int64_t certificate_time(int64_t now, int64_t floor);
 // (naming the certificate's subject).
 void cms_verify(std::string_view data, std::string_view signature, const std::filesystem::path& trust_anchor,
                 const std::string& what, std::optional<int64_t> at = {});
+
+// cms_verify with the trust anchor's certificates as PEM text, `anchor_name` naming them in the
+// messages (`cairn bundle` checks against the anchor a build recorded in its manifest).
+void cms_verify_pem(std::string_view data, std::string_view signature, std::string_view anchor_pem, const std::string& anchor_name,
+                    const std::string& what, std::optional<int64_t> at = {});
+
+// A signer of a signature, as `cairn inspect BUNDLE` shows it.
+struct SignerInfo {
+    std::string subject, issuer;       // RFC 2253
+    std::string not_before, not_after;
+    std::string usage_problem;         // why it may not sign bundles; "" when it may
+};
+
+// Checks that `signature` (detached DER CMS) signed exactly `data`, without deciding whom to trust
+// (cms_verify does that), and returns its signers. Throws Error beginning with `what`, with
+// cms_verify's words.
+std::vector<SignerInfo> cms_signers(std::string_view data, std::string_view signature, const std::string& what);
 
 }  // namespace cairn::updater

@@ -15,17 +15,32 @@ namespace fs = std::filesystem;
 TEST(Cairnctl, ProvisionRunsCairnctlProvisionWithTheSameWordsAndExitCode) {
     RunResult help = run({CAIRNCTL_BINARY, "provision", "--help"});
     EXPECT_EQ(help.exit_code, 0) << help.err;
-    EXPECT_NE(help.out.find("usage: cairnctl provision status|reprovision|check|tpm-info"), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find("Usage: cairnctl provision status|reprovision|check|tpm-info"), std::string::npos) << help.out;
 
     RunResult bad = run({CAIRNCTL_BINARY, "provision", "frobnicate"});
     EXPECT_EQ(bad.exit_code, 2);
-    EXPECT_NE(bad.err.find("usage: cairnctl provision"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("Usage: cairnctl provision"), std::string::npos) << bad.err;
 
     Scratch s;
     RunResult missing = run({CAIRNCTL_BINARY, "provision", "status", "--config", (s / "none.toml").string(), "--state-dir",
                              s.path().string()});
-    EXPECT_EQ(missing.exit_code, 1);
-    EXPECT_NE(missing.err.find("cairnctl provision: " + (s / "none.toml").string()), std::string::npos) << missing.err;
+    // Not configured is an answer, not an error: what is missing and how to configure it, exit 3.
+    EXPECT_EQ(missing.exit_code, 3) << missing.err;
+    EXPECT_EQ(missing.err, "");
+    EXPECT_NE(missing.out.find("Provisioning: not configured (" + (s / "none.toml").string() + " does not exist)"), std::string::npos)
+        << missing.out;
+    EXPECT_NE(missing.out.find("cairnctl config apply"), std::string::npos) << missing.out;
+    EXPECT_NE(missing.out.find("cairnctl config import"), std::string::npos) << missing.out;
+    RunResult json = run({CAIRNCTL_BINARY, "provision", "status", "--json", "--config", (s / "none.toml").string(), "--state-dir",
+                          s.path().string()});
+    EXPECT_EQ(json.exit_code, 3) << json.err;
+    EXPECT_NE(json.out.find("\"state\": \"Not configured\""), std::string::npos) << json.out;
+    // A configuration that is there but wrong is still an error naming the file.
+    test::write_text(s / "bad.toml", "[provisioning]\nsourc = 1\n");
+    RunResult bad_config = run({CAIRNCTL_BINARY, "provision", "status", "--config", (s / "bad.toml").string(), "--state-dir",
+                                s.path().string()});
+    EXPECT_EQ(bad_config.exit_code, 1);
+    EXPECT_NE(bad_config.err.find("cairnctl provision: " + (s / "bad.toml").string()), std::string::npos) << bad_config.err;
 }
 
 TEST(Cairnctl, WithoutCairnctlProvisionSaysWhereItLooked) {

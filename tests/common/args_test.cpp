@@ -76,3 +76,20 @@ TEST(Args, HelpIsTakenByTheWalkerNeverAsAValue) {
     EXPECT_TRUE(Args::help_in({"-h"}));
     EXPECT_FALSE(Args::help_in({"apply", "--policy", "p"}));
 }
+
+TEST(Args, VersionIsTakenByTheWalkerNeverAsAValue) {
+    Args a({"status", "--image-version", "--version", "--version", "x"});
+    std::vector<std::string> seen;
+    std::string value;
+    while (a.next()) {
+        if (a.is("--image-version")) value = a.value();
+        else seen.push_back(a.arg());
+    }
+    EXPECT_TRUE(a.version());
+    EXPECT_FALSE(a.help());
+    EXPECT_EQ(value, "--version");  // an option's value
+    EXPECT_EQ(seen, (std::vector<std::string>{"status", "x"}));
+    EXPECT_TRUE(Args::version_in({"apply", "--version"}));
+    EXPECT_FALSE(Args::version_in({"apply", "--policy", "p"}));
+    EXPECT_FALSE(Args::help_in({"--version"}));
+}

@@ -6,6 +6,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/subprocess.hpp"
 #include "imager/verity.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
@@ -22,7 +23,7 @@ namespace {
 
 // What `cairn build` leaves for `cairn bundle`: manifest.json naming the root image, each slot's
 // verity tree and ESP image, and the [update] facts.
-fs::path fake_build(const fs::path& dir, const std::string& version) {
+fs::path fake_build(const fs::path& dir, const std::string& version, bool debug = false) {
     fs::create_directories(dir);
     write_random(dir / "root.img", 1 << 20, 7);
     json slots = json::object(), esp = json::object();
@@ -43,7 +44,9 @@ fs::path fake_build(const fs::path& dir, const std::string& version) {
     json m = {{"source_date_epoch", 1700000000},
               {"rootfs", {{"image", "root.img"}}},
               {"slots", slots},
-              {"update", {{"compatible", "cairn-test"}, {"version", version}, {"build_id", "b-" + version}, {"etc", json::object()}, {"esp", esp}}}};
+              {"debug", debug},
+              {"update", {{"compatible", "cairn-test"}, {"version", version}, {"build_id", "b-" + version}, {"etc", json::object()}, {"esp", esp},
+                          {"trust_anchor", read_file(source_dir() / "recipes/keys/update-ca.pem")}}}};
     write_text(dir / "manifest.json", m.dump(1));
     return dir;
 }
@@ -95,4 +98,55 @@ TEST(Bundle, CairnBundleRefusesASignerWithoutTheBundleSigningUsage) {
     expect_error([&] { imager::make_bundle(o); },
                  {"www.example.pem", "CN=www.example", "lacks the Cairn bundle-signing extended key usage", "devices would refuse"});
     EXPECT_FALSE(fs::exists(o.out));
+}
+
+// A signer that does not chain to the build's trust anchor (the image's /usr/share/cairn/update-ca.pem)
+// makes no bundle: the device would refuse it with the same words.
+TEST(Bundle, CairnBundleRefusesASignerOutsideTheImagesTrustAnchor) {
+    Scratch s;
+    run_checked({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                 (s / "other-ca.key").string(), "-out", (s / "other-ca.pem").string(), "-subj", "/CN=Some other CA", "-days", "3650"});
+    make_signer(s.path(), "stranger", s / "other-ca.pem", s / "other-ca.key", bundle_signer_extensions());
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0");
+    o.out = s / "v2.cairn";
+    o.key = s / "stranger.key";
+    o.cert = s / "stranger.pem";
+    expect_error([&] { imager::make_bundle(o); },
+                 {"stranger.pem", "the signer's certificate \"CN=stranger\" does not chain to the trust anchor /usr/share/cairn/update-ca.pem",
+                  "devices running the build in " + (s / "build").string() + " would refuse the bundle"});
+    EXPECT_FALSE(fs::exists(o.out));
+    for (const auto& e : fs::directory_iterator(s.path())) EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+
+    // The device says the same about such a bundle (made here with the stranger's CA as the anchor).
+    json m = json::parse(read_file(o.build_dir / "manifest.json"));
+    m["update"]["trust_anchor"] = read_file(s / "other-ca.pem");
+    write_text(o.build_dir / "manifest.json", m.dump(1));
+    imager::make_bundle(o);
+    expect_error([&] { updater::BundleReader(o.out, source_dir() / "recipes/keys/update-ca.pem"); },
+                 {"the signer's certificate \"CN=stranger\" does not chain to the trust anchor"});
+}
+
+// A debug build (a root shell on the console) is bundled only with allow_debug (--allow-debug).
+TEST(Bundle, CairnBundleRefusesADebugBuildUnlessAllowed) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0", true);
+    o.out = s / "v2.cairn";
+    o.key = f.key;
+    o.cert = f.cert;
+    expect_error([&] { imager::make_bundle(o); }, {(s / "build").string(), "a debug build", "--allow-debug"});
+    EXPECT_FALSE(fs::exists(o.out));
+    o.allow_debug = true;
+    imager::make_bundle(o);
+    EXPECT_TRUE(fs::exists(o.out));
+
+    // A build from before the manifest said so: its kernel command line does.
+    json m = json::parse(read_file(o.build_dir / "manifest.json"));
+    m.erase("debug");
+    m["uki"] = {{"a", {{"cmdline", "console=ttyS0 cairn.slot=a cairn.debug=shell"}}}};
+    write_text(o.build_dir / "manifest.json", m.dump(1));
+    o.allow_debug = false;
+    expect_error([&] { imager::make_bundle(o); }, {"a debug build", "--allow-debug"});
 }

@@ -91,7 +91,7 @@ TEST_F(ProvisionCliTest, CheckReportsWhatIsWrong) {
 TEST_F(ProvisionCliTest, UsageAndErrorsAreOneLine) {
     std::string out, err;
     EXPECT_EQ(run({"frobnicate"}, &out, &err), 2);
-    EXPECT_NE(err.find("usage: cairnctl provision"), std::string::npos);
+    EXPECT_NE(err.find("Usage: cairnctl provision"), std::string::npos);
     EXPECT_EQ(run({"status", "--bogus"}, &out, &err), 2);
     EXPECT_NE(err.find("unknown argument '--bogus'"), std::string::npos);
     ASSERT_EQ(dps->admin("DELETE", "/admin/enrollments/" + registration_id).status, 204);  // EK no longer enrolled

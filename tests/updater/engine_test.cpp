@@ -106,6 +106,31 @@ TEST(Engine, InstallsIntoTheOtherSlotArmsATrialAndCommitsIt) {
     EXPECT_EQ(r.boot.order(), (std::vector<Slot>{Slot::a, Slot::b}));
 }
 
+// `cairn build` writes both slots from the same root filesystem: on a disk's first boot (a fresh
+// NVRAM and no record yet) the other slot holds the running release too, and says so.
+TEST(Engine, AFreshDisksOtherSlotHoldsTheFactoryRelease) {
+    Rig r;
+    r.config.release.build_id = "factory-build";
+    r.engine().on_boot();
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["a"].version, "1.0");
+    EXPECT_EQ(st.slots["b"].state, "good");
+    EXPECT_EQ(st.slots["b"].version, "1.0");
+    EXPECT_EQ(st.slots["b"].build_id, "factory-build");
+    EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a});  // the boot order is not changed for it
+
+    // Not on a later boot that finds a fresh NVRAM: after an update, B may hold anything.
+    r.engine().install(r.fixture.bundle("2.0"), {}, {});
+    r.reboot_into("2.0");
+    r.engine().commit();
+    r.boot = FakeBootControl{};  // the NVRAM is cleared: the firmware boots A's removable path again
+    r.new_boot();
+    r.config.release.version = "1.0";
+    r.engine().on_boot();
+    st = r.engine().status();
+    EXPECT_EQ(st.slots["b"].version, "2.0");
+}
+
 TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
     Rig r;
     r.engine().on_boot();
@@ -355,6 +380,7 @@ TEST(Engine, MarksSlots) {
     Rig r;
     r.engine().on_boot();
     expect_error([&] { r.engine().mark("bad", "booted"); }, {"cannot be marked bad while it runs"});
+    EXPECT_EQ(r.engine().mark("bad", "b"), Slot::b);
     expect_error([&] { r.engine().mark("good", "b"); }, {"only a written slot"});
     expect_error([&] { r.engine().mark("sideways", "a"); }, {"unknown state"});
     expect_error([&] { r.engine().mark("good", "c"); }, {"unknown slot"});
