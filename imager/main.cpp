@@ -261,6 +261,9 @@ int main(int argc, char** argv) {
         if (command == "bundle") return cmd_bundle(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
+    } catch (const cairn::imager::BuildInterrupted& e) {
+        std::fprintf(stderr, "cairn: %s\n", e.what());
+        return 128 + e.signal();
     } catch (const cairn::UsageError& e) {
         return usage_error(command + ": " + e.what());
     } catch (const cairn::Error& e) {
