@@ -36,6 +36,7 @@
 #include "imager/verity.hpp"
 #include "partitions/gpt.hpp"
 #include "partitions/layout.hpp"
+#include "updater/bundle.hpp"
 
 namespace cairn::imager {
 
@@ -235,6 +236,22 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
     inputs.push_back(std::move(input));
 }
 
+// Every program in the finished tree can be loaded: a deb step brings a package, not what it
+// depends on, so a program without its libraries would only fail on the device.
+void check_libraries(const Tree& tree, const Recipe& recipe) {
+    const auto missing = missing_libraries(tree);
+    if (missing.empty()) return;
+    std::string list;
+    for (const auto& m : missing) {
+        std::string needs;
+        if (!m.interpreter.empty()) needs = m.interpreter + " (its interpreter)";
+        for (const auto& lib : m.libraries) needs += (needs.empty() ? "" : ", ") + lib;
+        list += (list.empty() ? "" : "; ") + m.path + " needs " + needs;
+    }
+    fail(recipe.file.string() + ": rootfs: the image lacks shared libraries its programs need: " + list +
+         " (add the packages that hold them as deb steps, or host programs as host-exec steps, which bring their libraries)");
+}
+
 std::vector<uint8_t> verity_salt(const std::string& seed, const std::string& label) {
     Digest d = hmac_sha256(seed, "cairn:verity-salt:" + label);
     return {d.begin(), d.end()};
@@ -258,11 +275,16 @@ std::string attributes_text(uint64_t attrs) {
 json build(const BuildOptions& options, const fs::path& work) {
     const int64_t epoch = build_epoch(options);
     Recipe recipe = load_recipe(options.recipe);
+    for (const auto& w : recipe.warnings) std::fprintf(stderr, "cairn: warning: %s\n", w.c_str());
     if (options.debug) {
         if (!recipe.boot.enabled) fail(options.recipe.string() + ": --debug needs a [boot] section (there is nothing to boot)");
         recipe.boot.debug = true;
     }
-    if (!options.version.empty()) recipe.version = options.version;
+    if (options.version) {
+        if (auto problem = updater::version_problem(*options.version))
+            fail("--image-version: '" + *options.version + "' is not a version (" + *problem + ")");
+        recipe.version = *options.version;
+    }
     partitions::Layout layout = partitions::plan(recipe.layout);
     const fs::path cache = options.cache.empty() ? default_cache_dir() : options.cache;
     const std::vector<char> slots = layout.slots();
@@ -307,12 +329,12 @@ json build(const BuildOptions& options, const fs::path& work) {
         initrd_json = {{"file", outputs::initrd}, {"modules", modules}, {"size", fs::file_size(initrd_image)},
                        {"sha256", sha256_file_hex(initrd_image)}, {"cairn_init_sha256", sha256_file_hex(spec.cairn_init)}};
     }
-    std::string os_release;
-    for (const char* candidate : {"/etc/os-release", "/usr/lib/os-release"}) {
-        fs::path p = tree.host(tree.resolve(candidate, "os-release"));
-        if (os_release.empty() && fs::is_regular_file(p)) os_release = read_file(p);
-    }
-    if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
+    // os-release from the recipe's name and the version this build is (--image-version included);
+    // one a package brought along in /usr/lib is replaced too.
+    const std::string os_release = os_release_text(recipe);
+    tree.add_file("/etc/os-release", os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
+    if (auto m = tree.meta(tree.resolve("/usr/lib/os-release", "os-release")); m && S_ISREG(m->mode))
+        tree.add_file("/usr/lib/os-release", os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
 
     // 2c. The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.
     if (recipe.firewall.enabled) add_firewall_files(tree, recipe);
@@ -339,6 +361,8 @@ json build(const BuildOptions& options, const fs::path& work) {
         json release = add_update_files(tree, recipe, build_id, epoch);
         update_json = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]}};
     }
+
+    check_libraries(tree, recipe);
 
     // 3. The root filesystem.
     const partitions::Partition& root_part = layout.get(slots.empty() ? "root" : "root_a");

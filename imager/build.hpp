@@ -19,7 +19,7 @@ struct BuildOptions {
     std::optional<int64_t> epoch;           // timestamps; unset: $SOURCE_DATE_EPOCH, else now
     bool progress = true;
     bool debug = false;                     // force [boot] debug: cairn-init and init give a console shell
-    std::string version;                    // replaces the recipe's version (e.g. a CI build number)
+    std::optional<std::string> version;     // replaces the recipe's version (e.g. a CI build number); checked as recipe versions are
 };
 
 // Builds the image. Everything is written under temporary names inside out_dir and renamed at the

@@ -13,6 +13,7 @@
 #include "common/args.hpp"
 #include "common/error.hpp"
 #include "imager/build.hpp"
+#include "updater/bundle.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
 #include "qemu/machine.hpp"
@@ -109,6 +110,9 @@ int cmd_build(const std::vector<std::string>& args) {
     if (a.help()) return command_help("build RECIPE -o DIR [OPTIONS]", build_help);
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
+    if (o.version)
+        if (auto problem = cairn::updater::version_problem(*o.version))
+            return usage_error("build: --image-version: '" + *o.version + "' is not a version (" + *problem + ")");
     nlohmann::json manifest = cairn::imager::build_image(o);
     if (json) std::cout << manifest.dump(2) << "\n";
     else if (o.progress) {
