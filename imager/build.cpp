@@ -582,12 +582,12 @@ void sweep_stale(const fs::path& out_dir, bool verbose) {
     }
 }
 
-// Blocks SIGINT, SIGTERM and SIGCHLD for the calling thread while it lives.
+// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD for the calling thread while it lives.
 class BlockedSignals {
 public:
     BlockedSignals() {
         sigemptyset(&set_);
-        for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&set_, s);
+        for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set_, s);
         ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
     }
     ~BlockedSignals() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
@@ -618,6 +618,7 @@ json supervise(const BuildOptions& options, TempDir& work) {
         error_read.reset();
         ::signal(SIGINT, SIG_DFL);
         ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGHUP, SIG_DFL);
         ::pthread_sigmask(SIG_SETMASK, &blocked.old(), nullptr);
         int code = 0;
         try {
@@ -643,7 +644,7 @@ json supervise(const BuildOptions& options, TempDir& work) {
             if (::waitpid(child, &status, WNOHANG) == child) break;
             continue;
         }
-        // SIGINT or SIGTERM: stop everything the build runs, then clean up.
+        // SIGINT, SIGTERM or SIGHUP: stop everything the build runs, then clean up.
         ::kill(-child, SIGKILL);
         ::kill(child, SIGKILL);
         while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {

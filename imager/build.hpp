@@ -30,11 +30,11 @@ struct BuildOptions {
 // runs, so a second build into the same folder fails at once (Error naming the folder); under
 // the lock, `.cairn-build-*` folders left by a build that was killed outright (SIGKILL, a power
 // cut) are removed first. The work itself runs in a child process in its own process group: on
-// SIGINT or SIGTERM that group (the child and every program it started: mkfs, depmod, ...) is
+// SIGINT, SIGTERM or SIGHUP that group (the child and every program it started: mkfs, depmod, ...) is
 // killed, the temporary folder removed, and BuildInterrupted thrown.
 nlohmann::json build_image(const BuildOptions& options);
 
-// A build stopped by SIGINT or SIGTERM, after cleaning up; what() is "build interrupted,
+// A build stopped by SIGINT, SIGTERM or SIGHUP, after cleaning up; what() is "build interrupted,
 // removed <temporary folder>". A program exits 128 + signal().
 class BuildInterrupted : public Error {
 public:

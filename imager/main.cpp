@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
     } catch (const cairn::imager::BuildInterrupted& e) {
-        std::fprintf(stderr, "cairn: %s\n", e.what());
+        std::fprintf(stderr, "%scairn: %s\n", ::isatty(2) ? "\n" : "", e.what());  // after a progress line left open
         return 128 + e.signal();
     } catch (const cairn::UsageError& e) {
         return usage_error(command + ": " + e.what());
