@@ -555,19 +555,36 @@ json build(const BuildOptions& options, const fs::path& work) {
 }
 
 
-// The output folder's lock, held until the returned descriptor closes (O_CLOEXEC: programs the
-// build starts do not hold it). Fails at once when another build holds it.
-UniqueFd lock_output(const fs::path& out_dir) {
-    const fs::path file = out_dir / build_lock;
-    UniqueFd fd = open_file(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-            fail(out_dir.string() + ": another cairn build is writing into this folder (it holds " + file.string() +
-                 "); wait for it to finish, or build into another folder");
-        fail_errno("locking " + file.string());
+// The output folder's lock: an flock on DIR/.cairn-build.lock, taken at once or not at all,
+// and removed when the build ends (while still held). A build that opened the file just before
+// the holder removed it would lock a file no longer in the folder: after taking the lock, the
+// name must still lead to the locked file, else it tries again with the new one. The descriptor
+// is O_CLOEXEC: programs the build starts do not hold the lock.
+class OutputLock {
+public:
+    explicit OutputLock(const fs::path& out_dir) : file_(out_dir / build_lock) {
+        for (int attempt = 0;; ++attempt) {
+            fd_ = open_file(file_, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+            if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+                if (errno == EWOULDBLOCK)
+                    fail(out_dir.string() + ": another cairn build is writing into this folder (it holds " + file_.string() +
+                         "); wait for it to finish, or build into another folder");
+                fail_errno("locking " + file_.string());
+            }
+            struct stat held {}, named {};
+            if (::fstat(fd_.get(), &held) == 0 && ::stat(file_.c_str(), &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+                return;
+            if (attempt == 10) fail(file_.string() + ": the lock file keeps changing under this build");
+        }
     }
-    return fd;
-}
+    ~OutputLock() { ::unlink(file_.c_str()); }  // before the descriptor closes: nobody else holds the lock yet
+    OutputLock(const OutputLock&) = delete;
+    OutputLock& operator=(const OutputLock&) = delete;
+
+private:
+    fs::path file_;
+    UniqueFd fd_;
+};
 
 // Temporary folders of builds that were killed outright. Called under the lock, so none of
 // them belongs to a running build.
@@ -589,8 +606,15 @@ public:
         sigemptyset(&set_);
         for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set_, s);
         ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
+        // An ignored SIGCHLD (inherited through exec) would neither be reported nor leave the child to wait for.
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        ::sigaction(SIGCHLD, &dfl, &old_chld_);
     }
-    ~BlockedSignals() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+    ~BlockedSignals() {
+        ::sigaction(SIGCHLD, &old_chld_, nullptr);
+        ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
     BlockedSignals(const BlockedSignals&) = delete;
     BlockedSignals& operator=(const BlockedSignals&) = delete;
     const sigset_t& set() const { return set_; }
@@ -598,6 +622,7 @@ public:
 
 private:
     sigset_t set_, old_;
+    struct sigaction old_chld_ {};
 };
 
 // Runs build() in a child process in its own process group and waits for it, or for SIGINT or
@@ -641,7 +666,10 @@ json supervise(const BuildOptions& options, TempDir& work) {
         const int sig = ::sigwaitinfo(&blocked.set(), &info);
         if (sig < 0) continue;  // EINTR
         if (sig == SIGCHLD) {
-            if (::waitpid(child, &status, WNOHANG) == child) break;
+            // Has it exited? Looked at without reaping it, so that its pid, the group's id, stays
+            // taken until the group is killed below.
+            siginfo_t exited {};
+            if (::waitid(P_PID, static_cast<id_t>(child), &exited, WEXITED | WNOHANG | WNOWAIT) == 0 && exited.si_pid == child) break;
             continue;
         }
         // SIGINT, SIGTERM or SIGHUP: stop everything the build runs, then clean up.
@@ -655,6 +683,8 @@ json supervise(const BuildOptions& options, TempDir& work) {
     }
     // A program the build started and left behind (none should) goes with the group.
     ::kill(-child, SIGKILL);
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
     std::string message;
     char buffer[4096];
     for (ssize_t n; (n = ::read(error_read.get(), buffer, sizeof buffer)) != 0;) {
@@ -676,15 +706,12 @@ json build_image(const BuildOptions& options) {
     try {
         fs::create_directories(options.out_dir, ec);
         if (ec) fail(options.out_dir.string() + ": cannot create the output directory: " + ec.message());
-        UniqueFd lock = lock_output(options.out_dir);
+        OutputLock lock(options.out_dir);
         sweep_stale(options.out_dir, options.progress);
         TempDir work(options.out_dir, ".cairn-build-");
         return supervise(options, work);
     } catch (...) {
-        if (created) {  // only a folder this build made, and only when nothing else is in it
-            fs::remove(options.out_dir / build_lock, ec);
-            fs::remove(options.out_dir, ec);
-        }
+        if (created) fs::remove(options.out_dir, ec);  // only a folder this build made, and only when empty
         throw;
     }
 }

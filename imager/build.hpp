@@ -26,8 +26,9 @@ struct BuildOptions {
 // end, manifest.json last, so a failed build leaves nothing that looks finished. Returns the
 // manifest.
 //
-// Cleaning up: the build holds an exclusive lock on out_dir/.cairn-build.lock (flock) while it
-// runs, so a second build into the same folder fails at once (Error naming the folder); under
+// Cleaning up: the build holds an exclusive lock on out_dir/.cairn-build.lock (flock; the file
+// is removed at the end) while it runs, so a second build into the same folder fails at once
+// (Error naming the folder); under
 // the lock, `.cairn-build-*` folders left by a build that was killed outright (SIGKILL, a power
 // cut) are removed first. The work itself runs in a child process in its own process group: on
 // SIGINT, SIGTERM or SIGHUP that group (the child and every program it started: mkfs, depmod, ...) is

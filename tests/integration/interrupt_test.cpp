@@ -127,6 +127,7 @@ TEST(BuildInterrupt, StaleTemporaryFoldersAreSweptByTheNextBuild) {
     EXPECT_TRUE(temporaries(out).empty()) << "the stale folder is still there";
     EXPECT_TRUE(fs::exists(out / "keep-me"));
     EXPECT_TRUE(fs::exists(out / "manifest.json"));
+    EXPECT_FALSE(fs::exists(out / ".cairn-build.lock")) << "the lock file goes when the build ends";
 }
 
 TEST(BuildInterrupt, TwoBuildsIntoOneFolderDoNotRace) {
