@@ -1,12 +1,18 @@
 #include "imager/build.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "common/error.hpp"
@@ -31,6 +37,7 @@
 #include "imager/verity.hpp"
 #include "partitions/gpt.hpp"
 #include "partitions/layout.hpp"
+#include "updater/bundle.hpp"
 
 namespace cairn::imager {
 
@@ -228,6 +235,22 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
     inputs.push_back(std::move(input));
 }
 
+// Every program in the finished tree can be loaded: a deb step brings a package, not what it
+// depends on, so a program without its libraries would only fail on the device.
+void check_libraries(const Tree& tree, const Recipe& recipe) {
+    const auto missing = missing_libraries(tree);
+    if (missing.empty()) return;
+    std::string list;
+    for (const auto& m : missing) {
+        std::string needs;
+        if (!m.interpreter.empty()) needs = m.interpreter + " (its interpreter)";
+        for (const auto& lib : m.libraries) needs += (needs.empty() ? "" : ", ") + lib;
+        list += (list.empty() ? "" : "; ") + m.path + " needs " + needs;
+    }
+    fail(recipe.file.string() + ": rootfs: the image lacks shared libraries its programs need: " + list +
+         " (add the packages that hold them as deb steps, or host programs as host-exec steps, which bring their libraries)");
+}
+
 std::vector<uint8_t> verity_salt(const std::string& seed, const std::string& label) {
     Digest d = hmac_sha256(seed, "cairn:verity-salt:" + label);
     return {d.begin(), d.end()};
@@ -248,29 +271,31 @@ std::string attributes_text(uint64_t attrs) {
     return out;
 }
 
-json build(const BuildOptions& options) {
+json build(const BuildOptions& options, const fs::path& work) {
     const int64_t epoch = build_epoch(options);
     Recipe recipe = load_recipe(options.recipe);
+    for (const auto& w : recipe.warnings) std::fprintf(stderr, "cairn: warning: %s\n", w.c_str());
     if (options.debug) {
         if (!recipe.boot.enabled) fail(options.recipe.string() + ": --debug needs a [boot] section (there is nothing to boot)");
         recipe.boot.debug = true;
     }
-    if (!options.version.empty()) recipe.version = options.version;
+    if (options.version) {
+        if (auto problem = updater::version_problem(*options.version))
+            fail("--image-version: '" + *options.version + "' is not a version (" + *problem + ")");
+        recipe.version = *options.version;
+    }
     partitions::Layout layout = partitions::plan(recipe.layout);
     const fs::path cache = options.cache.empty() ? default_cache_dir() : options.cache;
     const std::vector<char> slots = layout.slots();
 
     std::error_code ec;
-    fs::create_directories(options.out_dir, ec);
-    if (ec) fail(options.out_dir.string() + ": cannot create the output directory: " + ec.message());
-    TempDir work(options.out_dir, ".cairn-build-");
 
     const int steps = 5 + (recipe.kernel.enabled ? 1 : 0) + (recipe.rootfs.verity ? 1 : 0) + (recipe.boot.enabled ? 2 : 0);
     Progress progress(steps, options.progress);
 
     // 1. The root tree.
     progress.step("Assembling the root tree (" + std::to_string(recipe.rootfs.steps.size()) + " steps)");
-    Tree tree(work.path() / "tree");
+    Tree tree(work / "tree");
     json inputs = json::array();
     inputs.push_back({{"recipe", options.recipe.string()}, {"sha256", sha256_file_hex(options.recipe)}});
     for (const auto& s : recipe.rootfs.steps) apply_step(tree, s, cache, inputs);
@@ -279,9 +304,9 @@ json build(const BuildOptions& options) {
     json kernel_json = nullptr;
     if (recipe.kernel.enabled) {
         progress.step("Adding the kernel (" + (recipe.kernel.deb.empty() ? recipe.kernel.package : recipe.kernel.deb.filename().string()) + ")");
-        KernelResult k = add_kernel(tree, recipe.kernel, cache, work.path() / outputs::vmlinuz);
+        KernelResult k = add_kernel(tree, recipe.kernel, cache, work / outputs::vmlinuz);
         kernel_json = {{"package", k.package}, {"version", k.version}, {"release", k.release}, {"vmlinuz", outputs::vmlinuz},
-                       {"vmlinuz_sha256", sha256_file_hex(work.path() / outputs::vmlinuz)}};
+                       {"vmlinuz_sha256", sha256_file_hex(work / outputs::vmlinuz)}};
         inputs.push_back({{"step", "kernel"}, {"type", "deb"}, {"package", k.package}, {"version", k.version},
                           {"source", k.deb.filename().string()}, {"sha256", k.sha256}});
     }
@@ -289,7 +314,7 @@ json build(const BuildOptions& options) {
 
     // 2b. The initrd, while the kernel's modules are at hand in the tree.
     json initrd_json = nullptr;
-    const fs::path initrd_image = work.path() / outputs::initrd;
+    const fs::path initrd_image = work / outputs::initrd;
     if (recipe.boot.enabled) {
         progress.step("Building the initrd");
         InitrdSpec spec;
@@ -299,16 +324,16 @@ json build(const BuildOptions& options) {
         spec.modules = recipe.boot.initrd_modules.empty() ? default_initrd_modules() : recipe.boot.initrd_modules;
         spec.debug_shell = recipe.boot.debug;
         spec.where = recipe.boot.where;
-        size_t modules = build_initrd(spec, initrd_image, work.path(), epoch);
+        size_t modules = build_initrd(spec, initrd_image, work, epoch);
         initrd_json = {{"file", outputs::initrd}, {"modules", modules}, {"size", fs::file_size(initrd_image)},
                        {"sha256", sha256_file_hex(initrd_image)}, {"cairn_init_sha256", sha256_file_hex(spec.cairn_init)}};
     }
-    std::string os_release;
-    for (const char* candidate : {"/etc/os-release", "/usr/lib/os-release"}) {
-        fs::path p = tree.host(tree.resolve(candidate, "os-release"));
-        if (os_release.empty() && fs::is_regular_file(p)) os_release = read_file(p);
-    }
-    if (os_release.empty()) os_release = "NAME=\"" + recipe.name + "\"\nVERSION_ID=" + recipe.version + "\n";
+    // os-release from the recipe's name and the version this build is (--image-version included);
+    // one a package brought along in /usr/lib is replaced too.
+    const std::string os_release = os_release_text(recipe);
+    tree.add_file("/etc/os-release", os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
+    if (auto m = tree.meta(tree.resolve("/usr/lib/os-release", "os-release")); m && S_ISREG(m->mode))
+        tree.add_file("/usr/lib/os-release", os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
 
     // 2c. The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.
     if (recipe.firewall.enabled) add_firewall_files(tree, recipe);
@@ -318,7 +343,7 @@ json build(const BuildOptions& options) {
     }
     if (recipe.ssh.enabled) {
         progress.note("Adding sshd");
-        for (json& in : add_ssh_files(tree, recipe, cache, work.path())) inputs.push_back(std::move(in));
+        for (json& in : add_ssh_files(tree, recipe, cache, work)) inputs.push_back(std::move(in));
     }
     json update_json = nullptr;
     if (recipe.update.enabled) {
@@ -337,6 +362,8 @@ json build(const BuildOptions& options) {
                        {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
     }
 
+    check_libraries(tree, recipe);
+
     // 3. The root filesystem.
     const partitions::Partition& root_part = layout.get(slots.empty() ? "root" : "root_a");
     progress.step("Making the " + recipe.rootfs.filesystem + " root filesystem (" + std::to_string(tree.entries().size()) + " entries)");
@@ -348,10 +375,10 @@ json build(const BuildOptions& options) {
     fs_options.max_size = root_part.size;
     fs_options.partition = root_part.label;
     fs_options.where = recipe.file.string();
-    fs_options.runner = tree.apply_metadata(epoch, work.path());
+    fs_options.runner = tree.apply_metadata(epoch, work);
     for (const auto& [path, meta] : tree.entries())
         if (S_ISDIR(meta.mode)) fs_options.directories.push_back(path);
-    const fs::path rootfs_image = work.path() / outputs::rootfs;
+    const fs::path rootfs_image = work / outputs::rootfs;
     const uint64_t rootfs_size = make_root_filesystem(tree.staging(), rootfs_image, fs_options);
     remove_tree(tree.staging());
 
@@ -372,7 +399,7 @@ json build(const BuildOptions& options) {
             r.params.data_blocks = rootfs_size / 4096;
             r.params.salt = verity_salt(recipe.seed, r.root_label);
             r.params.uuid = Uuid::derive(recipe.seed, "cairn:verity-uuid:" + r.root_label);
-            r.hash_file = work.path() / (r.root_label + ".verity");
+            r.hash_file = work / (r.root_label + ".verity");
             UniqueFd hash = open_file(r.hash_file, O_RDWR | O_CREAT | O_TRUNC, 0644);
             r.result = verity::format(data.get(), 0, hash.get(), 0, r.params, 0,
                                       [&](uint64_t done, uint64_t total) { progress.fraction(done, total); });
@@ -404,18 +431,18 @@ json build(const BuildOptions& options) {
             cmdline += " panic=10";
             if (!recipe.boot.cmdline.empty()) cmdline += " " + recipe.boot.cmdline;
             UkiParts parts;
-            parts.kernel = work.path() / outputs::vmlinuz;
+            parts.kernel = work / outputs::vmlinuz;
             parts.initrd = initrd_image;
             parts.cmdline = cmdline;
             parts.os_release = os_release;
             parts.uname = kernel_json["release"];
             std::string name = "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi";
-            fs::path unsigned_uki = work.path() / (name + ".unsigned");
+            fs::path unsigned_uki = work / (name + ".unsigned");
             assemble_uki(parts, unsigned_uki);
-            sign_pe(unsigned_uki, work.path() / name, key, epoch);
+            sign_pe(unsigned_uki, work / name, key, epoch);
             fs::remove(unsigned_uki);
-            ukis[r.slot] = work.path() / name;
-            uki_json[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(work.path() / name)}};
+            ukis[r.slot] = work / name;
+            uki_json[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(work / name)}};
         }
     }
     progress.step("Making the EFI System Partitions");
@@ -426,7 +453,7 @@ json build(const BuildOptions& options) {
         Digest id = hmac_sha256(recipe.seed, "cairn:esp-volume-id:" + p.label);
         std::string label = p.label;
         std::transform(label.begin(), label.end(), label.begin(), ::toupper);
-        fs::path image = work.path() / (p.label + ".vfat");
+        fs::path image = work / (p.label + ".vfat");
         std::vector<std::pair<std::string, fs::path>> files;
         if (auto it = ukis.find(p.slot); it != ukis.end()) files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
         make_esp(image, p.size, label.substr(0, 11), uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
@@ -437,16 +464,16 @@ json build(const BuildOptions& options) {
             uint64_t uki_size = fs::file_size(ukis[p.slot]);
             uint64_t size = (uki_size + uki_size / 16 + (2 << 20) + (1 << 20) - 1) / (1 << 20) * (1 << 20);
             const std::string name = p.label + ".img";
-            make_esp(work.path() / name, std::min<uint64_t>(size, p.size), label.substr(0, 11),
+            make_esp(work / name, std::min<uint64_t>(size, p.size), label.substr(0, 11),
                      uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3], files, epoch);
-            update_json["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(work.path() / name)}};
-            bundle_esps.push_back(work.path() / name);
+            update_json["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(work / name)}};
+            bundle_esps.push_back(work / name);
         }
     }
 
     // 6. The disk.
     progress.step("Writing " + std::string(outputs::disk) + " (" + format_size(layout.disk_size) + ", sparse)");
-    const fs::path disk = work.path() / outputs::disk;
+    const fs::path disk = work / outputs::disk;
     {
         UniqueFd fd = open_file(disk, O_RDWR | O_CREAT | O_TRUNC, 0644);
         if (::ftruncate(fd.get(), static_cast<off_t>(layout.disk_size)) != 0) fail_errno("sizing " + disk.string());
@@ -516,7 +543,7 @@ json build(const BuildOptions& options) {
     std::vector<fs::path> artifacts = {disk, rootfs_image};
     for (const auto& r : roots)
         if (recipe.rootfs.verity) artifacts.push_back(r.hash_file);
-    if (recipe.kernel.enabled) artifacts.push_back(work.path() / outputs::vmlinuz);
+    if (recipe.kernel.enabled) artifacts.push_back(work / outputs::vmlinuz);
     if (recipe.boot.enabled) artifacts.push_back(initrd_image);
     for (const auto& [slot, uki] : ukis) artifacts.push_back(uki);
     for (const auto& esp : bundle_esps) artifacts.push_back(esp);
@@ -528,15 +555,164 @@ json build(const BuildOptions& options) {
     return manifest;
 }
 
+
+// The output folder's lock: an flock on DIR/.cairn-build.lock, taken at once or not at all,
+// and removed when the build ends (while still held). A build that opened the file just before
+// the holder removed it would lock a file no longer in the folder: after taking the lock, the
+// name must still lead to the locked file, else it tries again with the new one. The descriptor
+// is O_CLOEXEC: programs the build starts do not hold the lock.
+class OutputLock {
+public:
+    explicit OutputLock(const fs::path& out_dir) : file_(out_dir / build_lock) {
+        for (int attempt = 0;; ++attempt) {
+            fd_ = open_file(file_, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+            if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+                if (errno == EWOULDBLOCK)
+                    fail(out_dir.string() + ": another cairn build is writing into this folder (it holds " + file_.string() +
+                         "); wait for it to finish, or build into another folder");
+                fail_errno("locking " + file_.string());
+            }
+            struct stat held {}, named {};
+            if (::fstat(fd_.get(), &held) == 0 && ::stat(file_.c_str(), &named) == 0 && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+                return;
+            if (attempt == 10) fail(file_.string() + ": the lock file keeps changing under this build");
+        }
+    }
+    ~OutputLock() { ::unlink(file_.c_str()); }  // before the descriptor closes: nobody else holds the lock yet
+    OutputLock(const OutputLock&) = delete;
+    OutputLock& operator=(const OutputLock&) = delete;
+
+private:
+    fs::path file_;
+    UniqueFd fd_;
+};
+
+// Temporary folders of builds that were killed outright. Called under the lock, so none of
+// them belongs to a running build.
+void sweep_stale(const fs::path& out_dir, bool verbose) {
+    std::error_code ec;
+    std::vector<fs::path> stale;
+    for (const auto& e : fs::directory_iterator(out_dir, ec))
+        if (e.path().filename().string().starts_with(".cairn-build-") && e.is_directory(ec) && !e.is_symlink(ec)) stale.push_back(e.path());
+    for (const auto& p : stale) {
+        remove_tree(p);
+        if (verbose) std::fprintf(stderr, "cairn: removed %s, left by a build that was stopped\n", p.c_str());
+    }
+}
+
+// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD for the calling thread while it lives.
+class BlockedSignals {
+public:
+    BlockedSignals() {
+        sigemptyset(&set_);
+        for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set_, s);
+        ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
+        // An ignored SIGCHLD (inherited through exec) would neither be reported nor leave the child to wait for.
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        ::sigaction(SIGCHLD, &dfl, &old_chld_);
+    }
+    ~BlockedSignals() {
+        ::sigaction(SIGCHLD, &old_chld_, nullptr);
+        ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    BlockedSignals(const BlockedSignals&) = delete;
+    BlockedSignals& operator=(const BlockedSignals&) = delete;
+    const sigset_t& set() const { return set_; }
+    const sigset_t& old() const { return old_; }
+
+private:
+    sigset_t set_, old_;
+    struct sigaction old_chld_ {};
+};
+
+// Runs build() in a child process in its own process group and waits for it, or for SIGINT or
+// SIGTERM: then the group is killed, nothing writes into `work` any more, and it is removed.
+json supervise(const BuildOptions& options, TempDir& work) {
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) != 0) fail_errno("pipe for the build");
+    UniqueFd error_read(ends[0]), error_write(ends[1]);
+    BlockedSignals blocked;
+    const pid_t parent = ::getpid();
+    std::fflush(nullptr);
+    const pid_t child = ::fork();
+    if (child < 0) fail_errno("fork for the build");
+    if (child == 0) {
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(2);
+        error_read.reset();
+        ::signal(SIGINT, SIG_DFL);
+        ::signal(SIGTERM, SIG_DFL);
+        ::signal(SIGHUP, SIG_DFL);
+        ::pthread_sigmask(SIG_SETMASK, &blocked.old(), nullptr);
+        int code = 0;
+        try {
+            build(options, work.path());
+        } catch (const std::exception& e) {
+            std::string message = e.what();
+            (void)!::write(error_write.get(), message.data(), message.size());
+            code = 2;
+        } catch (...) {
+            code = 2;
+        }
+        std::fflush(nullptr);
+        ::_exit(code);
+    }
+    ::setpgid(child, child);
+    error_write.reset();
+    int status = 0;
+    for (;;) {
+        siginfo_t info {};
+        const int sig = ::sigwaitinfo(&blocked.set(), &info);
+        if (sig < 0) continue;  // EINTR
+        if (sig == SIGCHLD) {
+            // Has it exited? Looked at without reaping it, so that its pid, the group's id, stays
+            // taken until the group is killed below.
+            siginfo_t exited {};
+            if (::waitid(P_PID, static_cast<id_t>(child), &exited, WEXITED | WNOHANG | WNOWAIT) == 0 && exited.si_pid == child) break;
+            continue;
+        }
+        // SIGINT, SIGTERM or SIGHUP: stop everything the build runs, then clean up.
+        ::kill(-child, SIGKILL);
+        ::kill(child, SIGKILL);
+        while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+        const std::string removed = work.path().string();
+        remove_tree(work.path());
+        throw BuildInterrupted("build interrupted, removed " + removed, sig);
+    }
+    // A program the build started and left behind (none should) goes with the group.
+    ::kill(-child, SIGKILL);
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::string message;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(error_read.get(), buffer, sizeof buffer)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        message.append(buffer, static_cast<size_t>(n));
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return json::parse(read_file(options.out_dir / outputs::manifest));
+    if (!message.empty()) fail(message);
+    if (WIFSIGNALED(status)) fail("the build process was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")");
+    fail("the build process failed (exit status " + std::to_string(WEXITSTATUS(status)) + ")");
+}
+
 }  // namespace
 
 json build_image(const BuildOptions& options) {
     std::error_code ec;
     const bool created = !fs::exists(options.out_dir, ec);
     try {
-        return build(options);
+        fs::create_directories(options.out_dir, ec);
+        if (ec) fail(options.out_dir.string() + ": cannot create the output directory: " + ec.message());
+        OutputLock lock(options.out_dir);
+        sweep_stale(options.out_dir, options.progress);
+        TempDir work(options.out_dir, ".cairn-build-");
+        return supervise(options, work);
     } catch (...) {
-        if (created) fs::remove(options.out_dir, ec);  // only when empty: never a folder the user had
+        if (created) fs::remove(options.out_dir, ec);  // only a folder this build made, and only when empty
         throw;
     }
 }

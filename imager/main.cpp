@@ -17,6 +17,7 @@
 #include "common/terminal.hpp"
 #include "common/version.hpp"
 #include "imager/build.hpp"
+#include "updater/bundle.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
 #include "qemu/machine.hpp"
@@ -126,6 +127,9 @@ int cmd_build(const std::vector<std::string>& args) {
     if (a.version()) return cairn::print_version("cairn");
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
+    if (o.version)
+        if (auto problem = cairn::updater::version_problem(*o.version))
+            return usage_error("build: --image-version: '" + *o.version + "' is not a version (" + *problem + ")");
     if (o.debug)
         std::fputs("cairn: warning: --debug: the image has a root shell on its serial console and drops to a shell when its boot "
                    "fails; never ship it (cairn bundle refuses it without --allow-debug)\n",
@@ -323,6 +327,9 @@ int main(int argc, char** argv) {
         if (command == "bundle") return cmd_bundle(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
+    } catch (const cairn::imager::BuildInterrupted& e) {
+        std::fprintf(stderr, "%scairn: %s\n", ::isatty(2) ? "\n" : "", e.what());  // after a progress line left open
+        return 128 + e.signal();
     } catch (const cairn::UsageError& e) {
         return usage_error(command + ": " + e.what());
     } catch (const cairn::Error& e) {

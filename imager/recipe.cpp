@@ -11,6 +11,7 @@
 #include "common/toml_reader.hpp"
 #include "common/units.hpp"
 #include "imager/verity.hpp"
+#include "updater/bundle.hpp"
 
 namespace cairn::imager {
 
@@ -45,7 +46,19 @@ public:
             return static_cast<uint64_t>(v);
         }
         if (!n.is_string()) error(n, k, "must be a size such as \"64MiB\"");
-        return parse_size(*n.value<std::string>(), where(n, k));
+        const std::string text = *n.value<std::string>();
+        const uint64_t bytes = parse_size(text, where(n, k));
+        // "64MB" is 64 × 10^6 bytes, never a whole number of MiB as disks and partitions must be.
+        static const std::pair<const char*, const char*> decimal[] = {{"kB", "10^3"}, {"KB", "10^3"}, {"MB", "10^6"}, {"GB", "10^9"}, {"TB", "10^12"}};
+        for (const auto& [unit, power] : decimal) {
+            const std::string u = unit;
+            if (bytes % MiB == 0 || text.size() <= u.size() || text.compare(text.size() - u.size(), u.size(), u) != 0) continue;
+            std::string number = text.substr(0, text.size() - u.size());
+            while (!number.empty() && number.back() == ' ') number.pop_back();
+            error(n, k, "\"" + text + "\" is " + format_size(bytes) + " (" + u + " means " + power + " bytes): sizes are whole MiB; did you mean \"" +
+                            number + std::string(1, static_cast<char>(std::toupper(static_cast<unsigned char>(u[0])))) + "iB\"?");
+        }
+        return bytes;
     }
 
     uint32_t mode(const toml::node& n, const std::string& k) const {
@@ -85,8 +98,17 @@ public:
         fs::path p = *n.value<std::string>();
         if (p.is_relative()) p = dir_ / p;
         std::error_code ec;
-        if (must_exist && !fs::exists(p, ec)) error(n, k, p.string() + ": no such file or directory");
+        if (must_exist && !fs::exists(p, ec)) missing_.push_back(where(n, k) + ": " + p.string() + ": no such file or directory");
         return p;
+    }
+
+    // Every input file that was not there, at once: a copied recipe shows all its dangling paths in one build.
+    void fail_on_missing_files() const {
+        if (missing_.empty()) return;
+        if (missing_.size() == 1) fail(missing_[0]);
+        std::string message = file().string() + ": " + std::to_string(missing_.size()) + " input files are missing:";
+        for (const auto& m : missing_) message += "\n  " + m;
+        fail(message);
     }
 
     std::string image_path(const toml::node& n, const std::string& k) const {
@@ -100,7 +122,38 @@ public:
 
 private:
     fs::path dir_;
+    mutable std::vector<std::string> missing_;
 };
+
+bool is_os_release_id(std::string_view s) {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) return false;
+    return true;
+}
+
+// The recipe's name as an os-release ID: lower case, characters outside [a-z0-9._-] as '-'.
+std::string os_release_id(std::string_view name) {
+    std::string id;
+    for (char c : name) {
+        char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        id += is_os_release_id(std::string_view(&l, 1)) ? l : '-';
+    }
+    return id;
+}
+
+// A value in double quotes, with the characters a shell would read specially escaped.
+std::string shell_quoted(std::string_view v) {
+    std::string out = "\"";
+    for (char c : v) {
+        if (c == '"' || c == '\\' || c == '$' || c == '`') out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+// Fields the build makes from name and version: a recipe giving them would go stale at the next version.
+constexpr std::string_view generated_os_release_fields[] = {"VERSION_ID", "VERSION", "PRETTY_NAME", "IMAGE_ID", "IMAGE_VERSION"};
 
 void read_partitions(const Reader& r, const toml::table& disk, Recipe& recipe) {
     const toml::array* parts = r.table_array(disk, "disk", "partitions");
@@ -172,7 +225,11 @@ Step read_step(const Reader& r, const toml::table& t, const std::string& prefix)
     }
 
     if (const toml::node* n = t.get("source")) s.source = r.host_path(*n, prefix + ".source", true);
-    if (const toml::node* n = t.get("path")) s.path = r.image_path(*n, prefix + ".path");
+    if (const toml::node* n = t.get("path")) {
+        s.path = r.image_path(*n, prefix + ".path");
+        if (s.path == "/etc/os-release" || s.path == "/usr/lib/os-release")
+            r.error(*n, prefix + ".path", s.path + " is made from the recipe's name and version; give extra fields in [os_release] (see README, \"Recipe reference\")");
+    }
     if (const toml::node* n = t.get("mode")) s.mode = r.mode(*n, prefix + ".mode");
     if (const toml::node* n = t.get("owner")) s.owner = r.id(*n, prefix + ".owner");
     if (const toml::node* n = t.get("group")) s.group = r.id(*n, prefix + ".group");
@@ -214,6 +271,23 @@ Step read_step(const Reader& r, const toml::table& t, const std::string& prefix)
 
 }  // namespace
 
+std::string os_release_text(const Recipe& recipe) {
+    auto given = [&](const char* field) -> const std::string* {
+        auto it = recipe.os_release.find(field);
+        return it == recipe.os_release.end() ? nullptr : &it->second;
+    };
+    const std::string name = given("NAME") ? *given("NAME") : recipe.name;
+    std::string out = "NAME=" + shell_quoted(name) + "\n";
+    out += "ID=" + (given("ID") ? *given("ID") : os_release_id(recipe.name)) + "\n";
+    out += "VERSION_ID=" + recipe.version + "\n";
+    out += "PRETTY_NAME=" + shell_quoted(name + " " + recipe.version) + "\n";
+    out += "IMAGE_ID=" + os_release_id(recipe.name) + "\n";
+    out += "IMAGE_VERSION=" + recipe.version + "\n";
+    for (const auto& [field, value] : recipe.os_release)
+        if (field != "NAME" && field != "ID") out += field + "=" + shell_quoted(value) + "\n";
+    return out;
+}
+
 Recipe load_recipe(const fs::path& file) {
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) fail(file.string() + ": recipe not found (no such file)");
@@ -226,10 +300,39 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "disk", "kernel", "boot", "update", "firewall", "ssh", "provisioning", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "os_release", "disk", "kernel", "boot", "update", "firewall", "ssh", "provisioning", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
-    recipe.compatible = r.required_string(root, "", "compatible");
+    if (auto problem = updater::version_problem(recipe.version))
+        r.error(*root.get("version"), "version", "'" + recipe.version + "' is not a version (" + *problem + ")");
+    // A device takes bundles whose compatible string equals its own. A recipe copied from another
+    // product and renamed, that kept the other's string, would make devices of both accept each
+    // other's bundles: made from the name when left out, and a warning when it does not start with it.
+    if (const toml::node* n = root.get("compatible")) {
+        recipe.compatible = r.required_string(root, "", "compatible");
+        if (!recipe.compatible.starts_with(recipe.name))
+            recipe.warnings.push_back(r.where(*n, "compatible") + ": compatible '" + recipe.compatible + "' does not start with the recipe's name '" +
+                                      recipe.name + "': devices of this image accept the update bundles of every recipe with that string, " +
+                                      "e.g. the one this recipe was copied from (make it \"" + recipe.name + "-" + image_arch + "\", or leave it out to get that)");
+    } else {
+        recipe.compatible = recipe.name + "-" + image_arch;
+    }
+    if (const toml::table* os = r.table(root, "", "os_release")) {
+        for (auto&& [key, value] : *os) {
+            const std::string field(key.str());
+            const std::string k = "os_release." + field;
+            bool name_ok = !field.empty() && field[0] >= 'A' && field[0] <= 'Z';
+            for (char c : field) name_ok = name_ok && ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+            if (!name_ok) r.error(value, k, "not an os-release field name (upper-case letters, digits and _, such as HOME_URL)");
+            for (auto g : generated_os_release_fields)
+                if (field == g) r.error(value, k, "made from the recipe's name and version (give NAME for the pretty name's start)");
+            if (!value.is_string()) r.error(value, k, "must be a string");
+            const std::string v = *value.value<std::string>();
+            if (v.find_first_of("\n\r") != std::string::npos) r.error(value, k, "must be one line");
+            if (field == "ID" && !is_os_release_id(v)) r.error(value, k, "'" + v + "' must be lower-case letters, digits, '.', '_' or '-'");
+            recipe.os_release[field] = v;
+        }
+    }
     recipe.seed = r.string(root, "", "seed").value_or(recipe.compatible);
 
     const toml::table* disk = r.table(root, "", "disk");
@@ -356,6 +459,8 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
                 recipe.rootfs.steps.push_back(read_step(r, *item.as_table(), "rootfs.add[" + std::to_string(index++) + "]"));
         }
     }
+
+    r.fail_on_missing_files();
 
     // Cross-checks between the layout and the root filesystem.
     bool has_root = false, has_verity = false;

@@ -38,6 +38,11 @@ struct Step {
 struct Recipe {
     fs::path file;                   // the recipe as given
     std::string name, version, compatible, seed;
+    // [os_release]: fields added to the /etc/os-release the build makes from name and version
+    // (NAME and ID may be given; the versioned fields may not).
+    std::map<std::string, std::string> os_release;
+    // Things worth saying that do not stop the build ("<file>:<line>: <key>: <what>").
+    std::vector<std::string> warnings;
 
     partitions::LayoutSpec layout;
     bool verity_size_auto = true;    // root-verity size computed from the root partition size
@@ -115,5 +120,13 @@ Recipe load_recipe(const fs::path& file);
 Recipe parse_recipe(std::string_view text, const fs::path& file);
 
 std::string_view step_kind_name(Step::Kind kind);
+
+// The image's /etc/os-release: NAME (the recipe's name unless [os_release] gives one), ID,
+// VERSION_ID, PRETTY_NAME ("NAME version"), IMAGE_ID, IMAGE_VERSION from the recipe's name and
+// (effective) version, then the other [os_release] fields.
+std::string os_release_text(const Recipe& recipe);
+
+// The architecture every image is built for; a compatible string left out is "<name>-<arch>".
+inline constexpr const char* image_arch = "x86_64";
 
 }  // namespace cairn::imager

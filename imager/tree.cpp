@@ -1,5 +1,6 @@
 #include "imager/tree.hpp"
 
+#include <elf.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,6 +9,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <deque>
+#include <fnmatch.h>
+#include <functional>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -331,6 +335,136 @@ std::vector<fs::path> add_cairn_program(Tree& tree, const fs::path& program, std
         fail(what + ": removing the debug sections of " + program.string() + ": " + e.what());
     }
     return libraries;
+}
+
+namespace {
+
+// The host path of the regular file an image path leads to, symlinks followed inside the tree;
+// empty when there is none.
+fs::path tree_file(const Tree& tree, std::string path) {
+    for (int hops = 0; hops < 40; ++hops) {
+        std::string canonical;
+        try {
+            canonical = tree.resolve(path, "looking up " + path);
+        } catch (const Error&) {
+            return {};
+        }
+        const fs::path host = tree.host(canonical);
+        struct stat st {};
+        if (::lstat(host.c_str(), &st) != 0) return {};
+        if (S_ISREG(st.st_mode)) return host;
+        if (!S_ISLNK(st.st_mode)) return {};
+        std::error_code ec;
+        const std::string target = fs::read_symlink(host, ec).string();
+        if (ec) return {};
+        path = target.starts_with('/') ? target : parent_of(canonical) + "/" + target;
+    }
+    return {};
+}
+
+// The directories the image's /etc/ld.so.conf names, following `include` lines (globs of
+// file names in one directory, relative to the including file).
+std::vector<std::string> image_ld_so_conf(const Tree& tree) {
+    std::vector<std::string> dirs;
+    std::set<std::string> read;
+    std::function<void(const std::string&)> parse = [&](const std::string& conf) {
+        const fs::path host = tree_file(tree, conf);
+        if (host.empty() || !read.insert(host.string()).second) return;
+        std::istringstream in(read_file(host));
+        for (std::string line; std::getline(in, line);) {
+            line = line.substr(0, line.find('#'));
+            std::istringstream words(line);
+            std::string word;
+            if (!(words >> word) || word == "hwcap") continue;
+            if (word == "include") {
+                for (std::string pattern; words >> pattern;) {
+                    if (!pattern.starts_with('/')) pattern = parent_of(conf) + "/" + pattern;
+                    const std::string dir = parent_of(pattern), glob = pattern.substr(pattern.rfind('/') + 1);
+                    std::vector<std::string> names;
+                    std::error_code ec;
+                    std::string canonical;
+                    try {
+                        canonical = tree.resolve(dir, "ld.so.conf");
+                    } catch (const Error&) {
+                        continue;
+                    }
+                    for (const auto& e : fs::directory_iterator(tree.host(canonical), ec)) {
+                        const std::string name = e.path().filename().string();
+                        if (::fnmatch(glob.c_str(), name.c_str(), FNM_PERIOD) == 0) names.push_back(name);
+                    }
+                    std::sort(names.begin(), names.end());
+                    for (const auto& name : names) parse(child(dir, name));
+                }
+                continue;
+            }
+            word = word.substr(0, word.find('='));  // old "dir=type" syntax
+            while (word.size() > 1 && word.back() == '/') word.pop_back();
+            if (word.starts_with('/') && std::find(dirs.begin(), dirs.end(), word) == dirs.end()) dirs.push_back(word);
+        }
+    };
+    parse("/etc/ld.so.conf");
+    return dirs;
+}
+
+// A DT_RPATH or DT_RUNPATH element with $ORIGIN, $LIB and $PLATFORM expanded; empty when it is
+// relative (ld.so ignores those).
+std::string expand_search_path(std::string element, const std::string& origin) {
+    for (const auto& [token, value] : {std::pair<std::string, std::string>{"ORIGIN", origin}, {"LIB", "lib/x86_64-linux-gnu"}, {"PLATFORM", "x86_64"}}) {
+        for (const std::string& form : {"${" + token + "}", "$" + token}) {
+            for (size_t at; (at = element.find(form)) != std::string::npos;) element.replace(at, form.size(), value);
+        }
+    }
+    return element.starts_with('/') ? element : std::string();
+}
+
+}  // namespace
+
+std::vector<MissingLibraries> missing_libraries(const Tree& tree) {
+    struct Object {
+        std::string path;
+        elf::Info info;
+    };
+    std::vector<Object> objects;
+    for (const auto& [path, meta] : tree.entries()) {
+        if (!S_ISREG(meta.mode) || path.starts_with("/lib/modules/") || path.starts_with("/usr/lib/modules/")) continue;
+        elf::Info info;
+        try {
+            info = elf::read_info(tree.host(path));
+        } catch (const Error&) {
+            continue;  // not an ELF file ld.so would load either
+        }
+        if (!info.is_elf || !info.is_64 || info.machine != EM_X86_64 || !info.is_dynamic) continue;
+        objects.push_back({path, std::move(info)});
+    }
+    std::vector<std::string> any_rpath;
+    for (const auto& o : objects)
+        for (const auto& element : o.info.rpath)
+            if (auto dir = expand_search_path(element, parent_of(o.path)); !dir.empty()) any_rpath.push_back(dir);
+    const std::vector<std::string> conf = image_ld_so_conf(tree);
+    static const std::vector<std::string> defaults = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib", "/lib64", "/usr/lib64"};
+
+    std::vector<MissingLibraries> result;
+    for (const auto& o : objects) {
+        MissingLibraries m{o.path, {}, {}};
+        if (!o.info.interpreter.empty() && tree_file(tree, o.info.interpreter).empty()) m.interpreter = o.info.interpreter;
+        std::vector<std::string> dirs;
+        const std::string origin = parent_of(o.path);
+        if (o.info.runpath.empty())
+            for (const auto& e : o.info.rpath) dirs.push_back(expand_search_path(e, origin));
+        for (const auto& e : o.info.runpath) dirs.push_back(expand_search_path(e, origin));
+        dirs.insert(dirs.end(), any_rpath.begin(), any_rpath.end());
+        dirs.insert(dirs.end(), conf.begin(), conf.end());
+        dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+        for (const auto& name : o.info.needed) {
+            bool found = false;
+            if (name.find('/') != std::string::npos) found = !name.starts_with('/') || !tree_file(tree, name).empty();
+            for (size_t i = 0; !found && i < dirs.size(); ++i)
+                found = !dirs[i].empty() && !tree_file(tree, dirs[i] + "/" + name).empty();
+            if (!found) m.libraries.push_back(name);
+        }
+        if (!m.interpreter.empty() || !m.libraries.empty()) result.push_back(std::move(m));
+    }
+    return result;
 }
 
 }  // namespace cairn::imager

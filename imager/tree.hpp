@@ -91,6 +91,24 @@ std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable
 std::vector<fs::path> add_cairn_program(Tree& tree, const fs::path& program, std::string_view image_path, Meta meta,
                                         const std::string& what);
 
+// An ELF object in the tree that the image's dynamic loader could not start or load: the
+// interpreter it names (PT_INTERP) when the tree lacks it, and the DT_NEEDED libraries the tree
+// lacks, in the object's order.
+struct MissingLibraries {
+    std::string path;                    // canonical image path of the program or library
+    std::string interpreter;             // empty: present (or none needed)
+    std::vector<std::string> libraries;
+};
+
+// Checks every x86-64 ELF object in the tree (programs and libraries; kernel modules aside)
+// the way ld.so in the image would look for its libraries: DT_RPATH (when there is no
+// DT_RUNPATH) and DT_RUNPATH of the object with $ORIGIN, $LIB and $PLATFORM expanded, the
+// directories of the image's /etc/ld.so.conf (comments, `include` globs of files; no ld.so.cache),
+// then /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib, /usr/lib, /lib64, /usr/lib64.
+// Symlinks are followed inside the tree. Leniency where the loader's view depends on who loads
+// a library: a DT_RPATH of any object in the tree counts for every library. Sorted by path.
+std::vector<MissingLibraries> missing_libraries(const Tree& tree);
+
 // True for a relative path whose components are all non-empty and neither "." nor "..".
 bool is_clean_relative_path(std::string_view path);
 

@@ -155,13 +155,16 @@ Layout plan(const LayoutSpec& spec) {
                 if (q.slotted) order.push_back({&q, slot_label(q, slot), slot});
     }
 
-    uint64_t disk_size = spec.disk_size;
-    if (auto_size) {
-        // Room for every partition where it goes, plus 1 MiB at each end for the GPTs.
+    // Room for every partition where it goes (slotted ones twice; one that takes the rest at
+    // least 1 MiB), plus 1 MiB at each end for the GPTs: an "auto" disk's size, and the hint when
+    // a given size is too small.
+    const auto needed_size = [&] {
         uint64_t end = alignment;
-        for (const auto& e : order) end = (e.spec->offset ? std::max(end, *e.spec->offset) : end) + *e.spec->size;
-        disk_size = end + alignment;
-    }
+        for (const auto& e : order) end = (e.spec->offset ? std::max(end, *e.spec->offset) : end) + (e.spec->rest ? alignment : *e.spec->size);
+        return end + alignment;
+    };
+    uint64_t disk_size = spec.disk_size;
+    if (auto_size) disk_size = needed_size();
     Layout layout;
     layout.disk_size = disk_size;
     layout.disk_guid = Uuid::derive(spec.seed, "cairn:disk");
@@ -193,7 +196,7 @@ Layout plan(const LayoutSpec& spec) {
             out.size = *p.size;
         }
         if (out.offset + out.size > end_usable) {
-            uint64_t needed = out.offset + out.size + alignment;  // + backup GPT, rounded to the alignment
+            const uint64_t needed = needed_size();
             fail(p.where + ": partition '" + e.label + "' (" + format_size(out.size) + " at " + format_size(out.offset) +
                  ") does not fit on a " + format_size(disk_size) + " disk; the layout needs at least " + format_size(needed));
         }

@@ -292,6 +292,37 @@ int compare_versions(std::string_view a, std::string_view b) {
     return compare_dotted(a.substr(pa + 1), b.substr(pb + 1));
 }
 
+std::optional<std::string> version_problem(std::string_view version) {
+    if (version.empty()) return "it is empty";
+    const auto is_alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    if (!(version[0] >= '0' && version[0] <= '9'))
+        return "it starts with '" + std::string(1, version[0]) + "': a version starts with a digit, such as 1.0 or 2.1.0-rc1";
+    // Dot-separated identifiers of allowed characters, none empty.
+    const auto check = [&](std::string_view part, const char* what, bool dash) -> std::optional<std::string> {
+        if (part.empty()) return std::string("its ") + what + " is empty";
+        size_t start = 0;
+        for (size_t i = 0; i <= part.size(); ++i) {
+            if (i == part.size() || part[i] == '.') {
+                if (i == start) return std::string("its ") + what + " has an empty part (two dots, or a dot at an end)";
+                start = i + 1;
+            } else if (!is_alnum(part[i]) && !(dash && part[i] == '-')) {
+                return "'" + std::string(1, part[i]) + "' is not allowed in its " + what +
+                       " (letters, digits and dots; then -pre-release or ~pre-release, +build)";
+            }
+        }
+        return std::nullopt;
+    };
+    const size_t plus = version.find('+');
+    std::string_view rest = version.substr(0, plus);
+    if (plus != std::string_view::npos)
+        if (auto p = check(version.substr(plus + 1), "build metadata (after +)", true)) return p;
+    const size_t pre = rest.find_first_of("-~");
+    if (auto p = check(rest.substr(0, pre), "release", false)) return p;
+    if (pre != std::string_view::npos)
+        if (auto p = check(rest.substr(pre + 1), "pre-release (after - or ~)", true)) return p;
+    return std::nullopt;
+}
+
 BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor, std::optional<int64_t> certificate_time)
     : BundleReader(open_file(source, O_RDONLY | O_CLOEXEC), source.string(), trust_anchor, certificate_time) {}
 

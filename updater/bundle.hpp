@@ -80,6 +80,13 @@ struct BundleManifest {
 // metadata after `+` is ignored. <0, 0, >0.
 int compare_versions(std::string_view a, std::string_view b);
 
+// Whether `version` is one compare_versions orders as docs/bundle.md describes: a release of
+// dot-separated parts (letters and digits, the first starting with a digit), then optionally a
+// pre-release after `-` or `~` and build metadata after `+`, each of dot-separated identifiers
+// (letters, digits and `-`). Returns what is wrong ("it is empty", ...), or nothing. `cairn
+// build` holds recipe versions and --image-version to it.
+std::optional<std::string> version_problem(std::string_view version);
+
 // Reads a bundle from a file, a block device or a pipe, in one pass.
 class BundleReader {
 public:

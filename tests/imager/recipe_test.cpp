@@ -140,6 +140,15 @@ TEST(Recipe, BadInputNamesFileLineAndKey) {
         {"unknown-fs", b + "[rootfs]\nfilesystem = \"btrfs\"\n", "rootfs.filesystem: unknown filesystem 'btrfs'"},
         {"no-verity-partition", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"1MiB\"}]\n",
          "no \"root-verity\" partition"},
+        {"decimal-megabytes", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"64MB\"}]\n[rootfs]\nverity=false\n",
+         "disk.partitions[0].size: \"64MB\" is 61.0 MiB (MB means 10^6 bytes): sizes are whole MiB; did you mean \"64MiB\"?"},
+        {"decimal-disk", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"2GB\"\npartitions=[{role=\"root\", size=\"64MiB\"}]\n[rootfs]\nverity=false\n",
+         "disk.size: \"2GB\" is 1.9 GiB (GB means 10^9 bytes)"},
+        {"bad-version", "name=\"t\"\nversion=\"not a version!\"\ncompatible=\"c\"\n", "version: 'not a version!' is not a version"},
+        {"os-release-from-a-step", b + "[[rootfs.add]]\ntype = \"file\"\npath = \"/etc/os-release\"\ncontent = \"ID=x\\n\"\n",
+         "rootfs.add[0].path: /etc/os-release is made from the recipe's name and version; give extra fields in [os_release]"},
+        {"os-release-version-field", b + "[os_release]\nVERSION_ID = \"3\"\n", "os_release.VERSION_ID: made from the recipe"},
+        {"os-release-bad-field", b + "[os_release]\nhome-url = \"x\"\n", "os_release.home-url: not an os-release field name"},
         {"two-roots", "name=\"t\"\nversion=\"1\"\ncompatible=\"c\"\n[disk]\nsize=\"1GiB\"\npartitions=[{role=\"root\", size=\"1MiB\"},{role=\"root\", size=\"1MiB\"}]\n[rootfs]\nverity=false\n",
          "a second \"root\" partition"},
     };
@@ -152,6 +161,77 @@ TEST(Recipe, BadInputNamesFileLineAndKey) {
         EXPECT_EQ(e.rfind(file.string() + ":", 0), 0u) << c.name << " does not start with the file: " << e;
     }
     EXPECT_NE(load_error(dir / "absent.toml").find("recipe not found"), std::string::npos);
+}
+
+TEST(Recipe, EveryMissingInputFileInOnePass) {
+    Scratch dir;
+    write_text(dir / "r.toml", std::string(base_recipe) + R"(
+[boot]
+key = "keys/db.key"
+cert = "keys/db.pem"
+
+[update]
+trust_anchor = "keys/ca.pem"
+
+[[rootfs.add]]
+type = "tree"
+source = "overlay"
+
+[[rootfs.add]]
+type = "directory"
+path = "/srv"
+
+[[rootfs.add]]
+type = "file"
+path = "/etc/motd"
+source = "files/motd"
+)");
+    const std::string e = load_error(dir / "r.toml");
+    const std::string f = (dir / "r.toml").string();
+    for (const std::string& part : {f + ": 5 input files are missing",
+                                    f + ":16: boot.key: " + (dir / "keys/db.key").string() + ": no such file or directory",
+                                    f + ":17: boot.cert: " + (dir / "keys/db.pem").string(),
+                                    f + ":20: update.trust_anchor: " + (dir / "keys/ca.pem").string(),
+                                    f + ":24: rootfs.add[0].source: " + (dir / "overlay").string(),
+                                    f + ":33: rootfs.add[2].source: " + (dir / "files/motd").string()})
+        EXPECT_NE(e.find(part), std::string::npos) << e << "\nlacks: " << part;
+}
+
+TEST(Recipe, CompatibleFollowsTheName) {
+    Scratch dir;
+    // A copied recipe that kept another product's compatible string is warned about.
+    write_text(dir / "copied.toml", std::string(base_recipe));
+    Recipe copied = load_recipe(dir / "copied.toml");
+    ASSERT_EQ(copied.warnings.size(), 1u);
+    EXPECT_NE(copied.warnings[0].find("compatible 'cairn-test' does not start with the recipe's name 't'"), std::string::npos) << copied.warnings[0];
+    EXPECT_EQ(copied.warnings[0].rfind((dir / "copied.toml").string() + ":3: compatible:", 0), 0u) << copied.warnings[0];
+    // Without one, it is made from the name.
+    std::string text = base_recipe;
+    text.replace(text.find("compatible = \"cairn-test\"\n"), std::string("compatible = \"cairn-test\"\n").size(), "");
+    write_text(dir / "derived.toml", text);
+    Recipe derived = load_recipe(dir / "derived.toml");
+    EXPECT_EQ(derived.compatible, "t-x86_64");
+    EXPECT_TRUE(derived.warnings.empty());
+    // The shipped recipes agree with themselves.
+    for (const char* name : {"minimal.toml", "eflow.toml"}) {
+        Recipe r = load_recipe(test::source_dir() / "recipes" / name);
+        EXPECT_TRUE(r.warnings.empty()) << name << ": " << (r.warnings.empty() ? "" : r.warnings[0]);
+    }
+}
+
+TEST(Recipe, OsReleaseIsMadeFromNameAndVersion) {
+    Scratch dir;
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[os_release]\nNAME = \"Cairn \\\"t\\\"\"\nHOME_URL = \"https://example.org/\"\n");
+    Recipe r = load_recipe(dir / "r.toml");
+    r.version = "2.0.0";  // as --image-version does
+    EXPECT_EQ(os_release_text(r),
+              "NAME=\"Cairn \\\"t\\\"\"\n"
+              "ID=t\n"
+              "VERSION_ID=2.0.0\n"
+              "PRETTY_NAME=\"Cairn \\\"t\\\" 2.0.0\"\n"
+              "IMAGE_ID=t\n"
+              "IMAGE_VERSION=2.0.0\n"
+              "HOME_URL=\"https://example.org/\"\n");
 }
 
 TEST(Recipe, ErrorsCarryTheLineNumber) {

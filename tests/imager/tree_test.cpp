@@ -141,3 +141,36 @@ TEST(Tree, CairnProgramsLoseTheirDebugSections) {
     cairn::test::expect_error([&] { add_cairn_program(t, dir / "missing", "/usr/bin/x", Meta{0, 0, 0755}, "recipe.update"); },
                  {"recipe.update"});
 }
+
+// Every ELF object in the tree against the libraries the tree holds, found as the image's ld.so
+// would find them.
+TEST(Tree, FindsProgramsWithoutTheirSharedLibraries) {
+    Scratch dir;
+    {
+        Tree t(dir / "complete");
+        add_host_executable(t, "/usr/bin/ls", "/bin/ls", Meta{0, 0, 0755}, "t");
+        EXPECT_TRUE(missing_libraries(t).empty());
+    }
+    Tree t(dir / "bare");
+    t.add_file_copy("/bin/ls", "/usr/bin/ls", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/motd", "not ELF\n", Meta{0, 0, 0644}, "t");
+    auto missing = missing_libraries(t);
+    ASSERT_EQ(missing.size(), 1u);
+    EXPECT_EQ(missing[0].path, "/bin/ls");
+    EXPECT_EQ(missing[0].interpreter, "/lib64/ld-linux-x86-64.so.2");
+    EXPECT_EQ(missing[0].libraries, (std::vector<std::string>{"libselinux.so.1", "libc.so.6"}));
+
+    // The libraries in a folder the image's /etc/ld.so.conf names (through an include), and the
+    // interpreter where PT_INTERP says: nothing is missing; libselinux's own needs count too.
+    t.add_file_copy("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2", Meta{0, 0, 0755}, "t");
+    t.add_file_copy("/opt/libs/libselinux.so.1", "/lib/x86_64-linux-gnu/libselinux.so.1", Meta{0, 0, 0644}, "t");
+    t.add_file_copy("/opt/libs/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n", Meta{0, 0, 0644}, "t");
+    t.add_file("/etc/ld.so.conf.d/opt.conf", "# ours\n/opt/libs\n", Meta{0, 0, 0644}, "t");
+    missing = missing_libraries(t);
+    ASSERT_EQ(missing.size(), 1u);
+    EXPECT_EQ(missing[0].path, "/opt/libs/libselinux.so.1");
+    EXPECT_EQ(missing[0].libraries, (std::vector<std::string>{"libpcre2-8.so.0"}));
+    t.add_file_copy("/opt/libs/libpcre2-8.so.0", "/lib/x86_64-linux-gnu/libpcre2-8.so.0", Meta{0, 0, 0644}, "t");
+    EXPECT_TRUE(missing_libraries(t).empty());
+}

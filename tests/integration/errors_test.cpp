@@ -12,9 +12,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string header = R"(name = "t"
+const std::string header = R"(name = "cairn-test"
 version = "1"
-compatible = "cairn-test"
+compatible = "cairn-test-x86_64"
 
 [kernel]
 enabled = false
@@ -75,6 +75,8 @@ partitions = [
          "trusted_user_ca_keys: " + (dir / "not-a-key.pub").string() + " is not an OpenSSH public key file"},
         {"ssh-unknown-user", header + small_disk + "\n[ssh]\nauthorized_keys = { alice = [\"admin.pub\"] }\n" + passwd,
          "authorized_keys.alice: the image's /etc/passwd has no user 'alice'"},
+        {"missing-libraries", header + small_disk + "\n[[rootfs.add]]\ntype = \"host-file\"\nsource = \"/usr/bin/ls\"\npath = \"/bin/ls\"\n",
+         "/bin/ls needs /lib64/ld-linux-x86-64.so.2 (its interpreter), libselinux.so.1, libc.so.6"},
         {"unknown-owner", header + small_disk + "\n[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nowner = \"alice\"\n",
          "rootfs.add[0].owner: no user 'alice'"},
     };
@@ -113,6 +115,9 @@ TEST(BuildErrors, UsageMistakes) {
     // An option without its value, or with one that is no number, is named.
     const std::vector<std::pair<std::vector<std::string>, std::string>> mistakes = {
         {{"build", "recipes/minimal.toml", "-o"}, "cairn: build: -o needs a value"},
+        {{"build", "recipes/minimal.toml", "-o", "/nonexistent/out", "--image-version", ""}, "cairn: build: --image-version: '' is not a version (it is empty)"},
+        {{"build", "recipes/minimal.toml", "-o", "/nonexistent/out", "--image-version", "not a version!"},
+         "cairn: build: --image-version: 'not a version!' is not a version (it starts with 'n': a version starts with a digit, such as 1.0 or 2.1.0-rc1)"},
         {{"qemu", "disk.raw", "--timeout", "5m"}, "cairn: qemu: --timeout: '5m' is not a whole number"},
         {{"qemu", "disk.raw", "--forward", "2222:99999"}, "cairn: qemu: --forward: 99999 is out of range (1 to 65535)"},
     };

@@ -89,3 +89,36 @@ content = "replaced\n"
     EXPECT_EQ(manifest["partitions"].size(), 4u);
     EXPECT_EQ(run({test::cairn_binary().string(), "inspect", (dir / "out/disk.raw").string()}).exit_code, 0);
 }
+
+// /etc/os-release is made from the recipe's name and the version the image is built at.
+TEST(Steps, OsReleaseFollowsTheImageVersion) {
+    Scratch dir;
+    test::write_text(dir / "r.toml", R"(name = "cairn-kiosk"
+version = "1.0.0"
+
+[os_release]
+NAME = "Kiosk"
+HOME_URL = "https://example.org/kiosk"
+
+[disk]
+size = "auto"
+partitions = [
+  { role = "root", size = "16MiB" },
+  { role = "root-verity" },
+]
+
+[kernel]
+enabled = false
+)");
+    RunResult r = run({test::cairn_binary().string(), "build", (dir / "r.toml").string(), "-o", (dir / "out").string(), "--quiet",
+                       "--image-version", "2.0.0"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err, "") << "a recipe without `compatible` gets one from its name, without a warning";
+    run_checked({"fsck.erofs", "--extract=" + (dir / "x").string(), (dir / "out/rootfs.img").string()});
+    EXPECT_EQ(read_file(dir / "x/etc/os-release"),
+              "NAME=\"Kiosk\"\nID=cairn-kiosk\nVERSION_ID=2.0.0\nPRETTY_NAME=\"Kiosk 2.0.0\"\nIMAGE_ID=cairn-kiosk\nIMAGE_VERSION=2.0.0\n"
+              "HOME_URL=\"https://example.org/kiosk\"\n");
+    auto manifest = nlohmann::json::parse(read_file(dir / "out/manifest.json"));
+    EXPECT_EQ(manifest["recipe"]["version"], "2.0.0");
+    EXPECT_EQ(manifest["recipe"]["compatible"], "cairn-kiosk-x86_64");
+}

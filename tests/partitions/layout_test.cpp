@@ -156,3 +156,11 @@ TEST(Layout, RoleNamesRoundTrip) {
     EXPECT_THROW(parse_type("bogus", "x"), Error);
     EXPECT_EQ(parse_type("0fc63daf-8483-4772-8e79-3d69d8477de4", "x").str(), types::linux_generic);
 }
+
+TEST(Layout, TheSizeHintCountsEveryPartitionAndBothSlots) {
+    // 1 MiB GPT + 2 × (64 + 256 + 4) slotted + 64 log + 1 MiB at least for the rest + 1 MiB backup GPT.
+    std::string e = error_of(standard(512 * MiB));
+    EXPECT_NE(e.find("the layout needs at least 715 MiB"), std::string::npos) << e;
+    // The first partition that overflows is named, whatever comes after it.
+    EXPECT_NE(e.find("partition 'root_b'"), std::string::npos) << e;
+}

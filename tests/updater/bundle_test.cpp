@@ -267,3 +267,12 @@ TEST(Versions, PreReleasesSortBeforeTheirRelease) {
     EXPECT_LT(compare_versions("1.0.0-rc1+x", "1.0.0"), 0);
     EXPECT_EQ(compare_versions("2.0", "2.0"), 0);
 }
+
+// What `cairn build` accepts as a recipe's version or --image-version: what compare_versions orders.
+TEST(Versions, WellFormed) {
+    for (const char* good : {"1", "0.1.0", "2.0.0-rc1", "1.0~rc2", "1.2.3+build.7", "2024.05.01", "1.0.0-alpha.beta", "1.0-1"})
+        EXPECT_FALSE(version_problem(good)) << good;
+    for (const char* bad : {"", "not a version!", "v1.0", "1..2", "1.0-", "1.0+", ".1", "1.0 ", "1.0-rc..1", "1/2"})
+        EXPECT_TRUE(version_problem(bad)) << bad;
+    EXPECT_EQ(version_problem("v1.0").value_or(""), "it starts with 'v': a version starts with a digit, such as 1.0 or 2.1.0-rc1");
+}
