@@ -23,6 +23,7 @@
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
+#include "common/subprocess.hpp"
 #include "common/text.hpp"
 #include "common/version.hpp"
 #include "initrd/boot.hpp"
@@ -325,6 +326,19 @@ private:
         }
         std::fprintf(stderr, "cairn-updated: rebooting\n");
         std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the last D-Bus messages go
+        // An orderly reboot through the system's init (busybox's `reboot` signals PID 1, systemd's
+        // asks systemd): services stop and the data and log partitions are unmounted cleanly. Init
+        // stops this daemon on the way; if the reboot has not come within the grace time, the
+        // kernel reboots at once: a trial or a rollback must never wait on a stuck init.
+        try {
+            RunResult r = cairn::run({"reboot"});
+            if (r.exit_code != 0) std::fprintf(stderr, "cairn-updated: reboot exited %d: %s\n", r.exit_code, trim_end(r.err).c_str());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: %s\n", e.what());
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(60));
+        std::fprintf(stderr, "cairn-updated: init did not reboot within 60 s; rebooting now\n");
+        ::sync();
         ::reboot(RB_AUTOBOOT);
     }
 

@@ -32,6 +32,16 @@ std::set<std::string> long_options(const std::string& text) {
     return out;
 }
 
+// The options a --help text defines: those that start one of its lines ("  -o, --output DIR ...",
+// "      --json ..."), not those its prose mentions.
+std::set<std::string> defined_options(const std::string& help) {
+    std::set<std::string> out;
+    static const std::regex definition(R"((^|\n)[ \t]+(-[a-zA-Z], )?(--[a-z][a-z0-9-]*))");
+    for (auto it = std::sregex_iterator(help.begin(), help.end(), definition); it != std::sregex_iterator(); ++it)
+        out.insert((*it)[3].str());
+    return out;
+}
+
 }  // namespace
 
 TEST(Docs, EveryLinkLeadsToAFileOfTheRepository) {
@@ -59,7 +69,7 @@ TEST(Docs, ReadmeSynopsisOfEachCairnCommandNamesEveryOption) {
         const std::set<std::string> documented = long_options(m.str());
         RunResult help = run({CAIRN_BINARY, command, "--help"});
         ASSERT_EQ(help.exit_code, 0) << help.err;
-        for (const std::string& option : long_options(help.out)) {
+        for (const std::string& option : defined_options(help.out)) {
             if (option == "--help" || option == "--version") continue;
             // "-o, --output FILE" in the help: the synopsis may use the short form.
             std::smatch alias;
