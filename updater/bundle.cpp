@@ -1,6 +1,7 @@
 #include "updater/bundle.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -327,8 +329,8 @@ BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor,
     : BundleReader(open_file(source, O_RDONLY | O_CLOEXEC), source.string(), trust_anchor, certificate_time) {}
 
 BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::path& trust_anchor,
-                           std::optional<int64_t> certificate_time)
-    : source_(name), fd_(std::move(source)) {
+                           std::optional<int64_t> certificate_time, std::chrono::milliseconds stall_timeout)
+    : source_(name), fd_(std::move(source)), stall_timeout_(stall_timeout) {
     const std::string what = name;
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) fail_errno(what);
@@ -339,7 +341,7 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
         out.resize(size);
         size_t done = 0;
         while (done < size) {
-            ssize_t r = ::read(fd_.get(), out.data() + done, size - done);
+            ssize_t r = read_some(out.data() + done, size - done, what);
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) fail_errno("reading " + what);
             if (r == 0) fail(what + ": the bundle ends inside its header, manifest or signature");
@@ -365,6 +367,20 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
     }
 }
 
+ssize_t BundleReader::read_some(void* buffer, size_t size, const std::string& what) {
+    if (!seekable_) {
+        pollfd p{fd_.get(), POLLIN, 0};
+        const int ready = ::poll(&p, 1, static_cast<int>(stall_timeout_.count()));
+        if (ready < 0) return -1;  // errno set; EINTR retries
+        if (ready == 0) {
+            char seconds[32];
+            std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(stall_timeout_.count()) / 1000);
+            fail(what + ": no data for " + seconds + " s: the sender stalled");
+        }
+    }
+    return ::read(fd_.get(), buffer, size);
+}
+
 void BundleReader::skip_to(uint64_t offset) {
     if (offset < position_) fail(source_.string() + ": payloads must be read in order");
     if (seekable_) {
@@ -374,7 +390,7 @@ void BundleReader::skip_to(uint64_t offset) {
     }
     std::vector<char> buffer(1 << 16);
     while (position_ < offset) {
-        ssize_t r = ::read(fd_.get(), buffer.data(), std::min<uint64_t>(buffer.size(), offset - position_));
+        ssize_t r = read_some(buffer.data(), std::min<uint64_t>(buffer.size(), offset - position_), source_.string());
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) fail_errno("reading " + source_.string());
         if (r == 0) fail(source_.string() + ": the bundle ends before its payloads");
@@ -390,7 +406,7 @@ void BundleReader::read(const Payload& p, const std::function<void(const uint8_t
     std::vector<uint8_t> buffer(chunk);
     uint64_t left = p.size;
     while (left > 0) {
-        ssize_t r = ::read(fd_.get(), buffer.data(), std::min<uint64_t>(chunk, left));
+        ssize_t r = read_some(buffer.data(), std::min<uint64_t>(chunk, left), what);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) fail_errno("reading " + what);
         if (r == 0) fail(what + ": the bundle ends inside it");

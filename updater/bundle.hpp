@@ -12,6 +12,7 @@
 // hashing them: the same code can install from a file, a block device or a stream.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -97,8 +98,10 @@ public:
                  std::optional<int64_t> certificate_time = {});
     // The same from an open descriptor (a pipe from `cairnctl update install -`, a file handed over
     // D-Bus), read from its current position; `name` names it in errors.
+    // A source that is not seekable and sends nothing for `stall_timeout` fails with an Error.
     BundleReader(UniqueFd source, const std::string& name, const std::filesystem::path& trust_anchor,
-                 std::optional<int64_t> certificate_time = {});
+                 std::optional<int64_t> certificate_time = {},
+                 std::chrono::milliseconds stall_timeout = std::chrono::minutes(5));
     const BundleManifest& manifest() const { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
     // Consumes the payload (payloads must be taken in manifest order; those in between are
@@ -112,6 +115,9 @@ public:
 
 private:
     void skip_to(uint64_t offset);
+    // read(2) that waits at most stall_timeout_ for a pipe to have data.
+    ssize_t read_some(void* buffer, size_t size, const std::string& what);
+    std::chrono::milliseconds stall_timeout_;
     std::filesystem::path source_;
     UniqueFd fd_;
     uint64_t position_ = 0;

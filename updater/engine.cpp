@@ -393,7 +393,8 @@ void Engine::install(UniqueFd bundle, const std::string& name, const InstallOpti
 
     // 1-2. Everything that can refuse the bundle, before any write.
     report(0, "checking the bundle's signature");
-    BundleReader source(std::move(bundle), name, config_.trust_anchor, certificate_time(now(), config_.release.created));
+    BundleReader source(std::move(bundle), name, config_.trust_anchor, certificate_time(now(), config_.release.created),
+                        config_.stall_timeout);
     const BundleManifest& m = source.manifest();
     const std::string what = name;
     if (m.compatible != config_.release.compatible)

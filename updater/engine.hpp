@@ -30,6 +30,7 @@
 // state rebuilt from the boot control: the booted slot, BootOrder and BootNext.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -64,6 +65,9 @@ struct EngineConfig {
     std::filesystem::path boot_id_file = "/proc/sys/kernel/random/boot_id";
     Release release;
     std::function<int64_t()> clock;       // seconds since the epoch; empty: the system clock (tests set it)
+    // A bundle read from a pipe that sends nothing for this long fails the install (a stalled SSH
+    // session must not keep the daemon busy for ever).
+    std::chrono::milliseconds stall_timeout = std::chrono::minutes(5);
 };
 
 struct InstallOptions {

@@ -551,12 +551,13 @@ namespace {
 // cairnctl's standard input. The feeder stops quietly when the reader closes its end early.
 class Pipe {
 public:
-    explicit Pipe(std::string bytes) : bytes_(std::move(bytes)) {
+    // hold: keep the pipe open after the bytes, sending nothing more (a stalled sender).
+    explicit Pipe(std::string bytes, bool hold = false) : bytes_(std::move(bytes)) {
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
         read_ = UniqueFd(fds[0]);
         write_ = UniqueFd(fds[1]);
-        feeder_ = std::jthread([this] {
+        feeder_ = std::jthread([this, hold](std::stop_token stop) {
             ::signal(SIGPIPE, SIG_IGN);
             size_t done = 0;
             while (done < bytes_.size()) {
@@ -564,6 +565,7 @@ public:
                 if (n <= 0) break;
                 done += static_cast<size_t>(n);
             }
+            while (hold && !stop.stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
             write_.reset();
         });
     }
@@ -628,4 +630,20 @@ TEST(Engine, ABundleFromAPipeIsReadOnceAndCheckedBeforeItIsArmed) {
     EXPECT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
     r.engine().commit();
     EXPECT_EQ(r.engine().status().slots["b"].state, "good");
+}
+
+// A sender that stalls mid-bundle (an SSH session whose network went away) fails the install after
+// the engine's stall timeout instead of keeping the daemon busy for ever; the slot stays marked bad.
+TEST(Engine, ABundleFromAPipeThatStallsFailsAfterTheStallTimeout) {
+    Rig r;
+    r.config.stall_timeout = std::chrono::milliseconds(300);
+    r.engine().on_boot();
+    const fs::path bundle = r.fixture.bundle("2.0");
+    std::string bytes = read_file(bundle);
+    bytes.resize(BundleReader(bundle, r.fixture.trust_anchor).manifest().find("root", "b")->offset + 10000);
+    const auto started = std::chrono::steady_clock::now();
+    expect_error([&] { r.engine().install(Pipe(bytes, true).take(), "-", {}, {}); }, {"-: payload root", "no data for 0.3 s", "stalled"});
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
+    EXPECT_FALSE(r.boot.next());
+    EXPECT_EQ(r.engine().status().slots["b"].state, "installing");
 }
