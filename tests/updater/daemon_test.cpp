@@ -222,7 +222,7 @@ TEST(Daemon, ADamagedStatusFileIsMovedAsideAndTheStateRebuilt) {
     const std::string good =
         R"({"slots": {"a": {"state": "good", "version": "1.0", "build_id": "x", "changed": 1}}, "pending": null, "last": null, "etc_conflicts": []})";
     const std::vector<std::pair<std::string, std::string>> cases = {
-        {"garbage", std::string("\x01\xff not json at all", 22)},
+        {"garbage", std::string("\x01\xff not json at all")},
         {"truncated", good.substr(0, good.size() / 2)},
         {"empty", ""},
         {"an array", "[1, 2, 3]\n"},
