@@ -117,13 +117,13 @@ private:
     void skip_to(uint64_t offset);
     // read(2) that waits at most stall_timeout_ for a pipe to have data.
     ssize_t read_some(void* buffer, size_t size, const std::string& what);
-    std::chrono::milliseconds stall_timeout_;
     std::filesystem::path source_;
     UniqueFd fd_;
     uint64_t position_ = 0;
     bool seekable_ = false;
     BundleManifest manifest_;
     std::string manifest_bytes_;
+    std::chrono::milliseconds stall_timeout_;
 };
 
 }  // namespace cairn::updater
