@@ -353,14 +353,17 @@ void install_streamed(BundleReader& source, const fs::path& disk_path, const std
     std::vector<std::pair<const Payload*, Region>> order = {{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}};
     std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first->offset < y.first->offset; });
     uint64_t done = 0;
-    for (const auto& [p, r] : order) {
+    for (const auto& payload_region : order) {  // no structured binding: clang 14 cannot capture one
+        const Payload* p = payload_region.first;
+        const Region& r = payload_region.second;
         uint64_t at = r.offset;
         const std::string where = disk_name + " (" + r.label + ")";
+        const std::string message = "receiving and writing " + r.label;
         source.read(*p, [&](const uint8_t* data, size_t n) {
             pwrite_exact(disk.get(), data, n, at, where);
             at += n;
             done += n;
-            report(static_cast<int>(30 + 50 * done / total), "receiving and writing " + r.label);
+            report(static_cast<int>(30 + 50 * done / total), message);
         });
     }
     report(80, "verifying slot " + t);
