@@ -338,6 +338,16 @@ std::string Engine::boot_id() const {
 
 namespace {
 
+// The last word on a written slot, from what was read back off the disk: the ESP's sha256 and the
+// root verified against its tree, whose root hash must be the signed one.
+void check_read_back(const std::string& disk_name, const std::string& t, const Region& esp_region, const std::string& esp_read_back,
+                     const Payload& esp, const verity::VerifyResult& vr, const Payload& verity) {
+    if (esp_read_back != esp.sha256) fail(disk_name + ": " + esp_region.label + " read back wrong");
+    if (!vr.ok) fail(disk_name + ": slot " + t + " read back wrong: " + vr.problem);
+    if (to_hex(vr.root_hash) != verity.root_hash)
+        fail(disk_name + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " + verity.root_hash);
+}
+
 // 5-6 for a source read once (a pipe): each payload of the target goes to its partition as it
 // arrives (in manifest order); the reader checks its size and signed sha256 at its end. Then one
 // flush, and the slot is read back from the disk: the tree against the manifest, the root against
@@ -371,13 +381,9 @@ void install_streamed(BundleReader& source, const fs::path& disk_path, const std
     UniqueFd direct = open_direct(disk_path, O_RDONLY);
     const int read_fd = direct ? direct.get() : disk.get();
     check_tree(disk.get(), regions.verity.offset, *verity, *root, disk_name + " (" + regions.verity.label + ")");
-    if (sha256_region(read_fd, regions.esp.offset, esp->size, disk_name, AlignedBuffer::alignment) != esp->sha256)
-        fail(disk_name + ": " + regions.esp.label + " read back wrong");
+    const std::string esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, disk_name, AlignedBuffer::alignment);
     const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset);
-    if (!vr.ok) fail(disk_name + ": slot " + t + " read back wrong: " + vr.problem);
-    if (to_hex(vr.root_hash) != verity->root_hash)
-        fail(disk_name + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " + verity->root_hash);
-    report(95, "flushing " + disk_name);
+    check_read_back(disk_name, t, regions.esp, esp_read_back, *esp, vr, *verity);
 }
 
 }  // namespace
@@ -525,11 +531,7 @@ void Engine::install(UniqueFd bundle, const std::string& name, const InstallOpti
     report(80, "verifying slot " + t);
     reader.join();
     if (read_error) std::rethrow_exception(read_error);
-    if (esp_read_back != esp->sha256) fail(config_.disk.string() + ": " + regions.esp.label + " read back wrong");
-    if (!vr.ok) fail(config_.disk.string() + ": slot " + t + " read back wrong: " + vr.problem);
-    if (to_hex(vr.root_hash) != verity->root_hash)
-        fail(config_.disk.string() + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " +
-             verity->root_hash);
+    check_read_back(config_.disk.string(), t, regions.esp, esp_read_back, *esp, vr, *verity);
     report(95, "flushing " + config_.disk.string());
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + config_.disk.string());
     arm(st, m, target, progress);
