@@ -1,0 +1,497 @@
+// The stages of `cairn build` (the pipeline's order is in imager/build.cpp).
+#include "imager/build_stages.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "common/subprocess.hpp"
+#include "common/units.hpp"
+#include "common/version.hpp"
+#include "imager/archive.hpp"
+#include "imager/deb.hpp"
+#include "imager/elf.hpp"
+#include "imager/esp.hpp"
+#include "imager/filesystem.hpp"
+#include "imager/initrd.hpp"
+#include "imager/provisioning.hpp"
+#include "imager/ssh.hpp"
+#include "imager/uki.hpp"
+#include "imager/update.hpp"
+#include "partitions/gpt.hpp"
+#include "updater/bundle.hpp"
+
+namespace cairn::imager {
+
+using nlohmann::json;
+using partitions::Role;
+
+namespace {
+
+uint32_t resolve_id(const Tree& tree, const std::optional<Id>& id, bool user, const std::string& where) {
+    if (!id) return 0;
+    if (id->number) return *id->number;
+    auto found = user ? tree.lookup_user(id->name) : tree.lookup_group(id->name);
+    if (!found)
+        fail(where + "." + (user ? "owner" : "group") + ": no " + (user ? "user" : "group") + " '" + id->name + "' in the image's " +
+             (user ? "/etc/passwd" : "/etc/group") + " (add it in an earlier step, or give a number)");
+    return *found;
+}
+
+Meta step_meta(const Tree& tree, const Step& s, uint32_t default_mode) {
+    return Meta{resolve_id(tree, s.owner, true, s.where), resolve_id(tree, s.group, false, s.where), s.mode.value_or(default_mode)};
+}
+
+uint32_t host_mode(const fs::path& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) fail_errno(p.string());
+    return st.st_mode & 07777;
+}
+
+// A digest of a host directory: names, kinds, modes, link targets and contents, in sorted order.
+std::string tree_digest(const fs::path& dir) {
+    std::vector<fs::path> paths;
+    for (auto& e : fs::recursive_directory_iterator(dir)) paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    Sha256 h;
+    for (const auto& p : paths) {
+        struct stat st {};
+        ::lstat(p.c_str(), &st);
+        std::string rel = fs::relative(p, dir).string();
+        h.update(rel).update("\0", 1).update(std::to_string(st.st_mode));
+        if (S_ISLNK(st.st_mode)) h.update(fs::read_symlink(p).string());
+        else if (S_ISREG(st.st_mode)) h.update(sha256_file_hex(p));
+        h.update("\n", 1);
+    }
+    return to_hex(h.final());
+}
+
+// Copies a host directory into the tree at `dest`: root-owned, with the host's permission bits.
+void add_host_tree(Tree& tree, const fs::path& dir, const std::string& dest, const std::string& where) {
+    if (!fs::is_directory(dir)) fail(where + ".source: " + dir.string() + " is not a directory");
+    std::vector<fs::directory_entry> entries;
+    for (auto& e : fs::recursive_directory_iterator(dir)) entries.push_back(e);
+    std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.path() < b.path(); });
+    for (const auto& e : entries) {
+        std::string image = image_join(dest, fs::relative(e.path(), dir).string(), where);
+        struct stat st {};
+        if (::lstat(e.path().c_str(), &st) != 0) fail_errno(where + ": " + e.path().string());
+        Meta meta{0, 0, static_cast<uint32_t>(st.st_mode & 07777)};
+        if (S_ISDIR(st.st_mode)) tree.add_directory(image, meta, where);
+        else if (S_ISLNK(st.st_mode)) tree.add_symlink(image, fs::read_symlink(e.path()).string(), meta, where);
+        else if (S_ISREG(st.st_mode)) tree.add_file_copy(image, e.path(), meta, where);
+        else fail(where + ": " + e.path().string() + ": device nodes, FIFOs and sockets are not supported in the root tree");
+    }
+}
+
+struct KernelResult {
+    std::string package, version, release;
+    fs::path deb;
+    std::string sha256;
+};
+
+// The kernel package: its modules go into the tree, its vmlinuz to `vmlinuz`. A metapackage
+// (linux-image-cloud-amd64) is followed to the linux-image-* package it depends on.
+KernelResult add_kernel(Tree& tree, const Recipe::Kernel& k, const fs::path& cache, const fs::path& vmlinuz) {
+    fs::path deb = k.deb.empty() ? fetch_deb(k.package, cache, k.where + ".package") : k.deb;
+    for (int depth = 0; depth < 3; ++depth) {
+        DebInfo info = read_deb_info(deb);
+        KernelResult result{info.package, info.version, "", deb, sha256_file_hex(deb)};
+        ExtractOptions options;
+        options.map = [](const std::string& name) -> std::optional<std::string> {
+            if (name.starts_with("lib/modules/") || name.starts_with("usr/lib/modules/") || name == "lib/modules" || name == "usr/lib/modules")
+                return "/" + name;
+            return std::nullopt;
+        };
+        options.divert = [&](const std::string& name, archive* a) {
+            if (!name.starts_with("boot/vmlinuz-")) return;
+            result.release = name.substr(std::string("boot/vmlinuz-").size());
+            copy_entry_data(a, vmlinuz, deb.string() + ": " + name);
+        };
+        extract_deb(deb, tree, options);
+        if (result.release.empty()) {
+            // A metapackage (it holds only documentation): follow its first linux-image-* dependency.
+            std::string next;
+            for (size_t pos = 0; pos < info.depends.size();) {
+                size_t end = info.depends.find_first_of(",|", pos);
+                std::string dep = info.depends.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+                dep.erase(0, dep.find_first_not_of(' '));
+                dep = dep.substr(0, dep.find_first_of(" ("));
+                if (dep.starts_with("linux-image-")) { next = dep; break; }
+                if (end == std::string::npos) break;
+                pos = end + 1;
+            }
+            if (next.empty()) fail(k.where + ": " + deb.filename().string() + " holds no /boot/vmlinuz-* and depends on no linux-image-* package");
+            deb = fetch_deb(next, cache, k.where + ".package");
+            continue;
+        }
+        // Debian runs depmod in the package's postinst; maintainer scripts never run here.
+        std::string modules = tree.resolve("/lib/modules/" + result.release, k.where);
+        if (fs::exists(tree.host(modules))) run_checked({"depmod", "-b", tree.staging().string(), result.release});
+        return result;
+    }
+    fail(k.where + ": too many metapackages before a kernel");
+}
+
+void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) {
+    using K = Step::Kind;
+    json input = {{"step", s.where}, {"type", std::string(step_kind_name(s.kind))}};
+    switch (s.kind) {
+        case K::Tree:
+            add_host_tree(tree, s.source, s.path, s.where);
+            input["source"] = s.source.string();
+            input["sha256"] = tree_digest(s.source);
+            break;
+        case K::Tar: {
+            ArchiveReader a = open_archive_file(s.source);
+            ExtractOptions o;
+            o.dest = s.path;
+            extract_into(a.get(), tree, o, s.source.string());
+            input["source"] = s.source.string();
+            input["sha256"] = sha256_file_hex(s.source);
+            break;
+        }
+        case K::Deb: {
+            fs::path deb = s.package.empty() ? s.source : fetch_deb(s.package, cache, s.where + ".package");
+            ExtractOptions o;
+            o.dest = s.path;
+            DebInfo info = extract_deb(deb, tree, o);
+            input["package"] = info.package;
+            input["version"] = info.version;
+            input["source"] = deb.filename().string();
+            input["sha256"] = sha256_file_hex(deb);
+            break;
+        }
+        case K::HostFile: {
+            if (!fs::is_regular_file(s.source)) fail(s.where + ".source: " + s.source.string() + " is not a regular file");
+            tree.add_file_copy(s.path, s.source, step_meta(tree, s, host_mode(s.source)), s.where);
+            input["source"] = s.source.string();
+            input["sha256"] = sha256_file_hex(s.source);
+            break;
+        }
+        case K::HostExec: {
+            if (!fs::is_regular_file(s.source)) fail(s.where + ".source: " + s.source.string() + " is not a regular file");
+            json libs = json::array();
+            for (const auto& lib : add_host_executable(tree, s.source, s.path, step_meta(tree, s, host_mode(s.source)), s.where))
+                libs.push_back({{"path", lib.string()}, {"sha256", sha256_file_hex(lib)}});
+            input["source"] = s.source.string();
+            input["sha256"] = sha256_file_hex(s.source);
+            input["libraries"] = libs;
+            break;
+        }
+        case K::File: {
+            Meta meta = step_meta(tree, s, 0644);
+            if (s.content) {
+                tree.add_file(s.path, *s.content, meta, s.where);
+                input["sha256"] = to_hex(sha256(*s.content));
+            } else {
+                if (!fs::is_regular_file(s.source)) fail(s.where + ".source: " + s.source.string() + " is not a regular file");
+                tree.add_file_copy(s.path, s.source, meta, s.where);
+                input["source"] = s.source.string();
+                input["sha256"] = sha256_file_hex(s.source);
+            }
+            input["path"] = s.path;
+            break;
+        }
+        case K::Directory:
+            tree.add_directory(s.path, step_meta(tree, s, 0755), s.where);
+            input["path"] = s.path;
+            break;
+        case K::Symlink:
+            tree.add_symlink(s.path, s.target, step_meta(tree, s, 0777), s.where);
+            input["path"] = s.path;
+            break;
+    }
+    inputs.push_back(std::move(input));
+}
+
+// Every program in the finished tree can be loaded: a deb step brings a package, not what it
+// depends on, so a program without its libraries would only fail on the device.
+void fail_on_missing_libraries(const Tree& tree, const Recipe& recipe) {
+    const auto missing = missing_libraries(tree);
+    if (missing.empty()) return;
+    std::string list;
+    for (const auto& m : missing) {
+        std::string needs;
+        if (!m.interpreter.empty()) needs = m.interpreter + " (its interpreter)";
+        for (const auto& lib : m.libraries) needs += (needs.empty() ? "" : ", ") + lib;
+        list += (list.empty() ? "" : "; ") + m.path + " needs " + needs;
+    }
+    fail(recipe.file.string() + ": rootfs: the image lacks shared libraries its programs need: " + list +
+         " (add the packages that hold them as deb steps, or host programs as host-exec steps, which bring their libraries)");
+}
+
+std::vector<uint8_t> verity_salt(const std::string& seed, const std::string& label) {
+    Digest d = hmac_sha256(seed, "cairn:verity-salt:" + label);
+    return {d.begin(), d.end()};
+}
+
+
+std::string attributes_text(uint64_t attrs) {
+    std::string out;
+    for (int bit = 0; bit < 64; ++bit)
+        if (attrs >> bit & 1) out += (out.empty() ? "" : ",") + std::to_string(bit);
+    return out;
+}
+
+}  // namespace
+
+namespace stages {
+
+void root_tree(BuildContext& c) {
+    c.inputs.push_back({{"recipe", c.options.recipe.string()}, {"sha256", sha256_file_hex(c.options.recipe)}});
+    for (const auto& s : c.recipe.rootfs.steps) apply_step(c.tree, s, c.cache, c.inputs);
+}
+
+void kernel(BuildContext& c) {
+    const fs::path vmlinuz = c.work / outputs::vmlinuz;
+    KernelResult k = add_kernel(c.tree, c.recipe.kernel, c.cache, vmlinuz);
+    c.kernel = {{"package", k.package}, {"version", k.version}, {"release", k.release}, {"vmlinuz", outputs::vmlinuz},
+                {"vmlinuz_sha256", sha256_file_hex(vmlinuz)}};
+    c.inputs.push_back({{"step", "kernel"}, {"type", "deb"}, {"package", k.package}, {"version", k.version},
+                        {"source", k.deb.filename().string()}, {"sha256", k.sha256}});
+    c.artifacts.push_back(vmlinuz);
+    c.tree.sync_with_staging();  // depmod's files
+}
+
+// While the kernel's modules are at hand in the tree.
+void initrd(BuildContext& c) {
+    const fs::path image = c.work / outputs::initrd;
+    InitrdSpec spec;
+    spec.cairn_init = find_cairn_program("cairn-init", "initrd");
+    spec.root_tree = c.tree.staging();
+    spec.kernel_release = c.kernel["release"];
+    spec.modules = c.recipe.boot.initrd_modules.empty() ? default_initrd_modules() : c.recipe.boot.initrd_modules;
+    spec.debug_shell = c.recipe.boot.debug;
+    spec.where = c.recipe.boot.where;
+    size_t modules = build_initrd(spec, image, c.work, c.epoch);
+    c.initrd = {{"file", outputs::initrd}, {"modules", modules}, {"size", fs::file_size(image)},
+                {"sha256", sha256_file_hex(image)}, {"cairn_init_sha256", sha256_file_hex(spec.cairn_init)}};
+    c.artifacts.push_back(image);
+}
+
+void device_files(BuildContext& c) {
+    const Recipe& recipe = c.recipe;
+    // os-release from the recipe's name and the version this build is (--image-version included);
+    // one a package brought along in /usr/lib is replaced too.
+    c.os_release = os_release_text(recipe);
+    c.tree.add_file("/etc/os-release", c.os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
+    if (auto m = c.tree.meta(c.tree.resolve("/usr/lib/os-release", "os-release")); m && S_ISREG(m->mode))
+        c.tree.add_file("/usr/lib/os-release", c.os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
+
+    // The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.
+    if (recipe.firewall.enabled) add_firewall_files(c.tree, recipe);
+    if (recipe.provisioning.enabled) {
+        c.progress->note("Adding the provisioning agent");
+        add_provisioning_files(c.tree, recipe);
+    }
+    if (recipe.ssh.enabled) {
+        c.progress->note("Adding sshd");
+        for (json& in : add_ssh_files(c.tree, recipe, c.cache, c.work)) c.inputs.push_back(std::move(in));
+    }
+    if (recipe.update.enabled) {
+        c.progress->note("Adding the updater");
+        // From what went in, not from where it was: host paths (the recipe's folder, step locations)
+        // stay out, so a build elsewhere or by someone else gives the same id and the same root.
+        json content = json::array();
+        for (const json& in : c.inputs) {
+            json item = in;
+            for (const char* host_key : {"recipe", "step", "source"}) item.erase(host_key);
+            content.push_back(item);
+        }
+        std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(c.epoch))).substr(0, 16);
+        json release = add_update_files(c.tree, recipe, build_id, c.epoch);
+        c.update = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]},
+                    {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
+    }
+}
+
+void check_libraries(BuildContext& c) { fail_on_missing_libraries(c.tree, c.recipe); }
+
+void root_filesystem(BuildContext& c) {
+    const partitions::Partition& root_part = c.layout.get(c.layout.slots().empty() ? "root" : "root_a");
+    RootfsOptions o;
+    o.filesystem = c.recipe.rootfs.filesystem;
+    o.compression = c.recipe.rootfs.compression;
+    o.uuid = Uuid::derive(c.recipe.seed, "cairn:rootfs-uuid");
+    o.epoch = c.epoch;
+    o.max_size = root_part.size;
+    o.partition = root_part.label;
+    o.where = c.recipe.file.string();
+    o.runner = c.tree.apply_metadata(c.epoch, c.work);
+    for (const auto& [path, meta] : c.tree.entries())
+        if (S_ISDIR(meta.mode)) o.directories.push_back(path);
+    c.rootfs_image = c.work / outputs::rootfs;
+    c.rootfs_size = make_root_filesystem(c.tree.staging(), c.rootfs_image, o);
+    c.rootfs_uuid = o.uuid;
+    c.artifacts.push_back(c.rootfs_image);
+    remove_tree(c.tree.staging());
+}
+
+// Each slot its own salt, so each slot has its own root hash and PARTUUIDs.
+void verity(BuildContext& c) {
+    UniqueFd data = open_file(c.rootfs_image, O_RDONLY);
+    for (auto& r : c.roots) {
+        r.params.data_blocks = c.rootfs_size / 4096;
+        r.params.salt = verity_salt(c.recipe.seed, r.root_label);
+        r.params.uuid = Uuid::derive(c.recipe.seed, "cairn:verity-uuid:" + r.root_label);
+        r.hash_file = c.work / (r.root_label + ".verity");
+        UniqueFd hash = open_file(r.hash_file, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        r.result = verity::format(data.get(), 0, hash.get(), 0, r.params, 0,
+                                  [&](uint64_t done, uint64_t total) { c.progress->fraction(done, total); });
+        const auto& vp = c.layout.get(r.verity_label);
+        if (r.result.hash_size > vp.size)
+            fail(c.recipe.file.string() + ": rootfs: the verity hash tree (" + format_size(r.result.hash_size) + ") does not fit in partition " + vp.label + " (" +
+                 format_size(vp.size) + "); make root-verity larger or leave its size out (auto)");
+        // Discoverable Partitions: the root and its verity partition are named by the root hash.
+        c.layout.get(r.root_label).uuid = Uuid::from_bytes(r.result.root_hash.data());
+        c.layout.get(r.verity_label).uuid = Uuid::from_bytes(r.result.root_hash.data() + 16);
+        c.artifacts.push_back(r.hash_file);
+    }
+}
+
+// One per slot: the command line carries the slot's root hash, so the signature covers the root
+// filesystem.
+void ukis(BuildContext& c) {
+    const Recipe& recipe = c.recipe;
+    SigningKey key{recipe.boot.key, recipe.boot.cert, recipe.boot.key_passphrase};
+    for (const auto& r : c.roots) {
+        std::string cmdline = "cairn.slot=" + std::string(1, r.slot ? r.slot : 'a') + " cairn.disk=" + c.layout.disk_guid.str();
+        if (recipe.rootfs.verity) cmdline += " cairn.roothash=" + to_hex(r.result.root_hash);
+        else cmdline += " cairn.verity=off";
+        cmdline += " cairn.rootfs=" + recipe.rootfs.filesystem;
+        if (recipe.boot.log_mount != "/var/log") cmdline += " cairn.log=" + recipe.boot.log_mount;
+        if (recipe.boot.init != "/sbin/init") cmdline += " cairn.init=" + recipe.boot.init;
+        if (recipe.boot.debug) cmdline += " cairn.debug=shell";
+        cmdline += " panic=10";
+        if (!recipe.boot.cmdline.empty()) cmdline += " " + recipe.boot.cmdline;
+        UkiParts parts;
+        parts.kernel = c.work / outputs::vmlinuz;
+        parts.initrd = c.work / outputs::initrd;
+        parts.cmdline = cmdline;
+        parts.os_release = c.os_release;
+        parts.uname = c.kernel["release"];
+        std::string name = "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi";
+        fs::path unsigned_uki = c.work / (name + ".unsigned");
+        assemble_uki(parts, unsigned_uki);
+        sign_pe(unsigned_uki, c.work / name, key, c.epoch);
+        fs::remove(unsigned_uki);
+        c.ukis[r.slot] = c.work / name;
+        c.uki[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(c.work / name)}};
+        c.artifacts.push_back(c.work / name);
+    }
+}
+
+void esps(BuildContext& c) {
+    for (const auto& p : c.layout.partitions) {
+        if (p.role != Role::Esp) continue;
+        Digest id = hmac_sha256(c.recipe.seed, "cairn:esp-volume-id:" + p.label);
+        const uint32_t volume_id = uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3];
+        std::string label = p.label;
+        std::transform(label.begin(), label.end(), label.begin(), ::toupper);
+        fs::path image = c.work / (p.label + ".vfat");
+        std::vector<std::pair<std::string, fs::path>> files;
+        if (auto it = c.ukis.find(p.slot); it != c.ukis.end()) files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
+        make_esp(image, p.size, label.substr(0, 11), volume_id, files, c.epoch);
+        c.esp_images[p.label] = image;
+        // For bundles: the same ESP made just big enough for its UKI. Written at the start of the
+        // partition, it is a complete FAT filesystem of its own size.
+        if (c.recipe.update.enabled && p.slot && c.ukis.count(p.slot)) {
+            uint64_t uki_size = fs::file_size(c.ukis[p.slot]);
+            uint64_t size = (uki_size + uki_size / 16 + (2 << 20) + (1 << 20) - 1) / (1 << 20) * (1 << 20);
+            const std::string name = p.label + ".img";
+            make_esp(c.work / name, std::min<uint64_t>(size, p.size), label.substr(0, 11), volume_id, files, c.epoch);
+            c.update["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(c.work / name)}};
+            c.artifacts.push_back(c.work / name);
+        }
+    }
+}
+
+void disk(BuildContext& c) {
+    c.disk = c.work / outputs::disk;
+    {
+        UniqueFd fd = open_file(c.disk, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (::ftruncate(fd.get(), static_cast<off_t>(c.layout.disk_size)) != 0) fail_errno("sizing " + c.disk.string());
+        UniqueFd root_fd = open_file(c.rootfs_image, O_RDONLY);
+        for (const auto& r : c.roots) {
+            const auto& p = c.layout.get(r.root_label);
+            copy_sparse(root_fd.get(), 0, fd.get(), p.offset, c.rootfs_size, c.rootfs_image.string());
+            if (!c.recipe.rootfs.verity) continue;
+            UniqueFd hash_fd = open_file(r.hash_file, O_RDONLY);
+            copy_sparse(hash_fd.get(), 0, fd.get(), c.layout.get(r.verity_label).offset, r.result.hash_size, r.hash_file.string());
+        }
+        for (const auto& [label, image] : c.esp_images) {
+            UniqueFd esp = open_file(image, O_RDONLY);
+            copy_sparse(esp.get(), 0, fd.get(), c.layout.get(label).offset, fs::file_size(image), image.string());
+        }
+        for (const auto& p : c.layout.partitions) {
+            if (!partitions::formats_on_first_boot(p.role)) continue;
+            const std::string marker = partitions::blank_marker(p.uuid);
+            pwrite_exact(fd.get(), marker.data(), marker.size(), p.offset, c.disk.string() + " (" + p.label + ")");
+        }
+        if (::fsync(fd.get()) != 0) fail_errno("syncing " + c.disk.string());
+    }
+    partitions::write_gpt(c.disk, partitions::to_gpt(c.layout));
+    c.artifacts.insert(c.artifacts.begin(), c.disk);
+}
+
+void manifest(BuildContext& c) {
+    const Recipe& recipe = c.recipe;
+    json& m = c.manifest;
+    m["format"] = 1;
+    m["cairn_version"] = cairn::version();
+    m["debug"] = recipe.boot.debug;  // a root shell on the console: `cairn bundle` refuses it without --allow-debug
+    m["update"] = c.update;
+    m["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", c.options.recipe.string()}};
+    m["source_date_epoch"] = c.epoch;
+    m["disk"] = {{"file", outputs::disk}, {"size", c.layout.disk_size}, {"guid", c.layout.disk_guid.str()}};
+    json parts = json::array();
+    for (const auto& p : c.layout.partitions) {
+        json j = {{"label", p.label}, {"role", std::string(partitions::role_name(p.role))}, {"type", p.type.str()}, {"uuid", p.uuid.str()},
+                  {"offset", p.offset}, {"size", p.size}, {"attributes", attributes_text(p.attributes)}};
+        if (p.slot) j["slot"] = std::string(1, p.slot);
+        parts.push_back(j);
+    }
+    m["partitions"] = parts;
+    m["rootfs"] = {{"filesystem", recipe.rootfs.filesystem}, {"compression", recipe.rootfs.compression}, {"image", outputs::rootfs},
+                   {"size", c.rootfs_size}, {"sha256", sha256_file_hex(c.rootfs_image)}, {"uuid", c.rootfs_uuid.str()}};
+    json slots = json::object();
+    for (const auto& r : c.roots) {
+        json s = {{"root", r.root_label}, {"filesystem", recipe.rootfs.filesystem}, {"filesystem_size", c.rootfs_size}};
+        if (const auto* esp = c.layout.find(partitions::label_for(Role::Esp, r.slot))) s["esp"] = esp->label;
+        if (recipe.rootfs.verity) {
+            s["verity"] = {{"partition", r.verity_label}, {"artifact", r.hash_file.filename().string()}, {"root_hash", to_hex(r.result.root_hash)},
+                           {"salt", to_hex(r.params.salt)}, {"uuid", r.params.uuid.str()}, {"hash_algorithm", "sha256"},
+                           {"data_block_size", r.params.data_block_size}, {"hash_block_size", r.params.hash_block_size},
+                           {"data_blocks", r.params.data_blocks}, {"hash_size", r.result.hash_size},
+                           {"sha256", sha256_file_hex(r.hash_file)}};
+        }
+        slots[r.slot ? std::string(1, r.slot) : std::string("-")] = s;
+    }
+    m["slots"] = slots;
+    m["kernel"] = c.kernel;
+    m["initrd"] = c.initrd;
+    m["uki"] = recipe.boot.enabled ? c.uki : json(nullptr);
+    m["inputs"] = c.inputs;
+}
+
+void publish(BuildContext& c) {
+    // A manifest from an earlier build goes first: until the new one lands, the folder does not
+    // look finished.
+    std::error_code ec;
+    fs::remove(c.options.out_dir / outputs::manifest, ec);
+    for (const auto& a : c.artifacts) {
+        fs::rename(a, c.options.out_dir / a.filename(), ec);
+        if (ec) fail("moving " + a.filename().string() + " into " + c.options.out_dir.string() + ": " + ec.message());
+    }
+    write_file_atomic(c.options.out_dir / outputs::manifest, c.manifest.dump(2) + "\n");
+}
+
+}  // namespace stages
+
+}  // namespace cairn::imager
