@@ -1,5 +1,5 @@
-// Archives unpacked into an image's root tree (tar, cpio and whatever libarchive reads, any
-// compression): the recipe's archive steps and a .deb's data member go through extract_into.
+// Archives unpacked into an image's root tree (tar in any dialect and compression; other formats
+// are refused): the recipe's tar steps and a .deb's data member go through extract_into.
 #include <filesystem>
 
 #include "fuzz/fuzz.hpp"

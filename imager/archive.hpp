@@ -1,4 +1,4 @@
-// Reading archives with libarchive (any format and compression it knows) into the root tree, and the
+// Reading tar archives with libarchive (gzip, xz, zstd, bzip2, lzma, lz4 or none) into the root tree, and the
 // RAII writer handle for the archives Cairn writes (imager/cpio.hpp).
 #pragma once
 
@@ -29,7 +29,7 @@ using ArchiveWriter = std::unique_ptr<archive, ArchiveWriteDeleter>;
 // truncated compressed stream: then "unknown libarchive error".
 std::string archive_error(archive* a);
 
-// A reader that takes every format and filter libarchive supports.
+// A reader of tar in any of its dialects, compressed with any of the above; nothing else.
 ArchiveReader new_archive_reader();
 
 // Opens an archive file; throws Error naming the file.
