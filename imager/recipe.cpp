@@ -288,6 +288,26 @@ std::string os_release_text(const Recipe& recipe) {
     return out;
 }
 
+bool is_package_spec(std::string_view name) {
+    auto is = [](char c, std::string_view extra) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || extra.find(c) != std::string_view::npos; };
+    size_t end = name.find_first_of("=:");
+    std::string_view package = name.substr(0, end);
+    if (package.size() < 2 || !is(package[0], "")) return false;
+    for (char c : package)
+        if (!is(c, "+.-")) return false;
+    if (end == std::string_view::npos) return true;
+    std::string_view rest = name.substr(end + 1);
+    if (rest.empty() || !is(rest[0], "")) return false;
+    if (name[end] == ':') {  // an architecture
+        for (char c : rest)
+            if (!is(c, "-")) return false;
+        return true;
+    }
+    for (char c : rest)  // a version: [epoch:]upstream[-revision]
+        if (!is(c, "+.-~:") && !(c >= 'A' && c <= 'Z')) return false;
+    return true;
+}
+
 Recipe load_recipe(const fs::path& file) {
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) fail(file.string() + ": recipe not found (no such file)");
@@ -439,7 +459,33 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
     }
 
     if (const toml::table* rootfs = r.table(root, "", "rootfs")) {
-        r.only(*rootfs, "rootfs", {"filesystem", "compression", "verity", "add"});
+        r.only(*rootfs, "rootfs", {"filesystem", "compression", "verity", "base", "packages", "debs", "sources", "add"});
+        Recipe::Packages& packages = recipe.rootfs.packages;
+        packages.where = r.where(*rootfs, "rootfs");
+        if (auto base = r.string(*rootfs, "rootfs", "base")) {
+            if (*base != "essential" && *base != "minbase" && *base != "important")
+                r.error(*rootfs->get("base"), "rootfs.base", "unknown base '" + *base + "' (essential, minbase or important: Debian's priority sets)");
+            packages.base = *base;
+        }
+        if (const toml::node* n = rootfs->get("packages")) {
+            if (!n->is_array()) r.error(*n, "rootfs.packages", "must be a list of Debian package names");
+            for (auto& item : *n->as_array()) {
+                if (!item.is_string() || !is_package_spec(*item.value<std::string>()))
+                    r.error(item, "rootfs.packages", (item.is_string() ? "'" + *item.value<std::string>() + "' is not" : std::string("must be a list of strings, each")) +
+                                                         " a Debian package name (such as \"openssh-server\" or \"curl=7.88.1-10+deb12u8\")");
+                packages.names.push_back(*item.value<std::string>());
+            }
+        }
+        if (const toml::node* n = rootfs->get("debs")) {
+            if (!n->is_array()) r.error(*n, "rootfs.debs", "must be a list of .deb files");
+            size_t i = 0;
+            for (auto& item : *n->as_array()) packages.debs.push_back(r.host_path(item, "rootfs.debs[" + std::to_string(i++) + "]", true));
+        }
+        if (const toml::node* n = rootfs->get("sources")) {
+            packages.sources = r.host_path(*n, "rootfs.sources", true);
+            if (!packages.enabled()) r.error(*n, "rootfs.sources", "names apt sources but the recipe installs no packages (rootfs.base, packages or debs)");
+        }
+        packages.lock = fs::absolute(file).parent_path() / (file.stem().string() + ".lock");
         if (auto fs_name = r.string(*rootfs, "rootfs", "filesystem")) {
             if (*fs_name != "erofs" && *fs_name != "ext4")
                 r.error(*rootfs->get("filesystem"), "rootfs.filesystem", "unknown filesystem '" + *fs_name + "' (erofs or ext4)");

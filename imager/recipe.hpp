@@ -105,13 +105,30 @@ struct Recipe {
         std::string where;
     } provisioning;
 
+    // Debian packages installed as Debian installs them, their dependencies resolved by apt,
+    // before the rootfs steps (imager/apt.hpp, imager/dpkg.hpp).
+    struct Packages {
+        std::string base;                  // "" (none), "essential", "minbase" or "important"
+        std::vector<std::string> names;    // apt package names, "name" or "name=version"
+        std::vector<fs::path> debs;        // local .deb files; their dependencies come from the sources
+        fs::path sources;                  // a .sources (deb822) or .list file; empty: the build host's apt sources
+        fs::path lock;                     // the lock file: <recipe without .toml>.lock beside the recipe
+        std::string where;                 // "<file>:<line>: rootfs"
+        bool enabled() const { return !base.empty() || !names.empty() || !debs.empty(); }
+    };
+
     struct Rootfs {
         std::string filesystem = "erofs";   // erofs or ext4
         std::string compression = "none";   // erofs only: none, lz4, lz4hc
         bool verity = true;
+        Packages packages;
         std::vector<Step> steps;
     } rootfs;
 };
+
+// Whether `name` is a Debian package name ([a-z0-9][a-z0-9+.-]+), optionally with "=VERSION"
+// (Debian version characters) or ":ARCH": nothing apt could read as an option or a pattern.
+bool is_package_spec(std::string_view name);
 
 // Parses and validates a recipe. Relative paths in it are resolved against the recipe's folder.
 // Any problem throws Error "<file>:<line>: <key>: <what is wrong>".

@@ -240,3 +240,55 @@ TEST(Recipe, ErrorsCarryTheLineNumber) {
     std::string e = load_error(dir / "r.toml");
     EXPECT_NE(e.find("r.toml:16: rootfs.filesystem"), std::string::npos) << e;
 }
+
+TEST(Recipe, ReadsDebianPackages) {
+    Scratch dir;
+    write_text(dir / "app_1.0_amd64.deb", "not read when the recipe is");
+    write_text(dir / "my.sources", "Types: deb\n");
+    write_text(dir / "r.toml", std::string(base_recipe) + R"(
+[rootfs]
+base = "minbase"
+packages = ["systemd", "openssh-server", "curl=7.88.1-10+deb12u8", "libc6:amd64"]
+debs = ["app_1.0_amd64.deb"]
+sources = "my.sources"
+)");
+    Recipe r = load_recipe(dir / "r.toml");
+    const auto& p = r.rootfs.packages;
+    EXPECT_TRUE(p.enabled());
+    EXPECT_EQ(p.base, "minbase");
+    EXPECT_EQ(p.names, (std::vector<std::string>{"systemd", "openssh-server", "curl=7.88.1-10+deb12u8", "libc6:amd64"}));
+    ASSERT_EQ(p.debs.size(), 1u);
+    EXPECT_EQ(p.debs[0], dir / "app_1.0_amd64.deb");
+    EXPECT_EQ(p.sources, dir / "my.sources");
+    EXPECT_EQ(p.lock, dir / "r.lock");
+
+    write_text(dir / "none.toml", base_recipe);
+    EXPECT_FALSE(load_recipe(dir / "none.toml").rootfs.packages.enabled());
+}
+
+// Package names go to apt-get's command line: nothing there may read as an option or a pattern.
+TEST(Recipe, PackageNamesAreCheckedBeforeAptSeesThem) {
+    for (const char* good : {"systemd", "g++", "libstdc++6", "linux-image-6.1.0-28-cloud-amd64", "xy=1:2.3~rc1-4+b1", "libc6:amd64"})
+        EXPECT_TRUE(is_package_spec(good)) << good;
+    for (const char* bad : {"", "a", "-oDir=/", "Systemd", "?essential", "foo bar", "foo=", "foo=-1", "foo:", "foo:AMD64", "foo/bookworm", "../x.deb"})
+        EXPECT_FALSE(is_package_spec(bad)) << bad;
+
+    Scratch dir;
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[rootfs]\npackages = [\"openssh-server\", \"-oAPT::Get::Trivial-Only=1\"]\n");
+    std::string e = load_error(dir / "r.toml");
+    EXPECT_NE(e.find("r.toml:"), std::string::npos) << e;
+    EXPECT_NE(e.find("rootfs.packages: '-oAPT::Get::Trivial-Only=1' is not a Debian package name"), std::string::npos) << e;
+
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[rootfs]\nbase = \"standard\"\n");
+    e = load_error(dir / "r.toml");
+    EXPECT_NE(e.find("rootfs.base: unknown base 'standard' (essential, minbase or important"), std::string::npos) << e;
+
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[rootfs]\ndebs = [\"missing.deb\"]\n");
+    e = load_error(dir / "r.toml");
+    EXPECT_NE(e.find("rootfs.debs[0]: " + (dir / "missing.deb").string() + ": no such file"), std::string::npos) << e;
+
+    write_text(dir / "s.sources", "");
+    write_text(dir / "r.toml", std::string(base_recipe) + "\n[rootfs]\nsources = \"s.sources\"\n");
+    e = load_error(dir / "r.toml");
+    EXPECT_NE(e.find("rootfs.sources: names apt sources but the recipe installs no packages"), std::string::npos) << e;
+}
