@@ -306,6 +306,11 @@ std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable
     std::vector<fs::path> libraries;
     for (const auto& f : files) {
         if (std::find(own.begin(), own.end(), f) != own.end()) continue;
+        // A library the tree already holds (a Debian package installed it) stays as it is.
+        if (tree.meta(tree.resolve(f.string(), what))) {
+            if (!fs::is_symlink(f)) libraries.push_back(f);
+            continue;
+        }
         if (fs::is_symlink(f)) {
             tree.add_symlink(f.string(), fs::read_symlink(f).string(), Meta{0, 0, 0777}, what);
             continue;

@@ -81,7 +81,9 @@ private:
 
 // Adds a host executable at `image_path` and every shared library it needs (elf::closure) at
 // their host paths, root-owned with their host permission bits; a library reached through two
-// paths is stored once and hard-linked. Returns the library files added (host paths).
+// paths is stored once and hard-linked. A library path the tree already has (from a Debian
+// package, or an earlier program) is left as it is. Returns the library files it needs (host
+// paths, symlinks aside).
 std::vector<fs::path> add_host_executable(Tree& tree, const fs::path& executable, std::string_view image_path, Meta meta,
                                           const std::string& what);
 

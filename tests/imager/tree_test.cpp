@@ -142,6 +142,22 @@ TEST(Tree, CairnProgramsLoseTheirDebugSections) {
                  {"recipe.update"});
 }
 
+// A library a Debian package already put into the tree (here: through the merged-/usr symlink)
+// is the package's file, not replaced by the build host's copy.
+TEST(Tree, HostExecutablesKeepTheLibrariesTheTreeHas) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_directory("/usr", Meta{0, 0, 0755}, "t");
+    t.add_directory("/usr/lib", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");
+    t.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "the package's libc\n", Meta{0, 0, 0644}, "t");
+    std::vector<std::filesystem::path> libraries = add_host_executable(t, "/usr/bin/ls", "/usr/bin/ls", Meta{0, 0, 0755}, "t");
+    EXPECT_EQ(read_file(dir / "root/usr/lib/x86_64-linux-gnu/libc.so.6"), "the package's libc\n");
+    EXPECT_TRUE(std::filesystem::is_symlink(dir / "root/lib"));  // still the merged-/usr link
+    EXPECT_NE(std::find(libraries.begin(), libraries.end(), std::filesystem::path("/lib/x86_64-linux-gnu/libc.so.6")), libraries.end());
+    EXPECT_TRUE(std::filesystem::is_regular_file(dir / "root/usr/lib/x86_64-linux-gnu/libselinux.so.1"));  // what it lacked came
+}
+
 // Every ELF object in the tree against the libraries the tree holds, found as the image's ld.so
 // would find them.
 TEST(Tree, FindsProgramsWithoutTheirSharedLibraries) {
