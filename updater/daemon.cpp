@@ -419,8 +419,10 @@ int main(int argc, char** argv) {
         }
         switch (d.kind) {
             case BootDecision::Kind::trial: {
-                std::fprintf(stderr, "cairn-updated: trial boot of slot %s: running the health check\n", d.slot.c_str());
                 HealthCheck check;
+                check.mode = choose_health_mode(release.health_check);
+                std::fprintf(stderr, "cairn-updated: trial boot of slot %s: running the health check (%s)\n", d.slot.c_str(),
+                             std::string(health_mode_name(check.mode)).c_str());
                 check.command = release.health_check;
                 check.run_dir = run_dir;
                 daemon.start_health_check(check);
