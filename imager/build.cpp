@@ -24,6 +24,7 @@
 #include "common/version.hpp"
 #include "imager/archive.hpp"
 #include "imager/deb.hpp"
+#include "imager/disk_formats.hpp"
 #include "imager/elf.hpp"
 #include "imager/esp.hpp"
 #include "imager/provisioning.hpp"
@@ -547,6 +548,15 @@ json build(const BuildOptions& options, const fs::path& work) {
     if (recipe.boot.enabled) artifacts.push_back(initrd_image);
     for (const auto& [slot, uki] : ukis) artifacts.push_back(uki);
     for (const auto& esp : bundle_esps) artifacts.push_back(esp);
+
+    // --format: disk.raw converted into the other VM disk formats asked for (disk.qcow2, disk.vhdx,
+    // disk.vmdk), moved into place with the rest and listed in the manifest. (To become a stage.)
+    // One from an earlier build that this one does not write would not match the new disk.raw: it goes.
+    manifest["disk"]["formats"] = write_disk_formats(disk, options.formats, work, [&](const std::string& line) { progress.note(line); });
+    for (const auto& f : manifest["disk"]["formats"]) artifacts.push_back(work / f["file"].get<std::string>());
+    for (DiskFormat f : all_disk_formats)
+        if (f != DiskFormat::Raw) fs::remove(options.out_dir / ("disk." + std::string(disk_format_name(f))), ec);
+
     for (const auto& a : artifacts) {
         fs::rename(a, options.out_dir / a.filename(), ec);
         if (ec) fail("moving " + a.filename().string() + " into " + options.out_dir.string() + ": " + ec.message());
