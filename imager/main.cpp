@@ -74,6 +74,8 @@ const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name a
 
 const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q35, OVMF with Secure Boot, swtpm),
                         showing the serial console until the image reports `ready`.
+                        IMAGE is a raw or qcow2 disk (told by its content); the guest
+                        writes into it. VHDX and VMDK disks are refused.
       --state DIR       Machine state (NVRAM, TPM, console log; default: IMAGE.qemu/)
       --keep            Keep running after `ready`: the console stays on the
                         terminal (type into it on a debug image). On a terminal
