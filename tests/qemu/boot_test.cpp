@@ -58,8 +58,8 @@ TEST(Boot, MinimalBootsToReadyFromItsQcow2) {
     {
         qemu::Machine m(c);
         m.start();
-        EXPECT_NE(std::find(m.qemu_command().begin(), m.qemu_command().end(), "if=none,id=disk0,format=qcow2,file=" + qcow2.string()),
-                  m.qemu_command().end());
+        const std::vector<std::string> argv = m.qemu_command();
+        EXPECT_NE(std::find(argv.begin(), argv.end(), "if=none,id=disk0,format=qcow2,file=" + qcow2.string()), argv.end());
         size_t at = m.wait_for("cairn: ready", 180s);
         std::string line = m.console().substr(at, m.console().find('\n', at) - at);
         EXPECT_NE(line.find("slot=a"), std::string::npos) << line;
