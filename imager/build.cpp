@@ -74,6 +74,15 @@ namespace {
 bool boots(const BuildContext& c) { return c.recipe.boot.enabled; }
 bool has_kernel(const BuildContext& c) { return c.recipe.kernel.enabled; }
 bool has_verity(const BuildContext& c) { return c.recipe.rootfs.verity; }
+bool converts_disk(const BuildContext& c) {
+    return std::any_of(c.options.formats.begin(), c.options.formats.end(), [](DiskFormat f) { return f != DiskFormat::Raw; });
+}
+std::string other_formats(const BuildContext& c) {
+    std::string list;
+    for (DiskFormat f : c.options.formats)
+        if (f != DiskFormat::Raw) list += (list.empty() ? "" : ", ") + std::string(disk_format_name(f));
+    return list;
+}
 
 }  // namespace
 
@@ -102,6 +111,8 @@ const std::vector<Stage>& build_pipeline() {
         {"disk", nullptr,
          [](const BuildContext& c) { return "Writing " + std::string(outputs::disk) + " (" + format_size(c.layout.disk_size) + ", sparse)"; },
          stages::disk},
+        {"disk-formats", converts_disk, [](const BuildContext& c) { return "Converting " + std::string(outputs::disk) + " to " + other_formats(c); },
+         stages::disk_formats},
         {"manifest", nullptr, [](const BuildContext&) { return std::string("Writing the manifest"); }, stages::manifest},
         {"publish", nullptr, nullptr, stages::publish},
     };

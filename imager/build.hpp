@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.hpp"
+#include "imager/disk_formats.hpp"
 
 namespace cairn::imager {
 
@@ -20,6 +22,7 @@ struct BuildOptions {
     bool progress = true;
     bool debug = false;                     // force [boot] debug: cairn-init and init give a console shell
     std::optional<std::string> version;     // replaces the recipe's version (e.g. a CI build number); checked as recipe versions are
+    std::vector<DiskFormat> formats = {DiskFormat::Raw};  // disk.raw, and disk.qcow2 etc. converted from it (imager/disk_formats.hpp)
 };
 
 // Builds the image. Everything is written under temporary names inside out_dir and renamed at the

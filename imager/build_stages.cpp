@@ -15,6 +15,7 @@
 #include "common/version.hpp"
 #include "imager/archive.hpp"
 #include "imager/deb.hpp"
+#include "imager/disk_formats.hpp"
 #include "imager/elf.hpp"
 #include "imager/esp.hpp"
 #include "imager/filesystem.hpp"
@@ -440,6 +441,11 @@ void disk(BuildContext& c) {
     c.artifacts.insert(c.artifacts.begin(), c.disk);
 }
 
+void disk_formats(BuildContext& c) {
+    c.disk_formats = write_disk_formats(c.disk, c.options.formats, c.work, [&](const std::string& line) { c.progress->note(line); });
+    for (const auto& f : c.disk_formats) c.artifacts.push_back(c.work / f["file"].get<std::string>());
+}
+
 void manifest(BuildContext& c) {
     const Recipe& recipe = c.recipe;
     json& m = c.manifest;
@@ -449,7 +455,7 @@ void manifest(BuildContext& c) {
     m["update"] = c.update;
     m["recipe"] = {{"name", recipe.name}, {"version", recipe.version}, {"compatible", recipe.compatible}, {"file", c.options.recipe.string()}};
     m["source_date_epoch"] = c.epoch;
-    m["disk"] = {{"file", outputs::disk}, {"size", c.layout.disk_size}, {"guid", c.layout.disk_guid.str()}};
+    m["disk"] = {{"file", outputs::disk}, {"size", c.layout.disk_size}, {"guid", c.layout.disk_guid.str()}, {"formats", c.disk_formats}};
     json parts = json::array();
     for (const auto& p : c.layout.partitions) {
         json j = {{"label", p.label}, {"role", std::string(partitions::role_name(p.role))}, {"type", p.type.str()}, {"uuid", p.uuid.str()},
@@ -485,6 +491,10 @@ void publish(BuildContext& c) {
     // look finished.
     std::error_code ec;
     fs::remove(c.options.out_dir / outputs::manifest, ec);
+    // A converted disk from an earlier build that this one does not write would not match the
+    // new disk.raw: it goes.
+    for (DiskFormat f : all_disk_formats)
+        if (f != DiskFormat::Raw) fs::remove(c.options.out_dir / ("disk." + std::string(disk_format_name(f))), ec);
     for (const auto& a : c.artifacts) {
         fs::rename(a, c.options.out_dir / a.filename(), ec);
         if (ec) fail("moving " + a.filename().string() + " into " + c.options.out_dir.string() + ": " + ec.message());

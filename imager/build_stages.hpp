@@ -58,6 +58,7 @@ struct BuildContext {
     nlohmann::json uki = nlohmann::json::object();
     std::map<std::string, fs::path> esp_images;  // esps: partition label -> FAT image
     fs::path disk;                            // disk
+    nlohmann::json disk_formats = nlohmann::json::array();  // disk-formats: disk.qcow2 etc.
     std::vector<fs::path> artifacts;          // files in `work` that end up in the output folder
     nlohmann::json manifest;                  // manifest
 
@@ -92,6 +93,7 @@ void verity(BuildContext& c);           // a dm-verity hash tree per slot; names
 void ukis(BuildContext& c);             // a signed unified kernel image per slot
 void esps(BuildContext& c);             // the EFI System Partitions (and the ESP images bundles carry)
 void disk(BuildContext& c);             // disk.raw: partitions in place, then the GPT
+void disk_formats(BuildContext& c);     // --format: disk.raw converted to qcow2, vhdx, vmdk
 void manifest(BuildContext& c);         // manifest.json's content
 void publish(BuildContext& c);          // the artifacts into the output folder, manifest.json last
 }  // namespace stages

@@ -40,6 +40,11 @@ const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE descr
                         console. Never ship one: it warns, and cairn bundle refuses it
                         without --allow-debug.
       --image-version V Use V instead of the recipe's version (e.g. a CI build number)
+      --format LIST     VM disk formats to write, comma-separated: raw, qcow2 (QEMU/KVM,
+                        Proxmox), vhdx (Hyper-V, Azure Local; dynamic), vmdk (VMware;
+                        streamOptimized, for OVF import). disk.raw is always written;
+                        the others are converted from it with qemu-img (package
+                        qemu-utils) into disk.qcow2, disk.vhdx, disk.vmdk
 )";
 
 const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
@@ -69,6 +74,8 @@ const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name a
 
 const char* qemu_help = R"(  qemu IMAGE            Boot a disk image in QEMU (q35, OVMF with Secure Boot, swtpm),
                         showing the serial console until the image reports `ready`.
+                        IMAGE is a raw or qcow2 disk (told by its content); the guest
+                        writes into it. VHDX and VMDK disks are refused.
       --state DIR       Machine state (NVRAM, TPM, console log; default: IMAGE.qemu/)
       --keep            Keep running after `ready`: the console stays on the
                         terminal (type into it on a debug image). On a terminal
@@ -111,6 +118,7 @@ int usage_error(const std::string& message) {
 int cmd_build(const std::vector<std::string>& args) {
     cairn::imager::BuildOptions o;
     bool json = false;
+    std::optional<std::string> formats;  // --format, repeatable: the lists joined
     cairn::Args a(args);
     while (a.next()) {
         if (a.is("-o", "--output")) o.out_dir = a.value();
@@ -119,6 +127,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else if (a.is("-q", "--quiet")) o.progress = false;
         else if (a.is("--debug")) o.debug = true;
         else if (a.is("--image-version")) o.version = a.value();
+        else if (a.is("--format")) formats = (formats ? *formats + "," : "") + a.value();
         else if (a.is_option()) return usage_error("build: unknown option '" + a.arg() + "'");
         else if (o.recipe.empty()) o.recipe = a.arg();
         else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
@@ -130,6 +139,14 @@ int cmd_build(const std::vector<std::string>& args) {
     if (o.version)
         if (auto problem = cairn::updater::version_problem(*o.version))
             return usage_error("build: --image-version: '" + *o.version + "' is not a version (" + *problem + ")");
+    if (formats) {
+        try {
+            o.formats = cairn::imager::parse_disk_formats(*formats, "--format");
+        } catch (const cairn::Error& e) {
+            return usage_error(std::string("build: ") + e.what());
+        }
+        cairn::imager::require_disk_format_tools(o.formats);
+    }
     if (o.debug)
         std::fputs("cairn: warning: --debug: the image has a root shell on its serial console and drops to a shell when its boot "
                    "fails; never ship it (cairn bundle refuses it without --allow-debug)\n",
@@ -138,6 +155,8 @@ int cmd_build(const std::vector<std::string>& args) {
     if (json) std::cout << manifest.dump(2) << "\n";
     else if (o.progress) {
         std::fprintf(stderr, "Built %s: %s\n", o.out_dir.c_str(), (o.out_dir / cairn::imager::outputs::disk).c_str());
+        for (const auto& f : manifest["disk"].value("formats", nlohmann::json::array()))
+            std::fprintf(stderr, "  %s\n", (o.out_dir / f["file"].get<std::string>()).c_str());
         for (auto& [slot, s] : manifest["slots"].items())
             if (s.contains("verity")) std::fprintf(stderr, "  slot %s root hash %s\n", slot.c_str(), s["verity"]["root_hash"].get<std::string>().c_str());
     }

@@ -13,6 +13,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -183,6 +184,34 @@ void require_file(const fs::path& path, const std::string& what) {
 
 }  // namespace
 
+DiskFormat detect_disk_format(const fs::path& image) {
+    UniqueFd fd = open_file(image, O_RDONLY | O_CLOEXEC);
+    char head[21] = {};
+    size_t got = 0;
+    while (got < sizeof head) {
+        ssize_t r = ::pread(fd.get(), head + got, sizeof head - got, static_cast<off_t>(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail_errno("reading " + image.string());
+        if (r == 0) break;
+        got += static_cast<size_t>(r);
+    }
+    const std::string_view start(head, got);
+    if (start.starts_with("QFI\xfb")) return DiskFormat::Qcow2;
+    if (start.starts_with("vhdxfile")) return DiskFormat::Vhdx;
+    if (start.starts_with("KDMV") || start.starts_with("# Disk DescriptorFile")) return DiskFormat::Vmdk;
+    return DiskFormat::Raw;
+}
+
+const char* disk_format_name(DiskFormat format) {
+    switch (format) {
+        case DiskFormat::Raw: return "raw";
+        case DiskFormat::Qcow2: return "qcow2";
+        case DiskFormat::Vhdx: return "vhdx";
+        case DiskFormat::Vmdk: return "vmdk";
+    }
+    return "raw";
+}
+
 std::string kvm_unusable_reason() {
     UniqueFd fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
     if (!fd) return std::string("/dev/kvm: ") + std::strerror(errno);
@@ -249,8 +278,11 @@ std::vector<std::string> Machine::qemu_command() const {
                  "-serial", "chardev:console",
                  "-qmp", "unix:" + option_value((dir / qmp_name).string()) + ",server=on,wait=off",
                  "-pidfile", (dir / qemu_pid_name).string()});
+    // The format told from the content, and given to QEMU (left to probe, QEMU keeps a raw disk's
+    // first sector from the guest); no snapshot=on: the guest writes to the file.
     if (!config_.disk.empty())
-        argv.insert(argv.end(), {"-drive", "if=none,id=disk0,format=raw,file=" + option_value(config_.disk.string()),
+        argv.insert(argv.end(), {"-drive", std::string("if=none,id=disk0,format=") + disk_format_name(detect_disk_format(config_.disk)) +
+                                               ",file=" + option_value(config_.disk.string()),
                                  "-device", "virtio-blk-pci,drive=disk0"});
     std::string netdev = "user,id=net0";
     for (auto [host, guest] : config_.forwards)
@@ -276,7 +308,13 @@ std::string Machine::log_tail(const fs::path& log, uint64_t from) const {
 void Machine::start() {
     stop_all();
     const fs::path& dir = config_.state_dir;
-    if (!config_.disk.empty()) require_file(config_.disk, "disk image");
+    if (!config_.disk.empty()) {
+        require_file(config_.disk, "disk image");
+        const DiskFormat format = detect_disk_format(config_.disk);
+        if (format == DiskFormat::Vhdx || format == DiskFormat::Vmdk)
+            fail("qemu: " + config_.disk.string() + " is a " + (format == DiskFormat::Vhdx ? "VHDX disk (for Hyper-V and Azure Local)" : "VMDK disk (for VMware)") +
+                 "; this machine boots raw and qcow2 disks: boot the disk.raw or disk.qcow2 of the same build");
+    }
     if (!config_.kernel.empty()) require_file(config_.kernel, "kernel");
     if (!config_.initrd.empty()) require_file(config_.initrd, "initrd");
     const std::string code = config_.secure_boot ? ovmf_code_secure : ovmf_code;

@@ -26,8 +26,19 @@
 
 namespace cairn::qemu {
 
+// What a disk image file holds, told by its first bytes, never by its name: qcow2 starts with
+// "QFI\xfb", VHDX with "vhdxfile", a sparse VMDK with "KDMV" (a VMDK descriptor file with
+// "# Disk DescriptorFile"); anything else (a GPT disk, an empty file) is raw.
+enum class DiskFormat { Raw, Qcow2, Vhdx, Vmdk };
+// Throws Error naming the file when it cannot be read.
+DiskFormat detect_disk_format(const std::filesystem::path& image);
+const char* disk_format_name(DiskFormat format);  // "raw", "qcow2", "vhdx", "vmdk": QEMU's names
+
 struct Config {
-    std::filesystem::path disk;          // raw disk image (virtio-blk), used in place (read-write); may be empty
+    // The disk (virtio-blk), used in place (read-write: the guest's writes go into the file): a raw
+    // or qcow2 image, told apart by detect_disk_format. VHDX and VMDK are refused by start(): they
+    // are for Hyper-V and VMware (boot the disk.raw or disk.qcow2 of the same build). May be empty.
+    std::filesystem::path disk;
     std::filesystem::path state_dir;     // NVRAM copy, TPM state, console log, sockets; created; kept across starts
     // true: OVMF_CODE_4M.secboot.fd (SMM) + a copy of OVMF_VARS_4M.snakeoil.fd (Secure Boot on).
     // false: OVMF_CODE_4M.fd + a copy of OVMF_VARS_4M.fd. A state directory keeps the kind it was made with.

@@ -83,10 +83,11 @@ TEST(BuildPipeline, TheContextKnowsEverySlotsRootBeforeTheFirstStage) {
     EXPECT_EQ(c.tree.staging(), dir / "work" / "tree");
 }
 
-TEST(BuildPipeline, TheMinimalRecipeRunsEveryStage) {
+TEST(BuildPipeline, TheMinimalRecipeRunsEveryStageButTheConversions) {
     const auto recipe = test::source_dir() / "recipes/minimal.toml";
     Scratch dir;
     std::vector<std::string> all;
-    for (const Stage& s : build_pipeline()) all.emplace_back(s.name);
+    for (const Stage& s : build_pipeline())
+        if (s.name != "disk-formats") all.emplace_back(s.name);  // only with --format
     EXPECT_EQ(stages_of(recipe, dir / "work"), all);
 }

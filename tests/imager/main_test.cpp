@@ -5,6 +5,10 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "common/file.hpp"
+#include "common/hash.hpp"
 #include "common/subprocess.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
@@ -57,4 +61,46 @@ TEST(CairnMain, InspectSaysWhatItWasGiven) {
     r = run({CAIRN_BINARY, "inspect", "--json", "--trust-anchor", f.trust_anchor.string(), bundle.string()});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("\"trusted\": true"), std::string::npos) << r.out;
+}
+
+// --format: the other disk formats land beside disk.raw and in the manifest; a later build that
+// does not ask for them removes them; an unknown name is a usage error naming the valid ones.
+TEST(CairnMain, BuildWritesTheDiskFormatsAskedFor) {
+    if (!find_program("qemu-img")) GTEST_SKIP() << "qemu-img (package qemu-utils) is not installed";
+    Scratch s;
+    test::write_text(s / "r.toml", R"(name = "t"
+version = "1.0.0"
+compatible = "cairn-test"
+seed = "disk-formats"
+[disk]
+size = "auto"
+partitions = [{ role = "root", size = "16MiB" }, { role = "root-verity" }]
+[kernel]
+enabled = false
+)");
+    const fs::path out = s / "out";
+    RunResult r = run({CAIRN_BINARY, "build", (s / "r.toml").string(), "--quiet", "-o", out.string(), "--format", "qcow2", "--format", "vmdk"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    nlohmann::json formats = nlohmann::json::parse(read_file(out / "manifest.json"))["disk"]["formats"];
+    ASSERT_EQ(formats.size(), 2u) << formats.dump(2);
+    for (const auto& [i, name] : {std::pair{0, "qcow2"}, std::pair{1, "vmdk"}}) {
+        const fs::path file = out / (std::string("disk.") + name);
+        EXPECT_EQ(formats[i]["file"], file.filename().string());
+        ASSERT_TRUE(fs::is_regular_file(file)) << file;
+        EXPECT_EQ(formats[i]["sha256"], sha256_file_hex(file));
+        EXPECT_EQ(run({"qemu-img", "check", "-f", name, file.string()}).exit_code, 0) << file;
+    }
+    EXPECT_FALSE(fs::exists(out / "disk.vhdx"));
+    for (const auto& e : fs::directory_iterator(out)) EXPECT_FALSE(e.path().filename().string().starts_with(".cairn-build")) << e.path();
+
+    r = run({CAIRN_BINARY, "build", (s / "r.toml").string(), "--quiet", "-o", out.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(read_file(out / "manifest.json"))["disk"]["formats"], nlohmann::json::array());
+    EXPECT_FALSE(fs::exists(out / "disk.qcow2")) << "a disk.qcow2 that does not match disk.raw was left";
+    EXPECT_FALSE(fs::exists(out / "disk.vmdk"));
+
+    r = run({CAIRN_BINARY, "build", (s / "r.toml").string(), "--quiet", "-o", (s / "other").string(), "--format", "raw,vdi"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("--format: 'vdi' is not a disk format (valid: raw, qcow2, vhdx, vmdk)"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(s / "other"));
 }

@@ -219,6 +219,49 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 // A boot with Secure Boot on (the default) and a TPM: the marker, the TPM, a port forward, a clear
 // timeout error, then the ACPI power button that the guest answers by powering off.
+// The disk's format comes from its first bytes, never its name, and goes to QEMU's -drive; VHDX
+// and VMDK are refused before anything starts. (No QEMU runs here: only qemu-img.)
+TEST(MachineDiskFormat, ToldByContentAndGivenToQemu) {
+    Scratch dir;
+    const fs::path raw = dir / "image.qcow2";  // raw, whatever its name says
+    run_checked({"truncate", "-s", "8M", raw.string()});
+    run_checked({"sgdisk", "-o", "-n", "1:2048:+2M", raw.string()});
+    EXPECT_EQ(qemu::detect_disk_format(raw), qemu::DiskFormat::Raw);
+    test::write_text(dir / "empty", "");
+    EXPECT_EQ(qemu::detect_disk_format(dir / "empty"), qemu::DiskFormat::Raw);
+    const fs::path qcow2 = dir / "disk.raw", vhdx = dir / "a.img", vmdk = dir / "b.img", flat = dir / "c.img";
+    run_checked({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw.string(), qcow2.string()});
+    run_checked({"qemu-img", "convert", "-f", "raw", "-O", "vhdx", raw.string(), vhdx.string()});
+    run_checked({"qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw.string(), vmdk.string()});
+    run_checked({"qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", flat.string(), "1M"});
+    EXPECT_EQ(qemu::detect_disk_format(qcow2), qemu::DiskFormat::Qcow2);
+    EXPECT_EQ(qemu::detect_disk_format(vhdx), qemu::DiskFormat::Vhdx);
+    EXPECT_EQ(qemu::detect_disk_format(vmdk), qemu::DiskFormat::Vmdk);
+    EXPECT_EQ(qemu::detect_disk_format(flat), qemu::DiskFormat::Vmdk);
+    test::expect_error([&] { qemu::detect_disk_format(dir / "none"); }, {(dir / "none").string()});
+
+    auto drive_of = [&](const fs::path& disk) {
+        qemu::Config c;
+        c.disk = disk;
+        c.state_dir = dir / "state";
+        for (const std::string& arg : qemu::Machine(c).qemu_command())
+            if (arg.starts_with("if=none,id=disk0,")) return arg;
+        return std::string("(no disk0 drive)");
+    };
+    EXPECT_EQ(drive_of(qcow2), "if=none,id=disk0,format=qcow2,file=" + qcow2.string());  // read-write: no snapshot, no readonly
+    EXPECT_EQ(drive_of(raw), "if=none,id=disk0,format=raw,file=" + raw.string());
+
+    for (const auto& [disk, says] : {std::pair{vhdx, "VHDX"}, std::pair{vmdk, "VMDK"}}) {
+        qemu::Config c;
+        c.disk = disk;
+        c.state_dir = dir / "refused";
+        qemu::Machine m(c);
+        test::expect_error([&] { m.start(); }, {disk.string(), says, "boots raw and qcow2 disks"});
+        EXPECT_FALSE(m.running());
+        EXPECT_FALSE(fs::exists(dir / "refused")) << "a refused disk left a state directory";
+    }
+}
+
 TEST(MachineDirect, BootsWithATpmForwardsAPortTimesOutClearlyAndPowersOff) {
     Scratch dir;
     qemu::Config c = direct_boot(dir / "state", "idle");
