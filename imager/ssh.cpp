@@ -101,27 +101,30 @@ std::string sshd_config(const Recipe::Ssh& ssh) {
     return c;
 }
 
+std::string ssh_keygen_script() {
+    return "#!/bin/sh\n"
+           "# SSH host keys of a Cairn image (written by `cairn build` from the recipe's [ssh]): made on\n"
+           "# the first boot on the data partition, never baked into an image.\n"
+           "set -e\n"
+           "keys=/var/lib/cairn/ssh\n"
+           "mkdir -p /run/sshd $keys\n"
+           "chmod 0700 $keys\n"
+           "for type in ed25519 ecdsa; do\n"
+           "  key=$keys/ssh_host_${type}_key\n"
+           "  [ -s $key ] && [ -s $key.pub ] && continue\n"
+           "  # Under a temporary name, then renamed: a power cut never leaves half a key.\n"
+           "  rm -f $key.new $key.new.pub\n"
+           "  /usr/bin/ssh-keygen -q -t $type -N '' -C \"host key of $(hostname)\" -f $key.new\n"
+           "  sync\n"
+           "  mv $key.new.pub $key.pub\n"
+           "  mv $key.new $key\n"
+           "  sync\n"
+           "  echo \"cairn: made the SSH host key $key\"\n"
+           "done\n";
+}
+
 std::string sshd_run_script(const Recipe::Ssh& ssh) {
-    std::string s =
-        "#!/bin/sh\n"
-        "# sshd of a Cairn image (written by `cairn build` from the recipe's [ssh]). The host keys are\n"
-        "# made on the first boot on the data partition, never baked into an image.\n"
-        "set -e\n"
-        "keys=/var/lib/cairn/ssh\n"
-        "mkdir -p /run/sshd $keys\n"
-        "chmod 0700 $keys\n"
-        "for type in ed25519 ecdsa; do\n"
-        "  key=$keys/ssh_host_${type}_key\n"
-        "  [ -s $key ] && [ -s $key.pub ] && continue\n"
-        "  # Under a temporary name, then renamed: a power cut never leaves half a key.\n"
-        "  rm -f $key.new $key.new.pub\n"
-        "  /usr/bin/ssh-keygen -q -t $type -N '' -C \"host key of $(hostname)\" -f $key.new\n"
-        "  sync\n"
-        "  mv $key.new.pub $key.pub\n"
-        "  mv $key.new $key\n"
-        "  sync\n"
-        "  echo \"cairn: made the SSH host key $key\"\n"
-        "done\n";
+    std::string s = ssh_keygen_script();
     if (ssh.vsock)
         s += "# AF_VSOCK port 22 (sshd has no vsock code: one `sshd -i` per connection), where the kernel has it.\n"
              "for m in vsock vsock_loopback vmw_vsock_virtio_transport hv_sock; do modprobe -q $m 2>/dev/null || true; done\n"

@@ -26,6 +26,10 @@ inline constexpr const char* host_keys = "/var/lib/cairn/ssh";                 /
 // sshd_config of an image: keys and certificates only, root by key only.
 std::string sshd_config(const Recipe::Ssh& ssh);
 
+// Makes the host keys on the first boot (written under a temporary name and renamed, so a power
+// cut never leaves half a key); the start of sshd_run_script, and systemd images' keygen unit.
+std::string ssh_keygen_script();
+
 // The start script (/usr/lib/cairn/sshd-run): makes the host keys on the first boot (written
 // under a temporary name and renamed, so a power cut never leaves half a key), starts the vsock
 // listener where the kernel has vsock, then runs sshd in the foreground.
