@@ -123,7 +123,7 @@ constexpr const char* cc_families[] = {"cc-by", "cc-by-sa", "cc-by-nd", "cc-by-n
 constexpr const char* cc_versions[] = {"1.0", "2.0", "2.5", "3.0", "4.0"};
 
 constexpr std::pair<const char*, const char*> unversioned[] = {
-    {"expat", "MIT"}, {"mit", "MIT"}, {"isc", "ISC"}, {"zlib", "Zlib"},
+    {"expat", "MIT"}, {"mit", "MIT"}, {"isc", "ISC"}, {"zlib", "Zlib"}, {"cc0", "CC0-1.0"},
     {"bsd-2-clause", "BSD-2-Clause"}, {"bsd-3-clause", "BSD-3-Clause"}, {"bsd-4-clause", "BSD-4-Clause"},
     {"0bsd", "0BSD"}, {"w3c", "W3C"}, {"x11", "X11"}, {"openssl", "OpenSSL"}, {"curl", "curl"},
     {"unlicense", "Unlicense"}, {"wtfpl", "WTFPL"}, {"libpng", "Libpng"}, {"ijg", "IJG"},
@@ -217,18 +217,19 @@ Parsed parse_expression(std::string_view value) {
         std::string term;
         bool in_with = false;
         auto end_term = [&] {
+            if (in_with && term.size() >= 5 && term.compare(term.size() - 5, 5, " with") == 0) return false;  // "with" and no exception
             std::string id = in_with ? license_ref(term) : spdx_license_id(term).value_or(license_ref(term));
             result.names.push_back(term);
             body += id;
             ++terms;
             term.clear();
             in_with = false;
+            return true;
         };
         for (; i < words.size(); ++i) {
             std::string l = lower(words[i]);
             if (l == "and" || l == "or") {
-                if (expect_term) return result;
-                end_term();
+                if (expect_term || !end_term()) return result;
                 body += l == "and" ? " AND " : " OR ";
                 if (l == "or") result.has_or = true;
                 expect_term = true;
@@ -244,8 +245,7 @@ Parsed parse_expression(std::string_view value) {
                 expect_term = false;
             }
         }
-        if (expect_term) return result;  // empty, or ends with an operator
-        end_term();
+        if (expect_term || !end_term()) return result;  // empty, or ends with an operator
         if (result.names.size() > max_terms) return result;
         if (s == 0) {
             expression = body;
@@ -722,8 +722,8 @@ std::vector<DebPackage> parse_dpkg_status(std::string_view status_text, const st
         }
         names.erase(e.package.name);
         e.package.depends.assign(names.begin(), names.end());
-        result.push_back(std::move(e.package));
     }
+    for (auto& e : entries) result.push_back(std::move(e.package));
     return result;
 }
 
