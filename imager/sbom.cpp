@@ -640,7 +640,8 @@ nlohmann::json to_cyclonedx(const Bom& bom) {
     };
 }
 
-std::string to_cyclonedx_text(const Bom& bom) { return to_cyclonedx(bom).dump(2) + "\n"; }
+// Names and texts from packages need not be UTF-8: invalid bytes become U+FFFD rather than an exception.
+std::string to_cyclonedx_text(const Bom& bom) { return to_cyclonedx(bom).dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
 
 std::vector<DebPackage> parse_dpkg_status(std::string_view status_text, const std::string& what) {
     if (status_text.size() > max_status_bytes) fail(what + ": larger than " + std::to_string(max_status_bytes) + " bytes");

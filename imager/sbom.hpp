@@ -137,7 +137,9 @@ std::string purl(const DebPackage& package, std::string_view distro = {});
 // or version, a sha256 that is not 64 hex digits, two packages with the same name and architecture.
 nlohmann::json to_cyclonedx(const Bom& bom);
 
-// The document as written to the file (2-space indent, trailing newline).
+// The document as written to the file (2-space indent, trailing newline). Strings from packages
+// (names, maintainers, licence texts) need not be valid UTF-8: dump to_cyclonedx()'s json with
+// error_handler_t::replace, as this does, or it throws.
 std::string to_cyclonedx_text(const Bom& bom);
 
 // The packages dpkg's status file lists as installed ("install ok installed"), with Source,

@@ -385,6 +385,20 @@ TEST(ToCycloneDx, SameInputSameBytesAndTheSerialFollowsTheBuild) {
     EXPECT_NE(to_cyclonedx(bom)["serialNumber"], serial);
 }
 
+TEST(ToCycloneDx, InvalidUtf8FromAPackageIsReplacedNotAnException) {
+    // Found by fuzz/copyright: a licence name and text that are not UTF-8 made the JSON writer throw.
+    Bom bom;
+    bom.image = test_image();
+    DebPackage p{.name = "x", .version = "1", .architecture = "all", .maintainer = "M\xe9ller <m@example.org>"};
+    p.license = parse_copyright(std::string(dep5) + "\nFiles: *\nLicense: Exp\xffOt\n\nLicense: Exp\xffOt\n caf\xe9\n");
+    ASSERT_TRUE(p.license.expression);
+    bom.packages = {p};
+    std::string text = to_cyclonedx_text(bom);
+    json doc = json::parse(text);
+    EXPECT_EQ(doc["components"][0]["publisher"], "M\xef\xbf\xbdller <m@example.org>");
+    EXPECT_EQ(doc["components"][0]["licenses"][0]["license"]["text"]["content"], "caf\xef\xbf\xbd\n");
+}
+
 TEST(ToCycloneDx, RefusesInputThatWouldMakeAWrongBom) {
     Bom bom;
     bom.image = test_image();
