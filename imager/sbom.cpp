@@ -732,7 +732,7 @@ std::vector<DebPackage> read_installed_packages(const fs::path& root) {
     std::string why;
     std::string what = (root / "var/lib/dpkg/status").string();
     UniqueFd fd = open_in_root(root, "var/lib/dpkg/status", why);
-    if (!fd) fail("SBOM: " + why + " (in " + root.string() + ")");
+    if (!fd) fail(what + ": " + why);
     std::string text;
     if (!read_capped(fd.get(), max_status_bytes, text, why)) fail(what + ": " + why);
     auto packages = parse_dpkg_status(text, what);

@@ -335,6 +335,21 @@ TEST(ParseDpkgStatus, InstalledPackagesWithResolvedDependencies) {
     test::expect_error([] { parse_dpkg_status("Package: x\nStatus: install ok installed\n", "STATUS"); }, {"STATUS", "'x'", "Version"});
 }
 
+TEST(ReadInstalledPackages, StatusAndLicencesFromAStagedTree) {
+    Scratch dir;
+    auto root = dir / "root";
+    test::expect_error([&] { read_installed_packages(root); }, {"var/lib/dpkg/status", root.string()});
+    test::write_text(root / "var/lib/dpkg/status",
+                     "Package: hello\nStatus: install ok installed\nVersion: 2.10-3\nArchitecture: amd64\nDepends: libc6\n\n"
+                     "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n");
+    test::write_text(root / "usr/share/doc/hello/copyright", std::string(dep5) + "\nFiles: *\nLicense: GPL-3+\n");
+    auto packages = read_installed_packages(root);
+    ASSERT_EQ(packages.size(), 2u);
+    EXPECT_EQ(packages[0].license.expression.value_or(packages[0].license.reason), "GPL-3.0-or-later");
+    EXPECT_EQ(packages[0].depends, std::vector<std::string>{"libc6"});
+    EXPECT_FALSE(packages[1].license.expression);  // no copyright file in the tree (the host's is not read)
+}
+
 // ---- the document ----
 
 TEST(ToCycloneDx, PurlsChecksumsLicencesAndDependencies) {
