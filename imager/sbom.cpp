@@ -482,13 +482,15 @@ LicenseInfo parse_copyright(std::string_view text) {
     LicenseInfo info;
     std::vector<std::string> seen;   // distinct SPDX expressions of the paragraphs
     std::vector<bool> seen_or;
+    std::set<std::string> seen_set;
     std::set<std::string> term_seen;
     for (const Field* f : expressions) {
         Parsed parsed = parse_expression(f->first);
         if (!parsed.ok) return no_assertion("License '" + f->first.substr(0, 80) + "' does not parse");
-        if (std::find(seen.begin(), seen.end(), parsed.spdx) == seen.end()) {
+        if (seen_set.insert(parsed.spdx).second) {
             seen.push_back(parsed.spdx);
             seen_or.push_back(parsed.has_or);
+            if (seen.size() > max_terms) return no_assertion("more than " + std::to_string(max_terms) + " different License fields");
         }
         for (const auto& name : parsed.names) {
             LicenseTerm term;

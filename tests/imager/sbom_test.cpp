@@ -228,6 +228,11 @@ TEST(ParseCopyright, BadLicenseFieldsAreNoAssertionNotACrash) {
     std::string many = "MIT";
     for (int i = 0; i < 400; ++i) many += " and L" + std::to_string(i);
     EXPECT_FALSE(parse_copyright(std::string(dep5) + "\nFiles: *\nLicense: " + many + "\n").expression);
+    // Too many different License fields over few names (each distinct pair is a new expression).
+    std::string fields = dep5;
+    for (int a = 0; a < 20; ++a)
+        for (int b = 0; b < 20; ++b) fields += "\nFiles: f\nLicense: L" + std::to_string(a) + " and L" + std::to_string(b) + "\n";
+    EXPECT_FALSE(parse_copyright(fields).expression);
     // No Files paragraph, no header licence.
     EXPECT_FALSE(parse_copyright(std::string(dep5) + "\nLicense: MIT\n text\n").expression);
     // Binary junk, NUL bytes, lone continuation lines, CRLF.
