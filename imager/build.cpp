@@ -99,6 +99,7 @@ const std::vector<Stage>& build_pipeline() {
         {"initrd", boots, [](const BuildContext&) { return std::string("Building the initrd"); }, stages::initrd},
         {"device-files", nullptr, nullptr, stages::device_files},
         {"check-libraries", nullptr, nullptr, stages::check_libraries},
+        {"sbom", nullptr, nullptr, stages::sbom},
         {"root-filesystem", nullptr,
          [](const BuildContext& c) {
              return "Making the " + c.recipe.rootfs.filesystem + " root filesystem (" + std::to_string(c.tree.entries().size()) + " entries)";

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -21,6 +22,7 @@
 #include "imager/filesystem.hpp"
 #include "imager/initrd.hpp"
 #include "imager/provisioning.hpp"
+#include "imager/sbom.hpp"
 #include "imager/ssh.hpp"
 #include "imager/uki.hpp"
 #include "imager/update.hpp"
@@ -91,7 +93,7 @@ void add_host_tree(Tree& tree, const fs::path& dir, const std::string& dest, con
 }
 
 struct KernelResult {
-    std::string package, version, release;
+    std::string package, version, architecture, release;
     fs::path deb;
     std::string sha256;
 };
@@ -102,7 +104,7 @@ KernelResult add_kernel(Tree& tree, const Recipe::Kernel& k, const fs::path& cac
     fs::path deb = k.deb.empty() ? fetch_deb(k.package, cache, k.where + ".package") : k.deb;
     for (int depth = 0; depth < 3; ++depth) {
         DebInfo info = read_deb_info(deb);
-        KernelResult result{info.package, info.version, "", deb, sha256_file_hex(deb)};
+        KernelResult result{info.package, info.version, info.architecture, "", deb, sha256_file_hex(deb)};
         ExtractOptions options;
         options.map = [](const std::string& name) -> std::optional<std::string> {
             if (name.starts_with("lib/modules/") || name.starts_with("usr/lib/modules/") || name == "lib/modules" || name == "usr/lib/modules")
@@ -164,6 +166,7 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
             DebInfo info = extract_deb(deb, tree, o);
             input["package"] = info.package;
             input["version"] = info.version;
+            input["architecture"] = info.architecture;
             input["source"] = deb.filename().string();
             input["sha256"] = sha256_file_hex(deb);
             break;
@@ -255,7 +258,7 @@ void kernel(BuildContext& c) {
     c.kernel = {{"package", k.package}, {"version", k.version}, {"release", k.release}, {"vmlinuz", outputs::vmlinuz},
                 {"vmlinuz_sha256", sha256_file_hex(vmlinuz)}};
     c.inputs.push_back({{"step", "kernel"}, {"type", "deb"}, {"package", k.package}, {"version", k.version},
-                        {"source", k.deb.filename().string()}, {"sha256", k.sha256}});
+                        {"architecture", k.architecture}, {"source", k.deb.filename().string()}, {"sha256", k.sha256}});
     c.artifacts.push_back(vmlinuz);
     c.tree.sync_with_staging();  // depmod's files
 }
@@ -295,24 +298,71 @@ void device_files(BuildContext& c) {
         c.progress->note("Adding sshd");
         for (json& in : add_ssh_files(c.tree, recipe, c.cache, c.work)) c.inputs.push_back(std::move(in));
     }
+    // From what went in, not from where it was: host paths (the recipe's folder, step locations)
+    // stay out, so a build elsewhere or by someone else gives the same id and the same root.
+    json content = json::array();
+    for (const json& in : c.inputs) {
+        json item = in;
+        for (const char* host_key : {"recipe", "step", "source"}) item.erase(host_key);
+        content.push_back(item);
+    }
+    c.build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(c.epoch))).substr(0, 16);
     if (recipe.update.enabled) {
         c.progress->note("Adding the updater");
-        // From what went in, not from where it was: host paths (the recipe's folder, step locations)
-        // stay out, so a build elsewhere or by someone else gives the same id and the same root.
-        json content = json::array();
-        for (const json& in : c.inputs) {
-            json item = in;
-            for (const char* host_key : {"recipe", "step", "source"}) item.erase(host_key);
-            content.push_back(item);
-        }
-        std::string build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(c.epoch))).substr(0, 16);
-        json release = add_update_files(c.tree, recipe, build_id, c.epoch);
-        c.update = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", build_id}, {"etc", release["etc"]},
+        json release = add_update_files(c.tree, recipe, c.build_id, c.epoch);
+        c.update = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", c.build_id}, {"etc", release["etc"]},
                     {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
     }
 }
 
 void check_libraries(BuildContext& c) { fail_on_missing_libraries(c.tree, c.recipe); }
+
+void sbom(BuildContext& c) {
+    sbom::Bom bom;
+    bom.image = {c.recipe.name, c.recipe.version, c.build_id, c.epoch, cairn::version(), "debian-12"};
+    // Debian packages: those dpkg installed (its status file, with their .debs' sha256 from the
+    // lock), then those unpacked by deb steps, the kernel and sshd's.
+    const auto& locked = c.deb_sha256;
+    std::set<std::string> listed;
+    std::error_code ec;
+    if (fs::exists(c.tree.staging() / "var/lib/dpkg/status", ec)) {
+        for (auto& p : sbom::read_installed_packages(c.tree.staging())) {
+            if (auto it = locked.find({p.name, p.architecture}); it != locked.end()) p.sha256 = it->second;
+            listed.insert(p.name);
+            bom.packages.push_back(std::move(p));
+        }
+    }
+    for (const json& in : c.inputs) {
+        if (!in.contains("package") || !in.contains("version") || !in.contains("sha256")) continue;
+        sbom::DebPackage p;
+        p.name = in["package"];
+        if (!listed.insert(p.name).second) continue;
+        p.version = in["version"];
+        p.architecture = in.value("architecture", "amd64");
+        p.sha256 = in["sha256"];
+        p.license = sbom::read_package_license(c.tree.staging(), p.name);
+        bom.packages.push_back(std::move(p));
+    }
+    // Cairn's own programs, as they are in the image.
+    for (const char* path : {"/usr/sbin/cairn-firewall", "/usr/sbin/cairn-updated", "/usr/sbin/cairn-provisiond", "/usr/bin/cairnctl",
+                             "/usr/lib/cairn/cairnctl-provision"}) {
+        auto m = c.tree.meta(path);
+        if (!m || !S_ISREG(m->mode)) continue;
+        bom.programs.push_back({fs::path(path).filename().string(), path, cairn::version(), sha256_file_hex(c.tree.host(path))});
+    }
+    if (c.initrd.is_object())
+        bom.programs.push_back({"cairn-init", "/init (initrd)", cairn::version(), c.initrd["cairn_init_sha256"].get<std::string>()});
+    // The files the recipe adds.
+    for (const json& in : c.inputs) {
+        if (in.contains("path") && in.contains("sha256") && in["path"].is_string()) bom.files.push_back({in["path"], in["sha256"]});
+        if (in.contains("libraries"))  // a host-exec step's libraries, from the build host
+            for (const json& lib : in["libraries"]) bom.files.push_back({lib["path"], lib["sha256"]});
+    }
+    const fs::path file = c.work / sbom::output_name;
+    write_file_atomic(file, sbom::to_cyclonedx_text(bom));
+    c.sbom = {{"file", sbom::output_name}, {"format", "CycloneDX 1.5"}, {"packages", bom.packages.size()}, {"sha256", sha256_file_hex(file)}};
+    c.artifacts.push_back(file);
+}
 
 void root_filesystem(BuildContext& c) {
     const partitions::Partition& root_part = c.layout.get(c.layout.slots().empty() ? "root" : "root_a");
@@ -483,6 +533,7 @@ void manifest(BuildContext& c) {
     m["kernel"] = c.kernel;
     m["initrd"] = c.initrd;
     m["uki"] = recipe.boot.enabled ? c.uki : json(nullptr);
+    m["sbom"] = c.sbom;
     m["inputs"] = c.inputs;
 }
 

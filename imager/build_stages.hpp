@@ -44,12 +44,15 @@ struct BuildContext {
     Progress* progress = nullptr;
 
     // What the stages make, in the order they make it.
-    Tree tree;                                // root-tree, kernel, device-files
+    Tree tree;                                // packages, root-tree, kernel, device-files
+    std::map<std::pair<std::string, std::string>, std::string> deb_sha256;  // packages: (name, architecture) -> its .deb's sha256
     nlohmann::json inputs = nlohmann::json::array();  // every input, for the manifest and the build id
     nlohmann::json kernel = nullptr;          // kernel: package, version, release, vmlinuz
     nlohmann::json initrd = nullptr;          // initrd
     std::string os_release;                   // device-files: /etc/os-release, also the UKIs' .osrel
+    std::string build_id;                     // device-files: from every input, the version and the epoch
     nlohmann::json update = nullptr;          // device-files: what updates need to know (manifest "update")
+    nlohmann::json sbom = nullptr;            // sbom: sbom.cdx.json
     fs::path rootfs_image;                    // root-filesystem
     uint64_t rootfs_size = 0;
     Uuid rootfs_uuid;
@@ -88,6 +91,7 @@ void kernel(BuildContext& c);           // the kernel package: modules into the 
 void initrd(BuildContext& c);           // cairn-init and the kernel modules it needs
 void device_files(BuildContext& c);     // os-release, firewall, provisioning, sshd, updater
 void check_libraries(BuildContext& c);  // every program in the tree can be loaded
+void sbom(BuildContext& c);             // sbom.cdx.json: packages, Cairn's programs, the recipe's files
 void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or ext4)
 void verity(BuildContext& c);           // a dm-verity hash tree per slot; names the root partitions
 void ukis(BuildContext& c);             // a signed unified kernel image per slot

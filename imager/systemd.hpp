@@ -1,0 +1,53 @@
+// Images whose init is systemd (a Debian package set with systemd-sysv): Cairn's device programs
+// as systemd units, the trial-boot check on boot-complete.target, the `ready` line, the journal,
+// the network, and /var on a read-only root.
+//
+// What the units do, in boot order:
+//   cairn-firewall.service   before network-pre.target; systemd-networkd requires it, so the
+//                            network never comes up without a loaded ruleset
+//   systemd-networkd         DHCP on every Ethernet interface (80-cairn-dhcp.network)
+//   cairn-ssh-keygen.service host keys on the data partition on the first boot, before ssh.service
+//   cairn-updated.service    the update daemon (D-Bus); judges a trial boot by boot-complete.target
+//   cairn-provisiond.service the provisioning agent
+//   cairn-ready.service      after multi-user.target: `cairn: ready slot=... version=... root=...`
+//   boot-complete.target     reached when every unit ordered before it worked:
+//                            systemd-boot-check-no-failures.service (no failed unit) and the firewall
+//   cairn-boot-complete.service  after boot-complete.target: /run/cairn/boot-complete, which
+//                            cairn-updated waits for to commit a trial boot
+#pragma once
+
+#include <string>
+
+#include "imager/recipe.hpp"
+#include "imager/tree.hpp"
+
+namespace cairn::imager {
+
+namespace systemd_paths {
+inline constexpr const char* systemd = "/usr/lib/systemd/systemd";
+inline constexpr const char* units = "/usr/lib/systemd/system";
+inline constexpr const char* ready = "/usr/lib/cairn/ready";
+inline constexpr const char* ssh_keygen = "/usr/lib/cairn/ssh-keygen";
+inline constexpr const char* factory_var = "/usr/share/factory/var";
+inline constexpr const char* dpkg_database = "/usr/lib/cairn/dpkg";  // cairn-init binds it on /var/lib/dpkg
+inline constexpr const char* var_tmpfiles = "/usr/lib/tmpfiles.d/cairn-var.conf";
+}  // namespace systemd_paths
+
+// Whether the tree's init is systemd: it has /usr/lib/systemd/systemd.
+bool runs_systemd(const Tree& tree);
+
+// Adds the units above for what the recipe enables ([firewall], [update], [ssh], [provisioning]),
+// the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them.
+void add_systemd_units(Tree& tree, const Recipe& recipe);
+
+// The script behind cairn-ready.service.
+std::string ready_script();
+
+// /var of an installed package set, for a root that is read-only with /var on the data partition:
+// the dpkg database goes to /usr/lib/cairn/dpkg (the running slot's, never a stale copy), the rest
+// to /usr/share/factory/var, and a tmpfiles.d file copies each of its entries into /var when it is
+// missing there (on the first boot, and for what a new version adds). Works on the staging folder;
+// call Tree::sync_with_staging after it. Returns the number of entries seeded.
+size_t move_var_to_factory(const std::filesystem::path& staging);
+
+}  // namespace cairn::imager
