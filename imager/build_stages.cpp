@@ -23,6 +23,7 @@
 #include "imager/initrd.hpp"
 #include "imager/provisioning.hpp"
 #include "imager/sbom.hpp"
+#include "imager/systemd.hpp"
 #include "imager/ssh.hpp"
 #include "imager/uki.hpp"
 #include "imager/update.hpp"
@@ -250,6 +251,7 @@ namespace stages {
 void root_tree(BuildContext& c) {
     c.inputs.push_back({{"recipe", c.options.recipe.string()}, {"sha256", sha256_file_hex(c.options.recipe)}});
     for (const auto& s : c.recipe.rootfs.steps) apply_step(c.tree, s, c.cache, c.inputs);
+    c.systemd = runs_systemd(c.tree);
 }
 
 void kernel(BuildContext& c) {
@@ -312,6 +314,10 @@ void device_files(BuildContext& c) {
         json release = add_update_files(c.tree, recipe, c.build_id, c.epoch);
         c.update = {{"compatible", recipe.compatible}, {"version", recipe.version}, {"build_id", c.build_id}, {"etc", release["etc"]},
                     {"trust_anchor", read_file(recipe.update.trust_anchor)}};  // what `cairn bundle` checks signers against
+    }
+    if (c.systemd) {
+        c.progress->note("Adding the systemd units");
+        add_systemd_units(c.tree, recipe);
     }
 }
 
@@ -419,6 +425,8 @@ void ukis(BuildContext& c) {
         if (recipe.boot.log_mount != "/var/log") cmdline += " cairn.log=" + recipe.boot.log_mount;
         if (recipe.boot.init != "/sbin/init") cmdline += " cairn.init=" + recipe.boot.init;
         if (recipe.boot.debug) cmdline += " cairn.debug=shell";
+        // cairn-init mounted every partition: systemd must not mount partitions it finds by type.
+        if (c.systemd) cmdline += " systemd.gpt_auto=0";
         cmdline += " panic=10";
         if (!recipe.boot.cmdline.empty()) cmdline += " " + recipe.boot.cmdline;
         UkiParts parts;

@@ -45,6 +45,7 @@ struct BuildContext {
 
     // What the stages make, in the order they make it.
     Tree tree;                                // packages, root-tree, kernel, device-files
+    bool systemd = false;                     // packages: the tree's init is systemd (imager/systemd.hpp)
     std::map<std::pair<std::string, std::string>, std::string> deb_sha256;  // packages: (name, architecture) -> its .deb's sha256
     nlohmann::json inputs = nlohmann::json::array();  // every input, for the manifest and the build id
     nlohmann::json kernel = nullptr;          // kernel: package, version, release, vmlinuz

@@ -154,11 +154,16 @@ nlohmann::json add_ssh_files(Tree& tree, const Recipe& recipe, const fs::path& c
     const fs::path keygen = host_program("ssh-keygen", "openssh-client", what);  // checks the keys on the build host
     for (const char* d : {"/usr", "/usr/sbin", "/usr/bin", "/usr/lib", "/usr/lib/cairn", "/etc", "/etc/ssh", ssh_paths::authorized_keys_dir})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
-    add_host_executable(tree, program_from_deb("openssh-server", "usr/sbin/sshd", cache, work_dir / "sshd", what, inputs), ssh_paths::sshd,
-                        exec, what + ": sshd");
-    add_host_executable(tree, program_from_deb("openssh-client", "usr/bin/ssh-keygen", cache, work_dir / "ssh-keygen", what, inputs),
-                        ssh_paths::keygen, exec, what + ": ssh-keygen");
-    if (ssh.vsock) add_host_executable(tree, host_program("socat", "socat", what), ssh_paths::socat, exec, what + ": socat");
+    // Debian's openssh-server package, when installed, brings sshd and its systemd unit; else the
+    // two programs come out of the packages, and socat serves vsock.
+    const bool packaged = tree.meta(tree.resolve(ssh_paths::sshd, what)).has_value();
+    if (!packaged) {
+        add_host_executable(tree, program_from_deb("openssh-server", "usr/sbin/sshd", cache, work_dir / "sshd", what, inputs), ssh_paths::sshd,
+                            exec, what + ": sshd");
+        add_host_executable(tree, program_from_deb("openssh-client", "usr/bin/ssh-keygen", cache, work_dir / "ssh-keygen", what, inputs),
+                            ssh_paths::keygen, exec, what + ": ssh-keygen");
+        if (ssh.vsock) add_host_executable(tree, host_program("socat", "socat", what), ssh_paths::socat, exec, what + ": socat");
+    }
 
     for (const auto& [user, files] : ssh.authorized_keys) {
         std::string keys;
@@ -173,7 +178,7 @@ nlohmann::json add_ssh_files(Tree& tree, const Recipe& recipe, const fs::path& c
         inputs.push_back({{"ssh_user_ca_keys", true}, {"sha256", sha256_file_hex(ssh.trusted_user_ca_keys)}});
     }
     tree.add_file(ssh_paths::config, sshd_config(ssh), Meta{0, 0, 0600}, what);
-    tree.add_file(ssh_paths::run, sshd_run_script(ssh), exec, what);
+    if (!packaged) tree.add_file(ssh_paths::run, sshd_run_script(ssh), exec, what);
     return inputs;
 }
 

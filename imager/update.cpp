@@ -89,10 +89,12 @@ json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
     add_cairn_program(tree, find_cairn_program("cairn-updated", "updater"), update_paths::updated, exec, what + ": cairn-updated");
     add_cairn_program(tree, find_cairn_program("cairnctl", "cairnctl"), update_paths::cairnctl, exec, what + ": cairnctl");
-    auto dbus = find_program("dbus-daemon");
-    if (!dbus) fail(what + ": dbus-daemon not found on the build host (it goes into the image; see scripts/install-deps)");
-    add_host_executable(tree, *dbus, update_paths::dbus_daemon, exec, what + ": dbus-daemon");
-    tree.add_file(update_paths::dbus_config, bus_config, file, what);
+    if (!tree.meta(tree.resolve(update_paths::dbus_daemon, what))) {  // else Debian's dbus package brought it, and its own system bus
+        auto dbus = find_program("dbus-daemon");
+        if (!dbus) fail(what + ": dbus-daemon not found on the build host (it goes into the image; see scripts/install-deps)");
+        add_host_executable(tree, *dbus, update_paths::dbus_daemon, exec, what + ": dbus-daemon");
+        tree.add_file(update_paths::dbus_config, bus_config, file, what);
+    }
     tree.add_file(update_paths::dbus_policy, updater_policy, file, what);
     tree.add_file_copy(update_paths::trust_anchor, recipe.update.trust_anchor, file, what);
 

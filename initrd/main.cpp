@@ -353,6 +353,29 @@ void lay_overlays() {
     }
 }
 
+// Debian images keep the dpkg database of their packages in the verity root, at
+// /usr/lib/cairn/dpkg (the imager moves it there): bound read-only on /var/lib/dpkg, `dpkg -l` on
+// the device reads the running slot's own, also right after an update. systemd's journal goes to
+// the log partition when that is mounted elsewhere than /var/log.
+void bind_image_state(const std::string& log_mount) {
+    const fs::path root = sysroot;
+    std::error_code ec;
+    if (fs::is_directory(root / "usr/lib/cairn/dpkg", ec)) {
+        const fs::path target = root / "var/lib/dpkg";
+        do_mount((root / "usr/lib/cairn/dpkg").string(), target, "", MS_BIND);
+        do_mount("", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY);
+    }
+    if (log_mount != "/var/log" && fs::exists(root / "usr/lib/systemd/systemd-journald", ec)) {
+        const fs::path journal = root / log_mount.substr(1) / "journal", target = root / "var/log/journal";
+        try {  // without a log partition (degraded), the journal stays on /var
+            make_dir(journal);
+            do_mount(journal.string(), target, "", MS_BIND);
+        } catch (const Error& e) {
+            say(std::string("the journal stays on /var: ") + e.what());
+        }
+    }
+}
+
 [[noreturn]] void switch_root(const std::string& init) {
     for (const char* api : {"/dev", "/proc", "/sys", "/run"}) do_mount(api, fs::path(sysroot) / (api + 1), "", MS_MOVE);
     if (::chdir(sysroot) != 0) fail_errno("entering " + std::string(sysroot));
@@ -413,6 +436,7 @@ int main() {
         }
         if (!have_var) say("device state, SSH host keys and changes to /etc are not kept until the data partition is repaired");
         lay_overlays();
+        bind_image_state(o.log_mount);
 
         say("root " + to_hex(o.root_hash).substr(0, 16) + "... verified; switching to " + o.init + " at " +
             std::to_string(uptime()).substr(0, 5) + " s (" + std::to_string(static_cast<int>((uptime() - started) * 1000)) + " ms in cairn-init)");

@@ -1,0 +1,336 @@
+#include "imager/systemd.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "imager/provisioning.hpp"
+#include "imager/ssh.hpp"
+#include "imager/update.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const Meta file_meta{0, 0, 0644}, exec_meta{0, 0, 0755}, dir_meta{0, 0, 0755}, link_meta{0, 0, 0777};
+
+constexpr const char* firewall_unit = R"([Unit]
+Description=Cairn firewall: inbound SSH only, brute-force sources blocked
+Documentation=file:/etc/cairn/firewall.toml
+# Before any interface is up: systemd-networkd requires this unit (drop-in
+# systemd-networkd.service.d/cairn-firewall.conf), so without a ruleset the network stays down.
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target boot-complete.target
+After=systemd-modules-load.service local-fs.target
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/cairn-firewall apply --boot
+# 3: the policy was refused and the built-in lockdown (inbound SSH only) is loaded instead.
+SuccessExitStatus=3
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=sysinit.target
+RequiredBy=boot-complete.target
+)";
+
+constexpr const char* networkd_needs_firewall = R"(# Cairn: no network without the firewall's ruleset.
+[Unit]
+Requires=cairn-firewall.service
+After=cairn-firewall.service
+)";
+
+constexpr const char* firewall_modules = "# Cairn's firewall (nftables, connection tracking, rate limits).\nnf_tables\nnft_ct\nnft_limit\n";
+
+constexpr const char* updated_unit = R"([Unit]
+Description=Cairn updater: signed A/B updates, trial boots, rollback
+Requires=dbus.socket
+After=dbus.socket local-fs.target
+
+[Service]
+Type=dbus
+BusName=org.cairn.Updater1
+ExecStart=/usr/sbin/cairn-updated
+Restart=on-failure
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+)";
+
+constexpr const char* provisiond_unit = R"([Unit]
+Description=Cairn provisioning agent (DPS)
+Wants=network.target
+After=network.target cairn-firewall.service
+
+[Service]
+ExecStart=/usr/lib/cairn/provisiond-run
+Restart=on-failure
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+)";
+
+constexpr const char* ssh_keygen_unit = R"([Unit]
+Description=Cairn: SSH host keys on the data partition (made on the first boot)
+After=local-fs.target
+Before=ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/lib/cairn/ssh-keygen
+StandardOutput=journal+console
+
+[Install]
+RequiredBy=ssh.service
+)";
+
+constexpr const char* sshd_vsock_socket = R"([Unit]
+Description=Cairn: sshd on AF_VSOCK port 22
+ConditionPathExists=/dev/vsock
+After=cairn-ssh-keygen.service
+
+[Socket]
+ListenStream=vsock:4294967295:22
+Accept=yes
+
+[Install]
+WantedBy=sockets.target
+)";
+
+constexpr const char* sshd_vsock_service = R"([Unit]
+Description=Cairn: sshd for one vsock connection
+Requires=cairn-ssh-keygen.service
+After=cairn-ssh-keygen.service
+
+[Service]
+ExecStart=-/usr/sbin/sshd -i
+StandardInput=socket
+StandardError=journal
+RuntimeDirectory=sshd
+RuntimeDirectoryPreserve=yes
+)";
+
+constexpr const char* ready_unit = R"([Unit]
+Description=Cairn: report ready on the console
+DefaultDependencies=no
+Requires=sysinit.target
+After=sysinit.target multi-user.target
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/lib/cairn/ready
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+)";
+
+constexpr const char* boot_complete_unit = R"([Unit]
+Description=Cairn: the boot is complete (boot-complete.target reached)
+Documentation=man:systemd.special(7)
+# What cairn-updated waits for before it commits a trial boot. Units that must work for a boot to
+# count order themselves Before=boot-complete.target and are required by it.
+DefaultDependencies=no
+Requires=boot-complete.target
+After=local-fs.target boot-complete.target
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/mkdir -p /run/cairn
+ExecStart=/usr/bin/touch /run/cairn/boot-complete
+
+[Install]
+WantedBy=multi-user.target
+)";
+
+constexpr const char* journald_conf = "# Cairn: a persistent journal (on the log partition; cairn-init binds it on /var/log/journal).\n"
+                                      "[Journal]\nStorage=persistent\n";
+
+constexpr const char* dhcp_network = R"(# Cairn: DHCP on every Ethernet interface (an /etc/systemd/network/*.network of the same name
+# replaces this one).
+[Match]
+Type=ether
+Name=en* eth*
+
+[Network]
+DHCP=yes
+)";
+
+void ensure_directory(Tree& tree, const std::string& path, const std::string& what) {
+    std::string at;
+    for (const auto& part : fs::path(path).relative_path()) {
+        at += "/" + part.string();
+        if (!tree.meta(tree.resolve(at, what))) tree.add_directory(at, dir_meta, what);
+    }
+}
+
+void add_unit(Tree& tree, const std::string& name, const char* text, const std::string& what) {
+    ensure_directory(tree, systemd_paths::units, what);
+    tree.add_file(std::string(systemd_paths::units) + "/" + name, text, file_meta, what);
+}
+
+// `systemctl enable` for a unit: a symlink in the vendor unit folder, TARGET.wants or .requires.
+void enable(Tree& tree, const std::string& unit, const std::string& target, const std::string& what, const char* kind = "wants") {
+    const std::string dir = std::string(systemd_paths::units) + "/" + target + "." + kind;
+    ensure_directory(tree, dir, what);
+    tree.add_symlink(dir + "/" + unit, "../" + unit, link_meta, what);
+}
+
+bool has(const Tree& tree, const std::string& path, const std::string& what) {
+    auto m = tree.meta(tree.resolve(path, what));
+    return m.has_value();
+}
+
+}  // namespace
+
+bool runs_systemd(const Tree& tree) {
+    auto m = tree.meta(tree.resolve(systemd_paths::systemd, "systemd"));
+    return m && S_ISREG(m->mode);
+}
+
+std::string ready_script() {
+    return "#!/bin/sh\n"
+           "# The `ready` line of a Cairn image on systemd (cairn-ready.service, after multi-user.target).\n"
+           "slot= roothash=\n"
+           "for word in $(cat /proc/cmdline); do\n"
+           "  case $word in\n"
+           "    cairn.slot=*) slot=${word#*=} ;;\n"
+           "    cairn.roothash=*) roothash=${word#*=} ;;\n"
+           "  esac\n"
+           "done\n"
+           ". /etc/os-release\n"
+           "version=$VERSION_ID\n"
+           "[ -r /usr/lib/cairn/release.json ] && version=$(sed -n 's/^ *\"version\": *\"\\([^\"]*\\)\".*/\\1/p' /usr/lib/cairn/release.json)\n"
+           "set -- $(grep -m1 ' / ' /proc/mounts)\n"
+           "mkdir -p /run/cairn\n"
+           ": > /run/cairn/ready\n"
+           "echo \"cairn: ready slot=$slot version=$version root=$roothash rootdev=$1 rootfs=$3 options=$4\"\n";
+}
+
+void add_systemd_units(Tree& tree, const Recipe& recipe) {
+    const std::string what = recipe.file.string() + ": systemd units";
+    ensure_directory(tree, "/usr/lib/cairn", what);
+
+    // The boot: ready on the console, and the trial-boot check on boot-complete.target.
+    tree.add_file(systemd_paths::ready, ready_script(), exec_meta, what);
+    add_unit(tree, "cairn-ready.service", ready_unit, what);
+    enable(tree, "cairn-ready.service", "multi-user.target", what);
+    add_unit(tree, "cairn-boot-complete.service", boot_complete_unit, what);
+    enable(tree, "cairn-boot-complete.service", "multi-user.target", what);
+    if (has(tree, std::string(systemd_paths::units) + "/systemd-boot-check-no-failures.service", what))
+        enable(tree, "systemd-boot-check-no-failures.service", "boot-complete.target", what, "requires");
+
+    // The journal, persistent (on the log partition).
+    ensure_directory(tree, "/usr/lib/systemd/journald.conf.d", what);
+    tree.add_file("/usr/lib/systemd/journald.conf.d/cairn.conf", journald_conf, file_meta, what);
+
+    // The network (DHCP) and the clock, when the packages are there.
+    const bool networkd = has(tree, std::string(systemd_paths::units) + "/systemd-networkd.service", what);
+    if (networkd) {
+        ensure_directory(tree, "/usr/lib/systemd/network", what);
+        tree.add_file("/usr/lib/systemd/network/80-cairn-dhcp.network", dhcp_network, file_meta, what);
+        enable(tree, "systemd-networkd.service", "multi-user.target", what);
+        enable(tree, "systemd-networkd.socket", "sockets.target", what);
+    }
+    if (has(tree, std::string(systemd_paths::units) + "/systemd-timesyncd.service", what))
+        enable(tree, "systemd-timesyncd.service", "sysinit.target", what);
+
+    if (recipe.firewall.enabled) {
+        add_unit(tree, "cairn-firewall.service", firewall_unit, what);
+        enable(tree, "cairn-firewall.service", "sysinit.target", what);
+        enable(tree, "cairn-firewall.service", "boot-complete.target", what, "requires");
+        ensure_directory(tree, "/usr/lib/modules-load.d", what);
+        tree.add_file("/usr/lib/modules-load.d/cairn-firewall.conf", firewall_modules, file_meta, what);
+        if (networkd) {
+            const std::string dropins = std::string(systemd_paths::units) + "/systemd-networkd.service.d";
+            ensure_directory(tree, dropins, what);
+            tree.add_file(dropins + "/cairn-firewall.conf", networkd_needs_firewall, file_meta, what);
+        }
+    }
+    if (recipe.update.enabled) {
+        add_unit(tree, "cairn-updated.service", updated_unit, what);
+        enable(tree, "cairn-updated.service", "multi-user.target", what);
+    }
+    if (recipe.provisioning.enabled) {
+        add_unit(tree, "cairn-provisiond.service", provisiond_unit, what);
+        enable(tree, "cairn-provisiond.service", "multi-user.target", what);
+    }
+    if (recipe.ssh.enabled) {
+        tree.add_file(systemd_paths::ssh_keygen, ssh_keygen_script(), exec_meta, what);
+        add_unit(tree, "cairn-ssh-keygen.service", ssh_keygen_unit, what);
+        enable(tree, "cairn-ssh-keygen.service", "ssh.service", what, "requires");
+        if (recipe.ssh.vsock) {
+            add_unit(tree, "cairn-sshd-vsock.socket", sshd_vsock_socket, what);
+            add_unit(tree, "cairn-sshd-vsock@.service", sshd_vsock_service, what);
+            enable(tree, "cairn-sshd-vsock.socket", "sockets.target", what);
+        }
+    }
+}
+
+size_t move_var_to_factory(const fs::path& staging) {
+    const fs::path var = staging / "var";
+    std::error_code ec;
+    if (fs::is_symlink(var, ec) || !fs::is_directory(var, ec)) return 0;
+    const fs::path factory = staging / fs::path(systemd_paths::factory_var).relative_path();
+    const fs::path dpkg = staging / fs::path(systemd_paths::dpkg_database).relative_path();
+    fs::create_directories(factory, ec);
+    if (ec) fail("creating " + factory.string() + ": " + ec.message());
+    fs::create_directories(dpkg.parent_path(), ec);
+    if (fs::exists(var / "lib/dpkg", ec)) {
+        fs::rename(var / "lib/dpkg", dpkg, ec);
+        if (ec) fail("moving " + (var / "lib/dpkg").string() + " to " + dpkg.string() + ": " + ec.message());
+    }
+    // Second-level entries (/var/lib/systemd, /var/cache/debconf, /var/log/wtmp): each copied when
+    // missing, so what a new version brings arrives and what the device has is never replaced.
+    std::vector<std::string> seeded;
+    std::vector<fs::path> top;
+    for (const auto& e : fs::directory_iterator(var)) top.push_back(e.path());
+    std::sort(top.begin(), top.end());
+    for (const auto& t : top) {
+        const std::string name = t.filename().string();
+        if (!fs::is_symlink(t, ec) && fs::is_directory(t, ec)) {  // never through a link (/var/run -> /run)
+            std::vector<fs::path> inner;
+            for (const auto& e : fs::directory_iterator(t)) inner.push_back(e.path());
+            std::sort(inner.begin(), inner.end());
+            for (const auto& i : inner) seeded.push_back(name + "/" + i.filename().string());
+        } else {
+            seeded.push_back(name);
+        }
+        fs::rename(t, factory / name, ec);
+        if (ec) fail("moving " + t.string() + " to " + (factory / name).string() + ": " + ec.message());
+    }
+    std::string conf = "# Cairn: /var of this image's packages, kept in the read-only root at " + std::string(systemd_paths::factory_var) +
+                       ",\n# copied into /var (the data partition) where it is missing. The dpkg database is the\n"
+                       "# running slot's own, bound read-only on /var/lib/dpkg by cairn-init.\n";
+    for (const auto& s : seeded) conf += "C /var/" + s + " - - - - " + std::string(systemd_paths::factory_var) + "/" + s + "\n";
+    const fs::path tmpfiles = staging / fs::path(systemd_paths::var_tmpfiles).relative_path();
+    fs::create_directories(tmpfiles.parent_path(), ec);
+    write_file_atomic(tmpfiles, conf);
+    // The mount points the running system needs in the root itself.
+    for (const char* d : {"var", "var/log", "var/lib", "var/lib/dpkg"}) fs::create_directories(staging / d, ec);
+    return seeded.size();
+}
+
+}  // namespace cairn::imager
