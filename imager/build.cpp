@@ -74,6 +74,7 @@ namespace {
 bool boots(const BuildContext& c) { return c.recipe.boot.enabled; }
 bool has_kernel(const BuildContext& c) { return c.recipe.kernel.enabled; }
 bool has_verity(const BuildContext& c) { return c.recipe.rootfs.verity; }
+bool has_packages(const BuildContext& c) { return c.recipe.rootfs.packages.enabled(); }
 bool converts_disk(const BuildContext& c) {
     return std::any_of(c.options.formats.begin(), c.options.formats.end(), [](DiskFormat f) { return f != DiskFormat::Raw; });
 }
@@ -89,6 +90,13 @@ std::string other_formats(const BuildContext& c) {
 // The build, stage by stage.
 const std::vector<Stage>& build_pipeline() {
     static const std::vector<Stage> pipeline = {
+        {"packages", has_packages,
+         [](const BuildContext& c) {
+             const auto& p = c.recipe.rootfs.packages;
+             return "Installing Debian packages (" + (p.base.empty() ? std::string("essential") : p.base) + " and " + std::to_string(p.names.size() + p.debs.size()) +
+                    " named, with their dependencies)";
+         },
+         stages::packages},
         {"root-tree", nullptr, [](const BuildContext& c) { return "Assembling the root tree (" + std::to_string(c.recipe.rootfs.steps.size()) + " steps)"; },
          stages::root_tree},
         {"kernel", has_kernel,
@@ -100,6 +108,7 @@ const std::vector<Stage>& build_pipeline() {
         {"device-files", nullptr, nullptr, stages::device_files},
         {"check-libraries", nullptr, nullptr, stages::check_libraries},
         {"sbom", nullptr, nullptr, stages::sbom},
+        {"image-var", has_packages, nullptr, stages::image_var},
         {"root-filesystem", nullptr,
          [](const BuildContext& c) {
              return "Making the " + c.recipe.rootfs.filesystem + " root filesystem (" + std::to_string(c.tree.entries().size()) + " entries)";

@@ -22,6 +22,7 @@ struct BuildOptions {
     bool progress = true;
     bool debug = false;                     // force [boot] debug: cairn-init and init give a console shell
     std::optional<std::string> version;     // replaces the recipe's version (e.g. a CI build number); checked as recipe versions are
+    std::optional<std::filesystem::path> lock;  // the package lock to install; unset: the recipe's (<recipe>.lock) when there is one
     std::vector<DiskFormat> formats = {DiskFormat::Raw};  // disk.raw, and disk.qcow2 etc. converted from it (imager/disk_formats.hpp)
 };
 

@@ -21,6 +21,9 @@
 #include "imager/esp.hpp"
 #include "imager/filesystem.hpp"
 #include "imager/initrd.hpp"
+#include "imager/dpkg.hpp"
+#include "imager/packages.hpp"
+#include "imager/apt.hpp"
 #include "imager/provisioning.hpp"
 #include "imager/sbom.hpp"
 #include "imager/systemd.hpp"
@@ -248,6 +251,30 @@ std::string attributes_text(uint64_t attrs) {
 
 namespace stages {
 
+void packages(BuildContext& c) {
+    const Recipe::Packages& p = c.recipe.rootfs.packages;
+    if (::geteuid() != 0)
+        fail(p.where + ": installing Debian packages runs their maintainer scripts as root in a sandbox: build as root (sudo cairn build ...)");
+    const PackageRequest request = package_request(c.recipe);
+    bool from_file = false;
+    const PackageLock lock = lock_for_build(c.recipe, request, c.cache, c.options.lock, &from_file);
+    c.progress->note(std::to_string(lock.packages.size()) + " packages, " +
+                     (from_file ? "as locked in " + c.options.lock.value_or(p.lock).string() : std::string("resolved by apt (no lock file)")));
+    const std::vector<fs::path> debs = fetch_packages(lock, request, c.cache);
+    InstallOptions o;
+    o.epoch = c.epoch;
+    o.where = p.where;
+    install_packages(c.tree.staging(), lock, debs, o);
+    c.tree.sync_with_staging(true);
+    for (const auto& l : lock.packages) c.deb_sha256[{l.name, l.architecture}] = l.sha256;
+    const fs::path lock_copy = c.work / "packages.lock";
+    write_file_atomic(lock_copy, lock_text(lock));
+    c.artifacts.push_back(lock_copy);
+    c.packages = {{"count", lock.packages.size()}, {"lock", "packages.lock"}, {"from_lock_file", from_file},
+                  {"lock_sha256", sha256_file_hex(lock_copy)}};
+    c.inputs.push_back({{"type", "packages"}, {"count", lock.packages.size()}, {"sha256", sha256_file_hex(lock_copy)}});
+}
+
 void root_tree(BuildContext& c) {
     c.inputs.push_back({{"recipe", c.options.recipe.string()}, {"sha256", sha256_file_hex(c.options.recipe)}});
     for (const auto& s : c.recipe.rootfs.steps) apply_step(c.tree, s, c.cache, c.inputs);
@@ -368,6 +395,12 @@ void sbom(BuildContext& c) {
     write_file_atomic(file, sbom::to_cyclonedx_text(bom));
     c.sbom = {{"file", sbom::output_name}, {"format", "CycloneDX 1.5"}, {"packages", bom.packages.size()}, {"sha256", sha256_file_hex(file)}};
     c.artifacts.push_back(file);
+}
+
+void image_var(BuildContext& c) {
+    const size_t seeded = move_var_to_factory(c.tree.staging());
+    c.tree.sync_with_staging(true);
+    c.progress->note("/var of the packages: " + std::to_string(seeded) + " entries seeded on the device from " + systemd_paths::factory_var);
 }
 
 void root_filesystem(BuildContext& c) {
@@ -542,6 +575,7 @@ void manifest(BuildContext& c) {
     m["initrd"] = c.initrd;
     m["uki"] = recipe.boot.enabled ? c.uki : json(nullptr);
     m["sbom"] = c.sbom;
+    m["packages"] = c.packages;
     m["inputs"] = c.inputs;
 }
 

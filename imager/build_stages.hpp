@@ -45,6 +45,7 @@ struct BuildContext {
 
     // What the stages make, in the order they make it.
     Tree tree;                                // packages, root-tree, kernel, device-files
+    nlohmann::json packages = nullptr;        // packages: how many, from which lock
     bool systemd = false;                     // packages: the tree's init is systemd (imager/systemd.hpp)
     std::map<std::pair<std::string, std::string>, std::string> deb_sha256;  // packages: (name, architecture) -> its .deb's sha256
     nlohmann::json inputs = nlohmann::json::array();  // every input, for the manifest and the build id
@@ -87,12 +88,14 @@ void run_pipeline(BuildContext& context);
 
 // The stages (imager/build_stages.cpp).
 namespace stages {
+void packages(BuildContext& c);         // Debian packages, resolved by apt (or the lock), installed by dpkg
 void root_tree(BuildContext& c);        // the recipe's rootfs steps into the staging tree
 void kernel(BuildContext& c);           // the kernel package: modules into the tree, vmlinuz aside
 void initrd(BuildContext& c);           // cairn-init and the kernel modules it needs
 void device_files(BuildContext& c);     // os-release, firewall, provisioning, sshd, updater
 void check_libraries(BuildContext& c);  // every program in the tree can be loaded
 void sbom(BuildContext& c);             // sbom.cdx.json: packages, Cairn's programs, the recipe's files
+void image_var(BuildContext& c);        // packages' /var into the root's factory; the dpkg database into /usr
 void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or ext4)
 void verity(BuildContext& c);           // a dm-verity hash tree per slot; names the root partitions
 void ukis(BuildContext& c);             // a signed unified kernel image per slot

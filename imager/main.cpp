@@ -17,6 +17,9 @@
 #include "common/terminal.hpp"
 #include "common/version.hpp"
 #include "imager/build.hpp"
+#include "imager/deb.hpp"
+#include "imager/packages.hpp"
+#include "imager/recipe.hpp"
 #include "updater/bundle.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
@@ -40,11 +43,25 @@ const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE descr
                         console. Never ship one: it warns, and cairn bundle refuses it
                         without --allow-debug.
       --image-version V Use V instead of the recipe's version (e.g. a CI build number)
+      --lock FILE       Install the Debian packages this lock names (default: the
+                        recipe's lock, RECIPE without .toml + .lock, when it exists;
+                        without one apt resolves afresh). The lock used is left in
+                        DIR/packages.lock; sbom.cdx.json lists every package
       --format LIST     VM disk formats to write, comma-separated: raw, qcow2 (QEMU/KVM,
                         Proxmox), vhdx (Hyper-V, Azure Local; dynamic), vmdk (VMware;
                         streamOptimized, for OVF import). disk.raw is always written;
                         the others are converted from it with qemu-img (package
                         qemu-utils) into disk.qcow2, disk.vhdx, disk.vmdk
+)";
+
+const char* lock_help = R"(  lock RECIPE           Resolve the recipe's Debian packages ([rootfs] base, packages,
+                        debs) with apt and write the lock: every package with version,
+                        architecture, URL and sha256 (default file: RECIPE without .toml
+                        + .lock). A lock made for the same package list is kept as it is.
+      --update          Resolve again even so: move every package to what apt has now
+      --lock FILE       Write this file instead
+      --cache DIR       Where apt's state and the .deb packages are kept
+      --json            Print the lock as JSON
 )";
 
 const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
@@ -101,7 +118,7 @@ reach `ready`, 2 on an error.
 
 std::string usage_text() {
     return std::string("Usage: cairn COMMAND [OPTIONS]\n\nBuilds immutable, verified A/B disk images from TOML recipes.\n\nCommands:\n") +
-           build_help + bundle_help + inspect_help + "\n" + qemu_help + usage_tail;
+           build_help + lock_help + bundle_help + inspect_help + "\n" + qemu_help + usage_tail;
 }
 
 // `cairn COMMAND --help`: the command's own usage line and section.
@@ -128,6 +145,7 @@ int cmd_build(const std::vector<std::string>& args) {
         else if (a.is("--debug")) o.debug = true;
         else if (a.is("--image-version")) o.version = a.value();
         else if (a.is("--format")) formats = (formats ? *formats + "," : "") + a.value();
+        else if (a.is("--lock")) o.lock = a.value();
         else if (a.is_option()) return usage_error("build: unknown option '" + a.arg() + "'");
         else if (o.recipe.empty()) o.recipe = a.arg();
         else return usage_error("build: one recipe at a time ('" + a.arg() + "' is extra)");
@@ -160,6 +178,35 @@ int cmd_build(const std::vector<std::string>& args) {
         for (auto& [slot, s] : manifest["slots"].items())
             if (s.contains("verity")) std::fprintf(stderr, "  slot %s root hash %s\n", slot.c_str(), s["verity"]["root_hash"].get<std::string>().c_str());
     }
+    return 0;
+}
+
+int cmd_lock(const std::vector<std::string>& args) {
+    std::filesystem::path recipe_file, cache;
+    std::optional<std::filesystem::path> lock_file;
+    bool update = false, json = false;
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("--update")) update = true;
+        else if (a.is("--lock")) lock_file = a.value();
+        else if (a.is("--cache")) cache = a.value();
+        else if (a.is("--json")) json = true;
+        else if (a.is_option()) return usage_error("lock: unknown option '" + a.arg() + "'");
+        else if (recipe_file.empty()) recipe_file = a.arg();
+        else return usage_error("lock: one recipe at a time ('" + a.arg() + "' is extra)");
+    }
+    if (a.help()) return command_help("lock RECIPE [OPTIONS]", lock_help);
+    if (a.version()) return cairn::print_version("cairn");
+    if (recipe_file.empty()) return usage_error("lock: which recipe? (cairn lock RECIPE)");
+    cairn::imager::Recipe recipe = cairn::imager::load_recipe(recipe_file);
+    auto result = cairn::imager::lock_recipe(recipe, cache.empty() ? cairn::imager::default_cache_dir() : cache, lock_file, update);
+    if (json) {
+        std::cout << cairn::imager::lock_text(result.lock);
+        return 0;
+    }
+    using Change = cairn::imager::LockResult::Change;
+    const char* what = result.change == Change::created ? "wrote" : result.change == Change::updated ? "updated" : "kept (made for this package list)";
+    std::fprintf(stderr, "cairn: %s %s: %zu packages\n", what, result.file.c_str(), result.lock.packages.size());
     return 0;
 }
 
@@ -332,6 +379,7 @@ int main(int argc, char** argv) {
             const std::string topic = args[0];
             if (topic == "build") return cmd_build({"--help"});
             if (topic == "bundle") return cmd_bundle({"--help"});
+            if (topic == "lock") return cmd_lock({"--help"});
             if (topic == "inspect") return cmd_inspect({"--help"});
             if (topic == "qemu") return cmd_qemu({"--help"});
             return usage_error("help: unknown command '" + topic + "'");
@@ -343,6 +391,7 @@ int main(int argc, char** argv) {
         if (cairn::Args::is_version(command)) return cairn::print_version("cairn");
         if (command == "build") return cmd_build(args);
         if (command == "inspect") return cmd_inspect(args);
+        if (command == "lock") return cmd_lock(args);
         if (command == "bundle") return cmd_bundle(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
