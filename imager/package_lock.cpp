@@ -39,15 +39,15 @@ PackageLock parse_lock(std::string_view text, const fs::path& file) {
     json j;
     try {
         j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large
         fail(where + ": not a Cairn package lock (invalid JSON: " + e.what() + ")");
     }
     if (!j.is_object()) fail(where + ": not a Cairn package lock (not a JSON object)");
     PackageLock lock;
     auto format = j.find("format");
     if (format == j.end() || !format->is_number_integer()) fail(where + ": not a Cairn package lock (no \"format\" number)");
-    lock.format = format->get<int>();
-    if (lock.format != 1) fail(where + ": lock format " + std::to_string(lock.format) + " is not known to this Cairn (it reads format 1)");
+    if (format->get<int64_t>() != 1) fail(where + ": lock format " + format->dump() + " is not known to this Cairn (it reads format 1)");
+    lock.format = 1;
     auto request = j.find("request");
     if (request == j.end() || !request->is_string()) fail(where + ": no \"request\" digest string");
     lock.request_digest = request->get<std::string>();

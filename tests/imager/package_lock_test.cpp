@@ -56,7 +56,10 @@ TEST(PackageLock, MalformedFilesAreRefusedNamingTheFile) {
     };
     test::expect_error([] { parse_lock("{not json", "recipes/x.toml.lock"); }, {"recipes/x.toml.lock", "invalid JSON"});
     test::expect_error([] { parse_lock("[]", "a.lock"); }, {"a.lock", "not a JSON object"});
+    // A number too large for a double is nlohmann's out_of_range, not a parse_error (found by fuzz_package_lock).
+    test::expect_error([] { parse_lock("{\"format\": 1e99999}", "a.lock"); }, {"a.lock", "invalid JSON"});
     test::expect_error([&] { parse_lock(replace("\"format\": 1", "\"format\": 2"), "a.lock"); }, {"a.lock", "format 2"});
+    test::expect_error([&] { parse_lock(replace("\"format\": 1", "\"format\": 4294967297"), "a.lock"); }, {"a.lock", "format 4294967297"});
     test::expect_error([&] { parse_lock(replace("\"request\"", "\"req\""), "a.lock"); }, {"a.lock", "request"});
     test::expect_error([&] { parse_lock(replace(std::string(64, '1'), "abc"), "a.lock"); }, {"a.lock", "libcap2", "sha256"});
     test::expect_error([&] { parse_lock(replace("\"size\":70820", "\"size\":-1"), "a.lock"); }, {"a.lock", "base-files", "size"});
