@@ -3,7 +3,12 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include <chrono>
+#include <future>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -183,6 +188,25 @@ TEST(AptOnline, ResolvesLocksAndFetchesAndRefusesAWrongHash) {
     EXPECT_TRUE(find_locked(lock, "cairn-myapp2")->local);
     EXPECT_EQ(find_locked(lock, "cairn-myapp2")->version, "1:1.0");
     EXPECT_NE(find_locked(lock, "dpkg"), nullptr);
+
+    // Builds sharing the apt state take turns: while another holds its lock, a resolve waits.
+    fs::path state;
+    for (const auto& e : fs::directory_iterator(online_cache() / "apt"))
+        if (fs::exists(e.path() / "apt.conf") && read_file(e.path() / "apt.conf").find(e.path().string()) != std::string::npos &&
+            fs::exists(e.path() / "etc/apt/sources.list.d/debian.sources"))
+            state = e.path();
+    ASSERT_FALSE(state.empty());
+    UniqueFd held = open_file(state / "lock", O_RDWR);
+    ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+    struct stat before {}, during {};
+    ASSERT_EQ(::stat((state / "apt.conf").c_str(), &before), 0);
+    auto second = std::async(std::launch::async, [&] { return resolve_packages(r, online_cache()); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Under the lock it writes its configuration anew (a new file): not yet.
+    ASSERT_EQ(::stat((state / "apt.conf").c_str(), &during), 0);
+    EXPECT_EQ(during.st_ino, before.st_ino);
+    held.reset();
+    EXPECT_EQ(lock_text(second.get()), lock_text(lock));
 
     // Into a cache of its own: hello comes from the network, then from the cache.
     PackageLock small;
