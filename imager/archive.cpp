@@ -53,6 +53,15 @@ std::string normalise(const std::string& name, const std::string& what) {
     return out;
 }
 
+// True when `path` names a symbolic link in the tree that leads to a directory in the tree.
+bool is_directory_symlink(const Tree& tree, const std::string& path, const std::string& what) {
+    std::string canonical = tree.resolve(path, what);
+    struct stat st {};
+    if (::lstat(tree.host(canonical).c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return false;
+    std::string target = tree.resolve(canonical + "/.", what);
+    return ::lstat(tree.host(target).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 }  // namespace
 
 void copy_entry_data(archive* a, const std::filesystem::path& to, const std::string& what) {
@@ -96,7 +105,10 @@ size_t extract_into(archive* a, Tree& tree, const ExtractOptions& options, const
             continue;
         }
         switch (archive_entry_filetype(entry)) {
-            case AE_IFDIR: tree.add_directory(*dest, meta, where); break;
+            case AE_IFDIR:
+                if (options.keep_directory_symlinks && is_directory_symlink(tree, *dest, where)) break;
+                tree.add_directory(*dest, meta, where);
+                break;
             case AE_IFLNK: {
                 const char* target = archive_entry_symlink(entry);  // NULL for an empty link name
                 if (!target || !*target) fail(where + ": symbolic link without a target");

@@ -42,6 +42,10 @@ struct ExtractOptions {
     std::function<std::optional<std::string>(const std::string& name)> map;
     // Receives entries the map sent elsewhere: called with the entry name and a reader of its data.
     std::function<void(const std::string& name, archive* a)> divert;
+    // A directory entry whose path is a symbolic link to a directory in the tree leaves the link
+    // in place (GNU tar's --keep-directory-symlink): a Debian package's ./bin/ must not replace
+    // the merged-/usr link /bin -> usr/bin. Off: the link is replaced by a directory.
+    bool keep_directory_symlinks = false;
 };
 
 // Extracts every entry of an opened archive into the tree with the owner, group and mode the

@@ -134,6 +134,9 @@ DebInfo read_deb_info(const fs::path& deb) {
             info.version = fields["Version"];
             info.architecture = fields["Architecture"];
             info.depends = fields["Depends"];
+            info.pre_depends = fields["Pre-Depends"];
+            info.provides = fields["Provides"];
+            info.essential = fields["Essential"] == "yes";
             return;
         }
         fail(deb.string() + ": not a Debian package (no control file)");

@@ -16,6 +16,9 @@ struct DebInfo {
     std::string version;
     std::string architecture;
     std::string depends;       // the Depends field as written
+    std::string pre_depends;   // Pre-Depends, as written
+    std::string provides;      // Provides, as written
+    bool essential = false;    // Essential: yes
     std::filesystem::path file;
 };
 

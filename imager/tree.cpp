@@ -250,7 +250,7 @@ std::optional<uint32_t> Tree::lookup_group(const std::string& name) const {
     return lookup_id(host(resolve("/etc/group", "/etc/group")), name);
 }
 
-void Tree::sync_with_staging() {
+void Tree::sync_with_staging(bool owners_from_disk) {
     std::map<std::string, Meta> synced;
     synced["/"] = meta_["/"];
     std::error_code ec;
@@ -260,6 +260,7 @@ void Tree::sync_with_staging() {
         if (::lstat(it->path().c_str(), &st) != 0) continue;
         auto known = meta_.find(canonical);
         if (known != meta_.end() && (known->second.mode & S_IFMT) == (st.st_mode & S_IFMT)) synced[canonical] = known->second;
+        else if (owners_from_disk) synced[canonical] = Meta{st.st_uid, st.st_gid, static_cast<uint32_t>(st.st_mode & (S_IFMT | 07777))};
         else synced[canonical] = Meta{0, 0, static_cast<uint32_t>(st.st_mode & (S_IFMT | 07777))};
     }
     if (ec) fail("reading the root tree " + staging_.string() + ": " + ec.message());

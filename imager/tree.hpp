@@ -61,8 +61,9 @@ public:
     std::optional<uint32_t> lookup_group(const std::string& name) const;
 
     // Gives metadata to entries something else created (depmod, ...) and drops entries that are
-    // gone: root-owned, with the permission bits found on disk.
-    void sync_with_staging();
+    // gone: root-owned, with the permission bits found on disk; with `owners_from_disk`, with the
+    // owner and group found on disk too (a tree where dpkg ran as root: imager/dpkg.hpp).
+    void sync_with_staging(bool owners_from_disk = false);
 
     // Every entry, by canonical image path, "/" included.
     const std::map<std::string, Meta>& entries() const { return meta_; }

@@ -154,3 +154,30 @@ TEST(Archive, ZstdAndBzip2CompressedTarsAreRead) {
         EXPECT_EQ(read_file(dir / "root/etc/app.conf"), "setting=1\n") << flag;
     }
 }
+
+// Merged /usr: a package's ./bin/ must not replace the link /bin -> usr/bin (GNU tar's
+// --keep-directory-symlink); without the option the link gives way to a directory, as before.
+TEST(Archive, KeepsDirectorySymlinksWhenAsked) {
+    Scratch dir;
+    test::write_text(dir / "src/bin/tool", "#!/bin/sh\n");
+    auto tar = dir / "pkg.tar";
+    run_checked({"tar", "--numeric-owner", "-C", (dir / "src").string(), "-cf", tar.string(), "./bin/", "./bin/tool"});
+    for (bool keep : {true, false}) {
+        Scratch out;
+        Tree t(out / "root");
+        t.add_directory("/usr/bin", Meta{0, 0, 0755}, "t");
+        t.add_symlink("/bin", "usr/bin", Meta{0, 0, 0777}, "t");
+        ArchiveReader a = open_archive_file(tar);
+        ExtractOptions o;
+        o.keep_directory_symlinks = keep;
+        extract_into(a.get(), t, o, tar.string());
+        if (keep) {
+            EXPECT_TRUE(fs::is_symlink(out / "root/bin"));
+            EXPECT_TRUE(fs::is_regular_file(out / "root/usr/bin/tool"));
+            EXPECT_TRUE(S_ISLNK(t.meta("/bin")->mode));
+        } else {
+            EXPECT_FALSE(fs::is_symlink(out / "root/bin"));
+            EXPECT_TRUE(fs::is_regular_file(out / "root/bin/tool"));
+        }
+    }
+}

@@ -98,6 +98,24 @@ TEST(Tree, SyncAdoptsEntriesMadeByOthers) {
     EXPECT_TRUE(S_ISDIR(t.meta("/made")->mode));
 }
 
+// A tree where dpkg ran as root: what it made keeps the owner it gave on disk.
+TEST(Tree, SyncCanTakeOwnersFromTheStagingTree) {
+    if (!test::is_root()) GTEST_SKIP() << "needs root (lchown)";
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_file("/keep", "x", Meta{3, 3, 0600}, "t");
+    test::write_text(dir / "root/etc/shadow", "y");
+    ASSERT_EQ(::lchown((dir / "root/etc/shadow").c_str(), 0, 42), 0);
+    ::chmod((dir / "root/etc/shadow").c_str(), 0640);
+    t.sync_with_staging(true);
+    EXPECT_EQ(t.meta("/keep")->uid, 3u);
+    ASSERT_TRUE(t.meta("/etc/shadow"));
+    EXPECT_EQ(t.meta("/etc/shadow")->gid, 42u);
+    EXPECT_EQ(t.meta("/etc/shadow")->mode, static_cast<uint32_t>(S_IFREG | 0640));
+    t.sync_with_staging();
+    EXPECT_EQ(t.meta("/etc/shadow")->gid, 42u);  // known now: kept
+}
+
 class TreeMetadata : public ::testing::TestWithParam<bool> {};
 
 // Both ways: lchown/chmod (root only), and a fakeroot database (any user).
