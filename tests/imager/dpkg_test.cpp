@@ -1,6 +1,8 @@
 #include "imager/dpkg.hpp"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -149,8 +151,18 @@ TEST(DpkgOnline, InstallsTheLockAsDebianDoesAndAgainIdentically) {
     EXPECT_EQ(read_file("/var/lib/dpkg/status"), host_status);
     EXPECT_FALSE(fs::exists(dir / "a/var/log/dpkg.log"));
 
-    // The same lock and epoch again: the same tree.
-    installed = install_packages(dir / "b", lock, debs, {.epoch = 1700000000, .where = "x.toml: rootfs"});
+    // The same lock and epoch again, with a warm cache and without a network: the same tree.
+    {
+        UniqueFd own_net = open_file("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        ASSERT_EQ(::unshare(CLONE_NEWNET), 0);  // this thread and what it starts: only a loopback that is down
+        try {
+            debs = fetch_packages(lock, r, default_cache_dir());
+            installed = install_packages(dir / "b", lock, debs, {.epoch = 1700000000, .where = "x.toml: rootfs"});
+        } catch (const Error& e) {
+            ADD_FAILURE() << e.what();
+        }
+        ASSERT_EQ(::setns(own_net.get(), CLONE_NEWNET), 0);
+    }
     std::string ma = manifest(dir / "a"), mb = manifest(dir / "b");
     EXPECT_EQ(ma, mb);
 }
