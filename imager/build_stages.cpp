@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <set>
+#include <sstream>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -220,8 +221,32 @@ void apply_step(Tree& tree, const Step& s, const fs::path& cache, json& inputs) 
 
 // Every program in the finished tree can be loaded: a deb step brings a package, not what it
 // depends on, so a program without its libraries would only fail on the device.
+// The canonical image paths of every file dpkg installed (its info/*.list files).
+std::set<std::string> dpkg_owned_paths(const Tree& tree) {
+    std::set<std::string> owned;
+    std::error_code ec;
+    const fs::path info = tree.staging() / "var/lib/dpkg/info";
+    for (auto it = fs::directory_iterator(info, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        if (it->path().extension() != ".list") continue;
+        std::istringstream lines(read_file(it->path()));
+        for (std::string line; std::getline(lines, line);) {
+            if (line.empty() || line == "/." || line[0] != '/') continue;
+            try {
+                owned.insert(tree.resolve(line, "dpkg"));
+            } catch (const Error&) {  // a path through a link that leaves the tree: not a file here
+            }
+        }
+    }
+    return owned;
+}
+
+// A program from a Debian package is dpkg's business: its dependencies were resolved by apt, and
+// what it may lack is optional (a plugin's library that only a Recommends brings).
 void fail_on_missing_libraries(const Tree& tree, const Recipe& recipe) {
-    const auto missing = missing_libraries(tree);
+    auto missing = missing_libraries(tree);
+    if (missing.empty()) return;
+    const std::set<std::string> packaged = dpkg_owned_paths(tree);
+    std::erase_if(missing, [&](const MissingLibraries& m) { return packaged.count(m.path) > 0; });
     if (missing.empty()) return;
     std::string list;
     for (const auto& m : missing) {
@@ -311,10 +336,12 @@ void initrd(BuildContext& c) {
 void device_files(BuildContext& c) {
     const Recipe& recipe = c.recipe;
     // os-release from the recipe's name and the version this build is (--image-version included);
-    // one a package brought along in /usr/lib is replaced too.
+    // one a deb step brought along in /usr/lib is replaced too. A dpkg-installed one (base-files)
+    // stays as the package has it, so that `dpkg --verify` finds nothing changed: /etc/os-release,
+    // read first by everyone, is the image's.
     c.os_release = os_release_text(recipe);
     c.tree.add_file("/etc/os-release", c.os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
-    if (auto m = c.tree.meta(c.tree.resolve("/usr/lib/os-release", "os-release")); m && S_ISREG(m->mode))
+    if (auto m = c.tree.meta(c.tree.resolve("/usr/lib/os-release", "os-release")); m && S_ISREG(m->mode) && c.packages.is_null())
         c.tree.add_file("/usr/lib/os-release", c.os_release, Meta{0, 0, 0644}, recipe.file.string() + ": os-release");
 
     // The firewall, SSH, and what takes updates: the updater, its bus, the trust anchor, release.json.

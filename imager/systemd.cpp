@@ -103,7 +103,6 @@ RequiredBy=ssh.service
 constexpr const char* sshd_vsock_socket = R"([Unit]
 Description=Cairn: sshd on AF_VSOCK port 22
 ConditionPathExists=/dev/vsock
-After=cairn-ssh-keygen.service
 
 [Socket]
 ListenStream=vsock:4294967295:22
@@ -163,6 +162,23 @@ ExecStart=/usr/bin/touch /run/cairn/boot-complete
 
 [Install]
 WantedBy=multi-user.target
+)";
+
+// Debian leaves /tmp on the root, which is read-only here: a tmpfs, as the minimal init mounts it.
+constexpr const char* tmp_mount = R"([Unit]
+Description=Temporary Directory /tmp (a tmpfs: the root is read-only)
+Documentation=https://systemd.io/TEMPORARY_DIRECTORIES
+ConditionPathIsSymbolicLink=!/tmp
+DefaultDependencies=no
+Conflicts=umount.target
+Before=local-fs.target umount.target
+After=swap.target
+
+[Mount]
+What=tmpfs
+Where=/tmp
+Type=tmpfs
+Options=mode=1777,strictatime,nosuid,nodev,size=50%%,nr_inodes=1m
 )";
 
 constexpr const char* journald_conf = "# Cairn: a persistent journal (on the log partition; cairn-init binds it on /var/log/journal).\n"
@@ -242,6 +258,10 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     if (has(tree, std::string(systemd_paths::units) + "/systemd-boot-check-no-failures.service", what))
         enable(tree, "systemd-boot-check-no-failures.service", "boot-complete.target", what, "requires");
 
+    // /tmp on a tmpfs (services with PrivateTmp= need it writable).
+    add_unit(tree, "tmp.mount", tmp_mount, what);
+    enable(tree, "tmp.mount", "local-fs.target", what);
+
     // The journal, persistent (on the log partition).
     ensure_directory(tree, "/usr/lib/systemd/journald.conf.d", what);
     tree.add_file("/usr/lib/systemd/journald.conf.d/cairn.conf", journald_conf, file_meta, what);
@@ -289,6 +309,28 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     }
 }
 
+namespace {
+
+// A link at image path `at` (or, for a directory, each link directly in it) with a relative target
+// gets the absolute one: the factory copy sits elsewhere, where the relative one would dangle.
+void absolute_links(const fs::path& host, const std::string& at) {
+    std::error_code ec;
+    auto fix = [&](const fs::path& link, const std::string& image_path) {
+        const fs::path target = fs::read_symlink(link, ec);
+        if (ec || target.is_absolute()) return;
+        const fs::path absolute = (fs::path(image_path).parent_path() / target).lexically_normal();
+        fs::remove(link, ec);
+        fs::create_symlink(absolute, link, ec);
+        if (ec) fail("rewriting the link " + link.string() + ": " + ec.message());
+    };
+    if (fs::is_symlink(host, ec)) return fix(host, at);
+    if (!fs::is_directory(host, ec)) return;
+    for (const auto& e : fs::directory_iterator(host, ec))
+        if (e.is_symlink(ec)) fix(e.path(), at + "/" + e.path().filename().string());
+}
+
+}  // namespace
+
 size_t move_var_to_factory(const fs::path& staging) {
     const fs::path var = staging / "var";
     std::error_code ec;
@@ -305,6 +347,7 @@ size_t move_var_to_factory(const fs::path& staging) {
     // Second-level entries (/var/lib/systemd, /var/cache/debconf, /var/log/wtmp): each copied when
     // missing, so what a new version brings arrives and what the device has is never replaced.
     std::vector<std::string> seeded;
+    std::vector<std::pair<std::string, std::string>> links;  // path under /var, absolute target
     std::vector<fs::path> top;
     for (const auto& e : fs::directory_iterator(var)) top.push_back(e.path());
     std::sort(top.begin(), top.end());
@@ -314,7 +357,15 @@ size_t move_var_to_factory(const fs::path& staging) {
             std::vector<fs::path> inner;
             for (const auto& e : fs::directory_iterator(t)) inner.push_back(e.path());
             std::sort(inner.begin(), inner.end());
-            for (const auto& i : inner) seeded.push_back(name + "/" + i.filename().string());
+            absolute_links(t, "/var/" + name);
+            if (inner.empty()) seeded.push_back(name);  // an empty one a package owns: /var/backups, /var/local
+            for (const auto& i : inner) {
+                if (fs::is_symlink(i, ec)) links.push_back({name + "/" + i.filename().string(), fs::read_symlink(i, ec).string()});
+                else seeded.push_back(name + "/" + i.filename().string());
+            }
+        } else if (fs::is_symlink(t, ec)) {
+            absolute_links(t, "/var/" + name);
+            links.push_back({name, fs::read_symlink(t, ec).string()});
         } else {
             seeded.push_back(name);
         }
@@ -325,12 +376,14 @@ size_t move_var_to_factory(const fs::path& staging) {
                        ",\n# copied into /var (the data partition) where it is missing. The dpkg database is the\n"
                        "# running slot's own, bound read-only on /var/lib/dpkg by cairn-init.\n";
     for (const auto& s : seeded) conf += "C /var/" + s + " - - - - " + std::string(systemd_paths::factory_var) + "/" + s + "\n";
+    // Links are made, not copied: tmpfiles would follow a copied one's target, which may not exist yet.
+    for (const auto& [path, target] : links) conf += "L /var/" + path + " - - - - " + target + "\n";
     const fs::path tmpfiles = staging / fs::path(systemd_paths::var_tmpfiles).relative_path();
     fs::create_directories(tmpfiles.parent_path(), ec);
     write_file_atomic(tmpfiles, conf);
     // The mount points the running system needs in the root itself.
     for (const char* d : {"var", "var/log", "var/lib", "var/lib/dpkg"}) fs::create_directories(staging / d, ec);
-    return seeded.size();
+    return seeded.size() + links.size();
 }
 
 }  // namespace cairn::imager

@@ -47,7 +47,8 @@ std::string ready_script();
 // the dpkg database goes to /usr/lib/cairn/dpkg (the running slot's, never a stale copy), the rest
 // to /usr/share/factory/var, and a tmpfiles.d file copies each of its entries into /var when it is
 // missing there (on the first boot, and for what a new version adds). Works on the staging folder;
-// call Tree::sync_with_staging after it. Returns the number of entries seeded.
+// call Tree::sync_with_staging after it. Links become `L` lines with absolute targets. Returns
+// the number of entries seeded, links included.
 size_t move_var_to_factory(const std::filesystem::path& staging);
 
 }  // namespace cairn::imager

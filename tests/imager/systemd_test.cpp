@@ -136,8 +136,12 @@ TEST(Systemd, VarMovesToTheFactoryAndTheDpkgDatabaseToUsr) {
     test::write_text(s / "var/cache/debconf/config.dat", "");
     test::write_text(s / "var/log/wtmp", "");
     fs::create_directories(s / "run");
+    fs::create_directories(s / "var/backups");  // empty, owned by base-files: dpkg --verify wants it there
     fs::create_symlink("/run", s / "var/run");  // as base-files ships it: it must not be followed to the build host's /run
-    EXPECT_EQ(move_var_to_factory(s), 4u);  // lib/systemd, cache/debconf, log/wtmp, run
+    fs::create_symlink("../../usr/share/doc/systemd/README.logs", s / "var/log/README");  // as systemd ships it
+    EXPECT_EQ(move_var_to_factory(s), 6u);  // backups, lib/systemd, cache/debconf, log/wtmp, log/README, run
+    // Moved to the factory, a relative link would point elsewhere: it is made absolute.
+    EXPECT_EQ(fs::read_symlink(s / "usr/share/factory/var/log/README"), "/usr/share/doc/systemd/README.logs");
     EXPECT_EQ(read_file(s / "usr/lib/cairn/dpkg/status"), "Package: x\n");
     EXPECT_TRUE(fs::exists(s / "usr/share/factory/var/lib/systemd/deb-systemd-helper-enabled/x"));
     EXPECT_TRUE(fs::is_symlink(s / "usr/share/factory/var/run"));
@@ -145,9 +149,12 @@ TEST(Systemd, VarMovesToTheFactoryAndTheDpkgDatabaseToUsr) {
     EXPECT_TRUE(fs::is_empty(s / "var/lib/dpkg"));
     const std::string conf = read_file(s / "usr/lib/tmpfiles.d/cairn-var.conf");
     EXPECT_NE(conf.find("C /var/lib/systemd - - - - /usr/share/factory/var/lib/systemd\n"), std::string::npos) << conf;
+    EXPECT_NE(conf.find("C /var/backups - - - - /usr/share/factory/var/backups\n"), std::string::npos) << conf;
     EXPECT_NE(conf.find("C /var/cache/debconf - - - - /usr/share/factory/var/cache/debconf\n"), std::string::npos) << conf;
     EXPECT_NE(conf.find("C /var/log/wtmp - - - - /usr/share/factory/var/log/wtmp\n"), std::string::npos) << conf;
-    EXPECT_NE(conf.find("C /var/run - - - - /usr/share/factory/var/run\n"), std::string::npos) << conf;
+    // Links are made where missing, never copied (tmpfiles would follow them).
+    EXPECT_NE(conf.find("L /var/run - - - - /run\n"), std::string::npos) << conf;
+    EXPECT_NE(conf.find("L /var/log/README - - - - /usr/share/doc/systemd/README.logs\n"), std::string::npos) << conf;
     EXPECT_EQ(conf.find("/var/lib/dpkg"), conf.find("/var/lib/dpkg"));  // named in the comment only
     EXPECT_EQ(conf.find("C /var/lib/dpkg"), std::string::npos);
 }

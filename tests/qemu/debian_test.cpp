@@ -1,0 +1,181 @@
+// The Debian image with systemd (recipes/eflow.toml, built with the fixture's package lock) in
+// QEMU with OVMF Secure Boot and swtpm, driven over SSH as an administrator would: one
+// multiplexed connection per boot (the firewall blocks a source after 3 new SSH connections
+// within 60 s, as docs/ssh.md explains).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+#include "common/file.hpp"
+#include "common/subprocess.hpp"
+#include "common/text.hpp"
+#include "tests/support/qemu_support.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Commands over one SSH connection (ControlMaster): the first opens it, the rest reuse it.
+class Ssh {
+public:
+    explicit Ssh(uint16_t port) : port_(port), key_(test_private_key(dir_.path(), "ssh-admin")) {}
+    // Runs `command` as root; returns its result (exit 255: ssh itself failed).
+    RunResult run(const std::string& command) {
+        return cairn::run(ssh_command(port_, options(), command));
+    }
+    // Runs `command`; its standard output, trimmed. A failure fails the test with what it printed.
+    std::string out(const std::string& command) {
+        RunResult r = run(command);
+        EXPECT_EQ(r.exit_code, 0) << command << ":\n" << r.out << r.err;
+        return trim_end(r.out);
+    }
+    // Closes the connection (before the guest reboots, so that the next command opens a new one).
+    void close() { cairn::run(ssh_command(port_, {"-o", "ControlPath=" + (dir_ / "control").string(), "-O", "exit"}, "")); }
+
+private:
+    std::vector<std::string> options() const {
+        return {"-i", key_.string(), "-o", "ControlMaster=auto", "-o", "ControlPath=" + (dir_ / "control").string(), "-o", "ControlPersist=600"};
+    }
+    Scratch dir_;
+    uint16_t port_;
+    fs::path key_;
+};
+
+// A booted copy of the fixture image with SSH forwarded.
+struct Device {
+    Booted booted{"eflow"};
+    uint16_t port = free_port();
+    std::unique_ptr<Ssh> ssh;
+    qemu::Machine* machine = nullptr;
+
+    explicit Device(std::vector<fs::path> drives = {}) {
+        booted.drives = std::move(drives);
+        booted.forwards = {{port, 22}};
+        machine = &booted.start();
+        machine->wait_for("cairn: ready slot=a version=0.1.0", 600s);
+        ssh = std::make_unique<Ssh>(port);
+    }
+    // Reboots from inside (systemctl reboot) and waits for `ready_line` after it.
+    size_t reboot(const std::string& ready_line) {
+        const size_t from = machine->console().size();
+        ssh->run("systemctl reboot");
+        ssh->close();
+        return machine->wait_for_after(ready_line, from, 600s);
+    }
+    json update_status() {
+        std::string out = ssh->out("cairnctl update status --json");
+        json j = json::parse(out, nullptr, false);
+        if (!j.is_object()) throw std::runtime_error("no status JSON in: " + out);
+        return j;
+    }
+};
+
+const json& slot(const json& status, const std::string& name) {
+    for (const json& s : status["slots"])
+        if (s["slot"] == name) return s;
+    throw std::runtime_error("no slot " + name + " in " + status.dump());
+}
+
+uint64_t monotonic(Ssh& ssh, const std::string& property, const std::string& unit) {
+    return std::stoull(ssh.out("systemctl show -P " + property + " " + unit));
+}
+
+}  // namespace
+
+// Boots under Secure Boot from its verity root to `running` with no failed unit; the firewall is
+// up before the network; dpkg shows exactly the locked packages; SSH takes the recipe's key and
+// refuses passwords; the journal of the first boot is still there after a reboot.
+TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
+    Device d;
+    Ssh& ssh = *d.ssh;
+    EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running") << ssh.run("systemctl --failed --no-pager").out;
+    EXPECT_EQ(ssh.out("systemctl is-active boot-complete.target"), "active");
+    EXPECT_EQ(ssh.out("od -An -tu1 -j4 -N1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | tr -d ' '"), "1");
+    EXPECT_EQ(ssh.out("findmnt -no SOURCE /"), "/dev/mapper/root");
+    EXPECT_EQ(ssh.out("cat /proc/1/comm"), "systemd");
+
+    // The firewall's ruleset was loaded before systemd-networkd, the only thing that brings
+    // interfaces up, started; and networkd cannot start without it.
+    const uint64_t firewall_up = monotonic(ssh, "ActiveEnterTimestampMonotonic", "cairn-firewall.service");
+    const uint64_t networkd_start = monotonic(ssh, "InactiveExitTimestampMonotonic", "systemd-networkd.service");
+    EXPECT_GT(firewall_up, 0u);
+    EXPECT_LT(firewall_up, networkd_start);
+    EXPECT_NE(ssh.out("systemctl show -P Requires systemd-networkd.service").find("cairn-firewall.service"), std::string::npos);
+    EXPECT_EQ(ssh.run("cairn-firewall status").exit_code, 0);
+
+    // dpkg reads the running slot's database: exactly the lock, nothing half-installed or changed.
+    std::string listed = ssh.out("dpkg-query -W -f '${Package} ${Version} ${Architecture}\\n' | sort");
+    json lock = json::parse(read_file(test_images() / "eflow.lock"));
+    std::string locked;
+    std::vector<std::string> lines;
+    for (const auto& p : lock["packages"])
+        lines.push_back(p["name"].get<std::string>() + " " + p["version"].get<std::string>() + " " + p["architecture"].get<std::string>());
+    std::sort(lines.begin(), lines.end());
+    for (const auto& l : lines) locked += (locked.empty() ? "" : "\n") + l;
+    EXPECT_EQ(listed, locked);
+    EXPECT_EQ(ssh.out("dpkg --audit"), "");
+    EXPECT_EQ(ssh.out("dpkg --verify"), "");
+    EXPECT_EQ(ssh.out("findmnt -no OPTIONS /var/lib/dpkg").substr(0, 2), "ro");
+
+    // Passwords are refused (a second connection; the first is the multiplexed one).
+    RunResult password = run(ssh_command(d.port, {"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+                                                  "-o", "BatchMode=yes"},
+                                         "true"));
+    EXPECT_EQ(password.exit_code, 255);
+    EXPECT_NE(password.err.find("Permission denied (publickey)"), std::string::npos) << password.err;
+
+    // The journal is on the log partition and survives a reboot with the same machine-id.
+    const std::string machine_id = ssh.out("cat /etc/machine-id");
+    EXPECT_EQ(machine_id.size(), 32u);
+    EXPECT_EQ(ssh.out("findmnt -no SOURCE /logs"), ssh.out("findmnt -no SOURCE /var/log/journal").substr(0, ssh.out("findmnt -no SOURCE /logs").size()));
+    ssh.out("logger -t cairn-test 'before the reboot'");
+    d.reboot("cairn: ready slot=a version=0.1.0");
+    EXPECT_EQ(ssh.out("cat /etc/machine-id"), machine_id);
+    EXPECT_GE(std::stoi(ssh.out("journalctl --list-boots --no-pager | wc -l")), 2);
+    EXPECT_NE(ssh.out("journalctl -b -1 -t cairn-test --no-pager -o cat"), "");
+    EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running");
+}
+
+// A/B on systemd's terms: an update installs, boots as a trial and is committed once
+// boot-complete.target is reached, and dpkg then shows the new package; an update whose unit
+// ordered before boot-complete.target fails rolls back to the old slot, and says why.
+TEST(Debian, AnUpdateCommitsAtBootCompleteAndAFailingCheckRollsBack) {
+    const fs::path bundles = test_images() / "debian-update";
+    Device d({bundles / "v2.cairn", bundles / "broken.cairn"});
+    Ssh& ssh = *d.ssh;
+    EXPECT_EQ(ssh.run("dpkg-query -W -f '${Status}' tree").out.find("install ok installed"), std::string::npos) << "tree is not in 0.1.0";
+    std::string out = ssh.out("cairnctl update install /dev/vdb");
+    EXPECT_NE(out.find("installed"), std::string::npos) << out;
+    EXPECT_EQ(slot(d.update_status(), "b")["state"], "trial");
+
+    size_t ready = d.reboot("cairn: ready slot=b version=0.2.0");
+    d.machine->wait_for_after("committed", ready, 300s);
+    json st = d.update_status();
+    EXPECT_EQ(st["booted"], "b");
+    EXPECT_EQ(slot(st, "b")["state"], "good");
+    EXPECT_TRUE(slot(st, "b")["primary"].get<bool>());
+    EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' tree"), "install ok installed") << "dpkg sees the new slot's packages";
+
+    // 0.3.0's app-check.service fails: boot-complete.target is never reached.
+    out = ssh.out("cairnctl update install /dev/vdc");
+    EXPECT_NE(out.find("installed"), std::string::npos) << out;
+    const size_t from = d.machine->console().size();
+    ssh.run("systemctl reboot");
+    ssh.close();
+    const size_t trial = d.machine->wait_for_after("cairn: ready slot=a version=0.3.0", from, 600s);
+    const size_t unhealthy = d.machine->wait_for_after("unhealthy: the boot ended (degraded) without reaching boot-complete.target", trial, 300s);
+    d.machine->wait_for_after("cairn: ready slot=b version=0.2.0", unhealthy, 600s);
+    d.machine->wait_for_after("cairn-updated: serving", unhealthy, 300s);
+    st = d.update_status();
+    EXPECT_EQ(st["booted"], "b");
+    EXPECT_EQ(slot(st, "a")["state"], "bad");
+    EXPECT_EQ(st["last"]["kind"], "rolled-back");
+    EXPECT_NE(st["last"]["reason"].get<std::string>().find("failed units: app-check.service"), std::string::npos) << st.dump(2);
+    EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' tree"), "install ok installed") << "back on 0.2.0";
+}
