@@ -80,6 +80,18 @@ partitions = [
         {"unknown-owner", header + small_disk + "\n[[rootfs.add]]\ntype = \"directory\"\npath = \"/x\"\nowner = \"alice\"\n",
          "rootfs.add[0].owner: no user 'alice'"},
     };
+    // Debian package sets (as root: maintainer scripts; the mirror for resolving): a package that
+    // does not exist, and a .deb of the user's whose dependency cannot be had.
+    if (test::is_root()) {
+        test::write_text(dir / "broken-pkg/DEBIAN/control",
+                         "Package: cairn-broken\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t.invalid>\n"
+                         "Depends: libcairn-does-not-exist (>= 2)\nDescription: t\n");
+        run_checked({"dpkg-deb", "--root-owner-group", "--build", (dir / "broken-pkg").string(), (dir / "broken.deb").string()});
+        cases.push_back({"unknown-debian-package", header + small_disk + "\n[rootfs]\npackages = [\"cairn-no-such-package\"]\n",
+                         "rootfs: unknown package 'cairn-no-such-package'"});
+        cases.push_back({"unsatisfiable-deb", header + small_disk + "\n[rootfs]\ndebs = [\"broken.deb\"]\n",
+                         "cairn-broken : Depends: libcairn-does-not-exist (>= 2) but it is not installable"});
+    }
     for (const auto& c : cases) {
         SCOPED_TRACE(c.name);
         fs::path recipe = dir / (c.name + ".toml");

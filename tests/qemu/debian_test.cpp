@@ -142,14 +142,16 @@ TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
     EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running");
 }
 
-// A/B on systemd's terms: an update installs, boots as a trial and is committed once
-// boot-complete.target is reached, and dpkg then shows the new package; an update whose unit
+// A/B on systemd's terms: an update (adding the user's own .deb with a service, and the Debian
+// package it depends on) installs, boots as a trial and is committed once boot-complete.target
+// is reached, and dpkg then shows the new packages; an update whose unit
 // ordered before boot-complete.target fails rolls back to the old slot, and says why.
 TEST(Debian, AnUpdateCommitsAtBootCompleteAndAFailingCheckRollsBack) {
     const fs::path bundles = test_images() / "debian-update";
     Device d({bundles / "v2.cairn", bundles / "broken.cairn"});
     Ssh& ssh = *d.ssh;
     EXPECT_EQ(ssh.run("dpkg-query -W -f '${Status}' tree").out.find("install ok installed"), std::string::npos) << "tree is not in 0.1.0";
+    EXPECT_NE(ssh.run("systemctl cat hello.service").exit_code, 0);
     std::string out = ssh.out("cairnctl update install /dev/vdb");
     EXPECT_NE(out.find("installed"), std::string::npos) << out;
     EXPECT_EQ(slot(d.update_status(), "b")["state"], "trial");
@@ -160,7 +162,11 @@ TEST(Debian, AnUpdateCommitsAtBootCompleteAndAFailingCheckRollsBack) {
     EXPECT_EQ(st["booted"], "b");
     EXPECT_EQ(slot(st, "b")["state"], "good");
     EXPECT_TRUE(slot(st, "b")["primary"].get<bool>());
-    EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' tree"), "install ok installed") << "dpkg sees the new slot's packages";
+    // The user's own package, its dependency from Debian, and its service, enabled by its postinst.
+    EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' hello"), "install ok installed") << "dpkg sees the new slot's packages";
+    EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' tree"), "install ok installed");
+    EXPECT_EQ(ssh.out("systemctl is-active hello.service"), "active");
+    EXPECT_NE(ssh.out("journalctl -b -u hello.service -o cat --no-pager").find("hello from v2"), std::string::npos);
 
     // 0.3.0's app-check.service fails: boot-complete.target is never reached.
     out = ssh.out("cairnctl update install /dev/vdc");
