@@ -89,6 +89,9 @@ partitions = [
         run_checked({"dpkg-deb", "--root-owner-group", "--build", (dir / "broken-pkg").string(), (dir / "broken.deb").string()});
         cases.push_back({"unknown-debian-package", header + small_disk + "\n[rootfs]\npackages = [\"cairn-no-such-package\"]\n",
                          "rootfs: unknown package 'cairn-no-such-package'"});
+        test::write_text(dir / "stale-lock.lock", "{\n  \"format\": 1,\n  \"request\": \"" + std::string(64, '0') + "\",\n  \"packages\": [\n  ]\n}\n");
+        cases.push_back({"stale-lock", header + small_disk + "\n[rootfs]\npackages = [\"openssh-server\"]\n",
+                         "stale-lock.lock: this lock was made for another package request"});
         cases.push_back({"unsatisfiable-deb", header + small_disk + "\n[rootfs]\ndebs = [\"broken.deb\"]\n",
                          "cairn-broken : Depends: libcairn-does-not-exist (>= 2) but it is not installable"});
     }
