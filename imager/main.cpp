@@ -29,10 +29,12 @@ namespace {
 
 // Each command's help, shown by `cairn COMMAND --help` and, together, by `cairn --help`.
 const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE describes into DIR:
-                        disk.raw (sparse GPT disk image), manifest.json, rootfs.img,
-                        root_<slot>.verity (per-slot hash trees), vmlinuz, and with
-                        [boot] initrd.img and uki_<slot>.efi; with [update] also
-                        esp_<slot>.img (the slot's ESP, just big enough, for bundles).
+                        disk.raw (sparse GPT disk image), manifest.json, sbom.cdx.json
+                        (CycloneDX SBOM), rootfs.img, root_<slot>.verity (per-slot hash
+                        trees), vmlinuz, and with [boot] initrd.img and uki_<slot>.efi;
+                        with [update] also esp_<slot>.img (the slot's ESP, just big
+                        enough, for bundles); with Debian packages packages.lock.
+                        Installing Debian packages needs root.
       -o, --output DIR  Output directory (created if missing; required)
       --cache DIR       Where downloaded .deb packages are kept
                         (default: $CAIRN_CACHE, else ~/.cache/cairn)
