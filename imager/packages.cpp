@@ -1,6 +1,7 @@
 #include "imager/packages.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -17,28 +18,40 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The package that holds `file` on the build host, or "" (a file dpkg does not know). dpkg
-// records paths as packaged: with merged /usr, /lib/x86_64-linux-gnu/libc.so.6 may be known under
-// /usr/lib/... or the other way round.
-std::string host_package_of(const fs::path& file) {
-    std::vector<std::string> candidates = {file.string()};
-    const std::string s = file.string();
-    if (s.rfind("/usr/", 0) == 0) candidates.push_back(s.substr(4));
-    else candidates.push_back("/usr" + s);
-    for (const auto& path : candidates) {
-        RunResult r = run({"dpkg-query", "-S", path});
-        if (r.exit_code != 0) continue;
-        // "libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6"; "diversion by ..." lines come first.
-        std::istringstream lines(r.out);
-        for (std::string line; std::getline(lines, line);) {
-            if (line.rfind("diversion ", 0) == 0) continue;
-            std::string package = line.substr(0, line.find(": "));
-            package = package.substr(0, package.find(','));  // "a, b: path": the first
-            package = package.substr(0, package.find(':'));  // the architecture
-            if (!package.empty()) return package;
-        }
+// The other spelling of a path under merged /usr: /lib/x -> /usr/lib/x and back.
+std::string other_spelling(const std::string& path) { return path.rfind("/usr/", 0) == 0 ? path.substr(4) : "/usr" + path; }
+
+// The packages that hold `files` on the build host, by path ("" for a file dpkg does not know),
+// with one dpkg-query call (each call reads every package's file list: one per file took most of
+// a build's time). dpkg records paths as packaged: with merged /usr a library may be known
+// under /usr/lib/... or /lib/..., so both spellings are asked.
+std::map<std::string, std::string> host_packages_of(const std::set<std::string>& files) {
+    std::vector<std::string> argv = {"dpkg-query", "-S"};
+    for (const auto& f : files) {
+        argv.push_back(f);
+        argv.push_back(other_spelling(f));
     }
-    return "";
+    std::map<std::string, std::string> owner;  // as dpkg spells the path -> package
+    if (files.empty()) return {};
+    RunResult r = run(argv);  // exit 1 when some path is unknown: the others are still listed
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);) {
+        // "libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6", "a, b: /path"; "diversion by ..." lines skipped.
+        if (line.rfind("diversion ", 0) == 0) continue;
+        const size_t sep = line.find(": /");
+        if (sep == std::string::npos) continue;
+        std::string package = line.substr(0, sep);
+        package = package.substr(0, package.find(','));  // "a, b: path": the first
+        package = package.substr(0, package.find(':'));  // the architecture
+        owner.emplace(line.substr(sep + 2), package);
+    }
+    std::map<std::string, std::string> result;
+    for (const auto& f : files) {
+        auto it = owner.find(f);
+        if (it == owner.end()) it = owner.find(other_spelling(f));
+        result[f] = it == owner.end() ? "" : it->second;
+    }
+    return result;
 }
 
 }  // namespace
@@ -55,7 +68,7 @@ std::vector<std::string> cairn_packages(const Recipe& recipe) {
         programs.push_back({"cairnctl", "cairnctl"});
         programs.push_back({"cairnctl-provision", "cairnctl"});
     }
-    std::set<std::string> packages;
+    std::map<std::string, std::string> needed_by;  // library (canonical host path) -> a program that needs it
     for (const auto& [name, folder] : programs) {
         const fs::path program = find_cairn_program(name, folder);
         std::vector<fs::path> files;
@@ -69,12 +82,17 @@ std::vector<std::string> cairn_packages(const Recipe& recipe) {
             if (std::find(own.begin(), own.end(), f) != own.end()) continue;
             std::error_code ec;
             const fs::path real = fs::canonical(f, ec);
-            std::string package = host_package_of(ec ? f : real);
-            if (package.empty())
-                fail(recipe.file.string() + ": " + name + " needs " + f.string() +
-                     ", which no Debian package on the build host holds; a Debian image gets its libraries from packages");
-            packages.insert(package);
+            needed_by.emplace((ec ? f : real).string(), name);
         }
+    }
+    std::set<std::string> libraries;
+    for (const auto& [library, program] : needed_by) libraries.insert(library);
+    std::set<std::string> packages;
+    for (const auto& [library, package] : host_packages_of(libraries)) {
+        if (package.empty())
+            fail(recipe.file.string() + ": " + needed_by[library] + " needs " + library +
+                 ", which no Debian package on the build host holds; a Debian image gets its libraries from packages");
+        packages.insert(package);
     }
     if (recipe.provisioning.enabled) {
         packages.insert("libtss2-tcti-device0");  // loaded with dlopen: no ELF closure finds it
