@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
@@ -142,11 +143,20 @@ void run_pipeline(BuildContext& context) {
         if (s.title && (!s.applies || s.applies(context))) ++numbered;
     Progress progress(numbered, context.options.progress);
     context.progress = &progress;
+    std::string times;  // where the time went, for the last progress line
     for (const Stage& s : build_pipeline()) {
         if (s.applies && !s.applies(context)) continue;
         if (s.title) progress.step(s.title(context));
+        const auto start = std::chrono::steady_clock::now();
         s.run(context);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (seconds >= 0.05) {
+            char item[96];
+            std::snprintf(item, sizeof item, "%s%.*s %.1f s", times.empty() ? "" : ", ", static_cast<int>(s.name.size()), s.name.data(), seconds);
+            times += item;
+        }
     }
+    progress.note("stage times: " + times);
     context.progress = nullptr;
 }
 
