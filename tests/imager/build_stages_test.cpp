@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "tests/support/test_support.hpp"
@@ -61,8 +62,8 @@ TEST(BuildPipeline, ARecipeWithoutKernelOrBootSkipsTheirStages) {
     Scratch dir;
     test::write_text(dir / "r.toml", no_boot_recipe);
     EXPECT_EQ(stages_of(dir / "r.toml", dir / "work"),
-              (std::vector<std::string>{"root-tree", "device-files", "check-libraries", "root-filesystem", "verity", "esps", "disk", "manifest",
-                                        "publish"}));
+              (std::vector<std::string>{"root-tree", "device-files", "check-libraries", "sbom", "root-filesystem", "verity", "esps", "disk",
+                                        "manifest", "publish"}));
 }
 
 TEST(BuildPipeline, TheContextKnowsEverySlotsRootBeforeTheFirstStage) {
@@ -83,11 +84,23 @@ TEST(BuildPipeline, TheContextKnowsEverySlotsRootBeforeTheFirstStage) {
     EXPECT_EQ(c.tree.staging(), dir / "work" / "tree");
 }
 
-TEST(BuildPipeline, TheMinimalRecipeRunsEveryStageButTheConversions) {
+TEST(BuildPipeline, TheMinimalRecipeRunsEveryStageButPackagesAndConversions) {
     const auto recipe = test::source_dir() / "recipes/minimal.toml";
     Scratch dir;
     std::vector<std::string> all;
     for (const Stage& s : build_pipeline())
-        if (s.name != "disk-formats") all.emplace_back(s.name);  // only with --format
+        if (s.name != "disk-formats" && s.name != "packages" && s.name != "image-var") all.emplace_back(s.name);  // --format; [rootfs] packages
     EXPECT_EQ(stages_of(recipe, dir / "work"), all);
+}
+
+TEST(BuildPipeline, TheDebianRecipeInstallsPackagesFirstAndMovesVarBeforeTheFilesystem) {
+    const auto recipe = test::source_dir() / "recipes/eflow.toml";
+    Scratch dir;
+    const std::vector<std::string> stages = stages_of(recipe, dir / "work");
+    ASSERT_FALSE(stages.empty());
+    EXPECT_EQ(stages.front(), "packages");
+    auto at = [&](const char* name) { return std::find(stages.begin(), stages.end(), name) - stages.begin(); };
+    EXPECT_LT(at("sbom"), at("image-var"));  // the SBOM reads dpkg's database where dpkg left it
+    EXPECT_LT(at("image-var"), at("root-filesystem"));
+    EXPECT_EQ(std::find(stages.begin(), stages.end(), "disk-formats"), stages.end());
 }
