@@ -45,7 +45,11 @@ struct ReadBack {
 
 ReadBack read_back(const fs::path& file) {
     ReadBack result;
-    ArchiveReader a = open_archive_file(file);
+    // libarchive's own cpio reader (the imager's reader takes tar only, as recipes bring it).
+    ArchiveReader a(archive_read_new());
+    archive_read_support_format_cpio(a.get());
+    archive_read_support_filter_all(a.get());
+    if (archive_read_open_filename(a.get(), file.c_str(), 1 << 16) != ARCHIVE_OK) throw std::runtime_error(file.string() + ": " + archive_error(a.get()));
     archive_entry* entry = nullptr;
     int r;
     while ((r = archive_read_next_header(a.get(), &entry)) == ARCHIVE_OK) {
