@@ -70,7 +70,7 @@ std::string tree_digest(const fs::path& dir) {
     for (const auto& p : paths) {
         struct stat st {};
         ::lstat(p.c_str(), &st);
-        std::string rel = fs::relative(p, dir).string();
+        std::string rel = p.lexically_relative(dir).string();  // never through a link
         h.update(rel).update("\0", 1).update(std::to_string(st.st_mode));
         if (S_ISLNK(st.st_mode)) h.update(fs::read_symlink(p).string());
         else if (S_ISREG(st.st_mode)) h.update(sha256_file_hex(p));
@@ -86,7 +86,7 @@ void add_host_tree(Tree& tree, const fs::path& dir, const std::string& dest, con
     for (auto& e : fs::recursive_directory_iterator(dir)) entries.push_back(e);
     std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.path() < b.path(); });
     for (const auto& e : entries) {
-        std::string image = image_join(dest, fs::relative(e.path(), dir).string(), where);
+        std::string image = image_join(dest, e.path().lexically_relative(dir).string(), where);  // a link is itself, not its target
         struct stat st {};
         if (::lstat(e.path().c_str(), &st) != 0) fail_errno(where + ": " + e.path().string());
         Meta meta{0, 0, static_cast<uint32_t>(st.st_mode & 07777)};

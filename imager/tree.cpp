@@ -255,7 +255,8 @@ void Tree::sync_with_staging(bool owners_from_disk) {
     synced["/"] = meta_["/"];
     std::error_code ec;
     for (auto it = fs::recursive_directory_iterator(staging_, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        std::string canonical = "/" + fs::relative(it->path(), staging_).string();
+        // lexically: fs::relative would follow a link to a folder (/bin -> usr/bin) and name it /usr/bin
+        std::string canonical = "/" + it->path().lexically_relative(staging_).string();
         struct stat st {};
         if (::lstat(it->path().c_str(), &st) != 0) continue;
         auto known = meta_.find(canonical);

@@ -208,3 +208,20 @@ TEST(Tree, FindsProgramsWithoutTheirSharedLibraries) {
     t.add_file_copy("/opt/libs/libpcre2-8.so.0", "/lib/x86_64-linux-gnu/libpcre2-8.so.0", Meta{0, 0, 0644}, "t");
     EXPECT_TRUE(missing_libraries(t).empty());
 }
+
+// A link to a folder in the staging tree is the link's own entry, not its target's: with
+// merged /usr (/bin -> usr/bin) the link once took /usr/bin's place in the table, so /usr/bin's
+// files lost their times in ext4 images (two Debian builds differed).
+TEST(Tree, SyncKeepsALinkToAFolderApartFromTheFolder) {
+    Scratch dir;
+    Tree t(dir / "root");
+    std::filesystem::create_directories(dir / "root/usr/bin");
+    test::write_text(dir / "root/usr/bin/tool", "x");
+    std::filesystem::create_symlink("usr/bin", dir / "root/bin");
+    t.sync_with_staging(true);
+    ASSERT_TRUE(t.meta("/usr/bin"));
+    EXPECT_TRUE(S_ISDIR(t.meta("/usr/bin")->mode));
+    ASSERT_TRUE(t.meta("/bin"));
+    EXPECT_TRUE(S_ISLNK(t.meta("/bin")->mode));
+    EXPECT_TRUE(t.meta("/usr/bin/tool"));
+}
