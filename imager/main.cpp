@@ -303,13 +303,15 @@ int cmd_qemu(const std::vector<std::string>& args) {
     const char* escape_hint = "Ctrl-A x quits, Ctrl-A h helps";
     cairn::qemu::Machine m(c);
     m.start();
+    // Raw before the message that says the console is attached (a reader of that line, such as
+    // the console test, may check the mode at once).
+    std::optional<cairn::RawTerminal> raw;
+    if (on_terminal) raw.emplace(0);
     if (on_terminal)
         std::fprintf(stderr, "cairn: booting %s (state in %s)\ncairn: console attached; %s\n", c.disk.c_str(), c.state_dir.c_str(), escape_hint);
     else
         std::fprintf(stderr, "cairn: booting %s (state in %s; Ctrl-C stops)\n", c.disk.c_str(), c.state_dir.c_str());
     if (keep && !typing) std::fprintf(stderr, "cairn: running in the background: the console shows output only (type into it from the foreground)\n");
-    std::optional<cairn::RawTerminal> raw;
-    if (on_terminal) raw.emplace(0);
     cairn::ConsoleEscape escape;
     bool reading = typing, quit = false;
     size_t shown = 0;
