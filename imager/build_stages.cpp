@@ -404,8 +404,8 @@ void sbom(BuildContext& c) {
         bom.packages.push_back(std::move(p));
     }
     // Cairn's own programs, as they are in the image.
-    for (const char* path : {"/usr/sbin/cairn-firewall", "/usr/sbin/cairn-updated", "/usr/sbin/cairn-provisiond", "/usr/bin/cairnctl",
-                             "/usr/lib/cairn/cairnctl-provision"}) {
+    for (const char* path : {update_paths::firewall, update_paths::updated, provisioning_paths::agent, update_paths::cairnctl,
+                             provisioning_paths::cli}) {
         auto m = c.tree.meta(path);
         if (!m || !S_ISREG(m->mode)) continue;
         bom.programs.push_back({fs::path(path).filename().string(), path, cairn::version(), sha256_file_hex(c.tree.host(path))});

@@ -26,13 +26,13 @@ std::string other_spelling(const std::string& path) { return path.rfind("/usr/",
 // a build's time). dpkg records paths as packaged: with merged /usr a library may be known
 // under /usr/lib/... or /lib/..., so both spellings are asked.
 std::map<std::string, std::string> host_packages_of(const std::set<std::string>& files) {
+    if (files.empty()) return {};
     std::vector<std::string> argv = {"dpkg-query", "-S"};
     for (const auto& f : files) {
         argv.push_back(f);
         argv.push_back(other_spelling(f));
     }
     std::map<std::string, std::string> owner;  // as dpkg spells the path -> package
-    if (files.empty()) return {};
     RunResult r = run(argv);  // exit 1 when some path is unknown: the others are still listed
     std::istringstream lines(r.out);
     for (std::string line; std::getline(lines, line);) {

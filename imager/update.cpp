@@ -116,7 +116,7 @@ void add_firewall_files(Tree& tree, const Recipe& recipe) {
     for (const char* d : {"/usr", "/usr/sbin", "/etc", "/etc/cairn"})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
     const fs::path program = find_cairn_program("cairn-firewall", "firewall");
-    add_cairn_program(tree, program, "/usr/sbin/cairn-firewall", exec, what + ": cairn-firewall");
+    add_cairn_program(tree, program, update_paths::firewall, exec, what + ": cairn-firewall");
     if (recipe.firewall.policy.empty()) {
         tree.add_file("/etc/cairn/firewall.toml",
                       "# The firewall policy (cairn-firewall apply). These are the defaults: inbound SSH only;\n"

@@ -17,6 +17,7 @@ namespace update_paths {
 inline constexpr const char* release = "/usr/lib/cairn/release.json";
 inline constexpr const char* trust_anchor = "/usr/share/cairn/update-ca.pem";
 inline constexpr const char* updated = "/usr/sbin/cairn-updated";
+inline constexpr const char* firewall = "/usr/sbin/cairn-firewall";  // [firewall]
 inline constexpr const char* cairnctl = "/usr/bin/cairnctl";
 inline constexpr const char* dbus_daemon = "/usr/bin/dbus-daemon";
 inline constexpr const char* dbus_config = "/usr/share/cairn/dbus-system.conf";
