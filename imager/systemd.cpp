@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <sstream>
 #include <vector>
 
 #include "common/error.hpp"
@@ -194,6 +195,49 @@ Name=en* eth*
 DHCP=yes
 )";
 
+// Debian's ssh.service checks the configuration with `sshd -t` before it starts sshd, which checks
+// it again: one sshd run too many on the boot's critical path.
+constexpr const char* ssh_no_precheck = "# Cairn: sshd checks its configuration as it starts; no separate `sshd -t` run first.\n"
+                                        "[Service]\nExecStartPre=\n";
+
+// Timers and services of Debian packages that have nothing to do on a Cairn image.
+struct Unneeded {
+    const char* unit;
+    const char* why;
+};
+constexpr Unneeded unneeded_units[] = {
+    {"apt-daily.timer", "the root is read-only: apt cannot install into it (updates come as signed A/B bundles)"},
+    {"apt-daily-upgrade.timer", "the root is read-only: apt cannot upgrade it (updates come as signed A/B bundles)"},
+    {"dpkg-db-backup.timer", "the dpkg database is the slot's own, read-only in the root: nothing changes to back up"},
+    {"e2scrub_all.timer", "e2scrub checks ext4 on LVM snapshots; a Cairn disk has no LVM"},
+    {"e2scrub_reap.service", "e2scrub checks ext4 on LVM snapshots; a Cairn disk has no LVM"},
+};
+
+// The vendor unit text with `targets` taken out of its Before= lines (a drop-in cannot remove an
+// ordering, so the override is the whole unit). Empty when none of them is there.
+std::string without_before(const std::string& unit, const std::vector<std::string>& targets) {
+    std::string out;
+    bool changed = false;
+    std::istringstream lines(unit);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("Before=", 0) == 0) {
+            std::istringstream words(line.substr(7));
+            std::string kept;
+            for (std::string w; words >> w;) {
+                if (std::find(targets.begin(), targets.end(), w) != targets.end()) {
+                    changed = true;
+                    continue;
+                }
+                kept += (kept.empty() ? "" : " ") + w;
+            }
+            if (kept.empty()) continue;
+            line = "Before=" + kept;
+        }
+        out += line + "\n";
+    }
+    return changed ? out : std::string();
+}
+
 void ensure_directory(Tree& tree, const std::string& path, const std::string& what) {
     std::string at;
     for (const auto& part : fs::path(path).relative_path()) {
@@ -274,8 +318,25 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         enable(tree, "systemd-networkd.service", "multi-user.target", what);
         enable(tree, "systemd-networkd.socket", "sockets.target", what);
     }
-    if (has(tree, std::string(systemd_paths::units) + "/systemd-timesyncd.service", what))
+    const std::string timesyncd = std::string(systemd_paths::units) + "/systemd-timesyncd.service";
+    if (has(tree, timesyncd, what)) {
         enable(tree, "systemd-timesyncd.service", "sysinit.target", what);
+        // Debian orders timesyncd before sysinit.target and time-set.target, so every boot waits
+        // for it to start (seconds under emulation) though the clock of a VM or a device with an
+        // RTC is already set: here it starts beside the rest, its hardening unchanged.
+        const std::string text = without_before(read_file(tree.host(tree.resolve(timesyncd, what))), {"sysinit.target", "time-set.target"});
+        if (!text.empty()) {
+            ensure_directory(tree, systemd_paths::admin_units, what);
+            tree.add_file(std::string(systemd_paths::admin_units) + "/systemd-timesyncd.service",
+                          "# Cairn: Debian's unit, not ordered before sysinit.target or time-set.target.\n" + text, file_meta, what);
+        }
+    }
+    // Masked (a link to /dev/null, as `systemctl mask` makes it) where the package is installed.
+    for (const auto& u : unneeded_units) {
+        if (!has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
+        ensure_directory(tree, systemd_paths::admin_units, what);
+        tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
+    }
 
     if (recipe.firewall.enabled) {
         add_unit(tree, "cairn-firewall.service", firewall_unit, what);
@@ -299,6 +360,11 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     }
     if (recipe.ssh.enabled) {
         tree.add_file(systemd_paths::ssh_keygen, ssh_keygen_script(), exec_meta, what);
+        if (has(tree, std::string(systemd_paths::units) + "/ssh.service", what)) {
+            const std::string dropins = std::string(systemd_paths::admin_units) + "/ssh.service.d";
+            ensure_directory(tree, dropins, what);
+            tree.add_file(dropins + "/cairn.conf", ssh_no_precheck, file_meta, what);
+        }
         add_unit(tree, "cairn-ssh-keygen.service", ssh_keygen_unit, what);
         enable(tree, "cairn-ssh-keygen.service", "ssh.service", what, "requires");
         if (recipe.ssh.vsock) {

@@ -26,6 +26,9 @@ namespace cairn::imager {
 namespace systemd_paths {
 inline constexpr const char* systemd = "/usr/lib/systemd/systemd";
 inline constexpr const char* units = "/usr/lib/systemd/system";
+// Overrides of packages' units and masks: where `systemctl edit`/`mask` put them (dpkg owns the
+// vendor folder; its files stay as the packages shipped them, so `dpkg --verify` stays clean).
+inline constexpr const char* admin_units = "/etc/systemd/system";
 inline constexpr const char* ready = "/usr/lib/cairn/ready";
 inline constexpr const char* ssh_keygen = "/usr/lib/cairn/ssh-keygen";
 inline constexpr const char* factory_var = "/usr/share/factory/var";

@@ -43,8 +43,14 @@ authorized_keys = { root = ["key.pub"] }
 void add_fake_systemd(Tree& t) {
     for (const char* d : {"/usr", "/usr/lib", "/usr/lib/systemd", "/usr/lib/systemd/system"}) t.add_directory(d, Meta{0, 0, 0755}, "t");
     t.add_file("/usr/lib/systemd/systemd", "", Meta{0, 0, 0755}, "t");
-    for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-timesyncd.service", "systemd-boot-check-no-failures.service"})
+    for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-boot-check-no-failures.service", "ssh.service",
+                             "apt-daily.timer", "e2scrub_reap.service"})
         t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
+    // timesyncd as Debian 12 orders it.
+    t.add_file("/usr/lib/systemd/system/systemd-timesyncd.service",
+               "[Unit]\nDescription=Network Time Synchronization\nDefaultDependencies=no\nAfter=systemd-sysusers.service\n"
+               "Before=time-set.target sysinit.target shutdown.target\nWants=time-set.target\n\n[Service]\nUser=systemd-timesync\n",
+               Meta{0, 0, 0644}, "t");
 }
 
 Recipe load(const Scratch& dir) {
@@ -99,6 +105,20 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     EXPECT_NE(firewall.find("Before=network-pre.target"), std::string::npos);
     EXPECT_NE(firewall.find("DefaultDependencies=no"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/journald.conf.d/cairn.conf").find("Storage=persistent"), std::string::npos);
+    // timesyncd keeps its unit but no longer holds up sysinit.target (an override of the whole
+    // unit in /etc: the package's own file stays as shipped, for `dpkg --verify`).
+    const std::string timesyncd = read_file(dir / "root/etc/systemd/system/systemd-timesyncd.service");
+    EXPECT_NE(timesyncd.find("\nBefore=shutdown.target\n"), std::string::npos) << timesyncd;
+    EXPECT_EQ(timesyncd.find("Before=time-set.target"), std::string::npos) << timesyncd;
+    EXPECT_NE(timesyncd.find("User=systemd-timesync"), std::string::npos) << timesyncd;
+    EXPECT_NE(read_file(dir / "root/usr/lib/systemd/system/systemd-timesyncd.service").find("Before=time-set.target sysinit.target"), std::string::npos);
+    // Masked where installed; not where not.
+    std::error_code ec;
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/apt-daily.timer", ec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/e2scrub_reap.service", ec), "/dev/null");
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/dpkg-db-backup.timer"));
+    // sshd starts without a separate configuration check first.
+    EXPECT_NE(read_file(dir / "root/etc/systemd/system/ssh.service.d/cairn.conf").find("\nExecStartPre=\n"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
 }
 
