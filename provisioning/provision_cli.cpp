@@ -250,6 +250,11 @@ int provision_command(const std::vector<std::string>& args, std::ostream& out, s
             ProvisioningConfig config;
             if (std::filesystem::exists(o.config)) config = load_config(o.config);
             Tpm tpm(config.tpm);
+            if (o.json) {
+                const std::string ek = tpm.endorsement_key();
+                out << json{{"registration_id", tpm_registration_id(ek)}, {"endorsement_key", base64_encode(ek)}}.dump(2) << "\n";
+                return 0;
+            }
             out << "Gathering the registration information...\n\n" << tpm.info_text();
             return 0;
         }

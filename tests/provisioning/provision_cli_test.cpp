@@ -47,6 +47,12 @@ TEST_F(ProvisionCliTest, TpmInfoStatusReprovisionCheck) {
     EXPECT_EQ(run({"tpm-info"}, &out), 0);
     EXPECT_NE(out.find("Registration Id:\n" + registration_id + "\n"), std::string::npos) << out;
     EXPECT_NE(out.find("Endorsement Key:\n"), std::string::npos);
+    const size_t ek_at = out.find("Endorsement Key:\n") + 17;
+    const std::string ek_line = out.substr(ek_at, out.find('\n', ek_at) - ek_at);
+    EXPECT_EQ(run({"tpm-info", "--json"}, &out), 0);
+    const json info = json::parse(out);
+    EXPECT_EQ(info["registration_id"], registration_id);
+    EXPECT_EQ(info["endorsement_key"], ek_line);
 
     EXPECT_EQ(run({"status"}, &out), 1);
     EXPECT_NE(out.find("State: Not provisioned"), std::string::npos) << out;
