@@ -11,7 +11,9 @@
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "common/text.hpp"
+#include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/qemu_support.hpp"
+#include "tests/support/test_support.hpp"
 
 using namespace cairn;
 using namespace cairn::test;
@@ -90,9 +92,23 @@ uint64_t monotonic(Ssh& ssh, const std::string& property, const std::string& uni
 
 // Boots under Secure Boot from its verity root to `running` with no failed unit; the firewall is
 // up before the network; dpkg shows exactly the locked packages; SSH takes the recipe's key and
-// refuses passwords; the journal of the first boot is still there after a reboot.
+// refuses passwords; the provisioning agent registers through the TPM with an aziot-style
+// config.toml; the journal of the first boot and the identity are still there after a reboot.
 TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
-    Device d;
+    // The provisioning service on the host (10.0.2.2 from the guest), and what the operator gives
+    // the device on a read-only disk: an aziot-style config.toml and the service's CA.
+    Scratch dir;
+    DpsFixture dps(dir / "dps", json{{"enrollments", json::array()}});
+    fs::create_directories(dir / "give");
+    fs::copy_file(dps.trust_bundle(), dir / "give/dps-ca.pem");
+    const std::string endpoint = "https://10.0.2.2:" + std::to_string(dps.port()) + "/";
+    write_text(dir / "give/config.toml", "trust_bundle_cert = \"file:///etc/cairn/dps-ca.pem\"\n[provisioning]\nsource = \"dps\"\n"
+                                         "global_endpoint = \"" + endpoint + "\"\nid_scope = \"" + dps_scope + "\"\n"
+                                         "[provisioning.attestation]\nmethod = \"tpm\"\n[tpm]\ntcti = \"device:/dev/tpmrm0\"\n"
+                                         "[cairn.hub]\nendpoint = \"" + endpoint + "\"\n");  // cairn-dps plays the hub
+    run_checked({"tar", "-cf", (dir / "give.tar").string(), "-C", (dir / "give").string(), "config.toml", "dps-ca.pem"});
+
+    Device d({dir / "give.tar"});
     Ssh& ssh = *d.ssh;
     EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running") << ssh.run("systemctl --failed --no-pager").out;
     EXPECT_EQ(ssh.out("systemctl is-active boot-complete.target"), "active");
@@ -130,13 +146,40 @@ TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
     EXPECT_EQ(password.exit_code, 255);
     EXPECT_NE(password.err.find("Permission denied (publickey)"), std::string::npos) << password.err;
 
+    // The provisioning agent (a systemd unit) waits for a configuration. Enrolled by its TPM's
+    // endorsement key (read over SSH, as a factory station would) and given the config.toml, it
+    // registers through the TPM; after the reboot below it keeps that identity.
+    EXPECT_EQ(ssh.out("systemctl is-active cairn-provisiond.service"), "active");
+    const json tpm = json::parse(ssh.out("cairnctl provision tpm-info --json"));
+    const std::string registration_id = tpm["registration_id"];
+    auto enrolled = dps.admin("PUT", "/admin/enrollments/" + registration_id,
+                              json{{"attestation", {{"type", "tpm"}, {"tpm", {{"endorsementKey", tpm["endorsement_key"]}}}}}}.dump());
+    ASSERT_LT(enrolled.status, 300) << enrolled.body;
+    size_t from = d.machine->console().size();
+    std::string applied = ssh.out("mkdir -p /tmp/give && tar -xf /dev/vdb -C /tmp/give && cp /tmp/give/dps-ca.pem /etc/cairn/ && "
+                                  "cairnctl config apply -c /tmp/give/config.toml");
+    EXPECT_NE(applied.find("provisions again with it"), std::string::npos) << applied;
+    d.machine->wait_for_after("cairn: provisioning done", from, 300s);
+    json provisioned = json::parse(ssh.out("cairnctl provision status --json"));
+    EXPECT_EQ(provisioned["state"], "Provisioned") << provisioned.dump(2);
+    EXPECT_EQ(provisioned["identity"]["device_id"], registration_id);
+    size_t registrations = 0;
+    for (const json& r : dps.requests()) registrations += r.value("method", "") == "PUT";
+    EXPECT_GE(registrations, 2u) << "a TPM registration is two PUTs (the challenge, then with the SAS token)";
+
     // The journal is on the log partition and survives a reboot with the same machine-id.
     const std::string machine_id = ssh.out("cat /etc/machine-id");
     EXPECT_EQ(machine_id.size(), 32u);
     EXPECT_EQ(ssh.out("findmnt -no SOURCE /logs"), ssh.out("findmnt -no SOURCE /var/log/journal").substr(0, ssh.out("findmnt -no SOURCE /logs").size()));
     ssh.out("logger -t cairn-test 'before the reboot'");
+    const size_t before_reboot = d.machine->console().size();
     d.reboot("cairn: ready slot=a version=0.1.0");
     EXPECT_EQ(ssh.out("cat /etc/machine-id"), machine_id);
+    d.machine->wait_for_after("cairn: provisioning done", before_reboot, 300s);
+    EXPECT_EQ(json::parse(ssh.out("cairnctl provision status --json"))["identity"]["device_id"], registration_id);
+    size_t after_reboot = 0;
+    for (const json& r : dps.requests()) after_reboot += r.value("method", "") == "PUT";
+    EXPECT_EQ(after_reboot, registrations) << "the agent registered again after the reboot";
     EXPECT_GE(std::stoi(ssh.out("journalctl --list-boots --no-pager | wc -l")), 2);
     EXPECT_NE(ssh.out("journalctl -b -1 -t cairn-test --no-pager -o cat"), "");
     EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running");
