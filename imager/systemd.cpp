@@ -200,6 +200,12 @@ DHCP=yes
 constexpr const char* ssh_no_precheck = "# Cairn: sshd checks its configuration as it starts; no separate `sshd -t` run first.\n"
                                         "[Service]\nExecStartPre=\n";
 
+// A --debug image: root is logged in on the serial console (systemd's getty there, as the
+// minimal image's init gives a shell).
+constexpr const char* debug_console_autologin = "# Cairn --debug image: a root shell on the serial console. Never ship one.\n"
+                                                "[Service]\nExecStart=\n"
+                                                "ExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 - $TERM\n";
+
 // Timers and services of Debian packages that have nothing to do on a Cairn image.
 struct Unneeded {
     const char* unit;
@@ -338,6 +344,11 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
     }
 
+    if (recipe.boot.debug) {
+        const std::string dropins = std::string(systemd_paths::admin_units) + "/serial-getty@ttyS0.service.d";
+        ensure_directory(tree, dropins, what);
+        tree.add_file(dropins + "/cairn-debug.conf", debug_console_autologin, file_meta, what);
+    }
     if (recipe.firewall.enabled) {
         add_unit(tree, "cairn-firewall.service", firewall_unit, what);
         enable(tree, "cairn-firewall.service", "sysinit.target", what);

@@ -122,6 +122,24 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
 }
 
+// A --debug image logs root in on the serial console; a normal one does not.
+TEST(Systemd, ADebugImageHasARootShellOnTheSerialConsole) {
+    Scratch dir;
+    Tree t(dir / "root");
+    add_fake_systemd(t);
+    Recipe recipe = load(dir);
+    add_systemd_units(t, recipe);
+    const fs::path dropin = dir / "root/etc/systemd/system/serial-getty@ttyS0.service.d/cairn-debug.conf";
+    EXPECT_FALSE(fs::exists(dropin));
+    Scratch debug_dir;
+    Tree debug(debug_dir / "root");
+    add_fake_systemd(debug);
+    recipe.boot.debug = true;
+    add_systemd_units(debug, recipe);
+    const std::string text = read_file(debug_dir / "root/etc/systemd/system/serial-getty@ttyS0.service.d/cairn-debug.conf");
+    EXPECT_NE(text.find("\nExecStart=\nExecStart=-/sbin/agetty --autologin root "), std::string::npos) << text;
+}
+
 // systemd's own checker reads every unit Cairn writes (syntax, directives, executables).
 TEST(Systemd, SystemdAnalyzeAcceptsTheUnits) {
     if (!find_program("systemd-analyze")) GTEST_SKIP() << "systemd-analyze is not installed";
