@@ -20,11 +20,12 @@
 #include "provisioning/encoding.hpp"
 #include "provisioning/http_server.hpp"
 #include "provisioning/sas.hpp"
-#include "provisioning/swtpm.hpp"
 #include "provisioning/tpm.hpp"
+#include "tpm/swtpm.hpp"
 
 using namespace cairn;
 using namespace cairn::provisioning;
+using cairn::tpm::Swtpm;
 using Clock = std::chrono::steady_clock;
 
 namespace {

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include <cstring>
 
@@ -72,5 +73,12 @@ std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
 }
 
 X509Ptr load_certificate(const std::filesystem::path& file) { return std::move(load_certificates(file).front()); }
+
+std::string random_bytes(size_t count) {
+    std::string out(count, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(count)) != 1)
+        fail("OpenSSL: no random bytes: " + openssl_errors());
+    return out;
+}
 
 }  // namespace cairn

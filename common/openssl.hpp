@@ -44,6 +44,8 @@ using OpensslBufferPtr = std::unique_ptr<unsigned char, OpensslDeleter<unsigned 
 std::string openssl_error();
 // Every queued OpenSSL error as one line (and the queue cleared); "no OpenSSL detail" when empty.
 std::string openssl_errors();
+// `count` bytes from OpenSSL's CSPRNG (Error when it has none).
+std::string random_bytes(size_t count);
 
 // A PEM private key, decrypted with `passphrase` when encrypted. Errors name the file and say
 // whether a passphrase is missing or wrong.

@@ -1,6 +1,6 @@
 // The DPS TPM activation blob ("authenticationKey"), built on the service side with OpenSSL the
-// way TPM 2.0 Part 1 defines credential protection (§24) and duplication (§23), and parsed on the
-// device side:
+// way TPM 2.0 Part 1 defines credential protection (§24, tpm/credential.hpp) and duplication
+// (§23), and parsed on the device side:
 //   TPM2B_ID_OBJECT ‖ TPM2B_ENCRYPTED_SECRET (seed to the EK, "IDENTITY") ‖ TPM2B_PRIVATE (the
 //   HMAC key duplicated to the SRK, inner wrapper keyed by the credential) ‖ TPM2B_ENCRYPTED_SECRET
 //   (seed to the SRK, "DUPLICATE") ‖ TPM2B_PUBLIC (the HMAC key) ‖ 00 00
@@ -24,13 +24,6 @@ struct ActivationBlob {
 
 // Throws Error saying which part is missing or malformed (a truncated blob, say).
 ActivationBlob parse_activation_blob(const std::string& blob);
-
-// KDFa of TPM 2.0 Part 1 §11.4.10.2 with SHA-256; `bits` a multiple of 8.
-std::string kdfa_sha256(const std::string& key, const std::string& label, const std::string& context_u, const std::string& context_v,
-                        uint32_t bits);
-
-// The object's Name: nameAlg ‖ H(TPMT_PUBLIC) (SHA-256 objects only).
-std::string object_name(const TPM2B_PUBLIC& pub);
 
 // Builds the blob for an EK and SRK (marshaled TPM2B_PUBLIC) around a fresh random HMAC key.
 TpmChallenge make_tpm_challenge(const std::string& ek_public, const std::string& srk_public);

@@ -2,7 +2,6 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -72,13 +71,6 @@ std::string verify_certificate(X509* leaf, const std::vector<X509*>& chain, cons
     if (X509_verify_cert(ctx.get()) == 1) return "";
     ERR_clear_error();
     return X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()));
-}
-
-std::string random_bytes(size_t count) {
-    std::string out(count, '\0');
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(count)) != 1)
-        fail("OpenSSL: no random bytes: " + openssl_errors());
-    return out;
 }
 
 }  // namespace cairn::provisioning

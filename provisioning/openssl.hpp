@@ -31,6 +31,7 @@ using EvpCipherCtxPtr = cairn::CipherCtxPtr;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, OpensslDeleter<SSL_CTX, SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, OpensslDeleter<SSL, SSL_free>>;
 using cairn::openssl_errors;
+using cairn::random_bytes;
 
 
 // All certificates in PEM text / a PEM file, in order; throws Error naming `what` when there are none.
@@ -49,7 +50,5 @@ std::string certificate_thumbprint(X509* cert);
 // Verifies `leaf` with `chain` as untrusted intermediates against `anchors`; a trusted anchor may be
 // an intermediate (partial chains allowed). Returns "" when valid, else OpenSSL's reason.
 std::string verify_certificate(X509* leaf, const std::vector<X509*>& chain, const std::vector<X509*>& anchors);
-
-std::string random_bytes(size_t count);
 
 }  // namespace cairn::provisioning

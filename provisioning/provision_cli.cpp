@@ -159,7 +159,7 @@ int check(const Options& o, std::ostream& out) {
         try {
             Tpm t(config->tpm);
             add("tpm-reachable", "TPM is reachable", "OK", config->tpm.tcti);
-            if (t.persistent_exists(ek_handle)) add("ek-present", "endorsement key is persisted", "OK", "0x81010001");
+            if (t.persistent_exists(tpm::ek_handle)) add("ek-present", "endorsement key is persisted", "OK", "0x81010001");
             else add("ek-present", "endorsement key is persisted", "Warning", "no key at 0x81010001 yet: provisioning will create it");
         } catch (const Error& e) {
             add("tpm-reachable", "TPM is reachable", "Error", e.what());

@@ -2,21 +2,12 @@
 
 #include <gtest/gtest.h>
 
-#include "provisioning/swtpm.hpp"
 #include "provisioning/tpm.hpp"
+#include "tpm/swtpm.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::provisioning;
-
-TEST(Activation, KdfaIsHmacCounterMode) {
-    // One block: HMAC(key, 00000001 ‖ label ‖ 00 ‖ u ‖ v ‖ bits).
-    std::string expected = [] {
-        auto d = cairn::hmac_sha256("k", std::string("\0\0\0\1STORAGE\0uv\0\0\0\x80", 18));
-        return std::string(reinterpret_cast<const char*>(d.data()), 16);
-    }();
-    EXPECT_EQ(kdfa_sha256("k", "STORAGE", "u", "v", 128), expected);
-    EXPECT_EQ(kdfa_sha256("k", "INTEGRITY", "", "", 512).size(), 64u);
-}
+using cairn::tpm::Swtpm;
 
 class ActivationTest : public ::testing::Test {
 protected:
@@ -61,9 +52,9 @@ TEST_F(ActivationTest, TruncatedAndMalformedBlobs) {
     cairn::test::expect_error([&] { make_tpm_challenge("xx", tpm.storage_root_key()); }, {"tpm.endorsementKey", "TPM2B_PUBLIC"});
     // The SRK is not a valid EK substitute in this check only if its attributes differ; a key
     // that is not a restricted decryption key is refused.
-    TPM2B_PUBLIC pub = unmarshal_public(tpm.endorsement_key(), "ek");
+    TPM2B_PUBLIC pub = cairn::tpm::unmarshal_public(tpm.endorsement_key(), "ek");
     pub.publicArea.objectAttributes &= ~TPMA_OBJECT_RESTRICTED;
-    cairn::test::expect_error([&] { make_tpm_challenge(marshal_public(pub), tpm.storage_root_key()); }, {"not a restricted decryption key"});
+    cairn::test::expect_error([&] { make_tpm_challenge(cairn::tpm::marshal_public(pub), tpm.storage_root_key()); }, {"not a restricted decryption key"});
     // A tampered duplicate fails inside the TPM with a clear message.
     std::string tampered = challenge.blob;
     tampered[2 + 52 + 2 + 256 + 2 + 40] ^= 1;

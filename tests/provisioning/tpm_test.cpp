@@ -5,11 +5,12 @@
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "provisioning/encoding.hpp"
-#include "provisioning/swtpm.hpp"
+#include "tpm/swtpm.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::provisioning;
+using cairn::tpm::Swtpm;
 using nlohmann::json;
 
 class TpmTest : public ::testing::Test {
@@ -24,49 +25,20 @@ protected:
     }
 };
 
-TEST_F(TpmTest, EndorsementKeyMatchesTpm2Tools) {
-    Tpm tpm({swtpm.tcti()});
-    EXPECT_FALSE(tpm.persistent_exists(ek_handle));
-    const std::string ek = tpm.endorsement_key();
-    EXPECT_TRUE(tpm.persistent_exists(ek_handle));
-    EXPECT_TRUE(tpm.persistent_exists(srk_handle) == false);
-    // tpm2_readpublic of the persisted EK gives the same TPM2B_PUBLIC bytes.
-    cairn::run_checked({"tpm2_readpublic", "-c", "0x81010001", "-o", (scratch / "read.pub").string()}, tools());
-    EXPECT_EQ(cairn::read_file(scratch / "read.pub"), ek);
-    // tpm2_createek with the standard RSA template makes the same key (same seed, same template).
+// The generic TPM (EK/SRK, templates, hierarchy passwords) is tested in tests/tpm/tpm_test.cpp;
+// here what DPS adds.
+TEST_F(TpmTest, RegistrationIdFromTheEkThatTpm2ToolsMakes) {
     cairn::run_checked({"tpm2_createek", "-G", "rsa", "-c", (scratch / "ek.ctx").string(), "-u", (scratch / "ek.pub").string()}, tools());
     cairn::run({"tpm2_flushcontext", "-t"}, tools());
     const std::string tools_ek = cairn::read_file(scratch / "ek.pub");
-    EXPECT_EQ(tools_ek, ek);
+    Tpm tpm({swtpm.tcti()});
+    EXPECT_EQ(tpm.endorsement_key(), tools_ek);
+    EXPECT_TRUE(tpm.persistent_exists(cairn::tpm::ek_handle));
     // The registration ID rule, recomputed from tpm2-tools' bytes: 52 lowercase base32 characters.
     const std::string id = tpm_registration_id(tools_ek);
     EXPECT_EQ(id.size(), 52u);
     EXPECT_EQ(id, base32_lower_unpadded(cairn::sha256(tools_ek)));
     EXPECT_EQ(id.find_first_not_of("abcdefghijklmnopqrstuvwxyz234567"), std::string::npos);
-    TPM2B_PUBLIC pub = unmarshal_public(ek, "ek");
-    EXPECT_EQ(pub.publicArea.objectAttributes, 0x000300b2u);
-    EXPECT_EQ(pub.publicArea.unique.rsa.size, 256);
-}
-
-TEST_F(TpmTest, ExistingEkIsUsedAsItIs) {
-    cairn::run_checked({"tpm2_createek", "-G", "rsa", "-c", "0x81010001", "-u", (scratch / "ek.pub").string()}, tools());
-    Tpm tpm({swtpm.tcti()});
-    EXPECT_EQ(tpm.endorsement_key(), cairn::read_file(scratch / "ek.pub"));
-}
-
-TEST_F(TpmTest, StorageRootKeyIsPersisted) {
-    std::string srk;
-    {
-        Tpm tpm({swtpm.tcti()});
-        srk = tpm.storage_root_key();
-        EXPECT_TRUE(tpm.persistent_exists(srk_handle));
-    }
-    Tpm again({swtpm.tcti()});
-    EXPECT_EQ(again.storage_root_key(), srk);
-    TPM2B_PUBLIC pub = unmarshal_public(srk, "srk");
-    EXPECT_EQ(pub.publicArea.objectAttributes, 0x00030472u);
-    cairn::run_checked({"tpm2_readpublic", "-c", "0x81000001", "-o", (scratch / "srk.pub").string()}, tools());
-    EXPECT_EQ(cairn::read_file(scratch / "srk.pub"), srk);
 }
 
 TEST_F(TpmTest, InfoTextLooksLikeTpmDeviceProvision) {
@@ -84,7 +56,7 @@ TEST_F(TpmTest, UnreachableTpmAndMissingKeyAreClearErrors) {
     cairn::test::expect_error([&] { tpm.import_authentication_key("short"); }, {"authenticationKey", "truncated"});
 }
 
-TEST_F(TpmTest, HierarchyPasswordsAreUsed) {
+TEST_F(TpmTest, HierarchyPasswordsReachTheTpm) {
     cairn::run_checked({"tpm2_changeauth", "-c", "owner", "ownerpw"}, tools());
     cairn::run_checked({"tpm2_changeauth", "-c", "endorsement", "endorsepw"}, tools());
     TpmOptions wrong{swtpm.tcti()};

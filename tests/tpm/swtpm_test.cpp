@@ -1,11 +1,11 @@
-#include "provisioning/swtpm.hpp"
+#include "tpm/swtpm.hpp"
 
 #include <gtest/gtest.h>
 
-#include "provisioning/tpm.hpp"
+#include "tpm/tpm.hpp"
 #include "tests/support/test_support.hpp"
 
-using namespace cairn::provisioning;
+using namespace cairn::tpm;
 
 TEST(Swtpm, StartsOnLoopbackAndKeepsStateAcrossRestarts) {
     cairn::test::Scratch scratch;

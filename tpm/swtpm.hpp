@@ -9,7 +9,7 @@
 
 #include "common/subprocess.hpp"
 
-namespace cairn::provisioning {
+namespace cairn::tpm {
 
 class Swtpm {
 public:
@@ -34,4 +34,4 @@ private:
     std::unique_ptr<Process> process_;
 };
 
-}  // namespace cairn::provisioning
+}  // namespace cairn::tpm

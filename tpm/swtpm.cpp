@@ -1,4 +1,4 @@
-#include "provisioning/swtpm.hpp"
+#include "tpm/swtpm.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,7 +12,7 @@
 #include "common/fd.hpp"
 #include "common/file.hpp"
 
-namespace cairn::provisioning {
+namespace cairn::tpm {
 
 namespace {
 
@@ -97,4 +97,4 @@ void Swtpm::start() {
     fail("swtpm: could not start on " + state_dir_.string() + ": " + log_text(log));
 }
 
-}  // namespace cairn::provisioning
+}  // namespace cairn::tpm
