@@ -60,6 +60,13 @@ BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o
     }
     layout = partitions::plan(recipe.layout);
     cache = o.cache.empty() ? default_cache_dir() : o.cache;
+    // As root (a Debian build always is), the staging tree goes into memory when there is room
+    // (imager/tree.hpp): this process is the build's own child, so the mount ends with it.
+    if (::geteuid() == 0) {
+        const partitions::Partition* root = layout.find(layout.slots().empty() ? "root" : "root_a");
+        const bool compressed = recipe.rootfs.filesystem == "erofs" && recipe.rootfs.compression != "none";
+        if (auto size = staging_tmpfs_size(memory_available(), root ? root->size : 0, compressed)) mount_private_tmpfs(tree.staging(), *size);
+    }
     for (const auto& p : layout.partitions) {
         if (p.role != Role::Root) continue;
         SlotRoot r;

@@ -447,7 +447,7 @@ void root_filesystem(BuildContext& c) {
     c.rootfs_size = make_root_filesystem(c.tree.staging(), c.rootfs_image, o);
     c.rootfs_uuid = o.uuid;
     c.artifacts.push_back(c.rootfs_image);
-    remove_tree(c.tree.staging());
+    remove_staging(c.tree.staging());
 }
 
 // Each slot its own salt, so each slot has its own root hash and PARTUUIDs.

@@ -2,6 +2,8 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -472,6 +474,38 @@ std::vector<MissingLibraries> missing_libraries(const Tree& tree) {
         if (!m.interpreter.empty() || !m.libraries.empty()) result.push_back(std::move(m));
     }
     return result;
+}
+
+std::optional<uint64_t> staging_tmpfs_size(uint64_t memory_available, uint64_t root_size, bool compressed) {
+    const uint64_t half = memory_available / 2;
+    if (root_size == 0 || half / (compressed ? 3 : 1) < root_size) return std::nullopt;
+    return half;
+}
+
+uint64_t memory_available() {
+    std::ifstream in("/proc/meminfo");
+    for (std::string key; in >> key;) {
+        uint64_t kib = 0;
+        in >> kib;
+        if (key == "MemAvailable:") return kib * 1024;
+        in.ignore(256, '\n');
+    }
+    return 0;
+}
+
+void mount_private_tmpfs(const fs::path& dir, uint64_t size) {
+    if (::unshare(CLONE_NEWNS) != 0) fail_errno("a mount namespace for the staging tree " + dir.string());
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail_errno("making the mounts private for the staging tree " + dir.string());
+    const std::string options = "mode=0755,size=" + std::to_string(size);
+    if (::mount("cairn-tree", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) fail_errno("mounting a tmpfs on " + dir.string());
+}
+
+void remove_staging(const fs::path& dir) {
+    struct stat here {}, parent {};
+    if (::lstat(dir.c_str(), &here) == 0 && ::lstat(dir.parent_path().c_str(), &parent) == 0 && here.st_dev != parent.st_dev &&
+        ::umount2(dir.c_str(), MNT_DETACH) != 0)
+        fail_errno("unmounting the staging tree " + dir.string());
+    remove_tree(dir);
 }
 
 }  // namespace cairn::imager
