@@ -46,7 +46,7 @@ int64_t build_epoch(const BuildOptions& o) {
 
 }  // namespace
 
-BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o), work(w), epoch(build_epoch(o)), tree(w / "tree") {
+BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o), work(w), epoch(build_epoch(o)), tree(w / "staging" / "tree") {
     recipe = load_recipe(o.recipe);
     for (const auto& warning : recipe.warnings) std::fprintf(stderr, "cairn: warning: %s\n", warning.c_str());
     if (o.debug) {
@@ -60,13 +60,6 @@ BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o
     }
     layout = partitions::plan(recipe.layout);
     cache = o.cache.empty() ? default_cache_dir() : o.cache;
-    // As root (a Debian build always is), the staging tree goes into memory when there is room
-    // (imager/tree.hpp): this process is the build's own child, so the mount ends with it.
-    if (::geteuid() == 0) {
-        const partitions::Partition* root = layout.find(layout.slots().empty() ? "root" : "root_a");
-        const bool compressed = recipe.rootfs.filesystem == "erofs" && recipe.rootfs.compression != "none";
-        if (auto size = staging_tmpfs_size(memory_available(), root ? root->size : 0, compressed)) mount_private_tmpfs(tree.staging(), *size);
-    }
     for (const auto& p : layout.partitions) {
         if (p.role != Role::Root) continue;
         SlotRoot r;
@@ -98,6 +91,8 @@ std::string other_formats(const BuildContext& c) {
 // The build, stage by stage.
 const std::vector<Stage>& build_pipeline() {
     static const std::vector<Stage> pipeline = {
+        {"staging", nullptr, nullptr, stages::staging},
+        {"kernel-ahead", has_kernel, nullptr, stages::kernel_ahead},
         {"packages", has_packages,
          [](const BuildContext& c) {
              const auto& p = c.recipe.rootfs.packages;

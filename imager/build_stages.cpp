@@ -138,9 +138,6 @@ KernelResult add_kernel(Tree& tree, const Recipe::Kernel& k, const fs::path& cac
             deb = fetch_deb(next, cache, k.where + ".package");
             continue;
         }
-        // Debian runs depmod in the package's postinst; maintainer scripts never run here.
-        std::string modules = tree.resolve("/lib/modules/" + result.release, k.where);
-        if (fs::exists(tree.host(modules))) run_checked({"depmod", "-b", tree.staging().string(), result.release});
         return result;
     }
     fail(k.where + ": too many metapackages before a kernel");
@@ -306,9 +303,41 @@ void root_tree(BuildContext& c) {
     c.systemd = runs_systemd(c.tree);
 }
 
+void staging(BuildContext& c) {
+    if (::geteuid() != 0) return;  // an ordinary user cannot mount; the tree stays on the disk
+    const partitions::Partition* root = c.layout.find(c.layout.slots().empty() ? "root" : "root_a");
+    const bool compressed = c.recipe.rootfs.filesystem == "erofs" && c.recipe.rootfs.compression != "none";
+    auto size = staging_tmpfs_size(memory_available(), root ? root->size : 0, compressed);
+    if (!size) return;
+    // This process is the build's own child (imager/build.hpp): the mount ends with it.
+    const fs::path dir = c.tree.staging().parent_path();
+    mount_private_tmpfs(dir, *size);
+    fs::create_directories(c.tree.staging());
+    if (::chmod(c.tree.staging().c_str(), 0755) != 0) fail_errno(c.tree.staging().string());
+}
+
+// The kernel package's download (when not cached) and unpacking (xz, 100 MB of modules) need
+// nothing from the packages: they run in a thread of their own while dpkg works, into a tree
+// beside the staging tree (same filesystem), which the kernel stage moves in after the packages
+// and the recipe's steps, as if it unpacked the package there itself.
+void kernel_ahead(BuildContext& c) {
+    const Recipe::Kernel k = c.recipe.kernel;
+    const fs::path cache = c.cache, vmlinuz = c.work / outputs::vmlinuz, dir = c.tree.staging().parent_path() / "kernel";
+    c.kernel_ahead = std::async(std::launch::async, [k, cache, vmlinuz, dir] {
+        Tree tree(dir);
+        KernelResult r = add_kernel(tree, k, cache, vmlinuz);
+        return KernelAhead{r.package, r.version, r.architecture, r.release, r.sha256, r.deb, std::move(tree)};
+    });
+}
+
 void kernel(BuildContext& c) {
     const fs::path vmlinuz = c.work / outputs::vmlinuz;
-    KernelResult k = add_kernel(c.tree, c.recipe.kernel, c.cache, vmlinuz);
+    KernelAhead k = c.kernel_ahead.get();
+    c.tree.move_in(k.tree, c.recipe.kernel.where);
+    remove_tree(k.tree.staging());
+    // Debian runs depmod in the package's postinst; maintainer scripts never run here.
+    const std::string modules = c.tree.resolve("/lib/modules/" + k.release, c.recipe.kernel.where);
+    if (fs::exists(c.tree.host(modules))) run_checked({"depmod", "-b", c.tree.staging().string(), k.release});
     c.kernel = {{"package", k.package}, {"version", k.version}, {"release", k.release}, {"vmlinuz", outputs::vmlinuz},
                 {"vmlinuz_sha256", sha256_file_hex(vmlinuz)}};
     c.inputs.push_back({{"step", "kernel"}, {"type", "deb"}, {"package", k.package}, {"version", k.version},
@@ -447,7 +476,7 @@ void root_filesystem(BuildContext& c) {
     c.rootfs_size = make_root_filesystem(c.tree.staging(), c.rootfs_image, o);
     c.rootfs_uuid = o.uuid;
     c.artifacts.push_back(c.rootfs_image);
-    remove_staging(c.tree.staging());
+    remove_staging(c.tree.staging().parent_path());  // the tree and the tmpfs it is on (staging)
 }
 
 // Each slot its own salt, so each slot has its own root hash and PARTUUIDs.

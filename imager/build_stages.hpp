@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <string>
 #include <string_view>
@@ -33,6 +34,13 @@ struct SlotRoot {
     fs::path hash_file;
 };
 
+// The kernel package, unpacked into a tree of its own beside the staging tree (kernel-ahead).
+struct KernelAhead {
+    std::string package, version, architecture, release, sha256;
+    fs::path deb;
+    Tree tree;
+};
+
 struct BuildContext {
     // What the build was asked for, read once at the start.
     const BuildOptions& options;
@@ -45,6 +53,7 @@ struct BuildContext {
 
     // What the stages make, in the order they make it.
     Tree tree;                                // packages, root-tree, kernel, device-files
+    std::future<KernelAhead> kernel_ahead;    // kernel-ahead: running while the packages install; kernel waits for it
     nlohmann::json packages = nullptr;        // packages: how many, from which lock
     bool systemd = false;                     // packages: the tree's init is systemd (imager/systemd.hpp)
     std::map<std::pair<std::string, std::string>, std::string> deb_sha256;  // packages: (name, architecture) -> its .deb's sha256
@@ -88,9 +97,11 @@ void run_pipeline(BuildContext& context);
 
 // The stages (imager/build_stages.cpp).
 namespace stages {
+void staging(BuildContext& c);          // as root, with room: the staging tree in memory (imager/tree.hpp)
+void kernel_ahead(BuildContext& c);     // starts fetching and unpacking the kernel package beside the tree
 void packages(BuildContext& c);         // Debian packages, resolved by apt (or the lock), installed by dpkg
 void root_tree(BuildContext& c);        // the recipe's rootfs steps into the staging tree
-void kernel(BuildContext& c);           // the kernel package: modules into the tree, vmlinuz aside
+void kernel(BuildContext& c);           // the kernel package (kernel-ahead's): modules into the tree, depmod; vmlinuz aside
 void initrd(BuildContext& c);           // cairn-init and the kernel modules it needs
 void device_files(BuildContext& c);     // os-release, firewall, provisioning, sshd, updater
 void check_libraries(BuildContext& c);  // every program in the tree can be loaded

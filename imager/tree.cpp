@@ -169,6 +169,25 @@ void Tree::add_directory(std::string_view image_path, Meta meta, const std::stri
     meta_[path] = meta;
 }
 
+void Tree::move_in(const Tree& other, const std::string& what) {
+    for (const auto& [path, meta] : other.entries()) {  // sorted: a directory before what it holds
+        if (path == "/") continue;
+        if (S_ISDIR(meta.mode)) {
+            // A link to a directory here (merged /usr's /lib) stays: what the directory holds goes
+            // where it leads, as extract_deb's keep_directory_symlinks does.
+            struct stat st {};
+            if (::lstat(host(resolve(path, what)).c_str(), &st) == 0 && S_ISLNK(st.st_mode)) continue;
+            add_directory(path, meta, what);
+            continue;
+        }
+        const std::string to = resolve(path, what);
+        make_parents(to, what);
+        remove(to, true, what);
+        if (::rename(other.host(path).c_str(), host(to).c_str()) != 0) fail_errno(what + ": moving " + path + " into the image");
+        meta_[to] = meta;
+    }
+}
+
 void Tree::add_file(std::string_view image_path, std::string_view content, Meta meta, const std::string& what) {
     std::string path = resolve(image_path, what);
     make_parents(path, what);

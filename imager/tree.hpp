@@ -53,6 +53,13 @@ public:
     void add_symlink(std::string_view image_path, const std::string& target, Meta meta, const std::string& what);
     void add_hardlink(std::string_view image_path, std::string_view existing_image_path, const std::string& what);
 
+    // Moves every entry of `other`, a tree on the same filesystem, to the same image path here
+    // (resolved here, so /lib/x lands in /usr/lib/x under merged /usr), as adding them would:
+    // directories are made or keep their place and take the new metadata (a symbolic link here
+    // where `other` has a directory stays), anything else is renamed in and replaces what was
+    // there. `other` is left with its directories only.
+    void move_in(const Tree& other, const std::string& what);
+
     void set_meta(std::string_view canonical, Meta meta) { meta_[std::string(canonical)] = meta; }
     std::optional<Meta> meta(std::string_view canonical) const;
 

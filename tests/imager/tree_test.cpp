@@ -291,3 +291,30 @@ TEST(Tree, StagingTmpfsIsPrivateAndRemovable) {
     EXPECT_FALSE(fs::exists(staging));  // unmounted, then the folder removed
     for (int fd : {mounted[0], mounted[1], checked[0], checked[1]}) ::close(fd);
 }
+
+TEST(Tree, MoveInKeepsMergedUsrLinksAndReplacesFiles) {
+    Scratch dir;
+    Tree t(dir / "staging" / "tree");
+    t.add_directory("/usr/lib/modules", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");
+    t.add_file("/usr/lib/modules/6.1/extra.ko", "old", Meta{0, 0, 0644}, "t");
+    Tree side(dir / "staging" / "kernel");
+    side.add_directory("/lib/modules/6.1", Meta{0, 0, 0750}, "t");  // "/lib" made as a parent directory
+    side.add_file("/lib/modules/6.1/extra.ko", "new", Meta{0, 0, 0600}, "t");
+    side.add_file("/lib/modules/6.1/kernel/a.ko", "a", Meta{0, 0, 0644}, "t");
+    side.add_hardlink("/lib/modules/6.1/kernel/b.ko", "/lib/modules/6.1/kernel/a.ko", "t");
+    t.move_in(side, "t");
+    struct stat st {};
+    ASSERT_EQ(::lstat((dir / "staging/tree/lib").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode));  // merged /usr stays merged
+    EXPECT_EQ(read_file(dir / "staging/tree/usr/lib/modules/6.1/extra.ko"), "new");
+    EXPECT_EQ(t.meta("/usr/lib/modules/6.1/extra.ko")->mode, S_IFREG | 0600u);
+    EXPECT_EQ(t.meta("/usr/lib/modules/6.1")->mode, S_IFDIR | 0750u);
+    EXPECT_FALSE(t.meta("/lib/modules/6.1/kernel/a.ko"));
+    EXPECT_EQ(read_file(dir / "staging/tree/usr/lib/modules/6.1/kernel/a.ko"), "a");
+    struct stat a {}, b {};
+    ASSERT_EQ(::stat((dir / "staging/tree/usr/lib/modules/6.1/kernel/a.ko").c_str(), &a), 0);
+    ASSERT_EQ(::stat((dir / "staging/tree/usr/lib/modules/6.1/kernel/b.ko").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);  // still one file
+    EXPECT_FALSE(fs::exists(dir / "staging/kernel/lib/modules/6.1/kernel/a.ko"));  // moved, not copied
+}
