@@ -117,6 +117,7 @@ const std::vector<Stage>& build_pipeline() {
              return "Making the " + c.recipe.rootfs.filesystem + " root filesystem (" + std::to_string(c.tree.entries().size()) + " entries)";
          },
          stages::root_filesystem},
+        {"disk-roots", nullptr, nullptr, stages::disk_roots},
         {"verity", has_verity, [](const BuildContext& c) { return "Computing dm-verity hash trees (" + std::to_string(c.roots.size()) + " slots)"; },
          stages::verity},
         {"ukis", boots, [](const BuildContext&) { return std::string("Making and signing the unified kernel images"); }, stages::ukis},

@@ -71,7 +71,8 @@ struct BuildContext {
     std::map<char, fs::path> ukis;            // ukis: slot -> signed UKI
     nlohmann::json uki = nlohmann::json::object();
     std::map<std::string, fs::path> esp_images;  // esps: partition label -> FAT image
-    fs::path disk;                            // disk
+    fs::path disk;                            // disk-roots, disk
+    std::future<void> disk_writeback;         // disk-roots: the roots being written out; disk waits for it
     nlohmann::json disk_formats = nlohmann::json::array();  // disk-formats: disk.qcow2 etc.
     std::vector<fs::path> artifacts;          // files in `work` that end up in the output folder
     nlohmann::json manifest;                  // manifest
@@ -108,10 +109,11 @@ void check_libraries(BuildContext& c);  // every program in the tree can be load
 void sbom(BuildContext& c);             // sbom.cdx.json: packages, Cairn's programs, the recipe's files
 void image_var(BuildContext& c);        // packages' /var into the root's factory; the dpkg database into /usr
 void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or ext4)
+void disk_roots(BuildContext& c);       // disk.raw begun: the root in each slot, written out in the background
 void verity(BuildContext& c);           // a dm-verity hash tree per slot; names the root partitions
 void ukis(BuildContext& c);             // a signed unified kernel image per slot
 void esps(BuildContext& c);             // the EFI System Partitions (and the ESP images bundles carry)
-void disk(BuildContext& c);             // disk.raw: partitions in place, then the GPT
+void disk(BuildContext& c);             // disk.raw finished: verity trees, ESPs, markers, synced, then the GPT
 void disk_formats(BuildContext& c);     // --format: disk.raw converted to qcow2, vhdx, vmdk
 void manifest(BuildContext& c);         // manifest.json's content
 void publish(BuildContext& c);          // the artifacts into the output folder, manifest.json last
