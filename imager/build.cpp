@@ -46,7 +46,7 @@ int64_t build_epoch(const BuildOptions& o) {
 
 }  // namespace
 
-BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o), work(w), epoch(build_epoch(o)), tree(w / "tree") {
+BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o), work(w), epoch(build_epoch(o)), tree(w / "staging" / "tree") {
     recipe = load_recipe(o.recipe);
     for (const auto& warning : recipe.warnings) std::fprintf(stderr, "cairn: warning: %s\n", warning.c_str());
     if (o.debug) {
@@ -91,6 +91,8 @@ std::string other_formats(const BuildContext& c) {
 // The build, stage by stage.
 const std::vector<Stage>& build_pipeline() {
     static const std::vector<Stage> pipeline = {
+        {"staging", nullptr, nullptr, stages::staging},
+        {"kernel-ahead", has_kernel, nullptr, stages::kernel_ahead},
         {"packages", has_packages,
          [](const BuildContext& c) {
              const auto& p = c.recipe.rootfs.packages;
@@ -115,6 +117,7 @@ const std::vector<Stage>& build_pipeline() {
              return "Making the " + c.recipe.rootfs.filesystem + " root filesystem (" + std::to_string(c.tree.entries().size()) + " entries)";
          },
          stages::root_filesystem},
+        {"disk-roots", nullptr, nullptr, stages::disk_roots},
         {"verity", has_verity, [](const BuildContext& c) { return "Computing dm-verity hash trees (" + std::to_string(c.roots.size()) + " slots)"; },
          stages::verity},
         {"ukis", boots, [](const BuildContext&) { return std::string("Making and signing the unified kernel images"); }, stages::ukis},

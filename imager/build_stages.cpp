@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -138,9 +140,6 @@ KernelResult add_kernel(Tree& tree, const Recipe::Kernel& k, const fs::path& cac
             deb = fetch_deb(next, cache, k.where + ".package");
             continue;
         }
-        // Debian runs depmod in the package's postinst; maintainer scripts never run here.
-        std::string modules = tree.resolve("/lib/modules/" + result.release, k.where);
-        if (fs::exists(tree.host(modules))) run_checked({"depmod", "-b", tree.staging().string(), result.release});
         return result;
     }
     fail(k.where + ": too many metapackages before a kernel");
@@ -306,9 +305,41 @@ void root_tree(BuildContext& c) {
     c.systemd = runs_systemd(c.tree);
 }
 
+void staging(BuildContext& c) {
+    if (::geteuid() != 0) return;  // an ordinary user cannot mount; the tree stays on the disk
+    const partitions::Partition* root = c.layout.find(c.layout.slots().empty() ? "root" : "root_a");
+    const bool compressed = c.recipe.rootfs.filesystem == "erofs" && c.recipe.rootfs.compression != "none";
+    auto size = staging_tmpfs_size(memory_available(), root ? root->size : 0, compressed);
+    if (!size) return;
+    // This process is the build's own child (imager/build.hpp): the mount ends with it.
+    const fs::path dir = c.tree.staging().parent_path();
+    mount_private_tmpfs(dir, *size);
+    fs::create_directories(c.tree.staging());
+    if (::chmod(c.tree.staging().c_str(), 0755) != 0) fail_errno(c.tree.staging().string());
+}
+
+// The kernel package's download (when not cached) and unpacking (xz, 100 MB of modules) need
+// nothing from the packages: they run in a thread of their own while dpkg works, into a tree
+// beside the staging tree (same filesystem), which the kernel stage moves in after the packages
+// and the recipe's steps, as if it unpacked the package there itself.
+void kernel_ahead(BuildContext& c) {
+    const Recipe::Kernel k = c.recipe.kernel;
+    const fs::path cache = c.cache, vmlinuz = c.work / outputs::vmlinuz, dir = c.tree.staging().parent_path() / "kernel";
+    c.kernel_ahead = std::async(std::launch::async, [k, cache, vmlinuz, dir] {
+        Tree tree(dir);
+        KernelResult r = add_kernel(tree, k, cache, vmlinuz);
+        return KernelAhead{r.package, r.version, r.architecture, r.release, r.sha256, r.deb, std::move(tree)};
+    });
+}
+
 void kernel(BuildContext& c) {
     const fs::path vmlinuz = c.work / outputs::vmlinuz;
-    KernelResult k = add_kernel(c.tree, c.recipe.kernel, c.cache, vmlinuz);
+    KernelAhead k = c.kernel_ahead.get();
+    c.tree.move_in(k.tree, c.recipe.kernel.where);
+    remove_tree(k.tree.staging());
+    // Debian runs depmod in the package's postinst; maintainer scripts never run here.
+    const std::string modules = c.tree.resolve("/lib/modules/" + k.release, c.recipe.kernel.where);
+    if (fs::exists(c.tree.host(modules))) run_checked({"depmod", "-b", c.tree.staging().string(), k.release});
     c.kernel = {{"package", k.package}, {"version", k.version}, {"release", k.release}, {"vmlinuz", outputs::vmlinuz},
                 {"vmlinuz_sha256", sha256_file_hex(vmlinuz)}};
     c.inputs.push_back({{"step", "kernel"}, {"type", "deb"}, {"package", k.package}, {"version", k.version},
@@ -447,7 +478,7 @@ void root_filesystem(BuildContext& c) {
     c.rootfs_size = make_root_filesystem(c.tree.staging(), c.rootfs_image, o);
     c.rootfs_uuid = o.uuid;
     c.artifacts.push_back(c.rootfs_image);
-    remove_tree(c.tree.staging());
+    remove_staging(c.tree.staging().parent_path());  // the tree and the tmpfs it is on (staging)
 }
 
 // Each slot its own salt, so each slot has its own root hash and PARTUUIDs.
@@ -476,7 +507,14 @@ void verity(BuildContext& c) {
 // filesystem.
 void ukis(BuildContext& c) {
     const Recipe& recipe = c.recipe;
-    SigningKey key{recipe.boot.key, recipe.boot.cert, recipe.boot.key_passphrase};
+    const SigningKey key{recipe.boot.key, recipe.boot.cert, recipe.boot.key_passphrase};
+    struct Made {
+        char slot;
+        std::string name, cmdline;
+    };
+    // Each slot's UKI is assembled (objcopy) and signed in a thread of its own: they share
+    // nothing but their inputs, and the results are recorded in slot order afterwards.
+    std::vector<std::future<Made>> making;
     for (const auto& r : c.roots) {
         std::string cmdline = "cairn.slot=" + std::string(1, r.slot ? r.slot : 'a') + " cairn.disk=" + c.layout.disk_guid.str();
         if (recipe.rootfs.verity) cmdline += " cairn.roothash=" + to_hex(r.result.root_hash);
@@ -495,14 +533,22 @@ void ukis(BuildContext& c) {
         parts.cmdline = cmdline;
         parts.os_release = c.os_release;
         parts.uname = c.kernel["release"];
-        std::string name = "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi";
-        fs::path unsigned_uki = c.work / (name + ".unsigned");
-        assemble_uki(parts, unsigned_uki);
-        sign_pe(unsigned_uki, c.work / name, key, c.epoch);
-        fs::remove(unsigned_uki);
-        c.ukis[r.slot] = c.work / name;
-        c.uki[std::string(1, r.slot ? r.slot : '-')] = {{"file", name}, {"cmdline", cmdline}, {"sha256", sha256_file_hex(c.work / name)}};
-        c.artifacts.push_back(c.work / name);
+        Made made{r.slot, "uki_" + std::string(1, r.slot ? r.slot : 'a') + ".efi", cmdline};
+        making.push_back(std::async(std::launch::async, [parts, made, key, work = c.work, epoch = c.epoch] {
+            const fs::path unsigned_uki = work / (made.name + ".unsigned");
+            assemble_uki(parts, unsigned_uki);
+            sign_pe(unsigned_uki, work / made.name, key, epoch);
+            fs::remove(unsigned_uki);
+            return made;
+        }));
+    }
+    std::vector<Made> made;
+    for (auto& m : making) made.push_back(m.get());  // every thread ends before an error goes on
+    for (const auto& m : made) {
+        const fs::path file = c.work / m.name;
+        c.ukis[m.slot] = file;
+        c.uki[std::string(1, m.slot ? m.slot : '-')] = {{"file", m.name}, {"cmdline", m.cmdline}, {"sha256", sha256_file_hex(file)}};
+        c.artifacts.push_back(file);
     }
 }
 
@@ -531,15 +577,27 @@ void esps(BuildContext& c) {
     }
 }
 
-void disk(BuildContext& c) {
+// The roots go into disk.raw as soon as the root filesystem is made, and the kernel starts
+// writing them out (sync_file_range: no waiting) while verity, the UKIs and the ESPs are made;
+// the disk stage adds the rest and waits for all of it (fsync).
+void disk_roots(BuildContext& c) {
     c.disk = c.work / outputs::disk;
+    UniqueFd fd = open_file(c.disk, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (::ftruncate(fd.get(), static_cast<off_t>(c.layout.disk_size)) != 0) fail_errno("sizing " + c.disk.string());
+    UniqueFd root_fd = open_file(c.rootfs_image, O_RDONLY);
+    for (const auto& r : c.roots)
+        copy_sparse(root_fd.get(), 0, fd.get(), c.layout.get(r.root_label).offset, c.rootfs_size, c.rootfs_image.string());
+    // Starting the write-out blocks while the device's queue is full: a thread of its own does it.
+    c.disk_writeback = std::async(std::launch::async, [fd = std::make_shared<UniqueFd>(std::move(fd)), disk = c.disk] {
+        if (::sync_file_range(fd->get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) fail_errno("writing out " + disk.string());
+    });
+}
+
+void disk(BuildContext& c) {
+    c.disk_writeback.get();
     {
-        UniqueFd fd = open_file(c.disk, O_RDWR | O_CREAT | O_TRUNC, 0644);
-        if (::ftruncate(fd.get(), static_cast<off_t>(c.layout.disk_size)) != 0) fail_errno("sizing " + c.disk.string());
-        UniqueFd root_fd = open_file(c.rootfs_image, O_RDONLY);
+        UniqueFd fd = open_file(c.disk, O_RDWR);
         for (const auto& r : c.roots) {
-            const auto& p = c.layout.get(r.root_label);
-            copy_sparse(root_fd.get(), 0, fd.get(), p.offset, c.rootfs_size, c.rootfs_image.string());
             if (!c.recipe.rootfs.verity) continue;
             UniqueFd hash_fd = open_file(r.hash_file, O_RDONLY);
             copy_sparse(hash_fd.get(), 0, fd.get(), c.layout.get(r.verity_label).offset, r.result.hash_size, r.hash_file.string());

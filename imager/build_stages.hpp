@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <string>
 #include <string_view>
@@ -33,6 +34,13 @@ struct SlotRoot {
     fs::path hash_file;
 };
 
+// The kernel package, unpacked into a tree of its own beside the staging tree (kernel-ahead).
+struct KernelAhead {
+    std::string package, version, architecture, release, sha256;
+    fs::path deb;
+    Tree tree;
+};
+
 struct BuildContext {
     // What the build was asked for, read once at the start.
     const BuildOptions& options;
@@ -45,6 +53,7 @@ struct BuildContext {
 
     // What the stages make, in the order they make it.
     Tree tree;                                // packages, root-tree, kernel, device-files
+    std::future<KernelAhead> kernel_ahead;    // kernel-ahead: running while the packages install; kernel waits for it
     nlohmann::json packages = nullptr;        // packages: how many, from which lock
     bool systemd = false;                     // packages: the tree's init is systemd (imager/systemd.hpp)
     std::map<std::pair<std::string, std::string>, std::string> deb_sha256;  // packages: (name, architecture) -> its .deb's sha256
@@ -62,7 +71,8 @@ struct BuildContext {
     std::map<char, fs::path> ukis;            // ukis: slot -> signed UKI
     nlohmann::json uki = nlohmann::json::object();
     std::map<std::string, fs::path> esp_images;  // esps: partition label -> FAT image
-    fs::path disk;                            // disk
+    fs::path disk;                            // disk-roots, disk
+    std::future<void> disk_writeback;         // disk-roots: the roots being written out; disk waits for it
     nlohmann::json disk_formats = nlohmann::json::array();  // disk-formats: disk.qcow2 etc.
     std::vector<fs::path> artifacts;          // files in `work` that end up in the output folder
     nlohmann::json manifest;                  // manifest
@@ -88,19 +98,22 @@ void run_pipeline(BuildContext& context);
 
 // The stages (imager/build_stages.cpp).
 namespace stages {
+void staging(BuildContext& c);          // as root, with room: the staging tree in memory (imager/tree.hpp)
+void kernel_ahead(BuildContext& c);     // starts fetching and unpacking the kernel package beside the tree
 void packages(BuildContext& c);         // Debian packages, resolved by apt (or the lock), installed by dpkg
 void root_tree(BuildContext& c);        // the recipe's rootfs steps into the staging tree
-void kernel(BuildContext& c);           // the kernel package: modules into the tree, vmlinuz aside
+void kernel(BuildContext& c);           // the kernel package (kernel-ahead's): modules into the tree, depmod; vmlinuz aside
 void initrd(BuildContext& c);           // cairn-init and the kernel modules it needs
 void device_files(BuildContext& c);     // os-release, firewall, provisioning, sshd, updater
 void check_libraries(BuildContext& c);  // every program in the tree can be loaded
 void sbom(BuildContext& c);             // sbom.cdx.json: packages, Cairn's programs, the recipe's files
 void image_var(BuildContext& c);        // packages' /var into the root's factory; the dpkg database into /usr
 void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or ext4)
+void disk_roots(BuildContext& c);       // disk.raw begun: the root in each slot, written out in the background
 void verity(BuildContext& c);           // a dm-verity hash tree per slot; names the root partitions
 void ukis(BuildContext& c);             // a signed unified kernel image per slot
 void esps(BuildContext& c);             // the EFI System Partitions (and the ESP images bundles carry)
-void disk(BuildContext& c);             // disk.raw: partitions in place, then the GPT
+void disk(BuildContext& c);             // disk.raw finished: verity trees, ESPs, markers, synced, then the GPT
 void disk_formats(BuildContext& c);     // --format: disk.raw converted to qcow2, vhdx, vmdk
 void manifest(BuildContext& c);         // manifest.json's content
 void publish(BuildContext& c);          // the artifacts into the output folder, manifest.json last

@@ -2,6 +2,8 @@
 
 #include <archive_entry.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <sstream>
@@ -15,6 +17,45 @@
 namespace cairn::imager {
 
 namespace fs = std::filesystem;
+
+std::vector<ControlParagraph> control_paragraphs(std::string_view text) {
+    std::vector<ControlParagraph> result;
+    ControlParagraph current;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t end = text.find('\n', pos);
+        if (end == std::string_view::npos) end = text.size();
+        std::string_view line = text.substr(pos, end - pos);
+        pos = end + 1;
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (trim(line).empty()) {
+            if (!current.empty()) result.push_back(std::move(current));
+            current.clear();
+            continue;
+        }
+        if (line.front() == '#') continue;
+        if (line.front() == ' ' || line.front() == '\t') {
+            if (!current.empty()) current.back().more.emplace_back(line.substr(1));
+            continue;
+        }
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0) continue;
+        current.push_back(ControlField{trim(line.substr(0, colon)), trim(line.substr(colon + 1)), {}});
+    }
+    if (!current.empty()) result.push_back(std::move(current));
+    return result;
+}
+
+const ControlField* find_field(const ControlParagraph& p, std::string_view name) {
+    auto same = [](std::string_view a, std::string_view b) {
+        return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+                   return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+               });
+    };
+    for (const auto& f : p)
+        if (same(f.name, name)) return &f;
+    return nullptr;
+}
 
 namespace {
 

@@ -4,12 +4,28 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "imager/archive.hpp"
 #include "imager/tree.hpp"
 
 namespace cairn::imager {
+
+// Control-file (deb822) text: dpkg's status file, copyright files. One field of a paragraph.
+struct ControlField {
+    std::string name;                // as written
+    std::string first;               // the value on the field's own line, trimmed
+    std::vector<std::string> more;   // continuation lines, without their leading blank
+};
+using ControlParagraph = std::vector<ControlField>;
+
+// Splits deb822 text into paragraphs. Lenient, as the input is untrusted: a line that is neither
+// a field nor a continuation is skipped, and `#` comment lines are ignored.
+std::vector<ControlParagraph> control_paragraphs(std::string_view text);
+
+// The paragraph's field of that name (case-insensitive), or nullptr.
+const ControlField* find_field(const ControlParagraph& p, std::string_view name);
 
 struct DebInfo {
     std::string package;

@@ -91,31 +91,63 @@ std::vector<std::string> essential_closure(const std::vector<DebInfo>& debs) {
     return {chosen.begin(), chosen.end()};
 }
 
-std::vector<StatusEntry> parse_dpkg_status(std::string_view text, std::vector<std::string>* others) {
-    std::vector<StatusEntry> out;
-    std::map<std::string, std::string> fields;
-    auto flush = [&] {
-        if (fields.count("Package")) {
-            if (fields["Status"] == "install ok installed") out.push_back({fields["Package"], fields["Version"], fields["Architecture"]});
-            else if (others) others->push_back(fields["Package"] + ": " + fields["Status"]);
-        }
-        fields.clear();
+bool StatusEntry::installed() const { return status.size() >= 10 && status.ends_with(" installed"); }
+
+std::vector<StatusEntry> parse_dpkg_status(std::string_view text, const std::string& what) {
+    if (text.size() > max_status_bytes) fail(what + ": larger than " + std::to_string(max_status_bytes) + " bytes");
+    std::vector<StatusEntry> entries;
+    std::vector<std::vector<std::vector<std::string>>> needs;  // per entry: groups of alternatives
+    std::map<std::string, std::vector<size_t>> provided;        // installed real or virtual name -> entries
+    auto value = [](const ControlField* f) {
+        std::string v = f ? f->first : "";
+        if (f)
+            for (const auto& l : f->more) v += " " + l;
+        return v;
     };
-    std::istringstream in{std::string(text)};
-    std::string line;
-    while (std::getline(in, line)) {
-        if (trim(line).empty()) {
-            flush();
+    for (const auto& para : control_paragraphs(text)) {
+        const ControlField* name = find_field(para, "Package");
+        if (!name || name->first.empty()) {
+            if (find_field(para, "Status")) fail(what + ": a paragraph with a Status has no Package");
             continue;
         }
-        if (line[0] == ' ' || line[0] == '\t') continue;
-        size_t colon = line.find(':');
-        if (colon == std::string::npos) continue;
-        fields[line.substr(0, colon)] = trim(line.substr(colon + 1));
+        StatusEntry e;
+        e.name = name->first;
+        e.status = value(find_field(para, "Status"));
+        e.version = value(find_field(para, "Version"));
+        if (e.installed() && e.version.empty()) fail(what + ": package '" + e.name + "' has no Version");
+        e.architecture = value(find_field(para, "Architecture"));
+        e.maintainer = value(find_field(para, "Maintainer"));
+        std::string source = value(find_field(para, "Source"));  // "glibc (2.36-9+deb12u4)" or "glibc"
+        if (size_t open = source.find('('); open != std::string::npos) {
+            size_t close = source.find(')', open);
+            if (close != std::string::npos) e.source_version = trim(std::string_view(source).substr(open + 1, close - open - 1));
+            source = trim(std::string_view(source).substr(0, open));
+        }
+        e.source = source;
+        auto groups = relation_groups(value(find_field(para, "Pre-Depends")));
+        for (auto& g : relation_groups(value(find_field(para, "Depends")))) groups.push_back(std::move(g));
+        if (e.installed()) {
+            provided[e.name].push_back(entries.size());
+            for (const auto& g : relation_groups(value(find_field(para, "Provides"))))
+                for (const auto& p : g) provided[p].push_back(entries.size());
+        }
+        entries.push_back(std::move(e));
+        needs.push_back(std::move(groups));
     }
-    flush();
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-    return out;
+    for (size_t i = 0; i < entries.size(); ++i) {
+        std::set<std::string> names;
+        for (const auto& group : needs[i]) {
+            for (const auto& alternative : group) {
+                auto it = provided.find(alternative);
+                if (it == provided.end()) continue;
+                names.insert(entries[it->second.front()].name);
+                break;
+            }
+        }
+        names.erase(entries[i].name);
+        entries[i].depends.assign(names.begin(), names.end());
+    }
+    return entries;
 }
 
 void tame_installed_tree(const fs::path& staging) {
@@ -186,6 +218,15 @@ std::vector<InstalledPackage> install_packages(const fs::path& staging_in, const
     tree.add_file("/var/lib/dpkg/available", "", file, where);
     tree.add_file("/var/lib/dpkg/arch", options.architecture + "\n", file, where);
 
+    // openssh-server's postinst makes the host keys that are missing, which tame_installed_tree
+    // then removes (each device makes its own on its first boot): empty placeholders stand in for
+    // them while it runs, and go with them. RSA, ECDSA and Ed25519 key generation took 0.9 s.
+    if (find_locked(lock, "openssh-server")) {
+        tree.add_directory("/etc/ssh", dir, where);
+        for (const char* key : {"rsa", "ecdsa", "ed25519"})
+            tree.add_file(std::string("/etc/ssh/ssh_host_") + key + "_key", "", Meta{0, 0, S_IFREG | 0600}, where);
+    }
+
     // 2. The Essential closure's files, so that its maintainer scripts find a shell and tools.
     ExtractOptions extract;
     extract.keep_directory_symlinks = true;
@@ -239,7 +280,12 @@ std::vector<InstalledPackage> install_packages(const fs::path& staging_in, const
 
     // The tree's dpkg database must say: exactly the lock, every package configured.
     std::vector<std::string> others;
-    auto status = parse_dpkg_status(read_file(staging / "var/lib/dpkg/status"), &others);
+    std::vector<StatusEntry> status;
+    for (auto& e : parse_dpkg_status(read_file(staging / "var/lib/dpkg/status"), (staging / "var/lib/dpkg/status").string())) {
+        if (e.configured()) status.push_back(std::move(e));
+        else others.push_back(e.name + ": " + e.status);
+    }
+    std::sort(status.begin(), status.end(), [](const StatusEntry& x, const StatusEntry& y) { return x.name < y.name; });
     if (!others.empty()) fail(where + ": packages not configured in the image tree: " + others.front() + (others.size() > 1 ? ", ..." : ""));
     std::vector<InstalledPackage> installed;
     for (const auto& s : status) {

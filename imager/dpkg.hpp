@@ -54,12 +54,24 @@ std::vector<InstalledPackage> install_packages(const fs::path& staging, const Pa
 // Provides) is taken, as the whole set was already resolved by apt.
 std::vector<std::string> essential_closure(const std::vector<DebInfo>& debs);
 
-// The installed packages of a dpkg status file ("install ok installed" only), sorted by name;
-// `others` receives "name: status" of the entries in any other state.
+// dpkg's status file: the one parser of it (the install's check and the SBOM use it). Every
+// package paragraph, in the file's order, with Source ("src (ver)" split), Maintainer, and
+// Pre-Depends/Depends resolved against the installed packages (alternatives: the first installed
+// one; virtual names through Provides; itself left out). The text is untrusted: lenient about
+// lines; throws Error naming `what` for a text over max_status_bytes, a paragraph without
+// Package, an installed one without Version.
+inline constexpr size_t max_status_bytes = 64 << 20;
 struct StatusEntry {
     std::string name, version, architecture;
+    std::string status;                // "install ok installed", "deinstall ok config-files", ...
+    std::string source;                // source package name; empty when the same as name
+    std::string source_version;        // empty when the same as version
+    std::string maintainer;
+    std::vector<std::string> depends;  // installed packages it needs, sorted
+    bool installed() const;            // its files are in place: the status ends in "installed"
+    bool configured() const { return status == "install ok installed"; }  // wanted, and all done
 };
-std::vector<StatusEntry> parse_dpkg_status(std::string_view text, std::vector<std::string>* others = nullptr);
+std::vector<StatusEntry> parse_dpkg_status(std::string_view text, const std::string& what);
 
 // Removes or empties what maintainer scripts write differently on every run (see above).
 void tame_installed_tree(const fs::path& staging);

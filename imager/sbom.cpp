@@ -16,6 +16,8 @@
 #include "common/fd.hpp"
 #include "common/text.hpp"
 #include "common/uuid.hpp"
+#include "imager/deb.hpp"
+#include "imager/dpkg.hpp"
 
 namespace cairn::imager::sbom {
 
@@ -29,53 +31,13 @@ std::string lower(std::string_view s) {
     return r;
 }
 
-bool iequals(std::string_view a, std::string_view b) { return lower(a) == lower(b); }
 
 // ---- deb822 paragraphs (copyright files, dpkg's status file) ----
 
-struct Field {
-    std::string name;    // as written
-    std::string first;   // the value on the field's own line, trimmed
-    std::vector<std::string> more;  // continuation lines, without their leading blank
-};
+using Field = ControlField;
+using Paragraph = ControlParagraph;
 
-using Paragraph = std::vector<Field>;
-
-const Field* find_field(const Paragraph& p, std::string_view name) {
-    for (const auto& f : p)
-        if (iequals(f.name, name)) return &f;
-    return nullptr;
-}
-
-// Splits deb822 text into paragraphs. Lenient, as the input is untrusted: a line that is neither
-// a field nor a continuation is skipped, and `#` comment lines are ignored.
-std::vector<Paragraph> paragraphs(std::string_view text) {
-    std::vector<Paragraph> result;
-    Paragraph current;
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t end = text.find('\n', pos);
-        if (end == std::string_view::npos) end = text.size();
-        std::string_view line = text.substr(pos, end - pos);
-        pos = end + 1;
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-        if (trim(line).empty()) {
-            if (!current.empty()) result.push_back(std::move(current));
-            current.clear();
-            continue;
-        }
-        if (line.front() == '#') continue;
-        if (line.front() == ' ' || line.front() == '\t') {
-            if (!current.empty()) current.back().more.emplace_back(line.substr(1));
-            continue;
-        }
-        size_t colon = line.find(':');
-        if (colon == std::string_view::npos || colon == 0) continue;
-        current.push_back(Field{trim(line.substr(0, colon)), trim(line.substr(colon + 1)), {}});
-    }
-    if (!current.empty()) result.push_back(std::move(current));
-    return result;
-}
+std::vector<Paragraph> paragraphs(std::string_view text) { return control_paragraphs(text); }
 
 // The text of a multi-line field's continuation lines (" ." is an empty line).
 std::string field_text(const Field& f) {
@@ -645,91 +607,6 @@ nlohmann::json to_cyclonedx(const Bom& bom) {
 // Names and texts from packages need not be UTF-8: invalid bytes become U+FFFD rather than an exception.
 std::string to_cyclonedx_text(const Bom& bom) { return to_cyclonedx(bom).dump(2, ' ', false, json::error_handler_t::replace) + "\n"; }
 
-std::vector<DebPackage> parse_dpkg_status(std::string_view status_text, const std::string& what) {
-    if (status_text.size() > max_status_bytes) fail(what + ": larger than " + std::to_string(max_status_bytes) + " bytes");
-    struct Entry {
-        DebPackage package;
-        std::vector<std::vector<std::string>> depends;  // groups of alternatives
-    };
-    std::vector<Entry> entries;
-    std::map<std::string, std::vector<size_t>> provided;  // virtual or real name -> entries
-    // "a (>= 1) | b:any, c" -> {{a, b}, {c}}
-    auto relations = [](const Field* f) {
-        std::vector<std::vector<std::string>> groups;
-        if (!f) return groups;
-        std::string value = f->first;
-        for (const auto& l : f->more) value += " " + l;
-        size_t start = 0;
-        while (start <= value.size()) {
-            size_t comma = value.find(',', start);
-            if (comma == std::string::npos) comma = value.size();
-            std::vector<std::string> alternatives;
-            std::string_view group(value.data() + start, comma - start);
-            size_t a = 0;
-            while (a <= group.size()) {
-                size_t bar = group.find('|', a);
-                if (bar == std::string_view::npos) bar = group.size();
-                std::string alt = trim(group.substr(a, bar - a));
-                size_t stop = alt.find_first_of(" (:[<");
-                if (stop != std::string::npos) alt.resize(stop);
-                if (!alt.empty()) alternatives.push_back(alt);
-                a = bar + 1;
-            }
-            if (!alternatives.empty()) groups.push_back(std::move(alternatives));
-            start = comma + 1;
-        }
-        return groups;
-    };
-    for (const auto& para : paragraphs(status_text)) {
-        const Field* status = find_field(para, "Status");
-        if (!status || status->first.size() < 10 || status->first.substr(status->first.size() - 10) != " installed") continue;
-        const Field* name = find_field(para, "Package");
-        const Field* version = find_field(para, "Version");
-        if (!name || name->first.empty()) fail(what + ": an installed paragraph has no Package");
-        if (!version || version->first.empty()) fail(what + ": package '" + name->first + "' has no Version");
-        Entry e;
-        e.package.name = name->first;
-        e.package.version = version->first;
-        if (const Field* f = find_field(para, "Architecture")) e.package.architecture = f->first;
-        if (const Field* f = find_field(para, "Maintainer")) e.package.maintainer = f->first;
-        if (const Field* f = find_field(para, "Source")) {
-            // "glibc (2.36-9+deb12u4)" or "glibc"
-            std::string s = f->first;
-            size_t open = s.find('(');
-            if (open != std::string::npos) {
-                size_t close = s.find(')', open);
-                if (close != std::string::npos) e.package.source_version = trim(std::string_view(s).substr(open + 1, close - open - 1));
-                s = trim(std::string_view(s).substr(0, open));
-            }
-            e.package.source = s;
-        }
-        e.depends = relations(find_field(para, "Pre-Depends"));
-        auto deps = relations(find_field(para, "Depends"));
-        e.depends.insert(e.depends.end(), deps.begin(), deps.end());
-        size_t index = entries.size();
-        provided[e.package.name].push_back(index);
-        for (const auto& group : relations(find_field(para, "Provides")))
-            for (const auto& p : group) provided[p].push_back(index);
-        entries.push_back(std::move(e));
-    }
-    std::vector<DebPackage> result;
-    for (auto& e : entries) {
-        std::set<std::string> names;
-        for (const auto& group : e.depends) {
-            for (const auto& alt : group) {
-                auto it = provided.find(alt);
-                if (it == provided.end()) continue;
-                names.insert(entries[it->second.front()].package.name);
-                break;
-            }
-        }
-        names.erase(e.package.name);
-        e.package.depends.assign(names.begin(), names.end());
-    }
-    for (auto& e : entries) result.push_back(std::move(e.package));
-    return result;
-}
-
 std::vector<DebPackage> read_installed_packages(const fs::path& root) {
     std::string why;
     std::string what = (root / "var/lib/dpkg/status").string();
@@ -737,8 +614,20 @@ std::vector<DebPackage> read_installed_packages(const fs::path& root) {
     if (!fd) fail(what + ": " + why);
     std::string text;
     if (!read_capped(fd.get(), max_status_bytes, text, why)) fail(what + ": " + why);
-    auto packages = parse_dpkg_status(text, what);
-    for (auto& p : packages) p.license = read_package_license(root, p.name);
+    std::vector<DebPackage> packages;
+    for (auto& e : parse_dpkg_status(text, what)) {
+        if (!e.installed()) continue;
+        DebPackage p;
+        p.name = std::move(e.name);
+        p.version = std::move(e.version);
+        p.architecture = std::move(e.architecture);
+        p.source = std::move(e.source);
+        p.source_version = std::move(e.source_version);
+        p.maintainer = std::move(e.maintainer);
+        p.depends = std::move(e.depends);
+        p.license = read_package_license(root, p.name);
+        packages.push_back(std::move(p));
+    }
     return packages;
 }
 

@@ -44,9 +44,9 @@ namespace fs = std::filesystem;
 // The file a build writes beside manifest.json.
 inline constexpr const char* output_name = "sbom.cdx.json";
 
-// Limits on untrusted input: a larger copyright file gives NOASSERTION, a larger status file an Error.
+// Limits on untrusted input: a larger copyright file gives NOASSERTION (a larger status file an
+// Error: max_status_bytes, imager/dpkg.hpp).
 inline constexpr size_t max_copyright_bytes = 1 << 20;
-inline constexpr size_t max_status_bytes = 64 << 20;
 inline constexpr size_t max_license_text_bytes = 64 << 10;  // longer LicenseRef texts are left out
 
 // One licence named by a copyright file.
@@ -142,14 +142,9 @@ nlohmann::json to_cyclonedx(const Bom& bom);
 // error_handler_t::replace, as this does, or it throws.
 std::string to_cyclonedx_text(const Bom& bom);
 
-// The packages dpkg's status file lists as installed ("install ok installed"), with Source,
-// Maintainer and Depends/Pre-Depends resolved against the installed set (alternatives: the first
-// installed one; virtual names through Provides); sha256 and licence empty. `status_text` is the
-// file's content; throws Error naming `what` for a paragraph without Package or Version.
-std::vector<DebPackage> parse_dpkg_status(std::string_view status_text, const std::string& what);
-
-// parse_dpkg_status on ROOT/var/lib/dpkg/status, plus each package's licence from
-// read_package_license(root, name). Throws Error naming the file when it is missing or too large.
+// The installed packages (StatusEntry::installed()) of ROOT/var/lib/dpkg/status, read with
+// parse_dpkg_status (imager/dpkg.hpp), in the file's order, each with its licence from
+// read_package_license(root, name); sha256 empty. Throws Error naming the file when it is missing or too large.
 std::vector<DebPackage> read_installed_packages(const fs::path& root);
 
 }  // namespace cairn::imager::sbom

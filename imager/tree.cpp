@@ -2,6 +2,8 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,6 +167,25 @@ void Tree::add_directory(std::string_view image_path, Meta meta, const std::stri
     if (::lstat(host(path).c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) remove(path, false, what);
     if (::mkdir(host(path).c_str(), 0755) != 0 && errno != EEXIST) fail_errno(what + ": creating " + path + " in the image");
     meta_[path] = meta;
+}
+
+void Tree::move_in(const Tree& other, const std::string& what) {
+    for (const auto& [path, meta] : other.entries()) {  // sorted: a directory before what it holds
+        if (path == "/") continue;
+        if (S_ISDIR(meta.mode)) {
+            // A link to a directory here (merged /usr's /lib) stays: what the directory holds goes
+            // where it leads, as extract_deb's keep_directory_symlinks does.
+            struct stat st {};
+            if (::lstat(host(resolve(path, what)).c_str(), &st) == 0 && S_ISLNK(st.st_mode)) continue;
+            add_directory(path, meta, what);
+            continue;
+        }
+        const std::string to = resolve(path, what);
+        make_parents(to, what);
+        remove(to, true, what);
+        if (::rename(other.host(path).c_str(), host(to).c_str()) != 0) fail_errno(what + ": moving " + path + " into the image");
+        meta_[to] = meta;
+    }
 }
 
 void Tree::add_file(std::string_view image_path, std::string_view content, Meta meta, const std::string& what) {
@@ -472,6 +493,38 @@ std::vector<MissingLibraries> missing_libraries(const Tree& tree) {
         if (!m.interpreter.empty() || !m.libraries.empty()) result.push_back(std::move(m));
     }
     return result;
+}
+
+std::optional<uint64_t> staging_tmpfs_size(uint64_t memory_available, uint64_t root_size, bool compressed) {
+    const uint64_t half = memory_available / 2;
+    if (root_size == 0 || half / (compressed ? 3 : 1) < root_size) return std::nullopt;
+    return half;
+}
+
+uint64_t memory_available() {
+    std::ifstream in("/proc/meminfo");
+    for (std::string key; in >> key;) {
+        uint64_t kib = 0;
+        in >> kib;
+        if (key == "MemAvailable:") return kib * 1024;
+        in.ignore(256, '\n');
+    }
+    return 0;
+}
+
+void mount_private_tmpfs(const fs::path& dir, uint64_t size) {
+    if (::unshare(CLONE_NEWNS) != 0) fail_errno("a mount namespace for the staging tree " + dir.string());
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail_errno("making the mounts private for the staging tree " + dir.string());
+    const std::string options = "mode=0755,size=" + std::to_string(size);
+    if (::mount("cairn-tree", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) fail_errno("mounting a tmpfs on " + dir.string());
+}
+
+void remove_staging(const fs::path& dir) {
+    struct stat here {}, parent {};
+    if (::lstat(dir.c_str(), &here) == 0 && ::lstat(dir.parent_path().c_str(), &parent) == 0 && here.st_dev != parent.st_dev &&
+        ::umount2(dir.c_str(), MNT_DETACH) != 0)
+        fail_errno("unmounting the staging tree " + dir.string());
+    remove_tree(dir);
 }
 
 }  // namespace cairn::imager

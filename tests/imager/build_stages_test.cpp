@@ -62,7 +62,7 @@ TEST(BuildPipeline, ARecipeWithoutKernelOrBootSkipsTheirStages) {
     Scratch dir;
     test::write_text(dir / "r.toml", no_boot_recipe);
     EXPECT_EQ(stages_of(dir / "r.toml", dir / "work"),
-              (std::vector<std::string>{"root-tree", "device-files", "check-libraries", "sbom", "root-filesystem", "verity", "esps", "disk",
+              (std::vector<std::string>{"staging", "root-tree", "device-files", "check-libraries", "sbom", "root-filesystem", "disk-roots", "verity", "esps", "disk",
                                         "manifest", "publish"}));
 }
 
@@ -81,7 +81,7 @@ TEST(BuildPipeline, TheContextKnowsEverySlotsRootBeforeTheFirstStage) {
     EXPECT_EQ(c.roots[0].verity_label, "root_a_verity");
     EXPECT_EQ(c.roots[1].slot, 'b');
     EXPECT_EQ(c.roots[1].root_label, "root_b");
-    EXPECT_EQ(c.tree.staging(), dir / "work" / "tree");
+    EXPECT_EQ(c.tree.staging(), dir / "work" / "staging" / "tree");  // the kernel unpacks beside it, on the same filesystem
 }
 
 TEST(BuildPipeline, TheMinimalRecipeRunsEveryStageButPackagesAndConversions) {
@@ -98,9 +98,16 @@ TEST(BuildPipeline, TheDebianRecipeInstallsPackagesFirstAndMovesVarBeforeTheFile
     Scratch dir;
     const std::vector<std::string> stages = stages_of(recipe, dir / "work");
     ASSERT_FALSE(stages.empty());
-    EXPECT_EQ(stages.front(), "packages");
     auto at = [&](const char* name) { return std::find(stages.begin(), stages.end(), name) - stages.begin(); };
+    // The tree's place first, then the kernel starts unpacking beside it while the packages install.
+    EXPECT_EQ(stages[0], "staging");
+    EXPECT_EQ(stages[1], "kernel-ahead");
+    EXPECT_EQ(stages[2], "packages");
+    EXPECT_LT(at("root-tree"), at("kernel"));  // the kernel's modules go in after the recipe's steps, as before
     EXPECT_LT(at("sbom"), at("image-var"));  // the SBOM reads dpkg's database where dpkg left it
     EXPECT_LT(at("image-var"), at("root-filesystem"));
+    // disk.raw takes the roots while verity, the UKIs and the ESPs are made, and is finished last.
+    EXPECT_EQ(at("disk-roots"), at("root-filesystem") + 1);
+    EXPECT_LT(at("esps"), at("disk"));
     EXPECT_EQ(std::find(stages.begin(), stages.end(), "disk-formats"), stages.end());
 }

@@ -33,16 +33,47 @@ TEST(Dpkg, EssentialClosureFollowsDependsAndTheFirstPresentAlternative) {
               (std::vector<std::string>{"init-system-helpers", "libc6", "libcrypt1-dev", "libgcc-s1", "perl-base", "usr-is-merged"}));
 }
 
-TEST(Dpkg, StatusFileListsConfiguredPackagesAndReportsTheOthers) {
-    std::vector<std::string> others;
+TEST(Dpkg, StatusFileGivesEveryPackageWithItsState) {
     auto got = parse_dpkg_status("Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\nArchitecture: amd64\nDescription: x\n y\n\n"
                                  "Package: dbus\nStatus: install ok unpacked\nVersion: 1.14\nArchitecture: amd64\n\n"
                                  "Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: amd64\n",
-                                 &others);
-    ASSERT_EQ(got.size(), 2u);
-    EXPECT_EQ(got[0].name, "base-files");
-    EXPECT_EQ(got[1].version, "1:1.2.13");
-    EXPECT_EQ(others, (std::vector<std::string>{"dbus: install ok unpacked"}));
+                                 "status");
+    ASSERT_EQ(got.size(), 3u);  // the file's order
+    EXPECT_EQ(got[0].name, "zlib1g");
+    EXPECT_EQ(got[0].version, "1:1.2.13");
+    EXPECT_TRUE(got[0].configured());
+    EXPECT_EQ(got[1].name, "dbus");
+    EXPECT_EQ(got[1].status, "install ok unpacked");
+    EXPECT_FALSE(got[1].configured());
+    EXPECT_FALSE(got[1].installed());
+    EXPECT_EQ(got[2].architecture, "amd64");
+    EXPECT_TRUE(got[2].configured());
+}
+
+// Moved from the SBOM's tests when its own parser went: the SBOM reads dpkg's status with this one.
+TEST(Dpkg, StatusFileResolvesDependenciesAmongTheInstalled) {
+    std::string status =
+        "Package: a\nStatus: install ok installed\nVersion: 1:2.0-1+b1\nArchitecture: amd64\nSource: asrc (2.0-1)\n"
+        "Maintainer: M <m@example.org>\nPre-Depends: c\nDepends: libx (>= 1) | b, mail-transport-agent, missing, a\n\n"
+        "Package: b\nStatus: install ok installed\nVersion: 1\nArchitecture: all\nProvides: mail-transport-agent (= 1)\n\n"
+        "Package: c\nStatus: deinstall ok config-files\nVersion: 3\nArchitecture: amd64\n\n"
+        "Package: d\nStatus: hold ok installed\nVersion: 4\nArchitecture: amd64\nSource: dsrc\nDepends: b:any,\n  a\n";
+    auto packages = parse_dpkg_status(status, "status");
+    ASSERT_EQ(packages.size(), 4u);
+    EXPECT_EQ(packages[0].name, "a");
+    EXPECT_EQ(packages[0].version, "1:2.0-1+b1");
+    EXPECT_EQ(packages[0].source, "asrc");
+    EXPECT_EQ(packages[0].source_version, "2.0-1");
+    EXPECT_EQ(packages[0].maintainer, "M <m@example.org>");
+    EXPECT_EQ(packages[0].depends, std::vector<std::string>{"b"});  // c is not installed, a is itself
+    EXPECT_FALSE(packages[2].installed());
+    EXPECT_TRUE(packages[3].installed());  // on hold, but its files are there
+    EXPECT_FALSE(packages[3].configured());
+    EXPECT_EQ(packages[3].source, "dsrc");
+    EXPECT_EQ(packages[3].depends, (std::vector<std::string>{"a", "b"}));
+    test::expect_error([] { parse_dpkg_status("Package: x\nStatus: install ok installed\n", "STATUS"); }, {"STATUS", "'x'", "Version"});
+    test::expect_error([] { parse_dpkg_status("Status: install ok installed\nVersion: 1\n", "STATUS"); }, {"STATUS", "Package"});
+    test::expect_error([] { parse_dpkg_status(std::string(max_status_bytes + 1, '\n'), "STATUS"); }, {"STATUS", "larger than"});
 }
 
 TEST(Dpkg, TamingRemovesWhatDiffersFromRunToRun) {

@@ -12,6 +12,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/subprocess.hpp"
+#include "imager/dpkg.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn;
@@ -80,7 +81,7 @@ std::string fake_sha(const std::string& seed) { return to_hex(sha256(seed)); }
 // with licences from the host's /usr/share/doc and dependencies from our status parser.
 std::vector<DebPackage> host_packages() {
     std::string out = run_checked({"dpkg-query", "-W", "-f", "${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"});
-    auto status = parse_dpkg_status(read_file("/var/lib/dpkg/status"), "/var/lib/dpkg/status");
+    auto status = cairn::imager::parse_dpkg_status(read_file("/var/lib/dpkg/status"), "/var/lib/dpkg/status");
     std::map<std::string, std::vector<std::string>> depends;
     for (const auto& p : status) depends[p.name] = p.depends;
     std::vector<DebPackage> packages;
@@ -318,27 +319,7 @@ TEST(ReadPackageLicense, FifoDirectoryAndBadNamesAreNoAssertion) {
     for (const char* name : {"..", "../x", "a/b", "", "A", "x"}) EXPECT_FALSE(read_package_license(root, name).expression) << name;
 }
 
-// ---- dpkg's status file ----
-
-TEST(ParseDpkgStatus, InstalledPackagesWithResolvedDependencies) {
-    std::string status =
-        "Package: a\nStatus: install ok installed\nVersion: 1:2.0-1+b1\nArchitecture: amd64\nSource: asrc (2.0-1)\n"
-        "Maintainer: M <m@example.org>\nPre-Depends: c\nDepends: libx (>= 1) | b, mail-transport-agent, missing, a\n\n"
-        "Package: b\nStatus: install ok installed\nVersion: 1\nArchitecture: all\nProvides: mail-transport-agent (= 1)\n\n"
-        "Package: c\nStatus: deinstall ok config-files\nVersion: 3\nArchitecture: amd64\n\n"
-        "Package: d\nStatus: install ok installed\nVersion: 4\nArchitecture: amd64\nSource: dsrc\nDepends: b:any,\n  a\n";
-    auto packages = parse_dpkg_status(status, "status");
-    ASSERT_EQ(packages.size(), 3u);
-    EXPECT_EQ(packages[0].name, "a");
-    EXPECT_EQ(packages[0].version, "1:2.0-1+b1");
-    EXPECT_EQ(packages[0].source, "asrc");
-    EXPECT_EQ(packages[0].source_version, "2.0-1");
-    EXPECT_EQ(packages[0].maintainer, "M <m@example.org>");
-    EXPECT_EQ(packages[0].depends, std::vector<std::string>{"b"});  // c is not installed, a is itself
-    EXPECT_EQ(packages[2].source, "dsrc");
-    EXPECT_EQ(packages[2].depends, (std::vector<std::string>{"a", "b"}));
-    test::expect_error([] { parse_dpkg_status("Package: x\nStatus: install ok installed\n", "STATUS"); }, {"STATUS", "'x'", "Version"});
-}
+// ---- dpkg's status file (parsed by imager/dpkg.hpp: tests/imager/dpkg_test.cpp) ----
 
 TEST(ReadInstalledPackages, StatusAndLicencesFromAStagedTree) {
     Scratch dir;

@@ -1,7 +1,13 @@
 #include "imager/tree.hpp"
 
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -224,4 +230,91 @@ TEST(Tree, SyncKeepsALinkToAFolderApartFromTheFolder) {
     ASSERT_TRUE(t.meta("/bin"));
     EXPECT_TRUE(S_ISLNK(t.meta("/bin")->mode));
     EXPECT_TRUE(t.meta("/usr/bin/tool"));
+}
+
+TEST(Tree, StagingGoesIntoMemoryOnlyWhenHalfTheMemoryHoldsIt) {
+    constexpr uint64_t GiB = 1ull << 30;
+    EXPECT_EQ(staging_tmpfs_size(16 * GiB, 4 * GiB, false), 8 * GiB);
+    EXPECT_EQ(staging_tmpfs_size(8 * GiB, 4 * GiB, false), 4 * GiB);
+    EXPECT_EQ(staging_tmpfs_size(8 * GiB - 1, 4 * GiB, false), std::nullopt);
+    EXPECT_EQ(staging_tmpfs_size(16 * GiB, 4 * GiB, true), std::nullopt);  // a compressed root's tree is larger than its partition
+    EXPECT_EQ(staging_tmpfs_size(24 * GiB, 4 * GiB, true), 12 * GiB);
+    EXPECT_EQ(staging_tmpfs_size(16 * GiB, 0, false), std::nullopt);
+    EXPECT_EQ(staging_tmpfs_size(0, 4 * GiB, false), std::nullopt);
+    EXPECT_GT(memory_available(), 0u);
+}
+
+// In a child: the namespace is the process's own, and the test process's mounts stay as they are.
+TEST(Tree, StagingTmpfsIsPrivateAndRemovable) {
+    if (!test::is_root()) GTEST_SKIP() << "mounting needs root";
+    Scratch dir;
+    const fs::path staging = dir / "tree";
+    fs::create_directories(staging);
+    int mounted[2], checked[2];
+    ASSERT_EQ(::pipe(mounted), 0);
+    ASSERT_EQ(::pipe(checked), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        int code = 0;
+        try {
+            mount_private_tmpfs(staging, 64 << 20);
+            struct statfs st {};
+            if (::statfs(staging.c_str(), &st) != 0 || st.f_type != TMPFS_MAGIC) code = 3;
+            Tree t(staging);
+            t.add_file("/etc/hostname", "x\n", Meta{0, 0, S_IFREG | 0644}, "t");
+            struct stat s {};
+            if (::stat(staging.c_str(), &s) != 0 || (s.st_mode & 07777) != 0755) code = 4;
+            char c = 'm';
+            (void)!::write(mounted[1], &c, 1);
+            (void)!::read(checked[0], &c, 1);
+            remove_staging(staging);
+            if (fs::exists(staging)) code = 5;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s\n", e.what());
+            code = 2;
+        }
+        ::_exit(code);
+    }
+    char c = 0;
+    ASSERT_EQ(::read(mounted[0], &c, 1), 1);
+    // While the child has its tmpfs there: here the folder is an empty folder on the disk.
+    EXPECT_TRUE(fs::is_empty(staging));
+    struct statfs st {};
+    ASSERT_EQ(::statfs(staging.c_str(), &st), 0);
+    EXPECT_NE(st.f_type, TMPFS_MAGIC);
+    ASSERT_EQ(::write(checked[1], &c, 1), 1);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_FALSE(fs::exists(staging));  // unmounted, then the folder removed
+    for (int fd : {mounted[0], mounted[1], checked[0], checked[1]}) ::close(fd);
+}
+
+TEST(Tree, MoveInKeepsMergedUsrLinksAndReplacesFiles) {
+    Scratch dir;
+    Tree t(dir / "staging" / "tree");
+    t.add_directory("/usr/lib/modules", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");
+    t.add_file("/usr/lib/modules/6.1/extra.ko", "old", Meta{0, 0, 0644}, "t");
+    Tree side(dir / "staging" / "kernel");
+    side.add_directory("/lib/modules/6.1", Meta{0, 0, 0750}, "t");  // "/lib" made as a parent directory
+    side.add_file("/lib/modules/6.1/extra.ko", "new", Meta{0, 0, 0600}, "t");
+    side.add_file("/lib/modules/6.1/kernel/a.ko", "a", Meta{0, 0, 0644}, "t");
+    side.add_hardlink("/lib/modules/6.1/kernel/b.ko", "/lib/modules/6.1/kernel/a.ko", "t");
+    t.move_in(side, "t");
+    struct stat st {};
+    ASSERT_EQ(::lstat((dir / "staging/tree/lib").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode));  // merged /usr stays merged
+    EXPECT_EQ(read_file(dir / "staging/tree/usr/lib/modules/6.1/extra.ko"), "new");
+    EXPECT_EQ(t.meta("/usr/lib/modules/6.1/extra.ko")->mode, S_IFREG | 0600u);
+    EXPECT_EQ(t.meta("/usr/lib/modules/6.1")->mode, S_IFDIR | 0750u);
+    EXPECT_FALSE(t.meta("/lib/modules/6.1/kernel/a.ko"));
+    EXPECT_EQ(read_file(dir / "staging/tree/usr/lib/modules/6.1/kernel/a.ko"), "a");
+    struct stat a {}, b {};
+    ASSERT_EQ(::stat((dir / "staging/tree/usr/lib/modules/6.1/kernel/a.ko").c_str(), &a), 0);
+    ASSERT_EQ(::stat((dir / "staging/tree/usr/lib/modules/6.1/kernel/b.ko").c_str(), &b), 0);
+    EXPECT_EQ(a.st_ino, b.st_ino);  // still one file
+    EXPECT_FALSE(fs::exists(dir / "staging/kernel/lib/modules/6.1/kernel/a.ko"));  // moved, not copied
 }
