@@ -135,6 +135,10 @@ LockResult lock_recipe(const Recipe& recipe, const fs::path& cache, const std::o
     }
     result.lock = resolve_packages(request, cache);
     result.change = exists ? LockResult::Change::updated : LockResult::Change::created;
+    if (result.file.has_parent_path()) {  // its folder is made, as `cairn build -o DIR` makes DIR
+        fs::create_directories(result.file.parent_path(), ec);
+        if (ec) fail(result.file.string() + ": cannot make its folder: " + ec.message());
+    }
     write_file_atomic(result.file, lock_text(result.lock));
     return result;
 }

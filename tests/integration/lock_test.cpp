@@ -63,6 +63,11 @@ TEST(Lock, KeptForTheSameListResolvedAgainWhenItChangesAndInstalledByTheBuild) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.err.find("updated"), std::string::npos) << r.err;
 
+    // --lock into a folder that does not exist yet: it is made (a fresh build tree's test-images/).
+    r = cairn_lock({(dir / "r.toml").string(), "--lock", (dir / "new/folder/r.lock").string()});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(fs::is_regular_file(dir / "new/folder/r.lock"));
+
     // The build installs exactly the lock, and leaves it in its output.
     r = run({test::cairn_binary().string(), "build", (dir / "r.toml").string(), "-o", (dir / "out").string(), "--quiet"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
