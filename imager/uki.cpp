@@ -124,6 +124,27 @@ std::vector<std::pair<std::string, uint64_t>> pe_sections(const fs::path& pe) {
     return result;
 }
 
+std::map<std::string, std::string> pe_section_contents(const fs::path& pe, const std::vector<std::string>& names) {
+    const std::string what = pe.string();
+    const PeImage image = read_pe(pe);
+    UniqueFd fd = open_file(pe, O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) fail_errno(what);
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    std::map<std::string, std::string> contents;
+    for (const auto& s : image.sections) {
+        if (std::find(names.begin(), names.end(), s.name) == names.end()) continue;
+        if (contents.count(s.name)) fail(what + ": two PE sections named " + s.name);
+        const uint64_t from_file = std::min(s.virtual_size, s.raw_size);
+        if (s.raw_offset > size || from_file > size - s.raw_offset)
+            fail(what + ": PE section " + s.name + " lies past the end of the file");
+        std::string bytes(s.virtual_size, '\0');
+        if (from_file) pread_exact(fd.get(), bytes.data(), static_cast<size_t>(from_file), s.raw_offset, what);
+        contents.emplace(s.name, std::move(bytes));
+    }
+    return contents;
+}
+
 void assemble_uki(const UkiParts& parts, const fs::path& out) {
     const std::string what = out.string();
     require_file(parts.stub, "systemd-stub (package systemd-boot-efi)");

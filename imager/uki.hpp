@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,5 +29,10 @@ void assemble_uki(const UkiParts& parts, const std::filesystem::path& out);
 
 // The PE section names and sizes (VirtualSize), in section table order (for tests and `cairn inspect`).
 std::vector<std::pair<std::string, uint64_t>> pe_sections(const std::filesystem::path& pe);
+
+// The content of each section named in `names` that the PE image has, as the loaded image holds it
+// (what systemd-stub measures and hands on): VirtualSize bytes from the section's raw data, zeros
+// past SizeOfRawData. A name the image lacks is left out; one it has twice is an Error.
+std::map<std::string, std::string> pe_section_contents(const std::filesystem::path& pe, const std::vector<std::string>& names);
 
 }  // namespace cairn::imager
