@@ -22,6 +22,7 @@
 #include "common/units.hpp"
 #include "imager/build_stages.hpp"
 #include "imager/deb.hpp"
+#include "imager/measure.hpp"
 #include "partitions/layout.hpp"
 #include "updater/bundle.hpp"
 
@@ -58,6 +59,7 @@ BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o
             fail("--image-version: '" + *o.version + "' is not a version (" + *problem + ")");
         recipe.version = *o.version;
     }
+    if (recipe.attestation.enabled) check_attestation_signer(recipe);  // before hours of work, not after
     layout = partitions::plan(recipe.layout);
     cache = o.cache.empty() ? default_cache_dir() : o.cache;
     for (const auto& p : layout.partitions) {
@@ -121,6 +123,8 @@ const std::vector<Stage>& build_pipeline() {
         {"verity", has_verity, [](const BuildContext& c) { return "Computing dm-verity hash trees (" + std::to_string(c.roots.size()) + " slots)"; },
          stages::verity},
         {"ukis", boots, [](const BuildContext&) { return std::string("Making and signing the unified kernel images"); }, stages::ukis},
+        {"reference", boots, [](const BuildContext&) { return std::string("Predicting what a good boot measures (reference values)"); },
+         stages::reference},
         {"esps", nullptr, [](const BuildContext&) { return std::string("Making the EFI System Partitions"); }, stages::esps},
         {"disk", nullptr,
          [](const BuildContext& c) { return "Writing " + std::string(outputs::disk) + " (" + format_size(c.layout.disk_size) + ", sparse)"; },

@@ -60,6 +60,8 @@ inline constexpr const char* manifest = "manifest.json";
 inline constexpr const char* rootfs = "rootfs.img";
 inline constexpr const char* vmlinuz = "vmlinuz";
 inline constexpr const char* initrd = "initrd.img";
+inline constexpr const char* reference = "reference.json";          // [attestation]: the reference document
+inline constexpr const char* reference_sig = "reference.json.sig";  // and its detached CMS signature (DER)
 }  // namespace outputs
 
 }  // namespace cairn::imager

@@ -24,6 +24,7 @@
 #include "imager/esp.hpp"
 #include "imager/filesystem.hpp"
 #include "imager/initrd.hpp"
+#include "imager/measure.hpp"
 #include "imager/dpkg.hpp"
 #include "imager/packages.hpp"
 #include "imager/apt.hpp"
@@ -552,6 +553,36 @@ void ukis(BuildContext& c) {
     }
 }
 
+// What a good boot of each slot measures, from its signed UKI; with [attestation] the document is
+// signed, and goes beside the build's output and onto every ESP (the command line, which the PCRs
+// cover, holds the root hash: the document cannot live in the root filesystem).
+void reference(BuildContext& c) {
+    const Recipe& recipe = c.recipe;
+    attestation::ReferenceDocument& doc = c.reference;
+    doc.image = recipe.name;
+    doc.version = recipe.version;
+    doc.uki_signer_certificate = certificate_sha256(recipe.boot.cert);
+    const std::vector<std::string> phases = pcrphase_words(c.tree);
+    c.progress->note(phases.empty() ? std::string("PCR 11: the stub's value only (no systemd-pcrphase in the image)")
+                                    : "PCR 11: the stub's value, then systemd-pcrphase's " + [&] {
+                                          std::string list;
+                                          for (const auto& w : phases) list += (list.empty() ? "" : ", ") + w;
+                                          return list;
+                                      }());
+    for (const auto& r : c.roots) {
+        const char slot = r.slot ? r.slot : 'a';  // the command line of an image without slots names a
+        doc.slots.push_back(measure_uki(c.ukis.at(r.slot), std::string(1, slot), c.kernel["release"], phases));
+    }
+    if (!recipe.attestation.enabled) return;
+    const std::string text = attestation::to_json(doc);
+    const fs::path file = c.work / outputs::reference, sig = c.work / outputs::reference_sig;
+    write_file_atomic(file, text);
+    write_file_atomic(sig, sign_reference(text, recipe, c.epoch));
+    c.reference_files = {{esp_reference, file}, {esp_reference_sig, sig}};
+    c.artifacts.push_back(file);
+    c.artifacts.push_back(sig);
+}
+
 void esps(BuildContext& c) {
     for (const auto& p : c.layout.partitions) {
         if (p.role != Role::Esp) continue;
@@ -561,7 +592,10 @@ void esps(BuildContext& c) {
         std::transform(label.begin(), label.end(), label.begin(), ::toupper);
         fs::path image = c.work / (p.label + ".vfat");
         std::vector<std::pair<std::string, fs::path>> files;
-        if (auto it = c.ukis.find(p.slot); it != c.ukis.end()) files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
+        if (auto it = c.ukis.find(p.slot); it != c.ukis.end()) {
+            files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
+            files.insert(files.end(), c.reference_files.begin(), c.reference_files.end());
+        }
         make_esp(image, p.size, label.substr(0, 11), volume_id, files, c.epoch);
         c.esp_images[p.label] = image;
         // For bundles: the same ESP made just big enough for its UKI. Written at the start of the
@@ -659,6 +693,14 @@ void manifest(BuildContext& c) {
     m["kernel"] = c.kernel;
     m["initrd"] = c.initrd;
     m["uki"] = recipe.boot.enabled ? c.uki : json(nullptr);
+    // What a good boot of each slot measures (attestation/reference.hpp), and where the signed
+    // document is ([attestation]; null without).
+    m["reference"] = recipe.boot.enabled ? json::parse(attestation::to_json(c.reference)) : json(nullptr);
+    m["reference_document"] = c.reference_files.empty()
+                                  ? json(nullptr)
+                                  : json{{"file", outputs::reference}, {"signature", outputs::reference_sig},
+                                         {"esp", {"/" + std::string(esp_reference), "/" + std::string(esp_reference_sig)}},
+                                         {"sha256", sha256_file_hex(c.reference_files[0].second)}};
     m["sbom"] = c.sbom;
     m["packages"] = c.packages;
     m["inputs"] = c.inputs;

@@ -15,6 +15,7 @@
 
 #include "common/progress.hpp"
 #include "common/uuid.hpp"
+#include "attestation/reference.hpp"
 #include "imager/build.hpp"
 #include "imager/recipe.hpp"
 #include "imager/tree.hpp"
@@ -70,6 +71,8 @@ struct BuildContext {
     std::vector<SlotRoot> roots;              // one per root partition; verity fills in the trees
     std::map<char, fs::path> ukis;            // ukis: slot -> signed UKI
     nlohmann::json uki = nlohmann::json::object();
+    attestation::ReferenceDocument reference;  // reference: what a good boot of each slot measures
+    std::vector<std::pair<std::string, fs::path>> reference_files;  // reference: ESP path -> the signed document's files ([attestation])
     std::map<std::string, fs::path> esp_images;  // esps: partition label -> FAT image
     fs::path disk;                            // disk-roots, disk
     std::future<void> disk_writeback;         // disk-roots: the roots being written out; disk waits for it
@@ -112,6 +115,7 @@ void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or
 void disk_roots(BuildContext& c);       // disk.raw begun: the root in each slot, written out in the background
 void verity(BuildContext& c);           // a dm-verity hash tree per slot; names the root partitions
 void ukis(BuildContext& c);             // a signed unified kernel image per slot
+void reference(BuildContext& c);        // the reference values predicted from the UKIs; signed with [attestation]
 void esps(BuildContext& c);             // the EFI System Partitions (and the ESP images bundles carry)
 void disk(BuildContext& c);             // disk.raw finished: verity trees, ESPs, markers, synced, then the GPT
 void disk_formats(BuildContext& c);     // --format: disk.raw converted to qcow2, vhdx, vmdk

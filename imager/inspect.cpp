@@ -165,6 +165,16 @@ InspectResult inspect_image(const fs::path& image, const std::optional<fs::path>
         if (!name.empty()) report["name"] = name;
         if (!version.empty()) report["version"] = version;
     }
+    // The reference values its build predicted (what a good boot of each slot measures).
+    if (manifest.is_object() && manifest.contains("reference") && manifest["reference"].is_object()) {
+        try {
+            report["reference"] = json::parse(attestation::to_json(attestation::parse_reference(manifest["reference"].dump(), mpath.string() + ": reference")));
+        } catch (const Error& e) {
+            report["reference"] = nullptr;
+            report["reference_problem"] = e.what();
+            result.ok = false;
+        }
+    }
     report["disk_size"] = table.disk_size;
     report["disk_guid"] = table.disk_guid.str();
     if (!manifest.is_null()) report["manifest"] = mpath.string();
@@ -230,6 +240,24 @@ InspectResult inspect_image(const fs::path& image, const std::optional<fs::path>
 
 namespace {
 
+// The reference values, one block per slot.
+void format_reference(std::ostream& out, const json& r) {
+    if (!r.contains("reference") || !r["reference"].is_object()) return;
+    const json& ref = r["reference"];
+    out << "reference values (" << ref["image"].get<std::string>() << " " << ref["version"].get<std::string>()
+        << "), UKI signer certificate sha256 " << ref["uki_signer_certificate"].get<std::string>() << "\n";
+    for (const auto& s : ref["slots"]) {
+        out << "  slot " << s["slot"].get<std::string>() << ": kernel " << s["kernel_release"].get<std::string>() << "\n"
+            << "    PCR 4  UKI        " << s["uki_authenticode"].get<std::string>() << "\n";
+        const json& pcr11 = s["pcr11"];
+        for (size_t i = 0; i < pcr11.size(); ++i)
+            out << (i == 0 ? "    PCR 11 stub       " : "           then       ") << pcr11[i].get<std::string>() << "\n";
+        out << "    PCR 9             " << s["pcr9"].get<std::string>() << "\n"
+            << "      cmdline event   " << s["cmdline_event"].get<std::string>() << "\n"
+            << "      initrd event    " << s["initrd_event"].get<std::string>() << "\n";
+    }
+}
+
 std::string format_bundle(const json& r) {
     std::ostringstream out;
     out << r["bundle"].get<std::string>() << ": bundle: " << r["compatible"].get<std::string>() << " " << r["version"].get<std::string>()
@@ -261,6 +289,12 @@ std::string format_bundle(const json& r) {
                       format_size(p["size"].get<uint64_t>()).c_str(), p["ok"].get<bool>() ? "verified" : "MISMATCH");
         out << line;
         if (p.contains("problem")) out << "  PROBLEM     " << p["problem"].get<std::string>() << "\n";
+    }
+    if (r["reference"].is_object()) {
+        out << "\n";
+        format_reference(out, r);
+    } else {
+        out << "\n  reference   none (a bundle from an older cairn, or of a build without UKIs)\n";
     }
     out << (r["ok"].get<bool>() ? "bundle verified\n" : "verification FAILED\n");
     return out.str();
@@ -302,6 +336,7 @@ InspectResult inspect_bundle(const fs::path& path, const std::optional<fs::path>
         report["created_text"] = text;
     }
     report["disk_guid"] = m.disk_guid;
+    report["reference"] = m.reference ? json::parse(attestation::to_json(*m.reference)) : json(nullptr);
 
     // The signature over the manifest and who made it; then, with an anchor, the device's check.
     json sig = {{"ok", false}, {"signers", json::array()}, {"trust_anchor", nullptr}, {"trusted", nullptr}};
@@ -403,6 +438,8 @@ std::string format_report(const json& r) {
         if (s["ok"].get<bool>()) out << "  verity     verified\n";
         for (const auto& p : s["problems"]) out << "  PROBLEM    " << p.get<std::string>() << "\n";
     }
+    format_reference(out, r);
+    if (r.contains("reference_problem")) out << "PROBLEM reference values: " << r["reference_problem"].get<std::string>() << "\n";
     out << (r["ok"].get<bool>() ? "all slots verified\n" : "verification FAILED\n");
     return out.str();
 }

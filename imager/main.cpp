@@ -34,6 +34,11 @@ const char* build_help = R"(  build RECIPE -o DIR   Build the image RECIPE descr
                         trees), vmlinuz, and with [boot] initrd.img and uki_<slot>.efi;
                         with [update] also esp_<slot>.img (the slot's ESP, just big
                         enough, for bundles); with Debian packages packages.lock.
+                        With [boot], manifest.json's "reference" holds what a good
+                        boot of each slot measures (PCR 4, 9, 11 and the UKI signer);
+                        with [attestation] also reference.json and reference.json.sig
+                        (that document, signed), copied onto every ESP beside the UKI.
+                        Without [attestation] no signed document is made.
                         Installing Debian packages needs root.
       -o, --output DIR  Output directory (created if missing; required)
       --cache DIR       Where downloaded .deb packages are kept
@@ -68,7 +73,9 @@ const char* lock_help = R"(  lock RECIPE           Resolve the recipe's Debian p
 
 const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle from the build in DIR (its recipe
                         needs [update]): the root, each slot's verity tree and ESP,
-                        and a manifest signed with a CMS signature.
+                        and a manifest signed with a CMS signature; the manifest
+                        carries the build's reference values (what a good boot of
+                        each slot measures) when its manifest.json has them.
       --key FILE        PEM signing key (required)
       --cert FILE       PEM certificate of the key, intermediates after it (required);
                         it must chain to the image's [update] trust_anchor (checked
@@ -80,9 +87,12 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
 
 const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name and version, layout and slots, and
                         re-verify every slot's dm-verity tree; exits 1 on any mismatch.
+                        With its build's manifest, also the reference values (what a
+                        good boot of each slot measures into PCR 4, 9 and 11).
   inspect BUNDLE        Show an update bundle's manifest (compatible, version, build,
-                        payloads and sizes) and signer, check the signature over the
-                        manifest and every payload's sha256; exits 1 on any mismatch.
+                        payloads and sizes, reference values) and signer, check the
+                        signature over the manifest and every payload's sha256;
+                        exits 1 on any mismatch.
       --manifest FILE   Compare the image with this build manifest (default:
                         manifest.json beside IMAGE, when present)
       --trust-anchor PEM|DIR  Check the bundle's signer as a device holding this trust

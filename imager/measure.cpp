@@ -179,9 +179,9 @@ void check_attestation_signer(const Recipe& recipe) {
                      where.c_str(), a.key.c_str());
 }
 
-std::string sign_reference(std::string_view document, const Recipe& recipe) {
+std::string sign_reference(std::string_view document, const Recipe& recipe, int64_t epoch) {
     const auto& a = recipe.attestation;
-    return updater::cms_sign(document, a.key, a.cert, a.key_passphrase);
+    return updater::cms_sign(document, a.key, a.cert, a.key_passphrase, epoch);
 }
 
 Digest certificate_sha256(const fs::path& pem) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -64,8 +65,9 @@ inline constexpr const char* esp_reference_sig = "EFI/BOOT/reference.json.sig";
 // signature sits on the ESPs, so the disk would no longer be reproducible.
 void check_attestation_signer(const Recipe& recipe);
 
-// The signature over the document text: detached CMS (DER), as bundles are signed.
-std::string sign_reference(std::string_view document, const Recipe& recipe);
+// The signature over the document text: detached CMS (DER), as bundles are signed, with the
+// build's epoch as its signing time: with an RSA key the same document gives the same bytes.
+std::string sign_reference(std::string_view document, const Recipe& recipe, int64_t epoch);
 
 // SHA-256 of the DER encoding of the (first) certificate in a PEM file.
 Digest certificate_sha256(const std::filesystem::path& pem);

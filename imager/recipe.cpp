@@ -320,7 +320,7 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
     Reader r(file);
     Recipe recipe;
     recipe.file = file;
-    r.only(root, "", {"name", "version", "compatible", "seed", "os_release", "disk", "kernel", "boot", "update", "firewall", "ssh", "provisioning", "rootfs"});
+    r.only(root, "", {"name", "version", "compatible", "seed", "os_release", "disk", "kernel", "boot", "update", "attestation", "firewall", "ssh", "provisioning", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
     if (auto problem = updater::version_problem(recipe.version))
@@ -430,6 +430,20 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
                 u.health_check.push_back(*word.value<std::string>());
             }
         }
+    }
+    if (const toml::table* att = r.table(root, "", "attestation")) {
+        auto& a = recipe.attestation;
+        a.enabled = true;
+        a.where = r.where(*att, "attestation");
+        r.only(*att, "attestation", {"key", "cert", "key_passphrase"});
+        if (const toml::node* n = att->get("key")) a.key = r.host_path(*n, "attestation.key", true);
+        else r.error(*att, "attestation.key", "missing: the key (PEM) that signs the reference document");
+        if (const toml::node* n = att->get("cert")) a.cert = r.host_path(*n, "attestation.cert", true);
+        else r.error(*att, "attestation.cert", "missing: the certificate (PEM) that goes with attestation.key");
+        if (auto v = r.string(*att, "attestation", "key_passphrase")) a.key_passphrase = *v;
+        if (!root.get("boot")) r.error(*att, "attestation", "needs a [boot] table (without unified kernel images there is nothing to predict)");
+        if (!root.get("update"))
+            r.error(*att, "attestation", "needs an [update] table: the reference document is signed under its trust_anchor, as bundles are");
     }
     if (const toml::table* boot = r.table(root, "", "boot")) {
         auto& b = recipe.boot;

@@ -76,6 +76,17 @@ struct Recipe {
         std::string where;
     } update;
 
+    // [attestation]: the build signs its reference document (what a good boot of each slot
+    // measures, imager/measure.hpp) with this key, into reference.json.sig beside the build's
+    // output and on each ESP. The certificate must be allowed to sign bundles and chain to
+    // [update]'s trust anchor: devices and verifiers check it as they check bundles.
+    struct Attestation {
+        bool enabled = false;
+        fs::path key, cert;                       // PEM signing key and certificate (+ intermediates)
+        std::string key_passphrase;               // for an encrypted key
+        std::string where;
+    } attestation;
+
     // [firewall]: cairn-firewall and its policy go into the root (/usr/sbin/cairn-firewall,
     // /etc/cairn/firewall.toml); the image's init loads it before any interface is up.
     struct Firewall {

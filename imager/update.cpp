@@ -189,6 +189,10 @@ json make_bundle(const BundleOptions& o) {
     m.created = build.at("source_date_epoch");
     if (build.contains("disk") && build["disk"].contains("guid")) m.disk_guid = build["disk"]["guid"];
     for (auto& [path, digest] : u.at("etc").items()) m.etc[path] = digest;
+    // What a good boot of the new slot measures: a verifier learns it from the bundle's signature.
+    // Builds from before the manifest recorded it give bundles without one.
+    if (build.contains("reference") && !build["reference"].is_null())
+        m.reference = attestation::parse_reference(build["reference"].dump(), manifest_file.string() + ": reference");
 
     struct Input {
         updater::Payload payload;

@@ -127,6 +127,7 @@ std::string BundleManifest::to_json() const {
     }
     j["payloads"] = ps;
     j["etc"] = etc;
+    if (reference) j["reference"] = json::parse(attestation::to_json(*reference));
     return j.dump(1) + "\n";
 }
 
@@ -134,7 +135,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     json j = json::parse(text.begin(), text.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) fail(what + ": the manifest is not a JSON object");
     Fields top{j, what + ": manifest"};
-    top.only({"format", "compatible", "version", "build_id", "created", "disk_guid", "payloads", "etc"});
+    top.only({"format", "compatible", "version", "build_id", "created", "disk_guid", "payloads", "etc", "reference"});
     BundleManifest m;
     if (top.i64("format") != bundle_format) fail(what + ": manifest format " + top.get("format").dump() + " is not supported");
     m.compatible = top.str("compatible");
@@ -211,6 +212,13 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
                 fail(what + ": manifest: etc entry \"" + it.key() + "\" must map a path under /etc/ to a sha256");
             m.etc[it.key()] = it.value().get<std::string>();
         }
+    }
+    if (j.contains("reference")) {
+        const json& r = j["reference"];
+        if (!r.is_object()) fail(what + ": manifest: \"reference\" must be an object (a reference document)");
+        m.reference = attestation::parse_reference(r.dump(), what + ": manifest: reference");
+        if (m.reference->version != m.version)
+            fail(what + ": manifest: reference: \"version\" " + m.reference->version + " is not the bundle's version " + m.version);
     }
     return m;
 }

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "attestation/reference.hpp"
 #include "common/fd.hpp"
 #include "common/hash.hpp"
 
@@ -65,6 +66,10 @@ struct BundleManifest {
     int64_t created = 0;  // seconds since the epoch (SOURCE_DATE_EPOCH of the build)
     std::vector<Payload> payloads;
     std::map<std::string, std::string> etc;  // "/etc/x" -> sha256 hex of the new root's default
+    // The image's reference document (attestation/reference.hpp): what a good boot of each of its
+    // slots measures, signed by the same signature as the rest of the manifest. Unset in bundles
+    // made before it was carried (or from a build without UKIs); the updater installs those all the same.
+    std::optional<attestation::ReferenceDocument> reference;
 
     std::string to_json() const;
     // Strict: unknown format, missing or mistyped fields, bad hex, payloads that overlap, are not
@@ -104,6 +109,9 @@ public:
                  std::chrono::milliseconds stall_timeout = std::chrono::minutes(5));
     const BundleManifest& manifest() const { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
+    // The reference document the signed manifest carries (what the verifier expects of a slot
+    // booted from this bundle); unset for bundles without one.
+    const std::optional<attestation::ReferenceDocument>& reference() const { return manifest_.reference; }
     // Consumes the payload (payloads must be taken in manifest order; those in between are
     // skipped), giving its bytes to `sink` in chunks, and checks its size and sha256 at the end:
     // a mismatch throws Error. `sink` sees every byte before the check: a caller that writes them

@@ -14,7 +14,7 @@ namespace cairn::updater {
 namespace fs = std::filesystem;
 
 std::string cms_sign(std::string_view data, const fs::path& key_file, const fs::path& cert_file,
-                     const std::string& passphrase) {
+                     const std::string& passphrase, std::optional<int64_t> signing_time) {
     PkeyPtr key = load_private_key(key_file, passphrase);
     std::vector<X509Ptr> certs = load_certificates(cert_file);
     if (X509_check_private_key(certs.front().get(), key.get()) != 1) {
@@ -30,9 +30,15 @@ std::string cms_sign(std::string_view data, const fs::path& key_file, const fs::
     const unsigned flags = CMS_DETACHED | CMS_BINARY | CMS_NOSMIMECAP | CMS_PARTIAL;
     CmsPtr cms(CMS_sign(nullptr, nullptr, chain.get(), nullptr, flags));
     if (!cms) fail("signing: " + openssl_error());
-    // No signing time: the same manifest and key give the same signed attributes.
     CMS_SignerInfo* si = CMS_add1_signer(cms.get(), certs.front().get(), key.get(), EVP_sha256(), CMS_BINARY | CMS_NOSMIMECAP);
     if (!si) fail("signing with " + key_file.string() + ": " + openssl_error());
+    // CMS_final adds the clock's time as signingTime unless the signer already has one.
+    if (signing_time) {
+        Asn1StringPtr when(ASN1_TIME_set(nullptr, static_cast<time_t>(*signing_time)));
+        if (!when) fail("signing: " + std::to_string(*signing_time) + " is not a valid signing time");
+        if (CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, ASN1_STRING_type(when.get()), when.get(), -1) != 1)
+            fail("signing: cannot add the signing time: " + openssl_error());
+    }
     if (CMS_final(cms.get(), in.get(), nullptr, flags) != 1) fail("signing: " + openssl_error());
     BioPtr out(BIO_new(BIO_s_mem()));
     if (i2d_CMS_bio(out.get(), cms.get()) != 1) fail("signing: " + openssl_error());

@@ -12,10 +12,12 @@ namespace cairn::updater {
 
 // Signs `data` with the PEM key (decrypted with `passphrase` when it is encrypted) and its PEM
 // certificate (intermediate certificates may follow in the same file; they go into the
-// signature). Returns the DER CMS SignedData, detached, with the signer certificate. Deterministic
-// apart from the signature value itself (no signing time).
+// signature). Returns the DER CMS SignedData, detached, with the signer certificate. Its signed
+// attributes carry a signing time: `signing_time` (seconds since the epoch) when given, else
+// OpenSSL's clock. With a signing time given and an RSA key (PKCS#1 v1.5) the same data give the
+// same bytes; an ECDSA signature value differs on every call.
 std::string cms_sign(std::string_view data, const std::filesystem::path& key, const std::filesystem::path& cert,
-                     const std::string& passphrase = {});
+                     const std::string& passphrase = {}, std::optional<int64_t> signing_time = {});
 
 // The extended key usage a certificate must carry to sign bundles (docs/bundle.md, "The
 // signature"): an OID of Cairn's own, under the UUID arc 2.25 (ITU-T X.667), so that no

@@ -168,3 +168,69 @@ TEST(Inspect, ShowsTheNameAndVersionFromTheUkiWithoutAManifest) {
     EXPECT_EQ(r.report["version"], "7.8.9");
     EXPECT_NE(imager::format_report(r.report).find("Cairn widget 7.8.9"), std::string::npos) << imager::format_report(r.report);
 }
+
+namespace {
+
+attestation::ReferenceDocument sample_reference(const std::string& version) {
+    attestation::ReferenceDocument doc;
+    doc.image = "cairn-test";
+    doc.version = version;
+    doc.uki_signer_certificate.fill(0xc1);
+    for (const char* slot : {"a", "b"}) {
+        attestation::SlotReference r;
+        r.slot = slot;
+        r.kernel_release = "6.1.0-57-cloud-amd64";
+        r.uki_authenticode.fill(slot[0] == 'a' ? 0xa4 : 0xb4);
+        attestation::Sha256 stub{}, ready{};
+        stub.fill(0x11);
+        ready.fill(0x12);
+        r.pcr11 = {stub, ready};
+        r.pcr9.fill(0x99);
+        r.cmdline_event.fill(0xcc);
+        r.initrd_event.fill(0xdd);
+        doc.slots.push_back(r);
+    }
+    return doc;
+}
+
+}  // namespace
+
+// The reference values: from the build's manifest for an image, from the signed manifest for a
+// bundle; as text and in --json.
+TEST(Inspect, ShowsTheReferenceValues) {
+    Scratch s;
+    fs::create_directories(s / "fixture");
+    UpdateFixture f(s / "fixture");
+    fs::create_directories(s / "out");
+    run_checked({"cp", "--sparse=always", f.disk.string(), (s / "out/disk.raw").string()});
+    const json reference = json::parse(attestation::to_json(sample_reference("4.5.6")));
+    write_text(s / "out/manifest.json", json{{"recipe", {{"name", "Cairn test"}, {"version", "4.5.6"}}}, {"reference", reference}}.dump());
+    imager::InspectResult r = imager::inspect(s / "out/disk.raw", {});
+    EXPECT_EQ(r.report["reference"], reference);
+    std::string text = imager::format_report(r.report);
+    EXPECT_NE(text.find("reference values (cairn-test 4.5.6)"), std::string::npos) << text;
+    EXPECT_NE(text.find("slot b: kernel 6.1.0-57-cloud-amd64"), std::string::npos) << text;
+    std::string b4;
+    for (int i = 0; i < 32; ++i) b4 += "b4";
+    EXPECT_NE(text.find("PCR 4  UKI        " + b4), std::string::npos) << text;
+    EXPECT_NE(text.find("PCR 11 stub       " + std::string(64, '1')), std::string::npos) << text;
+    EXPECT_NE(text.find(std::string(32, '9')), std::string::npos) << text;
+
+    // A broken reference in the manifest is a problem, not a crash.
+    json broken = reference;
+    broken["slots"][0]["pcr9"] = "nope";
+    write_text(s / "out/manifest.json", json{{"recipe", {{"name", "Cairn test"}, {"version", "4.5.6"}}}, {"reference", broken}}.dump());
+    r = imager::inspect(s / "out/disk.raw", {});
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.report["reference_problem"].get<std::string>().find("pcr9"), std::string::npos) << r.report.dump(2);
+
+    const fs::path bundle = f.bundle("4.5.6", "cairn-test", [](updater::BundleManifest& m) { m.reference = sample_reference("4.5.6"); });
+    r = imager::inspect(bundle, {});
+    EXPECT_TRUE(r.ok) << r.report.dump(2);
+    EXPECT_EQ(r.report["reference"], reference);
+    text = imager::format_report(r.report);
+    EXPECT_NE(text.find("PCR 9             " + std::string(64, '9')), std::string::npos) << text;
+    r = imager::inspect(f.bundle("4.5.7"), {});
+    EXPECT_TRUE(r.report["reference"].is_null());
+    EXPECT_NE(imager::format_report(r.report).find("reference   none"), std::string::npos);
+}

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,6 +18,7 @@
 #include "imager/recipe.hpp"
 #include "imager/uki.hpp"
 #include "tests/support/test_support.hpp"
+#include "updater/signature.hpp"
 
 using namespace cairn;
 using namespace cairn::imager;
@@ -289,8 +291,15 @@ TEST(Measure, AttestationSignerMustSignBundlesUnderTheTrustAnchor) {
     recipe.attestation = {true, keys / "attestation-signer.key", keys / "attestation-signer.pem", "", "r.toml:9: attestation"};
     check_attestation_signer(recipe);  // the test signer under the test CA
     const std::string text = "{\"format\": 1}\n";
-    const std::string signature = sign_reference(text, recipe);
-    EXPECT_EQ(sign_reference(text, recipe), signature) << "an RSA signer signs the same document the same way (reproducible ESPs)";
+    const std::string signature = sign_reference(text, recipe, 1700000000);
+    updater::cms_verify(text, signature, recipe.update.trust_anchor, "reference");
+    RunOptions print_options;
+    print_options.input = signature;
+    const std::string printed = run_checked({"openssl", "cms", "-cmsout", "-inform", "DER", "-print"}, print_options);
+    EXPECT_NE(printed.find("UTCTIME:Nov 14 22:13:20 2023 GMT"), std::string::npos) << "the build's epoch is the signing time\n" << printed;
+    ::sleep(1);  // the clock moves on: the signature does not
+    EXPECT_EQ(sign_reference(text, recipe, 1700000000), signature) << "an RSA signer signs the same document the same way (reproducible ESPs)";
+    EXPECT_NE(sign_reference(text, recipe, 1700000001), signature);
 
     // A certificate without the bundle-signing usage (the UKI signer), and one under another CA.
     Recipe uki_signer = recipe;

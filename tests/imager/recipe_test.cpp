@@ -45,6 +45,11 @@ TEST(Recipe, ShippedRecipesLoad) {
         EXPECT_TRUE(r.rootfs.verity);
         EXPECT_EQ(r.kernel.package, "linux-image-cloud-amd64");
     }
+    for (const char* name : {"minimal.toml", "eflow.toml"}) {
+        Recipe r = load_recipe(test::source_dir() / "recipes" / name);
+        EXPECT_TRUE(r.attestation.enabled) << name << ": the shipped recipes sign their reference values";
+        EXPECT_EQ(r.attestation.cert.filename(), "attestation-signer.pem");
+    }
     Recipe eflow = load_recipe(test::source_dir() / "recipes/eflow.toml");
     EXPECT_EQ(eflow.layout.disk_size, 0u);  // auto
     EXPECT_EQ(eflow.rootfs.filesystem, "ext4");
@@ -195,6 +200,38 @@ source = "files/motd"
                                     f + ":24: rootfs.add[0].source: " + (dir / "overlay").string(),
                                     f + ":33: rootfs.add[2].source: " + (dir / "files/motd").string()})
         EXPECT_NE(e.find(part), std::string::npos) << e << "\nlacks: " << part;
+}
+
+TEST(Recipe, ReadsAttestation) {
+    Scratch dir;
+    for (const char* f : {"k.pem", "c.pem", "ca.pem", "db.key", "db.pem"}) write_text(dir / f, "");
+    const std::string boot_update = "[boot]\nkey = \"db.key\"\ncert = \"db.pem\"\n[update]\ntrust_anchor = \"ca.pem\"\n";
+    write_text(dir / "r.toml", std::string(base_recipe) + boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nkey_passphrase = \"pw\"\n");
+    Recipe r = load_recipe(dir / "r.toml");
+    EXPECT_TRUE(r.attestation.enabled);
+    EXPECT_EQ(r.attestation.key, dir / "k.pem");
+    EXPECT_EQ(r.attestation.cert, dir / "c.pem");
+    EXPECT_EQ(r.attestation.key_passphrase, "pw");
+    write_text(dir / "none.toml", std::string(base_recipe) + boot_update);
+    EXPECT_FALSE(load_recipe(dir / "none.toml").attestation.enabled);
+
+    struct Case {
+        const char* name;
+        std::string text, expect;
+    };
+    for (const Case& c : std::vector<Case>{
+             {"no-key", boot_update + "[attestation]\ncert = \"c.pem\"\n", "attestation.key: missing"},
+             {"no-cert", boot_update + "[attestation]\nkey = \"k.pem\"\n", "attestation.cert: missing"},
+             {"unknown", boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nbank = \"sha1\"\n", "attestation.bank: unknown key"},
+             {"absent-file", boot_update + "[attestation]\nkey = \"nope.pem\"\ncert = \"c.pem\"\n", "attestation.key: " + (dir / "nope.pem").string()},
+             {"no-boot", "[update]\ntrust_anchor = \"ca.pem\"\n[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\n", "attestation: needs a [boot] table"},
+             {"no-update", "[boot]\nkey = \"db.key\"\ncert = \"db.pem\"\n[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\n",
+              "attestation: needs an [update] table"},
+         }) {
+        write_text(dir / (std::string(c.name) + ".toml"), std::string(base_recipe) + c.text);
+        const std::string e = load_error(dir / (std::string(c.name) + ".toml"));
+        EXPECT_NE(e.find(c.expect), std::string::npos) << c.name << ": " << e;
+    }
 }
 
 TEST(Recipe, CompatibleFollowsTheName) {

@@ -51,6 +51,14 @@ fs::path fake_build(const fs::path& dir, const std::string& version, bool debug 
     return dir;
 }
 
+// The reference values a build with [boot] records in its manifest.json.
+json reference_json(const std::string& version) {
+    const std::string h(64, '7');
+    return {{"format", 1}, {"image", "cairn-test"}, {"version", version}, {"uki_signer_certificate", h},
+            {"slots", {{{"slot", "a"}, {"kernel_release", "6.1.0-57-cloud-amd64"}, {"uki_authenticode", h}, {"pcr11", {h, h}}, {"pcr9", h},
+                        {"cmdline_event", h}, {"initrd_event", h}}}}};
+}
+
 }  // namespace
 
 // `cairn bundle` with the test signer makes a bundle the updater installs: signature (with the
@@ -82,6 +90,48 @@ TEST(Bundle, WhatCairnBundleMakesInstalls) {
     engine.install(o.out, {}, {});
     EXPECT_EQ(boot.next(), updater::Slot::b);
     EXPECT_EQ(f.region("root_b", 1 << 20), read_file(s / "build/root.img"));
+}
+
+// The bundle's signed manifest carries the build's reference values; the updater installs it,
+// and its reader hands the document to whoever verifies boots of the new slot.
+TEST(Bundle, CairnBundleCarriesTheBuildsReferenceValues) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0");
+    json build = json::parse(read_file(s / "build/manifest.json"));
+    build["reference"] = reference_json("2.0");
+    write_text(s / "build/manifest.json", build.dump(1));
+    o.out = s / "v2.cairn";
+    o.key = f.key;
+    o.cert = f.cert;
+    json m = imager::make_bundle(o);
+    EXPECT_EQ(m["reference"], reference_json("2.0"));
+    updater::BundleReader reader(o.out, f.trust_anchor);
+    ASSERT_TRUE(reader.reference().has_value());
+    EXPECT_EQ(json::parse(attestation::to_json(*reader.reference())), reference_json("2.0"));
+
+    updater::FakeBootControl boot;
+    updater::EngineConfig config;
+    config.disk = f.disk;
+    config.state_file = s / "state/status.json";
+    config.trust_anchor = f.trust_anchor;
+    config.etc_upper = s / "etc-upper";
+    config.boot_id_file = s / "boot_id";
+    write_text(config.boot_id_file, "boot-1\n");
+    config.release.compatible = "cairn-test";
+    config.release.version = "1.0";
+    updater::Engine engine(boot, config);
+    engine.on_boot();
+    engine.install(o.out, {}, {});
+    EXPECT_EQ(boot.next(), updater::Slot::b);
+
+    // A broken reference in the build's manifest makes no bundle.
+    build["reference"]["slots"][0]["pcr9"] = "00";
+    write_text(s / "build/manifest.json", build.dump(1));
+    o.out = s / "bad.cairn";
+    expect_error([&] { imager::make_bundle(o); }, {(s / "build/manifest.json").string() + ": reference", "pcr9"});
+    EXPECT_FALSE(fs::exists(o.out));
 }
 
 // A certificate that devices would refuse makes no bundle: the error names it, before any work.

@@ -7,11 +7,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <map>
 
+#include "attestation/reference.hpp"
+#include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/hash.hpp"
 #include "common/subprocess.hpp"
 #include "tests/support/test_support.hpp"
+#include "updater/bundle.hpp"
+#include "updater/signature.hpp"
 
 using namespace cairn;
 using cairn::test::Scratch;
@@ -227,6 +233,117 @@ TEST_F(Built, EflowHasTheApplianceSizesAndStaysSparse) {
     EXPECT_EQ(cairn_run({"inspect", (out("eflow") / "disk.raw").string()}).exit_code, 0);
 }
 
+namespace {
+
+// osslsigncode's Authenticode digest of a signed PE file (lower-case hex), or "" when it says none.
+std::string osslsigncode_digest(const fs::path& pe) {
+    RunResult r = run({"osslsigncode", "verify", "-CAfile", "/usr/share/ovmf/PkKek-1-snakeoil.pem", "-in", pe.string()});
+    const std::string out = r.out + r.err, key = "Current message digest";
+    auto at = out.find(key);
+    if (at == std::string::npos) return {};
+    at = out.find(':', at);
+    std::string hex = out.substr(at + 1, out.find('\n', at) - at - 1);
+    hex.erase(0, hex.find_first_not_of(" \t"));
+    hex.erase(hex.find_last_not_of(" \t\r") + 1);
+    std::transform(hex.begin(), hex.end(), hex.begin(), ::tolower);
+    return hex;
+}
+
+// A file out of a FAT filesystem at `offset` in `disk` (mtools), or "" when it is not there.
+std::string esp_file(const fs::path& disk, uint64_t offset, const std::string& path, const fs::path& to) {
+    RunResult r = run({"mcopy", "-n", "-i", disk.string() + "@@" + std::to_string(offset), "::/" + path, to.string()});
+    return r.exit_code == 0 ? read_file(to) : std::string();
+}
+
+}  // namespace
+
+// What a good boot of each slot measures, predicted by the build: in manifest.json, and with
+// [attestation] in reference.json, signed under the update CA, beside the build and on every ESP
+// next to the UKI whose Authenticode digest (osslsigncode's) and PCR 9 events (python's) it holds.
+TEST_F(Built, ReferenceValuesArePredictedSignedAndOnEveryEsp) {
+    if (!find_program("osslsigncode") || !find_program("python3")) GTEST_SKIP() << "needs osslsigncode and python3 (scripts/install-deps)";
+    for (const char* name : {"minimal", "eflow"}) {
+        SCOPED_TRACE(name);
+        const fs::path dir = out(name);
+        const json m = read_json(dir / "manifest.json");
+        ASSERT_TRUE(m["reference"].is_object()) << m.dump(1).substr(0, 2000);
+        const attestation::ReferenceDocument doc = attestation::parse_reference(m["reference"].dump(), "manifest.json");
+        EXPECT_EQ(doc.image, m["recipe"]["name"]);
+        EXPECT_EQ(doc.version, m["recipe"]["version"]);
+        run_checked({"openssl", "x509", "-in", "/usr/share/ovmf/PkKek-1-snakeoil.pem", "-outform", "DER", "-out", (dir / ".cert.der").string()});
+        EXPECT_EQ(to_hex(doc.uki_signer_certificate), to_hex(sha256(read_file(dir / ".cert.der"))));
+        fs::remove(dir / ".cert.der");
+        ASSERT_EQ(doc.slots.size(), 2u);
+        // busybox has no systemd-pcrphase: the stub's value only; Debian's systemd adds sysinit and ready.
+        const size_t pcr11 = std::string(name) == "eflow" ? 3 : 1;
+
+        // The signed document: the manifest's values, signed by the test signer under the update CA.
+        const std::string text = read_file(dir / "reference.json");
+        EXPECT_EQ(text, attestation::to_json(doc));
+        EXPECT_EQ(m["reference_document"]["sha256"], sha256_file_hex(dir / "reference.json"));
+        RunResult v = run({"openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", (dir / "reference.json.sig").string(), "-content",
+                           (dir / "reference.json").string(), "-CAfile", (test::source_dir() / "recipes/keys/update-ca.pem").string(), "-purpose",
+                           "any", "-out", "/dev/null"});
+        EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+        updater::cms_verify(text, read_file(dir / "reference.json.sig"), test::source_dir() / "recipes/keys/update-ca.pem", "reference.json");
+        std::string forged = text;
+        forged[forged.find("\"pcr9\": \"") + 9] ^= 1;
+        EXPECT_THROW(updater::cms_verify(forged, read_file(dir / "reference.json.sig"), test::source_dir() / "recipes/keys/update-ca.pem", "forged"),
+                     Error);
+
+        Scratch s;
+        for (const auto& slot : doc.slots) {
+            SCOPED_TRACE("slot " + slot.slot);
+            EXPECT_EQ(slot.kernel_release, m["kernel"]["release"]);
+            EXPECT_EQ(slot.pcr11.size(), pcr11);
+            const fs::path uki = dir / m["uki"][slot.slot]["file"].get<std::string>();
+            EXPECT_EQ(to_hex(slot.uki_authenticode), osslsigncode_digest(uki));
+            // PCR 9 from the manifest's command line and the initrd, by python's hashlib.
+            test::write_text(s / "cmdline", m["uki"][slot.slot]["cmdline"].get<std::string>());
+            RunResult p = run({"python3", "-c",
+                               "import hashlib, sys\n"
+                               "c = hashlib.sha256((open(sys.argv[1]).read() + '\\0').encode('utf-16-le')).digest()\n"
+                               "i = hashlib.sha256(open(sys.argv[2], 'rb').read()).digest()\n"
+                               "print(c.hex(), i.hex(), hashlib.sha256(hashlib.sha256(bytes(32) + c).digest() + i).hexdigest())\n",
+                               (s / "cmdline").string(), (dir / "initrd.img").string()});
+            ASSERT_EQ(p.exit_code, 0) << p.err;
+            EXPECT_EQ(p.out, to_hex(slot.cmdline_event) + " " + to_hex(slot.initrd_event) + " " + to_hex(slot.pcr9) + "\n");
+            // The slot's ESP: the UKI that was measured, the document and its signature beside it.
+            const uint64_t esp = partition(m, "esp_" + slot.slot)["offset"];
+            esp_file(dir / "disk.raw", esp, "EFI/BOOT/BOOTX64.EFI", s / "uki.efi");
+            EXPECT_EQ(to_hex(slot.uki_authenticode), osslsigncode_digest(s / "uki.efi"));
+            EXPECT_EQ(esp_file(dir / "disk.raw", esp, "EFI/BOOT/reference.json", s / "ref"), text);
+            EXPECT_EQ(esp_file(dir / "disk.raw", esp, "EFI/BOOT/reference.json.sig", s / "sig"), read_file(dir / "reference.json.sig"));
+        }
+        EXPECT_NE(doc.slots[0].uki_authenticode, doc.slots[1].uki_authenticode) << "each slot's UKI names its own root hash";
+        EXPECT_NE(doc.slots[0].pcr11[0], doc.slots[1].pcr11[0]);
+        EXPECT_EQ(doc.slots[0].initrd_event, doc.slots[1].initrd_event);
+
+        // cairn inspect shows them.
+        RunResult r = cairn_run({"inspect", "--json", (dir / "disk.raw").string()});
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(json::parse(r.out)["reference"], m["reference"]);
+    }
+}
+
+// `cairn bundle` of a real build: its signed manifest carries the build's reference values, and
+// `cairn inspect` of the bundle shows them.
+TEST_F(Built, MinimalBundleCarriesTheReferenceValues) {
+    Scratch s;
+    const fs::path keys = test::source_dir() / "recipes/keys";
+    RunResult r = cairn_run({"bundle", out("minimal").string(), "-o", (s / "b.cairn").string(), "--key", (keys / "update-signer.key").string(),
+                             "--cert", (keys / "update-signer.pem").string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = cairn_run({"inspect", "--json", "--trust-anchor", out("minimal").string(), (s / "b.cairn").string()});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(json::parse(r.out)["reference"], read_json(out("minimal") / "manifest.json")["reference"]);
+    r = cairn_run({"inspect", (s / "b.cairn").string()});
+    EXPECT_NE(r.out.find("reference values (cairn-minimal"), std::string::npos) << r.out;
+    updater::BundleReader reader(s / "b.cairn", keys / "update-ca.pem");
+    ASSERT_TRUE(reader.reference().has_value());
+    EXPECT_EQ(attestation::to_json(*reader.reference()), read_file(out("minimal") / "reference.json"));
+}
+
 // Reproducible: the same recipe and inputs with SOURCE_DATE_EPOCH give a bit-identical disk, from
 // a copy of the recipes in another folder. As root, the second build runs as an ordinary user
 // (nobody), which also proves that owners and modes come out right without root.
@@ -256,6 +373,9 @@ TEST_F(Built, RebuildIsBitIdentical) {
         EXPECT_EQ(run({"cmp", (out(name) / "disk.raw").string(), (out_dir / "disk.raw").string()}).exit_code, 0)
             << "two builds of recipes/" << name << ".toml differ";
         EXPECT_EQ(read_json(out(name) / "manifest.json")["slots"], read_json(out_dir / "manifest.json")["slots"]);
+        EXPECT_EQ(read_json(out(name) / "manifest.json")["reference"], read_json(out_dir / "manifest.json")["reference"]);
+        EXPECT_EQ(run({"cmp", (out(name) / "reference.json.sig").string(), (out_dir / "reference.json.sig").string()}).exit_code, 0)
+            << "the signed reference document (on every ESP) must come out the same";
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include <thread>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -167,6 +168,77 @@ TEST(BundleManifest, ParsesWhatItWritesAndNamesBadFields) {
     std::string text = m.to_json();
     text.replace(text.find("\"/etc/x\""), 8, "\"/var/x\"");
     expect_error([&] { BundleManifest::parse(text, "t"); }, {"etc entry \"/var/x\""});
+}
+
+namespace {
+
+attestation::ReferenceDocument reference_for(const std::string& version) {
+    attestation::ReferenceDocument doc;
+    doc.image = "cairn-test";
+    doc.version = version;
+    doc.uki_signer_certificate.fill(0x11);
+    attestation::SlotReference slot;
+    slot.slot = "b";
+    slot.kernel_release = "6.1.0-57-cloud-amd64";
+    slot.uki_authenticode.fill(0x22);
+    attestation::Sha256 stub{};
+    stub.fill(0x33);
+    slot.pcr11 = {stub};
+    slot.pcr9.fill(0x44);
+    slot.cmdline_event.fill(0x55);
+    slot.initrd_event.fill(0x66);
+    doc.slots.push_back(slot);
+    return doc;
+}
+
+}  // namespace
+
+// The reference document rides in the signed manifest; the reader hands it out. Bundles without
+// one (made before it was carried) still read.
+TEST(Bundle, CarriesTheReferenceDocumentUnderItsSignature) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    {
+        BundleReader old(f.bundle("2.0"), f.trust_anchor);
+        EXPECT_FALSE(old.reference().has_value());
+    }
+    fs::path b = f.bundle("2.1", "cairn-test", [](BundleManifest& m) { m.reference = reference_for("2.1"); });
+    BundleReader r(b, f.trust_anchor);
+    ASSERT_TRUE(r.reference().has_value());
+    EXPECT_EQ(attestation::to_json(*r.reference()), attestation::to_json(reference_for("2.1")));
+    EXPECT_NE(r.manifest_bytes().find("\"reference\""), std::string::npos);
+    // A reference document for another version, or a broken one, refuses the bundle.
+    fs::path other = f.bundle("2.2", "cairn-test", [](BundleManifest& m) { m.reference = reference_for("2.1"); });
+    expect_error([&] { BundleReader(other, f.trust_anchor); }, {other.string(), "reference", "\"version\" 2.1 is not the bundle's version 2.2"});
+}
+
+TEST(BundleManifest, ReferenceIsParsedStrictly) {
+    BundleManifest m;
+    m.compatible = "c";
+    m.version = "1";
+    m.build_id = "x";
+    m.payloads.push_back(Payload{"root", "root", "", 4096, 8192, std::string(64, 'a')});
+    for (const char* slot : {"a", "b"}) {
+        Payload v{std::string("root-verity-") + slot, "root-verity", slot, 0, 4096, std::string(64, 'b'), std::string(64, 'c'), "00", 4096, 4096, 2};
+        v.offset = m.payloads.back().offset + 8192;
+        m.payloads.push_back(v);
+    }
+    for (const char* slot : {"a", "b"}) m.payloads.push_back(Payload{std::string("esp-") + slot, "esp", slot, m.payloads.back().offset + 8192, 100, std::string(64, 'd')});
+    m.reference = reference_for("1");
+    BundleManifest back = BundleManifest::parse(m.to_json(), "t");
+    ASSERT_TRUE(back.reference.has_value());
+    EXPECT_EQ(back.to_json(), m.to_json());
+    std::string text = m.to_json();
+    std::string bad = text;
+    bad.replace(bad.find("\"pcr9\""), 6, "\"pcr8\"");
+    expect_error([&] { BundleManifest::parse(bad, "t"); }, {"t: manifest: reference", "unknown key \"slots[0].pcr8\""});
+    bad = text;
+    bad.replace(bad.find(std::string(64, '4')), 2, "zz");
+    expect_error([&] { BundleManifest::parse(bad, "t"); }, {"t: manifest: reference", "\"slots[0].pcr9\""});
+    nlohmann::json j = nlohmann::json::parse(text);
+    j["reference"] = 5;
+    bad = j.dump();
+    expect_error([&] { BundleManifest::parse(bad, "t"); }, {"t: manifest: \"reference\" must be an object"});
 }
 
 // Roots for one slot each and one tree for both: each root is checked against the tree (no null
