@@ -109,5 +109,8 @@ TEST(BuildPipeline, TheDebianRecipeInstallsPackagesFirstAndMovesVarBeforeTheFile
     // disk.raw takes the roots while verity, the UKIs and the ESPs are made, and is finished last.
     EXPECT_EQ(at("disk-roots"), at("root-filesystem") + 1);
     EXPECT_LT(at("esps"), at("disk"));
+    // The reference values come from the signed UKIs, and the signed document goes onto the ESPs.
+    EXPECT_EQ(at("reference"), at("ukis") + 1);
+    EXPECT_EQ(at("esps"), at("reference") + 1);
     EXPECT_EQ(std::find(stages.begin(), stages.end(), "disk-formats"), stages.end());
 }
