@@ -344,6 +344,39 @@ TEST_F(Built, MinimalBundleCarriesTheReferenceValues) {
     EXPECT_EQ(attestation::to_json(*reader.reference()), read_file(out("minimal") / "reference.json"));
 }
 
+// Without [attestation]: the same values in manifest.json (the UKIs are the same), and no signed
+// document, neither beside the build nor on the ESPs.
+TEST_F(Built, WithoutAttestationTheValuesStayInTheManifest) {
+    Scratch s;
+    run_checked({"cp", "-r", (test::source_dir() / "recipes").string(), (s / "recipes").string()});
+    std::string recipe = read_file(s / "recipes/minimal.toml");
+    const size_t from = recipe.find("[attestation]"), to = recipe.find("\n[", from + 1);
+    ASSERT_NE(from, std::string::npos);
+    recipe.erase(from, to + 1 - from);
+    ASSERT_EQ(recipe.find("attestation-signer"), std::string::npos);
+    test::write_text(s / "recipes/minimal.toml", recipe);
+    RunResult r = cairn_run({"build", (s / "recipes/minimal.toml").string(), "-o", (s / "out").string(), "--quiet"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json m = read_json(s / "out/manifest.json");
+    // The recipe's text is an input (its sha256 goes into the build id in the root), so the roots,
+    // the command lines and the values differ from the signed build's; their shape does not.
+    ASSERT_TRUE(m["reference"].is_object());
+    const attestation::ReferenceDocument doc = attestation::parse_reference(m["reference"].dump(), "manifest.json");
+    ASSERT_EQ(doc.slots.size(), 2u);
+    for (const auto& slot : doc.slots) {
+        EXPECT_EQ(slot.pcr11.size(), 1u);
+        if (find_program("osslsigncode")) {
+            EXPECT_EQ(to_hex(slot.uki_authenticode), osslsigncode_digest(s / "out" / ("uki_" + slot.slot + ".efi")));
+        }
+    }
+    EXPECT_TRUE(m["reference_document"].is_null());
+    EXPECT_FALSE(fs::exists(s / "out/reference.json"));
+    EXPECT_FALSE(fs::exists(s / "out/reference.json.sig"));
+    const uint64_t esp = partition(m, "esp_a")["offset"];
+    EXPECT_EQ(esp_file(s / "out/disk.raw", esp, "EFI/BOOT/reference.json", s / "ref"), "");
+    EXPECT_NE(esp_file(s / "out/disk.raw", esp, "EFI/BOOT/BOOTX64.EFI", s / "uki"), "");
+}
+
 // Reproducible: the same recipe and inputs with SOURCE_DATE_EPOCH give a bit-identical disk, from
 // a copy of the recipes in another folder. As root, the second build runs as an ordinary user
 // (nobody), which also proves that owners and modes come out right without root.
