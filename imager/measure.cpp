@@ -108,13 +108,13 @@ std::string stub_load_options(std::string_view section) {
 std::vector<std::string> pcrphase_words(const Tree& tree) {
     if (!runs_systemd(tree)) return {};
     const std::string what = "systemd-pcrphase units";
-    // An entry under /usr/lib or, in a tree without merged /usr, under /lib.
-    auto entry = [&](const std::string& usr_path) -> std::optional<std::pair<std::string, Meta>> {
-        for (const std::string& p : {usr_path, usr_path.substr(4)}) {
-            if (!p.starts_with("/usr/") && !p.starts_with("/lib/") && !p.starts_with("/etc/")) continue;
+    // The entry at `path`; for a path under /usr/lib, in a tree without merged /usr, the one under /lib.
+    auto entry = [&](const std::string& path) -> std::optional<std::pair<std::string, Meta>> {
+        std::vector<std::string> candidates = {path};
+        if (path.starts_with("/usr/lib/")) candidates.push_back(path.substr(4));
+        for (const std::string& p : candidates) {
             const std::string canonical = tree.resolve(p, what);
             if (auto m = tree.meta(canonical)) return std::pair{canonical, *m};
-            if (p.starts_with("/etc/")) break;
         }
         return std::nullopt;
     };

@@ -301,6 +301,19 @@ TEST(Measure, AttestationSignerMustSignBundlesUnderTheTrustAnchor) {
     EXPECT_EQ(sign_reference(text, recipe, 1700000000), signature) << "an RSA signer signs the same document the same way (reproducible ESPs)";
     EXPECT_NE(sign_reference(text, recipe, 1700000001), signature);
 
+    // An ECDSA signer may sign, with a warning: its signatures differ on every build.
+    Recipe ecdsa = recipe;
+    ecdsa.attestation.key = keys / "update-signer.key";
+    ecdsa.attestation.cert = keys / "update-signer.pem";
+    testing::internal::CaptureStderr();
+    check_attestation_signer(ecdsa);
+    const std::string warned = testing::internal::GetCapturedStderr();
+    EXPECT_NE(warned.find("cairn: warning: r.toml:9: attestation: attestation.key"), std::string::npos) << warned;
+    EXPECT_NE(warned.find("not an RSA key"), std::string::npos) << warned;
+    testing::internal::CaptureStderr();
+    check_attestation_signer(recipe);
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+
     // A certificate without the bundle-signing usage (the UKI signer), and one under another CA.
     Recipe uki_signer = recipe;
     uki_signer.attestation.key = snakeoil.key;
