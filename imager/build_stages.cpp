@@ -563,12 +563,10 @@ void reference(BuildContext& c) {
     doc.version = recipe.version;
     doc.uki_signer_certificate = certificate_sha256(recipe.boot.cert);
     const std::vector<std::string> phases = pcrphase_words(c.tree);
-    c.progress->note(phases.empty() ? std::string("PCR 11: the stub's value only (no systemd-pcrphase in the image)")
-                                    : "PCR 11: the stub's value, then systemd-pcrphase's " + [&] {
-                                          std::string list;
-                                          for (const auto& w : phases) list += (list.empty() ? "" : ", ") + w;
-                                          return list;
-                                      }());
+    std::string words;
+    for (const auto& w : phases) words += (words.empty() ? "" : ", ") + w;
+    c.progress->note(phases.empty() ? "PCR 11: the stub's value only (no systemd-pcrphase in the image)"
+                                    : "PCR 11: the stub's value, then after systemd-pcrphase's " + words);
     for (const auto& r : c.roots) {
         const char slot = r.slot ? r.slot : 'a';  // the command line of an image without slots names a
         doc.slots.push_back(measure_uki(c.ukis.at(r.slot), std::string(1, slot), c.kernel["release"], phases));
