@@ -112,18 +112,21 @@ protected:
         run_checked({"tpm2_pcrextend", std::to_string(pcr) + ":sha256=" + hex_of(digest)}, tools());
     }
 
-    // tpm2_createek + tpm2_createak (`alg` "rsa" or "ecc"): ak.pub (TPM2B_PUBLIC), ak.pem, ak.ctx.
-    std::string make_ak(const std::string& alg) {
-        run_checked({"tpm2_createek", "-c", "0x81010001", "-G", "rsa", "-u", path("ek.pub")}, tools());
-        run({"tpm2_flushcontext", "-t"}, tools());
-        std::vector<std::string> argv = {"tpm2_createak", "-C", "0x81010001", "-c", path("ak.ctx"), "-G", alg, "-g", "sha256",
-                                         "-s", alg == "ecc" ? "ecdsa" : "rsassa", "-u", path("ak.pub"), "-n", path("ak.name")};
-        run_checked(argv, tools());
+    // tpm2_createek (once) + tpm2_createak (`alg` "rsa" or "ecc"): <name>.pub (TPM2B_PUBLIC),
+    // <name>.pem, <name>.ctx, <name>.name. Returns <name>.pub's bytes.
+    std::string make_ak(const std::string& alg, const std::string& name = "ak") {
+        if (!std::filesystem::exists(path("ek.pub"))) {
+            run_checked({"tpm2_createek", "-c", "0x81010001", "-G", "rsa", "-u", path("ek.pub")}, tools());
+            run({"tpm2_flushcontext", "-t"}, tools());
+        }
+        run_checked({"tpm2_createak", "-C", "0x81010001", "-c", path(name + ".ctx"), "-G", alg, "-g", "sha256", "-s", alg == "ecc" ? "ecdsa" : "rsassa",
+                     "-u", path(name + ".pub"), "-n", path(name + ".name")},
+                    tools());
         run({"tpm2_flushcontext", "-t"}, tools());
         run({"tpm2_flushcontext", "-s"}, tools());
-        run_checked({"tpm2_readpublic", "-c", path("ak.ctx"), "-f", "pem", "-o", path("ak.pem")}, tools());
+        run_checked({"tpm2_readpublic", "-c", path(name + ".ctx"), "-f", "pem", "-o", path(name + ".pem")}, tools());
         run({"tpm2_flushcontext", "-t"}, tools());
-        return read_file(path("ak.pub"));
+        return read_file(path(name + ".pub"));
     }
 
     struct Quoted {
