@@ -184,7 +184,7 @@ AttestationStatus verify_evidence(const Evidence& evidence, const ReferenceDocum
 
         // PCR 4: the UKI, which names the booted slot.
         if (quoted(pcrs, 4)) {
-            bool any = false, previous_uki = false;
+            bool any = false, previous_uki = false, foreign = false;
             for (const auto& e : log->events) {
                 if (e.pcr != 4 || e.type != event_type::efi_boot_services_application) continue;
                 any = true;
@@ -207,12 +207,13 @@ AttestationStatus verify_evidence(const Evidence& evidence, const ReferenceDocum
                     continue;
                 }
                 previous_uki = false;
+                foreign = true;
                 add(CheckCode::UkiMismatch, "boot integrity: PCR 4: the EFI application" + event_at(e) + " (Authenticode " +
                                                 (d ? hex(*d) : std::string("none")) + ") is not the UKI of any slot of " +
                                                 reference.image + " " + reference.version);
             }
             if (!any) add(CheckCode::UkiMismatch, "boot integrity: PCR 4 names no EFI application (no UKI was started)");
-            if (any && !slot) add(CheckCode::UkiMismatch, "boot integrity: no slot's UKI was started");
+            if (any && !slot && !foreign) add(CheckCode::UkiMismatch, "boot integrity: no slot's UKI was started");
         }
 
         // The quote's pcrDigest against the replay (PCR 11 may be later in the slot's chain).
@@ -240,18 +241,23 @@ AttestationStatus verify_evidence(const Evidence& evidence, const ReferenceDocum
 
         // PCR 7: Secure Boot and the UKI's signer.
         if (quoted(pcrs, 7)) {
-            bool enabled = false;
+            bool enabled = false, forged = false;
             for (const auto& e : log->events) {
                 if (e.pcr != 7 || e.type != event_type::efi_variable_driver_config) continue;
                 try {
                     const UefiVariable v = parse_uefi_variable(e);
-                    if (v.vendor == efi_global_variable_guid && v.name == "SecureBoot") enabled = v.data == std::string(1, '\x01');
+                    if (v.vendor != efi_global_variable_guid || v.name != "SecureBoot") continue;
+                    // Only data that is what was measured counts (event_digest_mismatches reported it).
+                    const std::string* d = e.digest(alg_sha256);
+                    if (!d || *d != hash(alg_sha256, e.data)) forged = true;
+                    enabled = v.data == std::string(1, '\x01');
                 } catch (const Error& err) {
                     add(CheckCode::EventLogMalformed, err.what());
                 }
             }
-            st.attestSecureBootEnabled = enabled ? SecureBootState::Enabled : SecureBootState::Disabled;
-            if (!enabled) add(CheckCode::SecureBootDisabled, "Secure Boot disabled");
+            if (forged) enabled = false;
+            st.attestSecureBootEnabled = forged ? SecureBootState::Unknown : enabled ? SecureBootState::Enabled : SecureBootState::Disabled;
+            if (!enabled && !forged) add(CheckCode::SecureBootDisabled, "Secure Boot disabled");
             bool signer = false;
             for (const auto& e : log->events) {
                 if (e.pcr != 7 || e.type != event_type::efi_variable_authority) continue;
@@ -288,16 +294,21 @@ AttestationStatus verify_evidence(const Evidence& evidence, const ReferenceDocum
         // PCR 0 and 2: firmware and option ROM code, by event type.
         for (unsigned p : {0u, 2u}) {
             if (!quoted(pcrs, p)) continue;
+            // One failure per PCR: the first event out of place.
             const Event* last = nullptr;
+            bool bad = false;
             for (const auto& e : log->events) {
-                if (e.pcr != p) continue;
-                if (last && last->type == event_type::separator && e.type != event_type::no_action)
+                if (e.pcr != p || bad) continue;
+                if (last && last->type == event_type::separator && e.type != event_type::no_action) {
                     add(CheckCode::FirmwareEventUnexpected, "boot integrity: PCR " + std::to_string(p) + ": " + event_type_name(e.type) + event_at(e) + " after its separator");
-                else if (e.type != event_type::separator && !firmware_event_allowed(p, e.type))
+                    bad = true;
+                } else if (e.type != event_type::separator && !firmware_event_allowed(p, e.type)) {
                     add(CheckCode::FirmwareEventUnexpected, "boot integrity: PCR " + std::to_string(p) + ": unexpected " + event_type_name(e.type) + event_at(e));
+                    bad = true;
+                }
                 if (e.type != event_type::no_action) last = &e;
             }
-            if (!last || last->type != event_type::separator)
+            if (!bad && (!last || last->type != event_type::separator))
                 add(CheckCode::FirmwareEventUnexpected, "boot integrity: PCR " + std::to_string(p) + " does not end with a separator");
         }
     }
