@@ -284,9 +284,22 @@ AttestationStatus verify_evidence(const Evidence& evidence, const ReferenceDocum
             if (std::none_of(slot->pcr11.begin(), slot->pcr11.end(), [&](const Sha256& v) { return bytes_of(v) == value; }))
                 add(CheckCode::Pcr11Mismatch, "boot integrity: PCR 11 is " + hex(value) + ", not a value slot " + slot->slot + "'s UKI leaves");
         }
-        if (slot && quoted(pcrs, 9) && replayed[9] != bytes_of(slot->pcr9))
+        if (slot && quoted(pcrs, 9) && replayed[9] != bytes_of(slot->pcr9)) {
+            // Which of Linux's two measurements differs, when the log's tagged events say.
+            std::string which;
+            for (const auto& e : log->events) {
+                if (e.pcr != 9 || e.type != event_type::event_tag) continue;
+                const std::string* d = e.digest(alg_sha256);
+                try {
+                    const TaggedEvent t = parse_tagged_event(e);
+                    if (t.id == linux_tag_load_options && d && *d != bytes_of(slot->cmdline_event)) which += " (the kernel command line differs)";
+                    if (t.id == linux_tag_initrd && d && *d != bytes_of(slot->initrd_event)) which += " (the initrd differs)";
+                } catch (const Error&) {
+                }
+            }
             add(CheckCode::Pcr9Mismatch, "boot integrity: PCR 9 (kernel command line and initrd) is " + hex(replayed[9]) + ", not slot " + slot->slot + "'s " +
-                                             to_hex(slot->pcr9));
+                                             to_hex(slot->pcr9) + which);
+        }
         for (unsigned p : {12u, 13u})
             if (quoted(pcrs, p) && replayed[p] != std::string(32, '\0'))
                 add(CheckCode::PcrNotZero, "boot integrity: PCR " + std::to_string(p) + " was extended (credentials, system extensions or a command line from outside the UKI)");

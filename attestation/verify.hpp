@@ -23,7 +23,8 @@
 //                  (the stub's own load of its .linux, which firmware measures when Secure Boot is
 //                  off, is recognised by its device path and skipped); the last one names the
 //                  booted slot.
-//   PCR 11, 9      the booted slot's pcr11 list holds PCR 11; PCR 9 == its pcr9.
+//   PCR 11, 9      the booted slot's pcr11 list holds PCR 11; PCR 9 == its pcr9 (the reason
+//                  says whether the command line or the initrd event differs from the slot's).
 //   PCR 12, 13     zero (no credentials, sysexts, or command line from outside the UKI).
 //   PCR 0, 2       firmware and option ROM code: judged by event type, not pinned. Only the event
 //                  types OVMF and PC firmware put there (S-CRTM version/contents, firmware blobs,
@@ -36,7 +37,11 @@
 //                  reported pain, note §5). The replayed values are returned (firmware_pcrs) so
 //                  a layer with a database can pin them when it wants to.
 // Checks on a PCR run only when the PCR is quoted (policy.pcrs); the others' log entries are not
-// anchored to the TPM and prove nothing.
+// anchored to the TPM and prove nothing. PCRs 1, 3, 5 and 6 are quoted so that their events are
+// anchored too (their digests must replay, and recomputable digests must match their data), but
+// no value is required of them: PCR 1 changes with every BootOrder write and the machine's NICs,
+// PCR 5 with the GPT (the data partition grows on first boot), 3 and 6 hold only separators on
+// the firmware seen so far.
 //
 // Outcome: healthStatus Healthy only when no check failed (Secure Boot Enabled, the quote and
 // boot integrity Valid); any failure makes it Unhealthy. Unknown fields: what could not be judged

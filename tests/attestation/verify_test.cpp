@@ -130,6 +130,13 @@ TEST_F(VerifyTest, BootThatDiffersFromTheReferenceIsUnhealthy) {
         {"another PCR 9", [](ReferenceDocument& r) { r.slots[0].pcr9[0] ^= 1; }, CheckCode::Pcr9Mismatch},
         {"another signer", [](ReferenceDocument& r) { r.uki_signer_certificate[31] ^= 1; }, CheckCode::SignerMismatch},
     };
+    // PCR 9's reason names the measurement that differs.
+    ReferenceDocument other_cmdline = reference;
+    other_cmdline.slots[0].pcr9[0] ^= 1;
+    other_cmdline.slots[0].cmdline_event[0] ^= 1;
+    const AttestationStatus cmdline = verify_evidence(ev, other_cmdline, policy);
+    EXPECT_NE(cmdline.errorMessage.find("(the kernel command line differs)"), std::string::npos) << cmdline.errorMessage;
+    EXPECT_EQ(cmdline.errorMessage.find("initrd differs"), std::string::npos) << cmdline.errorMessage;
     for (const auto& c : cases) {
         SCOPED_TRACE(c.what);
         ReferenceDocument r = reference;
@@ -250,6 +257,16 @@ TEST_F(VerifyTest, CredentialsOrCommandLineInPcr12AreUnhealthy) {
     EXPECT_EQ(codes(st), std::vector<CheckCode>{CheckCode::PcrNotZero}) << st.errorMessage;
     EXPECT_NE(st.errorMessage.find("PCR 12"), std::string::npos);
     EXPECT_EQ(st.bootIntegrityValidated, Validity::Invalid);
+}
+
+// An EFI application started after the UKI (measured for real): not a slot's UKI.
+TEST_F(VerifyTest, ForeignApplicationInPcr4IsUnhealthy) {
+    const std::string image(32, '\0');  // UEFI_IMAGE_LOAD_EVENT with an empty device path
+    const std::string log = append_event(recorded_log("sb-on"), 4, event_type::efi_boot_services_application, image, "another application");
+    const AttestationStatus st = verify_evidence(device(log), reference, policy);
+    EXPECT_EQ(codes(st), std::vector<CheckCode>{CheckCode::UkiMismatch}) << st.errorMessage;
+    EXPECT_NE(st.errorMessage.find("boot integrity: PCR 4: the EFI application at offset 15271"), std::string::npos) << st.errorMessage;
+    EXPECT_EQ(st.healthStatus, Health::Unhealthy);
 }
 
 TEST_F(VerifyTest, FirmwareMeasurementAfterItsSeparatorIsUnhealthy) {
