@@ -89,6 +89,12 @@ TEST_F(VerifyTest, RecordedSecureBootBootIsHealthy) {
         const auto pcrs = cairn::test::recorded_pcrs("sb-on");
         EXPECT_EQ(st.firmware_pcrs.at(0), hex_of(pcrs.at(0)));
         EXPECT_EQ(st.firmware_pcrs.at(2), hex_of(pcrs.at(2)));
+        // The booted UKI names its slot, whichever it is listed as.
+        ReferenceDocument swapped = reference;
+        std::swap(swapped.slots[0].slot, swapped.slots[1].slot);
+        const AttestationStatus as_b = verify_evidence(ev, swapped, policy);
+        EXPECT_EQ(as_b.healthStatus, Health::Healthy) << as_b.errorMessage;
+        EXPECT_EQ(as_b.slot, "b");
         // Slot b's reference would not do: the UKI names slot a.
         ReferenceDocument only_b = reference;
         only_b.slots.erase(only_b.slots.begin());
