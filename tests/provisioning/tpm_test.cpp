@@ -7,23 +7,14 @@
 #include "provisioning/encoding.hpp"
 #include "tpm/swtpm.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
+#include "tests/support/swtpm_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::provisioning;
 using cairn::tpm::Swtpm;
 using nlohmann::json;
 
-class TpmTest : public ::testing::Test {
-protected:
-    cairn::test::Scratch scratch;
-    Swtpm swtpm{scratch / "tpm"};
-
-    cairn::RunOptions tools() {
-        cairn::RunOptions o;
-        o.extra_env = {"TPM2TOOLS_TCTI=" + swtpm.tcti()};
-        return o;
-    }
-};
+using TpmTest = cairn::test::SwtpmFixture;
 
 // The generic TPM (EK/SRK, templates, hierarchy passwords) is tested in tests/tpm/tpm_test.cpp;
 // here what DPS adds.

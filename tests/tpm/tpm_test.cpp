@@ -5,21 +5,12 @@
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "tpm/swtpm.hpp"
+#include "tests/support/swtpm_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::tpm;
 
-class TpmTest : public ::testing::Test {
-protected:
-    cairn::test::Scratch scratch;
-    Swtpm swtpm{scratch / "tpm"};
-
-    cairn::RunOptions tools() {
-        cairn::RunOptions o;
-        o.extra_env = {"TPM2TOOLS_TCTI=" + swtpm.tcti()};
-        return o;
-    }
-};
+using TpmTest = cairn::test::SwtpmFixture;
 
 TEST_F(TpmTest, EndorsementKeyMatchesTpm2Tools) {
     Tpm tpm({swtpm.tcti()});
