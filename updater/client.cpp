@@ -326,8 +326,11 @@ installs it. From a pipe, the slot is marked bad before the first byte is writte
 only once all of it has been read back and verified against the signed manifest.
   --force    allow an older version than the running one
   --reboot   reboot into it as soon as it is installed
-  --json     the result as JSON
+  --json     the result as JSON: {"result": "installed" or "failed", "error": the reason,
+             "code": why, as a stable name (bad-signature, incompatible, downgrade, io, ...;
+             docs/bundle.md), null on success}
   --quiet    no progress bar
+Progress lines name the install's step first: check, verify, mark-bad, write, arm.
 )"},
     {"status", R"(Usage: cairnctl update status [--json]
 
