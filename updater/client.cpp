@@ -276,7 +276,8 @@ int status(bool as_json) {
                     st["pending"]["version"].get<std::string>().c_str(), st["pending"]["phase"].get<std::string>().c_str());
     if (!st["last"].is_null()) {
         const json& l = st["last"];
-        std::printf("last: %s slot %s version %s%s%s\n", l["kind"].get<std::string>().c_str(), l["slot"].get<std::string>().c_str(),
+        const std::string code = l.contains("code") && l["code"].is_string() ? " (" + l["code"].get<std::string>() + ")" : "";
+        std::printf("last: %s%s slot %s version %s%s%s\n", l["kind"].get<std::string>().c_str(), code.c_str(), l["slot"].get<std::string>().c_str(),
                     l["version"].get<std::string>().c_str(), l["reason"].get<std::string>().empty() ? "" : ": ",
                     l["reason"].get<std::string>().c_str());
     }

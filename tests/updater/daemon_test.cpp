@@ -148,6 +148,7 @@ TEST(Daemon, InstallsStatusAndMarksOverTheSystemBus) {
         std::this_thread::sleep_for(20ms);
     r = b.cairnctl({"update", "install", b.f.bundle("3.0", "cairn-else").string(), "--json"});
     EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.out.rfind("{\"code\":\"incompatible\",", 0), 0u) << r.out;  // what scripts (and the QEMU tests) look for
     json refused = json::parse(r.out);
     EXPECT_EQ(refused["result"], "failed");
     EXPECT_EQ(refused["code"], "incompatible") << r.out;
@@ -200,6 +201,8 @@ TEST(Daemon, InstallsABundleFromStandardInput) {
     EXPECT_EQ(st["slots"][1]["state"], "installing");
     EXPECT_EQ(st["last"]["kind"], "failed");
     EXPECT_EQ(st["last"]["code"], "transfer");
+    r = b.cairnctl({"update", "status"});
+    EXPECT_NE(r.out.find("last: failed (transfer) slot b version 2.1: the bundle from standard input"), std::string::npos) << r.out;
     // Only root may hand a bundle over.
     ::chmod(b.s.path().c_str(), 0755);
     ::chmod((b.s / "bus").c_str(), 0777);
