@@ -615,7 +615,7 @@ void Engine::mark_bad(InstallContext& in) {
 
 // write: the payloads into the target's partitions, and read back what is on the disk.
 void Engine::write(InstallContext& in) {
-    in.progress.begin(InstallStep::write, in.regions.verity.label);
+    in.progress.begin(InstallStep::write, "slot " + in.t);
     BundleSource& source = *in.source;
     const Payload& root = *in.root;
     const Payload& tree = *in.verity;
