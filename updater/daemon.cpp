@@ -268,7 +268,7 @@ private:
         worker_ = std::thread([this, source, fd, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
-                UniqueFd bundle = fd ? std::move(*fd) : open_file(source, O_RDONLY | O_CLOEXEC);
+                UniqueFd bundle = fd ? std::move(*fd) : with_code(ErrorCode::io, [&] { return open_file(source, O_RDONLY | O_CLOEXEC); });
                 engine_.install(std::move(bundle), source, o, [this, started](int percent, const std::string& message) {
                     if (std::getenv("CAIRN_UPDATED_TRACE"))
                         std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());

@@ -485,7 +485,7 @@ struct Engine::InstallContext {
 };
 
 void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {
-    install(open_file(bundle, O_RDONLY | O_CLOEXEC), bundle.string(), options, progress);
+    install(with_code(ErrorCode::io, [&] { return open_file(bundle, O_RDONLY | O_CLOEXEC); }), bundle.string(), options, progress);
 }
 
 void Engine::install(UniqueFd bundle, const std::string& name, const InstallOptions& options, const ProgressFn& progress) {
