@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -818,6 +819,27 @@ TEST(Engine, FailuresCarryTheirCode) {
     EXPECT_EQ(r.boot.next(), Slot::b);
     EXPECT_EQ(r.engine().status().last->kind, EventKind::installed);
     EXPECT_FALSE(r.engine().status().last->code);
+}
+
+// A disk image on a filesystem that runs out of room while the slot is written (ENOSPC): no-space.
+TEST(Engine, ADiskThatRunsOutOfRoomIsNoSpace) {
+    if (!is_root()) GTEST_SKIP() << "needs root (a tmpfs mount)";
+    Rig r;
+    const fs::path small = r.scratch / "small";
+    fs::create_directories(small);
+    if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=512k") != 0) GTEST_SKIP() << "cannot mount a tmpfs here";
+    struct Unmount {
+        fs::path dir;
+        ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+    } unmount{small};
+    RunResult copy = run({"cp", "--sparse=always", r.fixture.disk.string(), (small / "disk.img").string()});
+    ASSERT_EQ(copy.exit_code, 0) << copy.err;  // the GPT only: the rest of the 40 MiB is holes
+    r.config.disk = small / "disk.img";
+    r.engine().on_boot();
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, ErrorCode::no_space, {"No space left on device"});
+    EXPECT_FALSE(r.boot.next());
+    ASSERT_TRUE(r.engine().status().last);
+    EXPECT_EQ(r.engine().status().last->code, ErrorCode::no_space);
 }
 
 // A disk that refuses writes (a read-only loop device): io, recorded, the slot not armed.
