@@ -310,6 +310,7 @@ TEST(Engine, ASlotThatDoesNotBootIsRolledBackWithItsReason) {
     UpdateStatus st = r.engine().status();
     EXPECT_EQ(st.slots["b"].state, SlotState::bad);
     EXPECT_EQ(st.last->kind, EventKind::rolled_back);
+    EXPECT_EQ(st.last->code, ErrorCode::boot_failed);
     EXPECT_FALSE(st.pending);
     // Without a reason left behind, the report says what is known.
     r.boot.broken.clear();
@@ -332,6 +333,7 @@ TEST(Engine, AFailedHealthCheckFallsBackToTheOldSlot) {
     EXPECT_EQ(st.slots["b"].state, SlotState::bad);
     EXPECT_EQ(st.slots["a"].state, SlotState::good);
     EXPECT_EQ(st.last->kind, EventKind::rolled_back);
+    EXPECT_EQ(st.last->code, ErrorCode::unhealthy);
     EXPECT_EQ(st.last->reason, "device service(s) exited: 50-broken");
 }
 
@@ -548,6 +550,7 @@ TEST(Engine, ACommittedSlotThatFailedInCairnInitIsReportedAsAFallback) {
     EXPECT_EQ(st.slots["a"].state, SlotState::good);
     ASSERT_TRUE(st.last);
     EXPECT_EQ(st.last->kind, EventKind::fell_back);
+    EXPECT_EQ(st.last->code, ErrorCode::boot_failed);
     EXPECT_NE(st.last->reason.find("root_b does not match"), std::string::npos);
 }
 
@@ -819,6 +822,30 @@ TEST(Engine, FailuresCarryTheirCode) {
     EXPECT_EQ(r.boot.next(), Slot::b);
     EXPECT_EQ(r.engine().status().last->kind, EventKind::installed);
     EXPECT_FALSE(r.engine().status().last->code);
+}
+
+// The power goes after the target was recorded as written but before BootNext was set: the next
+// boot reports the install interrupted (with its code) and the slot bad; a retry goes in.
+TEST(Engine, AnInstallCutOffBeforeItWasArmedIsReportedInterrupted) {
+    Rig r;
+    r.engine().on_boot();
+    EXPECT_THROW(r.engine().install(r.fixture.bundle("2.0"), {},
+                                    [&](int, const std::string& message) {
+                                        if (message.rfind("arm:", 0) == 0 && !r.boot.cut_at_write) r.boot.cut_at_write = r.boot.writes + 1;
+                                    }),
+                 PowerCut);
+    r.boot.cut_at_write = 0;
+    ASSERT_TRUE(r.engine().status().pending);
+    EXPECT_EQ(r.engine().status().pending->phase, PendingPhase::written);
+    BootDecision d = r.reboot_into("1.0");
+    EXPECT_EQ(d.kind, BootDecision::Kind::interrupted);
+    UpdateStatus st = r.engine().status();
+    ASSERT_TRUE(st.last);
+    EXPECT_EQ(st.last->kind, EventKind::interrupted);
+    EXPECT_EQ(st.last->code, ErrorCode::interrupted);
+    EXPECT_EQ(st.slots["b"].state, SlotState::bad);
+    r.engine().install(r.fixture.bundle("2.1"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
 }
 
 // A disk image on a filesystem that runs out of room while the slot is written (ENOSPC): no-space.
