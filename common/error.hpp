@@ -13,10 +13,21 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// An Error from a failed system call (fail_errno): the same message, and the errno for callers
+// that classify failures (updater/error_code.hpp: ENOSPC is no-space, the rest I/O).
+class SystemError : public Error {
+public:
+    SystemError(const std::string& message, int err) : Error(message), err_(err) {}
+    int err() const { return err_; }
+
+private:
+    int err_;
+};
+
 // Throws Error(message).
 [[noreturn]] void fail(const std::string& message);
 
-// Throws Error("<what>: <strerror(err)>"); err defaults to the current errno.
+// Throws SystemError("<what>: <strerror(err)>", err); err defaults to the current errno.
 [[noreturn]] void fail_errno(const std::string& what);
 [[noreturn]] void fail_errno(const std::string& what, int err);
 

@@ -338,7 +338,7 @@ BundleReader::BundleReader(const fs::path& source, const fs::path& trust_anchor,
 
 BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::path& trust_anchor,
                            std::optional<int64_t> certificate_time, std::chrono::milliseconds stall_timeout)
-    : source_(name), fd_(std::move(source)), stall_timeout_(stall_timeout) {
+    : source_(name), name_(name), fd_(std::move(source)), stall_timeout_(stall_timeout) {
     const std::string what = name;
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) fail_errno(what);
@@ -352,7 +352,7 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
             ssize_t r = read_some(out.data() + done, size - done, what);
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) fail_errno("reading " + what);
-            if (r == 0) fail(what + ": the bundle ends inside its header, manifest or signature");
+            if (r == 0) ended(what + ": the bundle ends inside its header, manifest or signature");
             done += static_cast<size_t>(r);
         }
         position_ += size;
@@ -362,7 +362,7 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
     std::string signature;
     take(h.manifest_size, manifest_bytes_);
     take(h.signature_size, signature);
-    cms_verify(manifest_bytes_, signature, trust_anchor, what, certificate_time);
+    with_code(ErrorCode::bad_signature, [&] { cms_verify(manifest_bytes_, signature, trust_anchor, what, certificate_time); });
     manifest_ = BundleManifest::parse(manifest_bytes_, what);
     if (!manifest_.payloads.empty() && manifest_.payloads.front().offset < h.payload_offset)
         fail(what + ": manifest: the first payload starts inside the signature");
@@ -375,6 +375,11 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
     }
 }
 
+void BundleReader::ended(const std::string& message) const {
+    // A file cut short is a bad bundle; a pipe that ends early lost its sender.
+    fail_update(seekable_ ? ErrorCode::bad_bundle : ErrorCode::transfer, message);
+}
+
 ssize_t BundleReader::read_some(void* buffer, size_t size, const std::string& what) {
     if (!seekable_) {
         pollfd p{fd_.get(), POLLIN, 0};
@@ -383,7 +388,7 @@ ssize_t BundleReader::read_some(void* buffer, size_t size, const std::string& wh
         if (ready == 0) {
             char seconds[32];
             std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(stall_timeout_.count()) / 1000);
-            fail(what + ": no data for " + seconds + " s: the sender stalled");
+            fail_update(ErrorCode::transfer, what + ": no data for " + seconds + " s: the sender stalled");
         }
     }
     return ::read(fd_.get(), buffer, size);
@@ -401,7 +406,7 @@ void BundleReader::skip_to(uint64_t offset) {
         ssize_t r = read_some(buffer.data(), std::min<uint64_t>(buffer.size(), offset - position_), source_.string());
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) fail_errno("reading " + source_.string());
-        if (r == 0) fail(source_.string() + ": the bundle ends before its payloads");
+        if (r == 0) ended(source_.string() + ": the bundle ends before its payloads");
         position_ += static_cast<uint64_t>(r);
     }
 }
@@ -417,13 +422,13 @@ void BundleReader::read(const Payload& p, const std::function<void(const uint8_t
         ssize_t r = read_some(buffer.data(), std::min<uint64_t>(chunk, left), what);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) fail_errno("reading " + what);
-        if (r == 0) fail(what + ": the bundle ends inside it");
+        if (r == 0) ended(what + ": the bundle ends inside it");
         hash.update(buffer.data(), static_cast<size_t>(r));
         sink(buffer.data(), static_cast<size_t>(r));
         left -= static_cast<uint64_t>(r);
         position_ += static_cast<uint64_t>(r);
     }
-    if (to_hex(hash.final()) != p.sha256) fail(what + ": sha256 does not match the manifest (corrupted or altered bundle)");
+    if (to_hex(hash.final()) != p.sha256) fail_update(ErrorCode::bad_payload, what + ": sha256 does not match the manifest (corrupted or altered bundle)");
 }
 
 }  // namespace cairn::updater

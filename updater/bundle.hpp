@@ -25,6 +25,7 @@
 #include "attestation/reference.hpp"
 #include "common/fd.hpp"
 #include "common/hash.hpp"
+#include "updater/error_code.hpp"
 
 namespace cairn::updater {
 
@@ -93,8 +94,34 @@ int compare_versions(std::string_view a, std::string_view b);
 // build` holds recipe versions and --image-version to it.
 std::optional<std::string> version_problem(std::string_view version);
 
-// Reads a bundle from a file, a block device or a pipe, in one pass.
-class BundleReader {
+// What the install steps (updater/engine.hpp) read a bundle through: its manifest, checked against
+// its signature when the source was opened, and its payloads. A local file or block device is one
+// (BundleReader); a later source (HTTP range requests for streaming) implements the same.
+class BundleSource {
+public:
+    virtual ~BundleSource() = default;
+    virtual const std::string& name() const = 0;  // names the bundle in messages
+    virtual const BundleManifest& manifest() const = 0;
+    // Payloads can be read at any offset and more than once (a file, a block device): the install
+    // then checks them all before it writes, and reads them again to write. Otherwise they are read
+    // once, in manifest order, by read(), and checked as they arrive.
+    virtual bool random_access() const = 0;
+    // random_access() only: a descriptor pread(2) reads the bundle's bytes from (at their offsets in
+    // the bundle), from several threads at once. A remote source serves one through a block device
+    // (NBD, as RAUC does) or a local cache.
+    virtual int fd() const = 0;
+    // Consumes the payload (payloads must be taken in manifest order; those in between are
+    // skipped), giving its bytes to `sink` in chunks, and checks its size and sha256 at the end:
+    // a mismatch throws UpdateError (bad-payload). `sink` sees every byte before the check: a
+    // caller that writes them somewhere must treat that place as untrusted until read() returns.
+    virtual void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) = 0;
+};
+
+// Reads a bundle from a file, a block device or a pipe, in one pass. Failures are Errors naming
+// the source; with a code (UpdateError) where the reader knows it: bad-signature, bad-payload,
+// transfer (a pipe that stalls or ends early); the rest is the caller's to classify (a malformed
+// header or manifest, a bundle cut short: bad-bundle).
+class BundleReader final : public BundleSource {
 public:
     // Opens `source`, reads header, manifest and signature, checks the signature against the
     // PEM certificates in `trust_anchor` (certificates valid at `certificate_time`, unset: the
@@ -107,25 +134,25 @@ public:
     BundleReader(UniqueFd source, const std::string& name, const std::filesystem::path& trust_anchor,
                  std::optional<int64_t> certificate_time = {},
                  std::chrono::milliseconds stall_timeout = std::chrono::minutes(5));
-    const BundleManifest& manifest() const { return manifest_; }
+    const std::string& name() const override { return name_; }
+    const BundleManifest& manifest() const override { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
     // The reference document the signed manifest carries (what the verifier expects of a slot
     // booted from this bundle); unset for bundles without one.
     const std::optional<attestation::ReferenceDocument>& reference() const { return manifest_.reference; }
-    // Consumes the payload (payloads must be taken in manifest order; those in between are
-    // skipped), giving its bytes to `sink` in chunks, and checks its size and sha256 at the end:
-    // a mismatch throws Error. `sink` sees every byte before the check: a caller that writes them
-    // somewhere must treat that place as untrusted until read() returns.
-    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink);
+    bool random_access() const override { return seekable_; }
+    int fd() const override { return fd_.get(); }
+    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) override;
     const std::filesystem::path& source() const { return source_; }
     bool seekable() const { return seekable_; }
-    int fd() const { return fd_.get(); }  // for positional reads of a seekable source
 
 private:
     void skip_to(uint64_t offset);
+    [[noreturn]] void ended(const std::string& message) const;  // the source ended too early
     // read(2) that waits at most stall_timeout_ for a pipe to have data.
     ssize_t read_some(void* buffer, size_t size, const std::string& what);
     std::filesystem::path source_;
+    std::string name_;
     UniqueFd fd_;
     uint64_t position_ = 0;
     bool seekable_ = false;

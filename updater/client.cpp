@@ -19,6 +19,7 @@
 #include "common/error.hpp"
 #include "common/version.hpp"
 #include "updater/dbus_api.hpp"
+#include "updater/error_code.hpp"
 
 namespace cairn::updater {
 
@@ -67,17 +68,29 @@ struct Proxy {
     }
 };
 
+// How an install ended: Completed(i result, s code, s message).
+struct Completion {
+    int result = 0;
+    std::string code, message;  // "" on success
+};
+
 // What the daemon says about a running install: Progress from PropertiesChanged, the end from Completed.
 struct InstallWatch {
     std::mutex mutex;
     std::condition_variable changed;
-    std::optional<int> result;
+    std::optional<Completion> result;
     std::optional<std::pair<int, std::string>> progress;
 
     void subscribe(sdbus::IProxy& proxy) {
-        proxy.uponSignal("Completed").onInterface(dbus::interface).call([this](int32_t r) {
+        // Read by hand: an earlier daemon sends only the result (the code and message stay "").
+        proxy.registerSignalHandler(dbus::interface, "Completed", [this](sdbus::Signal& signal) {
+            Completion c;
+            int32_t r = 0;
+            signal >> r;
+            c.result = r;
+            if (r != 0) signal >> c.code >> c.message;
             std::lock_guard lock(mutex);
-            result = r;
+            result = c;
             changed.notify_all();
         });
         proxy.uponSignal("PropertiesChanged")
@@ -93,6 +106,19 @@ struct InstallWatch {
             });
     }
 };
+
+// The code (updater/error_code.hpp) of a refused call, where there is one.
+std::optional<std::string> dbus_code(const sdbus::Error& e) {
+    if (e.getName() == "org.cairn.Updater1.Error.Busy") return std::string(error_code_name(ErrorCode::busy));
+    if (e.getName() == "org.cairn.Updater1.Error.BadOption") return std::string(error_code_name(ErrorCode::bad_option));
+    return std::nullopt;
+}
+
+// `install --json`: {"result": "installed"|"failed", "error": reason or "", "code": name or null}.
+void print_result(const std::string& error, const std::optional<std::string>& code) {
+    json j{{"result", error.empty() ? "installed" : "failed"}, {"error", error}, {"code", code ? json(*code) : json(nullptr)}};
+    std::printf("%s\n", j.dump().c_str());
+}
 
 std::string dbus_message(const sdbus::Error& e) {
     if (e.getName() == "org.freedesktop.DBus.Error.AccessDenied")
@@ -137,7 +163,8 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
         else
             p.proxy->callMethod("InstallBundle").onInterface(dbus::interface).withArguments(absolute, options);
     } catch (const sdbus::Error& e) {
-        std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+        if (as_json) print_result(dbus_message(e), dbus_code(e));
+        else std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
         return 1;
     }
     const bool bar = !quiet && !as_json && ::isatty(2);
@@ -156,11 +183,12 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     };
     // The signals end the wait at once; once a second the daemon is also asked, so that a lost
     // signal or a daemon that died cannot leave the client waiting for ever.
+    std::optional<Completion> completed;
     for (;;) {
         std::unique_lock lock(watch.mutex);
         bool signalled = watch.changed.wait_for(lock, std::chrono::seconds(1), [&] { return watch.result || watch.progress; });
         auto progress = std::exchange(watch.progress, std::nullopt);
-        const bool completed = watch.result.has_value();
+        completed = watch.result;
         lock.unlock();
         if (progress) show(progress->first, progress->second);
         if (completed) break;
@@ -176,14 +204,29 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
         }
     }
     if (bar) std::fputc('\n', stderr);
-    std::string error = reboot ? "" : p.property<std::string>("LastError");
+    // From the signal; else (the wait ended by asking) from the properties.
+    std::string error;
+    std::optional<std::string> code;
+    if (completed && (completed->result == 0 || !completed->message.empty())) {
+        error = completed->message;
+        if (!completed->code.empty()) code = completed->code;
+    } else if (!reboot) {
+        error = p.property<std::string>("LastError");
+        if (!error.empty()) {
+            try {
+                std::string c = p.property<std::string>("LastErrorCode");
+                if (!c.empty()) code = c;
+            } catch (const sdbus::Error&) {  // an earlier daemon: no codes
+            }
+        }
+    }
     if (as_json) {
-        std::printf("%s\n", json{{"result", error.empty() ? "installed" : "failed"}, {"error", error}}.dump().c_str());
+        print_result(error, code);
     } else if (error.empty()) {
         std::printf("installed; the other slot boots once on the next reboot%s\n", reboot ? " (rebooting now)" : "");
     }
     if (!error.empty()) {
-        if (!as_json) std::fprintf(stderr, "cairnctl: install failed: %s\n", error.c_str());
+        if (!as_json) std::fprintf(stderr, "cairnctl: install failed%s: %s\n", code ? (" (" + *code + ")").c_str() : "", error.c_str());
         return 1;
     }
     return 0;
@@ -233,7 +276,8 @@ int status(bool as_json) {
                     st["pending"]["version"].get<std::string>().c_str(), st["pending"]["phase"].get<std::string>().c_str());
     if (!st["last"].is_null()) {
         const json& l = st["last"];
-        std::printf("last: %s slot %s version %s%s%s\n", l["kind"].get<std::string>().c_str(), l["slot"].get<std::string>().c_str(),
+        const std::string code = l.contains("code") && l["code"].is_string() ? " (" + l["code"].get<std::string>() + ")" : "";
+        std::printf("last: %s%s slot %s version %s%s%s\n", l["kind"].get<std::string>().c_str(), code.c_str(), l["slot"].get<std::string>().c_str(),
                     l["version"].get<std::string>().c_str(), l["reason"].get<std::string>().empty() ? "" : ": ",
                     l["reason"].get<std::string>().c_str());
     }
@@ -283,8 +327,11 @@ installs it. From a pipe, the slot is marked bad before the first byte is writte
 only once all of it has been read back and verified against the signed manifest.
   --force    allow an older version than the running one
   --reboot   reboot into it as soon as it is installed
-  --json     the result as JSON
+  --json     the result as JSON: {"result": "installed" or "failed", "error": the reason,
+             "code": why, as a stable name (bad-signature, incompatible, downgrade, io, ...;
+             docs/bundle.md), null on success}
   --quiet    no progress bar
+Progress lines name the install's step first: check, verify, mark-bad, write, arm.
 )"},
     {"status", R"(Usage: cairnctl update status [--json]
 

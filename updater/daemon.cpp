@@ -62,15 +62,36 @@ Options (the defaults are the device's paths; tests point them elsewhere):
 // Cairn's own EFI variable where cairn-init leaves the reason a slot failed to boot.
 constexpr const char* failure_variable = "CairnBootFailure";
 
+// What the daemon is doing (the Operation property).
+enum class Operation { idle, installing, checking };
+
+std::string operation_name(Operation op) {
+    switch (op) {
+        case Operation::installing: return "installing";
+        case Operation::checking: return "checking";
+        case Operation::idle: break;
+    }
+    return "idle";
+}
+
+// How an install or health check ended: Completed(i result, s code, s message).
+struct Outcome {
+    std::optional<ErrorCode> code;  // none: success
+    std::string message;
+};
+
 struct Shared {
     std::mutex mutex;
-    std::string operation = "idle";
+    Operation operation = Operation::idle;
     int percent = 0;
     std::string message;
     std::string last_error;
-    std::optional<int> completed;  // set by the worker when an install ends; emitted by the main loop
+    std::optional<ErrorCode> last_error_code;
+    std::optional<Outcome> completed;  // set by the worker when an install ends; emitted by the main loop
     bool changed = false;
 };
+
+std::string code_name(const std::optional<ErrorCode>& code) { return code ? std::string(error_code_name(*code)) : std::string(); }
 
 // sdbus-c++ 1.x turns only an sdbus::Error thrown by a method or property handler into an error
 // reply; any other exception unwinds through sd-bus and out of the event loop, ending the daemon.
@@ -99,7 +120,7 @@ public:
     }
 
     void start_health_check(const HealthCheck& check) {
-        set_operation("checking", 0, "health check of the trial boot");
+        set_operation(Operation::checking, 0, "health check of the trial boot");
         busy_ = true;
         worker_ = std::thread([this, check] {
             try {
@@ -107,15 +128,15 @@ public:
                 if (problem.empty()) {
                     engine_.commit();
                     std::fprintf(stderr, "cairn-updated: trial boot of slot %c healthy: committed\n", slot_letter(boot_.booted()));
-                    finish(0, "");
+                    finish({});
                 } else {
                     std::fprintf(stderr, "cairn-updated: trial boot of slot %c unhealthy: %s; rolling back\n", slot_letter(boot_.booted()), problem.c_str());
-                    engine_.fail_trial(problem);
-                    finish(1, problem);
+                    engine_.fail_trial(problem, ErrorCode::unhealthy);
+                    finish(Outcome{ErrorCode::unhealthy, problem});
                     reboot_now();
                 }
             } catch (const std::exception& e) {
-                finish(1, e.what());
+                finish(Outcome{code_of(e, ErrorCode::internal), e.what()});
             }
         });
     }
@@ -142,9 +163,11 @@ public:
             .implementedAs([this](const std::string& state, const std::string& slot) {
                 return guard("Mark", [&] {
                     if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
-                    Slot s = engine_.mark(state, slot);
+                    const std::optional<MarkState> wanted = parse_mark_state(state);
+                    if (!wanted) throw sdbus::Error("org.cairn.Updater1.Error.Failed", "unknown state \"" + state + "\" (good, bad or active)");
+                    Slot s = engine_.mark(*wanted, slot);
                     std::string name(1, slot_letter(s));
-                    return std::make_tuple(name, "marked slot " + name + " " + state);
+                    return std::make_tuple(name, "marked slot " + name + " " + std::string(mark_state_name(*wanted)));
                 });
             });
         object->registerMethod("GetSlotStatus").onInterface(I).withOutputParamNames("slots").implementedAs([this] {
@@ -153,17 +176,25 @@ public:
         object->registerMethod("GetStatus").onInterface(I).withOutputParamNames("json").implementedAs([this] {
             return guard("GetStatus", [&] { return engine_.status().to_json(); });
         });
-        object->registerProperty("Operation").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.operation; });
+        object->registerProperty("Operation").onInterface(I).withGetter([this] {
+            std::lock_guard l(shared_.mutex);
+            return operation_name(shared_.operation);
+        });
         object->registerProperty("Progress").onInterface(I).withGetter([this] {
             std::lock_guard l(shared_.mutex);
             return sdbus::Struct<int32_t, std::string>(shared_.percent, shared_.message);
         });
         object->registerProperty("LastError").onInterface(I).withGetter([this] { std::lock_guard l(shared_.mutex); return shared_.last_error; });
+        object->registerProperty("LastErrorCode").onInterface(I).withGetter([this] {
+            std::lock_guard l(shared_.mutex);
+            return code_name(shared_.last_error_code);
+        });
         object->registerProperty("BootSlot").onInterface(I).withGetter([this] {
             return guard("BootSlot", [&] { return std::string(1, slot_letter(boot_.booted())); });
         });
         object->registerProperty("Compatible").onInterface(I).withGetter([this] { return release_.compatible; });
-        object->registerSignal("Completed").onInterface(I).withParameters<int32_t>("result");
+        // (i s s): result first, as it always was, so that a client reading only the result still works.
+        object->registerSignal("Completed").onInterface(I).withParameters<int32_t, std::string, std::string>("result", "code", "message");
         object->finishRegistration();
         std::fprintf(stderr, "cairn-updated: serving %s (slot %c, %s %s)\n", dbus::service, slot_letter(boot_.booted()),
                      release_.compatible.c_str(), release_.version.c_str());
@@ -222,12 +253,13 @@ private:
         {
             std::lock_guard l(shared_.mutex);
             shared_.last_error.clear();
+            shared_.last_error_code.reset();
         }
-        set_operation("installing", 0, "starting");
+        set_operation(Operation::installing, 0, "starting");
         try {
             start_install(source, std::move(fd), o, reboot);
         } catch (const std::exception& e) {  // the thread could not start: not busy for ever
-            finish(1, std::string("cannot start the install: ") + e.what());
+            finish(Outcome{ErrorCode::internal, std::string("cannot start the install: ") + e.what()});
             throw;
         }
     }
@@ -236,7 +268,7 @@ private:
         worker_ = std::thread([this, source, fd, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
-                UniqueFd bundle = fd ? std::move(*fd) : open_file(source, O_RDONLY | O_CLOEXEC);
+                UniqueFd bundle = fd ? std::move(*fd) : with_code(ErrorCode::io, [&] { return open_file(source, O_RDONLY | O_CLOEXEC); });
                 engine_.install(std::move(bundle), source, o, [this, started](int percent, const std::string& message) {
                     if (std::getenv("CAIRN_UPDATED_TRACE"))
                         std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
@@ -249,11 +281,13 @@ private:
                 });
                 std::fprintf(stderr, "cairn-updated: installed %s in %.2f s\n", source.c_str(),
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-                finish(0, "");
+                finish({});
                 if (reboot) reboot_now();
             } catch (const std::exception& e) {
-                std::fprintf(stderr, "cairn-updated: install of %s failed: %s\n", source.c_str(), e.what());
-                finish(1, e.what());
+                const ErrorCode code = code_of(e, ErrorCode::internal);
+                std::fprintf(stderr, "cairn-updated: install of %s failed (%s): %s\n", source.c_str(),
+                             std::string(error_code_name(code)).c_str(), e.what());
+                finish(Outcome{code, e.what()});
             }
         });
     }
@@ -267,7 +301,7 @@ private:
             std::string name(1, slot_letter(s));
             std::map<std::string, sdbus::Variant> m;
             const SlotRecord r = st.slots.count(name) ? st.slots[name] : SlotRecord{};
-            m["state"] = sdbus::Variant(r.state.empty() ? std::string("unknown") : r.state);
+            m["state"] = sdbus::Variant(std::string(slot_state_name(r.state)));
             m["version"] = sdbus::Variant(r.version);
             m["build_id"] = sdbus::Variant(r.build_id);
             m["booted"] = sdbus::Variant(s == boot_.booted());
@@ -279,7 +313,7 @@ private:
         return out;
     }
 
-    void set_operation(const std::string& op, int percent, const std::string& message) {
+    void set_operation(Operation op, int percent, const std::string& message) {
         std::lock_guard l(shared_.mutex);
         shared_.operation = op;
         shared_.percent = percent;
@@ -288,12 +322,13 @@ private:
         poke();
     }
 
-    void finish(int result, const std::string& error) {
+    void finish(const Outcome& outcome) {
         std::lock_guard l(shared_.mutex);
-        shared_.operation = "idle";
-        if (result == 0) shared_.percent = 100;
-        shared_.last_error = error;
-        shared_.completed = result;
+        shared_.operation = Operation::idle;
+        if (!outcome.code) shared_.percent = 100;
+        shared_.last_error = outcome.message;
+        shared_.last_error_code = outcome.code;
+        shared_.completed = outcome;
         shared_.changed = true;
         busy_ = false;
         poke();
@@ -306,7 +341,7 @@ private:
     }
 
     void publish() {
-        std::optional<int> completed;
+        std::optional<Outcome> completed;
         bool changed;
         {
             std::lock_guard l(shared_.mutex);
@@ -314,8 +349,10 @@ private:
             completed = std::exchange(shared_.completed, std::nullopt);
         }
         if (!object_) return;
-        if (changed) object_->emitPropertiesChangedSignal(dbus::interface, {"Operation", "Progress", "LastError"});
-        if (completed) object_->emitSignal("Completed").onInterface(dbus::interface).withArguments(int32_t(*completed));
+        if (changed) object_->emitPropertiesChangedSignal(dbus::interface, {"Operation", "Progress", "LastError", "LastErrorCode"});
+        if (completed)
+            object_->emitSignal("Completed").onInterface(dbus::interface)
+                .withArguments(int32_t(completed->code ? 1 : 0), code_name(completed->code), completed->message);
     }
 
     void reboot_now() {

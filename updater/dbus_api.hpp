@@ -3,18 +3,26 @@
 // org.cairn.Updater1 at /org/cairn/Updater1 on the system bus, interface org.cairn.Updater1:
 //   InstallBundle(s source, a{sv} options)   starts an install; options: "force" (b) allows a
 //                                            downgrade, "reboot" (b) reboots after success.
-//                                            Returns at once; Completed(i) ends it.
+//                                            Returns at once; Completed ends it.
 //   InstallBundleFd(h bundle, a{sv} options) the same from an open descriptor (a pipe: read once,
 //                                            see Engine::install); `cairnctl update install -`.
 //   Mark(s state, s slot) -> (s slot, s message)   state good|bad|active; slot booted|other|a|b
-//   GetSlotStatus() -> a(sa{sv})             per slot: state, version, build_id, booted, bootable, next
-//   GetStatus() -> s                         everything as JSON (slots, pending, last event, /etc conflicts,
-//                                            save_error: why the state is only in memory, or null)
-//   properties Operation (s: idle|installing|checking), Progress ((is) percent, message),
-//              LastError (s), BootSlot (s), Compatible (s)
-//   signal Completed(i result)               0 success, 1 failure (LastError says why)
-// Errors: org.cairn.Updater1.Error.Busy (an install or health check runs), .BadOption, and
-// .Failed with the reason for anything else; no error in a call ends the daemon.
+//   GetSlotStatus() -> a(sa{sv})             per slot: state (unknown|good|bad|installing|trial),
+//                                            version, build_id, booted, bootable, primary, next
+//   GetStatus() -> s                         everything as JSON (slots, pending, last event with its
+//                                            code, /etc conflicts, save_error: why the state is only
+//                                            in memory, or null); the status file's shape (status.hpp)
+//   properties Operation (s: idle|installing|checking), Progress ((is) percent, message: the
+//              install's step first, "write: root_b"), LastError (s), LastErrorCode (s: the
+//              code of LastError, "" when it is empty), BootSlot (s), Compatible (s)
+//   signal Completed(i result, s code, s message)   an install or health check ended: result 0
+//              success (code and message ""), 1 failure; code one of updater/error_code.hpp's
+//              names (bad-signature, incompatible, io, ...); message the reason, as LastError.
+//              Earlier daemons sent only (i result); the result stays first, so a client that
+//              reads just that still works, and cairnctl reads a missing code as "".
+// Errors: org.cairn.Updater1.Error.Busy (an install or health check runs: code busy),
+// .BadOption (code bad-option), and .Failed with the reason for anything else; no error in a call
+// ends the daemon.
 #pragma once
 
 namespace cairn::updater::dbus {

@@ -10,8 +10,11 @@
 #include <cstdio>
 #include <condition_variable>
 #include <exception>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -124,7 +127,8 @@ private:
                 }
                 const uint64_t at = k * chunk;
                 const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, c.size - at));
-                pread_exact(c.src, buffer.data(), n, c.from + at, "the bundle");
+                // The bundle cut short since it was checked is a bad bundle; an errno is io.
+                with_code(ErrorCode::bad_bundle, [&] { pread_exact(c.src, buffer.data(), n, c.from + at, "the bundle"); });
                 const size_t aligned = direct_ >= 0 && (c.to + at) % alignment == 0 ? n / alignment * alignment : 0;
                 if (aligned > 0) pwrite_exact(direct_, buffer.data(), aligned, c.to + at, c.what);
                 if (aligned < n) pwrite_exact(buffered_, buffer.data() + aligned, n - aligned, c.to + at + aligned, c.what);
@@ -300,17 +304,17 @@ UpdateStatus Engine::rebuild(const std::string& why) const {
         const bool in_order = std::find(order.begin(), order.end(), s) != order.end();
         if (s == booted) {
             const bool trial = !order.empty() && order.front() != booted;
-            st.slots[n] = SlotRecord{trial ? "trial" : "good", config_.release.version, config_.release.build_id, now()};
+            st.slots[n] = SlotRecord{trial ? SlotState::trial : SlotState::good, config_.release.version, config_.release.build_id, now()};
         } else if (in_order) {
-            st.slots[n] = SlotRecord{"good", "", "", now()};
+            st.slots[n] = SlotRecord{SlotState::good, "", "", now()};
         } else if (next == s) {
-            st.slots[n] = SlotRecord{"trial", "", "", now()};
-            st.pending = Pending{n, "", "armed", boot_id()};
+            st.slots[n] = SlotRecord{SlotState::trial, "", "", now()};
+            st.pending = Pending{n, "", PendingPhase::armed, boot_id()};
         } else {
-            st.slots[n] = SlotRecord{"bad", "", "", now()};
+            st.slots[n] = SlotRecord{SlotState::bad, "", "", now()};
         }
     }
-    st.last = Event{"state-rebuilt", std::string(1, slot_letter(booted)), config_.release.version, why, now()};
+    st.last = Event{EventKind::state_rebuilt, std::string(1, slot_letter(booted)), config_.release.version, why, now(), std::nullopt};
     return st;
 }
 
@@ -324,7 +328,7 @@ void Engine::save(const UpdateStatus& changed, Durability durability) {
         save_error_.clear();
     } catch (const std::exception& e) {
         save_error_ = std::string("cannot save the update status: ") + e.what();
-        if (durability == Durability::essential) fail(save_error_);
+        if (durability == Durability::essential) fail_update(ErrorCode::save_failed, save_error_);
         std::fprintf(stderr, "cairn-updated: %s; keeping it in memory, retrying at the next change\n", save_error_.c_str());
         unsaved_ = st;
     }
@@ -338,174 +342,341 @@ std::string Engine::boot_id() const {
 
 namespace {
 
+constexpr std::pair<InstallStep, std::string_view> step_names[] = {
+    {InstallStep::check, "check"}, {InstallStep::verify, "verify"}, {InstallStep::mark_bad, "mark-bad"},
+    {InstallStep::write, "write"}, {InstallStep::arm, "arm"},
+};
+constexpr std::pair<MarkState, std::string_view> mark_names[] = {{MarkState::good, "good"}, {MarkState::bad, "bad"}, {MarkState::active, "active"}};
+
+// An install's progress: each step has a weight (the work it does, in bytes read or written), and
+// the percentage is the weighted sum of the steps done and the part of the current one. It never
+// goes back, stays below 100 until finish(), and a repeat of the same percentage and message is
+// not reported again. Writer and read-back threads advance it at once: one caller at a time.
+class Progress {
+public:
+    explicit Progress(const ProgressFn& report) : report_(report) {}
+
+    // The weights, once the bundle is known; until then everything is 0 %.
+    void plan(const std::map<InstallStep, uint64_t>& weights) {
+        std::lock_guard lock(mutex_);
+        weights_ = weights;
+        total_ = 0;
+        for (const auto& [step, w] : weights_) total_ += w;
+        base_ = before(step_);
+    }
+    void begin(InstallStep step, const std::string& detail) {
+        std::lock_guard lock(mutex_);
+        step_ = step;
+        base_ = before(step);
+        in_step_ = 0;
+        detail_ = detail;
+        report();
+    }
+    // `units` more of the current step's work done; a new detail when given.
+    void advance(uint64_t units, const std::string& detail = {}) {
+        std::lock_guard lock(mutex_);
+        in_step_ += units;
+        if (!detail.empty()) detail_ = detail;
+        report();
+    }
+    void say(const std::string& detail) { advance(0, detail); }
+    void finish(const std::string& detail) {
+        std::lock_guard lock(mutex_);
+        detail_ = detail;
+        percent_ = 100;
+        if (report_) report_(100, message());
+    }
+
+private:
+    uint64_t before(InstallStep step) const {
+        uint64_t sum = 0;
+        for (const auto& [s, w] : weights_)
+            if (s < step) sum += w;
+        return sum;
+    }
+    uint64_t weight(InstallStep step) const {
+        auto it = weights_.find(step);
+        return it == weights_.end() ? 0 : it->second;
+    }
+    std::string message() const { return std::string(install_step_name(step_)) + ": " + detail_; }
+    void report() {
+        int p = percent_;
+        if (total_ > 0) {
+            const uint64_t done = base_ + std::min(in_step_, weight(step_));
+            p = std::max(p, static_cast<int>(std::min<uint64_t>(99, static_cast<uint64_t>(100.0 * static_cast<double>(done) / static_cast<double>(total_)))));
+        }
+        const std::string m = message();
+        if (p == percent_ && m == reported_) return;
+        percent_ = p;
+        reported_ = m;
+        if (report_) report_(p, m);
+    }
+
+    const ProgressFn& report_;
+    std::mutex mutex_;
+    std::map<InstallStep, uint64_t> weights_;
+    uint64_t total_ = 0, base_ = 0, in_step_ = 0;
+    InstallStep step_ = InstallStep::check;
+    std::string detail_, reported_;
+    int percent_ = 0;
+};
+
 // The last word on a written slot, from what was read back off the disk: the ESP's sha256 and the
 // root verified against its tree, whose root hash must be the signed one.
 void check_read_back(const std::string& disk_name, const std::string& t, const Region& esp_region, const std::string& esp_read_back,
                      const Payload& esp, const verity::VerifyResult& vr, const Payload& verity) {
-    if (esp_read_back != esp.sha256) fail(disk_name + ": " + esp_region.label + " read back wrong");
-    if (!vr.ok) fail(disk_name + ": slot " + t + " read back wrong: " + vr.problem);
+    if (esp_read_back != esp.sha256) fail_update(ErrorCode::verify_failed, disk_name + ": " + esp_region.label + " read back wrong");
+    if (!vr.ok) fail_update(ErrorCode::verify_failed, disk_name + ": slot " + t + " read back wrong: " + vr.problem);
     if (to_hex(vr.root_hash) != verity.root_hash)
-        fail(disk_name + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " + verity.root_hash);
+        fail_update(ErrorCode::verify_failed,
+                    disk_name + ": slot " + t + " read back with root hash " + to_hex(vr.root_hash) + ", expected " + verity.root_hash);
 }
 
-// 5-6 for a source read once (a pipe): each payload of the target goes to its partition as it
-// arrives (in manifest order); the reader checks its size and signed sha256 at its end. Then one
-// flush, and the slot is read back from the disk: the tree against the manifest, the root against
-// the tree and the signed root hash, the ESP by its sha256.
-void install_streamed(BundleReader& source, const fs::path& disk_path, const std::vector<const Payload*>& wanted,
-                      const SlotRegions& regions, uint64_t total, const std::string& t,
-                      const std::function<void(int, const std::string&)>& report) {
-    const Payload* root = wanted[0];
-    const Payload* verity = wanted[1];
-    const Payload* esp = wanted[2];
-    const std::string disk_name = disk_path.string();
-    UniqueFd disk = open_file(disk_path, O_RDWR | O_CLOEXEC);
-    std::vector<std::pair<const Payload*, Region>> order = {{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}};
-    std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first->offset < y.first->offset; });
-    uint64_t done = 0;
-    for (const auto& payload_region : order) {  // no structured binding: clang 14 cannot capture one
-        const Payload* p = payload_region.first;
-        const Region& r = payload_region.second;
-        uint64_t at = r.offset;
-        const std::string where = disk_name + " (" + r.label + ")";
-        const std::string message = "receiving and writing " + r.label;
-        source.read(*p, [&](const uint8_t* data, size_t n) {
-            pwrite_exact(disk.get(), data, n, at, where);
-            at += n;
-            done += n;
-            report(static_cast<int>(30 + 50 * done / total), message);
-        });
+// How far a reader has come through a region, from the ends it asks for (verity::verify's
+// wait_for_data, from several threads, not in order): the progress it adds.
+class ReadBack {
+public:
+    uint64_t reached(uint64_t end) {
+        std::lock_guard lock(mutex_);
+        if (end <= at_) return 0;
+        const uint64_t more = end - at_;
+        at_ = end;
+        return more;
     }
-    report(80, "verifying slot " + t);
-    if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
-    UniqueFd direct = open_direct(disk_path, O_RDONLY);
-    const int read_fd = direct ? direct.get() : disk.get();
-    check_tree(disk.get(), regions.verity.offset, *verity, *root, disk_name + " (" + regions.verity.label + ")");
-    const std::string esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, disk_name, AlignedBuffer::alignment);
-    const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset);
-    check_read_back(disk_name, t, regions.esp, esp_read_back, *esp, vr, *verity);
-}
+
+private:
+    std::mutex mutex_;
+    uint64_t at_ = 0;
+};
 
 }  // namespace
 
+std::string_view install_step_name(InstallStep step) {
+    for (const auto& [s, name] : step_names)
+        if (s == step) return name;
+    return "install";
+}
+
+std::string_view mark_state_name(MarkState state) {
+    for (const auto& [s, name] : mark_names)
+        if (s == state) return name;
+    return "unknown";
+}
+
+std::optional<MarkState> parse_mark_state(std::string_view name) {
+    for (const auto& [s, n] : mark_names)
+        if (n == name) return s;
+    return std::nullopt;
+}
+
+// The install: one context the steps share, and the steps in order.
+struct Engine::InstallContext {
+    InstallContext(const InstallOptions& o, const ProgressFn& fn) : options(o), progress(fn) {}
+    const InstallOptions& options;
+    Progress progress;
+    std::unique_ptr<BundleSource> source;  // after check
+    Slot running{}, target{};
+    std::string t;                         // the target's letter
+    const Payload *root = nullptr, *verity = nullptr, *esp = nullptr;
+    SlotRegions regions;
+    uint64_t total = 0;                    // the target's payload bytes
+    UpdateStatus st;                       // the record, from mark-bad on
+    bool marked = false;                   // the target is marked bad: a failure is recorded
+};
+
 void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {
-    install(open_file(bundle, O_RDONLY | O_CLOEXEC), bundle.string(), options, progress);
+    install(with_code(ErrorCode::io, [&] { return open_file(bundle, O_RDONLY | O_CLOEXEC); }), bundle.string(), options, progress);
 }
 
 void Engine::install(UniqueFd bundle, const std::string& name, const InstallOptions& options, const ProgressFn& progress) {
-    const Slot running = boot_.booted();
-    const Slot target = other(running);
-    const std::string t(1, slot_letter(target));
-    auto report = [&](int percent, const std::string& message) {
-        if (progress) progress(percent, message);
-    };
+    auto fd = std::make_shared<UniqueFd>(std::move(bundle));
+    install(
+        [&](const fs::path& anchor, int64_t at) {
+            return std::make_unique<BundleReader>(std::move(*fd), name, anchor, at, config_.stall_timeout);
+        },
+        options, progress);
+}
 
-    // 1-2. Everything that can refuse the bundle, before any write.
-    report(0, "checking the bundle's signature");
-    BundleReader source(std::move(bundle), name, config_.trust_anchor, certificate_time(now(), config_.release.created),
-                        config_.stall_timeout);
-    const BundleManifest& m = source.manifest();
-    const std::string what = name;
+void Engine::install(const SourceOpener& open, const InstallOptions& options, const ProgressFn& progress) {
+    InstallContext in(options, progress);
+    // Each step runs under the code its unclassified failures get (an Error without a code from
+    // below: a malformed manifest while checking, a mismatch while verifying, a variable the
+    // firmware refused while marking or arming); errno failures are io (ENOSPC: no-space) wherever
+    // they happen.
+    try {
+        with_code(ErrorCode::bad_bundle, [&] { check(in, open); });
+        if (in.source->random_access()) with_code(ErrorCode::bad_payload, [&] { verify(in); });
+        with_code(ErrorCode::boot_control, [&] { mark_bad(in); });
+        with_code(ErrorCode::verify_failed, [&] { write(in); });
+        with_code(ErrorCode::boot_control, [&] { arm(in); });
+    } catch (const UpdateError& e) {
+        if (in.marked) record_failure(in, e);
+        throw;
+    }
+    in.progress.finish("slot " + in.t + " installed; it boots once on the next reboot");
+}
+
+// check: everything that can refuse the bundle without its payloads, before any write.
+void Engine::check(InstallContext& in, const SourceOpener& open) {
+    in.progress.begin(InstallStep::check, "the bundle's signature");
+    in.running = boot_.booted();
+    in.target = other(in.running);
+    in.t = std::string(1, slot_letter(in.target));
+    in.source = open(config_.trust_anchor, certificate_time(now(), config_.release.created));
+    const BundleManifest& m = in.source->manifest();
+    const std::string& what = in.source->name();
+    in.progress.say("compatible, version and sizes");
     if (m.compatible != config_.release.compatible)
-        fail(what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
-    if (compare_versions(m.version, config_.release.version) < 0 && !options.force)
-        fail(what + ": bundle version " + m.version + " is older than the running " + config_.release.version +
-             " (a downgrade needs --force)");
+        fail_update(ErrorCode::incompatible,
+                    what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
+    if (compare_versions(m.version, config_.release.version) < 0 && !in.options.force)
+        fail_update(ErrorCode::downgrade, what + ": bundle version " + m.version + " is older than the running " +
+                                              config_.release.version + " (a downgrade needs --force)");
     if (!m.disk_guid.empty()) {
-        const std::string disk_guid = partitions::read_primary_gpt(config_.disk).disk_guid.str();
+        const std::string disk_guid = with_code(ErrorCode::io, [&] { return partitions::read_primary_gpt(config_.disk).disk_guid.str(); });
         if (m.disk_guid != disk_guid)
-            fail(what + ": the bundle's kernel command line names disk " + m.disk_guid + ", this device's disk is " + disk_guid +
-                 " (was it built from a recipe with another seed?)");
+            fail_update(ErrorCode::incompatible, what + ": the bundle's kernel command line names disk " + m.disk_guid +
+                                                     ", this device's disk is " + disk_guid +
+                                                     " (was it built from a recipe with another seed?)");
     }
-    SlotRegions regions = regions_of(config_.disk, target);
-    const Payload* root = m.find("root", t);
-    const Payload* verity = m.find("root-verity", t);
-    const Payload* esp = m.find("esp", t);
-    for (auto [p, r] : {std::pair{root, regions.root}, {verity, regions.verity}, {esp, regions.esp}})
+    in.regions = with_code(ErrorCode::io, [&] { return regions_of(config_.disk, in.target); });
+    in.root = m.find("root", in.t);
+    in.verity = m.find("root-verity", in.t);
+    in.esp = m.find("esp", in.t);
+    for (auto [p, r] : {std::pair{in.root, in.regions.root}, {in.verity, in.regions.verity}, {in.esp, in.regions.esp}})
         if (p->size > r.size)
-            fail(what + ": payload " + p->name + " (" + std::to_string(p->size) + " bytes) does not fit partition " + r.label +
-                 " (" + std::to_string(r.size) + " bytes)");
-    const std::vector<const Payload*> payloads = {root, verity, esp};  // manifest order
-    uint64_t total = 0;
-    for (const Payload* p : payloads) total = checked_add(total, p->size, what + ": payload sizes");
+            fail_update(ErrorCode::no_space, what + ": payload " + p->name + " (" + std::to_string(p->size) +
+                                                 " bytes) does not fit partition " + r.label + " (" + std::to_string(r.size) + " bytes)");
+    for (const Payload* p : {in.root, in.verity, in.esp}) in.total = checked_add(in.total, p->size, what + ": payload sizes");
+    // The weights: bytes read (verify: every payload once), written and read back (write); the
+    // small steps (a signature, a few variables and fsyncs) a hundredth of the payloads each.
+    const uint64_t small = std::max<uint64_t>(in.total / 100, 1);
+    in.progress.plan({{InstallStep::check, small},
+                      {InstallStep::verify, in.source->random_access() ? in.total : 0},
+                      {InstallStep::mark_bad, small},
+                      {InstallStep::write, 2 * in.total},
+                      {InstallStep::arm, small}});
+}
 
-    // Marks the target bad (step 4): a slot being written must never be recorded as good.
-    auto mark_target_bad = [&] {
-        report(30, "marking slot " + t + " bad");
-        UpdateStatus marked = status();
-        marked.slots[t] = SlotRecord{"installing", m.version, m.build_id, now()};
-        marked.pending.reset();
-        save(marked, Durability::essential);
-        boot_.ensure_entries();
-        std::vector<Slot> order = boot_.order();
-        if (order.empty() || order.front() != running) boot_.set_primary(running);  // the fallback, whatever happens next
-        boot_.mark_unbootable(target);
-        return marked;
-    };
-
-    if (!source.seekable()) {
-        UpdateStatus st = mark_target_bad();
-        install_streamed(source, config_.disk, {root, verity, esp}, regions, total, t, report);
-        arm(st, m, target, progress);
-        return;
-    }
-
-    // 3. Check every payload before anything is written. The root is checked through its dm-verity
-    // tree, in parallel: the tree recomputed from the bundle's root must be the bundle's tree and
-    // give the manifest's root hash. The (small) tree and ESP payloads by their sha256.
-    report(2, "checking payload " + root->name);
-    check_tree(source.fd(), verity->offset, *verity, *root, what);
+// verify: every payload checked before anything is written. The root through its dm-verity tree
+// (the tree recomputed from the bundle's root must be the bundle's tree and give the manifest's
+// root hash) and, in parallel, by its sha256; the (small) tree and ESP by their sha256.
+void Engine::verify(InstallContext& in) {
+    BundleSource& source = *in.source;
+    const std::string& what = source.name();
+    const Payload& root = *in.root;
+    const Payload& tree = *in.verity;
+    in.progress.begin(InstallStep::verify, "payload " + root.name);
+    check_tree(source.fd(), tree.offset, tree, root, what);
     std::string root_sha256;
     std::exception_ptr hash_error;
     verity::VerifyResult check;
+    ReadBack read;
     {
         std::jthread hasher([&] {  // the root's sha256 too, beside the tree, in parallel with it
             try {
-                root_sha256 = sha256_region(source.fd(), root->offset, root->size, what, 1);
+                root_sha256 = sha256_region(source.fd(), root.offset, root.size, what, 1);
             } catch (...) {
                 hash_error = std::current_exception();
             }
         });
-        check = verity::verify(source.fd(), root->offset, source.fd(), verity->offset);
+        check = verity::verify(source.fd(), root.offset, source.fd(), tree.offset, 0,
+                               [&](uint64_t end) { in.progress.advance(read.reached(end)); });
     }
     if (hash_error) std::rethrow_exception(hash_error);
-    if (!check.ok) fail(what + ": payload " + root->name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
-    if (to_hex(check.root_hash) != verity->root_hash)
-        fail(what + ": payload " + root->name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + verity->root_hash);
-    if (root_sha256 != root->sha256)
-        fail(what + ": payload " + root->name + ": sha256 does not match the manifest (corrupted or altered bundle)");
-    uint64_t done = root->size;
-    for (const Payload* p : {verity, esp}) {
-        source.read(*p, [&](const uint8_t*, size_t n) {
-            done += n;
-            report(static_cast<int>(2 + 28 * done / total), "checking payload " + p->name);
-        });
+    if (!check.ok)
+        fail_update(ErrorCode::bad_payload,
+                    what + ": payload " + root.name + " does not match its verity tree (corrupted or altered bundle): " + check.problem);
+    if (to_hex(check.root_hash) != tree.root_hash)
+        fail_update(ErrorCode::bad_payload,
+                    what + ": payload " + root.name + " gives root hash " + to_hex(check.root_hash) + ", the manifest says " + tree.root_hash);
+    if (root_sha256 != root.sha256)
+        fail_update(ErrorCode::bad_payload, what + ": payload " + root.name + ": sha256 does not match the manifest (corrupted or altered bundle)");
+    for (const Payload* p : {in.verity, in.esp}) {
+        in.progress.say("payload " + p->name);
+        source.read(*p, [&](const uint8_t*, size_t n) { in.progress.advance(n); });
+    }
+}
+
+// mark-bad: a slot being written must never be recorded as good, nor boot.
+void Engine::mark_bad(InstallContext& in) {
+    in.progress.begin(InstallStep::mark_bad, "slot " + in.t);
+    const BundleManifest& m = in.source->manifest();
+    in.st = status();
+    in.st.slots[in.t] = SlotRecord{SlotState::installing, m.version, m.build_id, now()};
+    in.st.pending.reset();
+    save(in.st, Durability::essential);
+    in.marked = true;
+    boot_.ensure_entries();
+    std::vector<Slot> order = boot_.order();
+    if (order.empty() || order.front() != in.running) boot_.set_primary(in.running);  // the fallback, whatever happens next
+    boot_.mark_unbootable(in.target);
+}
+
+// write: the payloads into the target's partitions, and read back what is on the disk.
+void Engine::write(InstallContext& in) {
+    in.progress.begin(InstallStep::write, "slot " + in.t);
+    BundleSource& source = *in.source;
+    const Payload& root = *in.root;
+    const Payload& tree = *in.verity;
+    const Payload& esp = *in.esp;
+    const SlotRegions& regions = in.regions;
+    const std::string disk_name = config_.disk.string();
+    UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
+    ReadBack read;
+    auto read_back = [&](uint64_t end) { in.progress.advance(read.reached(end)); };
+
+    if (!source.random_access()) {
+        // Read once: each payload goes to its partition as it arrives (in bundle order), checked
+        // by its size and signed sha256 at its end. Then one flush, and the slot is read back: the
+        // tree against the manifest, the root against the tree and the signed root hash, the ESP
+        // by its sha256.
+        std::vector<std::pair<const Payload*, Region>> order = {{&root, regions.root}, {&tree, regions.verity}, {&esp, regions.esp}};
+        std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first->offset < y.first->offset; });
+        for (const auto& payload_region : order) {  // no structured binding: clang 14 cannot capture one
+            const Payload* p = payload_region.first;
+            const Region& r = payload_region.second;
+            uint64_t at = r.offset;
+            const std::string where = disk_name + " (" + r.label + ")";
+            in.progress.say("receiving " + r.label);
+            source.read(*p, [&](const uint8_t* data, size_t n) {
+                pwrite_exact(disk.get(), data, n, at, where);
+                at += n;
+                in.progress.advance(n);
+            });
+        }
+        in.progress.say("flushing " + disk_name);
+        if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
+        in.progress.say("reading back slot " + in.t);
+        UniqueFd direct = open_direct(config_.disk, O_RDONLY);
+        const int read_fd = direct ? direct.get() : disk.get();
+        check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
+        const std::string esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
+        in.progress.advance(esp.size);
+        const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0, read_back);
+        check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
+        return;
     }
 
-    // 4. Mark the target bad.
-    UpdateStatus st = mark_target_bad();
-
-    // 5-6. Write, and read back what is on the disk. The bundle is read again, through the
-    // descriptor that was checked (a file renamed over it changes nothing), without hashing: if
-    // it was changed in place since the check, the read-back fails and the slot stays marked bad.
-    // The verity tree and the ESP go first; a thread reads the ESP back, then verifies the root
-    // against the tree and the manifest's root hash, following the writer, reading each part once
-    // it is on the disk (through O_DIRECT: the disk, not a cached copy). Then one flush.
-    UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
+    // Random access: the bundle is read again, through the descriptor that was checked (a file
+    // renamed over it changes nothing), without hashing: if it was changed in place since the
+    // check, the read-back fails and the slot stays marked bad. The verity tree and the ESP go
+    // first; a thread reads the ESP back, then verifies the root against the tree and the
+    // manifest's root hash, following the writer, reading each part once it is on the disk
+    // (through O_DIRECT: the disk, not a cached copy). Then one flush.
     UniqueFd direct = open_direct(config_.disk, O_RDWR);
     const int read_fd = direct ? direct.get() : disk.get();
-    SlotWriter writer(config_.disk.string(), direct ? direct.get() : -1, disk.get());
-    done = 0;
-    auto write = [&](const Payload* p, const Region& r, const std::function<void(uint64_t)>& written) {
-        writer.write(source.fd(), p->offset, p->size, r.offset, r.label, [&](uint64_t n) {
+    SlotWriter writer(disk_name, direct ? direct.get() : -1, disk.get());
+    auto copy = [&](const Payload& p, const Region& r, const std::function<void(uint64_t)>& written) {
+        in.progress.say(r.label);
+        writer.write(source.fd(), p.offset, p.size, r.offset, r.label, [&](uint64_t n) {
             if (written) written(n);
-            done += n;
-            report(static_cast<int>(30 + 50 * done / total), "writing " + r.label);
+            in.progress.advance(n);
         });
     };
-    write(verity, regions.verity, {});
-    check_tree(disk.get(), regions.verity.offset, *verity, *root, config_.disk.string() + " (" + regions.verity.label + ")");
-    write(esp, regions.esp, {});
+    copy(tree, regions.verity, {});
+    check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
+    copy(esp, regions.esp, {});
 
     Frontier frontier;
     std::string esp_read_back;
@@ -513,38 +684,39 @@ void Engine::install(UniqueFd bundle, const std::string& name, const InstallOpti
     std::exception_ptr read_error;
     std::jthread reader([&] {  // joined on every path: the frontier is closed by then
         try {
-            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp->size, config_.disk.string(), AlignedBuffer::alignment);
-            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0,
-                                [&](uint64_t end) { frontier.wait_for(end); });
+            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
+            in.progress.advance(esp.size);
+            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0, [&](uint64_t end) {
+                frontier.wait_for(end);
+                read_back(end);
+            });
         } catch (...) {
             read_error = std::current_exception();
         }
     });
     try {
-        write(root, regions.root, [&](uint64_t n) { frontier.advance(n); });
+        copy(root, regions.root, [&](uint64_t n) { frontier.advance(n); });
     } catch (...) {
         frontier.close();
         reader.join();
         throw;
     }
     frontier.close();  // a tree that claims more data than the root payload holds must not wait for ever
-    report(80, "verifying slot " + t);
+    in.progress.say("reading back slot " + in.t);
     reader.join();
     if (read_error) std::rethrow_exception(read_error);
-    check_read_back(config_.disk.string(), t, regions.esp, esp_read_back, *esp, vr, *verity);
-    report(95, "flushing " + config_.disk.string());
-    if (::fsync(disk.get()) != 0) fail_errno("flushing " + config_.disk.string());
-    arm(st, m, target, progress);
+    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
+    in.progress.say("flushing " + disk_name);
+    if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
 }
 
-// 7. Record, then arm the trial boot.
-void Engine::arm(UpdateStatus st, const BundleManifest& m, Slot target, const ProgressFn& progress) {
-    const std::string t(1, slot_letter(target));
-    auto report = [&](int percent, const std::string& message) {
-        if (progress) progress(percent, message);
-    };
-    st.slots[t] = SlotRecord{"trial", m.version, m.build_id, now()};
-    st.pending = Pending{t, m.version, "written", boot_id()};
+// arm: record, then arm the trial boot.
+void Engine::arm(InstallContext& in) {
+    in.progress.begin(InstallStep::arm, "slot " + in.t);
+    const BundleManifest& m = in.source->manifest();
+    UpdateStatus& st = in.st;
+    st.slots[in.t] = SlotRecord{SlotState::trial, m.version, m.build_id, now()};
+    st.pending = Pending{in.t, m.version, PendingPhase::written, boot_id()};
     st.etc_conflicts.clear();
     for (const std::string& path : user_changed_etc(config_.etc_upper)) {
         auto was = config_.release.etc.find(path);
@@ -556,11 +728,22 @@ void Engine::arm(UpdateStatus st, const BundleManifest& m, Slot target, const Pr
                                                   std::string(new_default.empty() ? "removes the file" : "differs")});
     }
     save(st, Durability::essential);  // no BootNext without the record of what it boots
-    boot_.set_next(target);
-    st.pending->phase = "armed";
-    st.last = Event{"installed", t, m.version, "", now()};
+    boot_.set_next(in.target);
+    st.pending->phase = PendingPhase::armed;
+    st.last = Event{EventKind::installed, in.t, m.version, "", now(), std::nullopt};
     save(st);
-    report(100, "slot " + t + " installed; it boots once on the next reboot");
+}
+
+// A failure once the target was marked bad: the record says why, beside the slot left
+// "installing" (best effort: the failure itself may be a full /var).
+void Engine::record_failure(InstallContext& in, const UpdateError& e) {
+    try {
+        UpdateStatus st = status();
+        st.last = Event{EventKind::failed, in.t, in.source->manifest().version, e.what(), now(), e.code()};
+        save(st);
+    } catch (const std::exception& x) {
+        std::fprintf(stderr, "cairn-updated: recording the failed install: %s\n", x.what());
+    }
 }
 
 BootDecision Engine::on_boot(const std::string& failure_reason) {
@@ -580,7 +763,7 @@ BootDecision Engine::on_boot(const std::string& failure_reason) {
         // release too. Later boots keep what the record says (after an update it holds another).
         if (st.slots.empty() && !st.pending && !st.last) {
             const std::string o(1, slot_letter(other(booted)));
-            st.slots[o] = SlotRecord{"good", config_.release.version, config_.release.build_id, now()};
+            st.slots[o] = SlotRecord{SlotState::good, config_.release.version, config_.release.build_id, now()};
         }
     }
     if (order.front() != booted) {
@@ -592,38 +775,38 @@ BootDecision Engine::on_boot(const std::string& failure_reason) {
         const Pending p = *st.pending;
         bool same_boot = p.boot_id == boot_id();
         if (same_boot) return d;  // installed during this boot; waiting for the reboot (the daemon restarted)
-        if (p.phase == "written" && boot_.next() != parse_slot(p.slot)) {
+        if (p.phase == PendingPhase::written && boot_.next() != parse_slot(p.slot)) {
             d.kind = BootDecision::Kind::interrupted;
             d.reason = "the install of slot " + p.slot + " was interrupted before its trial boot was armed";
-            st.slots[p.slot].state = "bad";
-            st.last = Event{"interrupted", p.slot, p.version, d.reason, now()};
+            st.slots[p.slot].state = SlotState::bad;
+            st.last = Event{EventKind::interrupted, p.slot, p.version, d.reason, now(), ErrorCode::interrupted};
         } else {
             d.kind = BootDecision::Kind::rolled_back;
             d.reason = !failure_reason.empty()
                            ? failure_reason
                            : "slot " + p.slot + " did not come up healthy (it failed to boot, crashed, or lost power before committing)";
-            st.slots[p.slot].state = "bad";
-            st.last = Event{"rolled-back", p.slot, p.version, d.reason, now()};
+            st.slots[p.slot].state = SlotState::bad;
+            st.last = Event{EventKind::rolled_back, p.slot, p.version, d.reason, now(), ErrorCode::boot_failed};
         }
         st.pending.reset();
     } else if (st.pending && st.pending->slot == b) {
         // Committed, but the record was not written (power cut right after the commit).
         st.pending.reset();
-        st.last = Event{"committed", b, config_.release.version, "", now()};
+        st.last = Event{EventKind::committed, b, config_.release.version, "", now(), std::nullopt};
     } else if (!failure_reason.empty()) {
         // No install was pending, yet a slot left a failure: the other (committed) slot failed in
         // cairn-init and fell back to this one.
         const std::string o(1, slot_letter(other(booted)));
         d.kind = BootDecision::Kind::fell_back;
         d.reason = failure_reason;
-        st.slots[o].state = "bad";
+        st.slots[o].state = SlotState::bad;
         st.slots[o].changed = now();
-        st.last = Event{"fell-back", o, st.slots[o].version, failure_reason, now()};
+        st.last = Event{EventKind::fell_back, o, st.slots[o].version, failure_reason, now(), ErrorCode::boot_failed};
     }
     for (auto& [name, r] : st.slots)
-        if (r.state == "installing" && !(st.pending && st.pending->slot == name)) r.state = "bad";
+        if (r.state == SlotState::installing && !(st.pending && st.pending->slot == name)) r.state = SlotState::bad;
     SlotRecord& self = st.slots[b];
-    self = SlotRecord{"good", config_.release.version, config_.release.build_id, self.changed ? self.changed : now()};
+    self = SlotRecord{SlotState::good, config_.release.version, config_.release.build_id, self.changed ? self.changed : now()};
     save(st);
     return d;
 }
@@ -633,24 +816,30 @@ void Engine::commit() {
     const std::string b(1, slot_letter(booted));
     boot_.set_primary(booted);
     UpdateStatus st = status();
-    st.slots[b] = SlotRecord{"good", config_.release.version, config_.release.build_id, now()};
+    st.slots[b] = SlotRecord{SlotState::good, config_.release.version, config_.release.build_id, now()};
     st.pending.reset();
-    st.last = Event{"committed", b, config_.release.version, "", now()};
+    st.last = Event{EventKind::committed, b, config_.release.version, "", now(), std::nullopt};
     save(st);
 }
 
-void Engine::fail_trial(const std::string& reason) {
+void Engine::fail_trial(const std::string& reason, ErrorCode code) {
     const Slot booted = boot_.booted();
     const std::string b(1, slot_letter(booted));
     UpdateStatus st = status();
-    st.slots[b].state = "bad";
+    st.slots[b].state = SlotState::bad;
     st.pending.reset();
-    st.last = Event{"rolled-back", b, config_.release.version, reason, now()};
+    st.last = Event{EventKind::rolled_back, b, config_.release.version, reason, now(), code};
     save(st);
     boot_.mark_unbootable(booted);
 }
 
 Slot Engine::mark(const std::string& state, const std::string& which) {
+    const std::optional<MarkState> parsed = parse_mark_state(state);
+    if (!parsed) fail("unknown state \"" + state + "\" (good, bad or active)");
+    return mark(*parsed, which);
+}
+
+Slot Engine::mark(MarkState state, const std::string& which) {
     Slot slot;
     if (which == "booted" || which.empty()) slot = boot_.booted();
     else if (which == "other") slot = other(boot_.booted());
@@ -659,25 +848,29 @@ Slot Engine::mark(const std::string& state, const std::string& which) {
     const std::string s(1, slot_letter(slot));
     UpdateStatus st = status();
     boot_.ensure_entries();
-    if (state == "good") {
-        if (slot != boot_.booted() && st.slots[s].state != "good" && st.slots[s].state != "trial")
-            fail("slot " + s + " is " + (st.slots[s].state.empty() ? "unknown" : st.slots[s].state) + "; only a written slot can be marked good");
-        boot_.set_primary(slot);
-        st.slots[s].state = "good";
-        if (st.pending && st.pending->slot == s && slot == boot_.booted()) st.pending.reset();
-    } else if (state == "bad") {
-        if (slot == boot_.booted()) fail("the booted slot " + s + " cannot be marked bad while it runs");
-        boot_.mark_unbootable(slot);
-        st.slots[s].state = "bad";
-        if (st.pending && st.pending->slot == s) st.pending.reset();
-    } else if (state == "active") {
-        if (st.slots[s].state == "bad" || st.slots[s].state == "installing")
-            fail("slot " + s + " is " + st.slots[s].state + " and cannot be made active");
-        boot_.set_next(slot);
-    } else {
-        fail("unknown state \"" + state + "\" (good, bad or active)");
+    SlotRecord& record = st.slots[s];
+    const std::string is(slot_state_name(record.state));
+    switch (state) {
+        case MarkState::good:
+            if (slot != boot_.booted() && record.state != SlotState::good && record.state != SlotState::trial)
+                fail("slot " + s + " is " + is + "; only a written slot can be marked good");
+            boot_.set_primary(slot);
+            record.state = SlotState::good;
+            if (st.pending && st.pending->slot == s && slot == boot_.booted()) st.pending.reset();
+            break;
+        case MarkState::bad:
+            if (slot == boot_.booted()) fail("the booted slot " + s + " cannot be marked bad while it runs");
+            boot_.mark_unbootable(slot);
+            record.state = SlotState::bad;
+            if (st.pending && st.pending->slot == s) st.pending.reset();
+            break;
+        case MarkState::active:
+            if (record.state == SlotState::bad || record.state == SlotState::installing)
+                fail("slot " + s + " is " + is + " and cannot be made active");
+            boot_.set_next(slot);
+            break;
     }
-    st.slots[s].changed = now();
+    record.changed = now();
     save(st);
     return slot;
 }

@@ -2,27 +2,35 @@
 // boot whether this is a trial to commit or a fallback to report, marking slots. cairn-updated
 // wraps it; tests drive it with a fake boot control and a disk image file.
 //
-// Install sequence (each step only after the one before succeeded):
-//   1. open the bundle: header, CMS signature against the trust anchor (certificates checked at
-//      the clock's time, never before the running image's build time), manifest;
-//   2. check compatible and version (a downgrade needs `force`), sizes against the partitions;
-//   3. read every payload for the target once and check its sha256, the root's verity tree too
-//      (its superblock must say what the manifest says): a damaged bundle is refused before
-//      anything is written;
-//   4. mark the target bad: status "installing", out of BootOrder;
-//   5. write root-verity, root and ESP into the target's partitions (O_DIRECT where the disk takes
-//      it, so what is written is on the disk and not in the page cache);
-//   6. read back what is on the disk: a second thread follows the writer through the root and
-//      checks it against the tree just written, which must give the manifest's root hash with
-//      every hash block matching; then flush, and the ESP read back must give its sha256;
-//   7. status: target "trial", pending "written"; BootNext = target; pending "armed".
-// A power cut anywhere leaves BootOrder naming only the running slot until step 7 sets BootNext,
+// An install is a short sequence of named steps over one install context (engine.cpp, "The
+// install"), each only after the one before succeeded:
+//   check     open the bundle: header, CMS signature against the trust anchor (certificates
+//             checked at the clock's time, never before the running image's build time),
+//             manifest; then compatible, version (a downgrade needs `force`), the disk, the sizes
+//             against the target's partitions;
+//   verify    (a source with random access) read every payload for the target once and check it:
+//             the root through its verity tree (whose superblock must say what the manifest says)
+//             and by its sha256, the tree and the ESP by sha256: a damaged bundle is refused before
+//             anything is written;
+//   mark-bad  status "installing", the target out of BootOrder;
+//   write     write root-verity, ESP and root into the target's partitions (O_DIRECT where the
+//             disk takes it) while a second thread reads them back behind the writer: the root
+//             against the tree just written, which must give the manifest's root hash, the ESP by
+//             its sha256; then flush. A source read once (a pipe) is written as it arrives, each
+//             payload checked by its sha256 at its end, and read back after the flush;
+//   arm       status: target "trial", pending "written"; BootNext = target; pending "armed".
+// Progress is the sum of the steps' weights (the bytes each reads and writes; the small steps a
+// hundredth of the payloads each), reported in order, never backwards, each message beginning
+// with the step's name ("write: root_b"); 100 only when the slot is armed. A failure is an
+// UpdateError with its code (updater/error_code.hpp); one after mark-bad is also recorded in the
+// status file (last: "failed", with the code).
+// A power cut anywhere leaves BootOrder naming only the running slot until arm sets BootNext,
 // and BootNext names a slot that was completely written and read back.
 //
 // The status file (status.hpp) is the record of why; the firmware's variables are the truth of
-// what boots. Two saves are essential: the target marked "installing" (step 4) and the target
-// "trial" with its pending install (step 7, before BootNext is set). If either cannot be written
-// durably, the install fails and the slot is not armed. Every other save (after BootNext, at boot,
+// what boots. Two saves are essential: the target marked "installing" (mark-bad) and the target
+// "trial" with its pending install (arm, before BootNext is set). If either cannot be written
+// durably, the install fails (save-failed) and the slot is not armed. Every other save (after BootNext, at boot,
 // commit, a failed trial, Mark) follows a change the firmware already holds: when it fails (a full
 // or read-only /var), the engine logs it, keeps the state in memory, reports it as `save_error` in
 // status(), and writes the whole state again at the next change.
@@ -35,13 +43,16 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "updater/boot_control.hpp"
 #include "updater/bundle.hpp"
+#include "updater/error_code.hpp"
 #include "updater/status.hpp"
 
 namespace cairn::updater {
@@ -74,7 +85,21 @@ struct InstallOptions {
     bool force = false;                   // allow a downgrade
 };
 
+// percent: 0 to 100, never lower than the one before; message: "<step>: <what it is doing>".
 using ProgressFn = std::function<void(int percent, const std::string& message)>;
+
+// The steps of an install, in order (above).
+enum class InstallStep { check, verify, mark_bad, write, arm };
+std::string_view install_step_name(InstallStep step);  // "check", "verify", "mark-bad", "write", "arm"
+
+// Opens the bundle for the check step: header, signature against `trust_anchor` (certificates
+// valid at `certificate_time`), manifest. Throws Error (with a code where it knows one).
+using SourceOpener = std::function<std::unique_ptr<BundleSource>(const std::filesystem::path& trust_anchor, int64_t certificate_time)>;
+
+// What a Mark call asks for.
+enum class MarkState { good, bad, active };
+std::string_view mark_state_name(MarkState state);  // "good", "bad", "active"
+std::optional<MarkState> parse_mark_state(std::string_view name);
 
 // The result of the boot-time decision.
 struct BootDecision {
@@ -94,6 +119,9 @@ public:
     // arrive, each checked by its signed sha256 at its end, and the slot is read back and verified
     // against its tree and the signed root hash before it is armed, exactly as for a file.
     void install(UniqueFd bundle, const std::string& name, const InstallOptions& options, const ProgressFn& progress);
+    // The same from any source (a later HTTP source plugs in here): the steps read the bundle only
+    // through BundleSource. Failures are UpdateError (or, from outside Cairn's code, other exceptions).
+    void install(const SourceOpener& open, const InstallOptions& options, const ProgressFn& progress);
     // At daemon start: records the booted slot, recognises a trial (the booted slot is not first
     // in BootOrder) or a fallback (an armed install from an earlier boot whose slot did not stay).
     // `failure_reason` is what the failed slot left behind (e.g. cairn-init's EFI variable), if anything.
@@ -101,18 +129,26 @@ public:
     // After a trial's health check: commit (BootOrder with the booted slot first) or record the
     // failure (the caller then reboots, and the firmware falls back).
     void commit();
-    void fail_trial(const std::string& reason);
-    // Mark(state, slot): "good" (first in BootOrder), "bad" (out of BootOrder), "active" (BootNext).
-    Slot mark(const std::string& state, const std::string& slot);
+    void fail_trial(const std::string& reason, ErrorCode code = ErrorCode::unhealthy);
+    // Mark(state, slot): good (first in BootOrder), bad (out of BootOrder), active (BootNext).
+    Slot mark(MarkState state, const std::string& slot);
+    Slot mark(const std::string& state, const std::string& slot);  // parses it; Error on an unknown state
     // The last state recorded (or, after a failed save, held in memory). A damaged file is moved
     // aside and the state rebuilt from the boot control, with a log line.
     UpdateStatus status() const;
     Slot booted() const { return boot_.booted(); }
 
 private:
-    void arm(UpdateStatus st, const BundleManifest& m, Slot target, const ProgressFn& progress);
+    struct InstallContext;  // engine.cpp
+    // The steps (above), in order.
+    void check(InstallContext& in, const SourceOpener& open);
+    void verify(InstallContext& in);
+    void mark_bad(InstallContext& in);
+    void write(InstallContext& in);
+    void arm(InstallContext& in);
+    void record_failure(InstallContext& in, const UpdateError& e);
     enum class Durability { essential, best_effort };
-    // essential: throws Error when the file cannot be written. best_effort: logs, keeps `st` in
+    // essential: throws UpdateError (save-failed) when the file cannot be written. best_effort: logs, keeps `st` in
     // memory (status() returns it) and returns.
     void save(const UpdateStatus& st, Durability durability = Durability::best_effort);
     UpdateStatus rebuild(const std::string& why) const;

@@ -1,12 +1,16 @@
 #include "updater/fake_boot_control.hpp"
 
 #include <algorithm>
+#include <string>
+
+#include "common/error.hpp"
 
 namespace cairn::updater {
 
 void FakeBootControl::write() {
     ++writes;
     if (cut_at_write && writes == cut_at_write) throw PowerCut();
+    if (refuse_at_write && writes == refuse_at_write) fail("boot variable write " + std::to_string(writes) + ": the firmware refused it");
 }
 
 void FakeBootControl::mark_unbootable(Slot s) {

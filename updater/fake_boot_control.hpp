@@ -31,7 +31,8 @@ public:
     Slot reboot();
     std::set<Slot> broken;
     int writes = 0;
-    int cut_at_write = 0;  // >0: that write throws PowerCut instead of happening
+    int cut_at_write = 0;     // >0: that write throws PowerCut instead of happening
+    int refuse_at_write = 0;  // >0: that write fails with an Error (a firmware refusing a variable)
 
 private:
     void write();

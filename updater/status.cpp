@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -15,17 +16,54 @@ namespace cairn::updater {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
+namespace {
+
+template <typename E, size_t N>
+std::string_view name_of(const std::pair<E, std::string_view> (&table)[N], E value) {
+    for (const auto& [v, name] : table)
+        if (v == value) return name;
+    return "unknown";
+}
+
+template <typename E, size_t N>
+std::optional<E> parse_name(const std::pair<E, std::string_view> (&table)[N], std::string_view name) {
+    for (const auto& [v, n] : table)
+        if (n == name) return v;
+    return std::nullopt;
+}
+
+constexpr std::pair<SlotState, std::string_view> slot_states[] = {
+    {SlotState::unknown, "unknown"}, {SlotState::good, "good"},   {SlotState::bad, "bad"},
+    {SlotState::installing, "installing"}, {SlotState::trial, "trial"},
+};
+constexpr std::pair<PendingPhase, std::string_view> phases[] = {{PendingPhase::written, "written"}, {PendingPhase::armed, "armed"}};
+constexpr std::pair<EventKind, std::string_view> event_kinds[] = {
+    {EventKind::installed, "installed"},     {EventKind::committed, "committed"}, {EventKind::rolled_back, "rolled-back"},
+    {EventKind::failed, "failed"},           {EventKind::interrupted, "interrupted"}, {EventKind::fell_back, "fell-back"},
+    {EventKind::state_rebuilt, "state-rebuilt"},
+};
+
+}  // namespace
+
+std::string_view slot_state_name(SlotState state) { return name_of(slot_states, state); }
+std::optional<SlotState> parse_slot_state(std::string_view name) { return parse_name(slot_states, name); }
+std::string_view pending_phase_name(PendingPhase phase) { return name_of(phases, phase); }
+std::optional<PendingPhase> parse_pending_phase(std::string_view name) { return parse_name(phases, name); }
+std::string_view event_kind_name(EventKind kind) { return name_of(event_kinds, kind); }
+std::optional<EventKind> parse_event_kind(std::string_view name) { return parse_name(event_kinds, name); }
+
 std::string UpdateStatus::to_json() const {
     json j = json::object();
     json s = json::object();
     for (const auto& [name, r] : slots)
-        s[name] = {{"state", r.state}, {"version", r.version}, {"build_id", r.build_id}, {"changed", r.changed}};
+        s[name] = {{"state", slot_state_name(r.state)}, {"version", r.version}, {"build_id", r.build_id}, {"changed", r.changed}};
     j["slots"] = s;
-    j["pending"] = pending ? json{{"slot", pending->slot}, {"version", pending->version}, {"phase", pending->phase},
+    j["pending"] = pending ? json{{"slot", pending->slot}, {"version", pending->version}, {"phase", pending_phase_name(pending->phase)},
                                   {"boot_id", pending->boot_id}}
                            : json(nullptr);
-    j["last"] = last ? json{{"kind", last->kind}, {"slot", last->slot}, {"version", last->version},
-                            {"reason", last->reason}, {"time", last->time}}
+    j["last"] = last ? json{{"kind", event_kind_name(last->kind)}, {"slot", last->slot}, {"version", last->version},
+                            {"reason", last->reason}, {"time", last->time},
+                            {"code", last->code ? json(error_code_name(*last->code)) : json(nullptr)}}
                      : json(nullptr);
     json c = json::array();
     for (const EtcConflict& e : etc_conflicts) c.push_back({{"path", e.path}, {"resolution", e.resolution}});
@@ -55,20 +93,31 @@ UpdateStatus load_status(const fs::path& file) {
         check(j.at("slots").is_object(), "\"slots\" is not an object");
         for (auto& [name, r] : j.at("slots").items()) {
             check(is_slot(name), "unknown slot \"" + name + "\"");
-            SlotRecord rec{r.at("state"), r.at("version"), r.at("build_id"), r.at("changed")};
-            check(rec.state == "good" || rec.state == "bad" || rec.state == "installing" || rec.state == "trial",
-                  "slot " + name + ": unknown state \"" + rec.state + "\"");
-            st.slots[name] = rec;
+            const std::string state = r.at("state");
+            // "" is what earlier versions wrote for a slot they knew nothing about.
+            const std::optional<SlotState> parsed = state.empty() ? SlotState::unknown : parse_slot_state(state);
+            check(parsed.has_value(), "slot " + name + ": unknown state \"" + state + "\"");
+            st.slots[name] = SlotRecord{*parsed, r.at("version"), r.at("build_id"), r.at("changed")};
         }
         if (!j.at("pending").is_null()) {
             const json& p = j["pending"];
-            st.pending = Pending{p.at("slot"), p.at("version"), p.at("phase"), p.at("boot_id")};
-            check(is_slot(st.pending->slot), "pending: unknown slot \"" + st.pending->slot + "\"");
-            check(st.pending->phase == "written" || st.pending->phase == "armed", "pending: unknown phase \"" + st.pending->phase + "\"");
+            const std::string slot = p.at("slot"), phase = p.at("phase");
+            check(is_slot(slot), "pending: unknown slot \"" + slot + "\"");
+            const std::optional<PendingPhase> parsed = parse_pending_phase(phase);
+            check(parsed.has_value(), "pending: unknown phase \"" + phase + "\"");
+            st.pending = Pending{slot, p.at("version"), *parsed, p.at("boot_id")};
         }
         if (!j.at("last").is_null()) {
             const json& l = j["last"];
-            st.last = Event{l.at("kind"), l.at("slot"), l.at("version"), l.at("reason"), l.at("time")};
+            const std::string kind = l.at("kind");
+            const std::optional<EventKind> parsed = parse_event_kind(kind);
+            check(parsed.has_value(), "last: unknown kind \"" + kind + "\"");
+            st.last = Event{*parsed, l.at("slot"), l.at("version"), l.at("reason"), l.at("time"), std::nullopt};
+            // Absent in earlier versions' files; a newer version's code this one does not know is internal.
+            if (l.contains("code") && !l["code"].is_null()) {
+                const std::string code = l["code"];
+                st.last->code = parse_error_code(code).value_or(ErrorCode::internal);
+            }
         }
         check(j.at("etc_conflicts").is_array(), "\"etc_conflicts\" is not an array");
         for (const json& c : j.at("etc_conflicts")) st.etc_conflicts.push_back({c.at("path"), c.at("resolution")});

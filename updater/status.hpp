@@ -8,28 +8,65 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.hpp"
+#include "updater/error_code.hpp"
 
 namespace cairn::updater {
 
+// The state machines, as enums; their names below are the strings in the status file and on
+// D-Bus (the same strings earlier versions wrote, so their files still load).
+
+enum class SlotState {
+    unknown,     // "unknown": nothing recorded (a missing record; "" in a file is read as this)
+    good,        // "good": boots, committed
+    bad,         // "bad": out of BootOrder (refused, rolled back, marked bad)
+    installing,  // "installing": being written, or left half-written by a failed install
+    trial,       // "trial": written and read back, not yet committed
+};
+std::string_view slot_state_name(SlotState state);
+std::optional<SlotState> parse_slot_state(std::string_view name);
+
+enum class PendingPhase {
+    written,  // "written": the slot is ready, BootNext not yet set
+    armed,    // "armed": BootNext names it
+};
+std::string_view pending_phase_name(PendingPhase phase);
+std::optional<PendingPhase> parse_pending_phase(std::string_view name);
+
+enum class EventKind {
+    installed,      // "installed"
+    committed,      // "committed"
+    rolled_back,    // "rolled-back": the trial failed (health check, or it did not come up)
+    failed,         // "failed": an install failed after the target was marked bad
+    interrupted,    // "interrupted": an install was cut off before its trial boot was armed
+    fell_back,      // "fell-back": a committed slot failed to boot
+    state_rebuilt,  // "state-rebuilt": a damaged status file was set aside
+};
+std::string_view event_kind_name(EventKind kind);
+std::optional<EventKind> parse_event_kind(std::string_view name);
+
 struct SlotRecord {
-    std::string state;  // "good", "bad", "installing" (being written), "trial" (written, not yet committed)
+    SlotState state = SlotState::unknown;
     std::string version, build_id;
     int64_t changed = 0;  // seconds since the epoch
 };
 
 struct Pending {                // an install waiting for its trial boot
     std::string slot, version;
-    std::string phase;          // "written" (slot ready, BootNext not yet set) or "armed" (BootNext set)
+    PendingPhase phase = PendingPhase::written;
     std::string boot_id;        // the boot in which it was armed (/proc/sys/kernel/random/boot_id)
 };
 
 struct Event {                  // the outcome of the last install or trial
-    std::string kind;           // "installed", "committed", "rolled-back", "failed", "interrupted"
+    EventKind kind = EventKind::installed;
     std::string slot, version, reason;
     int64_t time = 0;
+    // Why it failed, beside the reason (updater/error_code.hpp); none for a success. "code" in the
+    // file: absent in files of earlier versions, a name this version does not know is read as internal.
+    std::optional<ErrorCode> code;
 };
 
 struct EtcConflict {            // a file the user changed in /etc whose default the new slot changes
@@ -49,7 +86,8 @@ struct UpdateStatus {
 };
 
 // A missing file is an empty status; a damaged one (not JSON, cut short, or JSON of the wrong
-// shape: missing or mistyped fields, slots other than a and b, unknown states) throws
+// shape: missing or mistyped fields, slots other than a and b, unknown states, phases or event
+// kinds) throws
 // DamagedStatus naming it.
 class DamagedStatus : public Error {
 public:

@@ -127,7 +127,7 @@ TEST(Update, InstallsIntoBCommitsKeepsDataAndUpdatesBackToA) {
 }
 
 // A flipped payload byte, a signature from a stranger, another device's bundle and an older
-// version: each refused with its reason before anything is written; slot B stays as it was.
+// version: each refused with its code before anything is written; slot B stays as it was.
 TEST(Update, RefusesBadBundlesBeforeWritingSlotB) {
     Booted b("minimal-debug");
     b.drives = {bundle("flipped"), bundle("untrusted"), bundle("foreign"), bundle("old")};
@@ -139,13 +139,13 @@ TEST(Update, RefusesBadBundlesBeforeWritingSlotB) {
     wait_for_shell(m);
     wait_for_updater(m, 0);
     struct Case {
-        std::string device, error;
+        std::string device, code;
     };
-    for (const Case& c : {Case{"/dev/vdb", "corrupted or altered bundle"}, Case{"/dev/vdc", "does not chain to the trust anchor"},
-                          Case{"/dev/vdd", "bundle is for \"cairn-other-x86_64\""}, Case{"/dev/vde", "0.0.9 is older than the running 0.1.0"}}) {
-        std::string out = shell(m, "cairnctl update install " + c.device + "; echo exit=$?", 600s);
+    for (const Case& c : {Case{"/dev/vdb", "bad-payload"}, Case{"/dev/vdc", "bad-signature"}, Case{"/dev/vdd", "incompatible"},
+                          Case{"/dev/vde", "downgrade"}}) {
+        std::string out = shell(m, "cairnctl update install --json " + c.device + "; echo exit=$?", 600s);
         EXPECT_NE(out.find("exit=1"), std::string::npos) << out;
-        EXPECT_NE(out.find(c.error), std::string::npos) << out;
+        EXPECT_NE(out.find("{\"code\":\"" + c.code + "\","), std::string::npos) << out;
     }
     json st = update_status(m);
     EXPECT_NE(slot(st, "b")["state"], "trial");
@@ -186,6 +186,7 @@ TEST(Update, ABWhoseRootDoesNotMatchRollsBackToA) {
     json st = update_status(again);
     EXPECT_EQ(st["booted"], "a");
     EXPECT_EQ(st["last"]["kind"], "rolled-back");
+    EXPECT_EQ(st["last"]["code"], "boot-failed") << st.dump();
     EXPECT_NE(st["last"]["reason"].get<std::string>().find("slot b failed to boot"), std::string::npos) << st.dump();
     EXPECT_NE(st["last"]["reason"].get<std::string>().find("root hash"), std::string::npos) << st.dump();
     EXPECT_EQ(slot(st, "b")["state"], "bad");
@@ -210,6 +211,7 @@ TEST(Update, ABWhoseHealthCheckFailsRollsBackToA) {
     json st = update_status(m);
     EXPECT_EQ(st["booted"], "a");
     EXPECT_EQ(st["last"]["kind"], "rolled-back");
+    EXPECT_EQ(st["last"]["code"], "unhealthy") << st.dump();
     EXPECT_NE(st["last"]["reason"].get<std::string>().find("50-broken"), std::string::npos) << st.dump();
     EXPECT_EQ(slot(st, "b")["state"], "bad");
     EXPECT_TRUE(slot(st, "a")["primary"].get<bool>());

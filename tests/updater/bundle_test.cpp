@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <functional>
+#include <optional>
 #include <thread>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -31,6 +33,17 @@ std::string read_all(BundleReader& r, const Payload& p) {
     r.read(p, [&](const uint8_t* d, size_t n) { out.append(reinterpret_cast<const char*>(d), n); });
     return out;
 }
+// The code of the UpdateError `action` throws; nullopt when it throws another error or none.
+std::optional<ErrorCode> code_thrown(const std::function<void()>& action) {
+    try {
+        action();
+    } catch (const UpdateError& e) {
+        return e.code();
+    } catch (const std::exception&) {
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 TEST(Bundle, ReadsAValidBundleInOrderSkippingPayloads) {
@@ -71,6 +84,19 @@ TEST(Bundle, ReadsFromAPipe) {
         EXPECT_EQ(read_all(r, *esp_b), read_file(s / "payloads-2.0/esp-b"));
     }
     writer.join();
+    // A pipe that ends early lost its sender (transfer); a file cut short is a bad bundle, which
+    // the reader leaves to its caller to name (it is a plain Error here).
+    std::thread short_writer([&] {
+        UniqueFd out = open_file(s / "fifo", O_WRONLY);
+        const std::string head = read_file(b).substr(0, 100000);
+        if (::write(out.get(), head.data(), head.size()) < 0) {
+        }
+    });
+    {
+        BundleReader r(s / "fifo", f.trust_anchor);
+        EXPECT_EQ(code_thrown([&] { read_all(r, *r.manifest().find("esp", "b")); }), ErrorCode::transfer);
+    }
+    short_writer.join();
 }
 
 TEST(Bundle, RefusesWhatIsNotABundleOrIsCut) {
@@ -96,7 +122,7 @@ TEST(Bundle, AFlippedManifestByteBreaksTheSignature) {
     UpdateFixture f(s.path());
     fs::path b = f.bundle("2.0");
     flip(b, bundle_header_size + 30);
-    expect_error([&] { BundleReader(b, f.trust_anchor); }, {"signature does not match the manifest"});
+    EXPECT_EQ(code_thrown([&] { BundleReader(b, f.trust_anchor); }), ErrorCode::bad_signature);
 }
 
 TEST(Bundle, AFlippedPayloadByteIsFoundByItsDigest) {
@@ -110,7 +136,7 @@ TEST(Bundle, AFlippedPayloadByteIsFoundByItsDigest) {
     }
     flip(b, at);
     BundleReader r(b, f.trust_anchor);
-    expect_error([&] { read_all(r, *r.manifest().find("root", "")); }, {"payload root", "sha256 does not match"});
+    EXPECT_EQ(code_thrown([&] { read_all(r, *r.manifest().find("root", "")); }), ErrorCode::bad_payload);
 }
 
 TEST(Bundle, RefusesSignedButMalformedManifests) {

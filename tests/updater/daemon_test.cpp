@@ -117,10 +117,13 @@ TEST(Daemon, InstallsStatusAndMarksOverTheSystemBus) {
     RunResult r = b.cairnctl({"update", "install", bundle.string(), "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
     EXPECT_EQ(json::parse(r.out)["result"], "installed");
+    EXPECT_TRUE(json::parse(r.out)["code"].is_null()) << r.out;
     r = b.cairnctl({"update", "status", "--json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     json st = json::parse(r.out);
     EXPECT_EQ(st["booted"], "a");
+    EXPECT_EQ(st["last"]["kind"], "installed");
+    EXPECT_TRUE(st["last"]["code"].is_null()) << st.dump();
     EXPECT_EQ(st["pending"]["slot"], "b");
     EXPECT_EQ(st["slots"][1]["state"], "trial");
     EXPECT_EQ(st["slots"][1]["version"], "2.0");
@@ -138,16 +141,38 @@ TEST(Daemon, InstallsStatusAndMarksOverTheSystemBus) {
     r = b.cairnctl({"update", "mark-bad", "booted"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("cannot be marked bad while it runs"), std::string::npos) << r.err;
-    // A refused bundle: exit 1 and the reason.
-    r = b.cairnctl({"update", "install", b.f.bundle("3.0", "cairn-else").string()});
+    // A refused bundle: exit 1, the code and the reason (Completed carries both).
+    Process monitor({"dbus-monitor", "--address", b.address, "type='signal',interface='org.cairn.Updater1',member='Completed'"},
+                    b.s / "monitor.log");
+    for (int i = 0; i < 100 && b.read_file_or_empty(b.s / "monitor.log").find("NameAcquired") == std::string::npos; ++i)
+        std::this_thread::sleep_for(20ms);
+    r = b.cairnctl({"update", "install", b.f.bundle("3.0", "cairn-else").string(), "--json"});
     EXPECT_EQ(r.exit_code, 1);
-    EXPECT_NE(r.err.find("bundle is for \"cairn-else\""), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.rfind("{\"code\":\"incompatible\",", 0), 0u) << r.out;  // what scripts (and the QEMU tests) look for
+    json refused = json::parse(r.out);
+    EXPECT_EQ(refused["result"], "failed");
+    EXPECT_EQ(refused["code"], "incompatible") << r.out;
+    EXPECT_NE(refused["error"].get<std::string>().find("cairn-else"), std::string::npos) << r.out;
+    r = b.cairnctl({"update", "install", b.f.bundle("3.1", "cairn-else").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("install failed (incompatible): "), std::string::npos) << r.err;
+    std::string signals;
+    for (int i = 0; i < 100 && (signals = b.read_file_or_empty(b.s / "monitor.log")).find("cairn-else") == std::string::npos; ++i)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_TRUE(std::regex_search(signals, std::regex(R"(member=Completed\s+int32 1\s+string "incompatible"\s+string ".*cairn-else)")))
+        << signals;
+    monitor.stop();
     // The API is introspectable.
     RunResult intro = run({"dbus-send", "--bus=" + b.address, "--print-reply", "--dest=org.cairn.Updater1", "/org/cairn/Updater1",
                            "org.freedesktop.DBus.Introspectable.Introspect"});
     ASSERT_EQ(intro.exit_code, 0) << intro.err;
-    for (const char* name : {"InstallBundle", "Mark", "GetSlotStatus", "Operation", "Progress", "LastError", "BootSlot", "Compatible", "Completed"})
+    for (const char* name : {"InstallBundle", "Mark", "GetSlotStatus", "Operation", "Progress", "LastError", "LastErrorCode", "BootSlot",
+                             "Compatible", "Completed"})
         EXPECT_NE(intro.out.find(name), std::string::npos) << name;
+    // Completed(i result, s code, s message): the result first, as before.
+    EXPECT_TRUE(std::regex_search(intro.out, std::regex(R"(<signal name="Completed">\s*<arg type="i" name="result"/>\s*)"
+                                                        R"(<arg type="s" name="code"/>\s*<arg type="s" name="message"/>\s*</signal>)")))
+        << intro.out;
 }
 
 // `ssh DEVICE cairnctl update install - < BUNDLE`: cairnctl hands its standard input to the daemon,
@@ -166,13 +191,18 @@ TEST(Daemon, InstallsABundleFromStandardInput) {
     EXPECT_EQ(st["slots"][1]["version"], "2.0");
     const std::string root = read_file(b.s / "payloads-2.0/root");
     EXPECT_EQ(b.f.region("root_b", root.size()), root);
-    // Cut short: refused with the reason, never armed.
-    r = b.cairnctl({"update", "install", "-"}, false, read_file(b.f.bundle("2.1")).substr(0, bundle.size() / 2));
+    // Cut short: refused with the reason, never armed; the status says why, with the code.
+    r = b.cairnctl({"update", "install", "-", "--json"}, false, read_file(b.f.bundle("2.1")).substr(0, bundle.size() / 2));
     EXPECT_EQ(r.exit_code, 1);
-    EXPECT_NE(r.err.find("the bundle from standard input"), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("ends"), std::string::npos) << r.err;
+    EXPECT_EQ(json::parse(r.out)["code"], "transfer") << r.out;
+    EXPECT_NE(r.out.find("the bundle from standard input"), std::string::npos) << r.out;
     r = b.cairnctl({"update", "status", "--json"});
-    EXPECT_EQ(json::parse(r.out)["slots"][1]["state"], "installing");
+    st = json::parse(r.out);
+    EXPECT_EQ(st["slots"][1]["state"], "installing");
+    EXPECT_EQ(st["last"]["kind"], "failed");
+    EXPECT_EQ(st["last"]["code"], "transfer");
+    r = b.cairnctl({"update", "status"});
+    EXPECT_NE(r.out.find("last: failed (transfer) slot b version 2.1: the bundle from standard input"), std::string::npos) << r.out;
     // Only root may hand a bundle over.
     ::chmod(b.s.path().c_str(), 0755);
     ::chmod((b.s / "bus").c_str(), 0777);
@@ -280,9 +310,9 @@ TEST(Daemon, AFailedSaveKeepsTheDaemonServingAndAnInstallUnarmed) {
     r = b.cairnctl({"update", "status"});
     EXPECT_NE(r.out.find("warning: cannot save the update status"), std::string::npos) << r.out;
 
-    r = b.cairnctl({"update", "install", b.f.bundle("2.0").string()});
+    r = b.cairnctl({"update", "install", b.f.bundle("2.0").string(), "--json"});
     EXPECT_EQ(r.exit_code, 1);
-    EXPECT_NE(r.err.find("cannot save the update status"), std::string::npos) << r.err;
+    EXPECT_EQ(json::parse(r.out)["code"], "save-failed") << r.out;
     EfiVars vars(b.s / "efivars");
     EXPECT_FALSE(vars.read("BootNext", efi_global_guid));  // nothing armed
     EXPECT_TRUE(b.daemon->running());
@@ -314,4 +344,31 @@ TEST(Daemon, AnExceptionInAHandlerIsAnErrorReplyNotTheEndOfTheDaemon) {
     write_text(order, saved);
     r = b.cairnctl({"update", "status", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.err << b.read_file_or_empty(b.s / "daemon.log");
+}
+
+// One install at a time: a second while the first runs is refused with the code busy; the first,
+// whose sender then goes away, fails with the code transfer.
+TEST(Daemon, ASecondInstallWhileOneRunsIsBusy) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root install)";
+    Bus b;
+    const fs::path bundle = b.f.bundle("2.0");
+    RunOptions o;
+    o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=" + b.address};
+    // The head of the bundle, then nothing: the daemon is writing the slot and waits for more.
+    Process first({"bash", "-c", "(head -c 300000 " + bundle.string() + "; sleep 120) | " + std::string(CAIRNCTL_BINARY) + " update install - --json"},
+                  b.s / "first.log", o);
+    auto operation = [&] { return json::parse(b.cairnctl({"update", "status", "--json"}).out)["operation"].get<std::string>(); };
+    for (int i = 0; i < 200 && operation() != "installing"; ++i) std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(operation(), "installing") << b.read_file_or_empty(b.s / "daemon.log");
+    RunResult r = b.cairnctl({"update", "install", bundle.string(), "--json"});
+    EXPECT_EQ(r.exit_code, 1);
+    json j = json::parse(r.out);
+    EXPECT_EQ(j["result"], "failed");
+    EXPECT_EQ(j["code"], "busy") << r.out;
+    first.stop();
+    for (int i = 0; i < 200 && operation() != "idle"; ++i) std::this_thread::sleep_for(50ms);
+    json st = json::parse(b.cairnctl({"update", "status", "--json"}).out);
+    EXPECT_EQ(st["last"]["kind"], "failed") << st.dump();
+    EXPECT_EQ(st["last"]["code"], "transfer") << st.dump();
+    EXPECT_TRUE(b.daemon->running());
 }

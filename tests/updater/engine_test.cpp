@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
 #include "imager/verity.hpp"
@@ -60,6 +63,20 @@ std::string payload(const fs::path& dir, const std::string& version, const std::
     return read_file(dir / ("payloads-" + version) / name);
 }
 
+// `action` fails with an UpdateError of `code` (clients branch on it, not on the text); `parts`,
+// when given, must be in its message too (where the test is about which check refused).
+void expect_code(const std::function<void()>& action, ErrorCode code, const std::vector<std::string>& parts = {}) {
+    try {
+        action();
+        ADD_FAILURE() << "no error; expected " << error_code_name(code);
+    } catch (const UpdateError& e) {
+        EXPECT_EQ(error_code_name(e.code()), error_code_name(code)) << e.what();
+        for (const std::string& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what() << "\n  lacks: " << part;
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << "an error without a code: " << e.what() << "; expected " << error_code_name(code);
+    }
+}
+
 }  // namespace
 
 TEST(Engine, InstallsIntoTheOtherSlotArmsATrialAndCommitsIt) {
@@ -83,8 +100,8 @@ TEST(Engine, InstallsIntoTheOtherSlotArmsATrialAndCommitsIt) {
     EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a});
     UpdateStatus st = r.engine().status();
     ASSERT_TRUE(st.pending);
-    EXPECT_EQ(st.pending->phase, "armed");
-    EXPECT_EQ(st.slots["b"].state, "trial");
+    EXPECT_EQ(st.pending->phase, PendingPhase::armed);
+    EXPECT_EQ(st.slots["b"].state, SlotState::trial);
 
     BootDecision d = r.reboot_into("2.0");
     EXPECT_EQ(d.kind, BootDecision::Kind::trial);
@@ -93,8 +110,8 @@ TEST(Engine, InstallsIntoTheOtherSlotArmsATrialAndCommitsIt) {
     EXPECT_EQ(r.boot.order(), (std::vector<Slot>{Slot::b, Slot::a}));
     st = r.engine().status();
     EXPECT_FALSE(st.pending);
-    EXPECT_EQ(st.slots["b"].state, "good");
-    EXPECT_EQ(st.last->kind, "committed");
+    EXPECT_EQ(st.slots["b"].state, SlotState::good);
+    EXPECT_EQ(st.last->kind, EventKind::committed);
     EXPECT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::normal);
     EXPECT_EQ(r.boot.booted(), Slot::b);
 
@@ -114,7 +131,7 @@ TEST(Engine, AFreshDisksOtherSlotHoldsTheFactoryRelease) {
     r.engine().on_boot();
     UpdateStatus st = r.engine().status();
     EXPECT_EQ(st.slots["a"].version, "1.0");
-    EXPECT_EQ(st.slots["b"].state, "good");
+    EXPECT_EQ(st.slots["b"].state, SlotState::good);
     EXPECT_EQ(st.slots["b"].version, "1.0");
     EXPECT_EQ(st.slots["b"].build_id, "factory-build");
     EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a});  // the boot order is not changed for it
@@ -153,28 +170,28 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
     };
     struct Case {
         fs::path bundle;
-        std::vector<std::string> error;
+        ErrorCode code;
     };
     std::vector<Case> cases = {
-        {flipped("2.1", [](const BundleManifest& m) { return m.find("root", "")->offset + 777; }), {"payload root", "corrupted or altered bundle"}},
-        {flipped("2.2", [](const BundleManifest& m) { return m.find("esp", "b")->offset + m.find("esp", "b")->size - 1; }), {"payload esp-b"}},
-        {flipped("2.3", [](const BundleManifest&) { return bundle_header_size + 40; }), {"signature does not match"}},
-        {r.fixture.bundle("2.4", "cairn-other"), {"bundle is for \"cairn-other\"", "this system is \"cairn-test\""}},
-        {r.fixture.bundle("0.9"), {"0.9 is older than the running 1.0", "--force"}},
+        {flipped("2.1", [](const BundleManifest& m) { return m.find("root", "")->offset + 777; }), ErrorCode::bad_payload},
+        {flipped("2.2", [](const BundleManifest& m) { return m.find("esp", "b")->offset + m.find("esp", "b")->size - 1; }), ErrorCode::bad_payload},
+        {flipped("2.3", [](const BundleManifest&) { return bundle_header_size + 40; }), ErrorCode::bad_signature},
+        {r.fixture.bundle("2.4", "cairn-other"), ErrorCode::incompatible},
+        {r.fixture.bundle("0.9"), ErrorCode::downgrade},
         // A release candidate of the running release is older than it.
-        {r.fixture.bundle("1.0-rc1"), {"1.0-rc1 is older than the running 1.0", "--force"}},
-        {r.fixture.bundle("1.0~rc2"), {"1.0~rc2 is older than the running 1.0", "--force"}},
-        {r.fixture.bundle("2.5", "cairn-test", {}, 16 << 20), {"does not fit partition root_b"}},
+        {r.fixture.bundle("1.0-rc1"), ErrorCode::downgrade},
+        {r.fixture.bundle("1.0~rc2"), ErrorCode::downgrade},
+        {r.fixture.bundle("2.5", "cairn-test", {}, 16 << 20), ErrorCode::no_space},
     };
     for (const Case& c : cases) {
-        expect_error([&] { r.engine().install(c.bundle, {}, {}); }, c.error);
+        expect_code([&] { r.engine().install(c.bundle, {}, {}); }, c.code);
         EXPECT_EQ(r.slot_b(), before) << c.bundle;
         EXPECT_EQ(r.boot.writes, writes) << c.bundle;
         EXPECT_EQ(read_file(r.config.state_file), status) << c.bundle;
     }
     // A bundle signed by a key the device does not trust.
     r.config.trust_anchor = source_dir() / "recipes/keys/update-signer.pem";
-    expect_error([&] { r.engine().install(r.fixture.bundle("2.6"), {}, {}); }, {"does not chain to the trust anchor"});
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.6"), {}, {}); }, ErrorCode::bad_signature);
     EXPECT_EQ(r.slot_b(), before);
     // A bundle signed by a TLS server certificate issued by the update CA.
     r.config.trust_anchor = r.fixture.trust_anchor;
@@ -183,8 +200,7 @@ TEST(Engine, RefusesBadBundlesBeforeWritingAnything) {
     const fs::path cert = r.fixture.cert, key = r.fixture.key;
     r.fixture.cert = r.scratch / "updates.example.pem";
     r.fixture.key = r.scratch / "updates.example.key";
-    expect_error([&] { r.engine().install(r.fixture.bundle("2.7"), {}, {}); },
-                 {"CN=updates.example", "may not sign bundles", "extended key usage"});
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.7"), {}, {}); }, ErrorCode::bad_signature);
     EXPECT_EQ(r.slot_b(), before);
     EXPECT_EQ(r.boot.writes, writes);
     r.fixture.cert = cert;
@@ -205,11 +221,8 @@ TEST(Engine, WhatReadsBackWrongIsNeverArmed) {
     struct Case {
         std::string version, payload;
         uint64_t at;
-        std::vector<std::string> error;
     };
-    for (const Case& c : {Case{"2.1", "root", 5000, {"slot b read back wrong", "data block 1 does not match"}},
-                          Case{"2.2", "root-verity", 4096 + 7, {"slot b read back"}},
-                          Case{"2.3", "esp", 100, {"esp_b read back wrong"}}}) {
+    for (const Case& c : {Case{"2.1", "root", 5000}, Case{"2.2", "root-verity", 4096 + 7}, Case{"2.3", "esp", 100}}) {
         fs::path bundle = r.fixture.bundle(c.version);
         uint64_t at;
         {
@@ -217,10 +230,10 @@ TEST(Engine, WhatReadsBackWrongIsNeverArmed) {
             at = reader.manifest().find(c.payload, "b")->offset + c.at;
         }
         bool flipped = false;
-        expect_error(
+        expect_code(
             [&] {
                 r.engine().install(bundle, {}, [&](int, const std::string& message) {
-                    if (flipped || message.rfind("marking", 0) != 0) return;
+                    if (flipped || message.rfind("mark-bad:", 0) != 0) return;
                     UniqueFd fd = open_file(bundle, O_RDWR);
                     char byte;
                     pread_exact(fd.get(), &byte, 1, at, bundle.string());
@@ -229,13 +242,18 @@ TEST(Engine, WhatReadsBackWrongIsNeverArmed) {
                     flipped = true;
                 });
             },
-            c.error);
+            ErrorCode::verify_failed);
         EXPECT_TRUE(flipped) << c.payload;
         EXPECT_FALSE(r.boot.next()) << c.payload;
         EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a}) << c.payload;
         UpdateStatus st = r.engine().status();
-        EXPECT_EQ(st.slots["b"].state, "installing") << c.payload;
+        EXPECT_EQ(st.slots["b"].state, SlotState::installing) << c.payload;
         EXPECT_FALSE(st.pending) << c.payload;
+        // The failure is on record beside its reason.
+        ASSERT_TRUE(st.last) << c.payload;
+        EXPECT_EQ(st.last->kind, EventKind::failed) << c.payload;
+        EXPECT_EQ(st.last->code, ErrorCode::verify_failed) << c.payload;
+        EXPECT_NE(st.last->reason.find("read back"), std::string::npos) << st.last->reason;
     }
     r.engine().install(r.fixture.bundle("2.4"), {}, {});
     EXPECT_EQ(r.boot.next(), Slot::b);
@@ -264,16 +282,16 @@ TEST(Engine, ARootOfSeveralChunksGoesInAndOneCutShortIsNeverArmed) {
         cut = reader.manifest().find("root", "a")->offset + 5 * (1 << 20);  // inside the second chunk
     }
     std::vector<uint64_t> written;
-    expect_error(
+    expect_code(
         [&] {
             r.engine().install(bundle, {}, [&](int percent, const std::string& message) {
-                if (message.rfind("marking", 0) == 0) fs::resize_file(bundle, cut);
-                if (message.rfind("writing root_a", 0) == 0) written.push_back(static_cast<uint64_t>(percent));
+                if (message.rfind("mark-bad:", 0) == 0) fs::resize_file(bundle, cut);
+                if (message.rfind("write: root_a", 0) == 0) written.push_back(static_cast<uint64_t>(percent));
             });
         },
-        {"reading the bundle", "unexpected end of file"});
+        ErrorCode::bad_bundle, {"reading the bundle", "unexpected end of file"});
     EXPECT_FALSE(r.boot.next());
-    EXPECT_EQ(r.engine().status().slots["a"].state, "installing");
+    EXPECT_EQ(r.engine().status().slots["a"].state, SlotState::installing);
     EXPECT_TRUE(std::is_sorted(written.begin(), written.end()));  // progress only moves forward
 
     r.engine().install(r.fixture.bundle("3.2", "cairn-test", {}, root_size), {}, {});
@@ -290,8 +308,9 @@ TEST(Engine, ASlotThatDoesNotBootIsRolledBackWithItsReason) {
     EXPECT_EQ(d.kind, BootDecision::Kind::rolled_back);
     EXPECT_EQ(d.reason, "slot b: root hash mismatch");
     UpdateStatus st = r.engine().status();
-    EXPECT_EQ(st.slots["b"].state, "bad");
-    EXPECT_EQ(st.last->kind, "rolled-back");
+    EXPECT_EQ(st.slots["b"].state, SlotState::bad);
+    EXPECT_EQ(st.last->kind, EventKind::rolled_back);
+    EXPECT_EQ(st.last->code, ErrorCode::boot_failed);
     EXPECT_FALSE(st.pending);
     // Without a reason left behind, the report says what is known.
     r.boot.broken.clear();
@@ -311,9 +330,10 @@ TEST(Engine, AFailedHealthCheckFallsBackToTheOldSlot) {
     EXPECT_EQ(r.reboot_into("1.0").kind, BootDecision::Kind::normal);
     EXPECT_EQ(r.boot.booted(), Slot::a);
     UpdateStatus st = r.engine().status();
-    EXPECT_EQ(st.slots["b"].state, "bad");
-    EXPECT_EQ(st.slots["a"].state, "good");
-    EXPECT_EQ(st.last->kind, "rolled-back");
+    EXPECT_EQ(st.slots["b"].state, SlotState::bad);
+    EXPECT_EQ(st.slots["a"].state, SlotState::good);
+    EXPECT_EQ(st.last->kind, EventKind::rolled_back);
+    EXPECT_EQ(st.last->code, ErrorCode::unhealthy);
     EXPECT_EQ(st.last->reason, "device service(s) exited: 50-broken");
 }
 
@@ -387,7 +407,7 @@ TEST(Engine, MarksSlots) {
     r.engine().install(r.fixture.bundle("2.0"), {}, {});
     EXPECT_EQ(r.engine().mark("bad", "other"), Slot::b);
     EXPECT_FALSE(r.boot.next());
-    EXPECT_EQ(r.engine().status().slots["b"].state, "bad");
+    EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::bad);
     expect_error([&] { r.engine().mark("active", "b"); }, {"slot b is bad"});
 }
 
@@ -398,7 +418,7 @@ TEST(Engine, AClockAt1970ChecksCertificatesAtTheBuildTime) {
     r.config.clock = [] { return int64_t{86400}; };
     r.engine().on_boot();
     const std::string before = r.slot_b();
-    expect_error([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, {"is not valid before", "1970"});
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, ErrorCode::bad_signature, {"is not valid before", "1970"});
     EXPECT_EQ(r.slot_b(), before);
     r.config.release.created = 1900000000;  // 2030, after the test CA's and signer's notBefore
     r.engine().install(r.fixture.bundle("2.0"), {}, {});
@@ -451,24 +471,26 @@ TEST(Engine, RefusesATreeThatDisagreesWithItsSignedManifest) {
             }
         };
     };
+    // The code says the bundle is refused for its payloads; the text which check caught it.
     struct Case {
         std::string version;
         std::function<void(BundleManifest&)> edit;
+        ErrorCode code;
         std::vector<std::string> error;
     };
     const std::vector<Case> cases = {
-        {"2.1", each_tree([](Payload& p) { p.salt = std::string(64, 'f'); }), {"payload root-verity-b", "superblock says salt"}},
-        {"2.2", each_tree([](Payload& p) { p.hash_block_size = 2048; }), {"superblock says hash block size 4096", "manifest 2048"}},
-        {"2.3", each_tree([](Payload& p) { p.data_block_size = 2048, p.data_blocks *= 2; }), {"superblock says data block size 4096"}},
-        // 2^52 blocks more: data_blocks × 4096 is the same number modulo 2^64.
-        {"2.4", each_tree([](Payload& p) { p.data_blocks += uint64_t{1} << 52; }), {"data_blocks", "more than 64 bits"}},
-        {"2.5", half_trees("2.5"), {"payload root-verity-b", "superblock says data blocks 128, the signed manifest 256"}},
-        {"2.6", [](BundleManifest& m) { m.payloads[0].sha256 = to_hex(sha256("another root")); }, {"payload root", "sha256 does not match"}},
-        {"2.7", sha1_trees("2.7"), {"superblock says hash algorithm \"sha1\""}},
+        {"2.1", each_tree([](Payload& p) { p.salt = std::string(64, 'f'); }), ErrorCode::bad_payload, {"payload root-verity-b", "superblock says salt"}},
+        {"2.2", each_tree([](Payload& p) { p.hash_block_size = 2048; }), ErrorCode::bad_payload, {"superblock says hash block size 4096", "manifest 2048"}},
+        {"2.3", each_tree([](Payload& p) { p.data_block_size = 2048, p.data_blocks *= 2; }), ErrorCode::bad_payload, {"superblock says data block size 4096"}},
+        // 2^52 blocks more: data_blocks × 4096 is the same number modulo 2^64. The manifest itself is refused.
+        {"2.4", each_tree([](Payload& p) { p.data_blocks += uint64_t{1} << 52; }), ErrorCode::bad_bundle, {"data_blocks", "more than 64 bits"}},
+        {"2.5", half_trees("2.5"), ErrorCode::bad_payload, {"payload root-verity-b", "superblock says data blocks 128, the signed manifest 256"}},
+        {"2.6", [](BundleManifest& m) { m.payloads[0].sha256 = to_hex(sha256("another root")); }, ErrorCode::bad_payload, {"payload root", "sha256 does not match"}},
+        {"2.7", sha1_trees("2.7"), ErrorCode::bad_payload, {"superblock says hash algorithm \"sha1\""}},
     };
     for (const Case& c : cases) {
         const fs::path bundle = r.fixture.bundle(c.version, "cairn-test", c.edit);
-        expect_error([&] { r.engine().install(bundle, {}, {}); }, c.error);
+        expect_code([&] { r.engine().install(bundle, {}, {}); }, c.code, c.error);
         EXPECT_EQ(r.slot_b(), before) << c.version;
         EXPECT_EQ(r.boot.writes, writes) << c.version;
     }
@@ -484,21 +506,21 @@ TEST(Engine, ADamagedStatusIsRebuiltFromTheBootVariables) {
     r.engine().install(r.fixture.bundle("2.0"), {}, {});
     write_text(r.config.state_file, "{\"slots\": ");
     UpdateStatus st = r.engine().status();
-    EXPECT_EQ(st.slots["a"].state, "good");
-    EXPECT_EQ(st.slots["b"].state, "trial");
+    EXPECT_EQ(st.slots["a"].state, SlotState::good);
+    EXPECT_EQ(st.slots["b"].state, SlotState::trial);
     ASSERT_TRUE(st.pending);
     EXPECT_EQ(st.pending->slot, "b");
-    EXPECT_EQ(st.pending->phase, "armed");
-    EXPECT_EQ(st.last->kind, "state-rebuilt");
+    EXPECT_EQ(st.pending->phase, PendingPhase::armed);
+    EXPECT_EQ(st.last->kind, EventKind::state_rebuilt);
     EXPECT_TRUE(st.save_error.empty());
     EXPECT_EQ(r.engine().on_boot().kind, BootDecision::Kind::normal);  // the same boot: no rollback
     ASSERT_EQ(r.reboot_into("2.0").kind, BootDecision::Kind::trial);
     r.engine().commit();
-    EXPECT_EQ(r.engine().status().slots["b"].state, "good");
+    EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::good);
     // A slot out of the boot order is bad.
     r.engine().mark("bad", "a");
     write_text(r.config.state_file, "[]");
-    EXPECT_EQ(r.engine().status().slots["a"].state, "bad");
+    EXPECT_EQ(r.engine().status().slots["a"].state, SlotState::bad);
     int aside = 0;
     for (const auto& e : fs::directory_iterator(r.config.state_file.parent_path()))
         aside += e.path().filename().string().rfind("status.json.damaged-", 0) == 0;
@@ -506,7 +528,7 @@ TEST(Engine, ADamagedStatusIsRebuiltFromTheBootVariables) {
     // Unreadable (a directory in its place): set aside as well, and a fresh record is written.
     fs::remove(r.config.state_file);
     fs::create_directories(r.config.state_file / "x");
-    EXPECT_EQ(r.engine().status().last->kind, "state-rebuilt");
+    EXPECT_EQ(r.engine().status().last->kind, EventKind::state_rebuilt);
     EXPECT_TRUE(fs::is_regular_file(r.config.state_file));
 }
 
@@ -524,10 +546,11 @@ TEST(Engine, ACommittedSlotThatFailedInCairnInitIsReportedAsAFallback) {
     EXPECT_EQ(d.kind, BootDecision::Kind::fell_back);
     EXPECT_EQ(r.boot.booted(), Slot::a);
     UpdateStatus st = r.engine().status();
-    EXPECT_EQ(st.slots["b"].state, "bad");
-    EXPECT_EQ(st.slots["a"].state, "good");
+    EXPECT_EQ(st.slots["b"].state, SlotState::bad);
+    EXPECT_EQ(st.slots["a"].state, SlotState::good);
     ASSERT_TRUE(st.last);
-    EXPECT_EQ(st.last->kind, "fell-back");
+    EXPECT_EQ(st.last->kind, EventKind::fell_back);
+    EXPECT_EQ(st.last->code, ErrorCode::boot_failed);
     EXPECT_NE(st.last->reason.find("root_b does not match"), std::string::npos);
 }
 
@@ -538,7 +561,7 @@ TEST(Engine, RefusesABundleWhoseKernelsNameAnotherDisk) {
     r.engine().on_boot();
     const std::string before = r.slot_b();
     auto other_disk = [](BundleManifest& m) { m.disk_guid = Uuid::derive("another", "disk").str(); };
-    expect_error([&] { r.engine().install(r.fixture.bundle("2.0", "cairn-test", other_disk), {}, {}); }, {"names disk", "this device's disk is"});
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.0", "cairn-test", other_disk), {}, {}); }, ErrorCode::incompatible);
     EXPECT_EQ(r.slot_b(), before);
     auto own_disk = [](BundleManifest& m) { m.disk_guid = Uuid::derive("cairn-test", "disk").str(); };
     r.engine().install(r.fixture.bundle("2.1", "cairn-test", own_disk), {}, {});
@@ -587,33 +610,34 @@ TEST(Engine, ABundleFromAPipeIsReadOnceAndCheckedBeforeItIsArmed) {
     r.engine().on_boot();
     const std::string before = r.slot_b();
     const int writes = r.boot.writes;
-    expect_error([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("2.1", "cairn-other"))).take(), "-", {}, {}); },
-                 {"-: bundle is for \"cairn-other\""});
-    expect_error([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("0.9"))).take(), "-", {}, {}); }, {"older than the running"});
+    expect_code([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("2.1", "cairn-other"))).take(), "-", {}, {}); },
+                ErrorCode::incompatible, {"-: "});
+    expect_code([&] { r.engine().install(Pipe(read_file(r.fixture.bundle("0.9"))).take(), "-", {}, {}); }, ErrorCode::downgrade);
     EXPECT_EQ(r.slot_b(), before);
     EXPECT_EQ(r.boot.writes, writes);
 
     struct Case {
         std::string version, payload;
         int64_t at;  // from the payload's start; negative: cut the stream there
-        std::vector<std::string> error;
+        ErrorCode code;
+        std::string names;  // the payload the message names
     };
-    for (const Case& c : {Case{"2.2", "root", 5000, {"-: payload root", "sha256 does not match"}},
-                          Case{"2.3", "root-verity", 4096 + 7, {"payload root-verity-b", "sha256 does not match"}},
-                          Case{"2.4", "esp", 100, {"payload esp-b", "sha256 does not match"}},
-                          Case{"2.5", "root", -3000, {"-: payload root", "the bundle ends inside it"}}}) {
+    for (const Case& c : {Case{"2.2", "root", 5000, ErrorCode::bad_payload, "-: payload root"},
+                          Case{"2.3", "root-verity", 4096 + 7, ErrorCode::bad_payload, "payload root-verity-b"},
+                          Case{"2.4", "esp", 100, ErrorCode::bad_payload, "payload esp-b"},
+                          Case{"2.5", "root", -3000, ErrorCode::transfer, "-: payload root"}}) {
         const fs::path bundle = r.fixture.bundle(c.version);
         std::string bytes = read_file(bundle);
         const uint64_t start = BundleReader(bundle, r.fixture.trust_anchor).manifest().find(c.payload, "b")->offset;
         if (c.at >= 0) bytes[start + static_cast<uint64_t>(c.at)] ^= 0x01;
         else bytes.resize(start + static_cast<uint64_t>(-c.at));
         std::vector<std::string> messages;
-        expect_error([&] { r.engine().install(Pipe(bytes).take(), "-", {}, [&](int, const std::string& m) { messages.push_back(m); }); },
-                     c.error);
-        EXPECT_NE(std::find(messages.begin(), messages.end(), "marking slot b bad"), messages.end()) << c.payload;
+        expect_code([&] { r.engine().install(Pipe(bytes).take(), "-", {}, [&](int, const std::string& m) { messages.push_back(m); }); },
+                    c.code, {c.names});
+        EXPECT_NE(std::find(messages.begin(), messages.end(), "mark-bad: slot b"), messages.end()) << c.payload;
         EXPECT_FALSE(r.boot.next()) << c.payload;
         EXPECT_EQ(r.boot.order(), std::vector<Slot>{Slot::a}) << c.payload;
-        EXPECT_EQ(r.engine().status().slots["b"].state, "installing") << c.payload;
+        EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::installing) << c.payload;
     }
 
     std::vector<int> percents;
@@ -629,7 +653,7 @@ TEST(Engine, ABundleFromAPipeIsReadOnceAndCheckedBeforeItIsArmed) {
     EXPECT_EQ(r.boot.next(), Slot::b);
     EXPECT_EQ(r.reboot_into("3.0").kind, BootDecision::Kind::trial);
     r.engine().commit();
-    EXPECT_EQ(r.engine().status().slots["b"].state, "good");
+    EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::good);
 }
 
 // A sender that stalls mid-bundle (an SSH session whose network went away) fails the install after
@@ -642,8 +666,226 @@ TEST(Engine, ABundleFromAPipeThatStallsFailsAfterTheStallTimeout) {
     std::string bytes = read_file(bundle);
     bytes.resize(BundleReader(bundle, r.fixture.trust_anchor).manifest().find("root", "b")->offset + 10000);
     const auto started = std::chrono::steady_clock::now();
-    expect_error([&] { r.engine().install(Pipe(bytes, true).take(), "-", {}, {}); }, {"-: payload root", "no data for 0.3 s", "stalled"});
+    expect_code([&] { r.engine().install(Pipe(bytes, true).take(), "-", {}, {}); }, ErrorCode::transfer, {"-: payload root", "no data for 0.3 s"});
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
     EXPECT_FALSE(r.boot.next());
-    EXPECT_EQ(r.engine().status().slots["b"].state, "installing");
+    EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::installing);
+}
+
+namespace {
+
+// Each progress report of an install, in order.
+struct Reports {
+    std::vector<std::pair<int, std::string>> seen;
+    ProgressFn fn() {
+        return [this](int percent, const std::string& message) { seen.emplace_back(percent, message); };
+    }
+    // The steps in the order their messages came ("write: root_b" is step write).
+    std::vector<std::string> steps() const {
+        std::vector<std::string> out;
+        for (const auto& [percent, message] : seen) {
+            const std::string step = message.substr(0, message.find(": "));
+            if (out.empty() || out.back() != step) out.push_back(step);
+        }
+        return out;
+    }
+    // The percentage at the step's first message; -1 when it never came.
+    int start_of(const std::string& step) const {
+        for (const auto& [percent, message] : seen)
+            if (message.rfind(step + ": ", 0) == 0) return percent;
+        return -1;
+    }
+    std::vector<int> percents_of(const std::string& step) const {
+        std::vector<int> out;
+        for (const auto& [percent, message] : seen)
+            if (message.rfind(step + ": ", 0) == 0) out.push_back(percent);
+        return out;
+    }
+    void expect_well_formed() const {
+        ASSERT_FALSE(seen.empty());
+        int last = 0;
+        for (size_t i = 0; i < seen.size(); ++i) {
+            const auto& [percent, message] = seen[i];
+            EXPECT_GE(percent, last) << message;  // never backwards
+            last = percent;
+            EXPECT_NE(message.find(": "), std::string::npos) << message;
+            if (i + 1 < seen.size()) {
+                EXPECT_LT(percent, 100) << message;  // 100 only at the end
+            }
+            if (i > 0) {
+                EXPECT_NE(seen[i], seen[i - 1]) << "reported twice: " << message;
+            }
+        }
+        EXPECT_EQ(seen.back().first, 100);
+        EXPECT_EQ(seen.back().second, "arm: slot b installed; it boots once on the next reboot");
+    }
+};
+
+}  // namespace
+
+// Progress is the weighted sum of the named steps: the bytes each reads or writes (verify reads
+// the payloads once; write writes them and reads them back: twice that), the small steps a
+// hundredth of the payloads each. So with a file, verify is about a third, write two thirds.
+TEST(Engine, ProgressGoesThroughTheNamedStepsWeightedByTheirWork) {
+    Rig r;
+    r.engine().on_boot();
+    const uint64_t root_size = 7 * (1 << 20) + 3 * 4096;  // two write chunks
+    Reports reports;
+    r.engine().install(r.fixture.bundle("2.0", "cairn-test", {}, root_size), {}, reports.fn());
+    reports.expect_well_formed();
+    EXPECT_EQ(reports.steps(), (std::vector<std::string>{"check", "verify", "mark-bad", "write", "arm"}));
+    for (InstallStep s : {InstallStep::check, InstallStep::verify, InstallStep::mark_bad, InstallStep::write, InstallStep::arm})
+        EXPECT_NE(reports.start_of(std::string(install_step_name(s))), -1) << install_step_name(s);
+    // The weights: check 1, verify 100, mark-bad 1, write 200, arm 1 (of 303).
+    EXPECT_EQ(reports.start_of("check"), 0);
+    EXPECT_LE(reports.start_of("verify"), 1);
+    EXPECT_NEAR(reports.start_of("mark-bad"), 33, 1);
+    EXPECT_NEAR(reports.start_of("write"), 33, 1);
+    EXPECT_EQ(reports.start_of("arm"), 99);
+    // Within the big steps, progress moves with the bytes, not in one jump at the end.
+    const std::vector<int> verify = reports.percents_of("verify"), write = reports.percents_of("write");
+    EXPECT_TRUE(std::any_of(verify.begin(), verify.end(), [](int p) { return p >= 10 && p <= 31; })) << ::testing::PrintToString(verify);
+    EXPECT_TRUE(std::any_of(write.begin(), write.end(), [](int p) { return p >= 45 && p <= 60; })) << ::testing::PrintToString(write);
+    EXPECT_TRUE(std::any_of(write.begin(), write.end(), [](int p) { return p >= 75 && p <= 98; })) << ::testing::PrintToString(write);
+    for (const char* part : {"write: root_b_verity", "write: esp_b", "write: root_b", "write: reading back slot b"})
+        EXPECT_TRUE(std::any_of(reports.seen.begin(), reports.seen.end(), [&](const auto& s) { return s.second == part; })) << part;
+}
+
+// From a pipe there is no verify step (each payload is checked as it arrives): write is nearly all.
+TEST(Engine, ProgressFromAPipeHasNoVerifyStep) {
+    Rig r;
+    r.engine().on_boot();
+    Reports reports;
+    r.engine().install(Pipe(read_file(r.fixture.bundle("2.0", "cairn-test", {}, 7 * (1 << 20)))).take(), "-", {}, reports.fn());
+    reports.expect_well_formed();
+    EXPECT_EQ(reports.steps(), (std::vector<std::string>{"check", "mark-bad", "write", "arm"}));
+    EXPECT_LE(reports.start_of("write"), 1);
+    EXPECT_EQ(reports.start_of("arm"), 99);
+    const std::vector<int> write = reports.percents_of("write");
+    EXPECT_TRUE(std::any_of(write.begin(), write.end(), [](int p) { return p >= 25 && p <= 50; })) << ::testing::PrintToString(write);
+    EXPECT_TRUE(std::any_of(write.begin(), write.end(), [](int p) { return p >= 60 && p <= 98; })) << ::testing::PrintToString(write);
+}
+
+// Every failure of an install has a code; the ones not covered above, provoked for real.
+TEST(Engine, FailuresCarryTheirCode) {
+    Rig r;
+    r.engine().on_boot();
+    const std::string before = r.slot_b();
+    // Not a bundle; a bundle cut short.
+    write_text(r.scratch / "junk.cairn", std::string(8192, 'x'));
+    expect_code([&] { r.engine().install(r.scratch / "junk.cairn", {}, {}); }, ErrorCode::bad_bundle, {"junk.cairn"});
+    const fs::path cut = r.fixture.bundle("2.0");
+    fs::resize_file(cut, fs::file_size(cut) / 2);
+    expect_code([&] { r.engine().install(cut, {}, {}); }, ErrorCode::bad_bundle, {"truncated"});
+    // A pipe that ends before its payloads.
+    const fs::path whole = r.fixture.bundle("2.1");
+    std::string head = read_file(whole);
+    head.resize(BundleReader(whole, r.fixture.trust_anchor).manifest().payloads.front().offset - 100);
+    expect_code([&] { r.engine().install(Pipe(head).take(), "-", {}, {}); }, ErrorCode::transfer);
+    EXPECT_EQ(r.slot_b(), before);
+
+    // The firmware refuses the variable that takes the target out of the boot order.
+    r.boot.refuse_at_write = r.boot.writes + 1;
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.2"), {}, {}); }, ErrorCode::boot_control, {"refused"});
+    r.boot.refuse_at_write = 0;
+    EXPECT_EQ(r.slot_b(), before);
+    UpdateStatus st = r.engine().status();
+    ASSERT_TRUE(st.last);
+    EXPECT_EQ(st.last->kind, EventKind::failed);
+    EXPECT_EQ(st.last->code, ErrorCode::boot_control);
+    EXPECT_EQ(st.slots["b"].state, SlotState::installing);
+    // ... or the one that arms it.
+    expect_code(
+        [&] {
+            r.engine().install(r.fixture.bundle("2.3"), {}, [&](int, const std::string& message) {
+                if (message.rfind("arm:", 0) == 0 && !r.boot.refuse_at_write) r.boot.refuse_at_write = r.boot.writes + 1;
+            });
+        },
+        ErrorCode::boot_control);
+    EXPECT_NE(r.boot.refuse_at_write, 0);
+    r.boot.refuse_at_write = 0;
+    EXPECT_FALSE(r.boot.next());
+    EXPECT_EQ(r.engine().status().last->code, ErrorCode::boot_control);
+
+    // The status file cannot record the target as installing: nothing is written.
+    const fs::path state = r.config.state_file;
+    r.config.state_file = r.scratch / "a-file" / "status.json";
+    write_text(r.scratch / "a-file", "not a directory");
+    const int writes = r.boot.writes;
+    const std::string slot = r.slot_b();
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.4"), {}, {}); }, ErrorCode::save_failed, {"cannot save the update status"});
+    EXPECT_EQ(r.boot.writes, writes);
+    EXPECT_EQ(r.slot_b(), slot);
+    r.config.state_file = state;
+
+    r.engine().install(r.fixture.bundle("2.5"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+    EXPECT_EQ(r.engine().status().last->kind, EventKind::installed);
+    EXPECT_FALSE(r.engine().status().last->code);
+}
+
+// The power goes after the target was recorded as written but before BootNext was set: the next
+// boot reports the install interrupted (with its code) and the slot bad; a retry goes in.
+TEST(Engine, AnInstallCutOffBeforeItWasArmedIsReportedInterrupted) {
+    Rig r;
+    r.engine().on_boot();
+    EXPECT_THROW(r.engine().install(r.fixture.bundle("2.0"), {},
+                                    [&](int, const std::string& message) {
+                                        if (message.rfind("arm:", 0) == 0 && !r.boot.cut_at_write) r.boot.cut_at_write = r.boot.writes + 1;
+                                    }),
+                 PowerCut);
+    r.boot.cut_at_write = 0;
+    ASSERT_TRUE(r.engine().status().pending);
+    EXPECT_EQ(r.engine().status().pending->phase, PendingPhase::written);
+    BootDecision d = r.reboot_into("1.0");
+    EXPECT_EQ(d.kind, BootDecision::Kind::interrupted);
+    UpdateStatus st = r.engine().status();
+    ASSERT_TRUE(st.last);
+    EXPECT_EQ(st.last->kind, EventKind::interrupted);
+    EXPECT_EQ(st.last->code, ErrorCode::interrupted);
+    EXPECT_EQ(st.slots["b"].state, SlotState::bad);
+    r.engine().install(r.fixture.bundle("2.1"), {}, {});
+    EXPECT_EQ(r.boot.next(), Slot::b);
+}
+
+// A disk image on a filesystem that runs out of room while the slot is written (ENOSPC): no-space.
+TEST(Engine, ADiskThatRunsOutOfRoomIsNoSpace) {
+    if (!is_root()) GTEST_SKIP() << "needs root (a tmpfs mount)";
+    Rig r;
+    const fs::path small = r.scratch / "small";
+    fs::create_directories(small);
+    if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=512k") != 0) GTEST_SKIP() << "cannot mount a tmpfs here";
+    struct Unmount {
+        fs::path dir;
+        ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+    } unmount{small};
+    RunResult copy = run({"cp", "--sparse=always", r.fixture.disk.string(), (small / "disk.img").string()});
+    ASSERT_EQ(copy.exit_code, 0) << copy.err;  // the GPT only: the rest of the 40 MiB is holes
+    r.config.disk = small / "disk.img";
+    r.engine().on_boot();
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, ErrorCode::no_space, {"No space left on device"});
+    EXPECT_FALSE(r.boot.next());
+    ASSERT_TRUE(r.engine().status().last);
+    EXPECT_EQ(r.engine().status().last->code, ErrorCode::no_space);
+}
+
+// A disk that refuses writes (a read-only loop device): io, recorded, the slot not armed.
+TEST(Engine, ADiskThatRefusesWritesIsAnIoFailure) {
+    if (!is_root() || !fs::exists("/dev/loop-control")) GTEST_SKIP() << "needs root and loop devices";
+    Rig r;
+    RunResult attach = run({"losetup", "--read-only", "--find", "--show", r.fixture.disk.string()});
+    if (attach.exit_code != 0) GTEST_SKIP() << "no loop device: " << attach.err;
+    const std::string loop = trim_end(attach.out);
+    struct Detach {
+        std::string dev;
+        ~Detach() { run({"losetup", "--detach", dev}); }
+    } detach{loop};
+    r.config.disk = loop;
+    r.engine().on_boot();
+    expect_code([&] { r.engine().install(r.fixture.bundle("2.0"), {}, {}); }, ErrorCode::io, {loop});
+    EXPECT_FALSE(r.boot.next());
+    UpdateStatus st = r.engine().status();
+    EXPECT_EQ(st.slots["b"].state, SlotState::installing);
+    ASSERT_TRUE(st.last);
+    EXPECT_EQ(st.last->code, ErrorCode::io);
 }
