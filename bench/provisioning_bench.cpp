@@ -17,8 +17,8 @@
 #include "provisioning/activation.hpp"
 #include "provisioning/dps_client.hpp"
 #include "provisioning/dps_service.hpp"
-#include "provisioning/encoding.hpp"
-#include "provisioning/http_server.hpp"
+#include "common/encoding.hpp"
+#include "http/server.hpp"
 #include "provisioning/sas.hpp"
 #include "provisioning/tpm.hpp"
 #include "tpm/swtpm.hpp"
@@ -71,10 +71,10 @@ int main(int argc, char** argv) {
         service_config.retry_after_seconds = 0;
         DpsService service(service_config, enrollments);
         service.set_tpm_challenge_maker(make_tpm_challenge);
-        HttpsServerConfig server_config;
+        http::HttpsServerConfig server_config;
         server_config.certificate_chain = p("server.pem");
         server_config.private_key = p("server.key");
-        HttpsServer server(server_config, [&](const HttpRequest& r) { return service.handle(r); });
+        http::HttpsServer server(server_config, [&](const http::HttpRequest& r) { return service.handle(r); });
         const std::string endpoint = "https://localhost:" + std::to_string(server.port());
 
         DpsClientConfig base;

@@ -72,6 +72,11 @@ std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
     return parse_certificates(read_file(file), file.string());
 }
 
+X509Ptr copy_certificate(X509* cert) {
+    X509_up_ref(cert);
+    return X509Ptr(cert);
+}
+
 X509Ptr load_certificate(const std::filesystem::path& file) { return std::move(load_certificates(file).front()); }
 
 std::string random_bytes(size_t count) {

@@ -60,6 +60,8 @@ std::string random_bytes(size_t count);
 PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase);
 // The first PEM certificate in a file.
 X509Ptr load_certificate(const std::filesystem::path& file);
+// Another owner of the same certificate (X509_up_ref).
+X509Ptr copy_certificate(X509* cert);
 // Every PEM certificate in a file, or in PEM text (at least one, else Error naming `what`).
 std::vector<X509Ptr> load_certificates(const std::filesystem::path& file);
 std::vector<X509Ptr> parse_certificates(std::string_view pem, const std::string& what);

@@ -3,7 +3,7 @@
 // token is known ("Bearer fuzz") so the fuzzer reaches the enrollment parsers behind it.
 #include "fuzz/fuzz.hpp"
 #include "provisioning/dps_service.hpp"
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 
 namespace {
 
@@ -30,11 +30,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const nlohmann::json documents = enrollments();
     std::string_view input = cairn::fuzz::text(data, size);
     size_t end = input.find("\r\n\r\n");
-    HttpRequest request;
-    if (!parse_request_head(input.substr(0, end), request)) return 0;
+    cairn::http::HttpRequest request;
+    if (!cairn::http::parse_request_head(input.substr(0, end), request)) return 0;
     request.body = end == std::string_view::npos ? "" : input.substr(end + 4);
     cairn::fuzz::expect_only_errors([&] {
-        decode_request_target(request);
+        cairn::http::decode_request_target(request);
         DpsServiceConfig config;
         config.admin_token = "fuzz";
         DpsService service(config, documents);

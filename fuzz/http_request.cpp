@@ -1,9 +1,9 @@
-// The head of an HTTP request as the DPS-compatible service reads it off a connection.
+// The head of an HTTP request as Cairn's HTTPS server (cairn-dps, cairn-verifier) reads it off a connection.
 #include "fuzz/fuzz.hpp"
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    using namespace cairn::provisioning;
+    using namespace cairn::http;
     std::string_view input = cairn::fuzz::text(data, size);
     HttpRequest request;
     if (!parse_request_head(input.substr(0, input.find("\r\n\r\n")), request)) return 0;

@@ -8,7 +8,7 @@
 #include "common/file.hpp"
 #include "common/text.hpp"
 #include "provisioning/dps_client.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/sas.hpp"
 #include "provisioning/tpm.hpp"
 
@@ -92,7 +92,7 @@ HubAnswer ask_hub(const ProvisioningConfig& config, const Identity& identity) {
     HubAnswer answer;
     try {
         const std::string base = trim_end(config.hub_endpoint.empty() ? "https://" + identity.hub_name : config.hub_endpoint, "/");
-        HttpsRequest r;
+        http::HttpsRequest r;
         r.url = base + "/devices/" + url_encode(identity.device_id) + "/messages/deviceBound?api-version=2020-09-30";
         r.trust_bundle = config.trust_bundle;
         r.connect_timeout_ms = 10000;
@@ -108,7 +108,7 @@ HubAnswer ask_hub(const ProvisioningConfig& config, const Identity& identity) {
             r.client_certificate = config.identity_cert;
             r.client_key = config.identity_pk;
         }
-        HttpsReply reply = https_request(r);
+        http::HttpsReply reply = http::https_request(r);
         std::string body = reply.body.substr(0, 200);
         try {
             body = json::parse(reply.body).value("message", body);

@@ -8,7 +8,7 @@
 #include "common/toml_reader.hpp"
 #include "common/file.hpp"
 #include "common/text.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
 namespace cairn::provisioning {
 

@@ -1,6 +1,5 @@
 #include "provisioning/dps_client.hpp"
 
-#include <curl/curl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +11,7 @@
 
 #include "common/error.hpp"
 #include "common/text.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/openssl.hpp"
 #include "provisioning/sas.hpp"
 
@@ -22,112 +21,9 @@ using nlohmann::json;
 
 namespace {
 
-struct CurlDeleter {
-    void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
-struct CurlSlistDeleter {
-    void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using CurlSlistPtr = std::unique_ptr<curl_slist, CurlSlistDeleter>;
-
-void curl_global() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) fail("libcurl: global initialisation failed");
-    });
-}
-
-CurlPtr new_curl() {
-    curl_global();
-    CurlPtr c(curl_easy_init());
-    if (!c) fail("libcurl: cannot create a handle");
-    return c;
-}
-
-struct Transport {
-    std::string message;
-    bool retryable = false;
-};
-
-size_t on_body(char* data, size_t size, size_t count, void* user) {
-    static_cast<std::string*>(user)->append(data, size * count);
-    return size * count;
-}
-
-size_t on_header(char* data, size_t size, size_t count, void* user) {
-    auto* headers = static_cast<std::map<std::string, std::string>*>(user);
-    std::string_view line(data, size * count);
-    if (line.substr(0, 5) == "HTTP/") headers->clear();  // a new response (after 100 Continue or a redirect)
-    size_t colon = line.find(':');
-    if (colon != std::string_view::npos) {
-        (*headers)[to_lower(line.substr(0, colon))] = trim(line.substr(colon + 1));
-    }
-    return size * count;
-}
-
-bool retryable(CURLcode code) {
-    switch (code) {
-        case CURLE_COULDNT_CONNECT:
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_OPERATION_TIMEDOUT:
-        case CURLE_SEND_ERROR:
-        case CURLE_RECV_ERROR:
-        case CURLE_GOT_NOTHING:
-        case CURLE_PARTIAL_FILE:
-            return true;
-        default:
-            return false;
-    }
-}
-
-// One exchange on a (reused) handle: the reply, or what failed below HTTP.
-std::variant<HttpsReply, Transport> perform(CURL* curl, const HttpsRequest& request) {
-    curl_easy_reset(curl);
-    HttpsReply reply;
-    char error[CURL_ERROR_SIZE] = "";
-    CurlSlistPtr headers;
-    for (const auto& h : request.headers) {
-        curl_slist* next = curl_slist_append(headers.get(), h.c_str());
-        if (!next) fail("libcurl: out of memory");
-        headers.release();
-        headers.reset(next);
-    }
-    curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout_ms));
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout_ms));
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "cairn-provisiond/0.1");
-    curl_easy_setopt(curl, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
-    if (!request.trust_bundle.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, request.trust_bundle.c_str());
-    if (!request.client_certificate.empty()) {
-        curl_easy_setopt(curl, CURLOPT_SSLCERT, request.client_certificate.c_str());
-        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
-        curl_easy_setopt(curl, CURLOPT_SSLKEY, request.client_key.c_str());
-        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
-    }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
-    if (request.method == "GET") {
-        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-    } else {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.c_str());
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
-    }
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply.headers);
-    CURLcode code = curl_easy_perform(curl);
-    if (code != CURLE_OK) {
-        std::string reason = error[0] ? error : curl_easy_strerror(code);
-        return Transport{request.method + " " + request.url + ": " + reason, retryable(code)};
-    }
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
-    return reply;
-}
+using http::HttpsReply;
+using http::HttpsRequest;
+using http::TransportError;
 
 std::string service_message(const HttpsReply& reply, int64_t* code = nullptr) { return dps_error_message(reply.body, code); }
 
@@ -143,7 +39,7 @@ std::string reply_string(const json& object, const char* key, const std::string&
 class Session {
 public:
     Session(const DpsClientConfig& config, std::string registration_id)
-        : config_(config), registration_id_(std::move(registration_id)), curl_(new_curl()), rng_(std::random_device{}()) {
+        : config_(config), registration_id_(std::move(registration_id)), curl_(), rng_(std::random_device{}()) {
         base_ = trim_end(config_.global_endpoint, "/");
         if (base_.rfind("https://", 0) != 0) fail("provisioning: global_endpoint '" + config_.global_endpoint + "' is not an https:// URL");
         resource_ = sas_resource(config_.id_scope, registration_id_);
@@ -186,7 +82,7 @@ public:
     void learn_clock(const HttpsReply& reply) {
         const std::string date = reply.header("date");
         if (date.empty()) return;
-        time_t t = curl_getdate(date.c_str(), nullptr);
+        const int64_t t = http::parse_http_date(date);
         if (t < 0) return;
         clock_offset_s_ = int64_t(t) - unix_seconds(std::chrono::system_clock::now());
     }
@@ -197,6 +93,7 @@ public:
         bool resynced = false;
         for (int attempt = 0;; ++attempt) {
             HttpsRequest request;
+            request.user_agent = "cairn-provisiond";
             request.method = method;
             request.url = url;
             request.body = body;
@@ -213,9 +110,9 @@ public:
                 if (!auth.empty()) request.headers.push_back("Authorization: " + auth);
             }
             ++requests_;
-            auto outcome = perform(curl_.get(), request);
+            auto outcome = curl_.exchange(request);
             const bool last = attempt + 1 >= config_.retry.max_attempts;
-            if (auto* transport = std::get_if<Transport>(&outcome)) {
+            if (auto* transport = std::get_if<TransportError>(&outcome)) {
                 if (!transport->retryable) fail("provisioning: " + transport->message);
                 if (last)
                     fail("provisioning: cannot reach the provisioning service after " + std::to_string(attempt + 1) +
@@ -307,7 +204,7 @@ private:
     std::string base_;
     std::string resource_;
     std::string raw_key_;
-    CurlPtr curl_;
+    http::Client curl_;
     std::mt19937_64 rng_;
     int64_t clock_offset_s_ = 0;
     bool tpm_key_imported_ = false;
@@ -363,23 +260,6 @@ RegistrationResult registration_result(const json& status, const std::string& re
     if (result.status == "assigned" && (result.assigned_hub.empty() || result.device_id.empty()))
         fail("provisioning: registration of '" + registration_id + "' is 'assigned' but names no hub or device ID");
     return result;
-}
-
-std::string HttpsReply::header(const std::string& lower_name) const {
-    auto it = headers.find(lower_name);
-    return it == headers.end() ? "" : it->second;
-}
-
-HttpsReply https_request(const HttpsRequest& request) {
-    CurlPtr curl = new_curl();
-    auto outcome = perform(curl.get(), request);
-    if (auto* transport = std::get_if<Transport>(&outcome)) fail(transport->message);
-    return std::get<HttpsReply>(std::move(outcome));
-}
-
-int64_t parse_http_date(const std::string& date) {
-    curl_global();
-    return static_cast<int64_t>(curl_getdate(date.c_str(), nullptr));
 }
 
 std::string tpm_registration_id(const std::string& endorsement_key) {

@@ -15,34 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hash.hpp"
+#include "http/client.hpp"
 
 namespace cairn::provisioning {
-
-// One HTTPS exchange (no retries); for the protocol client, `check` and the admin API.
-struct HttpsRequest {
-    std::string method = "GET";
-    std::string url;
-    std::string body;
-    std::vector<std::string> headers;          // "Name: value"
-    std::filesystem::path trust_bundle;        // PEM CA file; empty: the system's store
-    std::filesystem::path client_certificate;  // PEM chain (X.509 attestation)
-    std::filesystem::path client_key;
-    int connect_timeout_ms = 10000;
-    int timeout_ms = 30000;
-};
-
-struct HttpsReply {
-    long status = 0;
-    std::string body;
-    std::map<std::string, std::string> headers;  // names lower-cased
-    std::string header(const std::string& lower_name) const;
-};
-
-// Performs one request. Throws Error on transport failure (message names the URL and libcurl's reason).
-HttpsReply https_request(const HttpsRequest& request);
-
-// Seconds since 1970 of an HTTP Date header, or -1.
-int64_t parse_http_date(const std::string& date);
 
 // The device's TPM as the protocol needs it (provisioning/tpm.hpp implements it with ESAPI).
 class TpmAuthenticator {

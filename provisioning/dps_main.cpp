@@ -12,7 +12,7 @@
 #include "common/text.hpp"
 #include "provisioning/activation.hpp"
 #include "provisioning/dps_service.hpp"
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 
 namespace {
 
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     using namespace cairn;
     using namespace cairn::provisioning;
     try {
-        HttpsServerConfig server;
+        http::HttpsServerConfig server;
         DpsServiceConfig service;
         std::filesystem::path enrollments, port_file;
         int fail_status = 0, fail_count = 0;
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
         DpsService dps(service, load_enrollments_file(enrollments));
         dps.set_tpm_challenge_maker(make_tpm_challenge);
         if (fail_count > 0) dps.inject_faults(fail_status, fail_count);
-        HttpsServer https(server, [&dps](const HttpRequest& r) { return dps.handle(r); });
+        http::HttpsServer https(server, [&dps](const http::HttpRequest& r) { return dps.handle(r); });
         if (!port_file.empty()) write_file_atomic(port_file, std::to_string(https.port()) + "\n");
         std::cout << "cairn-dps: listening on https://" << server.address << ":" << https.port() << " (ID scope " << dps.id_scope()
                   << ")" << std::endl;

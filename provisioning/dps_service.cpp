@@ -10,7 +10,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/sas.hpp"
 
 namespace cairn::provisioning {
@@ -244,14 +244,14 @@ json DpsService::registrations() const {
     return json(registrations_);
 }
 
-HttpResponse DpsService::error(int status, int code, const std::string& message) const {
-    return HttpResponse::json(status, {{"errorCode", code},
+http::HttpResponse DpsService::error(int status, int code, const std::string& message) const {
+    return http::HttpResponse::json(status, {{"errorCode", code},
                                        {"trackingId", new_id()},
                                        {"message", message},
                                        {"timestampUtc", utc_timestamp(now())}});
 }
 
-void DpsService::log(const HttpRequest& request, const std::string& registration_id, int status, const std::string& note) {
+void DpsService::log(const http::HttpRequest& request, const std::string& registration_id, int status, const std::string& note) {
     json entry = {{"time", utc_timestamp(now())},
                   {"method", request.method},
                   {"path", request.path},
@@ -273,7 +273,7 @@ void DpsService::log(const HttpRequest& request, const std::string& registration
     }
 }
 
-HttpResponse DpsService::handle(const HttpRequest& request) {
+http::HttpResponse DpsService::handle(const http::HttpRequest& request) {
     const std::vector<std::string> parts = split_path(request.path);
     if (!parts.empty() && parts[0] == "admin") {
         try {
@@ -283,7 +283,7 @@ HttpResponse DpsService::handle(const HttpRequest& request) {
         }
     }
     std::lock_guard lock(mutex_);
-    HttpResponse response;
+    http::HttpResponse response;
     const bool hub = !parts.empty() && parts[0] == "devices";
     try {
         response = hub ? handle_hub(request, parts) : handle_device(request, parts);
@@ -296,7 +296,7 @@ HttpResponse DpsService::handle(const HttpRequest& request) {
         note = response.status >= 400 ? body.value("message", "") : body.value("status", "");
     } catch (...) {
     }
-    response.headers.emplace_back("Date", http_date(unix_seconds(now())));
+    response.headers.emplace_back("Date", http::http_date(unix_seconds(now())));
     response.headers.emplace_back("x-ms-request-id", new_id());
     log(request, hub ? (parts.size() >= 2 ? parts[1] : "") : parts.size() >= 3 ? parts[2] : "", response.status, note);
     return response;
@@ -306,7 +306,7 @@ HttpResponse DpsService::handle(const HttpRequest& request) {
 // device makes with its own credential. 204 (no message) when the hub accepts the device; 401
 // when it refuses the credential; 403 when the device is disabled; 404 for a device it does not
 // know. Cairn's agent asks it at start in Dynamic mode.
-HttpResponse DpsService::handle_hub(const HttpRequest& request, const std::vector<std::string>& parts) {
+http::HttpResponse DpsService::handle_hub(const http::HttpRequest& request, const std::vector<std::string>& parts) {
     if (parts.size() != 4 || parts[2] != "messages" || parts[3] != "deviceBound")
         return error(404, 404000, "the simulated hub serves GET /devices/{id}/messages/deviceBound only");
     if (request.method != "GET") return error(405, 405000, "the simulated hub answers GET only");
@@ -329,7 +329,7 @@ HttpResponse DpsService::handle_hub(const HttpRequest& request, const std::vecto
         accepted = certificate_thumbprint(request.peer_chain.front().get()) == d.thumbprint;
     }
     if (!accepted) return error(401, 401002, "IotHubUnauthorizedAccess: " + d.hub + " refuses the credential of '" + parts[1] + "'");
-    HttpResponse r;
+    http::HttpResponse r;
     r.status = 204;
     return r;
 }
@@ -351,10 +351,10 @@ json DpsService::hub_devices() const {
     return out;
 }
 
-HttpResponse DpsService::handle_device(const HttpRequest& request, const std::vector<std::string>& parts) {
+http::HttpResponse DpsService::handle_device(const http::HttpRequest& request, const std::vector<std::string>& parts) {
     if (fault_count_ > 0) {
         --fault_count_;
-        HttpResponse r = error(fault_status_, fault_status_ * 1000, "injected fault");
+        http::HttpResponse r = error(fault_status_, fault_status_ * 1000, "injected fault");
         if (fault_status_ == 429 || fault_status_ == 503) r.headers.emplace_back("Retry-After", std::to_string(fault_retry_after_));
         return r;
     }
@@ -385,14 +385,14 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
             return error(400, 400002, "registrationId in the body ('" + body["registrationId"].get<std::string>() +
                                           "') differs from the one in the path ('" + registration_id + "')");
         auto auth = authenticate(request, registration_id, &body);
-        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        if (auto* reply = std::get_if<http::HttpResponse>(&auth)) return std::move(*reply);
         Operation op;
         op.id = "5." + new_id() + "." + new_id();
         op.registration_id = registration_id;
         op.ready_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.assign_delay_ms);
         op.result = assign(std::get<Authenticated>(auth), registration_id, body);
         op.result["operationId"] = op.id;
-        HttpResponse r = HttpResponse::json(202, {{"operationId", op.id}, {"status", "assigning"}});
+        http::HttpResponse r = http::HttpResponse::json(202, {{"operationId", op.id}, {"status", "assigning"}});
         r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
         r.headers.emplace_back("Location", "/" + id_scope_ + "/registrations/" + registration_id + "/register");
         store_operation(std::move(op));
@@ -401,24 +401,24 @@ HttpResponse DpsService::handle_device(const HttpRequest& request, const std::ve
     if (parts.size() == 5 && parts[3] == "operations") {
         if (request.method != "GET") return error(405, 405000, "operation status takes GET");
         auto auth = authenticate(request, registration_id, nullptr);
-        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        if (auto* reply = std::get_if<http::HttpResponse>(&auth)) return std::move(*reply);
         auto it = operations_.find(parts[4]);
         if (it == operations_.end() || it->second.registration_id != registration_id)
             return error(404, 404202, "no operation '" + parts[4] + "' for registration '" + registration_id + "'");
         if (std::chrono::steady_clock::now() < it->second.ready_at) {
-            HttpResponse r = HttpResponse::json(202, {{"operationId", it->first}, {"status", "assigning"}});
+            http::HttpResponse r = http::HttpResponse::json(202, {{"operationId", it->first}, {"status", "assigning"}});
             r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
             return r;
         }
-        return HttpResponse::json(200, it->second.result);
+        return http::HttpResponse::json(200, it->second.result);
     }
     if (parts.size() == 3) {
         if (request.method != "POST") return error(405, 405000, "registration status lookup takes POST");
         auto auth = authenticate(request, registration_id, nullptr);
-        if (auto* reply = std::get_if<HttpResponse>(&auth)) return std::move(*reply);
+        if (auto* reply = std::get_if<http::HttpResponse>(&auth)) return std::move(*reply);
         auto it = registrations_.find(registration_id);
         if (it == registrations_.end()) return error(404, 404203, "registration '" + registration_id + "' has never been assigned");
-        return HttpResponse::json(200, it->second);
+        return http::HttpResponse::json(200, it->second);
     }
     return error(404, 404000, "no such resource: " + request.path);
 }
@@ -444,7 +444,7 @@ void DpsService::store_operation(Operation op) {
     operations_.emplace(std::move(id), std::move(op));
 }
 
-std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(const HttpRequest& request,
+std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenticate(const http::HttpRequest& request,
                                                                                const std::string& registration_id,
                                                                                const json* body) {
     if (body && body->contains("tpm")) return authenticate_tpm(request, registration_id, (*body)["tpm"]);
@@ -532,7 +532,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate(c
     return error(401, 401002, "Unauthorized: no SAS token, client certificate or TPM endorsement key");
 }
 
-std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate_tpm(const HttpRequest& request,
+std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenticate_tpm(const http::HttpRequest& request,
                                                                                    const std::string& registration_id,
                                                                                    const json& tpm) {
     auto it = individual_.find(registration_id);
@@ -560,7 +560,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate_t
         return error(400, 400004, e.what());
     }
     auto challenge_reply = [](const std::string& blob) {
-        return HttpResponse::json(401, {{"message", "Authorization required, resend request using supplied key"},
+        return http::HttpResponse::json(401, {{"message", "Authorization required, resend request using supplied key"},
                                         {"authenticationKey", base64_encode(blob)},
                                         {"unencryptedAuthenticationKey", nullptr},
                                         {"keyName", "registration"}});
@@ -573,7 +573,7 @@ std::variant<DpsService::Authenticated, HttpResponse> DpsService::authenticate_t
         if (now < p->second.expires) {
             if (p->second.srk == srk) return challenge_reply(p->second.blob);
             const auto left = std::chrono::ceil<std::chrono::seconds>(p->second.expires - now).count();
-            HttpResponse r = error(409, 409001, "a TPM challenge for '" + registration_id +
+            http::HttpResponse r = error(409, 409001, "a TPM challenge for '" + registration_id +
                                                     "' is in progress for another storage root key; it stays until answered or for " +
                                                     std::to_string(left) + " s");
             r.headers.emplace_back("Retry-After", std::to_string(left));
@@ -637,7 +637,7 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
     return {{"status", "assigned"}, {"registrationState", state}};
 }
 
-HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vector<std::string>& parts) {
+http::HttpResponse DpsService::handle_admin(const http::HttpRequest& request, const std::vector<std::string>& parts) {
     if (config_.admin_token.empty()) return error(404, 404000, "the admin API is off (no admin token configured)");
     // Compared in constant time, as digests: neither the token's bytes nor its length show in the timing.
     const Digest given = sha256(request.header("authorization")), expected = sha256("Bearer " + config_.admin_token);
@@ -656,7 +656,7 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
             std::lock_guard lock(mutex_);
             json list = json::array();
             for (const auto& [id, e] : group ? groups_ : individual_) list.push_back(e.document);
-            return HttpResponse::json(200, list);
+            return http::HttpResponse::json(200, list);
         }
         if (parts.size() != 3) return error(404, 404000, "no such resource: " + request.path);
         if (request.method == "PUT") {
@@ -664,31 +664,31 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
             if (!document.is_object()) fail("admin API: an enrollment must be a JSON object");
             document[group ? "enrollmentGroupId" : "registrationId"] = parts[2];
             group ? put_enrollment_group(document) : put_enrollment(document);
-            return HttpResponse::json(200, document);
+            return http::HttpResponse::json(200, document);
         }
         if (request.method == "GET") {
             std::lock_guard lock(mutex_);
             const auto& map = group ? groups_ : individual_;
             auto it = map.find(parts[2]);
             if (it == map.end()) return error(404, 404000, "no enrollment '" + parts[2] + "'");
-            return HttpResponse::json(200, it->second.document);
+            return http::HttpResponse::json(200, it->second.document);
         }
         if (request.method == "DELETE") {
             bool removed = group ? remove_enrollment_group(parts[2]) : remove_enrollment(parts[2]);
             if (!removed) return error(404, 404000, "no enrollment '" + parts[2] + "'");
-            HttpResponse r;
+            http::HttpResponse r;
             r.status = 204;
             return r;
         }
         return error(405, 405000, "admin API: " + request.method + " is not allowed on " + request.path);
     }
     if (what == "devices") {  // the simulated hub's view of assigned devices
-        if (parts.size() == 2 && request.method == "GET") return HttpResponse::json(200, hub_devices());
+        if (parts.size() == 2 && request.method == "GET") return http::HttpResponse::json(200, hub_devices());
         if (parts.size() == 3 && request.method == "PUT") {
             json document = body();
             if (!document.contains("hubStatus") || !document["hubStatus"].is_string()) fail("admin API: devices: the body needs \"hubStatus\"");
             set_hub_status(parts[2], document["hubStatus"].get<std::string>());
-            return HttpResponse::json(200, {{"deviceId", parts[2]}, {"hubStatus", document["hubStatus"]}});
+            return http::HttpResponse::json(200, {{"deviceId", parts[2]}, {"hubStatus", document["hubStatus"]}});
         }
         return error(405, 405000, "admin API: " + request.method + " is not allowed on " + request.path);
     }
@@ -704,21 +704,21 @@ HttpResponse DpsService::handle_admin(const HttpRequest& request, const std::vec
         const int status = number("status", 500), count = number("count", 1), retry_after = number("retryAfter", 1);
         if (status < 400 || status > 599) fail("admin API: faults.status must be an HTTP error status (400-599)");
         inject_faults(status, count, retry_after);
-        HttpResponse r;
+        http::HttpResponse r;
         r.status = 204;
         return r;
     }
     if (what == "requests") {
-        if (request.method == "GET") return HttpResponse::json(200, request_log());
+        if (request.method == "GET") return http::HttpResponse::json(200, request_log());
         if (request.method == "DELETE") {
             std::lock_guard lock(mutex_);
             log_.clear();
-            HttpResponse r;
+            http::HttpResponse r;
             r.status = 204;
             return r;
         }
     }
-    if (what == "registrations" && request.method == "GET") return HttpResponse::json(200, registrations());
+    if (what == "registrations" && request.method == "GET") return http::HttpResponse::json(200, registrations());
     return error(404, 404000, "no such admin resource: " + request.method + " " + request.path);
 }
 

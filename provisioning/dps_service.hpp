@@ -33,7 +33,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 #include "provisioning/openssl.hpp"
 
 namespace cairn::provisioning {
@@ -72,7 +72,7 @@ class DpsService {
 public:
     DpsService(DpsServiceConfig config, const nlohmann::json& enrollments);
 
-    HttpResponse handle(const HttpRequest& request);
+    http::HttpResponse handle(const http::HttpRequest& request);
 
     // Without one, TPM registrations are answered 501.
     void set_tpm_challenge_maker(TpmChallengeMaker maker);
@@ -137,18 +137,18 @@ private:
 
     std::chrono::system_clock::time_point now() const;
     Enrollment parse_enrollment(const nlohmann::json& document, bool group) const;
-    HttpResponse handle_device(const HttpRequest& request, const std::vector<std::string>& parts);
-    HttpResponse handle_admin(const HttpRequest& request, const std::vector<std::string>& parts);
-    HttpResponse handle_hub(const HttpRequest& request, const std::vector<std::string>& parts);
+    http::HttpResponse handle_device(const http::HttpRequest& request, const std::vector<std::string>& parts);
+    http::HttpResponse handle_admin(const http::HttpRequest& request, const std::vector<std::string>& parts);
+    http::HttpResponse handle_hub(const http::HttpRequest& request, const std::vector<std::string>& parts);
     // Either the authenticated enrollment or a finished error reply.
-    std::variant<Authenticated, HttpResponse> authenticate(const HttpRequest& request, const std::string& registration_id,
+    std::variant<Authenticated, http::HttpResponse> authenticate(const http::HttpRequest& request, const std::string& registration_id,
                                                            const nlohmann::json* body);
-    std::variant<Authenticated, HttpResponse> authenticate_tpm(const HttpRequest& request, const std::string& registration_id,
+    std::variant<Authenticated, http::HttpResponse> authenticate_tpm(const http::HttpRequest& request, const std::string& registration_id,
                                                                const nlohmann::json& tpm);
     void store_operation(Operation op);
     nlohmann::json assign(const Authenticated& auth, const std::string& registration_id, const nlohmann::json& body);
-    void log(const HttpRequest& request, const std::string& registration_id, int status, const std::string& note);
-    HttpResponse error(int status, int code, const std::string& message) const;
+    void log(const http::HttpRequest& request, const std::string& registration_id, int status, const std::string& note);
+    http::HttpResponse error(int status, int code, const std::string& message) const;
 
     DpsServiceConfig config_;
     std::string id_scope_;

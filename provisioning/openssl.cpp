@@ -15,11 +15,6 @@ std::vector<X509Ptr> load_pem_certificates(const std::filesystem::path& file) { 
 
 EvpPkeyPtr load_private_key(const std::filesystem::path& file) { return cairn::load_private_key(file, ""); }
 
-X509Ptr copy_certificate(X509* cert) {
-    X509_up_ref(cert);
-    return X509Ptr(cert);
-}
-
 std::string certificate_pem(X509* cert) {
     BioPtr bio(BIO_new(BIO_s_mem()));
     if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) fail("certificate: cannot write PEM: " + openssl_errors());

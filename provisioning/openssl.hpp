@@ -19,17 +19,16 @@
 
 namespace cairn::provisioning {
 
-// The handle owners are common/openssl.hpp's; provisioning adds the TLS ones (libssl).
+// The handle owners are common/openssl.hpp's (the TLS ones, libssl's, are http/server.hpp's).
 using cairn::BioPtr;
 using cairn::X509Ptr;
 using cairn::X509StackPtr;
 using cairn::X509StorePtr;
 using cairn::X509StoreCtxPtr;
+using cairn::copy_certificate;
 using EvpPkeyPtr = cairn::PkeyPtr;
 using EvpPkeyCtxPtr = cairn::PkeyCtxPtr;
 using EvpCipherCtxPtr = cairn::CipherCtxPtr;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, OpensslDeleter<SSL_CTX, SSL_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, OpensslDeleter<SSL, SSL_free>>;
 using cairn::openssl_errors;
 using cairn::random_bytes;
 
@@ -39,7 +38,6 @@ std::vector<X509Ptr> parse_pem_certificates(std::string_view pem, const std::str
 std::vector<X509Ptr> load_pem_certificates(const std::filesystem::path& file);
 EvpPkeyPtr load_private_key(const std::filesystem::path& file);
 
-X509Ptr copy_certificate(X509* cert);
 std::string certificate_pem(X509* cert);
 // The subject's commonName, or "" when there is none.
 std::string subject_common_name(X509* cert);

@@ -10,7 +10,7 @@
 #include "provisioning/agent.hpp"
 #include "provisioning/config.hpp"
 #include "provisioning/dps_client.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/tpm.hpp"
 
 namespace cairn::provisioning {
@@ -169,17 +169,17 @@ int check(const Options& o, std::ostream& out) {
     std::optional<int64_t> skew;
     if (config && config->source == "dps") {
         try {
-            HttpsRequest r;
+            http::HttpsRequest r;
             r.url = config->global_endpoint;
             r.trust_bundle = config->trust_bundle;
             r.connect_timeout_ms = 5000;
             r.timeout_ms = 10000;
-            HttpsReply reply = https_request(r);
+            http::HttpsReply reply = http::https_request(r);
             add("dps-reachable", "provisioning service is reachable and its TLS certificate valid", "OK",
                 config->global_endpoint + " answered HTTP " + std::to_string(reply.status));
             const std::string date = reply.header("date");
             if (!date.empty()) {
-                int64_t t = parse_http_date(date);
+                int64_t t = http::parse_http_date(date);
                 if (t > 0) skew = t - unix_seconds(std::chrono::system_clock::now());
             }
         } catch (const Error& e) {

@@ -3,7 +3,7 @@
 #include <openssl/crypto.h>
 
 #include "common/error.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
 namespace cairn::provisioning {
 

@@ -5,7 +5,7 @@
 #include "common/error.hpp"
 #include "common/hash.hpp"
 #include "provisioning/activation.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
 namespace cairn::provisioning {
 

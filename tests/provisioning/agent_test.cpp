@@ -3,12 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "common/file.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/tpm.hpp"
 #include "tpm/swtpm.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 using cairn::tpm::Swtpm;
 using nlohmann::json;
@@ -165,7 +166,7 @@ TEST_F(AgentTest, DynamicRegistersAgainWhenTheHubRefusesTheDevice) {
 
     // A wrong device key is refused by the hub as well (the SAS check is real).
     auto wrong = config();
-    wrong.symmetric_key = cairn::provisioning::base64_encode(std::string_view("some-other-key-0123456789abcdef"));
+    wrong.symmetric_key = cairn::base64_encode(std::string_view("some-other-key-0123456789abcdef"));
     cairn::provisioning::IdentityStore store(state);
     HubAnswer answer = ask_hub(wrong, *store.read().identity);
     EXPECT_EQ(answer.kind, HubAnswer::Refused) << answer.detail;

@@ -2,12 +2,13 @@
 
 #include <gtest/gtest.h>
 
-#include "provisioning/encoding.hpp"
-#include "provisioning/http_server.hpp"
+#include "common/encoding.hpp"
+#include "http/server.hpp"
 #include "provisioning/sas.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 using nlohmann::json;
 
@@ -218,11 +219,11 @@ TEST_F(DpsClientTest, UntrustedServerAndMalformedRepliesAreClearErrors) {
     EXPECT_EQ(dps->requests().size(), 0u);
 
     // A server that answers with broken JSON (the real service cannot be made to).
-    HttpsServerConfig server_config;
+    http::HttpsServerConfig server_config;
     server_config.certificate_chain = dps->pki() / "server-chain.pem";
     server_config.private_key = dps->pki() / "server.key";
-    HttpsServer broken(server_config, [](const HttpRequest&) {
-        HttpResponse r;
+    http::HttpsServer broken(server_config, [](const http::HttpRequest&) {
+        http::HttpResponse r;
         r.status = 202;
         r.body = "{\"operationId\": ";
         return r;

@@ -15,8 +15,8 @@
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "provisioning/dps_client.hpp"
-#include "provisioning/encoding.hpp"
-#include "tests/provisioning/pki.hpp"
+#include "common/encoding.hpp"
+#include "tests/support/pki.hpp"
 
 namespace cairn::test {
 
@@ -70,14 +70,14 @@ public:
     TestPki& pki() { return pki_; }
     std::filesystem::path trust_bundle() const { return pki_ / "root.pem"; }
 
-    provisioning::HttpsReply admin(const std::string& method, const std::string& path, const std::string& body = "") {
-        provisioning::HttpsRequest r;
+    http::HttpsReply admin(const std::string& method, const std::string& path, const std::string& body = "") {
+        http::HttpsRequest r;
         r.method = method;
         r.url = "https://localhost:" + std::to_string(port_) + path;
         r.body = body;
         r.trust_bundle = trust_bundle();
         r.headers = {"Authorization: Bearer " + dps_admin_token, "Content-Type: application/json"};
-        return provisioning::https_request(r);
+        return http::https_request(r);
     }
 
     // Device requests the service logged (JSON lines of --request-log).

@@ -11,6 +11,7 @@
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 
 TEST(DpsMain, RefusesBadOptionsWithOneLine) {
@@ -32,13 +33,13 @@ TEST(DpsMain, ServesAnswersInjectedFaultsAndStopsOnSigterm) {
     cairn::test::Scratch scratch;
     nlohmann::json enrollments = {{"enrollments", nlohmann::json::array()}};
     cairn::test::DpsFixture dps(scratch / "dps", enrollments, {"--fail", "503:1"});
-    HttpsRequest r;
+    http::HttpsRequest r;
     r.method = "PUT";
     r.url = dps.endpoint() + cairn::test::dps_scope + "/registrations/x/register?api-version=2021-06-01";
     r.body = R"({"registrationId":"x"})";
     r.trust_bundle = dps.trust_bundle();
-    EXPECT_EQ(https_request(r).status, 503);
-    HttpsReply reply = https_request(r);
+    EXPECT_EQ(http::https_request(r).status, 503);
+    http::HttpsReply reply = http::https_request(r);
     EXPECT_EQ(reply.status, 401);
     EXPECT_FALSE(reply.header("date").empty());
     EXPECT_FALSE(reply.header("x-ms-request-id").empty());
@@ -58,12 +59,12 @@ TEST(DpsMain, CapsConnectionsAndCutsSilentClients) {
     cairn::test::DpsFixture dps(scratch / "dps", enrollments,
                                 {"--max-connections", "1", "--request-timeout-ms", "1500", "--request-log-max-bytes", "100000",
                                  "--tpm-challenge-ttl", "60"});
-    HttpsRequest q;
+    http::HttpsRequest q;
     q.method = "PUT";
     q.url = dps.endpoint() + cairn::test::dps_scope + "/registrations/x/register?api-version=2021-06-01";
     q.body = R"({"registrationId":"x"})";
     q.trust_bundle = dps.trust_bundle();
-    EXPECT_EQ(https_request(q).status, 401);
+    EXPECT_EQ(http::https_request(q).status, 401);
     // The silent client takes the place once the first request's connection is gone (the
     // server may still be closing it: then the silent one is refused and tries again).
     cairn::UniqueFd silent;
@@ -77,7 +78,7 @@ TEST(DpsMain, CapsConnectionsAndCutsSilentClients) {
         pollfd p{silent.get(), POLLIN, 0};
         if (::poll(&p, 1, 300) == 0) break;  // still open: it holds the place
     }
-    EXPECT_THROW(https_request(q), cairn::Error);
+    EXPECT_THROW(http::https_request(q), cairn::Error);
     ::usleep(1700000);  // past the silent client's deadline
-    EXPECT_EQ(https_request(q).status, 401);
+    EXPECT_EQ(http::https_request(q).status, 401);
 }

@@ -3,11 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "common/file.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/sas.hpp"
-#include "tests/provisioning/pki.hpp"
+#include "tests/support/pki.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 using nlohmann::json;
 
@@ -17,9 +18,9 @@ const std::string scope = "0ne00000A1B";
 const std::string device_key = base64_encode(std::string_view("device-key-0123456789abcdef01234"));
 const std::string group_key = base64_encode(std::string_view("group-key-0123456789abcdef012345"));
 
-HttpRequest request(const std::string& method, const std::string& path, const std::string& body = "",
+http::HttpRequest request(const std::string& method, const std::string& path, const std::string& body = "",
                     const std::string& authorization = "", const std::string& version = "2021-06-01") {
-    HttpRequest r;
+    http::HttpRequest r;
     r.method = method;
     r.path = path;
     if (!version.empty()) r.query["api-version"] = version;
@@ -65,8 +66,8 @@ protected:
     }
 
     // Registers and fetches the operation; returns the final operation JSON.
-    json register_and_poll(DpsService& dps, HttpRequest put, const std::string& registration_id) {
-        HttpResponse r = dps.handle(put);
+    json register_and_poll(DpsService& dps, http::HttpRequest put, const std::string& registration_id) {
+        http::HttpResponse r = dps.handle(put);
         EXPECT_EQ(r.status, 202) << r.body;
         if (r.status != 202) return json::parse(r.body);
         json accepted = json::parse(r.body);
@@ -74,11 +75,11 @@ protected:
         bool has_retry_after = false;
         for (auto& [k, v] : r.headers) has_retry_after = has_retry_after || (k == "Retry-After" && v == "3");
         EXPECT_TRUE(has_retry_after);
-        HttpRequest get = request("GET", "/" + scope + "/registrations/" + registration_id + "/operations/" + accepted["operationId"].get<std::string>());
+        http::HttpRequest get = request("GET", "/" + scope + "/registrations/" + registration_id + "/operations/" + accepted["operationId"].get<std::string>());
         get.headers = put.headers;
         get.peer_chain.clear();
         for (auto& c : put.peer_chain) get.peer_chain.push_back(copy_certificate(c.get()));
-        HttpResponse done = dps.handle(get);
+        http::HttpResponse done = dps.handle(get);
         EXPECT_EQ(done.status, 200) << done.body;
         return json::parse(done.body);
     }
@@ -120,7 +121,7 @@ TEST_F(DpsServiceTest, GroupKeyDerivesDeviceKeysAndSpreadsOverHubs) {
     }
     EXPECT_GE(hubs.size(), 2u);  // hashed allocation uses more than one hub
     // The group key itself is not a device key.
-    HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/m/register", body("m"), token("m", group_key)));
+    http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/m/register", body("m"), token("m", group_key)));
     EXPECT_EQ(r.status, 401);
 }
 
@@ -128,7 +129,7 @@ TEST_F(DpsServiceTest, ForgedExpiredAndMisdirectedTokensAreRefused) {
     DpsService dps({}, enrollments());
     const std::string path = "/" + scope + "/registrations/sym-device/register";
     const std::string other = base64_encode(std::string_view("another-key-0123456789abcdef0123"));
-    HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", other)));
+    http::HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", other)));
     EXPECT_EQ(r.status, 401);
     EXPECT_EQ(json::parse(r.body)["errorCode"], 401002);
     r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key, -60)));
@@ -159,7 +160,7 @@ TEST_F(DpsServiceTest, DisabledEnrollmentGetsDisabled) {
 
 TEST_F(DpsServiceTest, X509IndividualAndGroup) {
     DpsService dps({}, enrollments());
-    auto with_chain = [&](HttpRequest r, const std::filesystem::path& chain) {
+    auto with_chain = [&](http::HttpRequest r, const std::filesystem::path& chain) {
         r.peer_chain = load_pem_certificates(chain);
         return r;
     };
@@ -172,7 +173,7 @@ TEST_F(DpsServiceTest, X509IndividualAndGroup) {
                                            pki / "member-chain.pem"), "ca-member-1");
     EXPECT_EQ(op["registrationState"]["x509"]["enrollmentGroupId"], "ca-group");
     // CN must be the registration ID.
-    HttpResponse r = dps.handle(with_chain(request("PUT", "/" + scope + "/registrations/other/register", body("other")), pki / "member-chain.pem"));
+    http::HttpResponse r = dps.handle(with_chain(request("PUT", "/" + scope + "/registrations/other/register", body("other")), pki / "member-chain.pem"));
     EXPECT_EQ(r.status, 401);
     EXPECT_NE(r.body.find("CN"), std::string::npos);
     // A certificate from an unknown CA.
@@ -202,7 +203,7 @@ TEST_F(DpsServiceTest, InjectedFaultsAndRequestLog) {
     DpsService dps(config, enrollments());
     dps.inject_faults(429, 2, 7);
     const std::string path = "/" + scope + "/registrations/sym-device/register";
-    HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key)));
+    http::HttpResponse r = dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key)));
     EXPECT_EQ(r.status, 429);
     EXPECT_NE(std::find(r.headers.begin(), r.headers.end(), std::pair<std::string, std::string>("Retry-After", "7")), r.headers.end());
     EXPECT_EQ(dps.handle(request("PUT", path, body("sym-device"), token("sym-device", device_key))).status, 429);
@@ -220,7 +221,7 @@ TEST_F(DpsServiceTest, AdminApi) {
     config.admin_token = "s3cret";
     DpsService dps(config, enrollments());
     auto admin = [&](const std::string& method, const std::string& path, const std::string& b = "") {
-        HttpRequest r = request(method, path, b, "Bearer s3cret", "");
+        http::HttpRequest r = request(method, path, b, "Bearer s3cret", "");
         return dps.handle(r);
     };
     EXPECT_EQ(dps.handle(request("GET", "/admin/enrollments", "", "Bearer wrong", "")).status, 401);
@@ -269,7 +270,7 @@ TEST_F(DpsServiceTest, EnrollmentFilesJsonAndToml) {
 TEST_F(DpsServiceTest, AnIndividualEnrollmentTakesPrecedenceOverEveryGroup) {
     DpsService dps({}, enrollments());
     const std::string x509_path = "/" + scope + "/registrations/x509-device/register";
-    HttpResponse r = dps.handle(request("PUT", x509_path, body("x509-device"), token("x509-device", derive_device_key(group_key, "x509-device"))));
+    http::HttpResponse r = dps.handle(request("PUT", x509_path, body("x509-device"), token("x509-device", derive_device_key(group_key, "x509-device"))));
     EXPECT_EQ(r.status, 401) << r.body;
     EXPECT_NE(r.body.find("individual"), std::string::npos) << r.body;
     // The same once the individual enrollment is disabled.
@@ -280,7 +281,7 @@ TEST_F(DpsServiceTest, AnIndividualEnrollmentTakesPrecedenceOverEveryGroup) {
     EXPECT_EQ(r.status, 401) << r.body;
     // A certificate under the group's CA whose CN is an ID enrolled individually by symmetric key.
     pki.device("impostor", "sym-device");
-    HttpRequest put = request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"));
+    http::HttpRequest put = request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"));
     put.peer_chain = load_pem_certificates(pki / "impostor-chain.pem");
     r = dps.handle(put);
     EXPECT_EQ(r.status, 401) << r.body;
@@ -298,7 +299,7 @@ TEST_F(DpsServiceTest, RegistrationIdsFollowDpsRules) {
         EXPECT_FALSE(is_valid_registration_id(bad)) << bad;
     DpsService dps({}, enrollments());
     for (const std::string& bad : std::vector<std::string>{"Sym-Device", "sym%device", "\xff\xfe", std::string(129, 'a')}) {
-        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + bad + "/register", "{}", token(bad, device_key)));
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + bad + "/register", "{}", token(bad, device_key)));
         EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
         json reply = json::parse(r.body);
         EXPECT_EQ(reply["errorCode"], 400003);
@@ -331,7 +332,7 @@ TEST_F(DpsServiceTest, StoredOperationsAreBoundedPerRegistrationAndInTotal) {
     config.max_operations = 3;
     DpsService dps(config, enrollments());
     auto put = [&](const std::string& id, const std::string& key) {
-        HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + id + "/register", body(id), token(id, key)));
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/" + id + "/register", body(id), token(id, key)));
         EXPECT_EQ(r.status, 202) << r.body;
         return json::parse(r.body)["operationId"].get<std::string>();
     };
@@ -372,13 +373,13 @@ TEST_F(DpsServiceTest, APendingTpmChallengeCannotBeReplaced) {
     };
     auto challenge = [&](const std::string& srk) { return dps.handle(request("PUT", path, tpm_body(srk))); };
 
-    HttpResponse first = challenge("device-srk");
+    http::HttpResponse first = challenge("device-srk");
     ASSERT_EQ(first.status, 401) << first.body;
     const std::string blob = json::parse(first.body)["authenticationKey"];
-    HttpResponse other = challenge("someone-elses-srk");
+    http::HttpResponse other = challenge("someone-elses-srk");
     EXPECT_EQ(other.status, 409) << other.body;
     EXPECT_NE(std::find_if(other.headers.begin(), other.headers.end(), [](auto& h) { return h.first == "Retry-After"; }), other.headers.end());
-    HttpResponse again = challenge("device-srk");  // the device lost the reply and asks again: the same challenge
+    http::HttpResponse again = challenge("device-srk");  // the device lost the reply and asks again: the same challenge
     EXPECT_EQ(again.status, 401);
     EXPECT_EQ(json::parse(again.body)["authenticationKey"], blob);
     EXPECT_EQ(made, 1);

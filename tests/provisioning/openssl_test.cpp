@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/provisioning/pki.hpp"
+#include "tests/support/pki.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::provisioning;

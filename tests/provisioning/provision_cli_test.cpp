@@ -4,12 +4,13 @@
 
 #include <sstream>
 
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "provisioning/tpm.hpp"
 #include "tpm/swtpm.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 using cairn::tpm::Swtpm;
 using nlohmann::json;

@@ -2,10 +2,11 @@
 #include <gtest/gtest.h>
 
 #include "common/subprocess.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 
 TEST(ProvisiondMain, RegistersOnceThenUsesTheStoredIdentity) {

@@ -2,9 +2,10 @@
 
 #include <gtest/gtest.h>
 
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 #include "tests/support/test_support.hpp"
 
+using namespace cairn;
 using namespace cairn::provisioning;
 
 TEST(Sas, TokenMatchesAReferenceHmac) {

@@ -1,10 +1,10 @@
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
 #include <ctime>
 
 #include "common/error.hpp"
 
-namespace cairn::provisioning {
+namespace cairn {
 
 namespace {
 constexpr char base64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -153,4 +153,4 @@ int64_t unix_seconds(std::chrono::system_clock::time_point t) {
     return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-}  // namespace cairn::provisioning
+}  // namespace cairn

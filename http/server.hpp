@@ -1,6 +1,6 @@
-// A small HTTP/1.1 server over OpenSSL TLS for cairn-dps: one thread per connection, keep-alive,
-// Content-Length bodies, optional client certificates (accepted at the TLS layer and handed to the
-// handler, which decides what they prove). Built for hostile clients: a cap on open connections
+// A small HTTP/1.1 server over OpenSSL TLS for Cairn's services (cairn-dps, cairn-verifier): one
+// thread per connection, keep-alive, Content-Length bodies, optional client certificates (accepted
+// at the TLS layer and handed to the handler, which decides what they prove). Built for hostile clients: a cap on open connections
 // (over it, a new connection is closed at once), one deadline for the TLS handshake and one for
 // each request's header and body together, bounded header and body sizes, a backing-off accept
 // loop when file descriptors run out, and a connection that cannot get a thread is closed.
@@ -23,9 +23,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fd.hpp"
-#include "provisioning/openssl.hpp"
+#include <openssl/ssl.h>
 
-namespace cairn::provisioning {
+#include "common/openssl.hpp"
+
+namespace cairn::http {
+
+using SslCtxPtr = std::unique_ptr<SSL_CTX, OpensslDeleter<SSL_CTX, SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, OpensslDeleter<SSL, SSL_free>>;
 
 struct HttpRequest {
     std::string method;
@@ -116,4 +121,4 @@ private:
     int active_ = 0;
 };
 
-}  // namespace cairn::provisioning
+}  // namespace cairn::http

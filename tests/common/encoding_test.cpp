@@ -1,11 +1,11 @@
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
 #include <gtest/gtest.h>
 
 #include "common/hash.hpp"
 #include "tests/support/test_support.hpp"
 
-using namespace cairn::provisioning;
+using namespace cairn;
 
 TEST(Encoding, Base64RoundTripsAndMatchesRfc4648) {
     EXPECT_EQ(base64_encode(std::string_view("")), "");

@@ -1,4 +1,4 @@
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -17,9 +17,9 @@
 
 #include "common/error.hpp"
 #include "common/text.hpp"
-#include "provisioning/encoding.hpp"
+#include "common/encoding.hpp"
 
-namespace cairn::provisioning {
+namespace cairn::http {
 
 namespace {
 
@@ -200,7 +200,7 @@ HttpsServer::HttpsServer(const HttpsServerConfig& config, HttpHandler handler) :
         fail(config_.private_key.string() + ": does not match " + config_.certificate_chain.string());
     // Ask for a client certificate, accept any: the DPS layer checks it against the enrollments.
     SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, accept_any_client_certificate);
-    SSL_CTX_set_session_id_context(ctx_.get(), reinterpret_cast<const unsigned char*>("cairn-dps"), 9);
+    SSL_CTX_set_session_id_context(ctx_.get(), reinterpret_cast<const unsigned char*>("cairn"), 5);
 
     const std::string where = config_.address + ":" + std::to_string(config_.port);
     sockaddr_in addr{};
@@ -406,4 +406,4 @@ bool HttpsServer::serve_tls(int fd, const std::string& peer) {
     return timed_out;
 }
 
-}  // namespace cairn::provisioning
+}  // namespace cairn::http

@@ -1,5 +1,5 @@
-// Text encodings of the DPS protocol: base64, RFC 4648 base32 (the TPM registration ID), URL
-// percent-encoding (SAS tokens, paths) and UTC timestamps.
+// Text encodings for protocols: base64, RFC 4648 base32 (the TPM registration ID of DPS), URL
+// percent-encoding (SAS tokens, paths, queries) and UTC timestamps.
 #pragma once
 
 #include <chrono>
@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace cairn::provisioning {
+namespace cairn {
 
 std::string base64_encode(std::span<const uint8_t> bytes);
 inline std::string base64_encode(std::string_view bytes) {
@@ -34,4 +34,4 @@ std::string to_lower(std::string_view text);
 std::string utc_timestamp(std::chrono::system_clock::time_point t);
 int64_t unix_seconds(std::chrono::system_clock::time_point t);
 
-}  // namespace cairn::provisioning
+}  // namespace cairn

@@ -1,4 +1,4 @@
-#include "provisioning/http_server.hpp"
+#include "http/server.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -17,10 +17,11 @@
 
 #include "common/error.hpp"
 #include "common/subprocess.hpp"
-#include "tests/provisioning/pki.hpp"
+#include "provisioning/openssl.hpp"
+#include "tests/support/pki.hpp"
 #include "tests/support/test_support.hpp"
 
-using namespace cairn::provisioning;
+using namespace cairn::http;
 
 namespace {
 
@@ -76,7 +77,7 @@ std::string exchange(uint16_t port, const std::string& request, const std::files
     SslPtr ssl(SSL_new(ctx.get()));
     SSL_set_fd(ssl.get(), fd.get());
     SSL_set1_host(ssl.get(), "localhost");
-    if (SSL_connect(ssl.get()) != 1) cairn::fail("TLS handshake failed: " + openssl_errors());
+    if (SSL_connect(ssl.get()) != 1) cairn::fail("TLS handshake failed: " + cairn::openssl_errors());
     SSL_write(ssl.get(), request.data(), static_cast<int>(request.size()));
     std::string out;
     char buffer[4096];
@@ -137,7 +138,7 @@ TEST_F(HttpServerTest, ParsesRequestsAndKeepsConnectionsAlive) {
 TEST_F(HttpServerTest, HandsClientCertificatesToTheHandler) {
     std::string cn, chain_size;
     HttpsServer server(config(), [&](const HttpRequest& r) {
-        cn = r.peer_chain.empty() ? "" : subject_common_name(r.peer_chain[0].get());
+        cn = r.peer_chain.empty() ? "" : cairn::provisioning::subject_common_name(r.peer_chain[0].get());
         chain_size = std::to_string(r.peer_chain.size());
         return HttpResponse::json(200, nlohmann::json::object());
     });
@@ -229,7 +230,7 @@ TEST_F(HttpServerTest, ARequestTrickledAByteAtATimeIsCutAtItsDeadline) {
     cairn::UniqueFd fd(connect_tcp(server.port()));
     SslPtr ssl(SSL_new(ctx.get()));
     SSL_set_fd(ssl.get(), fd.get());
-    ASSERT_EQ(SSL_connect(ssl.get()), 1) << openssl_errors();
+    ASSERT_EQ(SSL_connect(ssl.get()), 1) << cairn::openssl_errors();
     timeval tv{0, 100000};  // a read finding only a session ticket must not block the client
     ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const std::string slow = "GET / HTTP/1.1\r\nX-Slow: " + std::string(200, 'a');
