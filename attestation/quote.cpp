@@ -67,19 +67,7 @@ std::string hex16(uint16_t v) {
 std::string be16(uint16_t v) { return {char(v >> 8), char(v & 0xff)}; }
 
 PkeyPtr rsa_key(const PublicArea& a, const std::string& what) {
-    BignumPtr n(BN_bin2bn(reinterpret_cast<const unsigned char*>(a.rsa_modulus.data()), int(a.rsa_modulus.size()), nullptr));
-    BignumPtr e(BN_new());
-    OsslParamBldPtr build(OSSL_PARAM_BLD_new());
-    if (!n || !e || !build || BN_set_word(e.get(), a.rsa_exponent ? a.rsa_exponent : 65537) != 1 ||
-        OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
-        OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1)
-        fail(what + ": cannot build an RSA key: " + openssl_errors());
-    OsslParamPtr params(OSSL_PARAM_BLD_to_param(build.get()));
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
-    EVP_PKEY* key = nullptr;
-    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 || EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
-        fail(what + ": cannot build an RSA key: " + openssl_errors());
-    return PkeyPtr(key);
+    return rsa_public_key(a.rsa_modulus, a.rsa_exponent ? a.rsa_exponent : 65537, what);
 }
 
 PkeyPtr ecc_key(const PublicArea& a, const std::string& what) {

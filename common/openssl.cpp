@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/core_names.h>
 #include <openssl/rand.h>
 
 #include <cstring>
@@ -70,6 +71,21 @@ std::vector<X509Ptr> load_certificates(const std::filesystem::path& file) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(file, ec)) fail(file.string() + ": cannot open the certificate file");
     return parse_certificates(read_file(file), file.string());
+}
+
+PkeyPtr rsa_public_key(std::string_view modulus, uint32_t exponent, const std::string& what) {
+    BignumPtr n(BN_bin2bn(reinterpret_cast<const unsigned char*>(modulus.data()), int(modulus.size()), nullptr));
+    BignumPtr e(BN_new());
+    OsslParamBldPtr build(OSSL_PARAM_BLD_new());
+    if (!n || !e || !build || BN_set_word(e.get(), exponent) != 1 || OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
+        OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1)
+        fail(what + ": cannot build an RSA key: " + openssl_errors());
+    OsslParamPtr params(OSSL_PARAM_BLD_to_param(build.get()));
+    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
+    EVP_PKEY* key = nullptr;
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 || EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
+        fail(what + ": cannot build an RSA key: " + openssl_errors());
+    return PkeyPtr(key);
 }
 
 X509Ptr copy_certificate(X509* cert) {

@@ -58,6 +58,8 @@ std::string random_bytes(size_t count);
 // A PEM private key, decrypted with `passphrase` when encrypted. Errors name the file and say
 // whether a passphrase is missing or wrong.
 PkeyPtr load_private_key(const std::filesystem::path& file, const std::string& passphrase);
+// An RSA public key from its modulus (big-endian bytes) and public exponent; Error naming `what`.
+PkeyPtr rsa_public_key(std::string_view modulus, uint32_t exponent, const std::string& what);
 // The first PEM certificate in a file.
 X509Ptr load_certificate(const std::filesystem::path& file);
 // Another owner of the same certificate (X509_up_ref).

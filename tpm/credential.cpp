@@ -53,18 +53,7 @@ StorageKey storage_key(const std::string& marshaled, const std::string& what) {
     if (!(area.objectAttributes & TPMA_OBJECT_RESTRICTED) || !(area.objectAttributes & TPMA_OBJECT_DECRYPT))
         fail(what + ": not a restricted decryption key");
     const uint32_t exponent = area.parameters.rsaDetail.exponent ? area.parameters.rsaDetail.exponent : 65537;
-    BignumPtr n(BN_bin2bn(area.unique.rsa.buffer, area.unique.rsa.size, nullptr));
-    BignumPtr e(BN_new());
-    OsslParamBldPtr build(OSSL_PARAM_BLD_new());
-    if (!n || !e || !build || BN_set_word(e.get(), exponent) != 1 || OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1 ||
-        OSSL_PARAM_BLD_push_BN(build.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1)
-        fail(what + ": cannot build an RSA key: " + openssl_errors());
-    OsslParamPtr params(OSSL_PARAM_BLD_to_param(build.get()));
-    PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
-    EVP_PKEY* key = nullptr;
-    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 || EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1)
-        fail(what + ": cannot build an RSA key: " + openssl_errors());
-    p.key.reset(key);
+    p.key = rsa_public_key(std::string_view(reinterpret_cast<const char*>(area.unique.rsa.buffer), area.unique.rsa.size), exponent, what);
     return p;
 }
 
