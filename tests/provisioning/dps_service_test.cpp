@@ -553,3 +553,35 @@ TEST_F(DpsServiceTest, TheOperationBoundsHoldAcrossARestart) {
     EXPECT_EQ(get(dps, op2), 200);
     EXPECT_EQ(get(dps, op3), 200);
 }
+
+// A state file edited behind the service's back (a row that is no longer JSON, a stored enrollment
+// that no longer parses) costs the requests that touch it a 500 naming what is wrong; the service
+// and its other devices go on.
+TEST_F(DpsServiceTest, TamperedStoredRowsAreAnsweredWithAnError) {
+    DpsServiceConfig config;
+    config.state_file = scratch / "dps.sqlite";
+    json doc = enrollments();
+    std::string operation;
+    {
+        DpsService dps(config, doc);
+        dps.put_enrollment({{"registrationId", "admin-device"}, {"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}});
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+        ASSERT_EQ(r.status, 202) << r.body;
+        operation = json::parse(r.body)["operationId"];
+    }
+    {
+        cairn::store::Database db(config.state_file);
+        db.exec("UPDATE operation SET result = '{not json'");
+        db.exec("UPDATE enrollment SET document = '{\"registrationId\": \"admin-device\"}' WHERE id = 'admin-device'");
+    }
+    DpsService dps(config, doc);
+    http::HttpResponse r = dps.handle(request("GET", "/" + scope + "/registrations/sym-device/operations/" + operation, "", token("sym-device", device_key)));
+    EXPECT_EQ(r.status, 500);
+    EXPECT_NE(r.body.find("stored operation"), std::string::npos) << r.body;
+    r = dps.handle(request("PUT", "/" + scope + "/registrations/admin-device/register", body("admin-device"), token("admin-device", device_key)));
+    EXPECT_EQ(r.status, 500);
+    EXPECT_NE(r.body.find("attestation"), std::string::npos) << r.body;
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"),
+                                             token("sym-device", device_key)), "sym-device");
+    EXPECT_EQ(op["status"], "assigned");
+}
