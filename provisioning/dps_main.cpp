@@ -26,6 +26,9 @@ const char* usage =
     "  --listen ADDRESS        IPv4 address to listen on (default 127.0.0.1)\n"
     "  --port N                TCP port (default 0: any free port)\n"
     "  --port-file FILE        write the port chosen here once listening\n"
+    "  --state FILE            keep the service's state (enrollments, operations, registrations,\n"
+    "                          TPM challenges, hub devices) in this SQLite file across restarts\n"
+    "                          (default: in memory, lost at exit)\n"
     "  --request-log FILE      append one JSON line per device request\n"
     "  --retry-after S         Retry-After of 202 replies (default 3)\n"
     "  --assign-delay-ms N     how long an operation stays 'assigning' (default 0)\n"
@@ -58,6 +61,10 @@ int main(int argc, char** argv) {
             else if (a.is("--port")) server.port = static_cast<uint16_t>(a.number(0, 65535));
             else if (a.is("--port-file")) port_file = a.value();
             else if (a.is("--request-log")) service.request_log = a.value();
+            else if (a.is("--state")) {
+                service.state_file = a.value();
+                if (service.state_file.empty()) throw UsageError("--state: needs a file name");
+            }
             else if (a.is("--retry-after")) service.retry_after_seconds = static_cast<int>(a.number(0, max_int));
             else if (a.is("--assign-delay-ms")) service.assign_delay_ms = static_cast<int>(a.number(0, max_int));
             else if (a.is("--clock-offset")) service.clock_offset_seconds = static_cast<int>(a.number(-max_int, max_int));

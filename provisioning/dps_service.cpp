@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "common/error.hpp"
@@ -57,6 +58,54 @@ std::string string_field(const json& object, const char* name, const std::string
     return it->get<std::string>();
 }
 
+// The schema of the state file, by version (store::Database::migrate). Append, never edit.
+// Times are wall-clock milliseconds since the epoch, so they keep their meaning across restarts.
+const std::vector<std::string_view> schema = {
+    R"(CREATE TABLE enrollment (
+         kind TEXT NOT NULL CHECK (kind IN ('individual', 'group')),
+         id TEXT NOT NULL,
+         document TEXT NOT NULL,
+         PRIMARY KEY (kind, id));
+       CREATE TABLE operation (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order: the oldest is dropped first
+         id TEXT NOT NULL UNIQUE,
+         registration_id TEXT NOT NULL,
+         ready_at_ms INTEGER NOT NULL,
+         result TEXT NOT NULL);
+       CREATE INDEX operation_by_registration ON operation (registration_id, seq);
+       CREATE TABLE registration (
+         registration_id TEXT PRIMARY KEY,
+         state TEXT NOT NULL);
+       CREATE TABLE tpm_challenge (
+         registration_id TEXT NOT NULL,
+         stage TEXT NOT NULL CHECK (stage IN ('pending', 'answered')),
+         hmac_key BLOB NOT NULL,
+         blob BLOB NOT NULL,
+         srk BLOB NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         PRIMARY KEY (registration_id, stage));
+       CREATE TABLE hub_device (
+         device_id TEXT PRIMARY KEY,
+         hub TEXT NOT NULL,
+         registration_id TEXT NOT NULL,
+         method TEXT NOT NULL,
+         key BLOB NOT NULL,
+         thumbprint TEXT NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('enabled', 'disabled', 'credentialRevoked'))))",
+};
+
+int64_t wall_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json parse_stored(const std::string& text, const std::string& what) {
+    try {
+        return json::parse(text);
+    } catch (const json::exception& e) {
+        fail("stored " + what + " is not valid JSON: " + e.what());
+    }
+}
+
 std::string new_id() { return to_hex(std::span(reinterpret_cast<const uint8_t*>(random_bytes(8).data()), 8)); }
 
 }  // namespace
@@ -100,7 +149,8 @@ json load_enrollments_file(const std::filesystem::path& file) {
     return document;
 }
 
-DpsService::DpsService(DpsServiceConfig config, const json& enrollments) : config_(std::move(config)) {
+DpsService::DpsService(DpsServiceConfig config, const json& enrollments) : config_(std::move(config)), db_(config_.state_file) {
+    db_.migrate(schema);
     id_scope_ = string_field(enrollments, "idScope", "enrollments");
     if (id_scope_.empty()) fail("enrollments: idScope missing");
     if (auto it = enrollments.find("iotHubs"); it != enrollments.end()) {
@@ -110,18 +160,88 @@ DpsService::DpsService(DpsServiceConfig config, const json& enrollments) : confi
             hubs_.push_back(hub.get<std::string>());
         }
     }
+    // The document's enrollments go over the stored ones, all or none.
+    store::Transaction transaction(db_);
     for (const char* key : {"enrollments", "enrollmentGroups"}) {
         auto it = enrollments.find(key);
         if (it == enrollments.end()) continue;
         if (!it->is_array()) fail(std::string("enrollments: ") + key + " must be an array");
+        std::set<std::string> seen;
         for (const auto& document : *it) {
             Enrollment e = parse_enrollment(document, std::string(key) == "enrollmentGroups");
-            auto& map = e.group ? groups_ : individual_;
-            if (map.count(e.id)) fail(std::string("enrollments: ") + key + ": '" + e.id + "' appears twice");
-            std::string id = e.id;
-            map.emplace(id, std::move(e));
+            if (!seen.insert(e.id).second) fail(std::string("enrollments: ") + key + ": '" + e.id + "' appears twice");
+            store_enrollment(e);
         }
     }
+    transaction.commit();
+}
+
+std::shared_ptr<const DpsService::Enrollment> DpsService::find_enrollment(const std::string& id, bool group) {
+    store::Statement s = db_.prepare("SELECT document FROM enrollment WHERE kind = ? AND id = ?");
+    s.bind(1, group ? "group" : "individual").bind(2, id);
+    if (!s.step()) return nullptr;
+    return std::make_shared<const Enrollment>(parse_enrollment(parse_stored(s.text(0), "enrollment '" + id + "'"), group));
+}
+
+std::vector<std::shared_ptr<const DpsService::Enrollment>> DpsService::groups_of_type(const std::string& type) {
+    std::vector<std::shared_ptr<const Enrollment>> out;
+    store::Statement s = db_.prepare("SELECT id, document FROM enrollment WHERE kind = 'group' ORDER BY id");
+    while (s.step()) {
+        auto e = std::make_shared<const Enrollment>(parse_enrollment(parse_stored(s.text(1), "enrollment group '" + s.text(0) + "'"), true));
+        if (e->type == type) out.push_back(std::move(e));
+    }
+    return out;
+}
+
+void DpsService::store_enrollment(const Enrollment& e) {
+    db_.prepare("INSERT OR REPLACE INTO enrollment (kind, id, document) VALUES (?, ?, ?)")
+        .bind(1, e.group ? "group" : "individual")
+        .bind(2, e.id)
+        .bind(3, e.document.dump(-1, ' ', false, json::error_handler_t::replace))
+        .run();
+}
+
+std::optional<DpsService::TpmState> DpsService::find_tpm(const std::string& registration_id, const char* stage) {
+    store::Statement s = db_.prepare("SELECT hmac_key, blob, srk, expires_ms FROM tpm_challenge WHERE registration_id = ? AND stage = ?");
+    s.bind(1, registration_id).bind(2, stage);
+    if (!s.step()) return std::nullopt;
+    return TpmState{s.text(0), s.text(1), s.text(2), s.integer(3)};
+}
+
+void DpsService::store_tpm(const std::string& registration_id, const char* stage, const TpmState& state) {
+    db_.prepare("INSERT OR REPLACE INTO tpm_challenge (registration_id, stage, hmac_key, blob, srk, expires_ms) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(1, registration_id)
+        .bind(2, stage)
+        .bind_blob(3, state.hmac_key)
+        .bind_blob(4, state.blob)
+        .bind_blob(5, state.srk)
+        .bind(6, state.expires_ms)
+        .run();
+}
+
+void DpsService::drop_tpm(const std::string& registration_id, const char* stage) {
+    db_.prepare("DELETE FROM tpm_challenge WHERE registration_id = ? AND stage = ?").bind(1, registration_id).bind(2, stage).run();
+}
+
+std::optional<json> DpsService::find_registration(const std::string& registration_id) {
+    store::Statement s = db_.prepare("SELECT state FROM registration WHERE registration_id = ?");
+    s.bind(1, registration_id);
+    if (!s.step()) return std::nullopt;
+    return parse_stored(s.text(0), "registration '" + registration_id + "'");
+}
+
+void DpsService::store_registration(const std::string& registration_id, const json& state) {
+    db_.prepare("INSERT OR REPLACE INTO registration (registration_id, state) VALUES (?, ?)")
+        .bind(1, registration_id)
+        .bind(2, state.dump(-1, ' ', false, json::error_handler_t::replace))
+        .run();
+}
+
+std::optional<DpsService::HubDevice> DpsService::find_hub_device(const std::string& device_id) {
+    store::Statement s = db_.prepare("SELECT hub, registration_id, method, key, thumbprint, status FROM hub_device WHERE device_id = ?");
+    s.bind(1, device_id);
+    if (!s.step()) return std::nullopt;
+    return HubDevice{s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5)};
 }
 
 void DpsService::set_tpm_challenge_maker(TpmChallengeMaker maker) {
@@ -206,25 +326,23 @@ DpsService::Enrollment DpsService::parse_enrollment(const json& document, bool g
 void DpsService::put_enrollment(const json& enrollment) {
     Enrollment e = parse_enrollment(enrollment, false);
     std::lock_guard lock(mutex_);
-    std::string id = e.id;
-    individual_.insert_or_assign(id, std::move(e));
+    store_enrollment(e);  // one statement: its own transaction
 }
 
 void DpsService::put_enrollment_group(const json& group) {
     Enrollment e = parse_enrollment(group, true);
     std::lock_guard lock(mutex_);
-    std::string id = e.id;
-    groups_.insert_or_assign(id, std::move(e));
+    store_enrollment(e);
 }
 
 bool DpsService::remove_enrollment(const std::string& registration_id) {
     std::lock_guard lock(mutex_);
-    return individual_.erase(registration_id) > 0;
+    return db_.prepare("DELETE FROM enrollment WHERE kind = 'individual' AND id = ?").bind(1, registration_id).run() > 0;
 }
 
 bool DpsService::remove_enrollment_group(const std::string& group_id) {
     std::lock_guard lock(mutex_);
-    return groups_.erase(group_id) > 0;
+    return db_.prepare("DELETE FROM enrollment WHERE kind = 'group' AND id = ?").bind(1, group_id).run() > 0;
 }
 
 void DpsService::inject_faults(int status, int count, int retry_after_seconds) {
@@ -241,7 +359,10 @@ json DpsService::request_log() const {
 
 json DpsService::registrations() const {
     std::lock_guard lock(mutex_);
-    return json(registrations_);
+    json out = json::object();
+    store::Statement s = db_.prepare("SELECT registration_id, state FROM registration ORDER BY registration_id");
+    while (s.step()) out[s.text(0)] = parse_stored(s.text(1), "registration '" + s.text(0) + "'");
+    return out;
 }
 
 http::HttpResponse DpsService::error(int status, int code, const std::string& message) const {
@@ -286,7 +407,11 @@ http::HttpResponse DpsService::handle(const http::HttpRequest& request) {
     http::HttpResponse response;
     const bool hub = !parts.empty() && parts[0] == "devices";
     try {
+        // The request's changes (a challenge issued, an operation, a registration, a hub device)
+        // are kept all together, error replies included (a TPM challenge is a 401), or not at all.
+        store::Transaction transaction(db_);
         response = hub ? handle_hub(request, parts) : handle_device(request, parts);
+        transaction.commit();
     } catch (const std::exception& e) {
         response = error(500, 500000, std::string("internal error: ") + e.what());
     }
@@ -310,9 +435,9 @@ http::HttpResponse DpsService::handle_hub(const http::HttpRequest& request, cons
     if (parts.size() != 4 || parts[2] != "messages" || parts[3] != "deviceBound")
         return error(404, 404000, "the simulated hub serves GET /devices/{id}/messages/deviceBound only");
     if (request.method != "GET") return error(405, 405000, "the simulated hub answers GET only");
-    auto it = hub_devices_.find(parts[1]);
-    if (it == hub_devices_.end()) return error(404, 404001, "DeviceNotFound: no device '" + parts[1] + "' on any hub");
-    const HubDevice& d = it->second;
+    const std::optional<HubDevice> device = find_hub_device(parts[1]);
+    if (!device) return error(404, 404001, "DeviceNotFound: no device '" + parts[1] + "' on any hub");
+    const HubDevice& d = *device;
     if (d.status == "disabled") return error(403, 403004, "device '" + parts[1] + "' is disabled on " + d.hub);
     const std::string authorization = request.header("authorization");
     bool accepted = false;
@@ -336,18 +461,18 @@ http::HttpResponse DpsService::handle_hub(const http::HttpRequest& request, cons
 
 void DpsService::set_hub_status(const std::string& device_id, const std::string& status) {
     std::lock_guard lock(mutex_);
-    auto it = hub_devices_.find(device_id);
-    if (it == hub_devices_.end()) fail("no device '" + device_id + "' was assigned to a hub");
     if (status != "enabled" && status != "disabled" && status != "credentialRevoked")
         fail("hubStatus '" + status + "' is not enabled, disabled or credentialRevoked");
-    it->second.status = status;
+    if (db_.prepare("UPDATE hub_device SET status = ? WHERE device_id = ?").bind(1, status).bind(2, device_id).run() == 0)
+        fail("no device '" + device_id + "' was assigned to a hub");
 }
 
 json DpsService::hub_devices() const {
     std::lock_guard lock(mutex_);
     json out = json::array();
-    for (const auto& [id, d] : hub_devices_)
-        out.push_back({{"deviceId", id}, {"assignedHub", d.hub}, {"registrationId", d.registration_id}, {"method", d.method}, {"hubStatus", d.status}});
+    store::Statement s = db_.prepare("SELECT device_id, hub, registration_id, method, status FROM hub_device ORDER BY device_id");
+    while (s.step())
+        out.push_back({{"deviceId", s.text(0)}, {"assignedHub", s.text(1)}, {"registrationId", s.text(2)}, {"method", s.text(3)}, {"hubStatus", s.text(4)}});
     return out;
 }
 
@@ -389,59 +514,57 @@ http::HttpResponse DpsService::handle_device(const http::HttpRequest& request, c
         Operation op;
         op.id = "5." + new_id() + "." + new_id();
         op.registration_id = registration_id;
-        op.ready_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.assign_delay_ms);
+        op.ready_at_ms = wall_ms() + config_.assign_delay_ms;
         op.result = assign(std::get<Authenticated>(auth), registration_id, body);
         op.result["operationId"] = op.id;
         http::HttpResponse r = http::HttpResponse::json(202, {{"operationId", op.id}, {"status", "assigning"}});
         r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
         r.headers.emplace_back("Location", "/" + id_scope_ + "/registrations/" + registration_id + "/register");
-        store_operation(std::move(op));
+        store_operation(op);
         return r;
     }
     if (parts.size() == 5 && parts[3] == "operations") {
         if (request.method != "GET") return error(405, 405000, "operation status takes GET");
         auto auth = authenticate(request, registration_id, nullptr);
         if (auto* reply = std::get_if<http::HttpResponse>(&auth)) return std::move(*reply);
-        auto it = operations_.find(parts[4]);
-        if (it == operations_.end() || it->second.registration_id != registration_id)
-            return error(404, 404202, "no operation '" + parts[4] + "' for registration '" + registration_id + "'");
-        if (std::chrono::steady_clock::now() < it->second.ready_at) {
-            http::HttpResponse r = http::HttpResponse::json(202, {{"operationId", it->first}, {"status", "assigning"}});
+        store::Statement s = db_.prepare("SELECT ready_at_ms, result FROM operation WHERE id = ? AND registration_id = ?");
+        s.bind(1, parts[4]).bind(2, registration_id);
+        if (!s.step()) return error(404, 404202, "no operation '" + parts[4] + "' for registration '" + registration_id + "'");
+        if (wall_ms() < s.integer(0)) {
+            http::HttpResponse r = http::HttpResponse::json(202, {{"operationId", parts[4]}, {"status", "assigning"}});
             r.headers.emplace_back("Retry-After", std::to_string(config_.retry_after_seconds));
             return r;
         }
-        return http::HttpResponse::json(200, it->second.result);
+        return http::HttpResponse::json(200, parse_stored(s.text(1), "operation '" + parts[4] + "'"));
     }
     if (parts.size() == 3) {
         if (request.method != "POST") return error(405, 405000, "registration status lookup takes POST");
         auto auth = authenticate(request, registration_id, nullptr);
         if (auto* reply = std::get_if<http::HttpResponse>(&auth)) return std::move(*reply);
-        auto it = registrations_.find(registration_id);
-        if (it == registrations_.end()) return error(404, 404203, "registration '" + registration_id + "' has never been assigned");
-        return http::HttpResponse::json(200, it->second);
+        std::optional<json> state = find_registration(registration_id);
+        if (!state) return error(404, 404203, "registration '" + registration_id + "' has never been assigned");
+        return http::HttpResponse::json(200, *state);
     }
     return error(404, 404000, "no such resource: " + request.path);
 }
 
 // Keeps at most max_operations_per_registration for the operation's registration ID and
-// max_operations in all, dropping the oldest first.
-void DpsService::store_operation(Operation op) {
-    auto oldest = [this](const std::string* registration_id) {
-        auto found = operations_.end();
-        for (auto it = operations_.begin(); it != operations_.end(); ++it)
-            if ((!registration_id || it->second.registration_id == *registration_id) &&
-                (found == operations_.end() || it->second.sequence < found->second.sequence))
-                found = it;
-        return found;
-    };
-    size_t mine = 0;
-    for (const auto& [id, o] : operations_) mine += o.registration_id == op.registration_id;
-    for (; mine > 0 && mine >= std::max<size_t>(config_.max_operations_per_registration, 1); --mine)
-        operations_.erase(oldest(&op.registration_id));
-    while (!operations_.empty() && operations_.size() >= std::max<size_t>(config_.max_operations, 1)) operations_.erase(oldest(nullptr));
-    op.sequence = ++operation_sequence_;
-    std::string id = op.id;
-    operations_.emplace(std::move(id), std::move(op));
+// max_operations in all, dropping the oldest first (seq is the creation order).
+void DpsService::store_operation(const Operation& op) {
+    const auto keep = [](size_t limit) { return static_cast<int64_t>(std::max<size_t>(limit, 1) - 1); };  // room for the new one
+    db_.prepare("DELETE FROM operation WHERE seq IN (SELECT seq FROM operation WHERE registration_id = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)")
+        .bind(1, op.registration_id)
+        .bind(2, keep(config_.max_operations_per_registration))
+        .run();
+    db_.prepare("DELETE FROM operation WHERE seq IN (SELECT seq FROM operation ORDER BY seq DESC LIMIT -1 OFFSET ?)")
+        .bind(1, keep(config_.max_operations))
+        .run();
+    db_.prepare("INSERT INTO operation (id, registration_id, ready_at_ms, result) VALUES (?, ?, ?, ?)")
+        .bind(1, op.id)
+        .bind(2, op.registration_id)
+        .bind(3, op.ready_at_ms)
+        .bind(4, op.result.dump(-1, ' ', false, json::error_handler_t::replace))
+        .run();
 }
 
 std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenticate(const http::HttpRequest& request,
@@ -462,39 +585,37 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
         if (token.expiry < unix_seconds(now()))
             return error(401, 401002, "SAS token expired at " + utc_timestamp(std::chrono::system_clock::time_point(std::chrono::seconds(token.expiry))) +
                                           " (service time " + utc_timestamp(now()) + ")");
-        if (auto it = individual_.find(registration_id); it != individual_.end()) {
-            const Enrollment& e = it->second;
+        if (auto individual = find_enrollment(registration_id, false)) {
+            const Enrollment& e = *individual;
             if (e.type == "symmetricKey") {
                 for (const auto& key : e.keys)
-                    if (sas_signature_matches(token, key)) return Authenticated{&e, "symmetricKey", key, ""};
+                    if (sas_signature_matches(token, key)) return Authenticated{individual, "symmetricKey", key, ""};
                 return error(401, 401002, "SAS token signature does not match the enrollment's keys");
             }
             if (e.type == "tpm") {
                 // The pending challenge, answered now (its key becomes the device's), or the one answered before.
-                auto p = pending_tpm_.find(registration_id);
-                if (p != pending_tpm_.end() && std::chrono::steady_clock::now() >= p->second.expires) {
-                    pending_tpm_.erase(p);
-                    p = pending_tpm_.end();
+                std::optional<TpmState> pending = find_tpm(registration_id, "pending");
+                if (pending && wall_ms() >= pending->expires_ms) {
+                    drop_tpm(registration_id, "pending");
+                    pending.reset();
                 }
-                if (p != pending_tpm_.end() && sas_signature_matches(token, p->second.hmac_key)) {
-                    answered_tpm_[registration_id] = p->second;
-                    pending_tpm_.erase(p);
-                    const TpmState& a = answered_tpm_[registration_id];
-                    return Authenticated{&e, "tpm", a.hmac_key, "", a.blob};
+                if (pending && sas_signature_matches(token, pending->hmac_key)) {
+                    store_tpm(registration_id, "answered", *pending);
+                    drop_tpm(registration_id, "pending");
+                    return Authenticated{individual, "tpm", pending->hmac_key, "", pending->blob};
                 }
-                if (auto a = answered_tpm_.find(registration_id); a != answered_tpm_.end() && sas_signature_matches(token, a->second.hmac_key))
-                    return Authenticated{&e, "tpm", a->second.hmac_key, "", a->second.blob};
+                if (auto a = find_tpm(registration_id, "answered"); a && sas_signature_matches(token, a->hmac_key))
+                    return Authenticated{individual, "tpm", a->hmac_key, "", a->blob};
                 return error(401, 401002, "SAS token signature does not match the key of a TPM challenge of '" + registration_id + "'");
             }
             // An individual enrollment decides for its ID: no group may register it another way.
             return error(401, 401002, "registration '" + registration_id + "' has an individual " + e.type +
                                           " enrollment; a SAS token cannot authenticate it");
         }
-        for (const auto& [id, group] : groups_) {
-            if (group.type != "symmetricKey") continue;
-            for (const auto& key : group.keys) {
+        for (const auto& group : groups_of_type("symmetricKey")) {
+            for (const auto& key : group->keys) {
                 const std::string device_key = base64_decode(derive_device_key(base64_encode(key), registration_id), "derived key");
-                if (sas_signature_matches(token, device_key)) return Authenticated{&group, "symmetricKey", device_key, ""};
+                if (sas_signature_matches(token, device_key)) return Authenticated{group, "symmetricKey", device_key, ""};
             }
         }
         return error(401, 401002, "SAS token signature matches no enrollment for '" + registration_id + "'");
@@ -504,28 +625,27 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
         const std::string cn = subject_common_name(leaf);
         if (cn != registration_id)
             return error(401, 401002, "registration ID '" + registration_id + "' differs from the certificate's CN '" + cn + "'");
-        if (auto it = individual_.find(registration_id); it != individual_.end()) {
-            if (it->second.type != "x509")
-                return error(401, 401002, "registration '" + registration_id + "' has an individual " + it->second.type +
+        if (auto individual = find_enrollment(registration_id, false)) {
+            if (individual->type != "x509")
+                return error(401, 401002, "registration '" + registration_id + "' has an individual " + individual->type +
                                               " enrollment; a client certificate cannot authenticate it");
             const std::string thumbprint = certificate_thumbprint(leaf);
-            for (const auto& cert : it->second.certificates) {
+            for (const auto& cert : individual->certificates) {
                 if (certificate_thumbprint(cert.get()) != thumbprint) continue;
                 const std::string problem = verify_certificate(leaf, {}, {cert.get()});
                 if (!problem.empty()) return error(401, 401002, "client certificate of '" + registration_id + "': " + problem);
-                return Authenticated{&it->second, "x509", "", thumbprint};
+                return Authenticated{individual, "x509", "", thumbprint};
             }
             return error(401, 401002, "client certificate is not the one enrolled for '" + registration_id + "'");
         }
         std::vector<X509*> chain;
         for (size_t i = 1; i < request.peer_chain.size(); ++i) chain.push_back(request.peer_chain[i].get());
         std::string last_problem = "no X.509 enrollment group";
-        for (const auto& [id, group] : groups_) {
-            if (group.type != "x509") continue;
+        for (const auto& group : groups_of_type("x509")) {
             std::vector<X509*> anchors;
-            for (const auto& c : group.certificates) anchors.push_back(c.get());
+            for (const auto& c : group->certificates) anchors.push_back(c.get());
             last_problem = verify_certificate(leaf, chain, anchors);
-            if (last_problem.empty()) return Authenticated{&group, "x509", "", certificate_thumbprint(leaf)};
+            if (last_problem.empty()) return Authenticated{group, "x509", "", certificate_thumbprint(leaf)};
         }
         return error(401, 401002, "Invalid certificate: no enrollment for '" + registration_id + "' accepts it (" + last_problem + ")");
     }
@@ -535,8 +655,8 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
 std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenticate_tpm(const http::HttpRequest& request,
                                                                                    const std::string& registration_id,
                                                                                    const json& tpm) {
-    auto it = individual_.find(registration_id);
-    if (it == individual_.end() || it->second.type != "tpm")
+    const auto enrollment = find_enrollment(registration_id, false);
+    if (!enrollment || enrollment->type != "tpm")
         return error(401, 401002, "Unauthorized: no TPM enrollment for '" + registration_id + "'");
     if (!tpm.is_object() || !tpm.contains("endorsementKey") || !tpm["endorsementKey"].is_string())
         return error(400, 400004, "tpm.endorsementKey missing");
@@ -546,7 +666,7 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
     } catch (const Error& e) {
         return error(400, 400004, e.what());
     }
-    if (ek != it->second.endorsement_key) return error(400, 400004, "Endorsement key is invalid, or does not match the Enrollment.");
+    if (ek != enrollment->endorsement_key) return error(400, 400004, "Endorsement key is invalid, or does not match the Enrollment.");
     if (!request.header("authorization").empty()) {
         auto auth = authenticate(request, registration_id, nullptr);
         return auth;
@@ -568,18 +688,18 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
     // The EK is public, so anyone may ask. A pending challenge stays until answered or expired:
     // asked again for the same SRK (a device that lost the reply), it is handed out again; for
     // another SRK, the request is refused (409) until then.
-    const auto now = std::chrono::steady_clock::now();
-    if (auto p = pending_tpm_.find(registration_id); p != pending_tpm_.end()) {
-        if (now < p->second.expires) {
-            if (p->second.srk == srk) return challenge_reply(p->second.blob);
-            const auto left = std::chrono::ceil<std::chrono::seconds>(p->second.expires - now).count();
+    const int64_t now = wall_ms();
+    if (auto p = find_tpm(registration_id, "pending")) {
+        if (now < p->expires_ms) {
+            if (p->srk == srk) return challenge_reply(p->blob);
+            const int64_t left = (p->expires_ms - now + 999) / 1000;
             http::HttpResponse r = error(409, 409001, "a TPM challenge for '" + registration_id +
                                                     "' is in progress for another storage root key; it stays until answered or for " +
                                                     std::to_string(left) + " s");
             r.headers.emplace_back("Retry-After", std::to_string(left));
             return r;
         }
-        pending_tpm_.erase(p);
+        drop_tpm(registration_id, "pending");
     }
     TpmChallenge challenge;
     try {
@@ -587,7 +707,7 @@ std::variant<DpsService::Authenticated, http::HttpResponse> DpsService::authenti
     } catch (const Error& e) {
         return error(400, 400004, std::string("cannot build the TPM challenge: ") + e.what());
     }
-    pending_tpm_[registration_id] = {challenge.hmac_key, challenge.blob, srk, now + std::chrono::seconds(config_.tpm_challenge_ttl_seconds)};
+    store_tpm(registration_id, "pending", {challenge.hmac_key, challenge.blob, srk, now + int64_t(config_.tpm_challenge_ttl_seconds) * 1000});
     return challenge_reply(challenge.blob);
 }
 
@@ -595,13 +715,13 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
     const Enrollment& e = *auth.enrollment;
     const std::string time = utc_timestamp(now());
     json state = {{"registrationId", registration_id}, {"createdDateTimeUtc", time}, {"lastUpdatedDateTimeUtc", time}, {"etag", new_id()}};
-    if (auto previous = registrations_.find(registration_id); previous != registrations_.end() && previous->second.contains("createdDateTimeUtc"))
-        state["createdDateTimeUtc"] = previous->second["createdDateTimeUtc"];
+    const std::optional<json> previous = find_registration(registration_id);
+    if (previous && previous->contains("createdDateTimeUtc")) state["createdDateTimeUtc"] = (*previous)["createdDateTimeUtc"];
     if (!e.enabled) {
         state["status"] = "disabled";
         state["errorCode"] = 401004;
         state["errorMessage"] = std::string("enrollment ") + (e.group ? "group '" : "'") + e.id + "' is disabled";
-        registrations_[registration_id] = state;
+        store_registration(registration_id, state);
         return {{"status", "disabled"}, {"registrationState", state}};
     }
     const std::vector<std::string>& hubs = e.hubs.empty() ? hubs_ : e.hubs;
@@ -609,16 +729,14 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
         state["status"] = "failed";
         state["errorCode"] = 400208;
         state["errorMessage"] = "no IoT hub to assign: neither the enrollment nor the service names one";
-        registrations_[registration_id] = state;
+        store_registration(registration_id, state);
         return {{"status", "failed"}, {"registrationState", state}};
     }
     const Digest h = sha256(registration_id);
     const uint32_t n = uint32_t(h[0]) << 24 | uint32_t(h[1]) << 16 | uint32_t(h[2]) << 8 | h[3];
     const std::string hub = hubs[n % hubs.size()];
     std::string substatus = "initialAssignment";
-    if (auto previous = registrations_.find(registration_id); previous != registrations_.end() && previous->second.contains("assignedHub") &&
-                                                                 previous->second["assignedHub"] != hub)
-        substatus = "deviceDataMigrated";
+    if (previous && previous->contains("assignedHub") && (*previous)["assignedHub"] != hub) substatus = "deviceDataMigrated";
     state["assignedHub"] = hub;
     state["deviceId"] = e.device_id.empty() || e.group ? registration_id : e.device_id;
     state["status"] = "assigned";
@@ -631,9 +749,16 @@ json DpsService::assign(const Authenticated& auth, const std::string& registrati
         state["symmetricKey"] = e.group ? json{{"enrollmentGroupId", e.id}} : json::object();
     }
     if (body.contains("payload")) state["payload"] = {{"msg", "custom allocation payload received"}, {"request_payload", body["payload"]}};
-    hub_devices_[state["deviceId"].get<std::string>()] = HubDevice{hub, registration_id, auth.method, auth.key, auth.thumbprint, "enabled"};
+    db_.prepare("INSERT OR REPLACE INTO hub_device (device_id, hub, registration_id, method, key, thumbprint, status) VALUES (?, ?, ?, ?, ?, ?, 'enabled')")
+        .bind(1, state["deviceId"].get<std::string>())
+        .bind(2, hub)
+        .bind(3, registration_id)
+        .bind(4, auth.method)
+        .bind_blob(5, auth.key)
+        .bind(6, auth.thumbprint)
+        .run();
     if (!e.initial_twin.is_null()) state["initialTwin"] = e.initial_twin;
-    registrations_[registration_id] = state;
+    store_registration(registration_id, state);
     return {{"status", "assigned"}, {"registrationState", state}};
 }
 
@@ -655,7 +780,9 @@ http::HttpResponse DpsService::handle_admin(const http::HttpRequest& request, co
         if (parts.size() == 2 && request.method == "GET") {
             std::lock_guard lock(mutex_);
             json list = json::array();
-            for (const auto& [id, e] : group ? groups_ : individual_) list.push_back(e.document);
+            store::Statement s = db_.prepare("SELECT id, document FROM enrollment WHERE kind = ? ORDER BY id");
+            s.bind(1, group ? "group" : "individual");
+            while (s.step()) list.push_back(parse_stored(s.text(1), "enrollment '" + s.text(0) + "'"));
             return http::HttpResponse::json(200, list);
         }
         if (parts.size() != 3) return error(404, 404000, "no such resource: " + request.path);
@@ -668,10 +795,10 @@ http::HttpResponse DpsService::handle_admin(const http::HttpRequest& request, co
         }
         if (request.method == "GET") {
             std::lock_guard lock(mutex_);
-            const auto& map = group ? groups_ : individual_;
-            auto it = map.find(parts[2]);
-            if (it == map.end()) return error(404, 404000, "no enrollment '" + parts[2] + "'");
-            return http::HttpResponse::json(200, it->second.document);
+            store::Statement s = db_.prepare("SELECT document FROM enrollment WHERE kind = ? AND id = ?");
+            s.bind(1, group ? "group" : "individual").bind(2, parts[2]);
+            if (!s.step()) return error(404, 404000, "no enrollment '" + parts[2] + "'");
+            return http::HttpResponse::json(200, parse_stored(s.text(0), "enrollment '" + parts[2] + "'"));
         }
         if (request.method == "DELETE") {
             bool removed = group ? remove_enrollment_group(parts[2]) : remove_enrollment(parts[2]);

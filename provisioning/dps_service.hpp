@@ -16,6 +16,11 @@
 // A certificate may be given as "certificateFile" (a path, relative to the enrollments file).
 // The enrollments file: {"idScope": "...", "iotHubs": [...], "enrollments": [...],
 // "enrollmentGroups": [...]}, JSON or TOML (by extension).
+//
+// State (enrollments, registration operations, registrations, TPM challenges, the simulated hub's
+// devices) lives in SQLite (store/sqlite.hpp): a file given as DpsServiceConfig::state_file keeps it
+// across restarts, ":memory:" (the default) for as long as the service lives. Each request's changes
+// are one transaction. The request log and injected faults are diagnostics and stay in memory.
 #pragma once
 
 #include <chrono>
@@ -24,6 +29,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <variant>
@@ -35,6 +41,7 @@
 
 #include "http/server.hpp"
 #include "provisioning/openssl.hpp"
+#include "store/sqlite.hpp"
 
 namespace cairn::provisioning {
 
@@ -51,6 +58,7 @@ struct DpsServiceConfig {
     size_t max_operations = 10000;       // registration operations kept; the oldest goes first
     size_t max_operations_per_registration = 4;  // per registration ID; its oldest goes first
     int tpm_challenge_ttl_seconds = 120; // a TPM challenge stays pending (and is handed out again) this long unless answered
+    std::filesystem::path state_file = ":memory:";  // the SQLite database of the service's state
 };
 
 // DPS's rule for registration IDs: 1 to 128 characters, lowercase letters, digits and - . _ :
@@ -70,6 +78,9 @@ using TpmChallengeMaker = std::function<TpmChallenge(const std::string& ek_publi
 
 class DpsService {
 public:
+    // Opens (or creates) config.state_file, brings its schema up to date and puts the enrollments
+    // over the stored ones (enrollments stored but absent from the document stay). Throws Error
+    // naming the state file when it is not a database or comes from a later schema.
     DpsService(DpsServiceConfig config, const nlohmann::json& enrollments);
 
     http::HttpResponse handle(const http::HttpRequest& request);
@@ -110,12 +121,11 @@ private:
     struct Operation {
         std::string id;
         std::string registration_id;
-        std::chrono::steady_clock::time_point ready_at;
-        uint64_t sequence = 0;  // creation order: the oldest is dropped first
-        nlohmann::json result;  // status + registrationState
+        int64_t ready_at_ms = 0;  // wall clock, ms since the epoch: meaningful after a restart
+        nlohmann::json result;    // status + registrationState
     };
     struct Authenticated {
-        const Enrollment* enrollment = nullptr;
+        std::shared_ptr<const Enrollment> enrollment;
         std::string method;   // symmetricKey | x509 | tpm
         std::string key;      // SAS: the raw key the token was signed with
         std::string thumbprint;  // X.509: the client certificate's
@@ -132,10 +142,20 @@ private:
         std::string hmac_key;
         std::string blob;
         std::string srk;  // the storage root key the challenge was made for (raw TPM2B_PUBLIC)
-        std::chrono::steady_clock::time_point expires;
+        int64_t expires_ms = 0;  // wall clock, ms since the epoch
     };
 
     std::chrono::system_clock::time_point now() const;
+    // Stored state. Callers hold mutex_; changes belong to the caller's transaction.
+    std::shared_ptr<const Enrollment> find_enrollment(const std::string& id, bool group);
+    std::vector<std::shared_ptr<const Enrollment>> groups_of_type(const std::string& type);
+    void store_enrollment(const Enrollment& e);
+    std::optional<TpmState> find_tpm(const std::string& registration_id, const char* stage);
+    void store_tpm(const std::string& registration_id, const char* stage, const TpmState& state);
+    void drop_tpm(const std::string& registration_id, const char* stage);
+    std::optional<nlohmann::json> find_registration(const std::string& registration_id);
+    void store_registration(const std::string& registration_id, const nlohmann::json& state);
+    std::optional<HubDevice> find_hub_device(const std::string& device_id);
     Enrollment parse_enrollment(const nlohmann::json& document, bool group) const;
     http::HttpResponse handle_device(const http::HttpRequest& request, const std::vector<std::string>& parts);
     http::HttpResponse handle_admin(const http::HttpRequest& request, const std::vector<std::string>& parts);
@@ -145,7 +165,7 @@ private:
                                                            const nlohmann::json* body);
     std::variant<Authenticated, http::HttpResponse> authenticate_tpm(const http::HttpRequest& request, const std::string& registration_id,
                                                                const nlohmann::json& tpm);
-    void store_operation(Operation op);
+    void store_operation(const Operation& op);
     nlohmann::json assign(const Authenticated& auth, const std::string& registration_id, const nlohmann::json& body);
     void log(const http::HttpRequest& request, const std::string& registration_id, int status, const std::string& note);
     http::HttpResponse error(int status, int code, const std::string& message) const;
@@ -154,14 +174,9 @@ private:
     std::string id_scope_;
     std::vector<std::string> hubs_;
     mutable std::mutex mutex_;
-    std::map<std::string, Enrollment> individual_;
-    std::map<std::string, Enrollment> groups_;
-    std::map<std::string, Operation> operations_;
-    std::map<std::string, nlohmann::json> registrations_;  // registration id -> last registrationState
-    uint64_t operation_sequence_ = 0;
-    std::map<std::string, TpmState> pending_tpm_;          // registration id -> the challenge issued, not yet answered
-    std::map<std::string, TpmState> answered_tpm_;         // registration id -> the challenge last answered (the device's key)
-    std::map<std::string, HubDevice> hub_devices_;         // device id -> the simulated hub's view
+    // One connection, used under mutex_ only (the wrapper has no lock of its own). Tables:
+    // enrollment, operation, registration, tpm_challenge (pending and answered), hub_device.
+    mutable store::Database db_;
     std::deque<nlohmann::json> log_;
     int fault_status_ = 0, fault_count_ = 0, fault_retry_after_ = 1;
     TpmChallengeMaker tpm_maker_;

@@ -24,11 +24,11 @@ protected:
     std::unique_ptr<cairn::test::DpsFixture> dps;
     std::filesystem::path state = scratch / "state";
 
-    void start_dps(json extra_enrollments = json::array()) {
+    void start_dps(json extra_enrollments = json::array(), std::vector<std::string> extra_args = {}) {
         json enrollments = {{"enrollments", {{{"registrationId", "agent-device"},
                                               {"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}}}}};
         for (auto& e : extra_enrollments) enrollments["enrollments"].push_back(e);
-        dps = std::make_unique<cairn::test::DpsFixture>(scratch / "dps", enrollments);
+        dps = std::make_unique<cairn::test::DpsFixture>(scratch / "dps", enrollments, extra_args);
     }
 
     ProvisioningConfig config(ReprovisioningMode mode = ReprovisioningMode::Dynamic) {
@@ -141,6 +141,35 @@ TEST_F(AgentTest, TpmRoundTripAndRestartWithoutRegistering) {
     ProvisionOutcome again = provision(c, state, Trigger::Startup);
     EXPECT_TRUE(again.registered);
     EXPECT_NE(again.reason.find("HTTP 403"), std::string::npos) << again.reason;
+}
+
+// cairn-dps with --state, killed with SIGKILL after a TPM device registered and started again: the
+// simulated hub still knows the device and the key of its TPM challenge, so the agent's Dynamic
+// check at the next start passes and nothing registers again.
+TEST_F(AgentTest, ATpmDeviceStaysKnownWhenTheServiceRestartsOnItsStateFile) {
+    Swtpm swtpm(scratch / "tpm");
+    std::string ek;
+    {
+        Tpm tpm({swtpm.tcti()});
+        ek = tpm.endorsement_key();
+    }
+    const std::string id = tpm_registration_id(ek);
+    start_dps(json::array({{{"registrationId", id}, {"attestation", {{"type", "tpm"}, {"tpm", {{"endorsementKey", base64_encode(ek)}}}}}}}),
+              {"--state", (scratch / "dps-state" / "dps.sqlite").string()});
+    auto c = config();
+    c.method = AttestationMethod::Tpm;
+    c.registration_id = "";
+    c.tpm.tcti = swtpm.tcti();
+    ASSERT_TRUE(provision(c, state, Trigger::Startup).registered);
+    const size_t puts = registrations();  // the challenge and its answer
+    dps->kill();
+    dps->start();
+    ProvisionOutcome restarted = provision(c, state, Trigger::Startup);
+    EXPECT_FALSE(restarted.registered);
+    EXPECT_EQ(restarted.reason, "stored identity is valid (the hub accepts it)");
+    EXPECT_EQ(registrations(), puts);
+    const json known = json::parse(dps->admin("GET", "/admin/registrations").body);
+    EXPECT_EQ(known[id]["status"], "assigned") << known.dump();
 }
 
 // Dynamic mode asks the hub at start: a disabled device or a refused credential registers again;

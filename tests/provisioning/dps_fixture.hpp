@@ -2,6 +2,7 @@
 // enrollments file, an admin token, a request log.
 #pragma once
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,6 +63,15 @@ public:
 
     void stop() {
         if (process_) process_->stop(2000);
+        process_.reset();
+    }
+
+    // As a power cut would: no chance to tidy up.
+    void kill() {
+        if (process_) {
+            process_->signal(SIGKILL);
+            process_->wait(5000);
+        }
         process_.reset();
     }
 

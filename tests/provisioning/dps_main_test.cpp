@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "common/subprocess.hpp"
+#include "common/encoding.hpp"
+#include "provisioning/sas.hpp"
 #include "tests/provisioning/dps_fixture.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -81,4 +83,61 @@ TEST(DpsMain, CapsConnectionsAndCutsSilentClients) {
     EXPECT_THROW(http::https_request(q), cairn::Error);
     ::usleep(1700000);  // past the silent client's deadline
     EXPECT_EQ(http::https_request(q).status, 401);
+}
+
+TEST(DpsMain, ABadStateFileStopsTheStartNamingIt) {
+    cairn::test::Scratch scratch;
+    cairn::test::write_text(scratch / "enrollments.json", R"({"idScope": "0ne0000CA1R"})");
+    cairn::test::write_text(scratch / "state.sqlite", std::string(8192, 'x'));
+    auto r = cairn::run({CAIRN_DPS_BINARY, "--enrollments", (scratch / "enrollments.json").string(), "--cert", "c", "--key", "k", "--state",
+                         (scratch / "state.sqlite").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find((scratch / "state.sqlite").string()), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not a database"), std::string::npos) << r.err;
+    r = cairn::run({CAIRN_DPS_BINARY, "--state", ""});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("--state"), std::string::npos) << r.err;
+}
+
+// cairn-dps killed with SIGKILL while an operation is still assigning: started again on the same
+// --state file, it answers the operation, knows the device and keeps what the admin API put.
+TEST(DpsMain, AStateFileSurvivesSigkill) {
+    cairn::test::Scratch scratch;
+    const std::string key = base64_encode(std::string_view("device-key-0123456789abcdef01234"));
+    const nlohmann::json attestation = {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", key}}}};
+    nlohmann::json enrollments = {{"enrollments", {{{"registrationId", "dev1"}, {"attestation", attestation}}}}};
+    cairn::test::DpsFixture dps(scratch / "dps", enrollments, {"--state", (scratch / "dps" / "state.sqlite").string(), "--assign-delay-ms", "1500"});
+    EXPECT_EQ(dps.admin("PUT", "/admin/enrollments/dev2", nlohmann::json{{"attestation", attestation}}.dump()).status, 200);
+    auto device_request = [&](const std::string& method, const std::string& path, const std::string& id, const std::string& body = "") {
+        http::HttpsRequest r;
+        r.method = method;
+        r.url = dps.endpoint() + cairn::test::dps_scope + "/registrations/" + id + path + "?api-version=2021-06-01";
+        r.body = body;
+        r.trust_bundle = dps.trust_bundle();
+        const std::string sas = make_sas_token(sas_resource(cairn::test::dps_scope, id), unix_seconds(std::chrono::system_clock::now()) + 3600,
+                                               key_signer(base64_decode(key, "key")));
+        r.headers = {"Authorization: " + sas, "Content-Type: application/json"};
+        return http::https_request(r);
+    };
+    http::HttpsReply accepted = device_request("PUT", "/register", "dev1", R"({"registrationId":"dev1"})");
+    ASSERT_EQ(accepted.status, 202) << accepted.body;
+    const std::string operation = nlohmann::json::parse(accepted.body)["operationId"];
+    EXPECT_EQ(device_request("GET", "/operations/" + operation, "dev1").status, 202);  // still assigning
+
+    dps.kill();
+    dps.start();
+    http::HttpsReply done;
+    for (int i = 0; i < 50; ++i) {  // ready 1.5 s after the PUT, by the wall clock
+        done = device_request("GET", "/operations/" + operation, "dev1");
+        if (done.status != 202) break;
+        ::usleep(100000);
+    }
+    ASSERT_EQ(done.status, 200) << done.body;
+    EXPECT_EQ(nlohmann::json::parse(done.body)["registrationState"]["status"], "assigned");
+    EXPECT_EQ(device_request("POST", "", "dev1").status, 200);
+    const nlohmann::json devices = nlohmann::json::parse(dps.admin("GET", "/admin/devices").body);
+    ASSERT_EQ(devices.size(), 1u) << devices.dump();
+    EXPECT_EQ(devices[0]["deviceId"], "dev1");
+    EXPECT_EQ(dps.admin("GET", "/admin/enrollments/dev2").status, 200);
+    EXPECT_EQ(device_request("PUT", "/register", "dev2", R"({"registrationId":"dev2"})").status, 202);
 }

@@ -5,6 +5,7 @@
 #include "common/file.hpp"
 #include "common/encoding.hpp"
 #include "provisioning/sas.hpp"
+#include "store/sqlite.hpp"
 #include "tests/support/pki.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -412,4 +413,175 @@ TEST_F(DpsServiceTest, TheRequestLogFileIsRotated) {
     EXPECT_LE(std::filesystem::file_size(scratch / "requests.jsonl.1"), 1000u);
     EXPECT_GT(std::filesystem::file_size(scratch / "requests.jsonl"), 0u);
     EXPECT_EQ(cairn::read_file(scratch / "requests.jsonl").back(), '\n');
+}
+
+// With a state file, a new service on the same file carries on where the old one stopped: its
+// operations can be polled, its registrations and hub devices are known, enrollments put over the
+// admin API are there, and a TPM challenge issued before the restart is answered after it.
+TEST_F(DpsServiceTest, AStateFileKeepsEverythingAcrossARestart) {
+    DpsServiceConfig config;
+    config.admin_token = "s3cret";
+    config.state_file = scratch / "state" / "dps.sqlite";
+    json doc = enrollments();
+    const std::string ek = "endorsement-key-public-area-0123";
+    doc["enrollments"].push_back({{"registrationId", "tpm-device"}, {"attestation", {{"type", "tpm"}, {"tpm", {{"endorsementKey", base64_encode(ek)}}}}}});
+    const std::string tpm_path = "/" + scope + "/registrations/tpm-device/register";
+    const std::string tpm_body = body("tpm-device", {{"tpm", {{"endorsementKey", base64_encode(ek)}, {"storageRootKey", base64_encode(std::string_view("srk"))}}}});
+    auto with_chain = [&](http::HttpRequest r) {
+        r.peer_chain = load_pem_certificates(pki / "enrolled-chain.pem");
+        return r;
+    };
+    auto admin = [&](DpsService& dps, const std::string& method, const std::string& path, const std::string& b = "") {
+        return dps.handle(request(method, path, b, "Bearer s3cret", ""));
+    };
+    std::string sym_operation, x509_operation, blob;
+    {
+        DpsService dps(config, doc);
+        int made = 0;
+        dps.set_tpm_challenge_maker([&](const std::string&, const std::string&) {
+            ++made;
+            return TpmChallenge{"the-blob", "hmac-key-before"};
+        });
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+        ASSERT_EQ(r.status, 202) << r.body;
+        sym_operation = json::parse(r.body)["operationId"];
+        r = dps.handle(with_chain(request("PUT", "/" + scope + "/registrations/x509-device/register", body("x509-device"))));
+        ASSERT_EQ(r.status, 202) << r.body;
+        x509_operation = json::parse(r.body)["operationId"];
+        r = dps.handle(request("PUT", tpm_path, tpm_body));
+        ASSERT_EQ(r.status, 401) << r.body;
+        blob = json::parse(r.body)["authenticationKey"];
+        EXPECT_EQ(made, 1);
+        json enrollment = {{"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}};
+        EXPECT_EQ(admin(dps, "PUT", "/admin/enrollments/admin-device", enrollment.dump()).status, 200);
+        json group = {{"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", group_key}}}}}, {"iotHubs", {"admin-hub.example"}}};
+        EXPECT_EQ(admin(dps, "PUT", "/admin/enrollmentGroups/admin-group", group.dump()).status, 200);
+        EXPECT_EQ(admin(dps, "DELETE", "/admin/enrollmentGroups/sym-group").status, 204);  // stored, but the file puts it back
+        dps.set_hub_status("sym-device-id", "disabled");
+    }
+    DpsService dps(config, doc);
+    int made = 0;
+    dps.set_tpm_challenge_maker([&](const std::string&, const std::string&) {
+        ++made;
+        return TpmChallenge{"another-blob", "hmac-key-after"};
+    });
+    // The operations issued before the restart.
+    http::HttpResponse r = dps.handle(request("GET", "/" + scope + "/registrations/sym-device/operations/" + sym_operation, "", token("sym-device", device_key)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["registrationState"]["deviceId"], "sym-device-id");
+    r = dps.handle(with_chain(request("GET", "/" + scope + "/registrations/x509-device/operations/" + x509_operation)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["registrationState"]["assignedHub"], "x509-hub.example");
+    // The registrations and the hub's devices, with their credentials and status.
+    r = dps.handle(request("POST", "/" + scope + "/registrations/sym-device", "", token("sym-device", device_key)));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(dps.registrations().size(), 2u);
+    json devices = dps.hub_devices();
+    ASSERT_EQ(devices.size(), 2u) << devices.dump();
+    EXPECT_EQ(devices[0]["deviceId"], "sym-device-id");
+    EXPECT_EQ(devices[0]["hubStatus"], "disabled");
+    EXPECT_EQ(dps.handle(with_chain(request("GET", "/devices/x509-device/messages/deviceBound", "", "", ""))).status, 204);
+    EXPECT_EQ(dps.handle(request("GET", "/devices/sym-device-id/messages/deviceBound", "", "", "")).status, 403);
+    // The admin API's enrollments; the file's group is back.
+    EXPECT_EQ(admin(dps, "GET", "/admin/enrollments/admin-device").status, 200);
+    EXPECT_EQ(json::parse(admin(dps, "GET", "/admin/enrollmentGroups").body).size(), 3u);
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/admin-device/register", body("admin-device"),
+                                             token("admin-device", device_key)), "admin-device");
+    EXPECT_EQ(op["status"], "assigned");
+    // The TPM challenge issued before the restart, answered after it (no new one was made).
+    const std::string sas = token("tpm-device", base64_encode(std::string_view("hmac-key-before")));
+    op = register_and_poll(dps, request("PUT", tpm_path, tpm_body, sas), "tpm-device");
+    EXPECT_EQ(op["status"], "assigned");
+    EXPECT_EQ(op["registrationState"]["tpm"]["authenticationKey"], blob);
+    EXPECT_EQ(made, 0);
+}
+
+// The enrollments document goes over what is stored: a key changed in the file wins.
+TEST_F(DpsServiceTest, TheEnrollmentsFileIsPutOverTheStoredOnes) {
+    DpsServiceConfig config;
+    config.state_file = scratch / "dps.sqlite";
+    json doc = enrollments();
+    { DpsService dps(config, doc); }
+    doc["enrollments"][0]["provisioningStatus"] = "disabled";
+    DpsService dps(config, doc);
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"),
+                                             token("sym-device", device_key)), "sym-device");
+    EXPECT_EQ(op["status"], "disabled");
+    // A bad document changes nothing: the service is not made.
+    json bad = doc;
+    bad["enrollments"].push_back(doc["enrollments"][0]);
+    cairn::test::expect_error([&] { DpsService again(config, bad); }, {"appears twice"});
+}
+
+TEST_F(DpsServiceTest, AStateFileThatIsNotOursIsRefusedNamingIt) {
+    DpsServiceConfig config;
+    config.state_file = scratch / "garbage.sqlite";
+    cairn::test::write_text(config.state_file, std::string(8192, 'g'));
+    cairn::test::expect_error([&] { DpsService dps(config, enrollments()); }, {config.state_file.string(), "not a database"});
+    config.state_file = scratch / "later.sqlite";
+    {
+        cairn::store::Database db(config.state_file);
+        db.exec("PRAGMA user_version = 99");
+    }
+    cairn::test::expect_error([&] { DpsService dps(config, enrollments()); },
+                              {config.state_file.string(), "schema is version 99", "newer than this program"});
+}
+
+// Operations issued before a restart still count against the bounds after it.
+TEST_F(DpsServiceTest, TheOperationBoundsHoldAcrossARestart) {
+    DpsServiceConfig config;
+    config.state_file = scratch / "dps.sqlite";
+    config.max_operations_per_registration = 2;
+    json doc = enrollments();
+    auto put = [&](DpsService& dps) {
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+        EXPECT_EQ(r.status, 202) << r.body;
+        return json::parse(r.body)["operationId"].get<std::string>();
+    };
+    auto get = [&](DpsService& dps, const std::string& op) {
+        return dps.handle(request("GET", "/" + scope + "/registrations/sym-device/operations/" + op, "", token("sym-device", device_key))).status;
+    };
+    std::string op1, op2;
+    {
+        DpsService dps(config, doc);
+        op1 = put(dps);
+        op2 = put(dps);
+    }
+    DpsService dps(config, doc);
+    const std::string op3 = put(dps);
+    EXPECT_EQ(get(dps, op1), 404);
+    EXPECT_EQ(get(dps, op2), 200);
+    EXPECT_EQ(get(dps, op3), 200);
+}
+
+// A state file edited behind the service's back (a row that is no longer JSON, a stored enrollment
+// that no longer parses) costs the requests that touch it a 500 naming what is wrong; the service
+// and its other devices go on.
+TEST_F(DpsServiceTest, TamperedStoredRowsAreAnsweredWithAnError) {
+    DpsServiceConfig config;
+    config.state_file = scratch / "dps.sqlite";
+    json doc = enrollments();
+    std::string operation;
+    {
+        DpsService dps(config, doc);
+        dps.put_enrollment({{"registrationId", "admin-device"}, {"attestation", {{"type", "symmetricKey"}, {"symmetricKey", {{"primaryKey", device_key}}}}}});
+        http::HttpResponse r = dps.handle(request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"), token("sym-device", device_key)));
+        ASSERT_EQ(r.status, 202) << r.body;
+        operation = json::parse(r.body)["operationId"];
+    }
+    {
+        cairn::store::Database db(config.state_file);
+        db.exec("UPDATE operation SET result = '{not json'");
+        db.exec("UPDATE enrollment SET document = '{\"registrationId\": \"admin-device\"}' WHERE id = 'admin-device'");
+    }
+    DpsService dps(config, doc);
+    http::HttpResponse r = dps.handle(request("GET", "/" + scope + "/registrations/sym-device/operations/" + operation, "", token("sym-device", device_key)));
+    EXPECT_EQ(r.status, 500);
+    EXPECT_NE(r.body.find("stored operation"), std::string::npos) << r.body;
+    r = dps.handle(request("PUT", "/" + scope + "/registrations/admin-device/register", body("admin-device"), token("admin-device", device_key)));
+    EXPECT_EQ(r.status, 500);
+    EXPECT_NE(r.body.find("attestation"), std::string::npos) << r.body;
+    json op = register_and_poll(dps, request("PUT", "/" + scope + "/registrations/sym-device/register", body("sym-device"),
+                                             token("sym-device", device_key)), "sym-device");
+    EXPECT_EQ(op["status"], "assigned");
 }
