@@ -1,10 +1,14 @@
 #include "attestation/agent.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -285,4 +289,59 @@ TEST_F(AgentEvidenceTest, CairnctlAttestNowRunsARoundAndSaysSoInItsExitStatus) {
     const auto bad = cairn::run({CAIRN_ATTESTD_BINARY, "--config", path("missing.toml")});
     EXPECT_EQ(bad.exit_code, 1);
     EXPECT_NE(bad.err.find("missing.toml: no such file"), std::string::npos) << bad.err;
+}
+
+TEST_F(AgentEvidenceTest, DaemonRunsARoundAtStartAndStopsCleanlyOnSigterm) {
+    AgentConfig c = config();
+    cairn::write_file_atomic(c.file, "verifier_url = \"https://127.0.0.1:" + std::to_string(closed_port()) + "\"\ndevice_id = \"dev1\"\ntcti = \"" +
+                                         swtpm.tcti() + "\"\nevent_log = \"" + c.event_log.string() + "\"\nreference = \"" + c.reference.string() +
+                                         "\"\nreference_signature = \"" + c.reference_signature.string() + "\"\nstate_dir = \"" +
+                                         c.state_dir.string() + "\"\nretries = 0\ntimeout_sec = 2\ninterval_sec = 3600\n");
+    cairn::Process daemon({CAIRN_ATTESTD_BINARY, "--config", c.file.string()}, path("attestd.log"));
+    // The first round happens at start: wait for its status file.
+    for (int i = 0; i < 100 && !fs::exists(status_file(c)); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(fs::exists(status_file(c))) << cairn::read_file(path("attestd.log"));
+    EXPECT_TRUE(daemon.running());
+    daemon.signal(SIGTERM);
+    EXPECT_EQ(daemon.wait(5000), std::optional<int>(0)) << cairn::read_file(path("attestd.log"));
+    EXPECT_NE(cairn::read_file(path("attestd.log")).find("stopping (SIGTERM)"), std::string::npos);
+}
+
+TEST_F(AgentEvidenceTest, RoundsNeverOverlap) {
+    AgentConfig c = config();
+    c.verifier_url = "https://127.0.0.1:" + std::to_string(closed_port());
+    fs::create_directories(c.state_dir);
+    // Another round (the daemon's) holds the lock: ours waits for it.
+    cairn::UniqueFd held = cairn::open_file(c.state_dir / ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+    std::atomic<bool> done{false};
+    std::thread round([&] {
+        run_round(c);
+        done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    EXPECT_FALSE(done.load());
+    EXPECT_FALSE(fs::exists(status_file(c)));
+    ::flock(held.get(), LOCK_UN);
+    round.join();
+    EXPECT_TRUE(done.load());
+    EXPECT_EQ(read_status(c.state_dir)["record"]["healthStatus"], "Unknown");
+}
+
+TEST_F(AgentEvidenceTest, ReferenceFromTheEspNeedsTheBootedSlot) {
+    AgentConfig c = config();
+    c.reference.clear();
+    c.reference_signature.clear();
+    cairn::write_file_atomic(c.cmdline, "console=ttyS0 quiet\n");
+    cairn::test::expect_error([&] { read_signed_reference(c); }, {c.cmdline.string(), "no cairn.slot=a or cairn.slot=b"});
+    cairn::write_file_atomic(c.cmdline, "cairn.slot=c\n");
+    cairn::test::expect_error([&] { read_signed_reference(c); }, {"no cairn.slot=a or cairn.slot=b"});
+    // A bad status file is an error naming it, and the next round replaces it.
+    fs::create_directories(c.state_dir);
+    cairn::write_file_atomic(status_file(c), "[1, 2]");
+    cairn::test::expect_error([&] { read_status(c.state_dir); }, {status_file(c).string(), "not a status file"});
+    c.verifier_url = "https://127.0.0.1:" + std::to_string(closed_port());
+    run_round(c);
+    EXPECT_EQ(read_status(c.state_dir)["record"]["healthStatus"], "Unknown");
+    EXPECT_TRUE(read_status(c.state_dir)["lastGood"].is_null());
 }
