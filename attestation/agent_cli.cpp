@@ -40,21 +40,40 @@ const char* attestd_usage =
     "Exit status: 0 stopped by a signal (or --once Healthy), 1 failed, 2 usage error.\n";
 
 const char* attest_usage =
-    "Usage: cairnctl attest status [--json] [--config FILE]\n"
-    "       cairnctl attest now [--json] [--config FILE]\n"
+    "Usage: cairnctl attest status|now [--json] [--config FILE]\n"
     "\n"
-    "Boot attestation: what the verifier last judged of this device's boot.\n"
+    "Boot attestation: what the verifier last judged of this device's boot, which the\n"
+    "attestation agent (cairn-attestd) proves with the TPM.\n"
     "\n"
-    "  status       the last status record (health, Secure Boot, the checks that failed), its\n"
-    "               age, and the last Healthy one when the last round was not\n"
-    "  now          runs a round now (never at the same time as cairn-attestd's) and prints the\n"
-    "               new record\n"
+    "  status       the last status record, its age, and the last Healthy one\n"
+    "  now          runs a round with the verifier now and prints the new record\n"
     "\n"
-    "  -c, --config FILE  the agent's configuration (default /etc/cairn/attestation.toml); status\n"
-    "                     reads only its state_dir, and /var/lib/cairn/attestation without one\n"
-    "  --json             the record as JSON, with \"age\" (seconds) and \"lastGood\"\n"
-    "\n"
+    "See `cairnctl attest COMMAND --help`.\n"
     "Exit status: 0 done (now: Healthy), 1 failed (now: Unhealthy or Unknown), 2 usage error.\n";
+
+const char* status_usage =
+    "Usage: cairnctl attest status [--json] [--config FILE]\n"
+    "\n"
+    "Shows the status record of the last attestation round (health, Secure Boot, the checks that\n"
+    "failed, and why a round could not be judged), its age, the last attempt, and the last\n"
+    "Healthy record when the last one is not. Reads the status file only.\n"
+    "\n"
+    "  -c, --config FILE  the agent's configuration, for its state_dir (default\n"
+    "                     /etc/cairn/attestation.toml; without it /var/lib/cairn/attestation)\n"
+    "  --json             the record as JSON, with \"age\" (seconds), \"lastGood\" and \"lastAttempt\"\n"
+    "\n"
+    "Exit status: 0 shown (also when there is no record yet), 1 failed, 2 usage error.\n";
+
+const char* now_usage =
+    "Usage: cairnctl attest now [--json] [--config FILE]\n"
+    "\n"
+    "Runs an attestation round now, as cairn-attestd does (never at the same time as one of its\n"
+    "rounds: they share a lock), records it in the status file and prints the new record.\n"
+    "\n"
+    "  -c, --config FILE  the agent's configuration (default /etc/cairn/attestation.toml)\n"
+    "  --json             the record as JSON, with \"age\", \"lastGood\" and \"lastAttempt\"\n"
+    "\n"
+    "Exit status: 0 Healthy, 1 Unhealthy, Unknown or failed, 2 usage error.\n";
 
 std::string format_age(const json& age) {
     if (!age.is_number()) return "unknown age";
@@ -166,8 +185,14 @@ int attestd_main(const std::vector<std::string>& args, std::ostream& out, std::o
 int attest_command(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
     try {
         const Options o = parse(args, false);
+        if (!o.command.empty() && o.command != "status" && o.command != "now")
+            throw UsageError("unknown command '" + o.command + "' (status, now)");
         if (o.help) {
-            out << attest_usage;
+            out << (o.command == "status" ? status_usage : o.command == "now" ? now_usage : attest_usage);
+            return 0;
+        }
+        if (o.version) {
+            out << "cairnctl " << version() << "\n";
             return 0;
         }
         if (o.command == "status") {
@@ -207,8 +232,7 @@ int attest_command(const std::vector<std::string>& args, std::ostream& out, std:
             else print_record(out, view);
             return record["healthStatus"] == "Healthy" ? 0 : 1;
         }
-        if (o.command.empty()) throw UsageError("a command is needed: status or now");
-        throw UsageError("unknown command '" + o.command + "' (status, now)");
+        throw UsageError("a command is needed: status or now");
     } catch (const UsageError& e) {
         err << "cairnctl attest: " << e.what() << "\n" << "Usage: cairnctl attest status|now [--json] [--config FILE] (see --help)\n";
         return 2;
