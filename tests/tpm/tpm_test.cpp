@@ -164,14 +164,24 @@ TEST_F(TpmTest, QuoteVerifiesHereAndWithTpm2Checkquote) {
     cairn::run_checked({"tpm2_readpublic", "-c", "0x81010002", "-f", "pem", "-o", (scratch / "ak.pem").string()}, tools());
     cairn::write_file_atomic(scratch / "q.msg", q.attest);
     cairn::write_file_atomic(scratch / "q.sig", q.signature);
-    auto checkquote = [&](const std::string& n) {
+    // With the PCR values too (-f): tpm2_checkquote recomputes pcrDigest from them.
+    auto checkquote = [&](const std::string& n, const std::string& pcr_file) {
         return cairn::run({"tpm2_checkquote", "-u", (scratch / "ak.pem").string(), "-m", (scratch / "q.msg").string(), "-s",
-                           (scratch / "q.sig").string(), "-g", "sha256", "-q", hex_of(n)},
-                          tools())
-            .exit_code;
+                           (scratch / "q.sig").string(), "-g", "sha256", "-q", hex_of(n), "-f", (scratch / pcr_file).string()},
+                          tools());
     };
-    EXPECT_EQ(checkquote(nonce), 0);
-    EXPECT_NE(checkquote("another nonce"), 0);
+    // Its PCR file is the serialized form (TPML_PCR_SELECTION, count, TPML_DIGESTs).
+    cairn::run_checked({"tpm2_pcrread", "sha256:0,1,2,3,4,5,6,7,9,11", "-F", "serialized", "-o", (scratch / "pcrs.ser").string()}, tools());
+    const auto good = checkquote(nonce, "pcrs.ser");
+    EXPECT_EQ(good.exit_code, 0) << good.err << good.out;
+    EXPECT_NE(checkquote("another nonce", "pcrs.ser").exit_code, 0);
+    // The same file with one bit of PCR 0's value changed (extended above, so it is unique there).
+    std::string other = cairn::read_file(scratch / "pcrs.ser");
+    const size_t pcr0 = other.find(raw.substr(0, 32));
+    ASSERT_NE(pcr0, std::string::npos);
+    other[pcr0 + 31] ^= 1;
+    cairn::write_file_atomic(scratch / "other-pcrs.ser", other);
+    EXPECT_NE(checkquote(nonce, "other-pcrs.ser").exit_code, 0);
 
     cairn::test::expect_error([&] { tpm.quote(std::string(65, 'n'), pcrs); }, {"TPM:", "nonce", "65 bytes"});
     cairn::test::expect_error([&] { tpm.quote(nonce, {24}); }, {"TPM:", "PCR 24"});
