@@ -18,9 +18,11 @@
 #include "common/encoding.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/hash.hpp"
 #include "common/text.hpp"
 #include "common/toml_reader.hpp"
 #include "http/client.hpp"
+#include "tpm/credential.hpp"
 
 namespace cairn::attestation {
 
@@ -338,7 +340,15 @@ json attest_once(const AgentConfig& config, const std::function<void(const std::
             json challenge = verifier.post("/ak", {{"endorsementKey", base64_encode(tpm.endorsement_key())}, {"attestationKey", base64_encode(ak)}});
             const std::string secret = tpm.activate_attestation_key(b64_field(challenge, "credentialBlob", ak_url),
                                                                     b64_field(challenge, "encryptedSecret", ak_url));
-            verifier.post("/ak/activate", {{"secret", base64_encode(secret)}});
+            const json bound = verifier.post("/ak/activate", {{"secret", base64_encode(secret)}});
+            // The verifier names the key it bound; another Name means it bound something else.
+            const std::string name = tpm::object_name(tpm::unmarshal_public(ak, "the attestation key"));
+            const std::string expected = to_hex({reinterpret_cast<const uint8_t*>(name.data()), name.size()});
+            if (!bound.contains("attestationKeyName") || !bound["attestationKeyName"].is_string() ||
+                to_lower(bound["attestationKeyName"].get<std::string>()) != expected)
+                throw RoundFailure(ak_url + "/activate: the verifier bound " +
+                                   (bound.contains("attestationKeyName") ? bound["attestationKeyName"].dump() : std::string("no key name")) +
+                                   ", not this attestation key (" + expected + ")");
         }
         if (log) log("quoting PCRs with the verifier's nonce");
         const AgentEvidence evidence = collect_evidence(tpm, config, nonce, pcrs);

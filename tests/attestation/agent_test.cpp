@@ -291,6 +291,21 @@ TEST_F(AgentEvidenceTest, CairnctlAttestNowRunsARoundAndSaysSoInItsExitStatus) {
     EXPECT_NE(bad.err.find("missing.toml: no such file"), std::string::npos) << bad.err;
 }
 
+TEST(AgentStatus, AgeIsNullForATimestampThatDoesNotParse) {
+    const auto now = std::chrono::system_clock::now();
+    json record = {{"healthStatus", "Unknown"}, {"timestamp", cairn::utc_timestamp(now - std::chrono::seconds(90))}};
+    EXPECT_EQ(status_view({{"record", record}}, now)["age"], 90);
+    EXPECT_TRUE(status_view({{"record", record}}, now)["lastGood"].is_null());
+    record["timestamp"] = "2026-12-04T12:00:00Z";
+    EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_number());
+    for (const char* bad : {"yesterday", "2026-12-04T12:00:00", "2026-12-04T12:00:00+01:00", "2026-12-04T12:00:00.Z1"}) {
+        record["timestamp"] = bad;
+        EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_null()) << bad;
+    }
+    record["timestamp"] = 5;
+    EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_null());
+}
+
 TEST_F(AgentEvidenceTest, DaemonRunsARoundAtStartAndStopsCleanlyOnSigterm) {
     AgentConfig c = config();
     cairn::write_file_atomic(c.file, "verifier_url = \"https://127.0.0.1:" + std::to_string(closed_port()) + "\"\ndevice_id = \"dev1\"\ntcti = \"" +
