@@ -248,7 +248,9 @@ public:
             auto result = client_.exchange(request);
             std::string problem;
             if (auto* t = std::get_if<http::TransportError>(&result)) {
-                if (!t->retryable || attempt >= config_.retries) throw RoundFailure("verifier unreachable: " + t->message);
+                // Not retryable: TLS verification or the URL itself failed, which waiting does not mend.
+                if (!t->retryable) throw RoundFailure("cannot talk to the verifier: " + t->message);
+                if (attempt >= config_.retries) throw RoundFailure("verifier unreachable: " + t->message);
                 problem = t->message;
             } else {
                 const http::HttpsReply& reply = std::get<http::HttpsReply>(result);
