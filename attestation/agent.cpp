@@ -22,6 +22,7 @@
 #include "common/text.hpp"
 #include "common/toml_reader.hpp"
 #include "http/client.hpp"
+#include "partitions/layout.hpp"
 #include "tpm/credential.hpp"
 
 namespace cairn::attestation {
@@ -165,7 +166,7 @@ private:
 SignedReference read_signed_reference(const AgentConfig& config) {
     if (!config.reference.empty()) return {read_file(config.reference), read_file(config.reference_signature)};
     const char slot = booted_slot(config.cmdline);
-    const fs::path device = partition_by_label(std::string("esp_") + slot);
+    const fs::path device = partition_by_label(partitions::label_for(partitions::Role::Esp, slot));
     EspMount esp(device);
     return {read_file(esp.dir() / "EFI/BOOT/reference.json"), read_file(esp.dir() / "EFI/BOOT/reference.json.sig")};
 }
