@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "attestation/quote.hpp"
 #include "attestation/verify.hpp"
 #include "common/encoding.hpp"
 #include "common/error.hpp"
@@ -330,6 +331,9 @@ json attest_once(const AgentConfig& config, const std::function<void(const std::
         VerifierClient verifier(config, log);
         tpm::Tpm tpm(config.tpm);
         const std::string ak = tpm.attestation_key();
+        // A key someone else left at the AK's handle is used as it is; say so here when it is not
+        // an attestation key, rather than let the verifier refuse it.
+        parse_ak_public(ak, "the key at persistent handle 0x81010002");
         const std::string nonce_url = config.verifier_url + "/attest/v1/devices/" + config.device_id + "/nonce";
         json nonce_reply = verifier.post("/nonce", {{"attestationKey", base64_encode(ak)}});
         const std::string nonce = b64_field(nonce_reply, "nonce", nonce_url);

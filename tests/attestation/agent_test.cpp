@@ -361,3 +361,16 @@ TEST_F(AgentEvidenceTest, ReferenceFromTheEspNeedsTheBootedSlot) {
     EXPECT_EQ(read_status(c.state_dir)["record"]["healthStatus"], "Unknown");
     EXPECT_TRUE(read_status(c.state_dir)["lastGood"].is_null());
 }
+
+TEST_F(AgentEvidenceTest, AKeyAtTheAkHandleThatIsNoAkIsNamed) {
+    AgentConfig c = config();
+    c.verifier_url = "https://127.0.0.1:" + std::to_string(closed_port());
+    // A storage key persisted at 0x81010002 by someone else.
+    cairn::run_checked({"tpm2_createprimary", "-C", "o", "-c", path("primary.ctx")}, tools());
+    cairn::run_checked({"tpm2_evictcontrol", "-C", "o", "-c", path("primary.ctx"), "0x81010002"}, tools());
+    cairn::run({"tpm2_flushcontext", "-t"}, tools());
+    const json record = attest_once(c);
+    EXPECT_EQ(record["healthStatus"], "Unknown");
+    const std::string why = record["errorMessage"];
+    EXPECT_NE(why.find("the key at persistent handle 0x81010002"), std::string::npos) << why;
+}
