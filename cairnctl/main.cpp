@@ -1,9 +1,9 @@
 // cairnctl: the on-device control tool. Each area's commands live with their concern
 // (updater/client.cpp for `update`, provisioning/config_cli.cpp for `config`,
-// provisioning/provision_cli.cpp for `provision`).
+// provisioning/provision_cli.cpp for `provision`, attestation/agent_cli.cpp for `attest`).
 //
-// `provision` runs in its own program, cairnctl-provision, which this one starts in its place: it
-// needs libcurl and the TPM stack, and `cairnctl update` should neither load them (they are most
+// `provision` and `attest` run in their own programs, cairnctl-provision and cairnctl-attest,
+// which this one starts in its place: they need libcurl and the TPM stack, and `cairnctl update` should neither load them (they are most
 // of its start-up time from a cold cache) nor bring them into an image that has no provisioning.
 #include <cstdio>
 #include <filesystem>
@@ -32,26 +32,29 @@ Areas:
              install or rollback, mark slots good, bad or active
   provision  the device's cloud identity (DPS): status, reprovision, check, tpm-info
   config     the device's configuration (/etc/cairn/config.toml): check, apply, import
+  attest     boot attestation: the verifier's last judgement of this boot (status), a round now (now)
 
   -h, --help                  this text; after an area or command: its own usage
   help [AREA [COMMAND]]       the same as `cairnctl AREA COMMAND --help`
   --version                   the version
 
-Exit status: 0 done, 1 failed, 2 usage error; `cairnctl provision status` also 3 (not configured).
+Exit status: 0 done, 1 failed, 2 usage error; `cairnctl provision status` also 3 (not configured);
+`cairnctl attest now` 1 when the boot is not judged Healthy.
 )";
 
-// cairnctl-provision beside this program (a build tree), or in ../lib/cairn (an image, an install).
-int provision(const std::vector<std::string>& args) {
+// cairnctl-<area> beside this program (a build tree), or in ../lib/cairn (an image, an install).
+int helper(const std::string& area, const std::string& section, const std::vector<std::string>& args) {
     std::error_code ec;
     const fs::path self = cairn::own_directory();
-    for (const fs::path& candidate : {self / "cairnctl-provision", self / "../lib/cairn/cairnctl-provision"}) {
+    const std::string name = "cairnctl-" + area;
+    for (const fs::path& candidate : {self / name, self / ("../lib/cairn/" + name)}) {
         if (!fs::is_regular_file(candidate, ec)) continue;
-        std::vector<std::string> argv = {"cairnctl-provision"};
+        std::vector<std::string> argv = {name};
         argv.insert(argv.end(), args.begin(), args.end());
         cairn::replace_process(candidate, argv);
     }
-    std::fprintf(stderr, "cairnctl: provision: cairnctl-provision is not in %s or %s (an image without [provisioning] has none)\n",
-                 self.c_str(), (self.parent_path() / "lib/cairn").c_str());
+    std::fprintf(stderr, "cairnctl: %s: %s is not in %s or %s (an image without %s has none)\n", area.c_str(), name.c_str(), self.c_str(),
+                 (self.parent_path() / "lib/cairn").c_str(), section.c_str());
     return 2;
 }
 
@@ -77,7 +80,8 @@ int main(int argc, char** argv) {
     if (cairn::Args::is_version(area)) return cairn::print_version("cairnctl");
     try {
         if (area == "update") return cairn::updater::update_command(args);
-        if (area == "provision") return provision(args);
+        if (area == "provision") return helper("provision", "[provisioning]", args);
+        if (area == "attest") return helper("attest", "the attestation agent", args);
         if (area == "config") return cairn::provisioning::config_command(args, std::cout, std::cerr);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cairnctl: %s\n", e.what());

@@ -57,6 +57,21 @@ TPM2B_PUBLIC srk_template() {
                         TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
 }
 
+TPM2B_PUBLIC ak_template() {
+    TPM2B_PUBLIC pub{};
+    pub.publicArea.type = TPM2_ALG_RSA;
+    pub.publicArea.nameAlg = TPM2_ALG_SHA256;
+    pub.publicArea.objectAttributes = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                                      TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH;
+    // A signing key has no symmetric algorithm; a restricted one must name its one scheme.
+    pub.publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+    pub.publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_RSASSA;
+    pub.publicArea.parameters.rsaDetail.scheme.details.rsassa.hashAlg = TPM2_ALG_SHA256;
+    pub.publicArea.parameters.rsaDetail.keyBits = 2048;
+    pub.publicArea.parameters.rsaDetail.exponent = 0;
+    return pub;
+}
+
 std::string marshal_public(const TPM2B_PUBLIC& pub) {
     uint8_t buffer[sizeof(TPM2B_PUBLIC) + 8];
     size_t offset = 0;
@@ -140,6 +155,10 @@ std::string Tpm::ensure_primary(uint32_t handle, ESYS_TR hierarchy, const TPM2B_
                                                             ESYS_TR_NONE, handle, &stored));
         Esys_TR_Close(esys_.get(), &stored);
     }
+    return read_public(handle);
+}
+
+std::string Tpm::read_public(uint32_t handle) {
     Closed object = persistent(handle);
     TPM2B_PUBLIC* raw = nullptr;
     check("reading a public key", Esys_ReadPublic(esys_.get(), object.get(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &raw, nullptr, nullptr));
@@ -180,6 +199,95 @@ std::string Tpm::activate_credential(ESYS_TR object, const TPM2B_ID_OBJECT& cred
                                         &raw_cert_info));
     EsysPtr<TPM2B_DIGEST> cert_info(raw_cert_info);
     return std::string(reinterpret_cast<const char*>(cert_info->buffer), cert_info->size);
+}
+
+void Tpm::create_attestation_key() {
+    endorsement_key();
+    Closed ek = persistent(ek_handle);
+    const TPM2B_PUBLIC tmpl = ak_template();
+    TPM2B_SENSITIVE_CREATE sensitive{};
+    TPM2B_DATA outside{};
+    TPML_PCR_SELECTION creation_pcrs{};
+    TPM2B_PRIVATE* raw_private = nullptr;
+    TPM2B_PUBLIC* raw_public = nullptr;
+    {
+        // The EK's policy (PolicySecret(endorsement)) authorizes using it as a parent; a policy
+        // session is spent by the command it authorizes, so Load needs a new one.
+        Flushed session = ek_policy_session();
+        check("creating the attestation key under the EK",
+              Esys_Create(esys_.get(), ek.get(), session.get(), ESYS_TR_NONE, ESYS_TR_NONE, &sensitive, &tmpl, &outside, &creation_pcrs,
+                          &raw_private, &raw_public, nullptr, nullptr, nullptr));
+    }
+    EsysPtr<TPM2B_PRIVATE> key_private(raw_private);
+    EsysPtr<TPM2B_PUBLIC> key_public(raw_public);
+    ESYS_TR loaded = ESYS_TR_NONE;
+    {
+        Flushed session = ek_policy_session();
+        check("loading the attestation key",
+              Esys_Load(esys_.get(), ek.get(), session.get(), ESYS_TR_NONE, ESYS_TR_NONE, key_private.get(), key_public.get(), &loaded));
+    }
+    Flushed transient(esys_.get(), loaded);
+    set_hierarchy_auth(ESYS_TR_RH_OWNER);
+    ESYS_TR stored = ESYS_TR_NONE;
+    check("persisting the attestation key at 0x81010002", Esys_EvictControl(esys_.get(), ESYS_TR_RH_OWNER, transient.get(), ESYS_TR_PASSWORD,
+                                                                           ESYS_TR_NONE, ESYS_TR_NONE, ak_handle, &stored));
+    Esys_TR_Close(esys_.get(), &stored);
+}
+
+std::string Tpm::attestation_key() {
+    if (ak_.empty()) {
+        if (!persistent_exists(ak_handle)) create_attestation_key();
+        ak_ = read_public(ak_handle);
+    }
+    return ak_;
+}
+
+std::string Tpm::activate_attestation_key(const std::string& id_object, const std::string& encrypted_secret) {
+    TPM2B_ID_OBJECT blob{};
+    size_t offset = 0;
+    TSS2_RC rc = Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(reinterpret_cast<const uint8_t*>(id_object.data()), id_object.size(), &offset, &blob);
+    if (rc != TSS2_RC_SUCCESS || offset != id_object.size()) fail("the credential blob is not a TPM2B_ID_OBJECT");
+    TPM2B_ENCRYPTED_SECRET secret{};
+    offset = 0;
+    rc = Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(reinterpret_cast<const uint8_t*>(encrypted_secret.data()), encrypted_secret.size(), &offset,
+                                                  &secret);
+    if (rc != TSS2_RC_SUCCESS || offset != encrypted_secret.size()) fail("the encrypted secret is not a TPM2B_ENCRYPTED_SECRET");
+    attestation_key();
+    Closed ak = persistent(ak_handle);
+    return activate_credential(ak.get(), blob, secret, "ActivateCredential (the credential was not made for this TPM's EK and attestation key)");
+}
+
+Tpm::Quote Tpm::quote(const std::string& nonce, const std::vector<unsigned>& pcrs) {
+    TPM2B_DATA qualifying{};
+    if (nonce.size() > sizeof qualifying.buffer) fail("TPM: quote nonce of " + std::to_string(nonce.size()) + " bytes (at most 64)");
+    qualifying.size = static_cast<uint16_t>(nonce.size());
+    std::memcpy(qualifying.buffer, nonce.data(), nonce.size());
+    TPML_PCR_SELECTION selection{};
+    selection.count = 1;
+    selection.pcrSelections[0].hash = TPM2_ALG_SHA256;
+    selection.pcrSelections[0].sizeofSelect = 3;
+    for (unsigned pcr : pcrs) {
+        if (pcr > 23) fail("TPM: cannot quote PCR " + std::to_string(pcr) + " (PCRs are 0 to 23)");
+        selection.pcrSelections[0].pcrSelect[pcr / 8] |= static_cast<uint8_t>(1u << (pcr % 8));
+    }
+    // TPM2_ALG_NULL: the AK's own scheme (RSASSA-SHA256), the only one a restricted key allows.
+    TPMT_SIG_SCHEME scheme{};
+    scheme.scheme = TPM2_ALG_NULL;
+    attestation_key();
+    Closed ak = persistent(ak_handle);
+    TPM2B_ATTEST* raw_attest = nullptr;
+    TPMT_SIGNATURE* raw_signature = nullptr;
+    check("TPM2_Quote", Esys_Quote(esys_.get(), ak.get(), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &qualifying, &scheme, &selection,
+                                   &raw_attest, &raw_signature));
+    EsysPtr<TPM2B_ATTEST> attest(raw_attest);
+    EsysPtr<TPMT_SIGNATURE> signature(raw_signature);
+    Quote out;
+    out.attest.assign(reinterpret_cast<const char*>(attest->attestationData), attest->size);
+    uint8_t buffer[sizeof(TPMT_SIGNATURE) + 8];
+    size_t offset = 0;
+    check("marshaling the quote's signature", Tss2_MU_TPMT_SIGNATURE_Marshal(signature.get(), buffer, sizeof buffer, &offset));
+    out.signature.assign(reinterpret_cast<const char*>(buffer), offset);
+    return out;
 }
 
 }  // namespace cairn::tpm

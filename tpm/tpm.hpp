@@ -1,7 +1,8 @@
 // The device's TPM through tpm2-tss ESAPI, for everything that uses it (provisioning, attestation):
 // the TCTI and ESAPI context, the endorsement key at 0x81010001 (TCG template L-1, RSA 2048) and
 // the storage root key at 0x81000001, created and persisted when missing; hierarchy passwords;
-// the EK's policy session (PolicySecret(endorsement)) and ActivateCredential with the EK.
+// the EK's policy session (PolicySecret(endorsement)) and ActivateCredential with the EK; the
+// attestation key (AK) at 0x81010002, a child of the EK, and quotes signed with it.
 // Links tpm2-tss and libcrypto only: no HTTP, no DPS (tpm/CMakeLists.txt checks this).
 #pragma once
 
@@ -11,11 +12,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cairn::tpm {
 
 constexpr uint32_t ek_handle = 0x81010001;
 constexpr uint32_t srk_handle = 0x81000001;
+constexpr uint32_t ak_handle = 0x81010002;
 
 struct TctiDeleter {
     void operator()(TSS2_TCTI_CONTEXT* t) const { Tss2_TctiLdr_Finalize(&t); }
@@ -76,6 +79,9 @@ void check(const std::string& what, TSS2_RC rc);
 // The public templates (TCG EK Credential Profile template L-1; TCG storage key template).
 TPM2B_PUBLIC ek_template();
 TPM2B_PUBLIC srk_template();
+// The attestation key: RSA 2048, RSASSA-SHA256, restricted|sign|fixedTPM|fixedParent|
+// sensitiveDataOrigin|userWithAuth (0x00050072), nameAlg SHA-256, empty password.
+TPM2B_PUBLIC ak_template();
 std::string marshal_public(const TPM2B_PUBLIC& pub);
 TPM2B_PUBLIC unmarshal_public(const std::string& bytes, const std::string& what);
 
@@ -111,6 +117,24 @@ public:
     std::string activate_credential(ESYS_TR object, const TPM2B_ID_OBJECT& credential_blob, const TPM2B_ENCRYPTED_SECRET& secret,
                                     const std::string& what = "ActivateCredential");
 
+    // The attestation key at ak_handle: created under the EK (the EK's policy session authorizes
+    // Create and Load) and persisted with owner authorization when the handle is empty; the
+    // marshaled TPM2B_PUBLIC. A key already at ak_handle is used as it is.
+    std::string attestation_key();
+    // activate_credential with the AK as the object: `id_object` and `encrypted_secret` are the
+    // marshaled TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET of a MakeCredential for this TPM's EK
+    // and the AK's Name (tpm/credential.hpp); returns the secret. Error when they were made for
+    // another EK or Name, or do not parse.
+    std::string activate_attestation_key(const std::string& id_object, const std::string& encrypted_secret);
+
+    // TPM2_Quote with the AK of the SHA-256 bank's `pcrs` (0..23), `nonce` as qualifyingData (at
+    // most 64 bytes): the signed TPMS_ATTEST (TPM2B_ATTEST's contents) and the marshaled
+    // TPMT_SIGNATURE (RSASSA-SHA256).
+    struct Quote {
+        std::string attest, signature;
+    };
+    Quote quote(const std::string& nonce, const std::vector<unsigned>& pcrs);
+
     ESYS_CONTEXT* esys() { return esys_.get(); }
     const Options& options() const { return options_; }
 
@@ -120,7 +144,10 @@ private:
     Options options_;
     TctiPtr tcti_;
     EsysContextPtr esys_;
-    std::string ek_, srk_;
+    void create_attestation_key();
+    std::string read_public(uint32_t handle);
+
+    std::string ek_, srk_, ak_;
 };
 
 }  // namespace cairn::tpm

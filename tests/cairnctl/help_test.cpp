@@ -80,6 +80,9 @@ std::vector<Case> cases() {
         {{cairnctl, "provision", "check"}, "Usage: cairnctl provision check", "cairnctl"},
         {{cairnctl, "provision", "tpm-info"}, "Usage: cairnctl provision tpm-info", "cairnctl"},
         {{provision, "tpm-info"}, "Usage: cairnctl provision tpm-info", "cairnctl"},
+        {{cairnctl, "attest"}, "Usage: cairnctl attest status|now", "cairnctl"},
+        {{cairnctl, "attest", "status"}, "Usage: cairnctl attest status", "cairnctl"},
+        {{cairnctl, "attest", "now"}, "Usage: cairnctl attest now", "cairnctl"},
         {{cairnctl, "config"}, "Usage: cairnctl config check|apply", "cairnctl"},
         {{cairnctl, "config", "check"}, "Usage: cairnctl config check", "cairnctl"},
         {{cairnctl, "config", "apply"}, "Usage: cairnctl config apply", "cairnctl"},
@@ -92,6 +95,7 @@ std::vector<Case> cases() {
         {{firewall, "unblock"}, "Usage: cairn-firewall unblock", "cairn-firewall"},
         {{CAIRN_DPS_BINARY}, "Usage: cairn-dps", "cairn-dps"},
         {{CAIRN_PROVISIOND_BINARY}, "Usage: cairn-provisiond", "cairn-provisiond"},
+        {{CAIRN_ATTESTD_BINARY}, "Usage: cairn-attestd", "cairn-attestd"},
     };
 }
 
@@ -122,6 +126,7 @@ TEST(Help, EveryProgramAndSubcommandPrintsItsOwnUsage) {
     EXPECT_EQ(r.out.find("Gathering"), std::string::npos) << r.out;
     // An unknown subcommand is still a usage error.
     EXPECT_EQ(run({firewall, "frobnicate", "--help"}).exit_code, 2);
+    EXPECT_EQ(run({cairnctl, "attest", "frobnicate", "--help"}).exit_code, 2);
 }
 
 TEST(Help, VersionFromEveryProgramAndSubcommand) {
@@ -154,6 +159,7 @@ TEST(Help, HelpCommandShowsTheSameUsageAsTheOption) {
         {{cairnctl, "help", "update", "install"}, {cairnctl, "update", "install", "--help"}},
         {{cairnctl, "help", "config", "apply"}, {cairnctl, "config", "apply", "--help"}},
         {{cairnctl, "help", "provision", "status"}, {cairnctl, "provision", "status", "--help"}},
+        {{cairnctl, "help", "attest", "now"}, {cairnctl, "attest", "now", "--help"}},
     };
     for (const auto& [asked, option] : same) {
         SCOPED_TRACE(shown(asked));

@@ -51,6 +51,10 @@ TEST(Cairnctl, WithoutCairnctlProvisionSaysWhereItLooked) {
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.err.find("cairnctl: provision: cairnctl-provision is not in " + s.path().string()), std::string::npos) << r.err;
 
+    RunResult attest = run({(s / "cairnctl").string(), "attest", "status"});
+    EXPECT_EQ(attest.exit_code, 2);
+    EXPECT_NE(attest.err.find("cairnctl: attest: cairnctl-attest is not in " + s.path().string()), std::string::npos) << attest.err;
+
     RunResult update = run({(s / "cairnctl").string(), "update", "--help"});  // the rest still works alone
     EXPECT_EQ(update.exit_code, 0) << update.err;
 }
@@ -67,4 +71,8 @@ TEST(Cairnctl, NeedsNeitherTheNetworkNorTheTpmLibraries) {
     for (const std::string& lib : elf::read_info(fs::path(CAIRNCTL_BINARY).parent_path() / "cairnctl-provision").needed)
         curl = curl || lib.rfind("libcurl", 0) == 0;
     EXPECT_TRUE(curl) << "cairnctl-provision is the one that talks to DPS";
+    bool tss = false;
+    for (const std::string& lib : elf::read_info(fs::path(CAIRNCTL_BINARY).parent_path() / "cairnctl-attest").needed)
+        tss = tss || lib.rfind("libtss2-esys", 0) == 0;
+    EXPECT_TRUE(tss) << "cairnctl-attest is the one that uses the TPM";
 }
