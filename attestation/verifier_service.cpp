@@ -351,7 +351,9 @@ http::HttpResponse VerifierService::evidence(const http::HttpRequest& request, c
     if (!store_.endorsement_key(device_id)) refuse(404, "unknown-device", "device '" + device_id + "' is not enrolled");
     IssuedNonce issued;
     const int64_t judged_at = now_seconds();
-    switch (store_.consume_nonce(device_id, nonce, judged_at, issued)) {
+    // Looked at now, used only with the judgement stored (one transaction, under the lock): a
+    // failure in between (a 500) leaves it unused, so the agent's retry of the same body works.
+    switch (store_.peek_nonce(device_id, nonce, judged_at, issued)) {
     case NonceState::Valid: break;
     case NonceState::Unknown: refuse(409, "nonce-invalid", "device '" + device_id + "': the nonce was not issued to this device");
     case NonceState::Used: refuse(409, "nonce-invalid", "device '" + device_id + "': the nonce was already used");
@@ -388,9 +390,10 @@ http::HttpResponse VerifierService::evidence(const http::HttpRequest& request, c
         st.healthStatus = Health::Unhealthy;
     }
     // Only a quote that passed every quote check moves the clock forward.
-    if (st.attestationCertValidated == Validity::Valid && st.clock) store_.set_last_clock(device_id, *st.clock);
+    const std::optional<QuoteClock> clock = st.attestationCertValidated == Validity::Valid ? st.clock : std::nullopt;
     const json record = record_json(device_id, st, utc_timestamp(now()), reference.version);
-    store_.add_status(device_id, {judged_at, record.dump()}, config_.history_limit);
+    if (!store_.record_judgement(device_id, nonce, clock, {judged_at, record.dump()}, config_.history_limit))
+        fail("device '" + device_id + "': the nonce changed state during the judgement");
     return http::HttpResponse::json(200, record);
 }
 

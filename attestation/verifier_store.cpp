@@ -156,14 +156,20 @@ void VerifierStore::add_nonce(const std::string& device_id, const std::string& n
     tx.commit();
 }
 
-NonceState VerifierStore::consume_nonce(const std::string& device_id, const std::string& nonce, int64_t now, IssuedNonce& issued) {
-    store::Transaction tx(db_);
+NonceState VerifierStore::peek_nonce(const std::string& device_id, const std::string& nonce, int64_t now, IssuedNonce& issued) {
     auto s = db_.prepare("SELECT ak_public, expires_at, used FROM nonces WHERE device_id = ? AND nonce = ?");
     s.bind(1, device_id).bind_blob(2, nonce);
     if (!s.step()) return NonceState::Unknown;
     issued = {s.text(0), s.integer(1)};
     if (s.integer(2) != 0) return NonceState::Used;
     if (issued.expires_at <= now) return NonceState::Expired;
+    return NonceState::Valid;
+}
+
+NonceState VerifierStore::consume_nonce(const std::string& device_id, const std::string& nonce, int64_t now, IssuedNonce& issued) {
+    store::Transaction tx(db_);
+    const NonceState state = peek_nonce(device_id, nonce, now, issued);
+    if (state != NonceState::Valid) return state;
     db_.prepare("UPDATE nonces SET used = 1 WHERE device_id = ? AND nonce = ?").bind(1, device_id).bind_blob(2, nonce).run();
     tx.commit();
     return NonceState::Valid;
@@ -194,6 +200,23 @@ void VerifierStore::set_last_clock(const std::string& device_id, const QuoteCloc
 
 void VerifierStore::add_status(const std::string& device_id, const StoredStatus& status, size_t keep) {
     store::Transaction tx(db_);
+    insert_status(device_id, status, keep);
+    tx.commit();
+}
+
+bool VerifierStore::record_judgement(const std::string& device_id, const std::string& nonce, const std::optional<QuoteClock>& clock,
+                                     const StoredStatus& status, size_t keep) {
+    store::Transaction tx(db_);
+    IssuedNonce issued;
+    if (peek_nonce(device_id, nonce, status.judged_at, issued) != NonceState::Valid) return false;
+    db_.prepare("UPDATE nonces SET used = 1 WHERE device_id = ? AND nonce = ?").bind(1, device_id).bind_blob(2, nonce).run();
+    if (clock) set_last_clock(device_id, *clock);
+    insert_status(device_id, status, keep);
+    tx.commit();
+    return true;
+}
+
+void VerifierStore::insert_status(const std::string& device_id, const StoredStatus& status, size_t keep) {
     db_.prepare("INSERT INTO statuses (device_id, judged_at, record) VALUES (?, ?, ?)").bind(1, device_id).bind(2, status.judged_at).bind(3, status.record).run();
     db_.prepare(
            "DELETE FROM statuses WHERE device_id = ?1 AND id NOT IN "
@@ -201,7 +224,6 @@ void VerifierStore::add_status(const std::string& device_id, const StoredStatus&
         .bind(1, device_id)
         .bind(2, static_cast<int64_t>(std::max<size_t>(keep, 1)))
         .run();
-    tx.commit();
 }
 
 std::optional<StoredStatus> VerifierStore::last_status(const std::string& device_id) {

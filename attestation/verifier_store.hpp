@@ -70,7 +70,9 @@ public:
     // Records a nonce; first drops the device's expired ones, then its oldest unused ones so that
     // at most `max_outstanding` unused, unexpired nonces remain (this one included).
     void add_nonce(const std::string& device_id, const std::string& nonce, const IssuedNonce& issued, int64_t now, size_t max_outstanding);
-    // Marks the nonce used when it is Valid; `issued` receives what it was issued with.
+    // What the nonce is, without using it; `issued` receives what it was issued with.
+    NonceState peek_nonce(const std::string& device_id, const std::string& nonce, int64_t now, IssuedNonce& issued);
+    // peek_nonce, and marks the nonce used when it is Valid.
     NonceState consume_nonce(const std::string& device_id, const std::string& nonce, int64_t now, IssuedNonce& issued);
     size_t outstanding_nonces(const std::string& device_id, int64_t now);
 
@@ -79,6 +81,11 @@ public:
 
     // Appends a status record and keeps the newest `keep` of the device's.
     void add_status(const std::string& device_id, const StoredStatus& status, size_t keep);
+    // One judgement, all or nothing: the nonce used (false, and nothing changed, when it is not
+    // Valid at `status.judged_at`), the quote's clock when given, the status added. A failure half
+    // way leaves the nonce unused, so the device may send the same evidence again.
+    bool record_judgement(const std::string& device_id, const std::string& nonce, const std::optional<QuoteClock>& clock,
+                          const StoredStatus& status, size_t keep);
     std::optional<StoredStatus> last_status(const std::string& device_id);
     // Newest first, at most `limit`.
     std::vector<StoredStatus> history(const std::string& device_id, size_t limit);
@@ -88,6 +95,7 @@ public:
     store::Database& database() { return db_; }
 
 private:
+    void insert_status(const std::string& device_id, const StoredStatus& status, size_t keep);
     store::Database db_;
 };
 

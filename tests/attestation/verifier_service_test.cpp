@@ -348,6 +348,10 @@ TEST_F(VerifierServiceTest, MalformedRequestsAreClearErrors) {
     junk.document = "{\"not\": \"a reference\"}";
     junk.signature = "junk";
     expect_error(call("POST", dev + "/evidence", evidence(n, recorded_log("sb-on"), junk)), 400, "reference-invalid");
+    // The error used nothing: the same nonce with a good reference is judged.
+    const Reply judged = call("POST", dev + "/evidence", evidence(n, recorded_log("sb-on"), signed_reference()));
+    EXPECT_EQ(judged.status, 200) << judged.body.dump();
+    EXPECT_EQ(judged.body.value("healthStatus", ""), "Healthy") << judged.body.dump();
     // A log that is garbage: judged (event-log-malformed), not a crash.
     const std::string n2 = base64_decode(nonce("dev1").body.at("nonce").get<std::string>(), "nonce");
     const Reply r = call("POST", dev + "/evidence", evidence(n2, "garbage log", signed_reference()));

@@ -130,3 +130,23 @@ TEST(VerifierStore, RefusesANewerSchema) {
     { VerifierStore s(scratch / "state.db"); s.database().exec("PRAGMA user_version = 99"); }
     cairn::test::expect_error([&] { VerifierStore s(scratch / "state.db"); }, {"state.db"});
 }
+
+// A judgement is stored with its nonce used, all or nothing.
+TEST(VerifierStore, AJudgementUsesItsNonceOnlyWhenStored) {
+    Scratch scratch;
+    VerifierStore s(scratch / "state.db");
+    s.enroll("dev1", "ek", 0);
+    s.add_nonce("dev1", "n", {"ak", 100}, 0, 8);
+    IssuedNonce issued;
+    EXPECT_EQ(s.peek_nonce("dev1", "n", 10, issued), NonceState::Valid);
+    EXPECT_EQ(s.peek_nonce("dev1", "n", 10, issued), NonceState::Valid);  // looking does not use it
+    EXPECT_FALSE(s.record_judgement("dev1", "n", QuoteClock{5, 1, 1}, {100, "late"}, 10));  // expired by then
+    EXPECT_FALSE(s.last_status("dev1"));
+    EXPECT_FALSE(s.last_clock("dev1"));
+    EXPECT_TRUE(s.record_judgement("dev1", "n", QuoteClock{5, 1, 1}, {10, "judged"}, 10));
+    EXPECT_EQ(s.last_status("dev1")->record, "judged");
+    EXPECT_EQ(s.last_clock("dev1")->clock, 5u);
+    EXPECT_EQ(s.peek_nonce("dev1", "n", 10, issued), NonceState::Used);
+    EXPECT_FALSE(s.record_judgement("dev1", "n", std::nullopt, {11, "again"}, 10));
+    EXPECT_EQ(s.history("dev1", 10).size(), 1u);
+}
