@@ -392,7 +392,9 @@ http::HttpResponse VerifierService::evidence(const http::HttpRequest& request, c
     // Only a quote that passed every quote check moves the clock forward.
     const std::optional<QuoteClock> clock = st.attestationCertValidated == Validity::Valid ? st.clock : std::nullopt;
     const json record = record_json(device_id, st, utc_timestamp(now()), reference.version);
-    if (!store_.record_judgement(device_id, nonce, clock, {judged_at, record.dump()}, config_.history_limit))
+    // Replacing invalid UTF-8: reasons may quote bytes of the device's log or a certificate's subject.
+    const std::string text = record.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (!store_.record_judgement(device_id, nonce, clock, {judged_at, text}, config_.history_limit))
         fail("device '" + device_id + "': the nonce changed state during the judgement");
     return http::HttpResponse::json(200, record);
 }
