@@ -33,6 +33,7 @@ constexpr CodeName code_names[] = {
     {CheckCode::Pcr9Mismatch, "pcr9-mismatch"},
     {CheckCode::PcrNotZero, "pcr-not-zero"},
     {CheckCode::FirmwareEventUnexpected, "firmware-event-unexpected"},
+    {CheckCode::ReferenceSignatureInvalid, "reference-signature-invalid"},
 };
 
 bool is_quote_check(CheckCode c) {

@@ -110,6 +110,9 @@ enum class CheckCode {
     Pcr9Mismatch,           // PCR 9 not the slot's
     PcrNotZero,             // PCR 12 or 13 extended
     FirmwareEventUnexpected,// PCR 0/2 events of another type, or no closing separator
+    // Not found by verify_evidence (which is handed a reference already trusted): the caller's
+    // check that the reference document's CMS signature chains to the update CA failed.
+    ReferenceSignatureInvalid,
 };
 const char* check_code_name(CheckCode c);  // "ak-invalid", "quote-signature-invalid", ...
 // The code named so; Error naming the text when none is.
