@@ -4,8 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <regex>
-
 #include "common/subprocess.hpp"
 #include "http/client.hpp"
 #include "tests/attestation/verifier_fixture.hpp"
@@ -22,33 +20,22 @@ const std::string admin_token = "verifier-admin-token";
 class VerifierMainTest : public cairn::test::VerifierDeviceFixture {
 protected:
     std::unique_ptr<cairn::test::TestPki> pki;
-    std::unique_ptr<Process> process;
+    std::unique_ptr<cairn::test::VerifierProgram> verifier;
+    Process* process = nullptr;
     uint16_t port = 0;
     http::Client client;
 
     std::vector<std::string> args() {
-        return {CAIRN_VERIFIER_BINARY, "--cert", (*pki / "server-chain.pem").string(), "--key", (*pki / "server.key").string(), "--update-ca",
+        return {"--cert", (*pki / "server-chain.pem").string(), "--key", (*pki / "server.key").string(), "--update-ca",
                 cairn::test::update_ca().string(), "--state", path("state.db"), "--admin-token-file", path("admin-token"), "--enrollments",
                 path("enrollments.json"), "--nonce-ttl", "60"};
     }
 
-    // Starts the program and reads the port it prints ("listening on https://ADDR:PORT").
     void start() {
-        std::filesystem::remove(scratch / "verifier.log");
-        RunOptions options;
-        options.die_with_parent = true;
-        process = std::make_unique<Process>(args(), scratch / "verifier.log", options);
-        const auto t0 = std::chrono::steady_clock::now();
-        const std::regex listening(R"(cairn-verifier: listening on https://127\.0\.0\.1:(\d+)\n)");
-        std::smatch m;
-        for (;;) {
-            const std::string log = std::filesystem::exists(scratch / "verifier.log") ? read_file(scratch / "verifier.log") : "";
-            if (std::regex_search(log, m, listening)) break;
-            if (!process->running()) FAIL() << "cairn-verifier did not start: " << log;
-            if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(10)) FAIL() << "cairn-verifier printed no port in 10 s: " << log;
-            ::usleep(10000);
-        }
-        port = static_cast<uint16_t>(std::stoi(m[1].str()));
+        verifier = std::make_unique<cairn::test::VerifierProgram>(args(), scratch / "verifier.log");
+        process = verifier->process.get();
+        port = verifier->port;
+        ASSERT_NE(port, 0);
     }
 
     void SetUp() override {
