@@ -44,21 +44,6 @@ http::HttpResponse error_reply(int status, const std::string& code, const std::s
     return http::HttpResponse::json(status, {{"error", code}, {"message", message}});
 }
 
-std::vector<std::string> split_path(const std::string& path) {
-    std::vector<std::string> parts;
-    std::string current;
-    for (char c : path) {
-        if (c == '/') {
-            if (!current.empty()) parts.push_back(std::move(current));
-            current.clear();
-        } else {
-            current.push_back(c);
-        }
-    }
-    if (!current.empty()) parts.push_back(std::move(current));
-    return parts;
-}
-
 json parse_body(const http::HttpRequest& request) {
     json body;
     try {
@@ -214,7 +199,7 @@ http::HttpResponse VerifierService::handle(const http::HttpRequest& request) {
 }
 
 http::HttpResponse VerifierService::route(const http::HttpRequest& request) {
-    const std::vector<std::string> parts = split_path(request.path);
+    const std::vector<std::string> parts = http::split_path(request.path);
     if (parts.size() < 3 || parts[0] != "attest" || parts[1] != "v1") refuse(404, "not-found", "no such resource: " + request.path);
     auto method = [&](const char* allowed) {
         if (request.method != allowed) refuse(405, "method-not-allowed", request.method + " is not allowed on " + request.path);

@@ -146,6 +146,21 @@ HttpResponse HttpResponse::json(int status, const nlohmann::json& body) {
     return r;
 }
 
+std::vector<std::string> split_path(std::string_view path) {
+    std::vector<std::string> parts;
+    std::string current;
+    for (char c : path) {
+        if (c == '/') {
+            if (!current.empty()) parts.push_back(std::move(current));
+            current.clear();
+        } else {
+            current.push_back(c);
+        }
+    }
+    if (!current.empty()) parts.push_back(std::move(current));
+    return parts;
+}
+
 std::string http_reason(int status) {
     switch (status) {
         case 100: return "Continue";

@@ -84,6 +84,9 @@ bool parse_request_head(std::string_view head, HttpRequest& request);
 // Percent-decodes the target into path and query; throws Error on a malformed escape.
 void decode_request_target(HttpRequest& request);
 
+// The path's non-empty segments, in order: "/a//b/" gives {"a", "b"}.
+std::vector<std::string> split_path(std::string_view path);
+
 std::string http_reason(int status);
 // RFC 7231 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 std::string http_date(int64_t unix_seconds);

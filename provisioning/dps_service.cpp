@@ -22,21 +22,6 @@ namespace {
 
 constexpr size_t max_log_entries = 10000;
 
-std::vector<std::string> split_path(const std::string& path) {
-    std::vector<std::string> parts;
-    std::string current;
-    for (char c : path) {
-        if (c == '/') {
-            if (!current.empty()) parts.push_back(std::move(current));
-            current.clear();
-        } else {
-            current.push_back(c);
-        }
-    }
-    if (!current.empty()) parts.push_back(std::move(current));
-    return parts;
-}
-
 void resolve_certificate_files(json& node, const std::filesystem::path& dir) {
     if (node.is_object()) {
         if (auto it = node.find("certificateFile"); it != node.end() && it->is_string()) {
@@ -395,7 +380,7 @@ void DpsService::log(const http::HttpRequest& request, const std::string& regist
 }
 
 http::HttpResponse DpsService::handle(const http::HttpRequest& request) {
-    const std::vector<std::string> parts = split_path(request.path);
+    const std::vector<std::string> parts = http::split_path(request.path);
     if (!parts.empty() && parts[0] == "admin") {
         try {
             return handle_admin(request, parts);

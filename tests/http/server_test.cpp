@@ -376,3 +376,10 @@ TEST(HttpResponse, JsonBodyWithBytesThatAreNotUtf8) {
     EXPECT_EQ(r.status, 400);
     EXPECT_NE(r.body.find("di\xef\xbf\xbdsabled"), std::string::npos) << r.body;
 }
+
+TEST(HttpPath, SplitsIntoNonEmptySegments) {
+    EXPECT_EQ(split_path("/attest/v1/devices/dev1/nonce"), (std::vector<std::string>{"attest", "v1", "devices", "dev1", "nonce"}));
+    EXPECT_EQ(split_path("//a///b/"), (std::vector<std::string>{"a", "b"}));
+    EXPECT_TRUE(split_path("/").empty());
+    EXPECT_TRUE(split_path("").empty());
+}
