@@ -29,6 +29,7 @@
 #include "imager/packages.hpp"
 #include "imager/apt.hpp"
 #include "imager/provisioning.hpp"
+#include "imager/attestation_agent.hpp"
 #include "imager/sbom.hpp"
 #include "imager/systemd.hpp"
 #include "imager/ssh.hpp"
@@ -382,6 +383,10 @@ void device_files(BuildContext& c) {
         c.progress->note("Adding the provisioning agent");
         add_provisioning_files(c.tree, recipe);
     }
+    if (recipe.attestation.enabled && recipe.attestation.agent) {
+        c.progress->note("Adding the attestation agent");
+        add_attestation_agent_files(c.tree, recipe);
+    }
     if (recipe.ssh.enabled) {
         c.progress->note("Adding sshd");
         for (json& in : add_ssh_files(c.tree, recipe, c.cache, c.work)) c.inputs.push_back(std::move(in));
@@ -437,7 +442,7 @@ void sbom(BuildContext& c) {
     }
     // Cairn's own programs, as they are in the image.
     for (const char* path : {update_paths::firewall, update_paths::updated, provisioning_paths::agent, update_paths::cairnctl,
-                             provisioning_paths::cli}) {
+                             provisioning_paths::cli, attestation_paths::agent, attestation_paths::cli}) {
         auto m = c.tree.meta(path);
         if (!m || !S_ISREG(m->mode)) continue;
         bom.programs.push_back({fs::path(path).filename().string(), path, cairn::version(), sha256_file_hex(c.tree.host(path))});

@@ -33,10 +33,22 @@ std::string provisiond_run_script() {
            "done\n";
 }
 
+void add_tpm_device_tcti(Tree& tree, const std::vector<fs::path>& libraries, const std::string& what) {
+    // The TCTI loader opens "device" (/dev/tpmrm0) with dlopen: it sits beside libtss2-tctildr.
+    fs::path tcti;
+    for (const fs::path& lib : libraries)
+        if (lib.filename().string().rfind("libtss2-tctildr.so", 0) == 0) tcti = fs::canonical(lib).parent_path() / "libtss2-tcti-device.so.0";
+    std::error_code ec;
+    if (tcti.empty() || !fs::exists(tcti, ec))
+        fail(what + ": the TPM device TCTI (libtss2-tcti-device.so.0) was not found on the build host (Debian's libtss2-tcti-device0; see scripts/install-deps)");
+    if (tree.meta(tree.resolve(tcti.string(), what))) return;  // the other TPM agent brought it
+    add_host_executable(tree, tcti, tcti.string(), Meta{0, 0, 0644}, what + ": " + tcti.filename().string());
+}
+
 void add_provisioning_files(Tree& tree, const Recipe& recipe) {
     const Recipe::Provisioning& p = recipe.provisioning;
     const std::string& what = p.where;
-    const Meta file{0, 0, 0644}, exec{0, 0, 0755}, dir{0, 0, 0755};
+    const Meta exec{0, 0, 0755}, dir{0, 0, 0755};
     for (const char* d : {"/usr", "/usr/sbin", "/usr/bin", "/usr/lib", "/usr/lib/cairn", "/etc", "/etc/cairn"})
         if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
     const fs::path agent = find_cairn_program("cairn-provisiond", "provisioning");
@@ -46,14 +58,7 @@ void add_provisioning_files(Tree& tree, const Recipe& recipe) {
     add_cairn_program(tree, find_cairn_program("cairnctl-provision", "cairnctl"), provisioning_paths::cli, exec,
                         what + ": cairnctl-provision");
 
-    // The TCTI loader opens "device" (/dev/tpmrm0) with dlopen: it sits beside libtss2-tctildr.
-    fs::path tcti;
-    for (const fs::path& lib : libraries)
-        if (lib.filename().string().rfind("libtss2-tctildr.so", 0) == 0) tcti = fs::canonical(lib).parent_path() / "libtss2-tcti-device.so.0";
-    std::error_code ec;
-    if (tcti.empty() || !fs::exists(tcti, ec))
-        fail(what + ": the TPM device TCTI (libtss2-tcti-device.so.0) was not found on the build host (Debian's libtss2-tcti-device0; see scripts/install-deps)");
-    add_host_executable(tree, tcti, tcti.string(), file, what + ": " + tcti.filename().string());
+    add_tpm_device_tcti(tree, libraries, what);
 
     if (!p.config.empty()) {
         TomlReader::parse(read_file(p.config), p.config);  // a syntax error names the file and line now, not on the device

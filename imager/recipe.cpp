@@ -435,7 +435,12 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
         auto& a = recipe.attestation;
         a.enabled = true;
         a.where = r.where(*att, "attestation");
-        r.only(*att, "attestation", {"key", "cert", "key_passphrase"});
+        r.only(*att, "attestation", {"key", "cert", "key_passphrase", "agent", "config"});
+        if (auto agent = r.boolean(*att, "attestation", "agent")) a.agent = *agent;
+        if (const toml::node* n = att->get("config")) {
+            a.config = r.host_path(*n, "attestation.config", true);
+            if (!a.agent) r.error(*n, "attestation.config", "is the agent's configuration, but agent = false leaves the agent out");
+        }
         if (const toml::node* n = att->get("key")) a.key = r.host_path(*n, "attestation.key", true);
         else r.error(*att, "attestation.key", "missing: the key (PEM) that signs the reference document");
         if (const toml::node* n = att->get("cert")) a.cert = r.host_path(*n, "attestation.cert", true);

@@ -79,11 +79,15 @@ struct Recipe {
     // [attestation]: the build signs its reference document (what a good boot of each slot
     // measures, imager/measure.hpp) with this key, into reference.json.sig beside the build's
     // output and on each ESP. The certificate must be allowed to sign bundles and chain to
-    // [update]'s trust anchor: devices and verifiers check it as they check bundles.
+    // [update]'s trust anchor: devices and verifiers check it as they check bundles. The device's
+    // attestation agent goes into the root (imager/attestation_agent.hpp) unless `agent = false`;
+    // `config` becomes /etc/cairn/attestation.toml (without it the agent waits for one).
     struct Attestation {
         bool enabled = false;
         fs::path key, cert;                       // PEM signing key and certificate (+ intermediates)
         std::string key_passphrase;               // for an encrypted key
+        bool agent = true;                        // cairn-attestd and `cairnctl attest` in the root
+        fs::path config;                          // the agent's attestation.toml; may be empty
         std::string where;
     } attestation;
 

@@ -86,6 +86,36 @@ StandardError=journal+console
 WantedBy=multi-user.target
 )";
 
+// The attestation agent runs once its configuration is there: at boot, or when it is written later
+// (cairn-attestd.path starts it then). A config it refuses: tried again a minute later.
+constexpr const char* attestd_unit = R"([Unit]
+Description=Cairn boot attestation agent
+ConditionPathExists=/etc/cairn/attestation.toml
+Wants=network-online.target
+After=network-online.target cairn-firewall.service
+
+[Service]
+ExecStart=/usr/sbin/cairn-attestd --config /etc/cairn/attestation.toml
+Restart=on-failure
+RestartSec=60
+StandardOutput=journal
+StandardError=journal
+
+[Install]
+WantedBy=multi-user.target
+)";
+
+constexpr const char* attestd_path_unit = R"([Unit]
+Description=Cairn: start the attestation agent when /etc/cairn/attestation.toml appears
+
+[Path]
+PathExists=/etc/cairn/attestation.toml
+Unit=cairn-attestd.service
+
+[Install]
+WantedBy=paths.target
+)";
+
 constexpr const char* ssh_keygen_unit = R"([Unit]
 Description=Cairn: SSH host keys on the data partition (made on the first boot)
 After=local-fs.target
@@ -368,6 +398,12 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     if (recipe.provisioning.enabled) {
         add_unit(tree, "cairn-provisiond.service", provisiond_unit, what);
         enable(tree, "cairn-provisiond.service", "multi-user.target", what);
+    }
+    if (recipe.attestation.enabled && recipe.attestation.agent) {
+        add_unit(tree, "cairn-attestd.service", attestd_unit, what);
+        enable(tree, "cairn-attestd.service", "multi-user.target", what);
+        add_unit(tree, "cairn-attestd.path", attestd_path_unit, what);
+        enable(tree, "cairn-attestd.path", "paths.target", what);
     }
     if (recipe.ssh.enabled) {
         tree.add_file(systemd_paths::ssh_keygen, ssh_keygen_script(), exec_meta, what);

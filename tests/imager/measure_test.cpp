@@ -288,7 +288,10 @@ TEST(Measure, AttestationSignerMustSignBundlesUnderTheTrustAnchor) {
     Recipe recipe;
     recipe.file = "r.toml";
     recipe.update.trust_anchor = keys / "update-ca.pem";
-    recipe.attestation = {true, keys / "attestation-signer.key", keys / "attestation-signer.pem", "", "r.toml:9: attestation"};
+    recipe.attestation.enabled = true;
+    recipe.attestation.key = keys / "attestation-signer.key";
+    recipe.attestation.cert = keys / "attestation-signer.pem";
+    recipe.attestation.where = "r.toml:9: attestation";
     check_attestation_signer(recipe);  // the test signer under the test CA
     const std::string text = "{\"format\": 1}\n";
     const std::string signature = sign_reference(text, recipe, 1700000000);

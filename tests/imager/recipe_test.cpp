@@ -212,6 +212,12 @@ TEST(Recipe, ReadsAttestation) {
     EXPECT_EQ(r.attestation.key, dir / "k.pem");
     EXPECT_EQ(r.attestation.cert, dir / "c.pem");
     EXPECT_EQ(r.attestation.key_passphrase, "pw");
+    EXPECT_TRUE(r.attestation.agent) << "the agent comes with [attestation] unless left out";
+    EXPECT_TRUE(r.attestation.config.empty());
+    write_text(dir / "agent.toml", std::string(base_recipe) + boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nconfig = \"c.pem\"\n");
+    EXPECT_EQ(load_recipe(dir / "agent.toml").attestation.config, dir / "c.pem");
+    write_text(dir / "no-agent.toml", std::string(base_recipe) + boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nagent = false\n");
+    EXPECT_FALSE(load_recipe(dir / "no-agent.toml").attestation.agent);
     write_text(dir / "none.toml", std::string(base_recipe) + boot_update);
     EXPECT_FALSE(load_recipe(dir / "none.toml").attestation.enabled);
 
@@ -225,6 +231,9 @@ TEST(Recipe, ReadsAttestation) {
              {"unknown", boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nbank = \"sha1\"\n", "attestation.bank: unknown key"},
              {"absent-file", boot_update + "[attestation]\nkey = \"nope.pem\"\ncert = \"c.pem\"\n", "attestation.key: " + (dir / "nope.pem").string()},
              {"no-boot", "[update]\ntrust_anchor = \"ca.pem\"\n[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\n", "attestation: needs a [boot] table"},
+             {"agent-not-bool", boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nagent = \"yes\"\n", "attestation.agent: "},
+             {"config-without-agent", boot_update + "[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\nagent = false\nconfig = \"c.pem\"\n",
+              "attestation.config: is the agent's configuration, but agent = false"},
              {"no-update", "[boot]\nkey = \"db.key\"\ncert = \"db.pem\"\n[attestation]\nkey = \"k.pem\"\ncert = \"c.pem\"\n",
               "attestation: needs an [update] table"},
          }) {

@@ -57,7 +57,9 @@ Recipe load(const Scratch& dir) {
     test::write_text(dir / "ca.pem", "");
     test::write_text(dir / "key.pub", "");
     test::write_text(dir / "r.toml", recipe_text);
-    return load_recipe(dir / "r.toml");
+    Recipe r = load_recipe(dir / "r.toml");
+    r.attestation.enabled = true;  // [attestation] needs [boot]'s keys, which these tests do not build with
+    return r;
 }
 
 }  // namespace
@@ -77,7 +79,8 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     add_systemd_units(t, load(dir));
     const fs::path units = dir / "root/usr/lib/systemd/system";
     for (const char* unit : {"cairn-firewall.service", "cairn-updated.service", "cairn-provisiond.service", "cairn-ssh-keygen.service",
-                             "cairn-ready.service", "cairn-boot-complete.service", "cairn-sshd-vsock.socket", "cairn-sshd-vsock@.service"})
+                             "cairn-ready.service", "cairn-boot-complete.service", "cairn-sshd-vsock.socket", "cairn-sshd-vsock@.service",
+                             "cairn-attestd.service", "cairn-attestd.path"})
         EXPECT_TRUE(fs::is_regular_file(units / unit)) << unit;
     // Enabled: links as `systemctl enable` makes them.
     const std::pair<const char*, const char*> links[] = {
@@ -87,6 +90,8 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
         {"multi-user.target.wants/cairn-boot-complete.service", "../cairn-boot-complete.service"},
         {"multi-user.target.wants/cairn-ready.service", "../cairn-ready.service"},
         {"multi-user.target.wants/cairn-updated.service", "../cairn-updated.service"},
+        {"multi-user.target.wants/cairn-attestd.service", "../cairn-attestd.service"},
+        {"paths.target.wants/cairn-attestd.path", "../cairn-attestd.path"},
         {"multi-user.target.wants/systemd-networkd.service", "../systemd-networkd.service"},
         {"ssh.service.requires/cairn-ssh-keygen.service", "../cairn-ssh-keygen.service"},
         {"sysinit.target.wants/systemd-timesyncd.service", "../systemd-timesyncd.service"},
@@ -120,6 +125,9 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     // sshd starts without a separate configuration check first.
     EXPECT_NE(read_file(dir / "root/etc/systemd/system/ssh.service.d/cairn.conf").find("\nExecStartPre=\n"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
+    // The attestation agent runs once its configuration is there, at boot or when it appears.
+    EXPECT_NE(read_file(units / "cairn-attestd.service").find("ConditionPathExists=/etc/cairn/attestation.toml"), std::string::npos);
+    EXPECT_NE(read_file(units / "cairn-attestd.path").find("PathExists=/etc/cairn/attestation.toml"), std::string::npos);
 }
 
 // A --debug image logs root in on the serial console; a normal one does not.
@@ -150,7 +158,8 @@ TEST(Systemd, SystemdAnalyzeAcceptsTheUnits) {
     const fs::path units = dir / "root/usr/lib/systemd/system";
     std::vector<std::string> argv = {"systemd-analyze", "verify", "--man=no", "--recursive-errors=no"};
     for (const char* unit : {"cairn-firewall.service", "cairn-updated.service", "cairn-provisiond.service", "cairn-ssh-keygen.service",
-                             "cairn-ready.service", "cairn-boot-complete.service", "cairn-sshd-vsock.socket"})
+                             "cairn-ready.service", "cairn-boot-complete.service", "cairn-sshd-vsock.socket", "cairn-attestd.service",
+                             "cairn-attestd.path"})
         argv.push_back((units / unit).string());
     RunResult r = run(argv);
     // Executables are looked up on the build host, where Cairn's programs are not installed:
