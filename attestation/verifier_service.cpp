@@ -368,6 +368,18 @@ http::HttpResponse VerifierService::evidence(const http::HttpRequest& request, c
     policy.last_clock = store_.last_clock(device_id);
     policy.ak_activated = bound && bound->ak_public == issued.ak_public;
     AttestationStatus st = verify_evidence(ev, reference, policy);
+    // A judgement is stored as the device's only when the evidence is the device's: its bound AK
+    // signed this quote over the nonce issued for it. Anything else proves nothing of the device
+    // (anyone may ask for a nonce naming an AK of their own), so it is refused and changes
+    // nothing: else whoever reaches the verifier could mark any device Unhealthy. The nonce stays
+    // unused, for the device's own round.
+    std::string not_authenticated;
+    for (const FailedCheck& f : st.failed)
+        if (f.code == CheckCode::AkInvalid || f.code == CheckCode::AkNotActivated || f.code == CheckCode::QuoteMalformed ||
+            f.code == CheckCode::QuoteSignatureInvalid || f.code == CheckCode::QuoteNonceMismatch)
+            not_authenticated += (not_authenticated.empty() ? "" : "; ") + std::string(check_code_name(f.code)) + ": " + f.reason;
+    if (!not_authenticated.empty())
+        refuse(403, "evidence-not-authenticated", "device '" + device_id + "': the evidence is not the device's: " + not_authenticated);
     if (!signature_problem.empty()) {
         st.failed.push_back({CheckCode::ReferenceSignatureInvalid, signature_problem});
         st.errorMessage += (st.errorMessage.empty() ? "" : "; ") + signature_problem;
