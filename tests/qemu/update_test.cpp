@@ -11,6 +11,7 @@
 
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
+#include "tests/support/host_verifier.hpp"
 #include "tests/support/qemu_support.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -26,11 +27,8 @@ fs::path bundle(const std::string& name) { return test_images() / "update" / (na
 
 // `cairnctl update status --json` in the guest, read off the serial console.
 json update_status(qemu::Machine& m) {
-    const std::string out = shell(m, "cairnctl update status --json");
-    const size_t open = out.find("\n{"), close = out.rfind('}');
-    json j = open == std::string::npos || close == std::string::npos || close < open ? json(nullptr)
-                                                                                       : json::parse(out.substr(open + 1, close - open), nullptr, false);
-    if (!j.is_object() || !j.contains("slots")) throw std::runtime_error("no status JSON in: " + out + "\n--- console:\n" + m.console_tail(60));
+    json j = shell_json(m, "cairnctl update status --json");
+    if (!j.contains("slots")) throw std::runtime_error("no slots in the update status: " + j.dump());
     return j;
 }
 
@@ -61,18 +59,25 @@ void wait_for_updater(qemu::Machine& m, size_t from) { m.wait_for_after("cairn-u
 }  // namespace
 
 // Install A -> B, reboot into B: the trial is committed; /etc changes and /var data are kept; a
-// default the user had changed is reported. Then B -> A the way README's "Update a device" says:
-// from the host, `ssh DEVICE cairnctl update install - < v3.cairn`, the bundle streamed through
-// SSH with no copy on the device.
-TEST(Update, InstallsIntoBCommitsKeepsDataAndUpdatesBackToA) {
+// default the user had changed is reported. The device attests Healthy before and after, with
+// nothing configured at the verifier for the new slot: B's reference values come signed on its
+// ESP, from the bundle (issue 14's scenario (d)). Then B -> A the way README's "Update a device"
+// says: from the host, `ssh DEVICE cairnctl update install - < v3.cairn`, the bundle streamed
+// through SSH with no copy on the device.
+TEST(Update, InstallsIntoBCommitsKeepsDataAttestsAndUpdatesBackToA) {
+    Scratch scratch;
+    HostVerifier verifier(scratch / "verifier");
     Booted b("minimal-debug");
-    b.drives = {bundle("v2")};
+    b.drives = {bundle("v2"), verifier.give_tar()};
     const uint16_t ssh_port = free_port();
     b.forwards = {{ssh_port, 22}};
     qemu::Machine& m = b.start();
     wait_for_shell(m);
     wait_for_updater(m, 0);
     EXPECT_NE(m.console().find("cairn: ready slot=a version=0.1.0"), std::string::npos);
+    size_t configured = m.console().size();
+    const std::string device = enroll_and_configure_attestation(m, verifier, "/dev/vdc");
+    m.wait_for_after("cairn-attestd: Healthy", configured, 240s);  // its round done: the console is quiet again
     shell(m, "echo mine > /etc/motd; echo kept > /etc/user-note; mkdir -p /var/lib/app; echo data > /var/lib/app/state");
     std::string out = shell(m, "cairnctl update install /dev/vdb; echo exit=$?", 600s);
     EXPECT_NE(out.find("exit=0"), std::string::npos) << out;
@@ -86,7 +91,15 @@ TEST(Update, InstallsIntoBCommitsKeepsDataAndUpdatesBackToA) {
     size_t from = reboot(m);
     size_t ready = m.wait_for_after("cairn: ready slot=b version=0.2.0", from, 300s);
     m.wait_for_after("committed", ready, 120s);
+    m.wait_for_after("cairn-attestd: Healthy", ready, 240s);  // the agent's round at start
     wait_for_shell(m, from);
+    const json attested = shell_json(m, "cairnctl attest status --json");
+    EXPECT_EQ(attested.value("healthStatus", ""), "Healthy") << attested.dump();
+    EXPECT_EQ(attested.value("slot", ""), "b");
+    EXPECT_EQ(attested.value("imageVersion", ""), "0.2.0");
+    EXPECT_EQ(verifier.status(device).value("imageVersion", ""), "0.2.0");
+    // No agent on the later boots: its status lines would land in the middle of what is read below.
+    shell(m, "rm /etc/cairn/attestation.toml");
     st = update_status(m);
     EXPECT_EQ(st["booted"], "b");
     EXPECT_EQ(slot(st, "b")["state"], "good");

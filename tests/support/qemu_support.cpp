@@ -43,7 +43,8 @@ qemu::Machine& Booted::start() {
     machine.reset();
     qemu::Config c;
     c.disk = disk;
-    c.state_dir = dir / "machine";
+    c.state_dir = dir / (secure_boot ? "machine" : "machine-no-secure-boot");
+    c.secure_boot = secure_boot;
     c.forwards = forwards;
     for (size_t i = 0; i < drives.size(); ++i) {
         const std::string id = "drive" + std::to_string(i);
@@ -123,6 +124,30 @@ std::string sha256_of_range(const fs::path& disk, uint64_t offset, uint64_t size
 void wait_for_shell(qemu::Machine& m, size_t from) {
     size_t ready = m.wait_for_after("cairn: ready", from, 180s);
     m.wait_for_after("# ", ready, 60s);
+}
+
+void write_guest_file(qemu::Machine& m, const std::string& path, const std::string& text) {
+    std::string lines;
+    for (size_t at = 0; at < text.size();) {
+        size_t end = text.find('\n', at);
+        if (end == std::string::npos) end = text.size();
+        const std::string line = text.substr(at, end - at);
+        if (line.find_first_of("'%") != std::string::npos) throw std::runtime_error("write_guest_file: a line with ' or %: " + line);
+        lines += " '" + line + "'";
+        at = end + 1;
+    }
+    const std::string out = shell(m, "printf '%s\\n'" + lines + " > " + path + ".new && mv " + path + ".new " + path + " && echo written=$?");
+    if (out.find("written=0") == std::string::npos) throw std::runtime_error("writing " + path + " in the guest: " + out);
+}
+
+json shell_json(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout) {
+    const std::string out = shell(m, command, timeout);
+    const size_t open = out.find("\n{"), close = out.rfind('}');
+    json j = open == std::string::npos || close == std::string::npos || close < open
+                 ? json(nullptr)
+                 : json::parse(out.substr(open + 1, close - open), nullptr, false);
+    if (!j.is_object()) throw std::runtime_error("no JSON object from `" + command + "` in: " + out + "\n--- console:\n" + m.console_tail(60));
+    return j;
 }
 
 std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout) {

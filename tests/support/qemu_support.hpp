@@ -28,6 +28,9 @@ struct Booted {
     std::vector<std::filesystem::path> drives;
     bool drives_writable = false;  // true: the guest may write to `drives` (a hostile disk it would mount)
     std::vector<std::pair<uint16_t, uint16_t>> forwards;  // host port (127.0.0.1) -> guest port
+    // false: firmware without Secure Boot, with a state directory of its own (dir/machine-no-secure-boot:
+    // NVRAM and TPM); copy dir/machine/tpm there first to keep the TPM.
+    bool secure_boot = true;
     std::unique_ptr<qemu::Machine> machine;
 
     explicit Booted(const std::string& image, uint64_t grow_by = 0);
@@ -58,5 +61,12 @@ std::string sha256_of_range(const std::filesystem::path& disk, uint64_t offset, 
 void wait_for_shell(qemu::Machine& m, size_t from = 0);
 // Runs a command in the debug image's console shell and returns what it printed.
 std::string shell(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = std::chrono::seconds(30));
+// Writes `text` (lines without ' or %) to `path` in the guest, through the console shell: written
+// beside it, then renamed into place. Throws when the shell does not say it was.
+void write_guest_file(qemu::Machine& m, const std::string& path, const std::string& text);
+// The JSON object a command prints in the console shell (from the first line that starts with
+// '{' to the last '}'). Throws naming the command, with its output and the console's tail, when
+// there is none.
+nlohmann::json shell_json(qemu::Machine& m, const std::string& command, std::chrono::seconds timeout = std::chrono::seconds(30));
 
 }  // namespace cairn::test
