@@ -8,8 +8,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     cairn::fuzz::expect_only_errors([&] {
         BundleManifest m = BundleManifest::parse(cairn::fuzz::text(data, size), "fuzz.manifest");
         (void)m.to_json();
-        (void)compare_versions(m.version, "0.1.0");
-        (void)compare_versions("0.1.0", m.version);
+        (void)cairn::compare_versions(m.version, "0.1.0");
+        (void)cairn::compare_versions("0.1.0", m.version);
         for (const char* role : {"root", "root-verity", "esp"})
             for (const char* slot : {"a", "b"}) (void)m.find(role, slot);
     });

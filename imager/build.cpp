@@ -55,7 +55,7 @@ BuildContext::BuildContext(const BuildOptions& o, const fs::path& w) : options(o
         recipe.boot.debug = true;
     }
     if (o.version) {
-        if (auto problem = updater::version_problem(*o.version))
+        if (auto problem = version_problem(*o.version))
             fail("--image-version: '" + *o.version + "' is not a version (" + *problem + ")");
         recipe.version = *o.version;
     }

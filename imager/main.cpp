@@ -167,7 +167,7 @@ int cmd_build(const std::vector<std::string>& args) {
     if (o.recipe.empty()) return usage_error("build: which recipe? (cairn build RECIPE -o DIR)");
     if (o.out_dir.empty()) return usage_error("build: where to? (-o DIR)");
     if (o.version)
-        if (auto problem = cairn::updater::version_problem(*o.version))
+        if (auto problem = cairn::version_problem(*o.version))
             return usage_error("build: --image-version: '" + *o.version + "' is not a version (" + *problem + ")");
     if (formats) {
         try {

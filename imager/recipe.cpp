@@ -323,7 +323,7 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
     r.only(root, "", {"name", "version", "compatible", "seed", "os_release", "disk", "kernel", "boot", "update", "attestation", "firewall", "ssh", "provisioning", "rootfs"});
     recipe.name = r.required_string(root, "", "name");
     recipe.version = r.required_string(root, "", "version");
-    if (auto problem = updater::version_problem(recipe.version))
+    if (auto problem = version_problem(recipe.version))
         r.error(*root.get("version"), "version", "'" + recipe.version + "' is not a version (" + *problem + ")");
     // A device takes bundles whose compatible string equals its own. A recipe copied from another
     // product and renamed, that kept the other's string, would make devices of both accept each
