@@ -35,6 +35,9 @@ const char* usage =
     "  --enrollments FILE       enrol the devices of FILE at start ({\"devices\": [{\"deviceId\",\n"
     "                           \"endorsementKey\"}]}); devices enrolled before stay\n"
     "  --nonce-ttl S            a nonce dies S seconds after it is handed out (default 120)\n"
+    "  --policy FILE            accept only the images FILE lists, from their minimum version on\n"
+    "                           ({\"images\": [{\"image\", \"minimumVersion\"}]}); without it, every\n"
+    "                           image whose reference document is signed under the update CA\n"
     "  --max-connections N      open connections at most; more are closed at once (default 256)\n"
     "  --request-timeout-ms N   deadline of a TLS handshake, and of each request (default 30000)\n"
     "  --help, --version\n"
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
             else if (a.is("--update-ca")) config.update_ca = a.value();
             else if (a.is("--state")) config.state = a.value();
             else if (a.is("--enrollments")) enrollments = a.value();
+            else if (a.is("--policy")) config.allowed_images = load_image_policy_file(a.value());
             else if (a.is("--nonce-ttl")) config.nonce_ttl_seconds = static_cast<int>(a.number(1, 86400));
             else if (a.is("--max-connections")) server.max_connections = static_cast<int>(a.number(1, 1000000));
             else if (a.is("--request-timeout-ms")) server.request_timeout_ms = static_cast<int>(a.number(1, max_int));

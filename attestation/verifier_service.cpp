@@ -10,6 +10,7 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/openssl.hpp"
+#include "common/versions.hpp"
 #include "tpm/credential.hpp"
 #include "updater/signature.hpp"
 
@@ -156,6 +157,57 @@ std::vector<Enrollment> load_enrollments_file(const std::filesystem::path& file)
         fail(file.string() + ": not valid JSON: " + e.what());
     }
     return parse_enrollments(document, file.string());
+}
+
+std::vector<AllowedImage> parse_image_policy(const json& document, const std::string& what) {
+    if (!document.is_object() || !document.contains("images") || !document["images"].is_array())
+        fail(what + ": must be an object with an \"images\" array");
+    for (const auto& [key, value] : document.items())
+        if (key != "images") fail(what + ": " + key + ": unknown key (the policy has \"images\" only)");
+    std::vector<AllowedImage> out;
+    size_t index = 0;
+    for (const auto& entry : document["images"]) {
+        const std::string where = what + ": images[" + std::to_string(index++) + "]";
+        if (!entry.is_object()) fail(where + ": must be an object with image and, optionally, minimumVersion");
+        AllowedImage a;
+        for (const auto& [key, value] : entry.items()) {
+            if (key == "image" && value.is_string()) a.image = value.get<std::string>();
+            else if (key == "minimumVersion" && value.is_string()) a.minimum_version = value.get<std::string>();
+            else if (key == "image" || key == "minimumVersion") fail(where + "." + key + ": must be a string");
+            else fail(where + "." + key + ": unknown key (image, minimumVersion)");
+        }
+        if (a.image.empty()) fail(where + ".image: missing or empty");
+        if (!a.minimum_version.empty())
+            if (auto problem = version_problem(a.minimum_version)) fail(where + ".minimumVersion: '" + a.minimum_version + "': " + *problem);
+        for (const AllowedImage& earlier : out)
+            if (earlier.image == a.image) fail(where + ".image: '" + a.image + "' is listed twice");
+        out.push_back(std::move(a));
+    }
+    if (out.empty()) fail(what + ": images: lists no image (without a policy every signed image is accepted; with one, those it lists)");
+    return out;
+}
+
+std::vector<AllowedImage> load_image_policy_file(const std::filesystem::path& file) {
+    json document;
+    try {
+        document = json::parse(read_file(file));
+    } catch (const json::exception& e) {
+        fail(file.string() + ": not valid JSON: " + e.what());
+    }
+    return parse_image_policy(document, file.string());
+}
+
+std::vector<FailedCheck> check_image_policy(const std::vector<AllowedImage>& allowed, const std::string& image, const std::string& version) {
+    if (allowed.empty()) return {};
+    for (const AllowedImage& a : allowed) {
+        if (a.image != image) continue;
+        if (!a.minimum_version.empty() && (version_problem(version) || compare_versions(version, a.minimum_version) < 0))
+            return {{CheckCode::ImageTooOld, "image policy: " + image + " " + version + " is older than the oldest version accepted, " + a.minimum_version}};
+        return {};
+    }
+    std::string names;
+    for (const AllowedImage& a : allowed) names += (names.empty() ? "" : ", ") + a.image;
+    return {{CheckCode::ImageNotAllowed, "image policy: the image '" + image + "' is not one this verifier accepts (" + names + ")"}};
 }
 
 VerifierService::VerifierService(VerifierConfig config) : config_(std::move(config)), store_(config_.state) {
@@ -380,9 +432,11 @@ http::HttpResponse VerifierService::evidence(const http::HttpRequest& request, c
             not_authenticated += (not_authenticated.empty() ? "" : "; ") + std::string(check_code_name(f.code)) + ": " + f.reason;
     if (!not_authenticated.empty())
         refuse(403, "evidence-not-authenticated", "device '" + device_id + "': the evidence is not the device's: " + not_authenticated);
-    if (!signature_problem.empty()) {
-        st.failed.push_back({CheckCode::ReferenceSignatureInvalid, signature_problem});
-        st.errorMessage += (st.errorMessage.empty() ? "" : "; ") + signature_problem;
+    std::vector<FailedCheck> outside = check_image_policy(config_.allowed_images, reference.image, reference.version);
+    if (!signature_problem.empty()) outside.insert(outside.begin(), {CheckCode::ReferenceSignatureInvalid, signature_problem});
+    for (FailedCheck& f : outside) {
+        st.errorMessage += (st.errorMessage.empty() ? "" : "; ") + f.reason;
+        st.failed.push_back(std::move(f));
         st.bootIntegrityValidated = Validity::Invalid;
         st.healthStatus = Health::Unhealthy;
     }

@@ -21,6 +21,24 @@
 
 namespace cairn::attestation {
 
+// An image the verifier accepts (--policy FILE): its name (the reference document's `image`, the
+// recipe's name) and the oldest version still accepted (empty: any), compared as
+// common/versions.hpp orders versions. With a policy, a device running an image it does not list,
+// or an older version, is Unhealthy (image-not-allowed, image-too-old) however sound its boot:
+// a fleet retires a vulnerable release by raising the minimum. Without one, every image whose
+// reference document is signed under the update CA is accepted.
+struct AllowedImage {
+    std::string image;
+    std::string minimum_version;
+};
+// {"images": [{"image": "cairn-minimal", "minimumVersion": "0.2.0"}, ...]}: at least one image,
+// each named once; minimumVersion optional. Throws Error naming `what` and the entry at fault.
+std::vector<AllowedImage> parse_image_policy(const nlohmann::json& document, const std::string& what);
+std::vector<AllowedImage> load_image_policy_file(const std::filesystem::path& file);
+// The failed checks `allowed` finds for an image and version (none when it is accepted; an empty
+// `allowed`: no policy, everything is).
+std::vector<FailedCheck> check_image_policy(const std::vector<AllowedImage>& allowed, const std::string& image, const std::string& version);
+
 struct VerifierConfig {
     std::filesystem::path state;         // the SQLite file
     std::filesystem::path update_ca;     // PEM: the anchor reference documents' signatures must chain to
@@ -30,6 +48,7 @@ struct VerifierConfig {
     size_t max_outstanding_nonces = 8;   // per device; past it the oldest unused one is dropped
     size_t history_limit = 100;          // status records kept per device
     std::vector<unsigned> pcrs = Policy{}.pcrs;
+    std::vector<AllowedImage> allowed_images;  // empty: every signed image (no --policy)
     // The clock (tests move it); default the system's.
     std::function<std::chrono::system_clock::time_point()> clock;
 };

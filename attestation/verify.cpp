@@ -34,6 +34,8 @@ constexpr CodeName code_names[] = {
     {CheckCode::PcrNotZero, "pcr-not-zero"},
     {CheckCode::FirmwareEventUnexpected, "firmware-event-unexpected"},
     {CheckCode::ReferenceSignatureInvalid, "reference-signature-invalid"},
+    {CheckCode::ImageNotAllowed, "image-not-allowed"},
+    {CheckCode::ImageTooOld, "image-too-old"},
 };
 
 bool is_quote_check(CheckCode c) {

@@ -113,6 +113,9 @@ enum class CheckCode {
     // Not found by verify_evidence (which is handed a reference already trusted): the caller's
     // check that the reference document's CMS signature chains to the update CA failed.
     ReferenceSignatureInvalid,
+    // Nor these: the verifier's image policy (attestation/verifier_service.hpp, AllowedImage).
+    ImageNotAllowed,        // the reference document's image is not one the policy lists
+    ImageTooOld,            // its version is below the policy's minimum for that image
 };
 const char* check_code_name(CheckCode c);  // "ak-invalid", "quote-signature-invalid", ...
 // The code named so; Error naming the text when none is.

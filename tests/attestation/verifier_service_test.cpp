@@ -22,6 +22,7 @@ class VerifierServiceTest : public cairn::test::VerifierDeviceFixture {
 protected:
     std::chrono::system_clock::time_point clock = std::chrono::system_clock::now();
     std::unique_ptr<VerifierService> service;
+    std::vector<AllowedImage> allowed;  // the image policy config() gives
 
     VerifierServiceTest() {
         start();
@@ -35,6 +36,7 @@ protected:
         c.update_ca = cairn::test::update_ca();
         c.admin_token = admin_token;
         c.clock = [this] { return clock; };
+        c.allowed_images = allowed;
         return c;
     }
     void start() { service = std::make_unique<VerifierService>(config()); }
@@ -381,4 +383,58 @@ TEST(VerifierEnrollments, FileIsParsedWithClearErrors) {
     cairn::test::expect_error([&] { parse_enrollments(json::parse(R"({"devices": [{"deviceId": "a"}]})"), "f.json"); }, {"devices[0]", "endorsementKey"});
     cairn::test::expect_error([&] { parse_enrollments(json::parse(R"({"devices": [{"deviceId": "a", "endorsementKey": "%"}]})"), "f.json"); },
                               {"devices[0].endorsementKey"});
+}
+
+// The image policy: a release below the minimum, or an image the policy does not list, is
+// Unhealthy however sound its boot; at the minimum it is Healthy.
+TEST_F(VerifierServiceTest, TheImagePolicyRetiresOldReleasesAndUnlistedImages) {
+    ASSERT_EQ(bind("dev1").status, 200);
+    const auto reference = cairn::test::recorded_reference();
+    allowed = {{reference.image, "0.1.1"}};
+    start();
+    Reply r = attest("dev1", "sb-on");
+    ASSERT_EQ(r.status, 200) << r.body.dump();
+    EXPECT_EQ(r.body.at("healthStatus"), "Unhealthy");
+    EXPECT_EQ(r.body.at("bootIntegrityValidated"), "Invalid");
+    EXPECT_EQ(r.body.at("attestationCertValidated"), "Valid");
+    EXPECT_EQ(codes(r.body), std::vector<std::string>{"image-too-old"}) << r.body.dump();
+    EXPECT_NE(r.body.at("errorMessage").get<std::string>().find(reference.image + " " + reference.version + " is older than"), std::string::npos)
+        << r.body.dump();
+
+    allowed = {{"another-image", ""}};
+    start();
+    r = attest("dev1", "sb-on");
+    EXPECT_EQ(codes(r.body), std::vector<std::string>{"image-not-allowed"}) << r.body.dump();
+    EXPECT_NE(r.body.at("errorMessage").get<std::string>().find("another-image"), std::string::npos) << r.body.dump();
+
+    allowed = {{"another-image", ""}, {reference.image, reference.version}};
+    start();
+    EXPECT_EQ(attest("dev1", "sb-on").body.at("healthStatus"), "Healthy");
+}
+
+TEST(ImagePolicy, APolicyFileNamesTheEntryAtFault) {
+    const auto error_of = [](const std::string& text) {
+        try {
+            parse_image_policy(json::parse(text), "policy.json");
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    const auto ok = parse_image_policy(json::parse(R"({"images": [{"image": "a", "minimumVersion": "1.2.0"}, {"image": "b"}]})"), "p");
+    ASSERT_EQ(ok.size(), 2u);
+    EXPECT_EQ(ok[0].minimum_version, "1.2.0");
+    EXPECT_EQ(ok[1].minimum_version, "");
+    EXPECT_NE(error_of(R"([])").find("policy.json: must be an object"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": []})").find("lists no image"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": [{"image": "a"}], "devices": 1})").find("policy.json: devices: unknown key"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": [{"minimumVersion": "1.0"}]})").find("images[0].image: missing"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": [{"image": "a", "minimumVersion": "v1"}]})").find("images[0].minimumVersion: 'v1'"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": [{"image": "a"}, {"image": "a"}]})").find("images[1].image: 'a' is listed twice"), std::string::npos);
+    EXPECT_NE(error_of(R"({"images": [{"image": "a", "minimum": "1"}]})").find("images[0].minimum: unknown key"), std::string::npos);
+    // No policy: everything passes; versions compare as versions, not as text.
+    EXPECT_TRUE(check_image_policy({}, "x", "0.0.1").empty());
+    EXPECT_TRUE(check_image_policy({{"x", "1.9.0"}}, "x", "1.10.0").empty());
+    EXPECT_EQ(check_image_policy({{"x", "1.10.0"}}, "x", "1.9.0").at(0).code, CheckCode::ImageTooOld);
+    EXPECT_EQ(check_image_policy({{"x", "1.0"}}, "x", "not a version").at(0).code, CheckCode::ImageTooOld);
 }
