@@ -432,8 +432,9 @@ json with_age(json record, std::chrono::system_clock::time_point now) {
 
 }  // namespace
 
-json status_view(const json& status, std::chrono::system_clock::time_point now) {
+json status_view(const json& status, std::chrono::system_clock::time_point now, std::chrono::seconds interval) {
     json view = with_age(status.at("record"), now);
+    view["stale"] = !view["age"].is_number() || view["age"].get<double>() > static_cast<double>(interval.count()) * 1.1;
     view["lastGood"] = status.contains("lastGood") ? with_age(status["lastGood"], now) : json(nullptr);
     if (status.contains("lastAttempt")) view["lastAttempt"] = status["lastAttempt"];
     return view;

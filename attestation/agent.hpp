@@ -90,8 +90,11 @@ nlohmann::json read_status(const std::filesystem::path& state_dir);  // null whe
 // atomically (lastGood kept unless the new record is Healthy). Returns the new record.
 nlohmann::json run_round(const AgentConfig& config, const std::function<void(const std::string&)>& log = {});
 
-// For `cairnctl attest status --json`: the record plus "age" (seconds since its timestamp) and
-// "lastGood" (itself with its "age"), at `now`.
-nlohmann::json status_view(const nlohmann::json& status, std::chrono::system_clock::time_point now);
+// For `cairnctl attest status --json`: the record plus "age" (seconds since its timestamp),
+// "stale" (true when it is older than `interval` and its tenth of jitter, or its age is unknown:
+// the agent has not reported for longer than it should, itself a warning sign) and "lastGood"
+// (itself with its "age"), at `now`.
+nlohmann::json status_view(const nlohmann::json& status, std::chrono::system_clock::time_point now,
+                           std::chrono::seconds interval = AgentConfig{}.interval);
 
 }  // namespace cairn::attestation

@@ -75,14 +75,14 @@ const char* now_usage =
     "\n"
     "Exit status: 0 Healthy, 1 Unhealthy, Unknown or failed, 2 usage error.\n";
 
-std::string format_age(const json& age) {
-    if (!age.is_number()) return "unknown age";
-    const long long s = age.get<long long>();
-    if (s < 120) return std::to_string(s) + " s ago";
-    if (s < 7200) return std::to_string(s / 60) + " min ago";
-    if (s < 172800) return std::to_string(s / 3600) + " h ago";
-    return std::to_string(s / 86400) + " days ago";
+std::string format_duration(long long s) {
+    if (s < 120) return std::to_string(s) + " s";
+    if (s < 7200) return std::to_string(s / 60) + " min";
+    if (s < 172800) return std::to_string(s / 3600) + " h";
+    return std::to_string(s / 86400) + " days";
 }
+
+std::string format_age(const json& age) { return age.is_number() ? format_duration(age.get<long long>()) + " ago" : "unknown age"; }
 
 std::string text_of(const json& record, const char* name) {
     return record.contains(name) && record[name].is_string() ? record[name].get<std::string>() : std::string();
@@ -197,21 +197,25 @@ int attest_command(const std::vector<std::string>& args, std::ostream& out, std:
         }
         if (o.command == "status") {
             // Status needs no verifier, TPM or complete configuration: only where the state is.
-            fs::path state_dir = default_agent_state_dir;
+            AgentConfig config;
             std::error_code ec;
-            if (o.config_given || fs::exists(o.config, ec)) state_dir = load_agent_config(o.config).state_dir;
+            if (o.config_given || fs::exists(o.config, ec)) config = load_agent_config(o.config);
+            const fs::path state_dir = config.state_dir;
             const json status = read_status(state_dir);
             if (status.is_null()) {
                 if (o.json) out << "null\n";
                 else out << "No attestation yet (" << (state_dir / "status.json").string() << " does not exist).\n";
                 return 0;
             }
-            const json view = status_view(status, std::chrono::system_clock::now());
+            const json view = status_view(status, std::chrono::system_clock::now(), config.interval);
             if (o.json) {
                 out << view.dump(2) << "\n";
                 return 0;
             }
             print_record(out, view);
+            if (view.value("stale", false))
+                out << "STALE:           older than the agent's interval (" << format_duration(config.interval.count())
+                    << ") and its jitter: is cairn-attestd running and reaching the verifier?\n";
             if (view.contains("lastAttempt") && view["lastAttempt"].is_object())
                 out << "last attempt:    " << text_of(view["lastAttempt"], "time") << " (" << text_of(view["lastAttempt"], "outcome") << ")\n";
             if (text_of(view, "healthStatus") != "Healthy") {
@@ -227,7 +231,7 @@ int attest_command(const std::vector<std::string>& args, std::ostream& out, std:
         if (o.command == "now") {
             const AgentConfig config = load_agent_config(o.config);
             const json record = run_round(config, [&](const std::string& line) { err << "cairnctl attest: " << line << "\n"; });
-            json view = status_view(read_status(config.state_dir), std::chrono::system_clock::now());
+            json view = status_view(read_status(config.state_dir), std::chrono::system_clock::now(), config.interval);
             if (o.json) out << view.dump(2) << "\n";
             else print_record(out, view);
             return record["healthStatus"] == "Healthy" ? 0 : 1;

@@ -180,6 +180,7 @@ TEST_F(AgentEvidenceTest, UnreachableVerifierIsUnknownAndKeepsTheLastGoodRecord)
     EXPECT_GE(view["lastGood"]["age"].get<int>(), 3599);
     EXPECT_LE(view["lastGood"]["age"].get<int>(), 3700);
     EXPECT_LE(view["age"].get<int>(), 60);
+    EXPECT_FALSE(view["stale"].get<bool>());
 
     // cairnctl attest status --json prints the same, from the file alone.
     cairn::write_file_atomic(c.file, minimal + "state_dir = \"" + c.state_dir.string() + "\"\n");
@@ -195,6 +196,19 @@ TEST_F(AgentEvidenceTest, UnreachableVerifierIsUnknownAndKeepsTheLastGoodRecord)
     EXPECT_NE(text.out.find("health:          Unknown"), std::string::npos) << text.out;
     EXPECT_NE(text.out.find("last good:"), std::string::npos) << text.out;
     EXPECT_NE(text.out.find("verifier unreachable"), std::string::npos) << text.out;
+    EXPECT_EQ(text.out.find("STALE"), std::string::npos) << text.out;
+
+    // Nothing new for longer than the interval (50 minutes here) and its jitter: stale, and said so.
+    cairn::write_file_atomic(c.file, minimal + "state_dir = \"" + c.state_dir.string() + "\"\ninterval_sec = 3000\n");
+    const auto later = cairn::run({CAIRNCTL_BINARY, "attest", "status", "--json", "--config", c.file.string()});
+    EXPECT_FALSE(json::parse(later.out)["stale"].get<bool>()) << "the record itself is new: " << later.out;
+    json old = status;
+    old["record"]["timestamp"] = cairn::utc_timestamp(std::chrono::system_clock::now() - std::chrono::seconds(3400));
+    cairn::write_file_atomic(status_file(c), old.dump());
+    const auto stale = cairn::run({CAIRNCTL_BINARY, "attest", "status", "--json", "--config", c.file.string()});
+    EXPECT_TRUE(json::parse(stale.out)["stale"].get<bool>()) << stale.out;
+    const auto stale_text = cairn::run({CAIRNCTL_BINARY, "attest", "status", "--config", c.file.string()});
+    EXPECT_NE(stale_text.out.find("STALE:"), std::string::npos) << stale_text.out;
 }
 
 // A server that answers every request with one fixed reply: a fault injector, not a verifier.
@@ -296,12 +310,15 @@ TEST(AgentStatus, AgeIsNullForATimestampThatDoesNotParse) {
     const auto now = std::chrono::system_clock::now();
     json record = {{"healthStatus", "Unknown"}, {"timestamp", cairn::utc_timestamp(now - std::chrono::seconds(90))}};
     EXPECT_EQ(status_view({{"record", record}}, now)["age"], 90);
+    EXPECT_FALSE(status_view({{"record", record}}, now)["stale"].get<bool>());
+    EXPECT_TRUE(status_view({{"record", record}}, now, std::chrono::seconds(60))["stale"].get<bool>());
     EXPECT_TRUE(status_view({{"record", record}}, now)["lastGood"].is_null());
     record["timestamp"] = "2026-12-04T12:00:00Z";
     EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_number());
     for (const char* bad : {"yesterday", "2026-12-04T12:00:00", "2026-12-04T12:00:00+01:00", "2026-12-04T12:00:00.Z1"}) {
         record["timestamp"] = bad;
         EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_null()) << bad;
+        EXPECT_TRUE(status_view({{"record", record}}, now)["stale"].get<bool>()) << "an unknown age is no sign of life";
     }
     record["timestamp"] = 5;
     EXPECT_TRUE(status_view({{"record", record}}, now)["age"].is_null());
