@@ -1,13 +1,8 @@
 #include "imager/attestation_agent.hpp"
 
-#include "common/file.hpp"
-#include "common/toml_reader.hpp"
-#include "imager/initrd.hpp"
-#include "imager/provisioning.hpp"
+#include "imager/device_agent.hpp"
 
 namespace cairn::imager {
-
-namespace fs = std::filesystem;
 
 std::string attestd_run_script() {
     return "#!/bin/sh\n"
@@ -34,23 +29,17 @@ std::string attestd_run_script() {
 }
 
 void add_attestation_agent_files(Tree& tree, const Recipe& recipe) {
-    const Recipe::Attestation& a = recipe.attestation;
-    const std::string& what = a.where;
-    const Meta exec{0, 0, 0755}, dir{0, 0, 0755};
-    for (const char* d : {"/usr", "/usr/sbin", "/usr/bin", "/usr/lib", "/usr/lib/cairn", "/etc", "/etc/cairn"})
-        if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
-    std::vector<fs::path> libraries =
-        add_cairn_program(tree, find_cairn_program("cairn-attestd", "attestation"), attestation_paths::agent, exec, what + ": cairn-attestd");
-    if (!tree.meta(tree.resolve("/usr/bin/cairnctl", what)))  // [update] and [provisioning] bring it too
-        add_cairn_program(tree, find_cairn_program("cairnctl", "cairnctl"), "/usr/bin/cairnctl", exec, what + ": cairnctl");
-    add_cairn_program(tree, find_cairn_program("cairnctl-attest", "cairnctl"), attestation_paths::cli, exec, what + ": cairnctl-attest");
-    add_tpm_device_tcti(tree, libraries, what);
-
-    if (!a.config.empty()) {
-        TomlReader::parse(read_file(a.config), a.config);  // a syntax error names the file and line now, not on the device
-        tree.add_file_copy(attestation_paths::config, a.config, Meta{0, 0, 0600}, what);
-    }
-    tree.add_file(attestation_paths::run, attestd_run_script(), exec, what);
+    DeviceAgent agent;
+    agent.program = "cairn-attestd";
+    agent.build_folder = "attestation";
+    agent.image_path = attestation_paths::agent;
+    agent.cli_program = "cairnctl-attest";
+    agent.cli_path = attestation_paths::cli;
+    agent.config = recipe.attestation.config;
+    agent.config_path = attestation_paths::config;
+    agent.run_path = attestation_paths::run;
+    agent.run_script = attestd_run_script();
+    add_device_agent(tree, agent, recipe.attestation.where);
 }
 
 }  // namespace cairn::imager

@@ -1,14 +1,8 @@
 #include "imager/provisioning.hpp"
 
-#include "common/error.hpp"
-#include "common/file.hpp"
-#include "common/toml_reader.hpp"
-#include "imager/elf.hpp"
-#include "imager/initrd.hpp"
+#include "imager/device_agent.hpp"
 
 namespace cairn::imager {
-
-namespace fs = std::filesystem;
 
 std::string provisiond_run_script() {
     return "#!/bin/sh\n"
@@ -33,38 +27,18 @@ std::string provisiond_run_script() {
            "done\n";
 }
 
-void add_tpm_device_tcti(Tree& tree, const std::vector<fs::path>& libraries, const std::string& what) {
-    // The TCTI loader opens "device" (/dev/tpmrm0) with dlopen: it sits beside libtss2-tctildr.
-    fs::path tcti;
-    for (const fs::path& lib : libraries)
-        if (lib.filename().string().rfind("libtss2-tctildr.so", 0) == 0) tcti = fs::canonical(lib).parent_path() / "libtss2-tcti-device.so.0";
-    std::error_code ec;
-    if (tcti.empty() || !fs::exists(tcti, ec))
-        fail(what + ": the TPM device TCTI (libtss2-tcti-device.so.0) was not found on the build host (Debian's libtss2-tcti-device0; see scripts/install-deps)");
-    if (tree.meta(tree.resolve(tcti.string(), what))) return;  // the other TPM agent brought it
-    add_host_executable(tree, tcti, tcti.string(), Meta{0, 0, 0644}, what + ": " + tcti.filename().string());
-}
-
 void add_provisioning_files(Tree& tree, const Recipe& recipe) {
-    const Recipe::Provisioning& p = recipe.provisioning;
-    const std::string& what = p.where;
-    const Meta exec{0, 0, 0755}, dir{0, 0, 0755};
-    for (const char* d : {"/usr", "/usr/sbin", "/usr/bin", "/usr/lib", "/usr/lib/cairn", "/etc", "/etc/cairn"})
-        if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
-    const fs::path agent = find_cairn_program("cairn-provisiond", "provisioning");
-    std::vector<fs::path> libraries = add_cairn_program(tree, agent, provisioning_paths::agent, exec, what + ": cairn-provisiond");
-    if (!recipe.update.enabled)  // [update] brings cairnctl too
-        add_cairn_program(tree, find_cairn_program("cairnctl", "cairnctl"), "/usr/bin/cairnctl", exec, what + ": cairnctl");
-    add_cairn_program(tree, find_cairn_program("cairnctl-provision", "cairnctl"), provisioning_paths::cli, exec,
-                        what + ": cairnctl-provision");
-
-    add_tpm_device_tcti(tree, libraries, what);
-
-    if (!p.config.empty()) {
-        TomlReader::parse(read_file(p.config), p.config);  // a syntax error names the file and line now, not on the device
-        tree.add_file_copy(provisioning_paths::config, p.config, Meta{0, 0, 0600}, what);
-    }
-    tree.add_file(provisioning_paths::run, provisiond_run_script(), exec, what);
+    DeviceAgent agent;
+    agent.program = "cairn-provisiond";
+    agent.build_folder = "provisioning";
+    agent.image_path = provisioning_paths::agent;
+    agent.cli_program = "cairnctl-provision";
+    agent.cli_path = provisioning_paths::cli;
+    agent.config = recipe.provisioning.config;
+    agent.config_path = provisioning_paths::config;
+    agent.run_path = provisioning_paths::run;
+    agent.run_script = provisiond_run_script();
+    add_device_agent(tree, agent, recipe.provisioning.where);
 }
 
 }  // namespace cairn::imager

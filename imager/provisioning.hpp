@@ -19,11 +19,6 @@ inline constexpr const char* pid_file = "/run/cairn/provisiond.pid";  // `cairnc
 // minute) and again on SIGHUP, which `cairnctl config apply` sends after it installed a config.
 std::string provisiond_run_script();
 
-// Adds the TPM's device TCTI (libtss2-tcti-device), which libtss2-tctildr loads with dlopen, so
-// that no ELF closure finds it: beside the tctildr among `libraries` (a program's closure, from
-// add_cairn_program). Once per image: the provisioning and attestation agents both need it.
-void add_tpm_device_tcti(Tree& tree, const std::vector<fs::path>& libraries, const std::string& what);
-
 // Adds cairn-provisiond with its libraries and the device TCTI (libtss2-tctildr loads it with
 // dlopen, so no ELF closure finds it), cairnctl when the image has none yet, cairnctl-provision
 // (behind `cairnctl provision`), the start script and, when the recipe gives one, the
