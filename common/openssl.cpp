@@ -1,11 +1,13 @@
 #include "common/openssl.hpp"
 
 #include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/core_names.h>
 #include <openssl/rand.h>
 
 #include <cstring>
+#include <mutex>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -100,6 +102,16 @@ std::string random_bytes(size_t count) {
     if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(count)) != 1)
         fail("OpenSSL: no random bytes: " + openssl_errors());
     return out;
+}
+
+int object_nid(const char* oid, const char* short_name, const char* long_name) {
+    static std::mutex registering;
+    std::lock_guard lock(registering);
+    int nid = OBJ_txt2nid(oid);
+    if (nid == NID_undef) nid = OBJ_create(oid, short_name, long_name);
+    if (nid == NID_undef) nid = OBJ_txt2nid(oid);  // registered meanwhile, outside this function
+    if (nid == NID_undef) fail(std::string("cannot register the object identifier ") + oid + " with OpenSSL: " + openssl_error());
+    return nid;
 }
 
 }  // namespace cairn

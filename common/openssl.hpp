@@ -50,6 +50,11 @@ using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, OpensslDeleter<ECDSA_SIG, ECDSA_S
 
 // The oldest queued OpenSSL error as text (and the queue cleared).
 std::string openssl_error();
+
+// The NID of an object identifier ("1.3.6.1.4.1.311.2.1.12"), registered with OpenSSL under the
+// names given when it does not know it. Safe on several threads at once (two could otherwise both
+// find it unknown, and the second registration fail with "oid exists"). Throws Error.
+int object_nid(const char* oid, const char* short_name, const char* long_name);
 // Every queued OpenSSL error as one line (and the queue cleared); "no OpenSSL detail" when empty.
 std::string openssl_errors();
 // `count` bytes from OpenSSL's CSPRNG (Error when it has none).

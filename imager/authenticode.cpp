@@ -116,15 +116,6 @@ std::string indirect_data_content(const std::array<uint8_t, 32>& digest) {
     return der(0x30, attribute + digest_info);
 }
 
-// The NID of an object identifier, registering it with OpenSSL when it does not know it.
-int nid_of(const char* oid, const char* short_name, const char* long_name) {
-    int nid = OBJ_txt2nid(oid);
-    if (nid == NID_undef) nid = OBJ_create(oid, short_name, long_name);
-    if (nid == NID_undef)
-        fail(std::string("signing: cannot register the object identifier ") + oid + ": " + openssl_error());
-    return nid;
-}
-
 // Adds a signed attribute. `value` passes to OpenSSL before the call: it frees it itself when the attribute cannot be
 // stored, so keeping it here could free it twice (at worst it leaks when memory runs out).
 void add_signed_attribute(PKCS7_SIGNER_INFO* si, int nid, int type, Asn1StringPtr value, const std::string& what) {
@@ -176,8 +167,8 @@ void sign_pe(const fs::path& in, const fs::path& out, const SigningKey& k, int64
     // signs them as written, and adds nothing of its own: PKCS7_dataFinal, which would add the current time as
     // signingTime, is never called. RSA PKCS#1 v1.5 signatures are deterministic, so the bytes depend only on the
     // image, the key and the epoch.
-    const int spc_indirect_data = nid_of("1.3.6.1.4.1.311.2.1.4", "spcIndirectData", "SPC_INDIRECT_DATA");
-    const int spc_sp_opus_info = nid_of("1.3.6.1.4.1.311.2.1.12", "spcSpOpusInfo", "SPC_SP_OPUS_INFO");
+    const int spc_indirect_data = object_nid("1.3.6.1.4.1.311.2.1.4", "spcIndirectData", "SPC_INDIRECT_DATA");
+    const int spc_sp_opus_info = object_nid("1.3.6.1.4.1.311.2.1.12", "spcSpOpusInfo", "SPC_SP_OPUS_INFO");
     Pkcs7Ptr p7(PKCS7_new());
     if (!p7 || PKCS7_set_type(p7.get(), NID_pkcs7_signed) != 1) fail("signing: " + openssl_error());
     PKCS7_SIGNER_INFO* si = PKCS7_add_signature(p7.get(), cert.get(), key.get(), EVP_sha256());  // owned by p7

@@ -271,3 +271,4 @@ TEST(Authenticode, PesignShowsTheSignatureAndComputesTheSameDigest) {
     EXPECT_EQ(hashed.exit_code, 0) << hashed.err;
     EXPECT_EQ(field(hashed.out, "hash"), digest_hex(dir / "signed.efi")) << hashed.out << hashed.err;
 }
+
