@@ -90,11 +90,16 @@ uint64_t monotonic(Ssh& ssh, const std::string& property, const std::string& uni
 
 }  // namespace
 
-// Boots under Secure Boot from its verity root to `running` with no failed unit; the firewall is
-// up before the network; dpkg shows exactly the locked packages; SSH takes the recipe's key and
-// refuses passwords; the provisioning agent registers through the TPM with an aziot-style
-// config.toml; the journal of the first boot and the identity are still there after a reboot.
-TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
+// One device's life, on as few boots as it takes (a Debian boot is the slowest thing the suite
+// does). It boots under Secure Boot from its verity root to `running` with no failed unit; the
+// firewall is up before the network; dpkg shows exactly the locked packages; SSH takes the
+// recipe's key and refuses passwords; the provisioning agent registers through the TPM with an
+// aziot-style config.toml. Then A/B on systemd's terms: an update (adding the user's own .deb with
+// a service, and the Debian package it depends on) installs, boots as a trial and is committed
+// once boot-complete.target is reached, and dpkg then shows the new packages; across that reboot
+// the journal of the first boot, the machine-id and the provisioned identity are kept. An update
+// whose unit ordered before boot-complete.target fails rolls back to the old slot, and says why.
+TEST(Debian, BootsProvisionsKeepsItsJournalUpdatesAtBootCompleteAndRollsBackAFailingCheck) {
     // The provisioning service on the host (10.0.2.2 from the guest), and what the operator gives
     // the device on a read-only disk: an aziot-style config.toml and the service's CA.
     Scratch dir;
@@ -108,7 +113,8 @@ TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
                                          "[cairn.hub]\nendpoint = \"" + endpoint + "\"\n");  // cairn-dps plays the hub
     run_checked({"tar", "-cf", (dir / "give.tar").string(), "-C", (dir / "give").string(), "config.toml", "dps-ca.pem"});
 
-    Device d({dir / "give.tar"});
+    const fs::path bundles = test_images() / "debian-update";
+    Device d({dir / "give.tar", bundles / "v2.cairn", bundles / "broken.cairn"});
     Ssh& ssh = *d.ssh;
     EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running") << ssh.run("systemctl --failed --no-pager").out;
     EXPECT_EQ(ssh.out("systemctl is-active boot-complete.target"), "active");
@@ -167,38 +173,20 @@ TEST(Debian, BootsToRunningWithTheFirewallFirstAndKeepsItsJournal) {
     for (const json& r : dps.requests()) registrations += r.value("method", "") == "PUT";
     EXPECT_GE(registrations, 2u) << "a TPM registration is two PUTs (the challenge, then with the SAS token)";
 
-    // The journal is on the log partition and survives a reboot with the same machine-id.
+    // The journal is on the log partition. The update below reboots into the other slot: the
+    // journal, the machine-id and the provisioned identity stay (all on the log and data partitions).
     const std::string machine_id = ssh.out("cat /etc/machine-id");
     EXPECT_EQ(machine_id.size(), 32u);
     EXPECT_EQ(ssh.out("findmnt -no SOURCE /logs"), ssh.out("findmnt -no SOURCE /var/log/journal").substr(0, ssh.out("findmnt -no SOURCE /logs").size()));
     ssh.out("logger -t cairn-test 'before the reboot'");
-    const size_t before_reboot = d.machine->console().size();
-    d.reboot("cairn: ready slot=a version=0.1.0");
-    EXPECT_EQ(ssh.out("cat /etc/machine-id"), machine_id);
-    d.machine->wait_for_after("cairn: provisioning done", before_reboot, 300s);
-    EXPECT_EQ(json::parse(ssh.out("cairnctl provision status --json"))["identity"]["device_id"], registration_id);
-    size_t after_reboot = 0;
-    for (const json& r : dps.requests()) after_reboot += r.value("method", "") == "PUT";
-    EXPECT_EQ(after_reboot, registrations) << "the agent registered again after the reboot";
-    EXPECT_GE(std::stoi(ssh.out("journalctl --list-boots --no-pager | wc -l")), 2);
-    EXPECT_NE(ssh.out("journalctl -b -1 -t cairn-test --no-pager -o cat"), "");
-    EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running");
-}
 
-// A/B on systemd's terms: an update (adding the user's own .deb with a service, and the Debian
-// package it depends on) installs, boots as a trial and is committed once boot-complete.target
-// is reached, and dpkg then shows the new packages; an update whose unit
-// ordered before boot-complete.target fails rolls back to the old slot, and says why.
-TEST(Debian, AnUpdateCommitsAtBootCompleteAndAFailingCheckRollsBack) {
-    const fs::path bundles = test_images() / "debian-update";
-    Device d({bundles / "v2.cairn", bundles / "broken.cairn"});
-    Ssh& ssh = *d.ssh;
     EXPECT_EQ(ssh.run("dpkg-query -W -f '${Status}' tree").out.find("install ok installed"), std::string::npos) << "tree is not in 0.1.0";
     EXPECT_NE(ssh.run("systemctl cat hello.service").exit_code, 0);
-    std::string out = ssh.out("cairnctl update install /dev/vdb");
+    std::string out = ssh.out("cairnctl update install /dev/vdc");
     EXPECT_NE(out.find("installed"), std::string::npos) << out;
     EXPECT_EQ(slot(d.update_status(), "b")["state"], "trial");
 
+    const size_t before_reboot = d.machine->console().size();
     size_t ready = d.reboot("cairn: ready slot=b version=0.2.0");
     d.machine->wait_for_after("committed", ready, 300s);
     json st = d.update_status();
@@ -210,11 +198,21 @@ TEST(Debian, AnUpdateCommitsAtBootCompleteAndAFailingCheckRollsBack) {
     EXPECT_EQ(ssh.out("dpkg-query -W -f '${Status}' tree"), "install ok installed");
     EXPECT_EQ(ssh.out("systemctl is-active hello.service"), "active");
     EXPECT_NE(ssh.out("journalctl -b -u hello.service -o cat --no-pager").find("hello from v2"), std::string::npos);
+    // What the other slot's boot left.
+    EXPECT_EQ(ssh.out("cat /etc/machine-id"), machine_id);
+    d.machine->wait_for_after("cairn: provisioning done", before_reboot, 300s);
+    EXPECT_EQ(json::parse(ssh.out("cairnctl provision status --json"))["identity"]["device_id"], registration_id);
+    size_t after_reboot = 0;
+    for (const json& r : dps.requests()) after_reboot += r.value("method", "") == "PUT";
+    EXPECT_EQ(after_reboot, registrations) << "the agent registered again after the reboot";
+    EXPECT_GE(std::stoi(ssh.out("journalctl --list-boots --no-pager | wc -l")), 2);
+    EXPECT_NE(ssh.out("journalctl -b -1 -t cairn-test --no-pager -o cat"), "");
+    EXPECT_EQ(ssh.out("systemctl is-system-running --wait"), "running");
 
     // 0.3.0's app-check.service fails: boot-complete.target is never reached.
-    out = ssh.out("cairnctl update install /dev/vdc");
+    out = ssh.out("cairnctl update install /dev/vdd");
     EXPECT_NE(out.find("installed"), std::string::npos) << out;
-    const size_t from = d.machine->console().size();
+    from = d.machine->console().size();
     ssh.run("systemctl reboot");
     ssh.close();
     const size_t trial = d.machine->wait_for_after("cairn: ready slot=a version=0.3.0", from, 600s);
