@@ -88,11 +88,12 @@ TEST(Attestation, AFreshImageIsHealthyUnknownWhileTheVerifierIsDownAndAKeptRound
     EXPECT_EQ(text(healthy, "slot"), "a");
     EXPECT_EQ(text(healthy, "imageVersion"), "0.1.0");
     EXPECT_EQ(text(healthy, "deviceId"), id);
+    EXPECT_FALSE(healthy.value("stale", true)) << "a record just made is not stale";
     const std::string uname = shell(m, "uname -r");
     EXPECT_FALSE(text(healthy, "linuxKernelVersion").empty());
     EXPECT_NE(uname.find(text(healthy, "linuxKernelVersion")), std::string::npos) << uname;
     json stored = verifier.status(id);
-    for (const char* device_only : {"age", "lastGood", "lastAttempt"}) stored[device_only] = healthy.value(device_only, json());
+    for (const char* device_only : {"age", "stale", "lastGood", "lastAttempt"}) stored[device_only] = healthy.value(device_only, json());
     EXPECT_EQ(stored, healthy) << "the device keeps what the verifier stored";
 
     // (e) The verifier down: Unknown, with the reason; the Healthy record kept as the last good one.

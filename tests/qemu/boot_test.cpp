@@ -30,8 +30,7 @@ using namespace cairn::test;
 TEST(Boot, MinimalBootsToReadyFromAVerifiedReadOnlyRoot) {
     Booted b("minimal");
     auto& m = b.start();
-    size_t at = m.wait_for("cairn: ready", 180s);
-    std::string line = m.console().substr(at, m.console().find('\n', at) - at);
+    const std::string line = wait_for_line(m, "cairn: ready", 180s);
     json manifest = manifest_of("minimal");
     EXPECT_NE(line.find("slot=a"), std::string::npos) << line;
     EXPECT_NE(line.find("version=" + manifest["recipe"]["version"].get<std::string>()), std::string::npos) << line;
@@ -60,8 +59,7 @@ TEST(Boot, MinimalBootsToReadyFromItsQcow2) {
         m.start();
         const std::vector<std::string> argv = m.qemu_command();
         EXPECT_NE(std::find(argv.begin(), argv.end(), "if=none,id=disk0,format=qcow2,file=" + qcow2.string()), argv.end());
-        size_t at = m.wait_for("cairn: ready", 180s);
-        std::string line = m.console().substr(at, m.console().find('\n', at) - at);
+        const std::string line = wait_for_line(m, "cairn: ready", 180s);
         EXPECT_NE(line.find("slot=a"), std::string::npos) << line;
         EXPECT_NE(line.find("root=" + manifest_of("minimal")["slots"]["a"]["verity"]["root_hash"].get<std::string>()), std::string::npos) << line;
     }  // ~Machine: SIGTERM, on which QEMU closes the qcow2 cleanly (power_off would end in SIGKILL: no ACPI handler here)

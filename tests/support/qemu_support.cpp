@@ -126,6 +126,14 @@ void wait_for_shell(qemu::Machine& m, size_t from) {
     m.wait_for_after("# ", ready, 60s);
 }
 
+std::string wait_for_line(qemu::Machine& m, const std::string& marker, std::chrono::seconds timeout) {
+    const size_t at = m.wait_for(marker, timeout);
+    const size_t end = m.wait_for_after("\n", at, std::chrono::seconds(30));
+    std::string line = m.console().substr(at, end - at);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+}
+
 void write_guest_file(qemu::Machine& m, const std::string& path, const std::string& text) {
     std::string lines;
     for (size_t at = 0; at < text.size();) {

@@ -57,6 +57,10 @@ std::string read_from(uint16_t port, std::chrono::milliseconds quiet = std::chro
 void flip_byte(const std::filesystem::path& disk, uint64_t at);
 std::string sha256_of_range(const std::filesystem::path& disk, uint64_t offset, uint64_t size);
 
+// Waits for `marker` on the console and then for the end of its line (the console arrives in
+// pieces: the marker may come before the rest of its line); returns that whole line from the marker.
+std::string wait_for_line(qemu::Machine& m, const std::string& marker, std::chrono::seconds timeout);
+
 // Waits for the debug image's console shell (its prompt after `ready`).
 void wait_for_shell(qemu::Machine& m, size_t from = 0);
 // Runs a command in the debug image's console shell and returns what it printed.
