@@ -42,12 +42,7 @@ bool valid_device_id(const std::string& id) {
 
 long long integer(const TomlReader& r, const toml::table& t, const std::string& prefix, const char* name, long long min, long long max,
                   long long fallback) {
-    const toml::node* n = t.get(name);
-    if (!n) return fallback;
-    if (!n->is_integer()) r.error(*n, TomlReader::key(prefix, name), "must be a whole number");
-    const long long v = *n->value<long long>();
-    if (v < min || v > max) r.error(*n, TomlReader::key(prefix, name), "must be between " + std::to_string(min) + " and " + std::to_string(max));
-    return v;
+    return r.integer(t, prefix, name, min, max).value_or(fallback);
 }
 
 fs::path existing_file(const TomlReader& r, const toml::table& t, const char* name, const fs::path& fallback) {

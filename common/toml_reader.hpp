@@ -76,6 +76,16 @@ public:
         return n->value<bool>();
     }
 
+    // A whole number in [min, max]; nullopt when absent.
+    std::optional<long long> integer(const toml::table& t, const std::string& prefix, const char* name, long long min, long long max) const {
+        const toml::node* n = t.get(name);
+        if (!n) return std::nullopt;
+        if (!n->is_integer()) error(*n, key(prefix, name), "must be a whole number");
+        const long long v = *n->value<long long>();
+        if (v < min || v > max) error(*n, key(prefix, name), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+        return v;
+    }
+
     const toml::table* table(const toml::table& t, const std::string& prefix, const char* name) const {
         const toml::node* n = t.get(name);
         if (!n) return nullptr;

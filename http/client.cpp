@@ -2,6 +2,9 @@
 
 #include <curl/curl.h>
 
+#include <chrono>
+#include <cstdio>
+#include <exception>
 #include <mutex>
 #include <string_view>
 
@@ -25,9 +28,29 @@ void curl_global() {
     });
 }
 
+struct BodyTarget {
+    CURL* curl;
+    const HttpsRequest* request;
+    HttpsReply* reply;
+    bool stopped = false;
+    std::exception_ptr error;  // what on_body threw: rethrown once libcurl has returned
+};
+
 size_t on_body(char* data, size_t size, size_t count, void* user) {
-    static_cast<std::string*>(user)->append(data, size * count);
-    return size * count;
+    auto* t = static_cast<BodyTarget*>(user);
+    const size_t n = size * count;
+    if (!t->request->on_body) {
+        t->reply->body.append(data, n);
+        return n;
+    }
+    if (t->reply->status == 0) curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->reply->status);
+    try {  // nothing may unwind through libcurl's C frames
+        if (t->request->on_body(*t->reply, data, n)) return n;
+    } catch (...) {
+        t->error = std::current_exception();
+    }
+    t->stopped = true;
+    return 0;  // libcurl ends the transfer with CURLE_WRITE_ERROR
 }
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
@@ -39,6 +62,28 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
         (*headers)[to_lower(line.substr(0, colon))] = trim(line.substr(colon + 1));
     }
     return size * count;
+}
+
+// The stall timeout: libcurl's own low-speed check averages over several seconds, so a transfer
+// that was fast stalls for seconds longer than asked before it trips; this looks at the last byte.
+struct StallWatch {
+    std::chrono::milliseconds limit;
+    curl_off_t last_bytes = -1;
+    std::chrono::steady_clock::time_point last_change = std::chrono::steady_clock::now();
+    bool tripped = false;
+};
+
+int on_transfer_info(void* user, curl_off_t, curl_off_t downloaded, curl_off_t, curl_off_t uploaded) {
+    auto* w = static_cast<StallWatch*>(user);
+    const auto now = std::chrono::steady_clock::now();
+    if (downloaded + uploaded != w->last_bytes) {
+        w->last_bytes = downloaded + uploaded;
+        w->last_change = now;
+        return 0;
+    }
+    if (now - w->last_change < w->limit) return 0;
+    w->tripped = true;
+    return 1;  // CURLE_ABORTED_BY_CALLBACK
 }
 
 bool retryable(CURLcode code) {
@@ -88,7 +133,19 @@ std::variant<HttpsReply, TransportError> Client::exchange(const HttpsRequest& re
     curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
+    const char* protocols = request.allow_http ? "http,https" : "https";
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, protocols);
+    if (request.max_redirects > 0) {
+        curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(curl, CURLOPT_MAXREDIRS, static_cast<long>(request.max_redirects));
+        curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
+    }
+    StallWatch stall{std::chrono::milliseconds(request.stall_timeout_ms)};
+    if (request.stall_timeout_ms > 0) {
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_transfer_info);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &stall);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    }
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout_ms));
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout_ms));
     curl_easy_setopt(curl, CURLOPT_USERAGENT, request.user_agent.c_str());
@@ -109,11 +166,19 @@ std::variant<HttpsReply, TransportError> Client::exchange(const HttpsRequest& re
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
     }
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
+    BodyTarget target{curl, &request, &reply};
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &target);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply.headers);
     CURLcode code = curl_easy_perform(curl);
+    if (target.error) std::rethrow_exception(target.error);
     if (code != CURLE_OK) {
+        if (target.stopped) return TransportError{request.method + " " + request.url + ": stopped by the receiver", false, true};
+        if (stall.tripped) {
+            char seconds[32];
+            std::snprintf(seconds, sizeof seconds, "%g", request.stall_timeout_ms / 1000.0);
+            return TransportError{request.method + " " + request.url + ": no data for " + seconds + " s: the server stalled", true};
+        }
         std::string reason = error[0] ? error : curl_easy_strerror(code);
         return TransportError{request.method + " " + request.url + ": " + reason, retryable(code)};
     }

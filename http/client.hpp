@@ -1,10 +1,14 @@
 // HTTPS requests through libcurl (with OpenSSL), for Cairn's device programs: the DPS client, the
-// attestation agent. TLS is always verified (against `trust_bundle`, or the system's store), only
-// https:// URLs are followed, and every exchange is bounded by a connect and a total timeout.
+// attestation agent, the updater fetching bundles. TLS is always verified (against `trust_bundle`,
+// or the system's store); only https:// URLs are followed unless a request allows plain http (a
+// signed bundle, whose every byte is checked, may come from a plain HTTP mirror); every exchange is
+// bounded by a connect timeout and a total timeout or, for long downloads, a stall timeout.
+// Proxies come from the environment (https_proxy, http_proxy, no_proxy), as libcurl reads them.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,6 +18,8 @@
 typedef void CURL;
 
 namespace cairn::http {
+
+struct HttpsReply;
 
 // One exchange (no retries).
 struct HttpsRequest {
@@ -25,8 +31,16 @@ struct HttpsRequest {
     std::filesystem::path client_certificate;  // PEM chain (TLS client authentication)
     std::filesystem::path client_key;
     int connect_timeout_ms = 10000;
-    int timeout_ms = 30000;
+    int timeout_ms = 30000;                    // the whole exchange; 0: none (then set stall_timeout_ms)
+    int stall_timeout_ms = 0;                  // no byte for this long fails the exchange (retryable); 0: off
+    bool allow_http = false;                   // http:// as well as https://
+    int max_redirects = 0;                     // redirects followed (same protocols only)
     std::string user_agent = "cairn";
+    // When set, the body goes here instead of HttpsReply::body, as it arrives, with the status and
+    // headers already known (`head`). Returning false stops the transfer (TransportError, not
+    // retryable, message "stopped by the receiver"); an exception stops it too and leaves
+    // exchange() once libcurl has returned.
+    std::function<bool(const HttpsReply& head, const char* data, size_t size)> on_body;
 };
 
 struct HttpsReply {
@@ -41,6 +55,7 @@ struct HttpsReply {
 struct TransportError {
     std::string message;
     bool retryable = false;
+    bool stopped = false;  // on_body returned false
 };
 
 // A libcurl handle kept across requests (connections to the same server are reused).

@@ -83,6 +83,37 @@ struct BundleManifest {
 
 // Versions are compared as common/versions.hpp says (compare_versions, version_problem).
 
+// Where a ranged source's bytes go (RangeSource::fetch): take() gets them in bundle order, from
+// position() on. It returns false when what it got is bad (a block that does not match its signed
+// hash): the request is dropped and the next one starts at position() again. restart() comes
+// before every request: bytes it held back (part of a block) are dropped, as the request sends
+// them again.
+class RangeSink {
+public:
+    virtual ~RangeSink() = default;
+    virtual uint64_t position() const = 0;
+    virtual void restart() = 0;
+    virtual bool take(const uint8_t* data, size_t size) = 0;
+};
+
+// What a ranged source moved, for the install's report.
+struct TransferStats {
+    uint64_t downloaded = 0;  // body bytes received (head, payloads, and bytes fetched again)
+    uint64_t requests = 0;
+    uint64_t retries = 0;     // requests that repeated or continued a failed one
+};
+
+// A bundle read by byte ranges (an HTTP(S) server): any range, in any order, each fetched with as
+// many requests as it takes (a cut connection continues where the sink stopped).
+class RangeSource {
+public:
+    virtual ~RangeSource() = default;
+    // Fetches until sink.position() reaches `end`; throws UpdateError (transfer when the server
+    // cannot be had after the retries, source-changed when the bundle changed on the server).
+    virtual void fetch(uint64_t end, RangeSink& sink) = 0;
+    virtual TransferStats stats() const = 0;
+};
+
 // What the install steps (updater/engine.hpp) read a bundle through: its manifest, checked against
 // its signature when the source was opened, and its payloads. A local file or block device is one
 // (BundleReader); a later source (HTTP range requests for streaming) implements the same.
@@ -104,6 +135,10 @@ public:
     // a mismatch throws UpdateError (bad-payload). `sink` sees every byte before the check: a
     // caller that writes them somewhere must treat that place as untrusted until read() returns.
     virtual void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) = 0;
+    // A source that fetches byte ranges (HTTP): the install takes tree, ESP and root by ranges,
+    // each checked before it is written, and fetches only the root blocks the device lacks
+    // (engine.cpp, "write"). nullptr for a file or pipe.
+    virtual RangeSource* ranges() { return nullptr; }
 };
 
 // Reads a bundle from a file, a block device or a pipe, in one pass. Failures are Errors naming

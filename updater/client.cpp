@@ -18,7 +18,9 @@
 #include "common/args.hpp"
 #include "common/error.hpp"
 #include "common/version.hpp"
+#include "common/units.hpp"
 #include "updater/dbus_api.hpp"
+#include "updater/http_bundle.hpp"
 #include "updater/error_code.hpp"
 
 namespace cairn::updater {
@@ -34,7 +36,8 @@ Commands:
   install BUNDLE [--force] [--reboot]   install a signed bundle into the other slot; it boots once
                                         on the next reboot (--reboot: now) and is committed when
                                         healthy. --force allows an older version.
-                                        BUNDLE - reads it from standard input:
+                                        BUNDLE is a file, an https:// URL, or -
+                                        to read it from standard input:
                                         ssh DEVICE cairnctl update install - < BUNDLE
   status                                slots, the pending trial, the last install or rollback,
                                         and /etc files whose new default you had changed
@@ -114,9 +117,12 @@ std::optional<std::string> dbus_code(const sdbus::Error& e) {
     return std::nullopt;
 }
 
-// `install --json`: {"result": "installed"|"failed", "error": reason or "", "code": name or null}.
-void print_result(const std::string& error, const std::optional<std::string>& code) {
+// `install --json`: {"result": "installed"|"failed", "error": reason or "", "code": name or null},
+// and for an install from a server "transfer" (the status file's: payload_bytes, downloaded,
+// reused, seconds).
+void print_result(const std::string& error, const std::optional<std::string>& code, const json& transfer = nullptr) {
     json j{{"result", error.empty() ? "installed" : "failed"}, {"error", error}, {"code", code ? json(*code) : json(nullptr)}};
+    if (!transfer.is_null()) j["transfer"] = transfer;
     std::printf("%s\n", j.dump().c_str());
 }
 
@@ -125,6 +131,29 @@ std::string dbus_message(const sdbus::Error& e) {
         return "permission denied: only root may install bundles or mark slots (" + e.getMessage() + ")";
     std::string m = e.getMessage();
     return m.empty() ? e.getName() : m;
+}
+
+// What the last install from a server moved, from the daemon's status; null when it was not one.
+json last_transfer(Proxy& p) {
+    try {
+        std::string text;
+        p.proxy->callMethod("GetStatus").onInterface(dbus::interface).storeResultsTo(text);
+        const json st = json::parse(text);
+        if (st.contains("last") && st["last"].is_object() && st["last"].contains("transfer")) return st["last"]["transfer"];
+    } catch (const std::exception&) {  // the report is extra: never fail an install over it
+    }
+    return nullptr;
+}
+
+// "downloaded 12.0 MiB of 150 MiB (8.0 %), reused 120 MiB the device had, in 4.2 s"
+std::string transfer_line(const json& t) {
+    const uint64_t downloaded = t.value("downloaded", uint64_t{0}), total = t.value("payload_bytes", uint64_t{0});
+    char share[32] = "";
+    if (total > 0) std::snprintf(share, sizeof share, " (%.1f %%)", 100.0 * static_cast<double>(downloaded) / static_cast<double>(total));
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f s", t.value("seconds", 0.0));
+    return "downloaded " + format_size(downloaded) + " of " + format_size(total) + share + ", reused " +
+           format_size(t.value("reused", uint64_t{0})) + " the device had, in " + seconds;
 }
 
 int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
@@ -153,7 +182,8 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
         return 2;
     }
     std::error_code ec;
-    std::string absolute = std::filesystem::absolute(source, ec).string();
+    const bool url = is_bundle_url(source);  // the daemon fetches it
+    std::string absolute = url ? source : std::filesystem::absolute(source, ec).string();
     InstallWatch watch;
     Proxy p([&](sdbus::IProxy& proxy) { watch.subscribe(proxy); });
     std::map<std::string, sdbus::Variant> options{{"force", sdbus::Variant(force)}, {"reboot", sdbus::Variant(reboot)}};
@@ -220,10 +250,14 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
             }
         }
     }
+    const json transfer = url && !(reboot && error.empty()) ? last_transfer(p) : json(nullptr);
     if (as_json) {
-        print_result(error, code);
+        print_result(error, code, transfer);
     } else if (error.empty()) {
         std::printf("installed; the other slot boots once on the next reboot%s\n", reboot ? " (rebooting now)" : "");
+        if (!transfer.is_null()) std::printf("%s\n", transfer_line(transfer).c_str());
+    } else if (!transfer.is_null()) {
+        std::fprintf(stderr, "cairnctl: before it failed: %s\n", transfer_line(transfer).c_str());
     }
     if (!error.empty()) {
         if (!as_json) std::fprintf(stderr, "cairnctl: install failed%s: %s\n", code ? (" (" + *code + ")").c_str() : "", error.c_str());
@@ -320,11 +354,17 @@ const std::map<std::string, const char*> command_usage = {
     {"install", R"(Usage: cairnctl update install BUNDLE [--force] [--reboot] [--json] [--quiet]
 
 Installs a signed bundle into the other slot; it boots once on the next reboot and is committed
-when healthy. The running slot is never written. BUNDLE is a file, or - for standard input: the
-bundle is read once as it arrives, nothing is stored on the device, so from the build host
+when healthy. The running slot is never written. BUNDLE is a file, an https:// URL (http:// if
+/etc/cairn/update.toml allows it), or - for standard input: the bundle is read once as it
+arrives, nothing is stored on the device, so from the build host
   ssh DEVICE cairnctl update install - < v2.cairn
 installs it. From a pipe, the slot is marked bad before the first byte is written and is armed
 only once all of it has been read back and verified against the signed manifest.
+From a URL the daemon fetches the bundle itself with Range requests, straight into the slot: the
+signed head first, then the slot's hash tree, then only the root blocks the device does not
+already have, each checked against the signed tree before it is written. A cut connection is
+resumed where it stopped; after a power cut the same command fetches only what the slot still
+lacks. It reports bytes downloaded and reused ("transfer" with --json).
   --force    allow an older version than the running one
   --reboot   reboot into it as soon as it is installed
   --json     the result as JSON: {"result": "installed" or "failed", "error": the reason,

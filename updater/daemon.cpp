@@ -31,6 +31,7 @@
 #include "updater/dbus_api.hpp"
 #include "updater/engine.hpp"
 #include "updater/health.hpp"
+#include "updater/update_config.hpp"
 #include "updater/uefi_boot_control.hpp"
 
 namespace fs = std::filesystem;
@@ -54,6 +55,8 @@ Options (the defaults are the device's paths; tests point them elsewhere):
   --trust-anchor FILE   CA certificates bundles must chain to (default /usr/share/cairn/update-ca.pem)
   --etc-upper DIR       the /etc overlay's upper dir (default /var/.cairn/overlays/etc/upper)
   --run-dir DIR         where init reports services (default /run/cairn)
+  --config FILE         how bundles are fetched from servers: CAs, client certificate, timeouts
+                        (default /etc/cairn/update.toml; optional; see docs/bundle.md)
   --no-reboot           never reboot (tests): print "would reboot" instead
   -h, --help            this text
   --version             the version
@@ -268,8 +271,7 @@ private:
         worker_ = std::thread([this, source, fd, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
-                UniqueFd bundle = fd ? std::move(*fd) : with_code(ErrorCode::io, [&] { return open_file(source, O_RDONLY | O_CLOEXEC); });
-                engine_.install(std::move(bundle), source, o, [this, started](int percent, const std::string& message) {
+                auto progress = [this, started](int percent, const std::string& message) {
                     if (std::getenv("CAIRN_UPDATED_TRACE"))
                         std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
                     std::lock_guard l(shared_.mutex);
@@ -278,14 +280,20 @@ private:
                     shared_.message = message;
                     shared_.changed = true;
                     poke();
-                });
-                std::fprintf(stderr, "cairn-updated: installed %s in %.2f s\n", source.c_str(),
+                };
+                if (!fd && is_bundle_url(source)) {
+                    engine_.install_url(source, o, progress);
+                } else {
+                    UniqueFd bundle = fd ? std::move(*fd) : with_code(ErrorCode::io, [&] { return open_file(source, O_RDONLY | O_CLOEXEC); });
+                    engine_.install(std::move(bundle), source, o, progress);
+                }
+                std::fprintf(stderr, "cairn-updated: installed %s in %.2f s\n", redact_url(source).c_str(),
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
                 finish({});
                 if (reboot) reboot_now();
             } catch (const std::exception& e) {
                 const ErrorCode code = code_of(e, ErrorCode::internal);
-                std::fprintf(stderr, "cairn-updated: install of %s failed (%s): %s\n", source.c_str(),
+                std::fprintf(stderr, "cairn-updated: install of %s failed (%s): %s\n", redact_url(source).c_str(),
                              std::string(error_code_name(code)).c_str(), e.what());
                 finish(Outcome{code, e.what()});
             }
@@ -408,7 +416,7 @@ std::string take_failure_reason(EfiVars& vars) {
 int main(int argc, char** argv) {
     fs::path disk, efivars = "/sys/firmware/efi/efivars", cmdline = "/proc/cmdline", state = "/var/lib/cairn/update/status.json",
                    release_file = "/usr/lib/cairn/release.json", anchor = "/usr/share/cairn/update-ca.pem",
-                   etc_upper = "/var/.cairn/overlays/etc/upper", run_dir = "/run/cairn";
+                   etc_upper = "/var/.cairn/overlays/etc/upper", run_dir = "/run/cairn", config_file = "/etc/cairn/update.toml";
     bool may_reboot = true;
     try {
         Args a(argc, argv);
@@ -421,6 +429,7 @@ int main(int argc, char** argv) {
             else if (a.is("--trust-anchor")) anchor = a.value();
             else if (a.is("--etc-upper")) etc_upper = a.value();
             else if (a.is("--run-dir")) run_dir = a.value();
+            else if (a.is("--config")) config_file = a.value();
             else if (a.is("--no-reboot")) may_reboot = false;
             else throw UsageError("unknown option '" + a.arg() + "'");
         }
@@ -445,6 +454,12 @@ int main(int argc, char** argv) {
         }
         UefiBootControl boot(vars, disk, cmdline);
         EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
+        try {  // a bad config must not stop the daemon: files and pipes still install, and a fixing bundle too
+            config.http = load_update_config(config_file).http;
+        } catch (const std::exception& e) {
+            config.http_error = e.what();
+            std::fprintf(stderr, "cairn-updated: %s; installs from servers are refused until it is fixed\n", e.what());
+        }
         Engine engine(boot, config);
         Daemon daemon(engine, boot, release, may_reboot);
 

@@ -1,9 +1,12 @@
 // The updater's D-Bus names, shared by cairn-updated and its clients.
 //
 // org.cairn.Updater1 at /org/cairn/Updater1 on the system bus, interface org.cairn.Updater1:
-//   InstallBundle(s source, a{sv} options)   starts an install; options: "force" (b) allows a
-//                                            downgrade, "reboot" (b) reboots after success.
-//                                            Returns at once; Completed ends it.
+//   InstallBundle(s source, a{sv} options)   starts an install; source: a path, or an http(s)://
+//                                            URL the daemon fetches (Engine::install_url); options:
+//                                            "force" (b) allows a downgrade, "reboot" (b) reboots
+//                                            after success. Returns at once; Completed ends it. An
+//                                            install from a URL leaves what moved in GetStatus's
+//                                            last.transfer.
 //   InstallBundleFd(h bundle, a{sv} options) the same from an open descriptor (a pipe: read once,
 //                                            see Engine::install); `cairnctl update install -`.
 //   Mark(s state, s slot) -> (s slot, s message)   state good|bad|active; slot booted|other|a|b

@@ -23,6 +23,7 @@
 #include "common/units.hpp"
 #include "imager/verity.hpp"
 #include "partitions/disk.hpp"
+#include "updater/assemble.hpp"
 #include "updater/signature.hpp"
 
 namespace cairn::updater {
@@ -482,6 +483,15 @@ struct Engine::InstallContext {
     uint64_t total = 0;                    // the target's payload bytes
     UpdateStatus st;                       // the record, from mark-bad on
     bool marked = false;                   // the target is marked bad: a failure is recorded
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    uint64_t reused = 0;                   // root bytes the device had (a ranged source)
+    // What moved, for a ranged source (the last event's transfer).
+    std::optional<Transfer> transfer() const {
+        RangeSource* remote = source ? source->ranges() : nullptr;
+        if (!remote) return std::nullopt;
+        return Transfer{total, remote->stats().downloaded, reused,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()};
+    }
 };
 
 void Engine::install(const fs::path& bundle, const InstallOptions& options, const ProgressFn& progress) {
@@ -493,6 +503,15 @@ void Engine::install(UniqueFd bundle, const std::string& name, const InstallOpti
     install(
         [&](const fs::path& anchor, int64_t at) {
             return std::make_unique<BundleReader>(std::move(*fd), name, anchor, at, config_.stall_timeout);
+        },
+        options, progress);
+}
+
+void Engine::install_url(const std::string& url, const InstallOptions& options, const ProgressFn& progress) {
+    install(
+        [&](const fs::path& anchor, int64_t at) -> std::unique_ptr<BundleSource> {
+            if (!config_.http_error.empty()) fail_update(ErrorCode::transfer, config_.http_error);
+            return with_code(ErrorCode::transfer, [&] { return std::make_unique<HttpBundle>(url, config_.http, anchor, at); });
         },
         options, progress);
 }
@@ -554,7 +573,8 @@ void Engine::check(InstallContext& in, const SourceOpener& open) {
     in.progress.plan({{InstallStep::check, small},
                       {InstallStep::verify, in.source->random_access() ? in.total : 0},
                       {InstallStep::mark_bad, small},
-                      {InstallStep::write, 2 * in.total},
+                      // a ranged source: tree and ESP, both roots scanned, the root placed, the slot read back
+                      {InstallStep::write, (in.source->ranges() ? 4 : 2) * in.total},
                       {InstallStep::arm, small}});
 }
 
@@ -616,6 +636,7 @@ void Engine::mark_bad(InstallContext& in) {
 // write: the payloads into the target's partitions, and read back what is on the disk.
 void Engine::write(InstallContext& in) {
     in.progress.begin(InstallStep::write, "slot " + in.t);
+    if (RangeSource* remote = in.source->ranges()) return write_ranged(in, *remote);
     BundleSource& source = *in.source;
     const Payload& root = *in.root;
     const Payload& tree = *in.verity;
@@ -710,6 +731,118 @@ void Engine::write(InstallContext& in) {
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
 }
 
+// write, from a source read by ranges (a server). The tree and the ESP are fetched whole into
+// memory (1/128 of the root, and the ESP) and checked by their signed sha256 before a byte of them
+// is written (a copy that arrives wrong is fetched again, twice at most). The root is then
+// assembled block by block against the tree's lowest level (updater/assemble.hpp): blocks the
+// device has are reused, the rest fetched, each checked before it is written. Then one flush, and
+// the slot is read back as after a pipe.
+void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
+    const Payload& root = *in.root;
+    const Payload& tree = *in.verity;
+    const Payload& esp = *in.esp;
+    const SlotRegions& regions = in.regions;
+    const std::string disk_name = config_.disk.string();
+    const std::string& what = in.source->name();
+    UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
+
+    auto fetch_checked = [&](const Payload& p) {
+        class Whole final : public RangeSink {
+        public:
+            Whole(uint64_t start, std::string& out, Progress& progress) : start_(start), out_(out), progress_(progress) {}
+            uint64_t position() const override { return start_ + out_.size(); }
+            void restart() override {}
+            bool take(const uint8_t* data, size_t size) override {
+                out_.append(reinterpret_cast<const char*>(data), size);
+                progress_.advance(size);
+                return true;
+            }
+
+        private:
+            uint64_t start_;
+            std::string& out_;
+            Progress& progress_;
+        };
+        std::string bytes;
+        for (int attempt = 1;; ++attempt) {
+            in.progress.say("fetching " + p.name);
+            bytes.clear();
+            bytes.reserve(p.size);
+            Whole sink(p.offset, bytes, in.progress);
+            remote.fetch(p.offset + p.size, sink);
+            if (to_hex(sha256(bytes)) == p.sha256) return bytes;
+            if (attempt == 3)
+                fail_update(ErrorCode::bad_payload, what + ": payload " + p.name + " came 3 times with a sha256 other than the signed one " +
+                                                        "(corrupted or altered bundle); none of it was written");
+        }
+    };
+    const std::string tree_bytes = fetch_checked(tree);
+    pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
+    check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
+    {
+        const std::string esp_bytes = fetch_checked(esp);
+        pwrite_exact(disk.get(), esp_bytes.data(), esp_bytes.size(), regions.esp.offset, disk_name + " (" + regions.esp.label + ")");
+    }
+
+    // The digest of every root block: the tree's lowest level, its last hash blocks (the levels
+    // follow the superblock top first); with one data block, the root hash itself.
+    const std::vector<uint8_t> salt = from_hex(tree.salt, what + ": salt");
+    const verity::Params params{tree.data_block_size, tree.hash_block_size, tree.data_blocks, salt, {}};
+    std::vector<uint8_t> single;
+    const uint8_t* digests = nullptr;
+    if (verity::tree_levels(params) == 0) {
+        single = from_hex(tree.root_hash, what + ": root hash");
+        digests = single.data();
+    } else {
+        const uint64_t per_block = tree.hash_block_size / 32;
+        const uint64_t level0 = (tree.data_blocks + per_block - 1) / per_block * tree.hash_block_size;
+        digests = reinterpret_cast<const uint8_t*>(tree_bytes.data()) + verity::hash_device_size(params) - level0;
+    }
+
+    AssembleRequest request;
+    request.disk_fd = disk.get();
+    request.disk_name = disk_name;
+    request.target_offset = regions.root.offset;
+    try {  // the running slot's root as a source of blocks: how much of it its own superblock covers
+        const SlotRegions running = regions_of(config_.disk, in.running);
+        const verity::Superblock sb = verity::read_superblock(disk.get(), running.verity.offset, disk_name + " (" + running.verity.label + ")");
+        if (sb.data_block_size == tree.data_block_size)
+            request.running = std::pair{running.root.offset, std::min(running.root.size, sb.data_blocks * sb.data_block_size)};
+    } catch (const Error& e) {
+        std::fprintf(stderr, "cairn-updated: not reusing the running slot's blocks: %s\n", e.what());
+    }
+    request.digests = digests;
+    request.salt = salt;
+    request.block_size = tree.data_block_size;
+    request.blocks = tree.data_blocks;
+    request.payload_offset = root.offset;
+    request.payload_name = what + ": payload " + root.name;
+    request.remote = &remote;
+    request.advance = [&](uint64_t n) { in.progress.advance(n); };
+    request.say = [&](const std::string& line) { in.progress.say(line); };
+    const AssembleStats got = assemble_root(request);
+    in.reused = (got.in_place + got.zeros + got.copied) * tree.data_block_size;
+    std::fprintf(stderr,
+                 "cairn-updated: root of slot %s: %llu blocks in place, %llu zeros, %llu copied, %llu fetched (%llu more to save "
+                 "requests, in %llu ranges); %llu bytes downloaded in all\n",
+                 in.t.c_str(), static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.zeros),
+                 static_cast<unsigned long long>(got.copied), static_cast<unsigned long long>(got.fetched),
+                 static_cast<unsigned long long>(got.fetched_extra), static_cast<unsigned long long>(got.ranges),
+                 static_cast<unsigned long long>(remote.stats().downloaded));
+
+    in.progress.say("flushing " + disk_name);
+    if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
+    in.progress.say("reading back slot " + in.t);
+    UniqueFd direct = open_direct(config_.disk, O_RDONLY);
+    const int read_fd = direct ? direct.get() : disk.get();
+    const std::string esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
+    in.progress.advance(esp.size);
+    ReadBack read;
+    const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0,
+                                                   [&](uint64_t end) { in.progress.advance(read.reached(end)); });
+    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
+}
+
 // arm: record, then arm the trial boot.
 void Engine::arm(InstallContext& in) {
     in.progress.begin(InstallStep::arm, "slot " + in.t);
@@ -730,7 +863,7 @@ void Engine::arm(InstallContext& in) {
     save(st, Durability::essential);  // no BootNext without the record of what it boots
     boot_.set_next(in.target);
     st.pending->phase = PendingPhase::armed;
-    st.last = Event{EventKind::installed, in.t, m.version, "", now(), std::nullopt};
+    st.last = Event{EventKind::installed, in.t, m.version, "", now(), std::nullopt, in.transfer()};
     save(st);
 }
 
@@ -739,7 +872,7 @@ void Engine::arm(InstallContext& in) {
 void Engine::record_failure(InstallContext& in, const UpdateError& e) {
     try {
         UpdateStatus st = status();
-        st.last = Event{EventKind::failed, in.t, in.source->manifest().version, e.what(), now(), e.code()};
+        st.last = Event{EventKind::failed, in.t, in.source->manifest().version, e.what(), now(), e.code(), in.transfer()};
         save(st);
     } catch (const std::exception& x) {
         std::fprintf(stderr, "cairn-updated: recording the failed install: %s\n", x.what());

@@ -17,7 +17,9 @@
 //             disk takes it) while a second thread reads them back behind the writer: the root
 //             against the tree just written, which must give the manifest's root hash, the ESP by
 //             its sha256; then flush. A source read once (a pipe) is written as it arrives, each
-//             payload checked by its sha256 at its end, and read back after the flush;
+//             payload checked by its sha256 at its end, and read back after the flush. A source
+//             read by ranges (a server) gives tree and ESP checked before they are written and the
+//             root block by block, reusing what the device has (install_url), then is read back;
 //   arm       status: target "trial", pending "written"; BootNext = target; pending "armed".
 // Progress is the sum of the steps' weights (the bytes each reads and writes; the small steps a
 // hundredth of the payloads each), reported in order, never backwards, each message beginning
@@ -52,6 +54,7 @@
 
 #include "updater/boot_control.hpp"
 #include "updater/bundle.hpp"
+#include "updater/http_bundle.hpp"
 #include "updater/error_code.hpp"
 #include "updater/status.hpp"
 
@@ -79,6 +82,8 @@ struct EngineConfig {
     // A bundle read from a pipe that sends nothing for this long fails the install (a stalled SSH
     // session must not keep the daemon busy for ever).
     std::chrono::milliseconds stall_timeout = std::chrono::minutes(5);
+    HttpSettings http;                    // bundles from a server (install_url)
+    std::string http_error;               // why the settings could not be read: install_url refuses with it
 };
 
 struct InstallOptions {
@@ -122,6 +127,13 @@ public:
     // The same from any source (a later HTTP source plugs in here): the steps read the bundle only
     // through BundleSource. Failures are UpdateError (or, from outside Cairn's code, other exceptions).
     void install(const SourceOpener& open, const InstallOptions& options, const ProgressFn& progress);
+    // From an http:// or https:// URL (HttpBundle, with config.http), straight into the slot: the
+    // signed head first, then the slot's tree and ESP (each checked by its signed sha256 before it
+    // is written), then the root assembled block by block (updater/assemble.hpp: blocks the device
+    // holds are reused, the rest fetched, each checked against the tree before it is written), read
+    // back and armed as any install. Run again after a cut or a power loss, it finds what is
+    // already in the slot and fetches only the rest. The last event records what moved (transfer).
+    void install_url(const std::string& url, const InstallOptions& options, const ProgressFn& progress);
     // At daemon start: records the booted slot, recognises a trial (the booted slot is not first
     // in BootOrder) or a fallback (an armed install from an earlier boot whose slot did not stay).
     // `failure_reason` is what the failed slot left behind (e.g. cairn-init's EFI variable), if anything.
@@ -145,6 +157,7 @@ private:
     void verify(InstallContext& in);
     void mark_bad(InstallContext& in);
     void write(InstallContext& in);
+    void write_ranged(InstallContext& in, RangeSource& remote);  // write, for a source read by ranges
     void arm(InstallContext& in);
     void record_failure(InstallContext& in, const UpdateError& e);
     enum class Durability { essential, best_effort };

@@ -25,6 +25,7 @@ constexpr std::pair<ErrorCode, std::string_view> names[] = {
     {ErrorCode::unhealthy, "unhealthy"},
     {ErrorCode::boot_failed, "boot-failed"},
     {ErrorCode::interrupted, "interrupted"},
+    {ErrorCode::source_changed, "source-changed"},
 };
 
 }  // namespace

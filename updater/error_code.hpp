@@ -26,7 +26,8 @@ enum class ErrorCode {
     incompatible,   // "incompatible": built for another system (compatible) or another disk (disk GUID)
     downgrade,      // "downgrade": older than the running version, without force
     bad_payload,    // "bad-payload": a payload does not match the signed manifest (corrupted or altered)
-    transfer,       // "transfer": a bundle on a pipe stopped coming (the sender stalled or ended early)
+    transfer,       // "transfer": a bundle on a pipe or from a server stopped coming (the sender
+                    //   stalled or ended early, the server could not be had or answered wrongly)
     verify_failed,  // "verify-failed": the written slot reads back wrong
     save_failed,    // "save-failed": the status file could not record an essential step
     boot_control,   // "boot-control": the firmware's boot variables could not be changed
@@ -37,6 +38,8 @@ enum class ErrorCode {
                     //   power before committing) and the firmware fell back
     interrupted,    // "interrupted": an install was cut off (power loss, the daemon killed) before
                     //   its trial boot was armed
+    source_changed, // "source-changed": the bundle on the server changed during the install (its
+                    //   ETag, Last-Modified or size moved)
 };
 
 std::string_view error_code_name(ErrorCode code);

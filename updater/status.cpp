@@ -65,6 +65,10 @@ std::string UpdateStatus::to_json() const {
                             {"reason", last->reason}, {"time", last->time},
                             {"code", last->code ? json(error_code_name(*last->code)) : json(nullptr)}}
                      : json(nullptr);
+    if (last && last->transfer) {
+        const Transfer& t = *last->transfer;
+        j["last"]["transfer"] = {{"payload_bytes", t.payload_bytes}, {"downloaded", t.downloaded}, {"reused", t.reused}, {"seconds", t.seconds}};
+    }
     json c = json::array();
     for (const EtcConflict& e : etc_conflicts) c.push_back({{"path", e.path}, {"resolution", e.resolution}});
     j["etc_conflicts"] = c;
@@ -117,6 +121,10 @@ UpdateStatus load_status(const fs::path& file) {
             if (l.contains("code") && !l["code"].is_null()) {
                 const std::string code = l["code"];
                 st.last->code = parse_error_code(code).value_or(ErrorCode::internal);
+            }
+            if (l.contains("transfer")) {
+                const json& t = l["transfer"];
+                st.last->transfer = Transfer{t.at("payload_bytes"), t.at("downloaded"), t.at("reused"), t.at("seconds")};
             }
         }
         check(j.at("etc_conflicts").is_array(), "\"etc_conflicts\" is not an array");

@@ -60,6 +60,13 @@ struct Pending {                // an install waiting for its trial boot
     std::string boot_id;        // the boot in which it was armed (/proc/sys/kernel/random/boot_id)
 };
 
+struct Transfer {               // what an install from a server moved ("transfer" in the file)
+    uint64_t payload_bytes = 0; // the slot's payloads in the bundle: root, tree and ESP
+    uint64_t downloaded = 0;    // bytes received (the head, payloads, and anything fetched again)
+    uint64_t reused = 0;        // root bytes the device already had (in place, zeros, copied)
+    double seconds = 0;         // the whole install
+};
+
 struct Event {                  // the outcome of the last install or trial
     EventKind kind = EventKind::installed;
     std::string slot, version, reason;
@@ -67,6 +74,7 @@ struct Event {                  // the outcome of the last install or trial
     // Why it failed, beside the reason (updater/error_code.hpp); none for a success. "code" in the
     // file: absent in files of earlier versions, a name this version does not know is read as internal.
     std::optional<ErrorCode> code;
+    std::optional<Transfer> transfer;  // installs from a server (absent in earlier files)
 };
 
 struct EtcConflict {            // a file the user changed in /etc whose default the new slot changes

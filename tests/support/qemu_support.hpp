@@ -48,8 +48,6 @@ std::filesystem::path test_private_key(const std::filesystem::path& dir, const s
 // new connections within 60 s block the host.
 std::vector<std::string> ssh_command(uint16_t port, const std::vector<std::string>& options, const std::string& remote);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-uint16_t free_port();
 // Connects to 127.0.0.1:port and reads what the other side sends until it closes or is silent for
 // `quiet` (empty when the connection fails).
 std::string read_from(uint16_t port, std::chrono::milliseconds quiet = std::chrono::seconds(10));

@@ -1,14 +1,19 @@
 #include "tests/support/test_support.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <stdexcept>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 #include "common/file.hpp"
 
 namespace cairn::test {
@@ -59,5 +64,16 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
 std::filesystem::path source_dir() { return CAIRN_SOURCE_DIR; }
 std::filesystem::path cairn_binary() { return CAIRN_BINARY; }
 std::filesystem::path test_images() { return CAIRN_TEST_IMAGES; }
+
+uint16_t free_port() {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("free_port: bind failed");
+    socklen_t len = sizeof a;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+}
 
 }  // namespace cairn::test

@@ -1,6 +1,8 @@
 // Shared helpers for Cairn's tests.
 #pragma once
 
+#include <cstdint>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -27,6 +29,9 @@ void write_text(const std::filesystem::path& path, const std::string& text);
 void write_random(const std::filesystem::path& path, uint64_t size, uint32_t seed);
 
 bool is_root();
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+uint16_t free_port();
 
 // Runs `action`, expecting a cairn::Error whose message holds each of `parts` (a test failure otherwise).
 void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts);

@@ -62,7 +62,13 @@ fs::path UpdateFixture::bundle(const std::string& version, const std::string& co
     const fs::path work = dir / ("payloads-" + version);
     fs::create_directories(work);
     uint32_t seed = static_cast<uint32_t>(sha256(version)[0]) + 1;
-    write_random(work / "root", root_size, seed);
+    if (root_bytes) {
+        const std::string bytes = root_bytes(version, root_size);
+        UniqueFd fd = open_file(work / "root", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        pwrite_exact(fd.get(), bytes.data(), bytes.size(), 0, (work / "root").string());
+    } else {
+        write_random(work / "root", root_size, seed);
+    }
     // Not a multiple of 4096: the ESP's last bytes take the installer's buffered path.
     write_random(work / "esp-a", 64 * 1024 + 1000, seed + 1);
     write_random(work / "esp-b", 64 * 1024 + 1000, seed + 2);
@@ -123,6 +129,20 @@ fs::path UpdateFixture::bundle(const std::string& version, const std::string& co
         pwrite_exact(fd.get(), bytes.data(), bytes.size(), p.offset, out.string());
     }
     return out;
+}
+
+void UpdateFixture::put(const std::string& version, char slot) {
+    const fs::path work = dir / ("payloads-" + version);
+    const std::string s(1, slot);
+    for (const auto& e : partitions::read_gpt(disk).entries) {
+        fs::path from;
+        if (e.label == "root_" + s) from = work / "root";
+        else if (e.label == "root_" + s + "_verity") from = work / ("verity-" + s);
+        else continue;
+        const std::string bytes = read_file(from);
+        UniqueFd fd = open_file(disk, O_RDWR);
+        pwrite_exact(fd.get(), bytes.data(), bytes.size(), e.offset, disk.string());
+    }
 }
 
 std::string UpdateFixture::region(const std::string& label, uint64_t length) const {

@@ -26,6 +26,12 @@ struct UpdateFixture {
                                  uint64_t root_size = 1 << 20);
     // The bytes of a disk region (by partition label), for before/after comparisons.
     std::string region(const std::string& label, uint64_t length = 0) const;
+    // The root payload's bytes for a version (unset: random bytes seeded by the version); the
+    // adaptive install's tests make versions that share blocks.
+    std::function<std::string(const std::string& version, uint64_t size)> root_bytes;
+    // Writes a version's root and the slot's tree (from an earlier bundle() of it) into the slot's
+    // partitions, as if that version ran there.
+    void put(const std::string& version, char slot);
 };
 
 // A signer certificate made with the openssl tool: key and certificate at dir/<name>.key and

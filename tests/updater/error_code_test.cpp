@@ -22,7 +22,7 @@ TEST(ErrorCode, EveryCodeHasAStableNameThatParsesBack) {
         {ErrorCode::save_failed, "save-failed"},   {ErrorCode::boot_control, "boot-control"},
         {ErrorCode::busy, "busy"},                 {ErrorCode::bad_option, "bad-option"},
         {ErrorCode::unhealthy, "unhealthy"},       {ErrorCode::boot_failed, "boot-failed"},
-        {ErrorCode::interrupted, "interrupted"},
+        {ErrorCode::interrupted, "interrupted"},   {ErrorCode::source_changed, "source-changed"},
     };
     for (const auto& [code, name] : names) {
         EXPECT_EQ(error_code_name(code), name);

@@ -1,0 +1,235 @@
+#include "updater/assemble.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/sha256_blocks.hpp"
+#include "updater/error_code.hpp"
+
+namespace cairn::updater {
+
+namespace {
+
+constexpr size_t digest_size = 32;
+constexpr size_t window = 4 << 20;  // bytes read, hashed or written at a time
+
+uint64_t key_of(const uint8_t* digest) {
+    uint64_t k;
+    std::memcpy(&k, digest, sizeof k);
+    return k;
+}
+
+// Hashes `bytes` of the disk from `offset` in windows, block by block with `salt`, calling
+// each(block index, digest) for every block.
+template <typename Each>
+void scan(const AssembleRequest& r, uint64_t offset, uint64_t bytes, const std::string& what, Each&& each) {
+    std::vector<uint8_t> data(window), digests(window / r.block_size * digest_size);
+    const uint64_t blocks = bytes / r.block_size;
+    for (uint64_t first = 0; first < blocks;) {
+        const uint64_t n = std::min<uint64_t>(window / r.block_size, blocks - first);
+        pread_exact(r.disk_fd, data.data(), n * r.block_size, offset + first * r.block_size, what);
+        sha256_blocks(r.salt, data.data(), r.block_size, n, digests.data());
+        for (uint64_t i = 0; i < n; ++i) each(first + i, digests.data() + i * digest_size);
+        first += n;
+        if (r.advance) r.advance(n * r.block_size);
+    }
+}
+
+// Writes runs of consecutive target blocks, flushing the disk at least once a second.
+class RunWriter {
+public:
+    explicit RunWriter(const AssembleRequest& r) : r_(r), buffer_(window) {}
+
+    // Room for the next block, which is target block `block`; the caller fills it.
+    uint8_t* next(uint64_t block) {
+        if (count_ > 0 && (block != first_ + count_ || (count_ + 1) * r_.block_size > buffer_.size())) flush();
+        if (count_ == 0) first_ = block;
+        return buffer_.data() + (count_++) * r_.block_size;
+    }
+    void flush() {
+        if (count_ == 0) return;
+        pwrite_exact(r_.disk_fd, buffer_.data(), count_ * r_.block_size, r_.target_offset + first_ * r_.block_size,
+                     r_.disk_name + " (root)");
+        if (r_.advance) r_.advance(count_ * r_.block_size);
+        count_ = 0;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - synced_ >= std::chrono::seconds(1)) {
+            if (::fdatasync(r_.disk_fd) != 0) fail_errno("flushing " + r_.disk_name);
+            synced_ = now;
+        }
+    }
+
+private:
+    const AssembleRequest& r_;
+    std::vector<uint8_t> buffer_;
+    uint64_t first_ = 0, count_ = 0;
+    std::chrono::steady_clock::time_point synced_ = std::chrono::steady_clock::now();
+};
+
+// Takes a fetched run [first, end) of blocks: checks each complete block against its digest and
+// writes it; a block that does not match ends the request (take() false) and is fetched again,
+// `bad_block_strikes` times at most.
+class FetchSink final : public RangeSink {
+public:
+    FetchSink(const AssembleRequest& r, RunWriter& writer, uint64_t first, uint64_t end)
+        : r_(r), writer_(writer), next_(first), end_(end) {}
+
+    uint64_t position() const override { return r_.payload_offset + next_ * r_.block_size; }
+    void restart() override { partial_.clear(); }
+    bool take(const uint8_t* data, size_t size) override {
+        while (size > 0) {
+            const size_t need = r_.block_size - partial_.size();
+            if (partial_.empty() && size >= r_.block_size) {
+                // Whole blocks straight from the transfer's buffer.
+                const size_t n = std::min<uint64_t>(size / r_.block_size, end_ - next_);
+                if (n == 0) return true;  // more than asked: ignored (the range ends here)
+                if (!place(data, n)) return false;
+                data += n * r_.block_size;
+                size -= n * r_.block_size;
+                continue;
+            }
+            const size_t n = std::min(need, size);
+            partial_.insert(partial_.end(), data, data + n);
+            data += n;
+            size -= n;
+            if (partial_.size() == r_.block_size) {
+                if (next_ >= end_) return true;
+                const bool ok = place(partial_.data(), 1);
+                partial_.clear();
+                if (!ok) return false;
+            }
+        }
+        return true;
+    }
+
+private:
+    bool place(const uint8_t* data, size_t n) {
+        digests_.resize(n * digest_size);
+        sha256_blocks(r_.salt, data, r_.block_size, n, digests_.data());
+        for (size_t i = 0; i < n; ++i, ++next_) {
+            if (std::memcmp(digests_.data() + i * digest_size, r_.digests + next_ * digest_size, digest_size) != 0) {
+                if (++strikes_[next_] >= r_.bad_block_strikes)
+                    fail_update(ErrorCode::bad_payload, "payload " + r_.payload_name + ": block " + std::to_string(next_) +
+                                                            " came " + std::to_string(r_.bad_block_strikes) +
+                                                            " times different from its signed hash (corrupted or altered bundle)");
+                return false;
+            }
+            std::memcpy(writer_.next(next_), data + i * r_.block_size, r_.block_size);
+        }
+        return true;
+    }
+
+    const AssembleRequest& r_;
+    RunWriter& writer_;
+    uint64_t next_, end_;
+    std::vector<uint8_t> partial_, digests_;
+    std::map<uint64_t, int> strikes_;
+};
+
+}  // namespace
+
+AssembleStats assemble_root(const AssembleRequest& r) {
+    AssembleStats stats;
+    const std::string target_name = r.disk_name + " (root)";
+    std::vector<bool> done(r.blocks, false);
+    auto expected = [&](uint64_t i) { return r.digests + i * digest_size; };
+
+    // In place: what the target already holds where it belongs.
+    if (r.say) r.say("checking what the slot already holds");
+    scan(r, r.target_offset, r.blocks * r.block_size, target_name, [&](uint64_t i, const uint8_t* d) {
+        if (std::memcmp(d, expected(i), digest_size) == 0) {
+            done[i] = true;
+            ++stats.in_place;
+        }
+    });
+
+    std::vector<uint8_t> zero_block(r.block_size, 0);
+    uint8_t zero_digest[digest_size];
+    sha256_blocks(r.salt, zero_block.data(), r.block_size, 1, zero_digest);
+
+    // The running slot's blocks the new root wants (by the first 8 bytes of their digest; a copy
+    // is checked in full before it is written).
+    std::vector<uint64_t> wanted;
+    for (uint64_t i = 0; i < r.blocks; ++i)
+        if (!done[i] && std::memcmp(expected(i), zero_digest, digest_size) != 0) wanted.push_back(key_of(expected(i)));
+    std::sort(wanted.begin(), wanted.end());
+    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+    std::vector<std::pair<uint64_t, uint64_t>> found;  // key, running block
+    if (r.running && !wanted.empty()) {
+        if (r.say) r.say("indexing the running slot");
+        scan(r, r.running->first, r.running->second, r.disk_name + " (running root)", [&](uint64_t j, const uint8_t* d) {
+            const uint64_t k = key_of(d);
+            if (std::binary_search(wanted.begin(), wanted.end(), k)) found.emplace_back(k, j);
+        });
+        std::sort(found.begin(), found.end());
+        found.erase(std::unique(found.begin(), found.end(), [](const auto& x, const auto& y) { return x.first == y.first; }), found.end());
+    }
+
+    // Zeros and copies, in target order; what is left is fetched.
+    if (r.say) r.say("placing blocks");
+    RunWriter writer(r);
+    std::vector<std::pair<uint64_t, uint64_t>> missing;  // runs [first, end)
+    std::vector<uint8_t> block(r.block_size);
+    uint8_t digest[digest_size];
+    for (uint64_t i = 0; i < r.blocks; ++i) {
+        if (done[i]) continue;
+        bool placed = false;
+        if (std::memcmp(expected(i), zero_digest, digest_size) == 0) {
+            std::memset(writer.next(i), 0, r.block_size);
+            ++stats.zeros;
+            placed = true;
+        } else {
+            auto it = std::lower_bound(found.begin(), found.end(), std::pair<uint64_t, uint64_t>{key_of(expected(i)), 0});
+            if (it != found.end() && it->first == key_of(expected(i))) {
+                pread_exact(r.disk_fd, block.data(), r.block_size, r.running->first + it->second * r.block_size,
+                            r.disk_name + " (running root)");
+                sha256_blocks(r.salt, block.data(), r.block_size, 1, digest);
+                if (std::memcmp(digest, expected(i), digest_size) == 0) {
+                    std::memcpy(writer.next(i), block.data(), r.block_size);
+                    ++stats.copied;
+                    placed = true;
+                }
+            }
+        }
+        if (placed) {
+            done[i] = true;
+            continue;
+        }
+        if (!missing.empty() && missing.back().second + r.merge_gap >= i) {
+            stats.fetched_extra += i - missing.back().second;
+            missing.back().second = i + 1;
+        } else {
+            missing.emplace_back(i, i + 1);
+        }
+    }
+    writer.flush();
+
+    if (!missing.empty() && !r.remote) fail("payload " + r.payload_name + ": blocks are missing and there is no source to fetch them from");
+    for (const auto& [first, end] : missing) {
+        if (r.say) r.say("fetching blocks " + std::to_string(first) + "-" + std::to_string(end - 1));
+        FetchSink sink(r, writer, first, end);
+        try {
+            r.remote->fetch(r.payload_offset + end * r.block_size, sink);
+        } catch (...) {
+            // What was checked is kept: the next attempt (after a reboot, say) finds it in place.
+            try {
+                writer.flush();
+            } catch (const std::exception&) {  // the failure that matters is the first
+            }
+            throw;
+        }
+        writer.flush();
+        stats.fetched += end - first;
+        ++stats.ranges;
+    }
+    stats.fetched -= stats.fetched_extra;
+    return stats;
+}
+
+}  // namespace cairn::updater

@@ -1,0 +1,65 @@
+// Assembling a root in the target slot from a bundle on a server (an adaptive install): every
+// block is checked against its signed hash before it is written, and only the blocks the device
+// does not already have are downloaded.
+//
+// The index of the new root's blocks is its dm-verity tree's lowest level: the digest of every
+// data block (4 KiB), sha256(salt || block), signed through the root hash in the manifest. The
+// install fetches the tree first anyway (nothing of the root may land unchecked), so the index
+// costs the bundle nothing: no second index to build, carry, sign or keep in step. The salt is
+// public (it is in the manifest); the device hashes what it holds with the new root's salt. 4 KiB
+// is the filesystem's block: a file that did not change, wherever the new image puts it, is made
+// of blocks the device has, and nothing smaller could be checked on its own.
+//
+// Each block of the new root comes from the first of:
+//   in place  the target's root partition already holds it at its offset (an install cut short,
+//             by a lost link or a power cut, resumes this way: what is on the disk is re-checked,
+//             never trusted; or the target still holds an older release with that block);
+//   zeros     its digest is that of a block of zeros;
+//   copy      the running slot's root holds a block with that digest (read, checked, written);
+//   fetch     the rest, by range requests covering runs of missing blocks (a gap of up to
+//             `merge_gap` blocks between two runs is fetched too, saving a request).
+// Blocks are written in runs, and the disk is flushed at least every second while fetching (a
+// power cut loses at most that much), so that the next attempt finds them in place.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "updater/bundle.hpp"
+
+namespace cairn::updater {
+
+struct AssembleRequest {
+    int disk_fd = -1;                       // read and write
+    std::string disk_name;                  // for messages
+    uint64_t target_offset = 0;             // the target's root partition on the disk
+    std::optional<std::pair<uint64_t, uint64_t>> running;  // the running slot's root: offset, bytes (none: no copies)
+    const uint8_t* digests = nullptr;       // 32 bytes per block of the new root, in order (the tree's level 0)
+    std::vector<uint8_t> salt;
+    uint32_t block_size = 4096;
+    uint64_t blocks = 0;
+    uint64_t payload_offset = 0;            // the root payload's offset in the bundle
+    std::string payload_name;               // "root", for messages
+    RangeSource* remote = nullptr;
+    uint64_t merge_gap = 8;                 // blocks
+    int bad_block_strikes = 3;              // the same block arriving wrong this often: the bundle is bad
+    // Progress: bytes of the root dealt with in the current phase (scan-target, scan-running, place);
+    // `say` names the phase.
+    std::function<void(uint64_t)> advance;
+    std::function<void(const std::string&)> say;
+};
+
+struct AssembleStats {
+    uint64_t in_place = 0, zeros = 0, copied = 0, fetched = 0;  // blocks of the new root by source
+    uint64_t fetched_extra = 0;  // blocks fetched (to save requests) though the device had them
+    uint64_t ranges = 0;         // runs fetched
+};
+
+// Throws UpdateError: bad-payload when a block keeps arriving wrong, transfer / source-changed
+// from the remote, io for the disk.
+AssembleStats assemble_root(const AssembleRequest& request);
+
+}  // namespace cairn::updater

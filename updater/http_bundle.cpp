@@ -1,0 +1,259 @@
+#include "updater/http_bundle.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <variant>
+
+#include "common/encoding.hpp"
+#include "common/error.hpp"
+#include "common/hash.hpp"
+#include "common/text.hpp"
+#include "common/units.hpp"
+#include "updater/error_code.hpp"
+#include "updater/signature.hpp"
+
+namespace cairn::updater {
+
+namespace {
+
+constexpr uint64_t head_request_size = 128 << 10;  // header, manifest and signature fit in most bundles
+
+struct ContentRange {
+    uint64_t first = 0, last = 0, total = 0;
+};
+
+// "bytes FIRST-LAST/TOTAL"; nullopt for anything else (a "*" total too).
+std::optional<ContentRange> parse_content_range(const std::string& value) {
+    ContentRange r;
+    char tail = 0;
+    unsigned long long a = 0, b = 0, t = 0;
+    if (std::sscanf(value.c_str(), "bytes %llu-%llu/%llu%c", &a, &b, &t, &tail) != 3) return std::nullopt;
+    r.first = a;
+    r.last = b;
+    r.total = t;
+    if (r.last < r.first || r.last >= r.total) return std::nullopt;
+    return r;
+}
+
+// Gathers a range into a string (the head, a payload read whole).
+class StringSink final : public RangeSink {
+public:
+    StringSink(uint64_t start, std::string& out) : start_(start), out_(out) {}
+    uint64_t position() const override { return start_ + out_.size(); }
+    void restart() override {}
+    bool take(const uint8_t* data, size_t size) override {
+        out_.append(reinterpret_cast<const char*>(data), size);
+        return true;
+    }
+
+private:
+    uint64_t start_;
+    std::string& out_;
+};
+
+std::string seconds_text(int ms) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g s", ms / 1000.0);
+    return text;
+}
+
+}  // namespace
+
+bool is_bundle_url(const std::string& source) {
+    const std::string lower = to_lower(source.substr(0, 8));
+    return lower == "https://" || lower.rfind("http://", 0) == 0;
+}
+
+std::string redact_url(const std::string& url) {
+    const size_t q = url.find('?');
+    return q == std::string::npos ? url : url.substr(0, q) + "?…";
+}
+
+HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
+                       std::optional<int64_t> certificate_time)
+    : url_(url), name_(redact_url(url)), settings_(settings) {
+    if (!is_bundle_url(url)) fail(name_ + ": not an http:// or https:// URL");
+    if (!settings_.allow_http && to_lower(url.substr(0, 7)) == "http://")
+        fail_update(ErrorCode::transfer, name_ + ": plain http is not allowed (set allow_http in /etc/cairn/update.toml, [http], "
+                                                 "to take signed bundles from a plain HTTP server)");
+    // The head, with what the server says about the file: its size and validator. The first answer
+    // must be 206: without Range no install can fetch the tree first, resume, or skip blocks.
+    std::string head;
+    StringSink head_sink(0, head);
+    fetch(head_request_size, head_sink);
+    const BundleHeader h = decode_header(head, name_);
+    const uint64_t signed_end = bundle_header_size + h.manifest_size + h.signature_size;
+    if (signed_end > size_) fail(name_ + ": the bundle ends inside its manifest or signature (" + std::to_string(size_) + " bytes)");
+    if (head.size() < signed_end) fetch(signed_end, head_sink);
+    const std::string manifest_bytes = head.substr(bundle_header_size, h.manifest_size);
+    const std::string signature = head.substr(bundle_header_size + h.manifest_size, h.signature_size);
+    with_code(ErrorCode::bad_signature, [&] { cms_verify(manifest_bytes, signature, trust_anchor, name_, certificate_time); });
+    manifest_ = BundleManifest::parse(manifest_bytes, name_);
+    if (manifest_.payloads.front().offset < h.payload_offset) fail(name_ + ": manifest: the first payload starts inside the signature");
+    const Payload& last = manifest_.payloads.back();
+    const uint64_t needed = checked_add(last.offset, last.size, name_);
+    if (size_ < needed)
+        fail(name_ + ": the bundle is truncated (the server has " + std::to_string(size_) + " bytes; the manifest needs " +
+             std::to_string(needed) + ")");
+}
+
+http::HttpsRequest HttpBundle::base_request() const {
+    http::HttpsRequest r;
+    r.url = url_;
+    r.trust_bundle = settings_.ca_bundle;
+    r.client_certificate = settings_.client_certificate;
+    r.client_key = settings_.client_key;
+    r.allow_http = settings_.allow_http;
+    r.max_redirects = settings_.max_redirects;
+    r.connect_timeout_ms = settings_.connect_timeout_ms;
+    r.timeout_ms = 0;  // a payload takes as long as it takes; a stall is what fails it
+    r.stall_timeout_ms = settings_.stall_timeout_ms;
+    r.user_agent = "cairn-updated";
+    return r;
+}
+
+void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
+    const bool opening = size_ == 0;  // the first request learns size and validator
+    if (!opening && end > size_) fail(name_ + ": a range up to " + std::to_string(end) + " is past the bundle's end");
+    int failures = 0;
+    int backoff = settings_.backoff_initial_ms;
+    std::mt19937 jitter(std::random_device{}());
+    std::string last_problem;
+    while (sink.position() < (opening && size_ ? std::min(end, size_) : end)) {
+        const uint64_t start = sink.position();
+        const uint64_t stop = opening && size_ ? std::min(end, size_) : end;
+        sink.restart();
+        http::HttpsRequest r = base_request();
+        r.headers.push_back("Range: bytes=" + std::to_string(start) + "-" + std::to_string(stop - 1));
+        if (!validator_.empty()) r.headers.push_back("If-Range: " + validator_);
+        // What this answer did wrong, if anything: fatal ends the install at once.
+        std::string problem;
+        ErrorCode problem_code = ErrorCode::transfer;
+        bool fatal = false, checked = false;
+        auto check_head = [&](const http::HttpsReply& head) {
+            checked = true;
+            const long s = head.status;
+            if (s == 200) {
+                fatal = true;
+                if (!validator_.empty()) {
+                    problem_code = ErrorCode::source_changed;
+                    problem = "the bundle changed on the server during the install (it no longer matches " + validator_ +
+                              ", so the server sent the whole new file)";
+                } else {
+                    problem = "the server ignores Range requests (it answered 200 with the whole file to a request for bytes " +
+                              std::to_string(start) + "-" + std::to_string(stop - 1) +
+                              "); serve the bundle from a server that honours Range, or copy it to the device and install the file";
+                }
+                return false;
+            }
+            if (s != 206) {
+                problem = "the server answered HTTP " + std::to_string(s);
+                fatal = !(s == 408 || s == 429 || s >= 500);
+                if (s == 416) {
+                    problem_code = ErrorCode::source_changed;
+                    problem += " to bytes " + std::to_string(start) + "-" + std::to_string(stop - 1) + " (is the file shorter now?)";
+                }
+                return false;
+            }
+            const auto range = parse_content_range(head.header("content-range"));
+            if (!range) {
+                fatal = true;
+                problem = "the server's 206 answer has no usable Content-Range (\"" + head.header("content-range") + "\")";
+                return false;
+            }
+            if (size_ != 0 && range->total != size_) {
+                fatal = true;
+                problem_code = ErrorCode::source_changed;
+                problem = "the bundle changed on the server during the install (it was " + std::to_string(size_) + " bytes, now " +
+                          std::to_string(range->total) + ")";
+                return false;
+            }
+            if (range->first != start || (range->last + 1 != stop && !(opening && range->last + 1 == range->total))) {
+                fatal = true;
+                problem = "the server answered bytes " + std::to_string(range->first) + "-" + std::to_string(range->last) +
+                          " to a request for " + std::to_string(start) + "-" + std::to_string(stop - 1);
+                return false;
+            }
+            const std::string etag = head.header("etag");
+            if (size_ == 0) {
+                size_ = range->total;
+                etag_ = etag;
+                if (!etag.empty() && etag.rfind("W/", 0) != 0) validator_ = etag;
+                else validator_ = head.header("last-modified");
+            } else if (etag != etag_) {
+                fatal = true;
+                problem_code = ErrorCode::source_changed;
+                problem = "the bundle changed on the server during the install (ETag " + (etag_.empty() ? "none" : etag_) + ", now " +
+                          (etag.empty() ? "none" : etag) + ")";
+                return false;
+            }
+            return true;
+        };
+        bool bad_data = false;
+        r.on_body = [&](const http::HttpsReply& head, const char* data, size_t n) {
+            if (!checked && !check_head(head)) return false;
+            stats_.downloaded += n;
+            if (!sink.take(reinterpret_cast<const uint8_t*>(data), n)) {
+                bad_data = true;
+                return false;
+            }
+            return true;
+        };
+        ++stats_.requests;
+        auto outcome = client_.exchange(r);
+        if (auto* reply = std::get_if<http::HttpsReply>(&outcome)) {
+            if (!checked) check_head(*reply);  // an answer without a body (416, 304, an empty 5xx)
+            else if (problem.empty() && sink.position() < stop) problem = "the server ended the answer early";
+        } else {
+            const auto& t = std::get<http::TransportError>(outcome);
+            if (problem.empty() && !bad_data) {
+                problem = t.message;
+                fatal = !t.retryable;
+            }
+        }
+        if (fatal) fail_update(problem_code, name_ + ": " + problem);
+        if (bad_data) problem = "bytes at " + std::to_string(sink.position()) + " did not match their signed hash";
+        if (problem.empty()) continue;  // this range is done; the loop checks the end
+        last_problem = problem;
+        if (sink.position() > start) {
+            failures = 0;
+            backoff = settings_.backoff_initial_ms;
+        }
+        if (++failures >= settings_.max_attempts)
+            fail_update(ErrorCode::transfer, name_ + ": gave up after " + std::to_string(failures) +
+                                                 " failed requests in a row without progress; the last: " + problem);
+        const int wait = backoff + static_cast<int>(jitter() % static_cast<unsigned>(backoff / 4 + 1));
+        if (notice_) notice_("retrying in " + seconds_text(wait) + " from byte " + std::to_string(sink.position()) + ": " + problem);
+        std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+        backoff = std::min(backoff * 2, settings_.backoff_max_ms);
+        ++stats_.retries;
+    }
+}
+
+void HttpBundle::read(const Payload& p, const std::function<void(const uint8_t*, size_t)>& sink) {
+    class HashingSink final : public RangeSink {
+    public:
+        HashingSink(uint64_t start, const std::function<void(const uint8_t*, size_t)>& out) : at_(start), out_(out) {}
+        uint64_t position() const override { return at_; }
+        void restart() override {}
+        bool take(const uint8_t* data, size_t size) override {
+            hash.update(data, size);
+            out_(data, size);
+            at_ += size;
+            return true;
+        }
+        Sha256 hash;
+
+    private:
+        uint64_t at_;
+        const std::function<void(const uint8_t*, size_t)>& out_;
+    } hashing(p.offset, sink);
+    fetch(p.offset + p.size, hashing);
+    if (to_hex(hashing.hash.final()) != p.sha256)
+        fail_update(ErrorCode::bad_payload, name_ + ": payload " + p.name + ": sha256 does not match the manifest (corrupted or altered bundle)");
+}
+
+}  // namespace cairn::updater

@@ -1,0 +1,85 @@
+// A bundle on an HTTP(S) server, read by byte ranges: any static server, CDN or object store that
+// honours Range requests serves Cairn bundles; no server of Cairn's is needed.
+//
+// Opening reads the head (header, manifest, signature) with one Range request and checks it as a
+// file's head is checked; the install then fetches what it needs by ranges (engine.cpp, "write").
+// Every request after the first carries If-Range with the validator the first answer gave (its
+// ETag, or Last-Modified when it has no strong ETag), and every answer must be 206 for exactly
+// the range asked, of a file of the size first seen, with the same ETag: a server that ignores
+// Range (200), answers another range or length, or whose file changed is named in the error.
+//
+// A request that fails below HTTP (no connection, a cut, a stall of `stall_timeout_ms`) or with
+// 408, 429 or 5xx is tried again from where the sink stopped, after a back-off that doubles from
+// `backoff_initial_ms` up to `backoff_max_ms` (with up to a quarter more at random, so a fleet
+// does not come back in step); `max_attempts` failures in a row without a byte of progress give up
+// (transfer). TLS is always verified; plain http:// only when `allow_http` says so.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "http/client.hpp"
+#include "updater/bundle.hpp"
+
+namespace cairn::updater {
+
+// How the device reaches bundle servers: /etc/cairn/update.toml, [http] (daemon.cpp).
+struct HttpSettings {
+    std::filesystem::path ca_bundle;           // PEM CAs to trust; empty: the system's store
+    std::filesystem::path client_certificate;  // PEM chain for TLS client authentication (optional)
+    std::filesystem::path client_key;
+    bool allow_http = false;                   // plain http:// URLs (a signed bundle from a plain mirror)
+    int connect_timeout_ms = 15000;
+    int stall_timeout_ms = 30000;              // under 1 byte/s for this long: the request fails (and is retried)
+    int max_attempts = 8;                      // failed requests in a row without progress before giving up
+    int backoff_initial_ms = 500;
+    int backoff_max_ms = 30000;
+    int max_redirects = 5;
+};
+
+// True for the URLs HttpBundle takes (http:// or https://).
+bool is_bundle_url(const std::string& source);
+
+// `url` with its query cut ("…?…"): a signed URL's token stays out of messages and logs.
+std::string redact_url(const std::string& url);
+
+class HttpBundle final : public BundleSource, public RangeSource {
+public:
+    // Fetches and checks the head: header, CMS signature against `trust_anchor` (certificates
+    // valid at `certificate_time`), manifest, and that the file holds every payload. Throws Error
+    // naming the URL (UpdateError transfer when the server cannot be had or ignores Range).
+    HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
+               std::optional<int64_t> certificate_time = {});
+
+    const std::string& name() const override { return name_; }
+    const BundleManifest& manifest() const override { return manifest_; }
+    bool random_access() const override { return false; }
+    int fd() const override { return -1; }
+    // Fetches the payload's range and checks its sha256 at the end, as BundleReader::read does.
+    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) override;
+    RangeSource* ranges() override { return this; }
+
+    void fetch(uint64_t end, RangeSink& sink) override;
+    TransferStats stats() const override { return stats_; }
+    uint64_t size() const { return size_; }
+    // Called with a line before each retry ("retrying in 2 s: …"), for progress.
+    void on_retry(std::function<void(const std::string&)> notice) { notice_ = std::move(notice); }
+
+private:
+    http::HttpsRequest base_request() const;
+
+    std::string url_, name_;
+    HttpSettings settings_;
+    http::Client client_;
+    std::string validator_;  // for If-Range: the strong ETag, else Last-Modified
+    std::string etag_;       // as first seen ("" when none)
+    uint64_t size_ = 0;      // the file's length, from the first Content-Range
+    BundleManifest manifest_;
+    TransferStats stats_;
+    std::function<void(const std::string&)> notice_;
+};
+
+}  // namespace cairn::updater
