@@ -219,8 +219,11 @@ json make_bundle(const BundleOptions& o) {
         p->hash_block_size = v.at("hash_block_size");
         p->data_blocks = v.at("data_blocks");
     }
-    for (const char* slot : {"a", "b"})
-        add(std::string("esp-") + slot, "esp", slot, dir / u.at("esp").at(slot).at("file").get<std::string>());
+    for (const char* slot : {"a", "b"}) {
+        const fs::path file = dir / u.at("esp").at(slot).at("file").get<std::string>();
+        updater::Payload* p = add(std::string("esp-") + slot, "esp", slot, file);
+        updater::index_chunks(*p, read_file(file));  // a device fetching from a server takes only the chunks it lacks
+    }
 
     // Offsets: the signature's size is known only after signing, and the offsets are inside the
     // signed manifest; so leave room for the largest signature we accept.

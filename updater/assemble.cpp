@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/hash.hpp"
 #include "common/sha256_blocks.hpp"
 #include "updater/error_code.hpp"
 
@@ -210,6 +211,12 @@ AssembleStats assemble_root(const AssembleRequest& r) {
     }
     writer.flush();
 
+    if (r.planned) {
+        AssembleStats plan = stats;
+        for (const auto& [first, end] : missing) plan.fetched += end - first;
+        plan.ranges = missing.size();
+        r.planned(plan);
+    }
     if (!missing.empty() && !r.remote) fail("payload " + r.payload_name + ": blocks are missing and there is no source to fetch them from");
     for (const auto& [first, end] : missing) {
         if (r.say) r.say("fetching blocks " + std::to_string(first) + "-" + std::to_string(end - 1));
@@ -230,6 +237,110 @@ AssembleStats assemble_root(const AssembleRequest& r) {
     }
     stats.fetched -= stats.fetched_extra;
     return stats;
+}
+
+std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
+    const Payload& p = *r.payload;
+    const uint64_t size = p.chunk_size;
+    const uint64_t count = (p.size + size - 1) / size;
+    auto length = [&](uint64_t i) { return static_cast<size_t>(std::min<uint64_t>(size, p.size - i * size)); };
+    auto digest = [&](uint64_t i) { return std::string_view(p.chunks).substr(i * 64, 64); };
+    std::string out(p.size, '\0');
+    std::vector<bool> have(count, false);
+    auto take = [&](uint64_t i, std::string_view bytes) {
+        if (bytes.size() != length(i) || to_hex(sha256(bytes)) != digest(i)) return false;
+        std::memcpy(out.data() + i * size, bytes.data(), bytes.size());
+        have[i] = true;
+        if (r.advance) r.advance(bytes.size());
+        return true;
+    };
+
+    // In place.
+    if (r.target.second >= p.size) {
+        std::string held(p.size, '\0');
+        pread_exact(r.disk_fd, held.data(), held.size(), r.target.first, r.disk_name);
+        for (uint64_t i = 0; i < count; ++i)
+            if (take(i, std::string_view(held).substr(i * size, length(i)))) ++stats.in_place;
+    }
+    // The running slot's partition, chunk by chunk: where each wanted digest sits.
+    std::map<std::string, uint64_t, std::less<>> wanted;  // digest -> offset in the running partition
+    for (uint64_t i = 0; i < count; ++i)
+        if (!have[i]) wanted.emplace(std::string(digest(i)), UINT64_MAX);
+    if (r.running && !wanted.empty()) {
+        std::string chunk(size, '\0');
+        for (uint64_t at = 0; at + size <= r.running->second; at += size) {
+            pread_exact(r.disk_fd, chunk.data(), size, r.running->first + at, r.disk_name);
+            auto it = wanted.find(to_hex(sha256(chunk)));
+            if (it != wanted.end() && it->second == UINT64_MAX) it->second = at;
+        }
+        std::string bytes;
+        for (uint64_t i = 0; i < count; ++i) {
+            if (have[i]) continue;
+            auto it = wanted.find(digest(i));
+            if (it == wanted.end() || it->second == UINT64_MAX) continue;
+            bytes.resize(length(i));
+            pread_exact(r.disk_fd, bytes.data(), bytes.size(), r.running->first + it->second, r.disk_name);
+            if (take(i, bytes)) ++stats.copied;
+        }
+    }
+    // The rest, by ranges of missing chunks, each chunk checked as it completes.
+    class ChunkSink final : public RangeSink {
+    public:
+        ChunkSink(const ChunkedRequest& r, std::string& out, uint64_t first, uint64_t end, const std::function<bool(uint64_t, std::string_view)>& take)
+            : r_(r), out_(out), next_(first), end_(end), take_(take) {}
+        uint64_t position() const override { return r_.payload->offset + next_ * r_.payload->chunk_size; }
+        void restart() override { partial_.clear(); }
+        bool take(const uint8_t* data, size_t n) override {
+            const Payload& p = *r_.payload;
+            while (n > 0 && next_ < end_) {
+                const size_t want = static_cast<size_t>(std::min<uint64_t>(p.chunk_size, p.size - next_ * p.chunk_size));
+                const size_t k = std::min(n, want - partial_.size());
+                partial_.append(reinterpret_cast<const char*>(data), k);
+                data += k;
+                n -= k;
+                if (partial_.size() < want) break;
+                if (!take_(next_, partial_)) {
+                    partial_.clear();
+                    if (++strikes_[next_] >= r_.bad_chunk_strikes)
+                        fail_update(ErrorCode::bad_payload, r_.what + ": chunk " + std::to_string(next_) + " came " +
+                                                                std::to_string(r_.bad_chunk_strikes) +
+                                                                " times different from its signed hash (corrupted or altered bundle); "
+                                                                "none of it was written");
+                    return false;
+                }
+                partial_.clear();
+                ++next_;
+            }
+            return true;
+        }
+
+    private:
+        const ChunkedRequest& r_;
+        std::string& out_;
+        uint64_t next_, end_;
+        const std::function<bool(uint64_t, std::string_view)>& take_;
+        std::string partial_;
+        std::map<uint64_t, int> strikes_;
+    };
+    const std::function<bool(uint64_t, std::string_view)> take_fetched = take;
+    for (uint64_t i = 0; i < count;) {
+        if (have[i]) {
+            ++i;
+            continue;
+        }
+        uint64_t end = i + 1;
+        while (end < count && !have[end]) ++end;
+        if (!r.remote) fail(r.what + ": chunks are missing and there is no source to fetch them from");
+        ChunkSink sink(r, out, i, end, take_fetched);
+        r.remote->fetch(std::min(p.offset + end * size, p.offset + p.size), sink);
+        stats.fetched += end - i;
+        ++stats.ranges;
+        i = end;
+    }
+    if (to_hex(sha256(out)) != p.sha256)
+        fail_update(ErrorCode::bad_payload, r.what + ": its chunks are as signed but the whole is not (a manifest whose chunk index "
+                                                     "does not describe the payload); none of it was written");
+    return out;
 }
 
 }  // namespace cairn::updater

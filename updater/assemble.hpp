@@ -50,6 +50,9 @@ struct AssembleRequest {
     // `say` names the phase.
     std::function<void(uint64_t)> advance;
     std::function<void(const std::string&)> say;
+    // Once the blocks the device has are placed, before the first fetch: what is left to fetch
+    // (fetched: blocks to fetch, fetched_extra among them, ranges).
+    std::function<void(const struct AssembleStats&)> planned;
 };
 
 struct AssembleStats {
@@ -61,5 +64,24 @@ struct AssembleStats {
 // Throws UpdateError: bad-payload when a block keeps arriving wrong, transfer / source-changed
 // from the remote, io for the disk.
 AssembleStats assemble_root(const AssembleRequest& request);
+
+// A payload with a chunk index (an ESP: Payload::chunks), assembled in memory: each chunk from
+// the target partition where it already sits, else from the running slot's partition (any
+// chunk-aligned place), else fetched; every chunk checked against its signed sha256 before it is
+// taken, and the whole against the payload's sha256 at the end. Nothing is written: the caller
+// writes the bytes it returns.
+struct ChunkedRequest {
+    int disk_fd = -1;
+    std::string disk_name;
+    const Payload* payload = nullptr;
+    std::string what;                                       // "<bundle>: payload esp-b", for messages
+    std::pair<uint64_t, uint64_t> target;                   // the target partition: offset, size
+    std::optional<std::pair<uint64_t, uint64_t>> running;   // the running slot's partition
+    RangeSource* remote = nullptr;
+    int bad_chunk_strikes = 3;
+    std::function<void(uint64_t)> advance;                  // payload bytes dealt with
+};
+// stats counts chunks: in_place, copied, fetched (and ranges).
+std::string assemble_chunked(const ChunkedRequest& request, AssembleStats& stats);
 
 }  // namespace cairn::updater

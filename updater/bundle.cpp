@@ -120,6 +120,7 @@ std::string BundleManifest::to_json() const {
     for (const Payload& p : payloads) {
         json pj = {{"name", p.name}, {"role", p.role}, {"offset", p.offset}, {"size", p.size}, {"sha256", p.sha256}};
         if (!p.slot.empty()) pj["slot"] = p.slot;
+        if (p.chunk_size) pj["chunks"] = {{"size", p.chunk_size}, {"sha256", p.chunks}};
         if (p.role == "root-verity")
             pj["verity"] = {{"root_hash", p.root_hash}, {"salt", p.salt}, {"data_block_size", p.data_block_size},
                             {"hash_block_size", p.hash_block_size}, {"data_blocks", p.data_blocks}};
@@ -153,7 +154,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     for (size_t i = 0; i < ps.size(); ++i) {
         if (!ps[i].is_object()) fail(what + ": manifest: payloads[" + std::to_string(i) + "] is not an object");
         Fields f{ps[i], what + ": manifest: payloads[" + std::to_string(i) + "]"};
-        f.only({"name", "role", "slot", "offset", "size", "sha256", "verity"});
+        f.only({"name", "role", "slot", "offset", "size", "sha256", "verity", "chunks"});
         Payload p;
         p.name = f.str("name");
         p.role = f.str("role");
@@ -189,6 +190,19 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
         } else if (ps[i].contains("verity")) {
             fail(f.where + ": only root-verity payloads carry \"verity\"");
         }
+        if (ps[i].contains("chunks")) {
+            if (p.role != "esp") fail(f.where + ": only esp payloads carry \"chunks\"");
+            if (!ps[i]["chunks"].is_object()) fail(f.where + ": \"chunks\" must be an object");
+            Fields c{ps[i]["chunks"], f.where + ".chunks"};
+            c.only({"size", "sha256"});
+            const uint64_t size = c.u64("size");
+            if (size < 4096 || size > (1 << 20) || (size & (size - 1))) fail(c.where + ": \"size\" must be a power of two from 4096 to 1 MiB");
+            p.chunk_size = static_cast<uint32_t>(size);
+            p.chunks = c.str("sha256");
+            const uint64_t count = (p.size + size - 1) / size;
+            if (p.chunks.size() != count * 64 || !is_hex(p.chunks, p.chunks.size()))
+                fail(c.where + ": \"sha256\" must be " + std::to_string(count) + " digests of 64 lower-case hex digits, one after another");
+        }
         m.payloads.push_back(std::move(p));
     }
     for (const char* role : {"root", "root-verity", "esp"})
@@ -221,6 +235,12 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
             fail(what + ": manifest: reference: \"version\" " + m.reference->version + " is not the bundle's version " + m.version);
     }
     return m;
+}
+
+void index_chunks(Payload& p, std::string_view bytes, uint32_t chunk_size) {
+    p.chunk_size = chunk_size;
+    p.chunks.clear();
+    for (size_t at = 0; at < bytes.size(); at += chunk_size) p.chunks += to_hex(sha256(bytes.substr(at, chunk_size)));
 }
 
 const Payload* BundleManifest::find(const std::string& role, const std::string& slot) const {

@@ -117,8 +117,9 @@ auto guard(const char* handler, F&& body) -> decltype(body()) {
 
 class Daemon {
 public:
-    Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot)
-        : engine_(engine), boot_(boot), release_(release), may_reboot_(may_reboot), wake_(::eventfd(0, EFD_CLOEXEC)) {
+    Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot, fs::path config_file)
+        : engine_(engine), boot_(boot), release_(release), may_reboot_(may_reboot), config_file_(std::move(config_file)),
+          wake_(::eventfd(0, EFD_CLOEXEC)) {
         if (!wake_) fail_errno("eventfd");
     }
 
@@ -282,7 +283,9 @@ private:
                     poke();
                 };
                 if (!fd && is_bundle_url(source)) {
-                    engine_.install_url(source, o, progress);
+                    // Read for each install: a fixed config needs no restart; a bad one fails only this.
+                    const HttpSettings http = with_code(ErrorCode::bad_option, [&] { return load_update_config(config_file_).http; });
+                    engine_.install_url(source, http, o, progress);
                 } else {
                     UniqueFd bundle = fd ? std::move(*fd) : with_code(ErrorCode::io, [&] { return open_file(source, O_RDONLY | O_CLOEXEC); });
                     engine_.install(std::move(bundle), source, o, progress);
@@ -391,6 +394,7 @@ private:
     BootControl& boot_;
     const Release& release_;
     bool may_reboot_;
+    fs::path config_file_;  // /etc/cairn/update.toml: how bundles are fetched from servers
     UniqueFd wake_;
     Shared shared_;
     std::atomic<bool> busy_{false};
@@ -454,14 +458,8 @@ int main(int argc, char** argv) {
         }
         UefiBootControl boot(vars, disk, cmdline);
         EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
-        try {  // a bad config must not stop the daemon: files and pipes still install, and a fixing bundle too
-            config.http = load_update_config(config_file).http;
-        } catch (const std::exception& e) {
-            config.http_error = e.what();
-            std::fprintf(stderr, "cairn-updated: %s; installs from servers are refused until it is fixed\n", e.what());
-        }
         Engine engine(boot, config);
-        Daemon daemon(engine, boot, release, may_reboot);
+        Daemon daemon(engine, boot, release, may_reboot, config_file);
 
         BootDecision d;
         try {

@@ -484,7 +484,7 @@ struct Engine::InstallContext {
     UpdateStatus st;                       // the record, from mark-bad on
     bool marked = false;                   // the target is marked bad: a failure is recorded
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-    uint64_t reused = 0;                   // root bytes the device had (a ranged source)
+    uint64_t reused = 0;                   // payload bytes the device had (a ranged source)
     // What moved, for a ranged source (the last event's transfer).
     std::optional<Transfer> transfer() const {
         RangeSource* remote = source ? source->ranges() : nullptr;
@@ -507,11 +507,10 @@ void Engine::install(UniqueFd bundle, const std::string& name, const InstallOpti
         options, progress);
 }
 
-void Engine::install_url(const std::string& url, const InstallOptions& options, const ProgressFn& progress) {
+void Engine::install_url(const std::string& url, const HttpSettings& http, const InstallOptions& options, const ProgressFn& progress) {
     install(
         [&](const fs::path& anchor, int64_t at) -> std::unique_ptr<BundleSource> {
-            if (!config_.http_error.empty()) fail_update(ErrorCode::transfer, config_.http_error);
-            return with_code(ErrorCode::transfer, [&] { return std::make_unique<HttpBundle>(url, config_.http, anchor, at); });
+            return with_code(ErrorCode::transfer, [&] { return std::make_unique<HttpBundle>(url, http, anchor, at); });
         },
         options, progress);
 }
@@ -746,6 +745,14 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     const std::string& what = in.source->name();
     UniqueFd disk = open_file(config_.disk, O_RDWR | O_CLOEXEC);
 
+    // A payload the partition already holds (an earlier try got that far) is read from there.
+    auto in_place = [&](const Payload& p, const Region& r) -> std::optional<std::string> {
+        std::string bytes(p.size, '\0');
+        pread_exact(disk.get(), bytes.data(), bytes.size(), r.offset, disk_name + " (" + r.label + ")");
+        if (to_hex(sha256(bytes)) != p.sha256) return std::nullopt;
+        in.progress.advance(p.size);
+        return bytes;
+    };
     auto fetch_checked = [&](const Payload& p) {
         class Whole final : public RangeSink {
         public:
@@ -776,12 +783,45 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                                                         "(corrupted or altered bundle); none of it was written");
         }
     };
-    const std::string tree_bytes = fetch_checked(tree);
-    pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
+    std::string tree_bytes;
+    if (auto held = in_place(tree, regions.verity)) {
+        tree_bytes = std::move(*held);
+        in.reused += tree.size;
+    } else {
+        tree_bytes = fetch_checked(tree);
+        pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
+    }
     check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
-    {
-        const std::string esp_bytes = fetch_checked(esp);
+    if (!in_place(esp, regions.esp)) {
+        std::string esp_bytes;
+        if (esp.chunk_size) {
+            // Chunk by chunk: most of a new ESP is on the disk already (the UKI's kernel and initrd).
+            ChunkedRequest c;
+            c.disk_fd = disk.get();
+            c.disk_name = disk_name;
+            c.payload = &esp;
+            c.what = what + ": payload " + esp.name;
+            c.target = {regions.esp.offset, regions.esp.size};
+            try {
+                const SlotRegions running = regions_of(config_.disk, in.running);
+                c.running = std::pair{running.esp.offset, running.esp.size};
+            } catch (const Error& e) {
+                std::fprintf(stderr, "cairn-updated: not reusing the running slot's ESP: %s\n", e.what());
+            }
+            c.remote = &remote;
+            c.advance = [&](uint64_t n) { in.progress.advance(n); };
+            AssembleStats got;
+            esp_bytes = assemble_chunked(c, got);
+            in.reused += std::min<uint64_t>((got.in_place + got.copied) * esp.chunk_size, esp.size);
+            std::fprintf(stderr, "cairn-updated: %s of slot %s: %llu chunks in place, %llu copied, %llu fetched\n", esp.name.c_str(),
+                         in.t.c_str(), static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.copied),
+                         static_cast<unsigned long long>(got.fetched));
+        } else {
+            esp_bytes = fetch_checked(esp);
+        }
         pwrite_exact(disk.get(), esp_bytes.data(), esp_bytes.size(), regions.esp.offset, disk_name + " (" + regions.esp.label + ")");
+    } else {
+        in.reused += esp.size;
     }
 
     // The digest of every root block: the tree's lowest level, its last hash blocks (the levels
@@ -820,11 +860,17 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     request.remote = &remote;
     request.advance = [&](uint64_t n) { in.progress.advance(n); };
     request.say = [&](const std::string& line) { in.progress.say(line); };
+    request.planned = [&](const AssembleStats& plan) {
+        std::fprintf(stderr, "cairn-updated: root of slot %s: %llu blocks in place, %llu zeros, %llu copied; fetching %llu in %llu ranges\n",
+                     in.t.c_str(), static_cast<unsigned long long>(plan.in_place), static_cast<unsigned long long>(plan.zeros),
+                     static_cast<unsigned long long>(plan.copied), static_cast<unsigned long long>(plan.fetched),
+                     static_cast<unsigned long long>(plan.ranges));
+    };
     const AssembleStats got = assemble_root(request);
-    in.reused = (got.in_place + got.zeros + got.copied) * tree.data_block_size;
+    in.reused += (got.in_place + got.zeros + got.copied) * tree.data_block_size;
     std::fprintf(stderr,
-                 "cairn-updated: root of slot %s: %llu blocks in place, %llu zeros, %llu copied, %llu fetched (%llu more to save "
-                 "requests, in %llu ranges); %llu bytes downloaded in all\n",
+                 "cairn-updated: root of slot %s done: %llu blocks in place, %llu zeros, %llu copied, %llu fetched (%llu more to "
+                 "save requests, in %llu ranges); %llu bytes downloaded in all\n",
                  in.t.c_str(), static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.zeros),
                  static_cast<unsigned long long>(got.copied), static_cast<unsigned long long>(got.fetched),
                  static_cast<unsigned long long>(got.fetched_extra), static_cast<unsigned long long>(got.ranges),

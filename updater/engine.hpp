@@ -82,8 +82,6 @@ struct EngineConfig {
     // A bundle read from a pipe that sends nothing for this long fails the install (a stalled SSH
     // session must not keep the daemon busy for ever).
     std::chrono::milliseconds stall_timeout = std::chrono::minutes(5);
-    HttpSettings http;                    // bundles from a server (install_url)
-    std::string http_error;               // why the settings could not be read: install_url refuses with it
 };
 
 struct InstallOptions {
@@ -127,13 +125,14 @@ public:
     // The same from any source (a later HTTP source plugs in here): the steps read the bundle only
     // through BundleSource. Failures are UpdateError (or, from outside Cairn's code, other exceptions).
     void install(const SourceOpener& open, const InstallOptions& options, const ProgressFn& progress);
-    // From an http:// or https:// URL (HttpBundle, with config.http), straight into the slot: the
+    // From an http:// or https:// URL (HttpBundle), straight into the slot: the
     // signed head first, then the slot's tree and ESP (each checked by its signed sha256 before it
     // is written), then the root assembled block by block (updater/assemble.hpp: blocks the device
     // holds are reused, the rest fetched, each checked against the tree before it is written), read
     // back and armed as any install. Run again after a cut or a power loss, it finds what is
     // already in the slot and fetches only the rest. The last event records what moved (transfer).
-    void install_url(const std::string& url, const InstallOptions& options, const ProgressFn& progress);
+    // `http`: how to reach the server (the daemon reads /etc/cairn/update.toml for each install).
+    void install_url(const std::string& url, const HttpSettings& http, const InstallOptions& options, const ProgressFn& progress);
     // At daemon start: records the booted slot, recognises a trial (the booted slot is not first
     // in BootOrder) or a fallback (an armed install from an earlier boot whose slot did not stay).
     // `failure_reason` is what the failed slot left behind (e.g. cairn-init's EFI variable), if anything.

@@ -32,7 +32,8 @@ enum class ErrorCode {
     save_failed,    // "save-failed": the status file could not record an essential step
     boot_control,   // "boot-control": the firmware's boot variables could not be changed
     busy,           // "busy": an install or health check is already running
-    bad_option,     // "bad-option": an unknown install option
+    bad_option,     // "bad-option": an unknown install option, or an /etc/cairn/update.toml that does not
+                    //   parse (for an install from a server)
     unhealthy,      // "unhealthy": the trial boot failed its health check
     boot_failed,    // "boot-failed": a slot did not come up (cairn-init refused it, it crashed, or it lost
                     //   power before committing) and the firmware fell back

@@ -63,7 +63,8 @@ struct Pending {                // an install waiting for its trial boot
 struct Transfer {               // what an install from a server moved ("transfer" in the file)
     uint64_t payload_bytes = 0; // the slot's payloads in the bundle: root, tree and ESP
     uint64_t downloaded = 0;    // bytes received (the head, payloads, and anything fetched again)
-    uint64_t reused = 0;        // root bytes the device already had (in place, zeros, copied)
+    uint64_t reused = 0;        // payload bytes the device already had: root blocks in place, zeros or
+                                // copied from the running slot; a tree or ESP already in place
     double seconds = 0;         // the whole install
 };
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -106,8 +107,21 @@ void FaultProxy::accept_loop() {
 size_t FaultProxy::strike(char* data, size_t n, uint64_t offset) {
     std::unique_lock lock(mutex_);
     for (Fault& f : faults_) {
-        if (f.times == 0 || f.at < offset || f.at >= offset + n) continue;
-        const size_t i = static_cast<size_t>(f.at - offset);
+        if (f.times == 0) continue;
+        size_t i = 0;
+        if (f.window_end) {
+            const uint64_t from = std::max(f.at, offset), to = std::min(f.window_end, offset + n);
+            if (from >= to) continue;
+            if (f.passed + (to - from) <= f.after) {
+                f.passed += to - from;
+                continue;
+            }
+            i = static_cast<size_t>(from - offset + (f.after - f.passed));
+            f.passed = f.after;
+        } else {
+            if (f.at < offset || f.at >= offset + n) continue;
+            i = static_cast<size_t>(f.at - offset);
+        }
         if (f.times > 0) --f.times;
         ++fired_;
         switch (f.kind) {

@@ -20,6 +20,10 @@ struct Fault {
     uint64_t at = 0;     // the served file's byte at which it strikes
     int times = 1;       // how many times it strikes (-1: every time that byte passes)
     int stall_ms = 0;    // stall: how long nothing is sent
+    // When set, `at` is the start of a window of the file [at, window_end) and the fault strikes
+    // once `after` bytes of that window have passed (in whatever ranges they come).
+    uint64_t window_end = 0, after = 0;
+    uint64_t passed = 0;  // the proxy's count
 };
 
 class FaultProxy {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
@@ -32,19 +34,20 @@ partitions::GptEntry entry(partitions::Role role, char slot, uint64_t offset, ui
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 }  // namespace
 
-UpdateFixture::UpdateFixture(const fs::path& d) : dir(d) {
+UpdateFixture::UpdateFixture(const fs::path& d, uint64_t root_partition) : dir(d) {
+    const uint64_t tree_partition = std::max<uint64_t>(MiB, round_up(root_partition / 64, MiB));
     disk = dir / "disk.img";
     trust_anchor = source_dir() / "recipes/keys/update-ca.pem";
     key = source_dir() / "recipes/keys/update-signer.key";
     cert = source_dir() / "recipes/keys/update-signer.pem";
     partitions::GptTable t;
     t.disk_guid = Uuid::derive("cairn-test", "disk");
-    t.disk_size = 40 * MiB;
+    t.disk_size = 2 * (2 * MiB + root_partition + tree_partition) + 6 * MiB;
     uint64_t at = MiB;
     int n = 0;
     using partitions::Role;
     for (char slot : {'a', 'b'}) {
-        for (auto [role, size] : {std::pair{Role::Esp, 2 * MiB}, {Role::Root, 8 * MiB}, {Role::RootVerity, MiB}}) {
+        for (auto [role, size] : {std::pair{Role::Esp, 2 * MiB}, {Role::Root, root_partition}, {Role::RootVerity, tree_partition}}) {
             t.entries.push_back(entry(role, slot, at, size, n++));
             at += size;
         }
@@ -107,8 +110,10 @@ fs::path UpdateFixture::bundle(const std::string& version, const std::string& co
         p->hash_block_size = 4096;
         p->data_blocks = params.data_blocks;
     }
-    add("esp-a", "esp", "a", work / "esp-a");
-    add("esp-b", "esp", "b", work / "esp-b");
+    for (const char* slot : {"a", "b"}) {  // indexed as `cairn bundle` does, in 4 KiB chunks (the ESPs are small here)
+        const fs::path esp = work / (std::string("esp-") + slot);
+        updater::index_chunks(*add(std::string("esp-") + slot, "esp", slot, esp), read_file(esp), 4096);
+    }
     uint64_t offset = round_up(updater::bundle_header_size + 8 * 1024 + updater::max_signature_size, 4096);
     for (auto& [p, f] : files) {
         p.offset = offset;

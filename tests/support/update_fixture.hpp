@@ -18,7 +18,8 @@ struct UpdateFixture {
     std::filesystem::path trust_anchor;  // recipes/keys/update-ca.pem
     std::filesystem::path key, cert;     // recipes/keys/update-signer.*
 
-    explicit UpdateFixture(const std::filesystem::path& dir);
+    // root_partition: the size of root_a and root_b (their trees get 1/64 of it, at least 1 MiB).
+    explicit UpdateFixture(const std::filesystem::path& dir, uint64_t root_partition = 8 << 20);
     // Payload files for a version (different versions get different bytes) and a signed bundle
     // of them. `edit` may change the manifest before signing (and so sign something wrong).
     std::filesystem::path bundle(const std::string& version, const std::string& compatible = "cairn-test",

@@ -196,6 +196,40 @@ TEST(BundleManifest, ParsesWhatItWritesAndNamesBadFields) {
     expect_error([&] { BundleManifest::parse(text, "t"); }, {"etc entry \"/var/x\""});
 }
 
+// An ESP's chunk index: written and read back; a wrong count, bad hex, a bad chunk size or an
+// index on another role is refused.
+TEST(BundleManifest, EspChunkIndexIsParsedStrictly) {
+    BundleManifest m;
+    m.compatible = "c";
+    m.version = "1";
+    m.payloads.push_back(Payload{"root", "root", "", 4096, 8192, std::string(64, 'a')});
+    for (const char* slot : {"a", "b"})
+        m.payloads.push_back(Payload{std::string("root-verity-") + slot, "root-verity", slot, m.payloads.back().offset + 8192, 4096,
+                                     std::string(64, 'b'), std::string(64, 'c'), "00", 4096, 4096, 2});
+    const std::string esp(10000, 'x');  // three 4 KiB chunks, the last short
+    for (const char* slot : {"a", "b"}) {
+        Payload e{std::string("esp-") + slot, "esp", slot, m.payloads.back().offset + 16384, esp.size(), to_hex(sha256(esp))};
+        index_chunks(e, esp, 4096);
+        m.payloads.push_back(e);
+    }
+    ASSERT_EQ(m.payloads.back().chunks.size(), 3u * 64);
+    EXPECT_EQ(m.payloads.back().chunks.substr(128), to_hex(sha256(esp.substr(8192))));
+    const BundleManifest back = BundleManifest::parse(m.to_json(), "t");
+    EXPECT_EQ(back.to_json(), m.to_json());
+    EXPECT_EQ(back.payloads.back().chunk_size, 4096u);
+    auto with = [&](const std::function<void(Payload&)>& edit) {
+        BundleManifest c = m;
+        edit(c.payloads.back());
+        return c.to_json();
+    };
+    expect_error([&] { BundleManifest::parse(with([](Payload& p) { p.chunks.resize(128); }), "t"); }, {"payloads[4].chunks", "must be 3 digests"});
+    expect_error([&] { BundleManifest::parse(with([](Payload& p) { p.chunks[0] = 'G'; }), "t"); }, {"must be 3 digests"});
+    expect_error([&] { BundleManifest::parse(with([](Payload& p) { p.chunk_size = 1000; }), "t"); }, {"power of two from 4096"});
+    BundleManifest r = m;
+    index_chunks(r.payloads.front(), std::string(8192, 'r'), 4096);
+    expect_error([&] { BundleManifest::parse(r.to_json(), "t"); }, {"only esp payloads carry \"chunks\""});
+}
+
 namespace {
 
 attestation::ReferenceDocument reference_for(const std::string& version) {

@@ -27,12 +27,13 @@ struct HttpRig : Rig {
     Nginx nginx{scratch / "nginx", pki};
     std::vector<std::string> messages;
     std::vector<int> percents;
+    HttpSettings http;
 
     HttpRig() {
-        config.http.ca_bundle = pki / "root.pem";
-        config.http.backoff_initial_ms = 5;
-        config.http.backoff_max_ms = 20;
-        config.http.stall_timeout_ms = 1000;
+        http.ca_bundle = pki / "root.pem";
+        http.backoff_initial_ms = 5;
+        http.backoff_max_ms = 20;
+        http.stall_timeout_ms = 1000;
         engine().on_boot();
     }
     // The bundle of `version` on the server as NAME; its https URL.
@@ -43,7 +44,7 @@ struct HttpRig : Rig {
         return nginx.https_url(name);
     }
     void install(const std::string& url) {
-        engine().install_url(url, {}, [&](int p, const std::string& m) {
+        engine().install_url(url, http, {}, [&](int p, const std::string& m) {
             percents.push_back(p);
             messages.push_back(m);
         });
@@ -112,7 +113,7 @@ TEST(HttpInstall, StreamsABundleFromNginxOverTlsStraightIntoTheSlotAndReportsWha
 
 TEST(HttpInstall, ConnectionsCutAtRandomBytesResumeWhereTheyStoppedAndFetchAlmostNothingTwice) {
     HttpRig r;
-    r.config.http.allow_http = true;
+    r.http.allow_http = true;
     r.serve("2.0");
     FaultProxy proxy(r.nginx.http_port());
     const Payload root = r.where("root"), tree = r.where("root-verity-b"), esp = r.where("esp-b");
@@ -131,7 +132,7 @@ TEST(HttpInstall, ConnectionsCutAtRandomBytesResumeWhereTheyStoppedAndFetchAlmos
 
 TEST(HttpInstall, AStalledServerIsLeftAndTheRangeFetchedAgain) {
     HttpRig r;
-    r.config.http.allow_http = true;
+    r.http.allow_http = true;
     r.serve("2.0");
     FaultProxy proxy(r.nginx.http_port());
     const Payload root = r.where("root");
@@ -144,7 +145,7 @@ TEST(HttpInstall, AStalledServerIsLeftAndTheRangeFetchedAgain) {
 
 TEST(HttpInstall, ACorruptedByteIsFetchedAgainAndNeverWritten) {
     HttpRig r;
-    r.config.http.allow_http = true;
+    r.http.allow_http = true;
     r.serve("2.0");
     const Payload root = r.where("root");
     const uint64_t block = 700;
@@ -157,7 +158,7 @@ TEST(HttpInstall, ACorruptedByteIsFetchedAgainAndNeverWritten) {
     }
     // Every time: refused after three tries, and the block was never written (on a fresh disk).
     HttpRig fresh;
-    fresh.config.http.allow_http = true;
+    fresh.http.allow_http = true;
     fresh.serve("3.0");
     const Payload root3 = fresh.where("root");
     FaultProxy proxy(fresh.nginx.http_port());
@@ -175,7 +176,7 @@ TEST(HttpInstall, ACorruptedByteIsFetchedAgainAndNeverWritten) {
 
 TEST(HttpInstall, AnEspThatKeepsArrivingWrongIsRefusedWithNothingOfItWritten) {
     HttpRig r;
-    r.config.http.allow_http = true;
+    r.http.allow_http = true;
     r.serve("2.0");
     const Payload esp = r.where("esp-b");
     FaultProxy proxy(r.nginx.http_port());
@@ -200,7 +201,7 @@ TEST(HttpInstall, ABundleReplacedOnTheServerDuringTheInstallIsNamed) {
     bool replaced = false;
     expect_code(
         [&] {
-            r.engine().install_url(r.nginx.https_url("update.cairn"), {}, [&](int, const std::string& m) {
+            r.engine().install_url(r.nginx.https_url("update.cairn"), r.http, {}, [&](int, const std::string& m) {
                 if (!replaced && m.rfind("write:", 0) == 0) {
                     fs::copy_file(other, r.nginx.www() / "next.cairn");
                     fs::rename(r.nginx.www() / "next.cairn", r.nginx.www() / "update.cairn");
@@ -216,12 +217,12 @@ TEST(HttpInstall, ABundleReplacedOnTheServerDuringTheInstallIsNamed) {
 TEST(HttpInstall, UntrustedServersPlainHttpAndMissingFilesAreRefusedWithTheirReason) {
     HttpRig r;
     r.serve("2.0");
-    r.config.http.ca_bundle = r.pki / "unknown-root.pem";
+    r.http.ca_bundle = r.pki / "unknown-root.pem";
     expect_code([&] { r.install(r.nginx.https_url("update.cairn")); }, ErrorCode::transfer, {"certificate"});
-    r.config.http.ca_bundle = r.pki / "root.pem";
+    r.http.ca_bundle = r.pki / "root.pem";
     expect_code([&] { r.install(r.nginx.http_url("update.cairn")); }, ErrorCode::transfer, {"plain http is not allowed"});
     expect_code([&] { r.install(r.nginx.https_url("missing.cairn")); }, ErrorCode::transfer, {"answered HTTP 404"});
-    r.config.http.max_attempts = 2;
+    r.http.max_attempts = 2;
     expect_code([&] { r.install("https://127.0.0.1:" + std::to_string(free_port()) + "/update.cairn?token=secret"); },
                 ErrorCode::transfer, {"gave up after 2 failed requests"});
     EXPECT_FALSE(r.boot.next());
@@ -253,7 +254,7 @@ TEST(HttpInstall, AnAdaptiveInstallFetchesOnlyTheBlocksTheDeviceDoesNotHave) {
     };
     r.fixture.bundle("1.0", "cairn-test", {}, root_size);
     r.fixture.put("1.0", 'a');
-    r.config.http.allow_http = true;
+    r.http.allow_http = true;
     r.serve("2.0");
     FaultProxy proxy(r.nginx.http_port());
     r.install(proxy.url("update.cairn"));
@@ -269,8 +270,8 @@ TEST(HttpInstall, AnAdaptiveInstallFetchesOnlyTheBlocksTheDeviceDoesNotHave) {
 // against the signed tree, and fetches only the rest.
 TEST(HttpInstall, AnInstallCutShortIsResumedByTheNextOneFromWhatTheSlotHolds) {
     HttpRig r;
-    r.config.http.allow_http = true;
-    r.config.http.max_attempts = 1;
+    r.http.allow_http = true;
+    r.http.max_attempts = 1;
     r.serve("2.0");
     const Payload root = r.where("root");
     {
@@ -280,7 +281,7 @@ TEST(HttpInstall, AnInstallCutShortIsResumedByTheNextOneFromWhatTheSlotHolds) {
     }
     EXPECT_EQ(r.engine().status().slots["b"].state, SlotState::installing);
     r.reboot_into("1.0");  // the power came back on slot a
-    r.config.http.max_attempts = 8;
+    r.http.max_attempts = 8;
     FaultProxy proxy(r.nginx.http_port());
     r.install(proxy.url("update.cairn"));
     r.expect_slot_b("2.0");

@@ -1,0 +1,228 @@
+// Installs from a server (issue 15's numbers), all in one run, with the update engine on a disk
+// image file (a fake boot control, as the updater's tests use) and Debian's nginx on loopback:
+//
+//   stream   a 256 MiB root streamed from nginx over TLS (cairn-updated's install_url) against
+//            the local-file install of the same bundle into the same slot (goal: ≤ 1.2× its time),
+//            slot b wiped before each run so that nothing is reused; median of RUNS each;
+//   memory   the peak resident memory of a streaming install of a 64 MiB and a 256 MiB root, each
+//            in a process of its own (it must not grow with the bundle);
+//   resume   a cut at 50 % of the root (through a fault-injecting proxy, no retry), then the same
+//            install again: the bytes downloaded twice (goal: ≤ one block plus what was in flight);
+//   delta    with OLD_DISK and NEW_BUNDLE (bench/update-delta builds them: the minimal recipe and
+//            the same recipe with one package changed): a copy of OLD_DISK runs slot a, NEW_BUNDLE is
+//            installed into slot b from nginx; bytes downloaded against the bundle, the slot's
+//            payloads and, given ZSTD_PATCH_BYTES, the size of `zstd --patch-from` old→new root.
+//
+// Usage: update_stream_bench [RUNS=3] [OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES]]
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/file.hpp"
+#include "partitions/disk.hpp"
+#include "tests/support/fault_proxy.hpp"
+#include "tests/support/nginx.hpp"
+#include "tests/support/pki.hpp"
+#include "tests/support/update_fixture.hpp"
+#include "updater/engine.hpp"
+#include "updater/fake_boot_control.hpp"
+
+using namespace cairn;
+using namespace cairn::test;
+using namespace cairn::updater;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr uint64_t MiB = 1 << 20;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+struct Bench {
+    fs::path dir;
+    UpdateFixture fixture;
+    FakeBootControl boot;
+    EngineConfig config;
+    HttpSettings http;
+
+    Bench(const fs::path& d, uint64_t root_partition) : dir(d), fixture(d, root_partition) {
+        config.disk = fixture.disk;
+        config.state_file = dir / "state/status.json";
+        config.trust_anchor = fixture.trust_anchor;
+        config.etc_upper = dir / "etc-upper";
+        config.boot_id_file = dir / "boot_id";
+        config.release.compatible = "cairn-test";
+        config.release.version = "1.0";
+        write_file_atomic(config.boot_id_file, "bench\n");
+        Engine(boot, config).on_boot();
+    }
+    void wipe_slot_b() {
+        UniqueFd fd = open_file(fixture.disk, O_RDWR);
+        for (const auto& e : partitions::read_gpt(fixture.disk).entries) {
+            if (e.label != "root_b" && e.label != "root_b_verity" && e.label != "esp_b") continue;
+            std::vector<char> zeros(4 * MiB, 0);
+            for (uint64_t at = 0; at < e.size; at += zeros.size())
+                pwrite_exact(fd.get(), zeros.data(), std::min<uint64_t>(zeros.size(), e.size - at), e.offset + at, "wipe");
+        }
+        ::fsync(fd.get());
+        std::error_code ec;
+        fs::remove(config.state_file, ec);
+        boot = FakeBootControl();
+        Engine(boot, config).on_boot();
+    }
+    double install_file(const fs::path& bundle) {
+        const auto t0 = std::chrono::steady_clock::now();
+        Engine(boot, config).install(bundle, {}, {});
+        return seconds_since(t0);
+    }
+    double install_url(const std::string& url) {
+        const auto t0 = std::chrono::steady_clock::now();
+        Engine(boot, config).install_url(url, http, {}, {});
+        return seconds_since(t0);
+    }
+    Transfer transfer() { return *Engine(boot, config).status().last->transfer; }
+};
+
+// Peak resident memory (KiB) of a child that streams a bundle with a root of `mib` MiB.
+long streaming_peak_kib(const fs::path& dir, uint64_t mib) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        try {
+            Bench b(dir, (mib + 8) * MiB);
+            TestPki pki(dir / "pki");
+            Nginx nginx(dir / "nginx", pki);
+            const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, mib * MiB);
+            fs::create_symlink(bundle, nginx.www() / "b.cairn");
+            b.http.ca_bundle = pki / "root.pem";
+            rusage before{};
+            ::getrusage(RUSAGE_SELF, &before);
+            b.install_url(nginx.https_url("b.cairn"));
+            rusage after{};
+            ::getrusage(RUSAGE_SELF, &after);
+            std::printf("  (%llu MiB root: peak %ld KiB, %ld KiB before the install)\n", static_cast<unsigned long long>(mib),
+                        after.ru_maxrss, before.ru_maxrss);
+            std::fflush(stdout);
+            ::_exit(static_cast<int>(std::min<long>(after.ru_maxrss / 1024, 250)));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "memory run: %s\n", e.what());
+            ::_exit(255);
+        }
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) != 255 ? WEXITSTATUS(status) * 1024L : -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const int runs = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+    const fs::path work = fs::path("/var/tmp") / ("cairn-stream-bench-" + std::to_string(::getpid()));
+    fs::create_directories(work);
+    try {
+        // stream against file
+        Bench b(work / "main", 264 * MiB);
+        TestPki pki(work / "pki");
+        Nginx nginx(work / "nginx", pki);
+        const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, 256 * MiB);
+        fs::create_symlink(bundle, nginx.www() / "b.cairn");
+        b.http.ca_bundle = pki / "root.pem";
+        std::vector<double> file_times, stream_times;
+        for (int i = 0; i < runs; ++i) {
+            b.wipe_slot_b();
+            file_times.push_back(b.install_file(bundle));
+            b.wipe_slot_b();
+            stream_times.push_back(b.install_url(nginx.https_url("b.cairn")));
+        }
+        const Transfer full = b.transfer();
+        const double f = median(file_times), s = median(stream_times);
+        std::printf("stream: 256 MiB root, median of %d\n", runs);
+        std::printf("  local file  %.2f s\n  from nginx  %.2f s (HTTPS, %llu bytes downloaded)\n  ratio %.2f (goal <= 1.2)\n", f, s,
+                    static_cast<unsigned long long>(full.downloaded), s / f);
+
+        // memory
+        std::printf("memory: peak resident set of a streaming install\n");
+        const long m64 = streaming_peak_kib(work / "m64", 64), m256 = streaming_peak_kib(work / "m256", 256);
+        std::printf("  64 MiB root: %ld MiB, 256 MiB root: %ld MiB (the process, fixture and nginx client included)\n", m64 / 1024,
+                    m256 / 1024);
+
+        // resume
+        b.wipe_slot_b();
+        b.http.allow_http = true;
+        const BundleReader reader(bundle, b.fixture.trust_anchor);
+        const Payload& root = *reader.manifest().find("root", "b");
+        uint64_t first = 0;
+        {
+            FaultProxy proxy(nginx.http_port());
+            proxy.add(Fault{Fault::Kind::cut, root.offset + root.size / 2});
+            b.http.max_attempts = 1;
+            try {
+                b.install_url(proxy.url("b.cairn"));
+            } catch (const std::exception&) {
+            }
+            first = b.transfer().downloaded;
+        }
+        b.http.max_attempts = 8;
+        b.install_url(nginx.https_url("b.cairn"));
+        const uint64_t second = b.transfer().downloaded;
+        const long long again = static_cast<long long>(first + second) - static_cast<long long>(full.downloaded);
+        std::printf("resume: cut at 50 %% of the root, then the same install\n");
+        std::printf("  first try %llu bytes, second %llu, one uncut install %llu: %lld bytes downloaded twice\n",
+                    static_cast<unsigned long long>(first), static_cast<unsigned long long>(second),
+                    static_cast<unsigned long long>(full.downloaded), again);
+        std::printf("  (of which the head, fetched by every try: 131072; goal: the rest <= one 4 KiB block + what was in flight)\n");
+
+        // delta
+        if (argc > 3) {
+            const fs::path old_disk = argv[2], new_bundle = argv[3];
+            const BundleReader nb(new_bundle, b.fixture.trust_anchor);
+            const fs::path disk = work / "delta-disk.raw";
+            fs::copy_file(old_disk, disk);
+            EngineConfig c;
+            c.disk = disk;
+            c.state_file = work / "delta-state/status.json";
+            c.trust_anchor = b.fixture.trust_anchor;
+            c.etc_upper = work / "none";
+            c.boot_id_file = b.config.boot_id_file;
+            c.release.compatible = nb.manifest().compatible;
+            c.release.version = "0";
+            FakeBootControl boot;
+            Engine(boot, c).on_boot();
+            fs::create_symlink(fs::absolute(new_bundle), nginx.www() / "delta.cairn");
+            HttpSettings http;
+            http.ca_bundle = pki / "root.pem";
+            Engine(boot, c).install_url(nginx.https_url("delta.cairn"), http, {}, {});
+            const Transfer t = *Engine(boot, c).status().last->transfer;
+            const uint64_t bundle_bytes = fs::file_size(new_bundle);
+            std::printf("delta: %s onto %s\n", new_bundle.c_str(), old_disk.c_str());
+            std::printf("  downloaded %llu bytes: %.2f %% of the bundle (%llu), %.2f %% of the slot's payloads (%llu); reused %llu\n",
+                        static_cast<unsigned long long>(t.downloaded), 100.0 * t.downloaded / bundle_bytes,
+                        static_cast<unsigned long long>(bundle_bytes), 100.0 * t.downloaded / t.payload_bytes,
+                        static_cast<unsigned long long>(t.payload_bytes), static_cast<unsigned long long>(t.reused));
+            std::printf("  RAUC's adaptive updates report ~10 %% for such a change (shared/notes/updates.md)\n");
+            if (argc > 4) {
+                const double zstd = std::atof(argv[4]);
+                std::printf("  zstd --patch-from old->new root: %.0f bytes; cairn / zstd = %.2f (goal <= 2)\n", zstd, t.downloaded / zstd);
+            }
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "update_stream_bench: %s\n", e.what());
+        fs::remove_all(work);
+        return 1;
+    }
+    fs::remove_all(work);
+    return 0;
+}
