@@ -14,6 +14,7 @@
 //            payloads and, given ZSTD_PATCH_BYTES, the size of `zstd --patch-from` old→new root.
 //
 // Usage: update_stream_bench [RUNS=3] [OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES]]
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,7 +41,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr uint64_t MiB = 1 << 20;
+
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

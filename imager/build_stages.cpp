@@ -593,24 +593,28 @@ void esps(BuildContext& c) {
         const uint32_t volume_id = uint32_t(id[0]) << 24 | uint32_t(id[1]) << 16 | uint32_t(id[2]) << 8 | id[3];
         std::string label = p.label;
         std::transform(label.begin(), label.end(), label.begin(), ::toupper);
-        fs::path image = c.work / (p.label + ".vfat");
         std::vector<std::pair<std::string, fs::path>> files;
         if (auto it = c.ukis.find(p.slot); it != c.ukis.end()) {
             files.push_back({"EFI/BOOT/BOOTX64.EFI", it->second});
             files.insert(files.end(), c.reference_files.begin(), c.reference_files.end());
         }
-        make_esp(image, p.size, label.substr(0, 11), volume_id, files, c.epoch);
-        c.esp_images[p.label] = image;
-        // For bundles: the same ESP made just big enough for its UKI. Written at the start of the
-        // partition, it is a complete FAT filesystem of its own size.
         if (c.recipe.update.enabled && p.slot && c.ukis.count(p.slot)) {
+            // An ESP that updates write: made just big enough for its UKI (a complete FAT
+            // filesystem of its own size at the start of the partition), and the same image goes
+            // into the disk, so that a fresh device holds what an update writes and an update
+            // from a server finds the unchanged parts of the UKI where the next one puts them.
             uint64_t uki_size = fs::file_size(c.ukis[p.slot]);
             uint64_t size = (uki_size + uki_size / 16 + (2 << 20) + (1 << 20) - 1) / (1 << 20) * (1 << 20);
             const std::string name = p.label + ".img";
             make_esp(c.work / name, std::min<uint64_t>(size, p.size), label.substr(0, 11), volume_id, files, c.epoch);
+            c.esp_images[p.label] = c.work / name;
             c.update["esp"][std::string(1, p.slot)] = {{"file", name}, {"sha256", sha256_file_hex(c.work / name)}};
             c.artifacts.push_back(c.work / name);
+            continue;
         }
+        fs::path image = c.work / (p.label + ".vfat");
+        make_esp(image, p.size, label.substr(0, 11), volume_id, files, c.epoch);
+        c.esp_images[p.label] = image;
     }
 }
 

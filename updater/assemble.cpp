@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -211,6 +214,28 @@ AssembleStats assemble_root(const AssembleRequest& r) {
     }
     writer.flush();
 
+    // While blocks arrive, the disk is flushed once a second from a thread of its own, so that a
+    // power cut during a stalled or slow transfer loses at most a second of checked blocks.
+    std::mutex sync_mutex;
+    std::condition_variable sync_wake;
+    bool fetching_done = false;
+    std::jthread syncer([&] {
+        std::unique_lock lock(sync_mutex);
+        while (!sync_wake.wait_for(lock, std::chrono::seconds(1), [&] { return fetching_done; })) ::fdatasync(r.disk_fd);
+    });
+    struct StopSyncer {
+        std::mutex& m;
+        std::condition_variable& cv;
+        bool& done;
+        ~StopSyncer() {
+            {
+                std::lock_guard lock(m);
+                done = true;
+            }
+            cv.notify_all();
+        }
+    } stop_syncer{sync_mutex, sync_wake, fetching_done};
+
     if (r.planned) {
         AssembleStats plan = stats;
         for (const auto& [first, end] : missing) plan.fetched += end - first;
@@ -262,26 +287,30 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
         for (uint64_t i = 0; i < count; ++i)
             if (take(i, std::string_view(held).substr(i * size, length(i)))) ++stats.in_place;
     }
-    // The running slot's partition, chunk by chunk: where each wanted digest sits.
-    std::map<std::string, uint64_t, std::less<>> wanted;  // digest -> offset in the running partition
+    // Elsewhere: the target partition and the running slot's, chunk-aligned, as far as the new
+    // payload reaches (a new build moves the UKI's unchanged parts by whole clusters; both ESPs
+    // hold the last release's, one of them with the other slot's command line).
+    std::map<std::string, uint64_t, std::less<>> wanted;  // digest -> disk offset (UINT64_MAX: not found)
     for (uint64_t i = 0; i < count; ++i)
         if (!have[i]) wanted.emplace(std::string(digest(i)), UINT64_MAX);
-    if (r.running && !wanted.empty()) {
-        std::string chunk(size, '\0');
-        for (uint64_t at = 0; at + size <= r.running->second; at += size) {
-            pread_exact(r.disk_fd, chunk.data(), size, r.running->first + at, r.disk_name);
+    std::vector<std::pair<uint64_t, uint64_t>> places = {r.target};
+    if (r.running) places.push_back(*r.running);
+    std::string chunk(size, '\0');
+    for (const auto& [offset, bytes] : places) {
+        for (uint64_t at = 0; !wanted.empty() && at + size <= std::min<uint64_t>(bytes, p.size); at += size) {
+            pread_exact(r.disk_fd, chunk.data(), size, offset + at, r.disk_name);
             auto it = wanted.find(to_hex(sha256(chunk)));
-            if (it != wanted.end() && it->second == UINT64_MAX) it->second = at;
+            if (it != wanted.end() && it->second == UINT64_MAX) it->second = offset + at;
         }
-        std::string bytes;
-        for (uint64_t i = 0; i < count; ++i) {
-            if (have[i]) continue;
-            auto it = wanted.find(digest(i));
-            if (it == wanted.end() || it->second == UINT64_MAX) continue;
-            bytes.resize(length(i));
-            pread_exact(r.disk_fd, bytes.data(), bytes.size(), r.running->first + it->second, r.disk_name);
-            if (take(i, bytes)) ++stats.copied;
-        }
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+        if (have[i]) continue;
+        auto it = wanted.find(digest(i));
+        if (it == wanted.end() || it->second == UINT64_MAX) continue;
+        chunk.resize(length(i));
+        pread_exact(r.disk_fd, chunk.data(), chunk.size(), it->second, r.disk_name);
+        if (take(i, chunk)) ++stats.copied;
+        chunk.resize(size);
     }
     // The rest, by ranges of missing chunks, each chunk checked as it completes.
     class ChunkSink final : public RangeSink {

@@ -16,10 +16,10 @@
 //             never trusted; or the target still holds an older release with that block);
 //   zeros     its digest is that of a block of zeros;
 //   copy      the running slot's root holds a block with that digest (read, checked, written);
-//   fetch     the rest, by range requests covering runs of missing blocks (a gap of up to
-//             `merge_gap` blocks between two runs is fetched too, saving a request).
-// Blocks are written in runs, and the disk is flushed at least every second while fetching (a
-// power cut loses at most that much), so that the next attempt finds them in place.
+//   fetch     the rest, by range requests covering runs of missing blocks (one request per run;
+//             with `merge_gap`, a short gap between two runs is fetched along).
+// Blocks are written in runs, and the disk is flushed every second while fetching (a power cut
+// loses at most that much), so that the next attempt finds them in place.
 #pragma once
 
 #include <cstdint>
@@ -44,7 +44,10 @@ struct AssembleRequest {
     uint64_t payload_offset = 0;            // the root payload's offset in the bundle
     std::string payload_name;               // "root", for messages
     RangeSource* remote = nullptr;
-    uint64_t merge_gap = 8;                 // blocks
+    // Blocks between two missing runs fetched along to save a request: each costs 4 KiB, a request
+    // a round trip. 0 (the default) fetches exactly what is missing; the requests are sequential
+    // on one kept-alive connection.
+    uint64_t merge_gap = 0;
     int bad_block_strikes = 3;              // the same block arriving wrong this often: the bundle is bad
     // Progress: bytes of the root dealt with in the current phase (scan-target, scan-running, place);
     // `say` names the phase.
@@ -66,8 +69,8 @@ struct AssembleStats {
 AssembleStats assemble_root(const AssembleRequest& request);
 
 // A payload with a chunk index (an ESP: Payload::chunks), assembled in memory: each chunk from
-// the target partition where it already sits, else from the running slot's partition (any
-// chunk-aligned place), else fetched; every chunk checked against its signed sha256 before it is
+// the target partition where it already sits, else from the target's or the running slot's
+// partition (any chunk-aligned place), else fetched; every chunk checked against its signed sha256 before it is
 // taken, and the whole against the payload's sha256 at the end. Nothing is written: the caller
 // writes the bytes it returns.
 struct ChunkedRequest {

@@ -133,7 +133,8 @@ size_t FaultProxy::strike(char* data, size_t n, uint64_t offset) {
             case Fault::Kind::stall: {
                 const int ms = f.stall_ms;
                 lock.unlock();
-                std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+                const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+                while (!stopping_ && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
                 lock.lock();
                 break;
             }
