@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/file.hpp"
+#include "common/subprocess.hpp"
 #include "partitions/disk.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/nginx.hpp"
@@ -59,7 +60,7 @@ struct Bench {
     EngineConfig config;
     HttpSettings http;
 
-    Bench(const fs::path& d, uint64_t root_partition) : dir(d), fixture(d, root_partition) {
+    Bench(const fs::path& d, uint64_t root_partition) : dir(d), fixture((fs::create_directories(d), d), root_partition) {
         config.disk = fixture.disk;
         config.state_file = dir / "state/status.json";
         config.trust_anchor = fixture.trust_anchor;
@@ -97,39 +98,52 @@ struct Bench {
     Transfer transfer() { return *Engine(boot, config).status().last->transfer; }
 };
 
-// Peak resident memory (KiB) of a child that streams a bundle with a root of `mib` MiB.
-long streaming_peak_kib(const fs::path& dir, uint64_t mib) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        try {
-            Bench b(dir, (mib + 8) * MiB);
-            TestPki pki(dir / "pki");
-            Nginx nginx(dir / "nginx", pki);
-            const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, mib * MiB);
-            fs::create_symlink(bundle, nginx.www() / "b.cairn");
-            b.http.ca_bundle = pki / "root.pem";
-            rusage before{};
-            ::getrusage(RUSAGE_SELF, &before);
-            b.install_url(nginx.https_url("b.cairn"));
-            rusage after{};
-            ::getrusage(RUSAGE_SELF, &after);
-            std::printf("  (%llu MiB root: peak %ld KiB, %ld KiB before the install)\n", static_cast<unsigned long long>(mib),
-                        after.ru_maxrss, before.ru_maxrss);
-            std::fflush(stdout);
-            ::_exit(static_cast<int>(std::min<long>(after.ru_maxrss / 1024, 250)));
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "memory run: %s\n", e.what());
-            ::_exit(255);
-        }
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) != 255 ? WEXITSTATUS(status) * 1024L : -1;
+// `update_stream_bench --install-only DISK STATE TRUST_ANCHOR URL CA`: one streaming install and
+// nothing else in the process, so that its peak resident memory is the install's.
+int install_only(char** argv) {
+    EngineConfig c;
+    c.disk = argv[2];
+    c.state_file = argv[3];
+    c.trust_anchor = argv[4];
+    c.etc_upper = fs::path(argv[3]).parent_path() / "none";
+    c.boot_id_file = fs::path(argv[3]).parent_path() / "boot_id";
+    fs::create_directories(fs::path(argv[3]).parent_path());
+    write_file_atomic(c.boot_id_file, "bench\n");
+    c.release.compatible = "cairn-test";
+    c.release.version = "1.0";
+    HttpSettings http;
+    http.ca_bundle = argv[6];
+    FakeBootControl boot;
+    Engine(boot, c).on_boot();
+    rusage before{};
+    ::getrusage(RUSAGE_SELF, &before);
+    Engine(boot, c).install_url(argv[5], http, {}, {});
+    rusage after{};
+    ::getrusage(RUSAGE_SELF, &after);
+    std::printf("peak %ld before %ld\n", after.ru_maxrss, before.ru_maxrss);
+    return 0;
+}
+
+// Peak resident memory (KiB) of a process that only streams a bundle with a root of `mib` MiB,
+// and what it had before the install; {-1, -1} when it failed.
+std::pair<long, long> streaming_peak_kib(const fs::path& dir, uint64_t mib, const TestPki& pki, const Nginx& nginx) {
+    Bench b(dir, (mib + 8) * MiB);
+    const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, mib * MiB);
+    const std::string name = "m" + std::to_string(mib) + ".cairn";
+    fs::create_symlink(bundle, nginx.www() / name);
+    const RunResult r = run({fs::read_symlink("/proc/self/exe").string(), "--install-only", b.fixture.disk.string(),
+                             (dir / "child-state/status.json").string(), b.fixture.trust_anchor.string(), nginx.https_url(name),
+                             (pki / "root.pem").string()});
+    long peak = -1, before = -1;
+    if (r.exit_code != 0 || std::sscanf(r.out.c_str(), "peak %ld before %ld", &peak, &before) != 2)
+        std::fprintf(stderr, "memory run: %s%s\n", r.out.c_str(), r.err.c_str());
+    return {peak, before};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 7 && std::string(argv[1]) == "--install-only") return install_only(argv);
     const int runs = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
     const fs::path work = fs::path("/var/tmp") / ("cairn-stream-bench-" + std::to_string(::getpid()));
     fs::create_directories(work);
@@ -155,10 +169,12 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(full.downloaded), s / f);
 
         // memory
-        std::printf("memory: peak resident set of a streaming install\n");
-        const long m64 = streaming_peak_kib(work / "m64", 64), m256 = streaming_peak_kib(work / "m256", 256);
-        std::printf("  64 MiB root: %ld MiB, 256 MiB root: %ld MiB (the process, fixture and nginx client included)\n", m64 / 1024,
-                    m256 / 1024);
+        std::printf("memory: peak resident set of a process doing one streaming install\n");
+        for (uint64_t mib : {64, 256}) {
+            const auto [peak, before] = streaming_peak_kib(work / ("m" + std::to_string(mib)), mib, pki, nginx);
+            std::printf("  %3llu MiB root: %.1f MiB (%.1f MiB before the install)\n", static_cast<unsigned long long>(mib), peak / 1024.0,
+                        before / 1024.0);
+        }
 
         // resume
         b.wipe_slot_b();
@@ -184,7 +200,7 @@ int main(int argc, char** argv) {
         std::printf("  first try %llu bytes, second %llu, one uncut install %llu: %lld bytes downloaded twice\n",
                     static_cast<unsigned long long>(first), static_cast<unsigned long long>(second),
                     static_cast<unsigned long long>(full.downloaded), again);
-        std::printf("  (of which the head, fetched by every try: 131072; goal: the rest <= one 4 KiB block + what was in flight)\n");
+        std::printf("  (every try fetches the head: header, manifest and signature; goal: the rest <= one 4 KiB block + what was in flight)\n");
 
         // delta
         if (argc > 3) {

@@ -136,6 +136,47 @@ private:
     std::map<uint64_t, int> strikes_;
 };
 
+// Takes fetched pieces [first, end) of a payload cut in `size`-byte pieces (the last shorter):
+// each piece, once complete, goes to take(i, bytes), which checks it; one it refuses ends the
+// request and is fetched again, `strikes` times at most (then bad-payload: `what` N came ...).
+class CheckedSink final : public RangeSink {
+public:
+    CheckedSink(uint64_t base, uint64_t size, uint64_t total, uint64_t first, uint64_t end,
+                const std::function<bool(uint64_t, std::string_view)>& take, int strikes, std::string what)
+        : base_(base), size_(size), total_(total), next_(first), end_(end), take_(take), strikes_allowed_(strikes), what_(std::move(what)) {}
+    uint64_t position() const override { return base_ + next_ * size_; }
+    void restart() override { partial_.clear(); }
+    bool take(const uint8_t* data, size_t n) override {
+        while (n > 0 && next_ < end_) {
+            const size_t want = static_cast<size_t>(std::min<uint64_t>(size_, total_ - next_ * size_));
+            const size_t k = std::min(n, want - partial_.size());
+            partial_.append(reinterpret_cast<const char*>(data), k);
+            data += k;
+            n -= k;
+            if (partial_.size() < want) break;
+            const bool ok = take_(next_, partial_);
+            partial_.clear();
+            if (!ok) {
+                if (++strikes_[next_] >= strikes_allowed_)
+                    fail_update(ErrorCode::bad_payload, what_ + " " + std::to_string(next_) + " came " + std::to_string(strikes_allowed_) +
+                                                            " times different from its signed hash (corrupted or altered bundle); "
+                                                            "none of it was written");
+                return false;
+            }
+            ++next_;
+        }
+        return true;
+    }
+
+private:
+    uint64_t base_, size_, total_, next_, end_;
+    const std::function<bool(uint64_t, std::string_view)>& take_;
+    int strikes_allowed_;
+    std::string what_;
+    std::string partial_;
+    std::map<uint64_t, int> strikes_;
+};
+
 }  // namespace
 
 AssembleStats assemble_root(const AssembleRequest& r) {
@@ -313,44 +354,6 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
         chunk.resize(size);
     }
     // The rest, by ranges of missing chunks, each chunk checked as it completes.
-    class ChunkSink final : public RangeSink {
-    public:
-        ChunkSink(const ChunkedRequest& r, std::string& out, uint64_t first, uint64_t end, const std::function<bool(uint64_t, std::string_view)>& take)
-            : r_(r), out_(out), next_(first), end_(end), take_(take) {}
-        uint64_t position() const override { return r_.payload->offset + next_ * r_.payload->chunk_size; }
-        void restart() override { partial_.clear(); }
-        bool take(const uint8_t* data, size_t n) override {
-            const Payload& p = *r_.payload;
-            while (n > 0 && next_ < end_) {
-                const size_t want = static_cast<size_t>(std::min<uint64_t>(p.chunk_size, p.size - next_ * p.chunk_size));
-                const size_t k = std::min(n, want - partial_.size());
-                partial_.append(reinterpret_cast<const char*>(data), k);
-                data += k;
-                n -= k;
-                if (partial_.size() < want) break;
-                if (!take_(next_, partial_)) {
-                    partial_.clear();
-                    if (++strikes_[next_] >= r_.bad_chunk_strikes)
-                        fail_update(ErrorCode::bad_payload, r_.what + ": chunk " + std::to_string(next_) + " came " +
-                                                                std::to_string(r_.bad_chunk_strikes) +
-                                                                " times different from its signed hash (corrupted or altered bundle); "
-                                                                "none of it was written");
-                    return false;
-                }
-                partial_.clear();
-                ++next_;
-            }
-            return true;
-        }
-
-    private:
-        const ChunkedRequest& r_;
-        std::string& out_;
-        uint64_t next_, end_;
-        const std::function<bool(uint64_t, std::string_view)>& take_;
-        std::string partial_;
-        std::map<uint64_t, int> strikes_;
-    };
     const std::function<bool(uint64_t, std::string_view)> take_fetched = take;
     for (uint64_t i = 0; i < count;) {
         if (have[i]) {
@@ -360,7 +363,7 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
         uint64_t end = i + 1;
         while (end < count && !have[end]) ++end;
         if (!r.remote) fail(r.what + ": chunks are missing and there is no source to fetch them from");
-        ChunkSink sink(r, out, i, end, take_fetched);
+        CheckedSink sink(p.offset, size, p.size, i, end, take_fetched, r.bad_chunk_strikes, r.what + ": chunk");
         r.remote->fetch(std::min(p.offset + end * size, p.offset + p.size), sink);
         stats.fetched += end - i;
         ++stats.ranges;
@@ -369,6 +372,89 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
     if (to_hex(sha256(out)) != p.sha256)
         fail_update(ErrorCode::bad_payload, r.what + ": its chunks are as signed but the whole is not (a manifest whose chunk index "
                                                      "does not describe the payload); none of it was written");
+    return out;
+}
+
+std::string assemble_tree(const TreeRequest& r, AssembleStats& stats) {
+    const Payload& t = *r.tree;
+    const uint64_t hbs = t.hash_block_size, per = hbs / digest_size;
+    std::vector<uint64_t> counts;  // hash blocks per level, level 0 first
+    for (uint64_t n = t.data_blocks; n > 1 || counts.empty();) {
+        n = (n + per - 1) / per;
+        counts.push_back(n);
+        if (n == 1) break;
+    }
+    uint64_t needed = hbs;
+    for (uint64_t c : counts) needed += c * hbs;
+    auto fetch_whole = [&]() {
+        std::string out;
+        CheckedSink sink(t.offset, t.size, t.size, 0, 1, [&](uint64_t, std::string_view bytes) {
+            if (to_hex(sha256(bytes)) != t.sha256) return false;
+            out = bytes;
+            return true;
+        }, r.bad_block_strikes, r.what);
+        r.remote->fetch(t.offset + t.size, sink);
+        if (r.advance) r.advance(t.size);
+        return out;
+    };
+    if (t.data_blocks < 2 || t.size != needed || r.target_size < t.size) return fetch_whole();
+
+    // Levels top first after the superblock: level k starts at hbs * (1 + the blocks above it).
+    std::vector<uint64_t> start(counts.size());
+    uint64_t at = hbs;
+    for (size_t k = counts.size(); k-- > 0;) {
+        start[k] = at;
+        at += counts[k] * hbs;
+    }
+    std::string out(t.size, '\0');
+    pread_exact(r.disk_fd, out.data(), out.size(), r.target_offset, r.disk_name);
+    const std::vector<uint8_t> salt = from_hex(t.salt, r.what + ": salt");
+    const std::vector<uint8_t> root = from_hex(t.root_hash, r.what + ": root hash");
+    uint8_t digest[digest_size];
+    for (size_t k = counts.size(); k-- > 0;) {
+        // What block j of level k must hash to: the level above's entry j, or the signed root hash.
+        auto expected = [&](uint64_t j) -> const uint8_t* {
+            return k + 1 == counts.size() ? root.data() : reinterpret_cast<const uint8_t*>(out.data()) + start[k + 1] + j * digest_size;
+        };
+        auto check = [&](uint64_t j, std::string_view bytes) {
+            sha256_blocks(salt, reinterpret_cast<const uint8_t*>(bytes.data()), hbs, 1, digest);
+            if (std::memcmp(digest, expected(j), digest_size) != 0) return false;
+            std::memcpy(out.data() + start[k] + j * hbs, bytes.data(), hbs);
+            if (r.advance) r.advance(hbs);
+            return true;
+        };
+        std::vector<uint64_t> missing;
+        for (uint64_t j = 0; j < counts[k]; ++j) {
+            if (check(j, std::string_view(out).substr(start[k] + j * hbs, hbs))) ++stats.in_place;
+            else missing.push_back(j);
+        }
+        const std::function<bool(uint64_t, std::string_view)> take = check;
+        for (size_t m = 0; m < missing.size();) {
+            size_t e = m + 1;
+            while (e < missing.size() && missing[e] == missing[e - 1] + 1) ++e;
+            CheckedSink sink(t.offset + start[k], hbs, counts[k] * hbs, missing[m], missing[e - 1] + 1, take, r.bad_block_strikes,
+                             r.what + ": hash block");
+            r.remote->fetch(t.offset + start[k] + (missing[e - 1] + 1) * hbs, sink);
+            stats.fetched += e - m;
+            ++stats.ranges;
+            m = e;
+        }
+    }
+    // The superblock is outside the hash chain: the one in place is kept if the whole then is the
+    // signed payload (it is when the release's tree parameters did not change), else fetched.
+    if (to_hex(sha256(out)) != t.sha256) {
+        std::string block;
+        CheckedSink sink(t.offset, hbs, hbs, 0, 1, [&](uint64_t, std::string_view bytes) {
+            block = bytes;
+            return true;
+        }, r.bad_block_strikes, r.what);
+        r.remote->fetch(t.offset + hbs, sink);
+        ++stats.fetched;
+        out.replace(0, hbs, block);
+        if (to_hex(sha256(out)) != t.sha256)
+            fail_update(ErrorCode::bad_payload, r.what + ": its hash blocks give the signed root hash but the whole is not the signed "
+                                                         "payload (a tree with other parameters or padding); none of it was written");
+    }
     return out;
 }
 

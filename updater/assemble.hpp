@@ -87,4 +87,23 @@ struct ChunkedRequest {
 // stats counts chunks: in_place, copied, fetched (and ranges).
 std::string assemble_chunked(const ChunkedRequest& request, AssembleStats& stats);
 
+// A root's dm-verity tree (a root-verity payload), assembled in memory. The tree indexes itself:
+// level by level from the top, each hash block the target's tree partition holds at its place is
+// kept when it hashes to its entry in the level above (the top block to the signed root hash);
+// the others are fetched and checked the same way before they are taken. The superblock, outside
+// that chain, is kept when the whole then is the signed payload, else fetched. A new release of
+// the same recipe changes the hash blocks over the root blocks it changed and the few above them.
+struct TreeRequest {
+    int disk_fd = -1;
+    std::string disk_name;
+    const Payload* tree = nullptr;
+    std::string what;                 // "<bundle>: payload root-verity-b"
+    uint64_t target_offset = 0, target_size = 0;  // the target's tree partition
+    RangeSource* remote = nullptr;
+    int bad_block_strikes = 3;
+    std::function<void(uint64_t)> advance;
+};
+// stats counts hash blocks: in_place and fetched.
+std::string assemble_tree(const TreeRequest& request, AssembleStats& stats);
+
 }  // namespace cairn::updater

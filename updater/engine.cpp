@@ -784,12 +784,23 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
         }
     };
     std::string tree_bytes;
-    if (auto held = in_place(tree, regions.verity)) {
-        tree_bytes = std::move(*held);
-        in.reused += tree.size;
-    } else {
-        tree_bytes = fetch_checked(tree);
-        pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
+    {
+        TreeRequest t;
+        t.disk_fd = disk.get();
+        t.disk_name = disk_name;
+        t.tree = &tree;
+        t.what = what + ": payload " + tree.name;
+        t.target_offset = regions.verity.offset;
+        t.target_size = regions.verity.size;
+        t.remote = &remote;
+        t.advance = [&](uint64_t n) { in.progress.advance(n); };
+        AssembleStats got;
+        tree_bytes = assemble_tree(t, got);
+        in.reused += std::min<uint64_t>(got.in_place * tree.hash_block_size, tree.size);
+        std::fprintf(stderr, "cairn-updated: %s of slot %s: %llu hash blocks in place, %llu fetched\n", tree.name.c_str(), in.t.c_str(),
+                     static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.fetched));
+        if (got.fetched > 0)
+            pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
     }
     check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
     if (!in_place(esp, regions.esp)) {

@@ -19,7 +19,9 @@ namespace cairn::updater {
 
 namespace {
 
-constexpr uint64_t head_request_size = 128 << 10;  // header, manifest and signature fit in most bundles
+// The first request: the header says how much more the manifest and signature need (a second
+// request); a larger first one would fetch payload bytes for nothing.
+constexpr uint64_t head_request_size = 4096;
 
 struct ContentRange {
     uint64_t first = 0, last = 0, total = 0;

@@ -289,3 +289,18 @@ TEST(HttpInstall, AnInstallCutShortIsResumedByTheNextOneFromWhatTheSlotHolds) {
     EXPECT_GE(t.reused, root.size / 2 - 4096);
     EXPECT_LE(t.downloaded, head_request + (t.payload_bytes - root.size) + root.size / 2 + 4096) << t.downloaded;
 }
+
+// The tree is taken hash block by hash block, each checked against the level above (the top one
+// against the signed root hash): one that keeps arriving wrong refuses the bundle, and the tree
+// partition is not written.
+TEST(HttpInstall, AHashBlockThatKeepsArrivingWrongIsRefusedAndTheTreeNotWritten) {
+    HttpRig r;
+    r.http.allow_http = true;
+    r.serve("2.0");
+    const Payload tree = r.where("root-verity-b");
+    FaultProxy proxy(r.nginx.http_port());
+    proxy.add(Fault{Fault::Kind::corrupt, tree.offset + tree.size - 100, -1});  // in level 0
+    expect_code([&] { r.install(proxy.url("update.cairn")); }, ErrorCode::bad_payload, {"root-verity-b", "hash block", "3 times"});
+    EXPECT_EQ(r.fixture.region("root_b_verity", tree.size), std::string(tree.size, '\0'));
+    EXPECT_EQ(r.fixture.region("root_b", root_size), std::string(root_size, '\0'));
+}
