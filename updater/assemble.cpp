@@ -185,14 +185,31 @@ AssembleStats assemble_root(const AssembleRequest& r) {
     std::vector<bool> done(r.blocks, false);
     auto expected = [&](uint64_t i) { return r.digests + i * digest_size; };
 
-    // In place: what the target already holds where it belongs.
+    // In place: what the target already holds where it belongs; with `scan_groups`, only in the
+    // groups whose hash block the target's tree already held (no other group can have been
+    // written by an earlier try of this bundle: the tree goes first).
     if (r.say) r.say("checking what the slot already holds");
-    scan(r, r.target_offset, r.blocks * r.block_size, target_name, [&](uint64_t i, const uint8_t* d) {
-        if (std::memcmp(d, expected(i), digest_size) == 0) {
-            done[i] = true;
-            ++stats.in_place;
+    for (uint64_t first = 0; first < r.blocks;) {
+        uint64_t end = r.blocks;
+        if (r.scan_groups) {
+            const uint64_t g = first / r.group_blocks;
+            if (g >= r.scan_groups->size() || !(*r.scan_groups)[g]) {
+                first = (g + 1) * r.group_blocks;
+                if (r.advance) r.advance(std::min(first, r.blocks) * r.block_size - std::min(g * r.group_blocks, r.blocks) * r.block_size);
+                continue;
+            }
+            uint64_t h = g + 1;
+            while (h < r.scan_groups->size() && (*r.scan_groups)[h]) ++h;
+            end = std::min(r.blocks, h * r.group_blocks);
         }
-    });
+        scan(r, r.target_offset + first * r.block_size, (end - first) * r.block_size, target_name, [&](uint64_t i, const uint8_t* d) {
+            if (std::memcmp(d, expected(first + i), digest_size) == 0) {
+                done[first + i] = true;
+                ++stats.in_place;
+            }
+        });
+        first = end;
+    }
 
     std::vector<uint8_t> zero_block(r.block_size, 0);
     uint8_t zero_digest[digest_size];
@@ -424,9 +441,14 @@ std::string assemble_tree(const TreeRequest& r, AssembleStats& stats) {
             return true;
         };
         std::vector<uint64_t> missing;
+        if (k == 0 && r.level0_in_place) r.level0_in_place->assign(counts[0], false);
         for (uint64_t j = 0; j < counts[k]; ++j) {
-            if (check(j, std::string_view(out).substr(start[k] + j * hbs, hbs))) ++stats.in_place;
-            else missing.push_back(j);
+            if (check(j, std::string_view(out).substr(start[k] + j * hbs, hbs))) {
+                ++stats.in_place;
+                if (k == 0 && r.level0_in_place) (*r.level0_in_place)[j] = true;
+            } else {
+                missing.push_back(j);
+            }
         }
         const std::function<bool(uint64_t, std::string_view)> take = check;
         for (size_t m = 0; m < missing.size();) {

@@ -44,6 +44,11 @@ struct AssembleRequest {
     uint64_t payload_offset = 0;            // the root payload's offset in the bundle
     std::string payload_name;               // "root", for messages
     RangeSource* remote = nullptr;
+    // When set: the target is checked in place only in the groups of `group_blocks` blocks (one
+    // level-0 hash block's worth) marked true, those whose hash block the target's tree already
+    // held (assemble_tree's level0_in_place). A fresh target is then not read at all.
+    const std::vector<bool>* scan_groups = nullptr;
+    uint64_t group_blocks = 128;
     // Blocks between two missing runs fetched along to save a request: each costs 4 KiB, a request
     // a round trip. 0 (the default) fetches exactly what is missing; the requests are sequential
     // on one kept-alive connection.
@@ -102,6 +107,7 @@ struct TreeRequest {
     RangeSource* remote = nullptr;
     int bad_block_strikes = 3;
     std::function<void(uint64_t)> advance;
+    std::vector<bool>* level0_in_place = nullptr;  // when set: which level-0 hash blocks were in place
 };
 // stats counts hash blocks: in_place and fetched.
 std::string assemble_tree(const TreeRequest& request, AssembleStats& stats);

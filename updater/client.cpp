@@ -20,7 +20,7 @@
 #include "common/version.hpp"
 #include "common/units.hpp"
 #include "updater/dbus_api.hpp"
-#include "updater/http_bundle.hpp"
+#include "updater/bundle_url.hpp"
 #include "updater/error_code.hpp"
 
 namespace cairn::updater {

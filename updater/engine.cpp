@@ -784,6 +784,8 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
         }
     };
     std::string tree_bytes;
+    std::vector<bool> tree_held;  // level-0 hash blocks the target's tree already held
+    bool tree_whole = false;
     {
         TreeRequest t;
         t.disk_fd = disk.get();
@@ -794,8 +796,10 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
         t.target_size = regions.verity.size;
         t.remote = &remote;
         t.advance = [&](uint64_t n) { in.progress.advance(n); };
+        t.level0_in_place = &tree_held;
         AssembleStats got;
         tree_bytes = assemble_tree(t, got);
+        tree_whole = got.fetched == 0 && tree.data_blocks > 1;
         in.reused += std::min<uint64_t>(got.in_place * tree.hash_block_size, tree.size);
         std::fprintf(stderr, "cairn-updated: %s of slot %s: %llu hash blocks in place, %llu fetched\n", tree.name.c_str(), in.t.c_str(),
                      static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.fetched));
@@ -861,6 +865,12 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
             request.running = std::pair{running.root.offset, std::min(running.root.size, sb.data_blocks * sb.data_block_size)};
     } catch (const Error& e) {
         std::fprintf(stderr, "cairn-updated: not reusing the running slot's blocks: %s\n", e.what());
+    }
+    // Root blocks can be in place only where an earlier try wrote them, after the tree: the groups
+    // whose hash block was in place (the whole tree in place: every group, to be sure).
+    if (!tree_whole && tree_held.size() == (tree.data_blocks + tree.hash_block_size / 32 - 1) / (tree.hash_block_size / 32)) {
+        request.scan_groups = &tree_held;
+        request.group_blocks = tree.hash_block_size / 32;
     }
     request.digests = digests;
     request.salt = salt;

@@ -64,16 +64,6 @@ std::string seconds_text(int ms) {
 
 }  // namespace
 
-bool is_bundle_url(const std::string& source) {
-    const std::string lower = to_lower(source.substr(0, 8));
-    return lower == "https://" || lower.rfind("http://", 0) == 0;
-}
-
-std::string redact_url(const std::string& url) {
-    const size_t q = url.find('?');
-    return q == std::string::npos ? url : url.substr(0, q) + "?…";
-}
-
 HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
                        std::optional<int64_t> certificate_time)
     : url_(url), name_(redact_url(url)), settings_(settings) {

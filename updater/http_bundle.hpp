@@ -23,6 +23,7 @@
 
 #include "http/client.hpp"
 #include "updater/bundle.hpp"
+#include "updater/bundle_url.hpp"
 
 namespace cairn::updater {
 
@@ -39,12 +40,6 @@ struct HttpSettings {
     int backoff_max_ms = 30000;
     int max_redirects = 5;
 };
-
-// True for the URLs HttpBundle takes (http:// or https://).
-bool is_bundle_url(const std::string& source);
-
-// `url` with its query cut ("…?…"): a signed URL's token stays out of messages and logs.
-std::string redact_url(const std::string& url);
 
 class HttpBundle final : public BundleSource, public RangeSource {
 public:

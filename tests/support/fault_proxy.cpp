@@ -15,17 +15,11 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/test_support.hpp"
+
 namespace cairn::test {
 
 namespace {
-
-sockaddr_in loopback(uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return a;
-}
 
 bool send_all(int fd, const char* data, size_t n) {
     while (n > 0) {
@@ -62,7 +56,7 @@ std::string header(const std::string& head, const std::string& lower_name) {
 
 FaultProxy::FaultProxy(uint16_t upstream_port) : upstream_(upstream_port) {
     listen_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a = loopback(0);
+    sockaddr_in a = loopback_address(0);
     int one = 1;
     ::setsockopt(listen_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_.get(), 64) != 0)
@@ -144,9 +138,8 @@ size_t FaultProxy::strike(char* data, size_t n, uint64_t offset) {
 }
 
 void FaultProxy::relay(UniqueFd client) {
-    UniqueFd server(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a = loopback(upstream_);
-    if (::connect(server.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return;
+    UniqueFd server = connect_loopback(upstream_);
+    if (!server) return;
     // The server's answers, parsed as they pass: the head, then Content-Length body bytes that are
     // the file's bytes from the Content-Range start (0 for a whole file).
     std::string head;

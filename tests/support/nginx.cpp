@@ -17,19 +17,6 @@ namespace cairn::test {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-bool answers(uint16_t port) {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-}
-
-}  // namespace
-
 Nginx::Nginx(const fs::path& dir, const TestPki& pki) : dir_(dir) {
     fs::create_directories(www());
     fs::create_directories(dir_ / "temp");
@@ -60,7 +47,7 @@ Nginx::Nginx(const fs::path& dir, const TestPki& pki) : dir_(dir) {
                                                                   d + "/error.log"},
                                          dir_ / "nginx.out", options);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!(answers(https_port_) && answers(http_port_))) {
+    while (!(connect_loopback(https_port_) && connect_loopback(http_port_))) {
         if (!process_->running() || std::chrono::steady_clock::now() > until) {
             const fs::path log = dir_ / "error.log";
             throw std::runtime_error("nginx did not start: " + (fs::exists(log) ? read_file(log) : std::string("(no log)")) +

@@ -76,13 +76,9 @@ std::vector<std::string> ssh_command(uint16_t port, const std::vector<std::strin
 }
 
 std::string read_from(uint16_t port, std::chrono::milliseconds quiet) {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    UniqueFd fd = connect_loopback(port);
     std::string got;
-    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return got;
+    if (!fd) return got;
     char buffer[256];
     pollfd p{fd.get(), POLLIN, 0};
     while (::poll(&p, 1, static_cast<int>(quiet.count())) > 0) {

@@ -65,11 +65,24 @@ std::filesystem::path source_dir() { return CAIRN_SOURCE_DIR; }
 std::filesystem::path cairn_binary() { return CAIRN_BINARY; }
 std::filesystem::path test_images() { return CAIRN_TEST_IMAGES; }
 
-uint16_t free_port() {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+sockaddr_in loopback_address(uint16_t port) {
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+UniqueFd connect_loopback(uint16_t port) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const sockaddr_in a = loopback_address(port);
+    if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return UniqueFd();
+    return fd;
+}
+
+uint16_t free_port() {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a = loopback_address(0);
     if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("free_port: bind failed");
     socklen_t len = sizeof a;
     ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);

@@ -1,12 +1,16 @@
 // Shared helpers for Cairn's tests.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <cstdint>
 
 #include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "common/fd.hpp"
 
 namespace cairn::test {
 
@@ -32,6 +36,9 @@ bool is_root();
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 uint16_t free_port();
+// 127.0.0.1:port, and a TCP connection to it (an empty UniqueFd when it is refused).
+sockaddr_in loopback_address(uint16_t port);
+UniqueFd connect_loopback(uint16_t port);
 
 // Runs `action`, expecting a cairn::Error whose message holds each of `parts` (a test failure otherwise).
 void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts);

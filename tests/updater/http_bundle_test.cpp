@@ -228,15 +228,6 @@ TEST(HttpInstall, UntrustedServersPlainHttpAndMissingFilesAreRefusedWithTheirRea
     EXPECT_FALSE(r.boot.next());
 }
 
-TEST(HttpInstall, SignedUrlTokensStayOutOfMessages) {
-    EXPECT_EQ(redact_url("https://cdn.example/b.cairn?sig=abc&exp=1"), "https://cdn.example/b.cairn?…");
-    EXPECT_EQ(redact_url("https://cdn.example/b.cairn"), "https://cdn.example/b.cairn");
-    EXPECT_TRUE(is_bundle_url("HTTPS://x/y"));
-    EXPECT_TRUE(is_bundle_url("http://x/y"));
-    EXPECT_FALSE(is_bundle_url("/var/b.cairn"));
-    EXPECT_FALSE(is_bundle_url("ftp://x/y"));
-}
-
 // Versions that share most of their blocks: 2.0 is 1.0 with three blocks changed, a run of 16
 // blocks moved by one block, and one block zeroed; the running slot a holds 1.0.
 TEST(HttpInstall, AnAdaptiveInstallFetchesOnlyTheBlocksTheDeviceDoesNotHave) {
