@@ -807,7 +807,8 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
             pwrite_exact(disk.get(), tree_bytes.data(), tree_bytes.size(), regions.verity.offset, disk_name + " (" + regions.verity.label + ")");
     }
     check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
-    if (!in_place(esp, regions.esp)) {
+    // An indexed ESP is checked in place chunk by chunk by assemble_chunked; one without an index whole.
+    if (esp.chunk_size || !in_place(esp, regions.esp)) {
         std::string esp_bytes;
         if (esp.chunk_size) {
             // Chunk by chunk: most of a new ESP is on the disk already (the UKI's kernel and initrd).
@@ -828,6 +829,7 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
             AssembleStats got;
             esp_bytes = assemble_chunked(c, got);
             in.reused += std::min<uint64_t>((got.in_place + got.copied) * esp.chunk_size, esp.size);
+            if (got.copied == 0 && got.fetched == 0) esp_bytes.clear();  // all of it in place: nothing to write
             std::fprintf(stderr, "cairn-updated: %s of slot %s: %llu chunks in place, %llu copied, %llu fetched\n", esp.name.c_str(),
                          in.t.c_str(), static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.copied),
                          static_cast<unsigned long long>(got.fetched));
