@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include "common/args.hpp"
 #include "common/error.hpp"
+#include "common/file.hpp"
 #include "common/terminal.hpp"
 #include "common/version.hpp"
 #include "imager/build.hpp"
@@ -23,6 +25,7 @@
 #include "updater/bundle.hpp"
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
+#include "imager/publish.hpp"
 #include "qemu/machine.hpp"
 
 namespace {
@@ -85,6 +88,26 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
       --json            Print the bundle's manifest as JSON
 )";
 
+const char* publish_help = R"(  publish BUNDLE -o DIR  Put a bundle and its channel's signed index (DIR/CHANNEL.json)
+                        into DIR, ready to upload to any static HTTP(S) server: devices
+                        whose /etc/cairn/update.toml [channel] url names the index
+                        install the new version by themselves. The bundle is written
+                        first, the index after it, each renamed into place.
+      --channel NAME    The channel (default stable): the index is DIR/NAME.json
+      --key FILE        PEM signing key (required): the bundle signer's kind of key
+      --cert FILE       PEM certificate of the key (required; it must carry the
+                        bundle-signing usage)
+      --key-passphrase P  for an encrypted key
+      --url URL         The bundle's URL in the index (another server or a CDN path;
+                        absolute, or relative to the index); the bundle is then not
+                        copied. Default: its file name, beside the index
+      --expires DAYS    Devices refuse the index this many days after publishing
+                        (publish again before then; a frozen channel is noticed)
+      --trust-anchor PEM  Check the bundle and the index as a device holding this
+                        anchor would
+      --json            Print the index as JSON
+)";
+
 const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name and version, layout and slots, and
                         re-verify every slot's dm-verity tree; exits 1 on any mismatch.
                         With its build's manifest, also the reference values (what a
@@ -130,7 +153,7 @@ reach `ready`, 2 on an error.
 
 std::string usage_text() {
     return std::string("Usage: cairn COMMAND [OPTIONS]\n\nBuilds immutable, verified A/B disk images from TOML recipes.\n\nCommands:\n") +
-           build_help + lock_help + bundle_help + inspect_help + "\n" + qemu_help + usage_tail;
+           build_help + lock_help + bundle_help + publish_help + inspect_help + "\n" + qemu_help + usage_tail;
 }
 
 // `cairn COMMAND --help`: the command's own usage line and section.
@@ -246,6 +269,42 @@ int cmd_bundle(const std::vector<std::string>& args) {
     if (json) std::cout << m.dump(2) << "\n";
     else std::fprintf(stderr, "Bundle %s: %s %s (%s)\n", o.out.c_str(), m["compatible"].get<std::string>().c_str(),
                       m["version"].get<std::string>().c_str(), m["build_id"].get<std::string>().c_str());
+    return 0;
+}
+
+int cmd_publish(const std::vector<std::string>& args) {
+    cairn::imager::PublishOptions o;
+    bool json = false;
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("-o", "--output")) o.out_dir = a.value();
+        else if (a.is("--channel")) o.channel = a.value();
+        else if (a.is("--key")) o.key = a.value();
+        else if (a.is("--cert")) o.cert = a.value();
+        else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
+        else if (a.is("--url")) o.url = a.value();
+        else if (a.is("--trust-anchor")) o.trust_anchor = a.value();
+        else if (a.is("--expires")) {
+            const std::string v = a.value();
+            int days = 0;
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), days);
+            if (ec != std::errc() || end != v.data() + v.size() || days < 1 || days > 3660)
+                return usage_error("publish: --expires takes a number of days from 1 to 3660, not '" + v + "'");
+            o.expires_days = days;
+        } else if (a.is("--json")) json = true;
+        else if (a.is_option()) return usage_error("publish: unknown option '" + a.arg() + "'");
+        else if (o.bundle.empty()) o.bundle = a.arg();
+        else return usage_error("publish: one bundle at a time ('" + a.arg() + "' is extra)");
+    }
+    if (a.help()) return command_help("publish BUNDLE -o DIR --key FILE --cert FILE [OPTIONS]", publish_help);
+    if (a.version()) return cairn::print_version("cairn");
+    if (o.bundle.empty()) return usage_error("publish: which bundle? (cairn publish BUNDLE -o DIR --key K --cert C)");
+    if (o.out_dir.empty()) return usage_error("publish: where to? (-o DIR)");
+    if (o.key.empty() || o.cert.empty()) return usage_error("publish: --key and --cert are required");
+    const cairn::imager::PublishResult r = cairn::imager::publish(o);
+    if (json) std::cout << nlohmann::json::parse(cairn::read_file(r.index_file)).dump(2) << "\n";
+    else std::fprintf(stderr, "Published %s %s on channel %s: %s%s%s\n", r.index.compatible.c_str(), r.index.version.c_str(),
+                      r.index.channel.c_str(), r.index_file.c_str(), r.bundle_file.empty() ? "" : " and ", r.bundle_file.c_str());
     return 0;
 }
 
@@ -393,6 +452,7 @@ int main(int argc, char** argv) {
             const std::string topic = args[0];
             if (topic == "build") return cmd_build({"--help"});
             if (topic == "bundle") return cmd_bundle({"--help"});
+            if (topic == "publish") return cmd_publish({"--help"});
             if (topic == "lock") return cmd_lock({"--help"});
             if (topic == "inspect") return cmd_inspect({"--help"});
             if (topic == "qemu") return cmd_qemu({"--help"});
@@ -407,6 +467,7 @@ int main(int argc, char** argv) {
         if (command == "inspect") return cmd_inspect(args);
         if (command == "lock") return cmd_lock(args);
         if (command == "bundle") return cmd_bundle(args);
+        if (command == "publish") return cmd_publish(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
     } catch (const cairn::imager::BuildInterrupted& e) {

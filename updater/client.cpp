@@ -40,7 +40,11 @@ Commands:
                                         to read it from standard input:
                                         ssh DEVICE cairnctl update install - < BUNDLE
   status                                slots, the pending trial, the last install or rollback,
-                                        and /etc files whose new default you had changed
+                                        /etc files whose new default you had changed, and the
+                                        channel followed
+  check                                 check the update channel now (/etc/cairn/update.toml
+                                        [channel]); installs a newer version as the channel
+                                        says (install, reboot)
   mark-good [SLOT]                      make SLOT (default: booted) first in the boot order
   mark-bad SLOT                         take SLOT out of the boot order
   mark-active SLOT                      boot SLOT once on the next reboot
@@ -156,6 +160,65 @@ std::string transfer_line(const json& t) {
            format_size(t.value("reused", uint64_t{0})) + " the device had, in " + seconds;
 }
 
+// Shows the progress of what the daemon started (an install, a channel check) until Completed, or
+// the daemon is idle again; returns the error and its code ("" and none: success).
+// `may_vanish`: the daemon reboots at the end, so losing it is no failure.
+std::pair<std::string, std::optional<std::string>> wait_for_end(Proxy& p, InstallWatch& watch, bool quiet, bool may_vanish) {
+    const bool bar = !quiet && ::isatty(2);
+    int last_percent = -1;
+    std::string last_message;
+    auto show = [&](int percent, const std::string& message) {
+        if (quiet || (percent == last_percent && message == last_message)) return;
+        if (bar) {
+            int filled = percent * 30 / 100;
+            std::fprintf(stderr, "\r[%-30s] %3d%% %-50.50s", std::string(filled, '#').c_str(), percent, message.c_str());
+        } else if (message != last_message) {
+            std::fprintf(stderr, "%3d%% %s\n", percent, message.c_str());
+        }
+        last_percent = percent;
+        last_message = message;
+    };
+    // The signals end the wait at once; once a second the daemon is also asked, so that a lost
+    // signal or a daemon that died cannot leave the client waiting for ever.
+    std::optional<Completion> completed;
+    for (;;) {
+        std::unique_lock lock(watch.mutex);
+        bool signalled = watch.changed.wait_for(lock, std::chrono::seconds(1), [&] { return watch.result || watch.progress; });
+        auto progress = std::exchange(watch.progress, std::nullopt);
+        completed = watch.result;
+        lock.unlock();
+        if (progress) show(progress->first, progress->second);
+        if (completed) break;
+        if (signalled) continue;
+        try {
+            auto now = p.property<sdbus::Struct<int32_t, std::string>>("Progress");
+            show(std::get<0>(now), std::get<1>(now));
+            if (p.property<std::string>("Operation") == "idle") break;
+        } catch (const sdbus::Error& e) {
+            if (may_vanish) break;  // the daemon went away with the reboot
+            fail(dbus_message(e));
+        }
+    }
+    if (bar) std::fputc('\n', stderr);
+    // From the signal; else (the wait ended by asking) from the properties.
+    std::string error;
+    std::optional<std::string> code;
+    if (completed && (completed->result == 0 || !completed->message.empty())) {
+        error = completed->message;
+        if (!completed->code.empty()) code = completed->code;
+    } else if (!may_vanish) {
+        error = p.property<std::string>("LastError");
+        if (!error.empty()) {
+            try {
+                std::string c = p.property<std::string>("LastErrorCode");
+                if (!c.empty()) code = c;
+            } catch (const sdbus::Error&) {  // an earlier daemon: no codes
+            }
+        }
+    }
+    return {error, code};
+}
+
 int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     std::string source;
     bool force = false, reboot = false;
@@ -197,59 +260,7 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
         else std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
         return 1;
     }
-    const bool bar = !quiet && !as_json && ::isatty(2);
-    int last_percent = -1;
-    std::string last_message;
-    auto show = [&](int percent, const std::string& message) {
-        if (quiet || as_json || (percent == last_percent && message == last_message)) return;
-        if (bar) {
-            int filled = percent * 30 / 100;
-            std::fprintf(stderr, "\r[%-30s] %3d%% %-50.50s", std::string(filled, '#').c_str(), percent, message.c_str());
-        } else if (message != last_message) {
-            std::fprintf(stderr, "%3d%% %s\n", percent, message.c_str());
-        }
-        last_percent = percent;
-        last_message = message;
-    };
-    // The signals end the wait at once; once a second the daemon is also asked, so that a lost
-    // signal or a daemon that died cannot leave the client waiting for ever.
-    std::optional<Completion> completed;
-    for (;;) {
-        std::unique_lock lock(watch.mutex);
-        bool signalled = watch.changed.wait_for(lock, std::chrono::seconds(1), [&] { return watch.result || watch.progress; });
-        auto progress = std::exchange(watch.progress, std::nullopt);
-        completed = watch.result;
-        lock.unlock();
-        if (progress) show(progress->first, progress->second);
-        if (completed) break;
-        if (signalled) continue;
-        try {
-            auto now = p.property<sdbus::Struct<int32_t, std::string>>("Progress");
-            show(std::get<0>(now), std::get<1>(now));
-            if (p.property<std::string>("Operation") == "idle") break;
-        } catch (const sdbus::Error& e) {
-            if (reboot) break;  // the daemon went away with the reboot
-            std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
-            return 1;
-        }
-    }
-    if (bar) std::fputc('\n', stderr);
-    // From the signal; else (the wait ended by asking) from the properties.
-    std::string error;
-    std::optional<std::string> code;
-    if (completed && (completed->result == 0 || !completed->message.empty())) {
-        error = completed->message;
-        if (!completed->code.empty()) code = completed->code;
-    } else if (!reboot) {
-        error = p.property<std::string>("LastError");
-        if (!error.empty()) {
-            try {
-                std::string c = p.property<std::string>("LastErrorCode");
-                if (!c.empty()) code = c;
-            } catch (const sdbus::Error&) {  // an earlier daemon: no codes
-            }
-        }
-    }
+    const auto [error, code] = wait_for_end(p, watch, quiet || as_json, reboot);
     const json transfer = url && !(reboot && error.empty()) ? last_transfer(p) : json(nullptr);
     if (as_json) {
         print_result(error, code, transfer);
@@ -261,6 +272,53 @@ int install(const std::vector<std::string>& args, bool as_json, bool quiet) {
     }
     if (!error.empty()) {
         if (!as_json) std::fprintf(stderr, "cairnctl: install failed%s: %s\n", code ? (" (" + *code + ")").c_str() : "", error.c_str());
+        return 1;
+    }
+    return 0;
+}
+
+// "stable.json: installed 0.2.0 …": the channel's record from GetStatus, for people.
+std::string channel_line(const json& c) {
+    std::string line = c.value("url", "") + ": " + c.value("result", "");
+    if (c.contains("code") && c["code"].is_string()) line += " (" + c["code"].get<std::string>() + ")";
+    if (!c.value("message", "").empty()) line += ": " + c.value("message", "");
+    return line;
+}
+
+int check(const std::vector<std::string>& args, bool as_json, bool quiet) {
+    if (!args.empty()) {
+        std::fprintf(stderr, "cairnctl update check: takes no arguments\n");
+        return 2;
+    }
+    InstallWatch watch;
+    Proxy p([&](sdbus::IProxy& proxy) { watch.subscribe(proxy); });
+    try {
+        p.proxy->callMethod("CheckChannel").onInterface(dbus::interface);
+    } catch (const sdbus::Error& e) {
+        if (as_json) std::printf("%s\n", json{{"result", "failed"}, {"error", dbus_message(e)}, {"code", dbus_code(e) ? json(*dbus_code(e)) : json(nullptr)}}.dump().c_str());
+        else std::fprintf(stderr, "cairnctl: %s\n", dbus_message(e).c_str());
+        return 1;
+    }
+    const auto [error, code] = wait_for_end(p, watch, quiet || as_json, true);
+    json channel = nullptr;
+    try {
+        std::string text;
+        p.proxy->callMethod("GetStatus").onInterface(dbus::interface).storeResultsTo(text);
+        const json st = json::parse(text);
+        if (st.contains("channel")) channel = st["channel"];
+    } catch (const std::exception&) {  // the daemon rebooted into the update
+    }
+    if (as_json) {
+        json out = channel.is_object() ? channel : json{{"result", error.empty() ? "rebooting" : "failed"}, {"message", error}};
+        if (!channel.is_object() && code) out["code"] = *code;
+        std::printf("%s\n", out.dump().c_str());
+    } else if (channel.is_object()) {
+        std::printf("channel %s\n", channel_line(channel).c_str());
+    } else if (error.empty()) {
+        std::printf("installed; rebooting into it\n");
+    }
+    if (!error.empty()) {
+        if (!as_json && !channel.is_object()) std::fprintf(stderr, "cairnctl: check failed%s: %s\n", code ? (" (" + *code + ")").c_str() : "", error.c_str());
         return 1;
     }
     return 0;
@@ -282,7 +340,8 @@ int status(bool as_json) {
     }
     json st = json::parse(text);
     json out = {{"booted", booted}, {"operation", operation}, {"pending", st["pending"]}, {"last", st["last"]},
-                {"etc_conflicts", st["etc_conflicts"]}, {"save_error", st.value("save_error", json(nullptr))}};
+                {"etc_conflicts", st["etc_conflicts"]}, {"save_error", st.value("save_error", json(nullptr))},
+                {"channel", st.value("channel", json(nullptr))}};
     json slot_list = json::array();
     for (auto& s : slots) {
         auto& m = std::get<1>(s);
@@ -317,6 +376,7 @@ int status(bool as_json) {
     }
     for (const json& c : st["etc_conflicts"])
         std::printf("etc conflict: %s: %s\n", c["path"].get<std::string>().c_str(), c["resolution"].get<std::string>().c_str());
+    if (out["channel"].is_object()) std::printf("channel %s\n", channel_line(out["channel"]).c_str());
     if (out["save_error"].is_string())
         std::printf("warning: %s (the daemon holds the state in memory)\n", out["save_error"].get<std::string>().c_str());
     return 0;
@@ -378,6 +438,17 @@ Progress lines name the install's step first: check, verify, mark-bad, write, ar
 Slots (state, version, boot order), the pending trial, the last install or rollback, /etc files
 whose new default you had changed, and any state the daemon could not save.
 )"},
+    {"check", R"(Usage: cairnctl update check [--json] [--quiet]
+
+Checks the update channel this device follows (/etc/cairn/update.toml [channel] url) now,
+instead of at its next scheduled check: fetches the channel's signed index, and when it names a
+newer version than the running one installs it from the server as `install URL` would, then
+reboots as [channel] reboot says (now, never, or in a daily window). Prints what happened:
+up-to-date, available (install = false), waiting (installed, boots on the next reboot),
+skipped (that build failed here before), installed, or failed with the reason.
+  --json     the channel's record as JSON: url, result, version, message, code, checked,
+             published, next_check, reboot_at
+)"},
     {"mark-good", R"(Usage: cairnctl update mark-good [SLOT] [--json]
 
 Makes SLOT (default: booted) first in the boot order. SLOT is a, b, booted or other.
@@ -410,7 +481,7 @@ int update_command(const std::vector<std::string>& all) {
     }
     if (a.version()) return print_version("cairnctl");
     if (args.empty()) {
-        std::fprintf(stderr, "cairnctl update: which command? (install, status, mark-good, mark-bad, mark-active; see --help)\n");
+        std::fprintf(stderr, "cairnctl update: which command? (install, status, check, mark-good, mark-bad, mark-active; see --help)\n");
         return 2;
     }
     const std::string command = args.front();
@@ -424,6 +495,7 @@ int update_command(const std::vector<std::string>& all) {
             }
             return status(as_json);
         }
+        if (command == "check") return check(args, as_json, quiet);
         if (command == "mark-good") return mark("good", args, as_json);
         if (command == "mark-bad") return mark("bad", args, as_json);
         if (command == "mark-active") return mark("active", args, as_json);

@@ -14,23 +14,29 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "common/args.hpp"
 #include "common/efivars.hpp"
+#include "common/encoding.hpp"
 #include "common/error.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "common/text.hpp"
 #include "common/version.hpp"
+#include <nlohmann/json.hpp>
 #include "initrd/boot.hpp"
 #include "partitions/disk.hpp"
+#include "updater/channel.hpp"
 #include "updater/dbus_api.hpp"
 #include "updater/engine.hpp"
 #include "updater/health.hpp"
+#include "updater/signature.hpp"
 #include "updater/update_config.hpp"
 #include "updater/uefi_boot_control.hpp"
 
@@ -57,6 +63,7 @@ Options (the defaults are the device's paths; tests point them elsewhere):
   --run-dir DIR         where init reports services (default /run/cairn)
   --config FILE         how bundles are fetched from servers: CAs, client certificate, timeouts
                         (default /etc/cairn/update.toml; optional; see docs/bundle.md)
+                        ([channel] there: the update channel followed, see cairnctl update check)
   --no-reboot           never reboot (tests): print "would reboot" instead
   -h, --help            this text
   --version             the version
@@ -66,11 +73,12 @@ Options (the defaults are the device's paths; tests point them elsewhere):
 constexpr const char* failure_variable = "CairnBootFailure";
 
 // What the daemon is doing (the Operation property).
-enum class Operation { idle, installing, checking };
+enum class Operation { idle, installing, checking, checking_channel };
 
 std::string operation_name(Operation op) {
     switch (op) {
         case Operation::installing: return "installing";
+        case Operation::checking_channel: return "checking-channel";
         case Operation::checking: return "checking";
         case Operation::idle: break;
     }
@@ -92,7 +100,12 @@ struct Shared {
     std::optional<ErrorCode> last_error_code;
     std::optional<Outcome> completed;  // set by the worker when an install ends; emitted by the main loop
     bool changed = false;
+    // The channel (update.toml [channel]): its state, and when to check it next (monotonic).
+    ChannelState channel;
+    std::optional<std::chrono::steady_clock::time_point> next_check;
 };
+
+int64_t wall_clock() { return static_cast<int64_t>(std::time(nullptr)); }
 
 std::string code_name(const std::optional<ErrorCode>& code) { return code ? std::string(error_code_name(*code)) : std::string(); }
 
@@ -117,10 +130,34 @@ auto guard(const char* handler, F&& body) -> decltype(body()) {
 
 class Daemon {
 public:
-    Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot, fs::path config_file)
+    Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot, fs::path config_file, fs::path trust_anchor,
+           fs::path channel_file)
         : engine_(engine), boot_(boot), release_(release), may_reboot_(may_reboot), config_file_(std::move(config_file)),
-          wake_(::eventfd(0, EFD_CLOEXEC)) {
+          trust_anchor_(std::move(trust_anchor)), channel_file_(std::move(channel_file)), wake_(::eventfd(0, EFD_CLOEXEC)),
+          random_(std::random_device{}()) {
         if (!wake_) fail_errno("eventfd");
+    }
+
+    // Follows the channel update.toml names, if any: the first check after a random delay of up to
+    // the jitter (a fleet powered on together does not come at once), then one per interval.
+    void start_channel() {
+        try {
+            channel_settings_ = load_update_config(config_file_).channel;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: %s: %s; following no channel until the daemon restarts\n", config_file_.c_str(), e.what());
+            return;
+        }
+        try {
+            shared_.channel = load_channel_state(channel_file_);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: %s; starting the channel's record afresh\n", e.what());
+        }
+        if (channel_settings_.url.empty()) return;
+        const int delay = random_delay(channel_settings_.jitter());
+        std::lock_guard l(shared_.mutex);
+        shared_.next_check = std::chrono::steady_clock::now() + std::chrono::seconds(delay);
+        std::fprintf(stderr, "cairn-updated: following channel %s: first check in %d s, then every %d s (+ up to %d s)\n",
+                     redact_url(channel_settings_.url).c_str(), delay, channel_settings_.interval_sec, channel_settings_.jitter());
     }
 
     void start_health_check(const HealthCheck& check) {
@@ -178,7 +215,16 @@ public:
             return guard("GetSlotStatus", [&] { return slot_status(); });
         });
         object->registerMethod("GetStatus").onInterface(I).withOutputParamNames("json").implementedAs([this] {
-            return guard("GetStatus", [&] { return engine_.status().to_json(); });
+            return guard("GetStatus", [&] { return status_json(); });
+        });
+        object->registerMethod("CheckChannel").onInterface(I).implementedAs([this] {
+            guard("CheckChannel", [&] {
+                if (channel_settings_.url.empty())
+                    throw sdbus::Error("org.cairn.Updater1.Error.BadOption",
+                                       "this device follows no channel (no [channel] url in " + config_file_.string() + " when the daemon started)");
+                if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
+                start_channel_check();
+            });
         });
         object->registerProperty("Operation").onInterface(I).withGetter([this] {
             std::lock_guard l(shared_.mutex);
@@ -208,12 +254,13 @@ public:
             }
             auto pd = connection->getEventLoopPollData();
             pollfd fds[2] = {{pd.fd, pd.events, 0}, {wake_.get(), POLLIN, 0}};
-            int timeout = -1;
+            int timeout = run_timers();
             if (pd.timeout_usec != UINT64_MAX) {
                 timespec ts{};
                 clock_gettime(CLOCK_MONOTONIC, &ts);
                 uint64_t now_us = uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
-                timeout = pd.timeout_usec <= now_us ? 0 : static_cast<int>((pd.timeout_usec - now_us + 999) / 1000);
+                const int bus = pd.timeout_usec <= now_us ? 0 : static_cast<int>(std::min<uint64_t>((pd.timeout_usec - now_us + 999) / 1000, INT32_MAX));
+                timeout = timeout < 0 ? bus : std::min(timeout, bus);
             }
             if (::poll(fds, 2, timeout) < 0 && errno != EINTR) fail_errno("poll");
             if (fds[1].revents & POLLIN) {
@@ -272,16 +319,7 @@ private:
         worker_ = std::thread([this, source, fd, o, reboot] {
             const auto started = std::chrono::steady_clock::now();
             try {
-                auto progress = [this, started](int percent, const std::string& message) {
-                    if (std::getenv("CAIRN_UPDATED_TRACE"))
-                        std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
-                    std::lock_guard l(shared_.mutex);
-                    if (percent == shared_.percent && message == shared_.message) return;
-                    shared_.percent = percent;
-                    shared_.message = message;
-                    shared_.changed = true;
-                    poke();
-                };
+                const ProgressFn progress = progress_reporter(started);
                 if (!fd && is_bundle_url(source)) {
                     // Read for each install: a fixed config needs no restart; a bad one fails only this.
                     const HttpSettings http = with_code(ErrorCode::bad_option, [&] { return load_update_config(config_file_).http; });
@@ -322,6 +360,174 @@ private:
             out.emplace_back(name, m);
         }
         return out;
+    }
+
+    int random_delay(int up_to) { return up_to > 0 ? static_cast<int>(random_() % (static_cast<uint64_t>(up_to) + 1)) : 0; }
+
+    // GetStatus: the engine's status, and the channel's record when the device follows one.
+    std::string status_json() {
+        nlohmann::json j = nlohmann::json::parse(engine_.status().to_json());
+        std::lock_guard l(shared_.mutex);
+        if (!channel_settings_.url.empty() || !shared_.channel.url.empty()) j["channel"] = nlohmann::json::parse(shared_.channel.to_json());
+        return j.dump();
+    }
+
+    // Starts a due channel check, and reboots when an update's reboot window came. Returns the
+    // milliseconds until the next timer (-1: none).
+    int run_timers() {
+        using namespace std::chrono;
+        int timeout = -1;
+        std::optional<steady_clock::time_point> due;
+        int64_t reboot_at = 0;
+        {
+            std::lock_guard l(shared_.mutex);
+            due = shared_.next_check;
+            reboot_at = shared_.channel.reboot_at;
+        }
+        if (reboot_at > 0) {
+            const int64_t now = wall_clock();
+            if (now >= reboot_at && !busy_) {
+                std::fprintf(stderr, "cairn-updated: the channel's reboot window: rebooting into the installed update\n");
+                {
+                    std::lock_guard l(shared_.mutex);
+                    shared_.channel.reboot_at = 0;
+                    save_channel(shared_.channel);
+                }
+                reboot_now();
+            } else {  // the wall clock may be set meanwhile: look again at least once a minute
+                timeout = static_cast<int>(std::clamp<int64_t>(reboot_at - now, 1, 60) * 1000);
+            }
+        }
+        if (due) {
+            const auto now = steady_clock::now();
+            if (now >= *due) {
+                if (busy_) {  // a health check or install runs: look again shortly
+                    std::lock_guard l(shared_.mutex);
+                    shared_.next_check = now + seconds(5);
+                } else {
+                    start_channel_check();
+                }
+                return 0;
+            }
+            const int ms = static_cast<int>(std::min<int64_t>(duration_cast<milliseconds>(*due - now).count() + 1, INT32_MAX));
+            timeout = timeout < 0 ? ms : std::min(timeout, ms);
+        }
+        return timeout;
+    }
+
+    void save_channel(const ChannelState& st) {
+        try {
+            save_channel_state(channel_file_, st);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: %s: %s\n", channel_file_.c_str(), e.what());
+        }
+    }
+
+    // One check of the channel on the worker: fetch and check the index, decide, install a newer
+    // version when the channel says so (then reboot as it says), record what happened.
+    void start_channel_check() {
+        if (worker_.joinable()) worker_.join();
+        busy_ = true;
+        {
+            std::lock_guard l(shared_.mutex);
+            shared_.next_check.reset();
+            shared_.last_error.clear();
+            shared_.last_error_code.reset();
+        }
+        set_operation(Operation::checking_channel, 0, "checking the channel");
+        worker_ = std::thread([this] {
+            ChannelState st;
+            {
+                std::lock_guard l(shared_.mutex);
+                st = shared_.channel;
+            }
+            ChannelSettings settings = channel_settings_;
+            Outcome outcome;
+            bool reboot = false;
+            try {
+                // Read for each check: a changed CA, timeout or install/reboot choice needs no restart.
+                const UpdateConfig config = with_code(ErrorCode::bad_option, [&] { return load_update_config(config_file_); });
+                if (config.channel.url.empty()) fail_update(ErrorCode::bad_option, config_file_.string() + ": no [channel] url any more");
+                settings = config.channel;
+                const std::string url = redact_url(settings.url);
+                if (st.url != url) st = ChannelState{url};  // another channel: its own record, its own timeline
+                const int64_t now = wall_clock();
+                const ChannelIndex index = fetch_channel_index(settings.url, config.http, trust_anchor_, certificate_time(now, release_.created));
+                const ChannelVerdict verdict = judge_channel_index(index, release_.compatible, release_.version, release_.build_id,
+                                                                   engine_.status(), st.published, now);
+                st.published = std::max(st.published, index.published);
+                st.version = index.version;
+                st.result = std::string(channel_verdict_name(verdict));
+                st.code.reset();
+                st.message = describe(verdict, index);
+                if (verdict == ChannelVerdict::available && settings.install) {
+                    const std::string bundle = resolve_bundle_url(settings.url, index.bundle);
+                    std::fprintf(stderr, "cairn-updated: channel %s: %s available; installing from %s\n", url.c_str(), index.version.c_str(),
+                                 redact_url(bundle).c_str());
+                    set_operation(Operation::installing, 0, "starting");
+                    InstallOptions o;
+                    o.expect_build_id = index.build_id;
+                    engine_.install_url(bundle, config.http, o, progress_reporter(std::chrono::steady_clock::now()));
+                    st.result = "installed";
+                    switch (settings.reboot.kind) {
+                        case RebootPolicy::Kind::now:
+                            st.message = "installed " + index.version + "; rebooting into it";
+                            reboot = true;
+                            break;
+                        case RebootPolicy::Kind::never:
+                            st.message = "installed " + index.version + "; it boots on the next reboot";
+                            break;
+                        case RebootPolicy::Kind::window:
+                            st.reboot_at = next_reboot_time(settings.reboot, wall_clock(), random_);
+                            st.message = "installed " + index.version + "; rebooting in its window, at " +
+                                         utc_timestamp(std::chrono::system_clock::from_time_t(static_cast<time_t>(st.reboot_at)));
+                            break;
+                    }
+                }
+            } catch (const std::exception& e) {
+                outcome = Outcome{code_of(e, ErrorCode::internal), e.what()};
+                st.result = "failed";
+                st.code = outcome.code;
+                st.message = e.what();
+            }
+            st.checked = wall_clock();
+            // A failed check comes again sooner (at most 10 minutes), a fleet still spread by the jitter.
+            const int wait = (outcome.code ? std::min(settings.interval_sec, 600) : settings.interval_sec) + random_delay(settings.jitter());
+            st.next_check = st.checked + wait;
+            std::fprintf(stderr, "cairn-updated: channel %s: %s%s%s; next check in %d s\n", st.url.c_str(), st.result.c_str(),
+                         st.message.empty() ? "" : ": ", st.message.c_str(), wait);
+            save_channel(st);
+            {
+                std::lock_guard l(shared_.mutex);
+                shared_.channel = st;
+                shared_.next_check = std::chrono::steady_clock::now() + std::chrono::seconds(wait);
+            }
+            finish(outcome);
+            if (reboot) reboot_now();
+        });
+    }
+
+    static std::string describe(ChannelVerdict verdict, const ChannelIndex& index) {
+        switch (verdict) {
+            case ChannelVerdict::up_to_date: return "the channel names " + index.version + "; this is up to date";
+            case ChannelVerdict::waiting: return index.version + " is installed and boots on the next reboot";
+            case ChannelVerdict::skipped: return index.version + " (build " + index.build_id + ") failed on this device before; not installing it again";
+            case ChannelVerdict::available: return index.version + " is available (the channel installs nothing: install = false)";
+        }
+        return "";
+    }
+
+    ProgressFn progress_reporter(std::chrono::steady_clock::time_point started) {
+        return [this, started](int percent, const std::string& message) {
+            if (std::getenv("CAIRN_UPDATED_TRACE"))
+                std::fprintf(stderr, "%8.3f s %3d%% %s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), percent, message.c_str());
+            std::lock_guard l(shared_.mutex);
+            if (percent == shared_.percent && message == shared_.message) return;
+            shared_.percent = percent;
+            shared_.message = message;
+            shared_.changed = true;
+            poke();
+        };
     }
 
     void set_operation(Operation op, int percent, const std::string& message) {
@@ -394,12 +600,16 @@ private:
     BootControl& boot_;
     const Release& release_;
     bool may_reboot_;
-    fs::path config_file_;  // /etc/cairn/update.toml: how bundles are fetched from servers
+    fs::path config_file_;  // /etc/cairn/update.toml: how bundles are fetched from servers, the channel
+    fs::path trust_anchor_;  // what bundles and channel indexes must be signed by
+    fs::path channel_file_;  // the channel's record, beside the status file
+    ChannelSettings channel_settings_;  // as the daemon started (url empty: none)
     UniqueFd wake_;
     Shared shared_;
     std::atomic<bool> busy_{false};
     std::thread worker_;
     sdbus::IObject* object_ = nullptr;
+    std::mt19937_64 random_;  // jitter; the main thread and the worker never draw at once (busy_)
 };
 
 std::string take_failure_reason(EfiVars& vars) {
@@ -459,7 +669,7 @@ int main(int argc, char** argv) {
         UefiBootControl boot(vars, disk, cmdline);
         EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
         Engine engine(boot, config);
-        Daemon daemon(engine, boot, release, may_reboot, config_file);
+        Daemon daemon(engine, boot, release, may_reboot, config_file, anchor, state.parent_path() / "channel.json");
 
         BootDecision d;
         try {
@@ -491,6 +701,7 @@ int main(int argc, char** argv) {
             case BootDecision::Kind::normal:
                 break;
         }
+        daemon.start_channel();
         daemon.run();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cairn-updated: %s\n", e.what());

@@ -547,6 +547,9 @@ void Engine::check(InstallContext& in, const SourceOpener& open) {
     if (m.compatible != config_.release.compatible)
         fail_update(ErrorCode::incompatible,
                     what + ": bundle is for \"" + m.compatible + "\", this system is \"" + config_.release.compatible + "\"");
+    if (!in.options.expect_build_id.empty() && m.build_id != in.options.expect_build_id)
+        fail_update(ErrorCode::source_changed, what + ": the bundle is build " + m.build_id + " (" + m.version +
+                                                   "), the channel index names build " + in.options.expect_build_id);
     if (compare_versions(m.version, config_.release.version) < 0 && !in.options.force)
         fail_update(ErrorCode::downgrade, what + ": bundle version " + m.version + " is older than the running " +
                                               config_.release.version + " (a downgrade needs --force)");

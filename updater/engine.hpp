@@ -86,6 +86,9 @@ struct EngineConfig {
 
 struct InstallOptions {
     bool force = false;                   // allow a downgrade
+    // When set (an install a channel index asked for), the bundle must be this build, else
+    // source-changed before anything is written: the index and the bundle on the server disagree.
+    std::string expect_build_id;
 };
 
 // percent: 0 to 100, never lower than the one before; message: "<step>: <what it is doing>".

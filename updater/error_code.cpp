@@ -26,6 +26,7 @@ constexpr std::pair<ErrorCode, std::string_view> names[] = {
     {ErrorCode::boot_failed, "boot-failed"},
     {ErrorCode::interrupted, "interrupted"},
     {ErrorCode::source_changed, "source-changed"},
+    {ErrorCode::stale_channel, "stale-channel"},
 };
 
 }  // namespace

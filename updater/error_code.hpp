@@ -40,7 +40,9 @@ enum class ErrorCode {
     interrupted,    // "interrupted": an install was cut off (power loss, the daemon killed) before
                     //   its trial boot was armed
     source_changed, // "source-changed": the bundle on the server changed during the install (its
-                    //   ETag, Last-Modified or size moved)
+                    //   ETag, Last-Modified or size moved), or is not the build its channel index names
+    stale_channel,  // "stale-channel": a channel index older than one the device accepted before (a
+                    //   replay), or past its expiry
 };
 
 std::string_view error_code_name(ErrorCode code);

@@ -23,6 +23,7 @@ TEST(ErrorCode, EveryCodeHasAStableNameThatParsesBack) {
         {ErrorCode::busy, "busy"},                 {ErrorCode::bad_option, "bad-option"},
         {ErrorCode::unhealthy, "unhealthy"},       {ErrorCode::boot_failed, "boot-failed"},
         {ErrorCode::interrupted, "interrupted"},   {ErrorCode::source_changed, "source-changed"},
+        {ErrorCode::stale_channel, "stale-channel"},
     };
     for (const auto& [code, name] : names) {
         EXPECT_EQ(error_code_name(code), name);

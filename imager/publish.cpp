@@ -1,0 +1,101 @@
+#include "imager/publish.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <ctime>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "updater/bundle.hpp"
+#include "updater/signature.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+void check_channel_name(const std::string& name) {
+    if (name.empty() || name.size() > 64 || name[0] == '.' || name[0] == '-')
+        fail("channel name \"" + name + "\": 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'");
+    for (char c : name)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+            fail("channel name \"" + name + "\": only letters, digits, '.', '_' and '-'");
+}
+
+// The `published` of the index about to be replaced, or 0 (none, or not one of ours).
+int64_t previous_published(const fs::path& index_file) {
+    std::error_code ec;
+    if (!fs::exists(index_file, ec)) return 0;
+    try {
+        const json j = json::parse(read_file(index_file));
+        return j.at("signed").at("published").get<int64_t>();
+    } catch (const std::exception&) {
+        return 0;
+    }
+}
+
+}  // namespace
+
+PublishResult publish(const PublishOptions& o) {
+    check_channel_name(o.channel);
+    const std::string what = o.bundle.string();
+    std::error_code ec;
+    if (!fs::exists(o.bundle, ec)) fail(what + ": no such file");
+    if (!fs::is_regular_file(o.bundle, ec)) fail(what + ": not a bundle file");
+    updater::check_bundle_signer(o.cert);
+
+    // The bundle's head: its signature must be intact (and trusted, with an anchor).
+    UniqueFd fd = open_file(o.bundle, O_RDONLY | O_CLOEXEC);
+    const uint64_t size = fs::file_size(o.bundle);
+    std::string head(updater::bundle_header_size, '\0');
+    if (size < head.size()) fail(what + ": not a bundle: shorter than its header");
+    pread_exact(fd.get(), head.data(), head.size(), 0, what);
+    const updater::BundleHeader h = updater::decode_header(head, what);
+    if (updater::bundle_header_size + h.manifest_size + h.signature_size > size) fail(what + ": cut short: it ends inside its manifest or signature");
+    std::string manifest_bytes(h.manifest_size, '\0'), signature(h.signature_size, '\0');
+    pread_exact(fd.get(), manifest_bytes.data(), manifest_bytes.size(), updater::bundle_header_size, what);
+    pread_exact(fd.get(), signature.data(), signature.size(), updater::bundle_header_size + h.manifest_size, what);
+    updater::cms_signers(manifest_bytes, signature, what);
+    const int64_t now = o.now ? o.now : static_cast<int64_t>(std::time(nullptr));
+    if (!o.trust_anchor.empty()) updater::cms_verify(manifest_bytes, signature, o.trust_anchor, what, now);
+    const updater::BundleManifest m = updater::BundleManifest::parse(manifest_bytes, what);
+    if (const uint64_t end = m.payloads.empty() ? 0 : m.payloads.back().offset + m.payloads.back().size; end > size)
+        fail(what + ": cut short: its payloads end at byte " + std::to_string(end) + ", the file has " + std::to_string(size));
+
+    fs::create_directories(o.out_dir);
+    PublishResult r;
+    r.index_file = o.out_dir / (o.channel + ".json");
+    updater::ChannelIndex& i = r.index;
+    i.channel = o.channel;
+    i.compatible = m.compatible;
+    i.version = m.version;
+    i.build_id = m.build_id;
+    i.bundle = o.url.empty() ? o.bundle.filename().string() : o.url;
+    if (!o.url.empty()) updater::resolve_bundle_url("https://server/" + o.channel + ".json", o.url);  // refuses what devices would
+    i.size = size;
+    i.published = std::max(now, previous_published(r.index_file) + 1);
+    if (o.expires_days) i.expires = i.published + int64_t{*o.expires_days} * 86400;
+    const std::string text = updater::make_channel_file(i, o.key, o.cert, o.key_passphrase, now);
+    if (!o.trust_anchor.empty()) updater::open_channel_file(text, o.trust_anchor, now, r.index_file.string());
+
+    if (o.url.empty()) {
+        r.bundle_file = o.out_dir / o.bundle.filename();
+        if (!fs::equivalent(o.bundle, r.bundle_file, ec)) {
+            const fs::path partial = r.bundle_file.string() + ".partial";
+            UniqueFd out = open_file(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+            copy_sparse(fd.get(), 0, out.get(), 0, size, partial.string());
+            if (::fsync(out.get()) != 0) fail_errno("fsync " + partial.string());
+            out.reset();
+            fs::rename(partial, r.bundle_file);
+        }
+    }
+    write_file_atomic(r.index_file, text);
+    return r;
+}
+
+}  // namespace cairn::imager
