@@ -469,17 +469,23 @@ private:
                     o.expect_build_id = index.build_id;
                     engine_.install_url(bundle, config.http, o, progress_reporter(std::chrono::steady_clock::now()));
                     st.result = "installed";
+                    std::string installed = "installed " + index.version;
+                    if (const UpdateStatus after = engine_.status(); after.last && after.last->transfer) {
+                        const Transfer& t = *after.last->transfer;
+                        installed += " (downloaded " + std::to_string(t.downloaded) + " of " + std::to_string(t.payload_bytes) +
+                                     " bytes, reused " + std::to_string(t.reused) + ")";
+                    }
                     switch (settings.reboot.kind) {
                         case RebootPolicy::Kind::now:
-                            st.message = "installed " + index.version + "; rebooting into it";
+                            st.message = installed + "; rebooting into it";
                             reboot = true;
                             break;
                         case RebootPolicy::Kind::never:
-                            st.message = "installed " + index.version + "; it boots on the next reboot";
+                            st.message = installed + "; it boots on the next reboot";
                             break;
                         case RebootPolicy::Kind::window:
                             st.reboot_at = next_reboot_time(settings.reboot, wall_clock(), random_);
-                            st.message = "installed " + index.version + "; rebooting in its window, at " +
+                            st.message = installed + "; rebooting in its window, at " +
                                          utc_timestamp(std::chrono::system_clock::from_time_t(static_cast<time_t>(st.reboot_at)));
                             break;
                     }

@@ -14,8 +14,13 @@
 //                                            version, build_id, booted, bootable, primary, next
 //   GetStatus() -> s                         everything as JSON (slots, pending, last event with its
 //                                            code, /etc conflicts, save_error: why the state is only
-//                                            in memory, or null); the status file's shape (status.hpp)
-//   properties Operation (s: idle|installing|checking), Progress ((is) percent, message: the
+//                                            in memory, or null); the status file's shape (status.hpp),
+//                                            and "channel" (channel.json) when the device follows one
+//   CheckChannel()                           checks the channel update.toml [channel] names now (a
+//                                            newer version is installed as the channel says); returns at
+//                                            once, Completed ends it, GetStatus's "channel" says what it
+//                                            found. BadOption when the device follows no channel.
+//   properties Operation (s: idle|installing|checking|checking-channel), Progress ((is) percent, message: the
 //              install's step first, "write: root_b"), LastError (s), LastErrorCode (s: the
 //              code of LastError, "" when it is empty), BootSlot (s), Compatible (s)
 //   signal Completed(i result, s code, s message)   an install or health check ended: result 0

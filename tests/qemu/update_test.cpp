@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <regex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -322,7 +323,10 @@ std::array<uint64_t, 4> root_plan(qemu::Machine& m, size_t from) {
 // power cut mid-stream). After the reboot the same install, now straight from nginx over TLS,
 // finds the blocks slot b already holds (checked against the signed tree), fetches fewer than
 // the first try had to, and the slot boots as a trial and is committed.
-TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamAndCommits) {
+// Then (c) and (d): `cairn publish` puts v3 (v2 with one file changed) on a channel on the same
+// server; the device, told to follow it, installs v3 by itself, downloading a small part of the
+// bundle (the rest it has), reboots into it and commits it; its next check finds it up to date.
+TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamCommitsAndFollowsAChannel) {
     Scratch scratch;
     TestPki pki(scratch / "pki");
     Nginx nginx(scratch / "nginx", pki);
@@ -336,8 +340,11 @@ TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamAndCommits) {
     const fs::path give = scratch / "give";
     fs::create_directories(give);
     fs::copy_file(pki / "root.pem", give / "update-server-ca.pem");
-    write_file_atomic(give / "update.toml", "[http]\nca_bundle = \"/etc/cairn/update-server-ca.pem\"\nallow_http = true\nstall_timeout_sec = 900\n");
-    run_checked({"tar", "-cf", (scratch / "give.tar").string(), "-C", give.string(), "update-server-ca.pem", "update.toml"});
+    const std::string http = "[http]\nca_bundle = \"/etc/cairn/update-server-ca.pem\"\nallow_http = true\nstall_timeout_sec = 900\n";
+    write_file_atomic(give / "update.toml", http);
+    const std::string index_url = nginx.https_url("minimal/stable.json", "10.0.2.2");
+    write_file_atomic(give / "channel.toml", http + "[channel]\nurl = \"" + index_url + "\"\ninterval_sec = 3600\njitter_sec = 0\nreboot = \"now\"\n");
+    run_checked({"tar", "-cf", (scratch / "give.tar").string(), "-C", give.string(), "update-server-ca.pem", "update.toml", "channel.toml"});
     Booted b("minimal-debug");
     b.drives = {scratch / "give.tar"};
     qemu::Machine& m = b.start();
@@ -368,5 +375,27 @@ TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamAndCommits) {
     EXPECT_GT(t["reused"].get<uint64_t>(), 0u);
     const size_t booted = reboot(again);
     ready = again.wait_for_after("cairn: ready slot=b version=0.2.0", booted, 300s);
-    again.wait_for_after("committed", ready, 120s);
+    size_t committed = again.wait_for_after("committed", ready, 120s);
+
+    // The channel: v3 published with the cairn command, as a release engineer does.
+    const fs::path keys = source_dir() / "recipes/keys";
+    run_checked({CAIRN_BINARY, "publish", bundle("v3").string(), "-o", (nginx.www() / "minimal").string(), "--key",
+                 (keys / "update-signer.key").string(), "--cert", (keys / "update-signer.pem").string(), "--trust-anchor",
+                 (keys / "update-ca.pem").string(), "--expires", "30"});
+    wait_for_shell(again);
+    // Follow it: the daemon (restarted by init) reads [channel] at start and, with no jitter, checks at once.
+    shell(again, "cp /etc/cairn/channel.toml /etc/cairn/update.toml && sync && killall cairn-updated");
+    const size_t installed = again.wait_for_after(": installed: installed 0.3.0", committed, 900s);
+    const std::string line = again.console().substr(installed, again.console().find('\n', installed) - installed);
+    std::smatch numbers;
+    ASSERT_TRUE(std::regex_search(line, numbers, std::regex(R"(downloaded (\d+) of (\d+) bytes, reused (\d+))"))) << line;
+    const uint64_t downloaded = std::stoull(numbers[1]), payloads = std::stoull(numbers[2]);
+    std::printf("channel install of v3 over v2: downloaded %llu of %llu payload bytes (%.2f %%)\n", (unsigned long long)downloaded,
+                (unsigned long long)payloads, 100.0 * double(downloaded) / double(payloads));
+    EXPECT_LT(downloaded, payloads / 10) << "an update that changes one file downloaded " << downloaded << " of " << payloads;
+    EXPECT_NE(line.find("rebooting into it"), std::string::npos) << line;
+    ready = again.wait_for_after("cairn: ready slot=a version=0.3.0", installed, 300s);
+    committed = again.wait_for_after("committed", ready, 120s);
+    again.wait_for_after(": up-to-date: the channel names 0.3.0", committed, 120s);
+    EXPECT_NE(nginx.access_log().find("GET /minimal/stable.json 200"), std::string::npos) << nginx.access_log();
 }

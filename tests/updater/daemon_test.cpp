@@ -16,7 +16,10 @@
 #include "common/efivars.hpp"
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
+#include "imager/publish.hpp"
 #include "imager/update.hpp"
+#include "tests/support/nginx.hpp"
+#include "tests/support/pki.hpp"
 #include "tests/support/test_support.hpp"
 #include "tests/support/update_fixture.hpp"
 
@@ -59,8 +62,9 @@ struct Bus {
     std::unique_ptr<FullFilesystem> full;  // when a test fills the state directory
     std::string address;
 
-    // `prepare` runs before the daemon starts (e.g. to leave a damaged status file behind).
-    explicit Bus(const std::function<void(const fs::path& scratch)>& prepare = {}) {
+    // `prepare` runs before the daemon starts (e.g. to leave a damaged status file behind);
+    // with `start` false, start() starts it (after the test used the fixture).
+    explicit Bus(const std::function<void(const fs::path& scratch)>& prepare = {}, bool start_now = true) {
         if (prepare) prepare(s.path());
         fs::create_directories(s / "fixture");
         fs::create_directories(s / "system.d");
@@ -77,13 +81,17 @@ struct Bus {
         for (int i = 0; i < 100 && !fs::exists(s / "bus"); ++i) std::this_thread::sleep_for(20ms);
         write_text(s / "cmdline", "cairn.slot=a console=ttyS0\n");
         write_text(s / "release.json", R"({"compatible":"cairn-test","version":"1.0","build_id":"x","etc":{}})");
+        if (start_now) start();
+    }
+    void start(const std::vector<std::string>& extra = {}) {
         RunOptions o;
         o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=" + address};
         daemon = std::make_unique<Process>(
             std::vector<std::string>{CAIRN_UPDATED_BINARY, "--disk", f.disk.string(), "--efivars", (s / "efivars").string(), "--cmdline",
                                      (s / "cmdline").string(), "--state", (s / "state/status.json").string(), "--release",
                                      (s / "release.json").string(), "--trust-anchor", f.trust_anchor.string(), "--etc-upper",
-                                     (s / "upper").string(), "--run-dir", (s / "run").string(), "--no-reboot"},
+                                     (s / "upper").string(), "--run-dir", (s / "run").string(), "--no-reboot",
+                                     "--config", (s / "update.toml").string()},
             s / "daemon.log", o);
         for (int i = 0; i < 200 && read_file_or_empty(s / "daemon.log").find("serving") == std::string::npos; ++i)
             std::this_thread::sleep_for(20ms);
@@ -95,6 +103,12 @@ struct Bus {
     static std::string read_file_or_empty(const fs::path& p) {
         std::error_code ec;
         return fs::exists(p, ec) ? read_file(p) : "";
+    }
+    // Waits until the daemon's log has `text`; false after `timeout`.
+    bool log_says(const std::string& text, std::chrono::milliseconds timeout = 30s) {
+        for (auto end = std::chrono::steady_clock::now() + timeout; std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(50ms))
+            if (read_file_or_empty(s / "daemon.log").find(text) != std::string::npos) return true;
+        return false;
     }
     RunResult cairnctl(std::vector<std::string> args, bool as_nobody = false, std::string input = {}) {
         std::vector<std::string> argv;
@@ -371,4 +385,66 @@ TEST(Daemon, ASecondInstallWhileOneRunsIsBusy) {
     EXPECT_EQ(st["last"]["kind"], "failed") << st.dump();
     EXPECT_EQ(st["last"]["code"], "transfer") << st.dump();
     EXPECT_TRUE(b.daemon->running());
+}
+
+// A device following a channel on a static server (Debian's nginx, TLS with the test CA): it finds
+// the version `cairn publish` put there and installs it by itself, straight from the server;
+// later checks see it waiting for its reboot; an old index served again is refused.
+TEST(Daemon, FollowsAChannelAndInstallsWhatIsPublishedOnItByItself) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root install)";
+    Bus b({}, false);
+    TestPki pki(b.s / "pki");
+    Nginx nginx(b.s / "nginx", pki);
+    imager::PublishOptions p;
+    p.bundle = b.f.bundle("2.0");
+    p.out_dir = nginx.www() / "minimal";
+    p.key = b.f.key;
+    p.cert = b.f.cert;
+    p.now = static_cast<int64_t>(std::time(nullptr)) - 100;
+    const std::string old_index_text = [&] {
+        imager::PublishOptions older = p;
+        older.bundle = b.f.bundle("1.5");
+        older.now -= 1000;
+        imager::publish(older);
+        return read_file(nginx.www() / "minimal/stable.json");
+    }();
+    imager::publish(p);
+    write_text(b.s / "update.toml", "[http]\nca_bundle = \"" + (pki / "root.pem").string() + "\"\n[channel]\nurl = \"" +
+                                        nginx.https_url("minimal/stable.json?token=secret") + "\"\ninterval_sec = 3600\njitter_sec = 0\n"
+                                        "reboot = \"never\"\n");
+    b.start();
+    ASSERT_TRUE(b.log_says("channel https://127.0.0.1:" + std::to_string(nginx.https_port()) + "/minimal/stable.json?…: installed"))
+        << b.read_file_or_empty(b.s / "daemon.log");
+    EXPECT_EQ(b.read_file_or_empty(b.s / "daemon.log").find("secret"), std::string::npos) << "the URL's token reached the log";
+    RunResult r = b.cairnctl({"update", "status", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json st = json::parse(r.out);
+    EXPECT_EQ(st["slots"][1]["state"], "trial");
+    EXPECT_EQ(st["slots"][1]["version"], "2.0");
+    EXPECT_EQ(st["pending"]["slot"], "b");
+    EXPECT_EQ(st["channel"]["result"], "installed") << st.dump();
+    EXPECT_EQ(st["channel"]["version"], "2.0");
+    EXPECT_GT(st["channel"]["next_check"].get<int64_t>(), st["channel"]["checked"].get<int64_t>() + 3500);
+    EXPECT_TRUE(st["last"]["transfer"].is_object()) << "installed from the server";
+    // The bundle came by ranges from where the index said, relative to it.
+    EXPECT_NE(nginx.access_log().find("GET /minimal/" + p.bundle.filename().string() + " 206"), std::string::npos) << nginx.access_log();
+    // Asked again: installed, waiting for the reboot; nothing installed twice.
+    r = b.cairnctl({"update", "check", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+    EXPECT_EQ(json::parse(r.out)["result"], "waiting") << r.out;
+    r = b.cairnctl({"update", "status"});
+    EXPECT_NE(r.out.find("channel https://127.0.0.1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(": waiting: 2.0 is installed"), std::string::npos) << r.out;
+    // A stale copy of the older index (a CDN's, or an attacker's) is refused and named.
+    write_text(nginx.www() / "minimal/stable.json", old_index_text);
+    r = b.cairnctl({"update", "check", "--json"});
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    json c = json::parse(r.out);
+    EXPECT_EQ(c["result"], "failed");
+    EXPECT_EQ(c["code"], "stale-channel") << r.out;
+    // A device that follows no channel says so.
+    Bus plain;
+    r = plain.cairnctl({"update", "check"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("follows no channel"), std::string::npos) << r.err;
 }
