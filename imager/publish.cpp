@@ -88,6 +88,8 @@ PublishResult publish(const PublishOptions& o) {
         if (!fs::equivalent(o.bundle, r.bundle_file, ec)) {
             const fs::path partial = r.bundle_file.string() + ".partial";
             UniqueFd out = open_file(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+            // Its full length first: a hole at the end is not copied, and must still be there.
+            if (::ftruncate(out.get(), static_cast<off_t>(size)) != 0) fail_errno("ftruncate " + partial.string());
             copy_sparse(fd.get(), 0, out.get(), 0, size, partial.string());
             if (::fsync(out.get()) != 0) fail_errno("fsync " + partial.string());
             out.reset();

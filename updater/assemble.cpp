@@ -301,11 +301,21 @@ AssembleStats assemble_root(const AssembleRequest& r) {
         r.planned(plan);
     }
     if (!missing.empty() && !r.remote) fail("payload " + r.payload_name + ": blocks are missing and there is no source to fetch them from");
-    for (const auto& [first, end] : missing) {
-        if (r.say) r.say("fetching blocks " + std::to_string(first) + "-" + std::to_string(end - 1));
-        FetchSink sink(r, writer, first, end);
+    // In batches, several runs to a request where the source can (HTTP multi-range): on a link
+    // with a long round trip, a thousand scattered runs are then a few dozen round trips.
+    constexpr size_t batch = 256;
+    for (size_t m = 0; m < missing.size(); m += batch) {
+        const size_t e = std::min(missing.size(), m + batch);
+        if (r.say) r.say("fetching blocks " + std::to_string(missing[m].first) + "-" + std::to_string(missing[e - 1].second - 1));
+        std::vector<FetchSink> sinks;
+        sinks.reserve(e - m);
+        std::vector<RangeSource::Run> runs;
+        for (size_t k = m; k < e; ++k) {
+            sinks.emplace_back(r, writer, missing[k].first, missing[k].second);
+            runs.push_back({r.payload_offset + missing[k].second * r.block_size, &sinks.back()});
+        }
         try {
-            r.remote->fetch(r.payload_offset + end * r.block_size, sink);
+            r.remote->fetch_many(runs);
         } catch (...) {
             // What was checked is kept: the next attempt (after a reboot, say) finds it in place.
             try {
@@ -315,8 +325,8 @@ AssembleStats assemble_root(const AssembleRequest& r) {
             throw;
         }
         writer.flush();
-        stats.fetched += end - first;
-        ++stats.ranges;
+        for (size_t k = m; k < e; ++k) stats.fetched += missing[k].second - missing[k].first;
+        stats.ranges += e - m;
     }
     stats.fetched -= stats.fetched_extra;
     return stats;
@@ -372,6 +382,9 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
     }
     // The rest, by ranges of missing chunks, each chunk checked as it completes.
     const std::function<bool(uint64_t, std::string_view)> take_fetched = take;
+    std::vector<CheckedSink> sinks;
+    std::vector<RangeSource::Run> runs;
+    sinks.reserve(count);
     for (uint64_t i = 0; i < count;) {
         if (have[i]) {
             ++i;
@@ -380,12 +393,13 @@ std::string assemble_chunked(const ChunkedRequest& r, AssembleStats& stats) {
         uint64_t end = i + 1;
         while (end < count && !have[end]) ++end;
         if (!r.remote) fail(r.what + ": chunks are missing and there is no source to fetch them from");
-        CheckedSink sink(p.offset, size, p.size, i, end, take_fetched, r.bad_chunk_strikes, r.what + ": chunk");
-        r.remote->fetch(std::min(p.offset + end * size, p.offset + p.size), sink);
+        sinks.emplace_back(p.offset, size, p.size, i, end, take_fetched, r.bad_chunk_strikes, r.what + ": chunk");
+        runs.push_back({std::min(p.offset + end * size, p.offset + p.size), &sinks.back()});
         stats.fetched += end - i;
         ++stats.ranges;
         i = end;
     }
+    if (!runs.empty()) r.remote->fetch_many(runs);
     if (to_hex(sha256(out)) != p.sha256)
         fail_update(ErrorCode::bad_payload, r.what + ": its chunks are as signed but the whole is not (a manifest whose chunk index "
                                                      "does not describe the payload); none of it was written");
@@ -451,16 +465,20 @@ std::string assemble_tree(const TreeRequest& r, AssembleStats& stats) {
             }
         }
         const std::function<bool(uint64_t, std::string_view)> take = check;
+        std::vector<CheckedSink> sinks;
+        std::vector<RangeSource::Run> runs;
+        sinks.reserve(missing.size());
         for (size_t m = 0; m < missing.size();) {
             size_t e = m + 1;
             while (e < missing.size() && missing[e] == missing[e - 1] + 1) ++e;
-            CheckedSink sink(t.offset + start[k], hbs, counts[k] * hbs, missing[m], missing[e - 1] + 1, take, r.bad_block_strikes,
-                             r.what + ": hash block");
-            r.remote->fetch(t.offset + start[k] + (missing[e - 1] + 1) * hbs, sink);
+            sinks.emplace_back(t.offset + start[k], hbs, counts[k] * hbs, missing[m], missing[e - 1] + 1, take, r.bad_block_strikes,
+                               r.what + ": hash block");
+            runs.push_back({t.offset + start[k] + (missing[e - 1] + 1) * hbs, &sinks.back()});
             stats.fetched += e - m;
             ++stats.ranges;
             m = e;
         }
+        if (!runs.empty()) r.remote->fetch_many(runs);  // a level at a time: each is checked against the one above
     }
     // The superblock is outside the hash chain: the one in place is kept if the whole then is the
     // signed payload (it is when the release's tree parameters did not change), else fetched.

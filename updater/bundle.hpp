@@ -114,6 +114,7 @@ struct TransferStats {
     uint64_t downloaded = 0;  // body bytes received (head, payloads, and bytes fetched again)
     uint64_t requests = 0;
     uint64_t retries = 0;     // requests that repeated or continued a failed one
+    uint64_t multi_range_requests = 0;  // requests that asked for several ranges at once
 };
 
 // A bundle read by byte ranges (an HTTP(S) server): any range, in any order, each fetched with as
@@ -124,6 +125,16 @@ public:
     // Fetches until sink.position() reaches `end`; throws UpdateError (transfer when the server
     // cannot be had after the retries, source-changed when the bundle changed on the server).
     virtual void fetch(uint64_t end, RangeSink& sink) = 0;
+    // Several ranges: each run's bytes from its sink's position() up to `end`. Runs are in bundle
+    // order and do not overlap. A source that can fetches many in one request (HTTP multi-range);
+    // the same guarantees as fetch() for each. By default, one fetch() after the other.
+    struct Run {
+        uint64_t end;
+        RangeSink* sink;
+    };
+    virtual void fetch_many(const std::vector<Run>& runs) {
+        for (const Run& r : runs) fetch(r.end, *r.sink);
+    }
     virtual TransferStats stats() const = 0;
 };
 

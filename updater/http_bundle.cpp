@@ -12,6 +12,7 @@
 #include "common/hash.hpp"
 #include "common/text.hpp"
 #include "common/units.hpp"
+#include "http/byteranges.hpp"
 #include "updater/error_code.hpp"
 #include "updater/signature.hpp"
 
@@ -23,22 +24,7 @@ namespace {
 // request); a larger first one would fetch payload bytes for nothing.
 constexpr uint64_t head_request_size = 4096;
 
-struct ContentRange {
-    uint64_t first = 0, last = 0, total = 0;
-};
-
-// "bytes FIRST-LAST/TOTAL"; nullopt for anything else (a "*" total too).
-std::optional<ContentRange> parse_content_range(const std::string& value) {
-    ContentRange r;
-    char tail = 0;
-    unsigned long long a = 0, b = 0, t = 0;
-    if (std::sscanf(value.c_str(), "bytes %llu-%llu/%llu%c", &a, &b, &t, &tail) != 3) return std::nullopt;
-    r.first = a;
-    r.last = b;
-    r.total = t;
-    if (r.last < r.first || r.last >= r.total) return std::nullopt;
-    return r;
-}
+using http::parse_content_range;
 
 // Gathers a range into a string (the head, a payload read whole).
 class StringSink final : public RangeSink {
@@ -222,6 +208,114 @@ void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
         std::this_thread::sleep_for(std::chrono::milliseconds(wait));
         backoff = std::min(backoff * 2, settings_.backoff_max_ms);
         ++stats_.retries;
+    }
+}
+
+void HttpBundle::fetch_many(const std::vector<Run>& all) {
+    std::vector<Run> runs = all;  // runs[next..] are still to come, in order
+    size_t next = 0;
+    while (next < runs.size()) {
+        if (!multi_range_ || runs.size() - next < 2) {
+            for (; next < runs.size(); ++next) fetch(runs[next].end, *runs[next].sink);
+            return;
+        }
+        const size_t count = std::min(max_ranges_per_request, runs.size() - next);
+        const std::vector<Run> batch(runs.begin() + static_cast<std::ptrdiff_t>(next), runs.begin() + static_cast<std::ptrdiff_t>(next + count));
+        next += count;
+        std::vector<bool> broken(batch.size(), false);  // a gap or a bad block: left to fetch()
+        std::vector<uint64_t> got(batch.size());         // the next byte each run takes (a sink's
+                                                         // position() moves by whole blocks)
+        std::vector<uint64_t> first(batch.size());
+        std::string ranges;
+        for (size_t k = 0; k < batch.size(); ++k) {
+            const Run& run = batch[k];
+            if (run.end > size_) fail(name_ + ": a range up to " + std::to_string(run.end) + " is past the bundle's end");
+            run.sink->restart();
+            got[k] = first[k] = run.sink->position();
+            ranges += (ranges.empty() ? "" : ",") + std::to_string(got[k]) + "-" + std::to_string(run.end - 1);
+        }
+        http::HttpsRequest r = base_request();
+        r.headers.push_back("Range: bytes=" + ranges);
+        if (!validator_.empty()) r.headers.push_back("If-Range: " + validator_);
+        // Hands bytes at a file offset to the runs they belong to, in order of the runs.
+        size_t cursor = 0;
+        auto dispatch = [&](uint64_t offset, const uint8_t* data, size_t size) {
+            stats_.downloaded += size;
+            const uint64_t stop = offset + size;
+            // The first run that ends after `offset` (parts usually come in order: start at the cursor).
+            if (cursor >= batch.size() || batch[cursor].end <= offset || (cursor > 0 && batch[cursor - 1].end > offset)) {
+                cursor = static_cast<size_t>(std::upper_bound(batch.begin(), batch.end(), offset, [](uint64_t o, const Run& run) { return o < run.end; }) -
+                                             batch.begin());
+            }
+            for (size_t k = cursor; k < batch.size() && offset < stop; ++k) {
+                if (broken[k]) continue;
+                const uint64_t at = got[k];
+                if (at >= stop) break;  // this part ends before what the run still needs
+                if (batch[k].end <= offset || at >= batch[k].end) continue;
+                if (offset > at) {  // the answer skipped bytes the run needs
+                    broken[k] = true;
+                    continue;
+                }
+                const uint64_t until = std::min(stop, batch[k].end);
+                got[k] = until;
+                if (!batch[k].sink->take(data + (at - offset), static_cast<size_t>(until - at))) broken[k] = true;
+                cursor = k;
+            }
+            return true;
+        };
+        std::optional<http::ByterangesReader> parts;  // a multipart answer
+        std::optional<uint64_t> single_at;            // a single-part answer: the next byte's offset
+        bool fall_back = false;
+        r.on_body = [&](const http::HttpsReply& head, const char* data, size_t n) {
+            if (!parts && !single_at) {
+                const std::string etag = head.header("etag");
+                if ((head.status == 200 || head.status == 206) && etag != etag_)
+                    fail_update(ErrorCode::source_changed, name_ + ": the bundle changed on the server during the install (ETag " +
+                                                               (etag_.empty() ? "none" : etag_) + ", now " + (etag.empty() ? "none" : etag) + ")");
+                if (head.status != 206) {  // 200: several ranges are not served; anything else: fetch() retries
+                    fall_back = head.status == 200;
+                    return false;
+                }
+                if (const auto boundary = http::byteranges_boundary(head.header("content-type"))) {
+                    parts.emplace(*boundary, size_, dispatch);
+                } else {  // one part: the server joined the ranges, or sent only some
+                    const auto range = parse_content_range(head.header("content-range"));
+                    if (!range || range->total != size_) fail(name_ + ": a 206 answer without a usable Content-Range");
+                    single_at = range->first;
+                }
+            }
+            if (parts) return parts->feed(data, n);
+            dispatch(*single_at, reinterpret_cast<const uint8_t*>(data), n);
+            *single_at += n;
+            return true;
+        };
+        ++stats_.requests;
+        ++stats_.multi_range_requests;
+        try {
+            client_.exchange(r);  // a transport failure leaves runs unfinished: fetch() takes them up
+        } catch (const UpdateError&) {
+            throw;
+        } catch (const Error& e) {  // a malformed multipart answer
+            fall_back = true;
+            if (notice_) notice_("asking for one range at a time: " + std::string(e.what()));
+        }
+        if (fall_back) multi_range_ = false;
+        // What the answer left unfinished (a cut, a bad block, a part missing): asked for again
+        // together while answers make progress, else one by one with fetch()'s back-off and limits.
+        std::vector<Run> unfinished;
+        bool progress = false;
+        for (size_t k = 0; k < batch.size(); ++k) {
+            progress = progress || batch[k].sink->position() > first[k];  // checked bytes, not just received
+            if (batch[k].sink->position() < batch[k].end) unfinished.push_back(batch[k]);
+        }
+        if (unfinished.empty()) continue;
+        ++stats_.retries;
+        if (fall_back || !progress) {
+            for (const Run& run : unfinished) fetch(run.end, *run.sink);
+            continue;
+        }
+        next -= unfinished.size();  // in order, before what is still to come
+        std::copy(unfinished.begin(), unfinished.end(), runs.begin() + static_cast<std::ptrdiff_t>(next));
     }
 }
 

@@ -58,6 +58,13 @@ public:
     RangeSource* ranges() override { return this; }
 
     void fetch(uint64_t end, RangeSink& sink) override;
+    // Up to max_ranges_per_request runs in one request (multipart/byteranges), with If-Range; any
+    // run the answer did not complete (a cut, a bad block, a part missing) is fetched on its own
+    // with fetch()'s retries. A server that answers a multi-range request with 200 (it serves
+    // single ranges only, as S3 does), or a malformed multipart body, is asked one range at a time
+    // from then on.
+    void fetch_many(const std::vector<Run>& runs) override;
+    static constexpr size_t max_ranges_per_request = 64;
     TransferStats stats() const override { return stats_; }
     uint64_t size() const { return size_; }
     // Called with a line before each retry ("retrying in 2 s: …"), for progress.
@@ -74,6 +81,7 @@ private:
     uint64_t size_ = 0;      // the file's length, from the first Content-Range
     BundleManifest manifest_;
     TransferStats stats_;
+    bool multi_range_ = true;  // until the server shows it does not do several ranges at once
     std::function<void(const std::string&)> notice_;
 };
 

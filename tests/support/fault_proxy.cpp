@@ -1,5 +1,9 @@
 #include "tests/support/fault_proxy.hpp"
 
+#include <optional>
+
+#include "http/byteranges.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -146,6 +150,8 @@ void FaultProxy::relay(UniqueFd client) {
     bool in_body = false;
     uint64_t body_left = 0, file_at = 0;
     char buffer[16384];
+    std::optional<http::ByterangesReader> parts;
+    size_t cut_at = SIZE_MAX;
     while (!stopping_) {
         pollfd p[2] = {{client.get(), POLLIN, 0}, {server.get(), POLLIN, 0}};
         if (::poll(p, 2, 100) <= 0) continue;
@@ -176,12 +182,31 @@ void FaultProxy::relay(UniqueFd client) {
                     body_left = std::strtoull(header(head, "content-length").c_str(), nullptr, 10);
                     unsigned long long first = 0;
                     file_at = std::sscanf(header(head, "content-range").c_str(), "bytes %llu-", &first) == 1 ? first : 0;
+                    // Several ranges in one answer: each part's bytes are the file's from its own Content-Range.
+                    parts.reset();
+                    if (const auto boundary = http::byteranges_boundary(header(head, "content-type")))
+                        parts.emplace(*boundary, 0, [&](uint64_t offset, const uint8_t* d, size_t size) {
+                            char* bytes = buffer + (reinterpret_cast<const char*>(d) - buffer);
+                            const size_t s = strike(bytes, size, offset);
+                            if (s < size) cut_at = static_cast<size_t>(bytes - buffer) + s;
+                            return s == size;
+                        });
                     head.clear();
                     in_body = body_left > 0;
                     continue;
                 }
                 const size_t n = static_cast<size_t>(std::min<uint64_t>(body_left, got - at));
-                const size_t send = strike(buffer + at, n, file_at);
+                size_t send = n;
+                if (parts) {
+                    cut_at = SIZE_MAX;
+                    try {
+                        if (!parts->feed(buffer + at, n)) send = cut_at - at;
+                    } catch (const std::exception&) {  // not ours to judge: passed on as it is
+                        parts.reset();
+                    }
+                } else {
+                    send = strike(buffer + at, n, file_at);
+                }
                 if (!send_all(client.get(), buffer + at, send)) return;
                 if (send < n) return;  // cut: both connections close
                 at += n;

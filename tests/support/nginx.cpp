@@ -24,7 +24,8 @@ Nginx::Nginx(const fs::path& dir, const TestPki& pki) : dir_(dir) {
     https_port_ = free_port();
     http_port_ = free_port();
     const std::string d = dir_.string();
-    const std::string site = "    root " + www().string() + ";\n    location /norange/ { alias " + www().string() + "/; max_ranges 0; }\n";
+    const std::string site = "    root " + www().string() + ";\n    location /norange/ { alias " + www().string() + "/; max_ranges 0; }\n"
+                             "    location /onerange/ { alias " + www().string() + "/; max_ranges 1; }\n";
     const std::string config =
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid " + d + "/nginx.pid;\nerror_log " + d + "/error.log info;\n"
         "events { worker_connections 256; }\n"

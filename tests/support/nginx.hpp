@@ -2,7 +2,9 @@
 // test (no master process, no daemon), serving a directory over TLS with a TestPki server
 // certificate (localhost, 127.0.0.1, and 10.0.2.2 for QEMU guests) and over plain HTTP (for the
 // fault-injecting proxy in front of it). Range requests are on, as nginx has them by default;
-// /norange/ serves the same files with Range ignored (max_ranges 0), as some servers do.
+// /norange/ serves the same files with Range ignored (max_ranges 0), as some servers do;
+// /onerange/ with one range a request only (max_ranges 1: a request for several gets the whole
+// file), as S3 does.
 #pragma once
 
 #include <cstdint>
