@@ -399,6 +399,7 @@ void device_files(BuildContext& c) {
         for (const char* host_key : {"recipe", "step", "source"}) item.erase(host_key);
         content.push_back(item);
     }
+    if (!recipe.update.config.empty()) content.push_back({{"update_config", sha256_file_hex(recipe.update.config)}});
     c.build_id = to_hex(sha256(content.dump() + "\n" + recipe.version + "\n" + std::to_string(c.epoch))).substr(0, 16);
     if (recipe.update.enabled) {
         c.progress->note("Adding the updater");

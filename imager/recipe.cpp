@@ -1,5 +1,7 @@
 #include "imager/recipe.hpp"
 
+#include "updater/update_config.hpp"
+
 #include "initrd/boot.hpp"
 
 #include <toml++/toml.h>
@@ -419,7 +421,15 @@ Recipe parse_recipe(std::string_view text, const fs::path& file) {
         auto& u = recipe.update;
         u.enabled = true;
         u.where = r.where(*update, "update");
-        r.only(*update, "update", {"trust_anchor", "health_check"});
+        r.only(*update, "update", {"trust_anchor", "health_check", "config"});
+        if (const toml::node* n = update->get("config")) {
+            u.config = r.host_path(*n, "update.config", true);
+            try {  // what the device would refuse at its first install from a server, refused now
+                (void)updater::parse_update_config(read_file(u.config), u.config);
+            } catch (const Error& e) {
+                r.error(*n, "update.config", e.what());
+            }
+        }
         if (const toml::node* n = update->get("trust_anchor")) u.trust_anchor = r.host_path(*n, "update.trust_anchor", true);
         else r.error(*update, "update.trust_anchor", "missing: the CA certificate (PEM) update bundles must be signed under");
         if (const toml::node* n = update->get("health_check")) {

@@ -73,6 +73,8 @@ struct Recipe {
         bool enabled = false;
         fs::path trust_anchor;                    // PEM CA certificate(s) bundles must chain to
         std::vector<std::string> health_check;    // argv run on a trial boot; empty: the services check
+        fs::path config;                          // becomes /etc/cairn/update.toml ([http], [channel]);
+                                                  // checked at parse time as the device reads it
         std::string where;
     } update;
 

@@ -97,6 +97,11 @@ json add_update_files(Tree& tree, const Recipe& recipe, const std::string& build
     }
     tree.add_file(update_paths::dbus_policy, updater_policy, file, what);
     tree.add_file_copy(update_paths::trust_anchor, recipe.update.trust_anchor, file, what);
+    if (!recipe.update.config.empty()) {  // how the device reaches bundle servers, and its channel
+        for (const char* d : {"/etc", "/etc/cairn"})
+            if (!tree.meta(tree.resolve(d, what))) tree.add_directory(d, dir, what);
+        tree.add_file_copy("/etc/cairn/update.toml", recipe.update.config, file, what + ": config");
+    }
 
     // The /etc defaults of this root, so that an update can tell which files the user changed
     // that the new version changes too.

@@ -590,14 +590,20 @@ private:
         // asks systemd): services stop and the data and log partitions are unmounted cleanly. Init
         // stops this daemon on the way; if the reboot has not come within the grace time, the
         // kernel reboots at once: a trial or a rollback must never wait on a stuck init.
+        bool asked = false;
         try {
             RunResult r = cairn::run({"reboot"});
             if (r.exit_code != 0) std::fprintf(stderr, "cairn-updated: reboot exited %d: %s\n", r.exit_code, trim_end(r.err).c_str());
+            asked = r.exit_code == 0;
         } catch (const std::exception& e) {
             std::fprintf(stderr, "cairn-updated: %s\n", e.what());
         }
-        std::this_thread::sleep_for(std::chrono::seconds(60));
-        std::fprintf(stderr, "cairn-updated: init did not reboot within 60 s; rebooting now\n");
+        if (asked) {
+            std::this_thread::sleep_for(std::chrono::seconds(60));
+            std::fprintf(stderr, "cairn-updated: init did not reboot within 60 s; rebooting now\n");
+        } else {  // no init to ask: waiting would only delay the trial or the rollback
+            std::fprintf(stderr, "cairn-updated: rebooting now without init\n");
+        }
         ::sync();
         ::reboot(RB_AUTOBOOT);
     }

@@ -338,3 +338,22 @@ TEST(Recipe, PackageNamesAreCheckedBeforeAptSeesThem) {
     e = load_error(dir / "r.toml");
     EXPECT_NE(e.find("rootfs.sources: names apt sources but the recipe installs no packages"), std::string::npos) << e;
 }
+
+// [update] config: the device's update.toml, checked as the device reads it, when the recipe is read.
+TEST(Recipe, TheUpdateConfigIsCheckedWhenTheRecipeIsRead) {
+    Scratch dir;
+    write_text(dir / "ca.pem", "not checked here\n");
+    write_text(dir / "good.toml", "[channel]\nurl = \"https://u.example/m/stable.json\"\nreboot = \"02:00-04:00\"\n");
+    write_text(dir / "bad.toml", "[channel]\nurl = \"https://u.example/m/stable.json\"\nreboot = \"sometime\"\n");
+    const std::string update = "[update]\ntrust_anchor = \"ca.pem\"\nconfig = ";
+    write_text(dir / "good-recipe.toml", std::string(base_recipe) + update + "\"good.toml\"\n");
+    EXPECT_EQ(load_recipe(dir / "good-recipe.toml").update.config, dir / "good.toml");
+    write_text(dir / "bad-recipe.toml", std::string(base_recipe) + update + "\"bad.toml\"\n");
+    const std::string e = load_error(dir / "bad-recipe.toml");
+    EXPECT_EQ(e.rfind((dir / "bad-recipe.toml").string() + ":", 0), 0u) << e;
+    EXPECT_NE(e.find("update.config"), std::string::npos) << e;
+    EXPECT_NE(e.find("bad.toml:3"), std::string::npos) << e;
+    EXPECT_NE(e.find("channel.reboot"), std::string::npos) << e;
+    write_text(dir / "absent-recipe.toml", std::string(base_recipe) + update + "\"absent.toml\"\n");
+    EXPECT_NE(load_error(dir / "absent-recipe.toml").find("update.config"), std::string::npos);
+}

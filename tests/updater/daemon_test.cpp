@@ -83,7 +83,7 @@ struct Bus {
         write_text(s / "release.json", R"({"compatible":"cairn-test","version":"1.0","build_id":"x","etc":{}})");
         if (start_now) start();
     }
-    void start(const std::vector<std::string>& extra = {}) {
+    void start() {
         RunOptions o;
         o.extra_env = {"DBUS_SYSTEM_BUS_ADDRESS=" + address};
         daemon = std::make_unique<Process>(
