@@ -8,12 +8,16 @@
 //            in a process of its own (it must not grow with the bundle);
 //   resume   a cut at 50 % of the root (through a fault-injecting proxy, no retry), then the same
 //            install again: the bytes downloaded twice (goal: ≤ one block plus what was in flight);
+//   scattered 1 block in 16 of a 64 MiB root changed (1024 runs to fetch), through a proxy that
+//            adds 20 ms to every request (a link's round trip): up to 64 ranges a request
+//            (multipart/byteranges) against one range a request, time and requests;
 //   delta    with OLD_DISK and NEW_BUNDLE (bench/update-delta builds them: the minimal recipe and
 //            the same recipe with one package changed): a copy of OLD_DISK runs slot a, NEW_BUNDLE is
 //            installed into slot b from nginx; bytes downloaded against the bundle, the slot's
 //            payloads and, given ZSTD_PATCH_BYTES, the size of `zstd --patch-from` old→new root.
 //
 // Usage: update_stream_bench [RUNS=3] [OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES]]
+//        update_stream_bench scattered        (that section alone)
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -21,6 +25,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <random>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -144,14 +150,54 @@ std::pair<long, long> streaming_peak_kib(const fs::path& dir, uint64_t mib, cons
 
 int main(int argc, char** argv) {
     if (argc == 7 && std::string(argv[1]) == "--install-only") return install_only(argv);
-    const int runs = argc > 1 ? std::max(1, std::atoi(argv[1])) : 3;
+    const bool scattered_only = argc > 1 && std::string(argv[1]) == "scattered";
+    const int runs = argc > 1 && !scattered_only ? std::max(1, std::atoi(argv[1])) : 3;
     const fs::path work = fs::path("/var/tmp") / ("cairn-stream-bench-" + std::to_string(::getpid()));
     fs::create_directories(work);
     try {
-        // stream against file
-        Bench b(work / "main", 264 * MiB);
         TestPki pki(work / "pki");
         Nginx nginx(work / "nginx", pki);
+        // scattered: many small runs over a link with a round trip
+        {
+            Bench sc(work / "scatter", 72 * MiB);
+            sc.fixture.root_bytes = [](const std::string& version, uint64_t size) {
+                std::string bytes(size, '\0');
+                std::mt19937_64 random(5);
+                for (size_t i = 0; i + 8 <= size; i += 8) {
+                    const uint64_t v = random();
+                    std::memcpy(bytes.data() + i, &v, 8);
+                }
+                if (version == "2.0")
+                    for (uint64_t k = 0; k < size / 4096; k += 16) bytes[k * 4096 + 100] ^= 1;  // 1 block in 16
+                return bytes;
+            };
+            sc.fixture.bundle("1.0", "cairn-test", {}, 64 * MiB);
+            sc.fixture.put("1.0", 'a');
+            fs::create_symlink(sc.fixture.bundle("2.0", "cairn-test", {}, 64 * MiB), nginx.www() / "s.cairn");
+            FaultProxy proxy(nginx.http_port());
+            const int latency = 20;
+            proxy.set_latency(latency);
+            sc.http.allow_http = true;
+            std::printf("scattered: 1 block in 16 changed over a 64 MiB root (1024 runs), %d ms added to every request\n", latency);
+            double times[2];
+            size_t requests[2];
+            for (bool multi : {true, false}) {
+                sc.wipe_slot_b();
+                sc.http.multi_range = multi;
+                const std::string log_before = nginx.access_log();
+                times[multi] = sc.install_url(proxy.url("s.cairn"));
+                const std::string log_after = nginx.access_log();
+                requests[multi] = static_cast<size_t>(std::count(log_after.begin(), log_after.end(), '\n') -
+                                                      std::count(log_before.begin(), log_before.end(), '\n'));
+            }
+            std::printf("  one range a request      %.2f s, %zu requests\n", times[0], requests[0]);
+            std::printf("  up to 64 ranges a request %.2f s, %zu requests\n", times[1], requests[1]);
+            std::printf("  ratio %.2f\n", times[1] / times[0]);
+        }
+
+        if (!scattered_only) {
+        // stream against file
+        Bench b(work / "main", 264 * MiB);
         const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, 256 * MiB);
         fs::create_symlink(bundle, nginx.www() / "b.cairn");
         b.http.ca_bundle = pki / "root.pem";
@@ -235,6 +281,7 @@ int main(int argc, char** argv) {
                 std::printf("  zstd --patch-from old->new root: %.0f bytes; cairn / zstd = %.2f (goal <= 2)\n", zstd, t.downloaded / zstd);
             }
         }
+        }  // !scattered_only
     } catch (const std::exception& e) {
         std::fprintf(stderr, "update_stream_bench: %s\n", e.what());
         fs::remove_all(work);

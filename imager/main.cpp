@@ -85,6 +85,10 @@ const char* bundle_help = R"(  bundle DIR -o FILE    Make a signed update bundle
                         here as the device checks it)
       --key-passphrase P  for an encrypted key
       --allow-debug     Bundle a --debug build all the same (refused otherwise)
+      --no-chunk-index  Leave out the ESPs' chunk index, for devices whose cairn-updated
+                        predates it (it refuses a manifest with fields it does not know):
+                        the step that brings them this updater. Installs from a server
+                        then fetch the ESP whole
       --json            Print the bundle's manifest as JSON
 )";
 
@@ -256,6 +260,7 @@ int cmd_bundle(const std::vector<std::string>& args) {
         else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
         else if (a.is("--json")) json = true;
         else if (a.is("--allow-debug")) o.allow_debug = true;
+        else if (a.is("--no-chunk-index")) o.no_chunk_index = true;
         else if (a.is_option()) return usage_error("bundle: unknown option '" + a.arg() + "'");
         else if (o.build_dir.empty()) o.build_dir = a.arg();
         else return usage_error("bundle: one build at a time ('" + a.arg() + "' is extra)");

@@ -227,7 +227,9 @@ json make_bundle(const BundleOptions& o) {
     for (const char* slot : {"a", "b"}) {
         const fs::path file = dir / u.at("esp").at(slot).at("file").get<std::string>();
         updater::Payload* p = add(std::string("esp-") + slot, "esp", slot, file);
-        updater::index_chunks(*p, read_file(file));  // a device fetching from a server takes only the chunks it lacks
+        // A device fetching from a server takes only the chunks it lacks. Updaters before the index
+        // refuse a manifest that has it: a fleet's first step onto this one goes without.
+        if (!o.no_chunk_index) updater::index_chunks(*p, read_file(file));
     }
 
     // Offsets: the signature's size is known only after signing, and the offsets are inside the

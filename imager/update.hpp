@@ -46,6 +46,8 @@ struct BundleOptions {
     std::filesystem::path key, cert;   // PEM signing key and certificate (+ intermediates)
     std::string key_passphrase;
     bool allow_debug = false;          // bundle a --debug build (a root shell on the console) all the same
+    bool no_chunk_index = false;       // leave the ESPs' chunk index out, for devices whose updater
+                                       // predates it (they refuse a manifest field they do not know)
 };
 
 // Whether the build whose manifest.json this is was made with --debug: its "debug", or for a

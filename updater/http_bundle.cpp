@@ -52,7 +52,7 @@ std::string seconds_text(int ms) {
 
 HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
                        std::optional<int64_t> certificate_time)
-    : url_(url), name_(redact_url(url)), settings_(settings) {
+    : url_(url), name_(redact_url(url)), settings_(settings), multi_range_(settings.multi_range) {
     if (!is_bundle_url(url)) fail(name_ + ": not an http:// or https:// URL");
     if (!settings_.allow_http && to_lower(url.substr(0, 7)) == "http://")
         fail_update(ErrorCode::transfer, name_ + ": plain http is not allowed (set allow_http in /etc/cairn/update.toml, [http], "

@@ -39,6 +39,7 @@ struct HttpSettings {
     int backoff_initial_ms = 500;
     int backoff_max_ms = 30000;
     int max_redirects = 5;
+    bool multi_range = true;                   // several ranges to a request where the server takes them
 };
 
 class HttpBundle final : public BundleSource, public RangeSource {

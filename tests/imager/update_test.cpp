@@ -92,6 +92,31 @@ TEST(Bundle, WhatCairnBundleMakesInstalls) {
     EXPECT_EQ(f.region("root_b", 1 << 20), read_file(s / "build/root.img"));
 }
 
+// The ESPs carry a chunk index unless --no-chunk-index (for updaters that predate it): the
+// manifest then has no field an older updater does not know, and the bundle still installs.
+TEST(Bundle, TheEspChunkIndexCanBeLeftOutForOlderUpdaters) {
+    Scratch s;
+    UpdateFixture f(s.path());
+    imager::BundleOptions o;
+    o.build_dir = fake_build(s / "build", "2.0");
+    o.key = f.key;
+    o.cert = f.cert;
+    o.out = s / "indexed.cairn";
+    json m = imager::make_bundle(o);
+    for (const json& p : m["payloads"])
+        if (p["role"] == "esp") EXPECT_TRUE(p.contains("chunks")) << p.dump();
+    o.out = s / "plain.cairn";
+    o.no_chunk_index = true;
+    m = imager::make_bundle(o);
+    for (const json& p : m["payloads"]) EXPECT_FALSE(p.contains("chunks")) << p.dump();
+    const updater::BundleReader plain(o.out, f.trust_anchor);
+    for (const updater::Payload& p : plain.manifest().payloads) EXPECT_TRUE(p.chunks.empty()) << p.name;
+    RunResult r = run({CAIRN_BINARY, "bundle", o.build_dir.string(), "-o", (s / "cli.cairn").string(), "--key", f.key.string(), "--cert",
+                       f.cert.string(), "--no-chunk-index", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.find("\"chunks\""), std::string::npos);
+}
+
 // The bundle's signed manifest carries the build's reference values; the updater installs it,
 // and its reader hands the document to whoever verifies boots of the new slot.
 TEST(Bundle, CairnBundleCarriesTheBuildsReferenceValues) {

@@ -157,6 +157,7 @@ void FaultProxy::relay(UniqueFd client) {
         if (::poll(p, 2, 100) <= 0) continue;
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             const ssize_t r = ::recv(client.get(), buffer, sizeof buffer, 0);
+            if (r > 0 && latency_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(latency_ms_.load()));
             if (r <= 0 || !send_all(server.get(), buffer, static_cast<size_t>(r))) return;
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {

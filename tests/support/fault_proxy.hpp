@@ -34,6 +34,8 @@ public:
     uint16_t port() const { return port_; }
     std::string url(const std::string& path) const;  // http://127.0.0.1:PORT/<path>
     void add(const Fault& fault);
+    // Holds every request this long before passing it on: a link's round trip (the benches).
+    void set_latency(int ms) { latency_ms_ = ms; }
     uint64_t fired() const { return fired_; }          // faults that struck
     uint64_t connections() const { return connections_; }
 
@@ -53,6 +55,7 @@ private:
     std::vector<Fault> faults_;
     std::vector<std::thread> relays_;
     std::atomic<uint64_t> fired_{0}, connections_{0};
+    std::atomic<int> latency_ms_{0};
 };
 
 }  // namespace cairn::test
