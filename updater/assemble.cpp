@@ -56,11 +56,15 @@ public:
         if (count_ == 0) first_ = block;
         return buffer_.data() + (count_++) * r_.block_size;
     }
+    // Told each run of blocks [first, end) once it is written.
+    std::function<void(uint64_t first, uint64_t end)> written;
+
     void flush() {
         if (count_ == 0) return;
         pwrite_exact(r_.disk_fd, buffer_.data(), count_ * r_.block_size, r_.target_offset + first_ * r_.block_size,
                      r_.disk_name + " (root)");
         if (r_.advance) r_.advance(count_ * r_.block_size);
+        if (written) written(first_, first_ + count_);
         count_ = 0;
         const auto now = std::chrono::steady_clock::now();
         if (now - synced_ >= std::chrono::seconds(1)) {
@@ -301,6 +305,25 @@ AssembleStats assemble_root(const AssembleRequest& r) {
         r.planned(plan);
     }
     if (!missing.empty() && !r.remote) fail("payload " + r.payload_name + ": blocks are missing and there is no source to fetch them from");
+    // How far the root is final, for a reader verifying behind (final_blocks): everything before
+    // the first run still being fetched, and of that run what was written in order.
+    size_t first_open = 0;
+    std::vector<uint64_t> written_to(missing.size());
+    for (size_t k = 0; k < missing.size(); ++k) written_to[k] = missing[k].first;
+    auto announce = [&] {
+        while (first_open < missing.size() && written_to[first_open] >= missing[first_open].second) ++first_open;
+        if (r.final_blocks) r.final_blocks(first_open < missing.size() ? written_to[first_open] : r.blocks);
+    };
+    writer.written = [&](uint64_t first, uint64_t end) {
+        auto it = std::upper_bound(missing.begin(), missing.end(), first, [](uint64_t f, const auto& run) { return f < run.first; });
+        if (it == missing.begin()) return;
+        const size_t k = static_cast<size_t>(it - missing.begin()) - 1;
+        if (first != written_to[k] || first >= missing[k].second) return;
+        written_to[k] = std::min(end, missing[k].second);
+        if (k == first_open) announce();
+    };
+    announce();
+
     // In batches, several runs to a request where the source can (HTTP multi-range): on a link
     // with a long round trip, a thousand scattered runs are then a few dozen round trips.
     constexpr size_t batch = 256;
@@ -329,6 +352,8 @@ AssembleStats assemble_root(const AssembleRequest& r) {
         stats.ranges += e - m;
     }
     stats.fetched -= stats.fetched_extra;
+    writer.written = nullptr;
+    if (r.final_blocks) r.final_blocks(r.blocks);
     return stats;
 }
 

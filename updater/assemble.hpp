@@ -61,6 +61,10 @@ struct AssembleRequest {
     // Once the blocks the device has are placed, before the first fetch: what is left to fetch
     // (fetched: blocks to fetch, fetched_extra among them, ranges).
     std::function<void(const struct AssembleStats&)> planned;
+    // Blocks [0, n) hold their final, checked content on the disk (written through the disk's
+    // descriptor, or found there): a reader may verify them behind the writer. Rises while runs
+    // are fetched; n = blocks once everything is.
+    std::function<void(uint64_t n)> final_blocks;
 };
 
 struct AssembleStats {

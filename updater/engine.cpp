@@ -171,6 +171,12 @@ public:
         at_ += by;
         moved_.notify_all();
     }
+    // [0, to) is written (never lowers it).
+    void reach(uint64_t to) {
+        std::lock_guard lock(mutex_);
+        at_ = std::max(at_, to);
+        moved_.notify_all();
+    }
     // Nothing more will be written (the writer finished or gave up): waits beyond fail.
     void close() {
         std::lock_guard lock(mutex_);
@@ -737,8 +743,8 @@ void Engine::write(InstallContext& in) {
 // memory (1/128 of the root, and the ESP) and checked by their signed sha256 before a byte of them
 // is written (a copy that arrives wrong is fetched again, twice at most). The root is then
 // assembled block by block against the tree's lowest level (updater/assemble.hpp): blocks the
-// device has are reused, the rest fetched, each checked before it is written. Then one flush, and
-// the slot is read back as after a pipe.
+// device has are reused, the rest fetched, each checked before it is written, while a thread
+// reads the slot back behind the assembly as after a file; then one flush.
 void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     const Payload& root = *in.root;
     const Payload& tree = *in.verity;
@@ -892,7 +898,38 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                      static_cast<unsigned long long>(plan.copied), static_cast<unsigned long long>(plan.fetched),
                      static_cast<unsigned long long>(plan.ranges));
     };
-    const AssembleStats got = assemble_root(request);
+    // The read-back follows the assembly: a thread reads the ESP back, then verifies the root
+    // against the tree and the signed root hash as far as the assembly says the blocks are final
+    // (through O_DIRECT: the disk, not a cached copy), as the install from a file does.
+    UniqueFd direct = open_direct(config_.disk, O_RDONLY);
+    const int read_fd = direct ? direct.get() : disk.get();
+    Frontier frontier;
+    std::string esp_read_back;
+    verity::VerifyResult vr;
+    std::exception_ptr read_error;
+    ReadBack read;
+    std::jthread reader([&] {  // joined on every path: the frontier is closed by then
+        try {
+            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
+            in.progress.advance(esp.size);
+            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0, [&](uint64_t end) {
+                frontier.wait_for(end);
+                in.progress.advance(read.reached(end));
+            });
+        } catch (...) {
+            read_error = std::current_exception();
+        }
+    });
+    request.final_blocks = [&](uint64_t n) { frontier.reach(n * tree.data_block_size); };
+    AssembleStats got;
+    try {
+        got = assemble_root(request);
+    } catch (...) {
+        frontier.close();
+        reader.join();
+        throw;
+    }
+    frontier.close();
     in.reused += (got.in_place + got.zeros + got.copied) * tree.data_block_size;
     std::fprintf(stderr,
                  "cairn-updated: root of slot %s done: %llu blocks in place, %llu zeros, %llu copied, %llu fetched (%llu more to "
@@ -902,17 +939,12 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                  static_cast<unsigned long long>(got.fetched_extra), static_cast<unsigned long long>(got.ranges),
                  static_cast<unsigned long long>(remote.stats().downloaded));
 
+    in.progress.say("reading back slot " + in.t);
+    reader.join();
+    if (read_error) std::rethrow_exception(read_error);
+    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
     in.progress.say("flushing " + disk_name);
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
-    in.progress.say("reading back slot " + in.t);
-    UniqueFd direct = open_direct(config_.disk, O_RDONLY);
-    const int read_fd = direct ? direct.get() : disk.get();
-    const std::string esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
-    in.progress.advance(esp.size);
-    ReadBack read;
-    const verity::VerifyResult vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0,
-                                                   [&](uint64_t end) { in.progress.advance(read.reached(end)); });
-    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
 }
 
 // arm: record, then arm the trial boot.

@@ -19,7 +19,8 @@
 //             its sha256; then flush. A source read once (a pipe) is written as it arrives, each
 //             payload checked by its sha256 at its end, and read back after the flush. A source
 //             read by ranges (a server) gives tree and ESP checked before they are written and the
-//             root block by block, reusing what the device has (install_url), then is read back;
+//             root block by block, reusing what the device has (install_url), read back by a
+//             second thread behind the assembly;
 //   arm       status: target "trial", pending "written"; BootNext = target; pending "armed".
 // Progress is the sum of the steps' weights (the bytes each reads and writes; the small steps a
 // hundredth of the payloads each), reported in order, never backwards, each message beginning
