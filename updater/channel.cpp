@@ -118,17 +118,8 @@ std::string resolve_bundle_url(const std::string& index_url, const std::string& 
 
 ChannelIndex fetch_channel_index(const std::string& url, const HttpSettings& http, const fs::path& trust_anchor, int64_t certificate_time) {
     const std::string what = redact_url(url);
-    http::HttpsRequest request;
-    request.url = url;
-    request.trust_bundle = http.ca_bundle;
-    request.client_certificate = http.client_certificate;
-    request.client_key = http.client_key;
-    request.allow_http = http.allow_http;
-    request.connect_timeout_ms = http.connect_timeout_ms;
-    request.timeout_ms = 0;
-    request.stall_timeout_ms = http.stall_timeout_ms;
-    request.max_redirects = http.max_redirects;
-    request.headers = {"Cache-Control: no-cache"};
+    http::HttpsRequest request = request_for(url, http);
+    request.headers = {"Cache-Control: no-cache"};  // a cache in between must ask the server
     std::string body;
     bool too_big = false;
     request.on_body = [&](const http::HttpsReply& head, const char* data, size_t size) {

@@ -456,6 +456,44 @@ private:
     uint64_t at_ = 0;
 };
 
+// Reads a slot back behind its writer, on a thread of its own: the ESP by its sha256, then the
+// root against the tree already written (verity::verify), as far as frontier() says the root is
+// written; through `read_fd` (O_DIRECT where the disk takes it: the disk, not a cached copy).
+class SlotReader {
+public:
+    SlotReader(int read_fd, int disk_fd, const SlotRegions& regions, const Payload& esp, const std::string& disk_name, Progress& progress)
+        : thread_([this, read_fd, disk_fd, &regions, &esp, disk_name, &progress] {
+              try {
+                  esp_sha256_ = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
+                  progress.advance(esp.size);
+                  root_ = verity::verify(read_fd, regions.root.offset, disk_fd, regions.verity.offset, 0, [&](uint64_t end) {
+                      frontier_.wait_for(end);
+                      progress.advance(read_.reached(end));
+                  });
+              } catch (...) {
+                  error_ = std::current_exception();
+              }
+          }) {}
+    ~SlotReader() { frontier_.close(); }  // a reader still waiting stops (the thread is joined after)
+    Frontier& frontier() { return frontier_; }
+    // Waits for the reader (the writer closed the frontier); rethrows what it failed with.
+    void finish() {
+        frontier_.close();
+        if (thread_.joinable()) thread_.join();
+        if (error_) std::rethrow_exception(error_);
+    }
+    const std::string& esp_sha256() const { return esp_sha256_; }
+    const verity::VerifyResult& root() const { return root_; }
+
+private:
+    Frontier frontier_;
+    ReadBack read_;
+    std::string esp_sha256_;
+    verity::VerifyResult root_;
+    std::exception_ptr error_;
+    std::jthread thread_;  // last: started once the rest exists, joined before it goes
+};
+
 }  // namespace
 
 std::string_view install_step_name(InstallStep step) {
@@ -707,34 +745,11 @@ void Engine::write(InstallContext& in) {
     check_tree(disk.get(), regions.verity.offset, tree, root, disk_name + " (" + regions.verity.label + ")");
     copy(esp, regions.esp, {});
 
-    Frontier frontier;
-    std::string esp_read_back;
-    verity::VerifyResult vr;
-    std::exception_ptr read_error;
-    std::jthread reader([&] {  // joined on every path: the frontier is closed by then
-        try {
-            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
-            in.progress.advance(esp.size);
-            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0, [&](uint64_t end) {
-                frontier.wait_for(end);
-                read_back(end);
-            });
-        } catch (...) {
-            read_error = std::current_exception();
-        }
-    });
-    try {
-        copy(root, regions.root, [&](uint64_t n) { frontier.advance(n); });
-    } catch (...) {
-        frontier.close();
-        reader.join();
-        throw;
-    }
-    frontier.close();  // a tree that claims more data than the root payload holds must not wait for ever
+    SlotReader reader(read_fd, disk.get(), regions, esp, disk_name, in.progress);
+    copy(root, regions.root, [&](uint64_t n) { reader.frontier().advance(n); });
     in.progress.say("reading back slot " + in.t);
-    reader.join();
-    if (read_error) std::rethrow_exception(read_error);
-    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
+    reader.finish();  // closes the frontier: a tree that claims more data than the root payload holds must not wait for ever
+    check_read_back(disk_name, in.t, regions.esp, reader.esp_sha256(), esp, reader.root(), tree);
     in.progress.say("flushing " + disk_name);
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
 }
@@ -903,33 +918,9 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     // (through O_DIRECT: the disk, not a cached copy), as the install from a file does.
     UniqueFd direct = open_direct(config_.disk, O_RDONLY);
     const int read_fd = direct ? direct.get() : disk.get();
-    Frontier frontier;
-    std::string esp_read_back;
-    verity::VerifyResult vr;
-    std::exception_ptr read_error;
-    ReadBack read;
-    std::jthread reader([&] {  // joined on every path: the frontier is closed by then
-        try {
-            esp_read_back = sha256_region(read_fd, regions.esp.offset, esp.size, disk_name, AlignedBuffer::alignment);
-            in.progress.advance(esp.size);
-            vr = verity::verify(read_fd, regions.root.offset, disk.get(), regions.verity.offset, 0, [&](uint64_t end) {
-                frontier.wait_for(end);
-                in.progress.advance(read.reached(end));
-            });
-        } catch (...) {
-            read_error = std::current_exception();
-        }
-    });
-    request.final_blocks = [&](uint64_t n) { frontier.reach(n * tree.data_block_size); };
-    AssembleStats got;
-    try {
-        got = assemble_root(request);
-    } catch (...) {
-        frontier.close();
-        reader.join();
-        throw;
-    }
-    frontier.close();
+    SlotReader reader(read_fd, disk.get(), regions, esp, disk_name, in.progress);
+    request.final_blocks = [&](uint64_t n) { reader.frontier().reach(n * tree.data_block_size); };
+    const AssembleStats got = assemble_root(request);
     in.reused += (got.in_place + got.zeros + got.copied) * tree.data_block_size;
     std::fprintf(stderr,
                  "cairn-updated: root of slot %s done: %llu blocks in place, %llu zeros, %llu copied, %llu fetched (%llu more to "
@@ -940,9 +931,8 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                  static_cast<unsigned long long>(remote.stats().downloaded));
 
     in.progress.say("reading back slot " + in.t);
-    reader.join();
-    if (read_error) std::rethrow_exception(read_error);
-    check_read_back(disk_name, in.t, regions.esp, esp_read_back, esp, vr, tree);
+    reader.finish();
+    check_read_back(disk_name, in.t, regions.esp, reader.esp_sha256(), esp, reader.root(), tree);
     in.progress.say("flushing " + disk_name);
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
 }

@@ -78,20 +78,22 @@ HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, con
              std::to_string(needed) + ")");
 }
 
-http::HttpsRequest HttpBundle::base_request() const {
+http::HttpsRequest request_for(const std::string& url, const HttpSettings& settings) {
     http::HttpsRequest r;
-    r.url = url_;
-    r.trust_bundle = settings_.ca_bundle;
-    r.client_certificate = settings_.client_certificate;
-    r.client_key = settings_.client_key;
-    r.allow_http = settings_.allow_http;
-    r.max_redirects = settings_.max_redirects;
-    r.connect_timeout_ms = settings_.connect_timeout_ms;
+    r.url = url;
+    r.trust_bundle = settings.ca_bundle;
+    r.client_certificate = settings.client_certificate;
+    r.client_key = settings.client_key;
+    r.allow_http = settings.allow_http;
+    r.max_redirects = settings.max_redirects;
+    r.connect_timeout_ms = settings.connect_timeout_ms;
     r.timeout_ms = 0;  // a payload takes as long as it takes; a stall is what fails it
-    r.stall_timeout_ms = settings_.stall_timeout_ms;
+    r.stall_timeout_ms = settings.stall_timeout_ms;
     r.user_agent = "cairn-updated";
     return r;
 }
+
+http::HttpsRequest HttpBundle::base_request() const { return request_for(url_, settings_); }
 
 void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
     const bool opening = size_ == 0;  // the first request learns size and validator

@@ -42,6 +42,9 @@ struct HttpSettings {
     bool multi_range = true;                   // several ranges to a request where the server takes them
 };
 
+// A GET of `url` as `settings` say: CA, client certificate, plain http, timeouts, redirects.
+http::HttpsRequest request_for(const std::string& url, const HttpSettings& settings);
+
 class HttpBundle final : public BundleSource, public RangeSource {
 public:
     // Fetches and checks the head: header, CMS signature against `trust_anchor` (certificates
