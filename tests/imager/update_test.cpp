@@ -104,7 +104,9 @@ TEST(Bundle, TheEspChunkIndexCanBeLeftOutForOlderUpdaters) {
     o.out = s / "indexed.cairn";
     json m = imager::make_bundle(o);
     for (const json& p : m["payloads"]) {
-        if (p["role"] == "esp") EXPECT_TRUE(p.contains("chunks")) << p.dump();
+        if (p["role"] == "esp") {
+            EXPECT_TRUE(p.contains("chunks")) << p.dump();
+        }
     }
     o.out = s / "plain.cairn";
     o.no_chunk_index = true;
