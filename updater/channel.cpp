@@ -205,7 +205,7 @@ int64_t next_reboot_time(const RebootPolicy& policy, int64_t now, std::mt19937_6
 
 std::string ChannelState::to_json() const {
     json j{{"url", url},         {"checked", checked}, {"published", published},   {"version", version},
-           {"result", result},   {"message", message}, {"next_check", next_check}, {"reboot_at", reboot_at}};
+           {"result", result},   {"message", message}, {"next_check", next_check}, {"reboot_at", reboot_at}, {"reboot_boot", reboot_boot}};
     j["code"] = code ? json(std::string(error_code_name(*code))) : json(nullptr);
     return j.dump();
 }
@@ -224,6 +224,7 @@ ChannelState load_channel_state(const fs::path& file) {
         s.message = j.at("message");
         s.next_check = j.value("next_check", int64_t{0});
         s.reboot_at = j.value("reboot_at", int64_t{0});
+        s.reboot_boot = j.value("reboot_boot", "");
         if (j.contains("code") && j["code"].is_string()) s.code = parse_error_code(j["code"].get<std::string>()).value_or(ErrorCode::internal);
         return s;
     } catch (const json::exception& e) {

@@ -114,6 +114,8 @@ struct ChannelState {
     std::string message;
     int64_t next_check = 0;          // when the daemon checks again (0: not scheduled)
     int64_t reboot_at = 0;           // a reboot scheduled for an installed update (0: none)
+    std::string reboot_boot;         // the boot it was scheduled in (/proc/sys/kernel/random/boot_id):
+                                     // once the device has rebooted, it is void
     std::string to_json() const;
 };
 // A missing file is an empty state; a damaged one throws Error naming it.

@@ -131,10 +131,10 @@ auto guard(const char* handler, F&& body) -> decltype(body()) {
 class Daemon {
 public:
     Daemon(Engine& engine, BootControl& boot, const Release& release, bool may_reboot, fs::path config_file, fs::path trust_anchor,
-           fs::path channel_file)
+           fs::path channel_file, std::string boot_id)
         : engine_(engine), boot_(boot), release_(release), may_reboot_(may_reboot), config_file_(std::move(config_file)),
-          trust_anchor_(std::move(trust_anchor)), channel_file_(std::move(channel_file)), wake_(::eventfd(0, EFD_CLOEXEC)),
-          random_(std::random_device{}()) {
+          trust_anchor_(std::move(trust_anchor)), channel_file_(std::move(channel_file)), boot_id_(std::move(boot_id)),
+          wake_(::eventfd(0, EFD_CLOEXEC)), random_(std::random_device{}()) {
         if (!wake_) fail_errno("eventfd");
     }
 
@@ -151,6 +151,11 @@ public:
             shared_.channel = load_channel_state(channel_file_);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "cairn-updated: %s; starting the channel's record afresh\n", e.what());
+        }
+        if (shared_.channel.reboot_at != 0 && shared_.channel.reboot_boot != boot_id_) {  // the device rebooted since
+            shared_.channel.reboot_at = 0;
+            shared_.channel.reboot_boot.clear();
+            save_channel(shared_.channel);
         }
         if (channel_settings_.url.empty()) return;
         const int delay = random_delay(channel_settings_.jitter());
@@ -203,7 +208,7 @@ public:
         object->registerMethod("Mark").onInterface(I).withInputParamNames("state", "slot").withOutputParamNames("slot", "message")
             .implementedAs([this](const std::string& state, const std::string& slot) {
                 return guard("Mark", [&] {
-                    if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
+                    if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install, health check or channel check is running");
                     const std::optional<MarkState> wanted = parse_mark_state(state);
                     if (!wanted) throw sdbus::Error("org.cairn.Updater1.Error.Failed", "unknown state \"" + state + "\" (good, bad or active)");
                     Slot s = engine_.mark(*wanted, slot);
@@ -222,7 +227,7 @@ public:
                 if (channel_settings_.url.empty())
                     throw sdbus::Error("org.cairn.Updater1.Error.BadOption",
                                        "this device follows no channel (no [channel] url in " + config_file_.string() + " when the daemon started)");
-                if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is running");
+                if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install, health check or channel check is running");
                 start_channel_check();
             });
         });
@@ -291,7 +296,7 @@ private:
 
     // `source` names the bundle; `fd`, when given, is the bundle itself (else source is its path).
     void install(const std::string& source, std::shared_ptr<UniqueFd> fd, const std::map<std::string, sdbus::Variant>& options) {
-        if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install or health check is already running");
+        if (busy_) throw sdbus::Error("org.cairn.Updater1.Error.Busy", "an install, health check or channel check is already running");
         InstallOptions o;
         bool reboot = false;
         for (const auto& [key, value] : options) {
@@ -485,6 +490,7 @@ private:
                             break;
                         case RebootPolicy::Kind::window:
                             st.reboot_at = next_reboot_time(settings.reboot, wall_clock(), random_);
+                            st.reboot_boot = boot_id_;
                             st.message = installed + "; rebooting in its window, at " +
                                          utc_timestamp(std::chrono::system_clock::from_time_t(static_cast<time_t>(st.reboot_at)));
                             break;
@@ -615,6 +621,7 @@ private:
     fs::path config_file_;  // /etc/cairn/update.toml: how bundles are fetched from servers, the channel
     fs::path trust_anchor_;  // what bundles and channel indexes must be signed by
     fs::path channel_file_;  // the channel's record, beside the status file
+    std::string boot_id_;    // this boot's id: a reboot scheduled in an earlier boot is void
     ChannelSettings channel_settings_;  // as the daemon started (url empty: none)
     UniqueFd wake_;
     Shared shared_;
@@ -681,7 +688,13 @@ int main(int argc, char** argv) {
         UefiBootControl boot(vars, disk, cmdline);
         EngineConfig config{disk, state, anchor, etc_upper, "/proc/sys/kernel/random/boot_id", release};
         Engine engine(boot, config);
-        Daemon daemon(engine, boot, release, may_reboot, config_file, anchor, state.parent_path() / "channel.json");
+        std::string boot_id;
+        try {
+            boot_id = trim_end(read_file(config.boot_id_file));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: %s\n", e.what());
+        }
+        Daemon daemon(engine, boot, release, may_reboot, config_file, anchor, state.parent_path() / "channel.json", boot_id);
 
         BootDecision d;
         try {

@@ -16,6 +16,7 @@
 #include "common/efivars.hpp"
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
+#include "common/text.hpp"
 #include "imager/publish.hpp"
 #include "imager/update.hpp"
 #include "tests/support/nginx.hpp"
@@ -447,4 +448,27 @@ TEST(Daemon, FollowsAChannelAndInstallsWhatIsPublishedOnItByItself) {
     r = plain.cairnctl({"update", "check"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("follows no channel"), std::string::npos) << r.err;
+}
+
+// A reboot a channel scheduled for its window belongs to the boot it was scheduled in: after the
+// device rebooted (into the update, by hand) it is void; within the same boot (the daemon
+// restarted) it still comes.
+TEST(Daemon, AChannelsScheduledRebootHoldsOnlyForTheBootItWasScheduledIn) {
+    if (!is_root()) GTEST_SKIP() << "needs root (the D-Bus policy lets only root own the name)";
+    auto record = [](const std::string& boot) {
+        return json{{"url", "https://u.example/stable.json"}, {"checked", 1}, {"published", 1}, {"version", "2.0"},
+                    {"result", "installed"}, {"message", "installed 2.0"}, {"next_check", 0}, {"reboot_at", 1},
+                    {"reboot_boot", boot}, {"code", nullptr}}
+            .dump();
+    };
+    {
+        Bus b([&](const fs::path& scratch) { write_text(scratch / "state/channel.json", record("an-earlier-boot")); });
+        EXPECT_FALSE(b.log_says("would reboot", 2s)) << b.read_file_or_empty(b.s / "daemon.log");
+        RunResult r = b.cairnctl({"update", "status", "--json"});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(json::parse(r.out)["channel"]["reboot_at"], 0) << r.out;
+    }
+    const std::string this_boot = trim_end(read_file("/proc/sys/kernel/random/boot_id"));
+    Bus b([&](const fs::path& scratch) { write_text(scratch / "state/channel.json", record(this_boot)); });
+    EXPECT_TRUE(b.log_says("would reboot now (--no-reboot)", 10s)) << b.read_file_or_empty(b.s / "daemon.log");
 }
