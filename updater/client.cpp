@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/args.hpp"
+#include "common/encoding.hpp"
 #include "common/error.hpp"
 #include "common/version.hpp"
 #include "common/units.hpp"
@@ -282,6 +283,12 @@ std::string channel_line(const json& c) {
     std::string line = c.value("url", "") + ": " + c.value("result", "");
     if (c.contains("code") && c["code"].is_string()) line += " (" + c["code"].get<std::string>() + ")";
     if (!c.value("message", "").empty()) line += ": " + c.value("message", "");
+    auto when = [&](const char* key) {
+        return utc_timestamp(std::chrono::system_clock::from_time_t(static_cast<time_t>(c.value(key, int64_t{0}))));
+    };
+    if (c.value("checked", int64_t{0}) > 0) line += "\n  checked " + when("checked");
+    if (c.value("next_check", int64_t{0}) > 0) line += ", next check " + when("next_check");
+    if (c.value("reboot_at", int64_t{0}) > 0) line += ", reboot " + when("reboot_at");
     return line;
 }
 

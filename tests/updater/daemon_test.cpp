@@ -436,6 +436,7 @@ TEST(Daemon, FollowsAChannelAndInstallsWhatIsPublishedOnItByItself) {
     r = b.cairnctl({"update", "status"});
     EXPECT_NE(r.out.find("channel https://127.0.0.1"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(": waiting: 2.0 is installed"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(", next check 20"), std::string::npos) << r.out;  // when, in UTC
     // A stale copy of the older index (a CDN's, or an attacker's) is refused and named.
     write_text(nginx.www() / "minimal/stable.json", old_index_text);
     r = b.cairnctl({"update", "check", "--json"});
