@@ -25,9 +25,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <random>
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -48,8 +48,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -66,7 +64,8 @@ struct Bench {
     EngineConfig config;
     HttpSettings http;
 
-    Bench(const fs::path& d, uint64_t root_partition) : dir(d), fixture((fs::create_directories(d), d), root_partition) {
+    Bench(const fs::path& d, uint64_t root_partition)
+        : dir(d), fixture((fs::create_directories(d), d), root_partition) {
         config.disk = fixture.disk;
         config.state_file = dir / "state/status.json";
         config.trust_anchor = fixture.trust_anchor;
@@ -83,7 +82,8 @@ struct Bench {
             if (e.label != "root_b" && e.label != "root_b_verity" && e.label != "esp_b") continue;
             std::vector<char> zeros(4 * MiB, 0);
             for (uint64_t at = 0; at < e.size; at += zeros.size())
-                pwrite_exact(fd.get(), zeros.data(), std::min<uint64_t>(zeros.size(), e.size - at), e.offset + at, "wipe");
+                pwrite_exact(fd.get(), zeros.data(), std::min<uint64_t>(zeros.size(), e.size - at), e.offset + at,
+                             "wipe");
         }
         ::fsync(fd.get());
         std::error_code ec;
@@ -142,8 +142,8 @@ std::pair<long, long> streaming_peak_kib(const fs::path& dir, uint64_t mib, cons
     const std::string name = "m" + std::to_string(mib) + ".cairn";
     fs::create_symlink(bundle, nginx.www() / name);
     const RunResult r = run({fs::read_symlink("/proc/self/exe").string(), "--install-only", b.fixture.disk.string(),
-                             (dir / "child-state/status.json").string(), b.fixture.trust_anchor.string(), nginx.https_url(name),
-                             (pki / "root.pem").string()});
+                             (dir / "child-state/status.json").string(), b.fixture.trust_anchor.string(),
+                             nginx.https_url(name), (pki / "root.pem").string()});
     long peak = -1, before = -1;
     if (r.exit_code != 0 || std::sscanf(r.out.c_str(), "peak %ld before %ld", &peak, &before) != 2)
         std::fprintf(stderr, "memory run: %s%s\n", r.out.c_str(), r.err.c_str());
@@ -182,7 +182,9 @@ int main(int argc, char** argv) {
             const int latency = 20;
             proxy.set_latency(latency);
             sc.http.allow_http = true;
-            std::printf("scattered: 1 block in 16 changed over a 64 MiB root (1024 runs), %d ms added to every request\n", latency);
+            std::printf(
+                "scattered: 1 block in 16 changed over a 64 MiB root (1024 runs), %d ms added to every request\n",
+                latency);
             double times[2];
             size_t requests[2];
             for (bool multi : {true, false}) {
@@ -200,92 +202,99 @@ int main(int argc, char** argv) {
         }
 
         if (!scattered_only) {
-        // stream against file
-        Bench b(work / "main", 264 * MiB);
-        const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, 256 * MiB);
-        fs::create_symlink(bundle, nginx.www() / "b.cairn");
-        b.http.ca_bundle = pki / "root.pem";
-        std::vector<double> file_times, stream_times;
-        for (int i = 0; i < runs; ++i) {
-            b.wipe_slot_b();
-            file_times.push_back(b.install_file(bundle));
-            b.wipe_slot_b();
-            stream_times.push_back(b.install_url(nginx.https_url("b.cairn")));
-        }
-        const Transfer full = b.transfer();
-        const double f = median(file_times), s = median(stream_times);
-        std::printf("stream: 256 MiB root, median of %d\n", runs);
-        std::printf("  local file  %.2f s\n  from nginx  %.2f s (HTTPS, %llu bytes downloaded)\n  ratio %.2f (goal <= 1.2)\n", f, s,
-                    static_cast<unsigned long long>(full.downloaded), s / f);
-
-        // memory
-        std::printf("memory: peak resident set of a process doing one streaming install\n");
-        for (uint64_t mib : {64, 256}) {
-            const auto [peak, before] = streaming_peak_kib(work / ("m" + std::to_string(mib)), mib, pki, nginx);
-            std::printf("  %3llu MiB root: %.1f MiB (%.1f MiB before the install)\n", static_cast<unsigned long long>(mib), peak / 1024.0,
-                        before / 1024.0);
-        }
-
-        // resume
-        b.wipe_slot_b();
-        b.http.allow_http = true;
-        const BundleReader reader(bundle, b.fixture.trust_anchor);
-        const Payload& root = *reader.manifest().find("root", "b");
-        uint64_t first = 0;
-        {
-            FaultProxy proxy(nginx.http_port());
-            proxy.add(Fault{Fault::Kind::cut, root.offset + root.size / 2});
-            b.http.max_attempts = 1;
-            try {
-                b.install_url(proxy.url("b.cairn"));
-            } catch (const std::exception&) {
+            // stream against file
+            Bench b(work / "main", 264 * MiB);
+            const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, 256 * MiB);
+            fs::create_symlink(bundle, nginx.www() / "b.cairn");
+            b.http.ca_bundle = pki / "root.pem";
+            std::vector<double> file_times, stream_times;
+            for (int i = 0; i < runs; ++i) {
+                b.wipe_slot_b();
+                file_times.push_back(b.install_file(bundle));
+                b.wipe_slot_b();
+                stream_times.push_back(b.install_url(nginx.https_url("b.cairn")));
             }
-            first = b.transfer().downloaded;
-        }
-        b.http.max_attempts = 8;
-        b.install_url(nginx.https_url("b.cairn"));
-        const uint64_t second = b.transfer().downloaded;
-        const long long again = static_cast<long long>(first + second) - static_cast<long long>(full.downloaded);
-        std::printf("resume: cut at 50 %% of the root, then the same install\n");
-        std::printf("  first try %llu bytes, second %llu, one uncut install %llu: %lld bytes downloaded twice\n",
-                    static_cast<unsigned long long>(first), static_cast<unsigned long long>(second),
-                    static_cast<unsigned long long>(full.downloaded), again);
-        std::printf("  (every try fetches the head: header, manifest and signature; goal: the rest <= one 4 KiB block + what was in flight)\n");
+            const Transfer full = b.transfer();
+            const double f = median(file_times), s = median(stream_times);
+            std::printf("stream: 256 MiB root, median of %d\n", runs);
+            std::printf(
+                "  local file  %.2f s\n  from nginx  %.2f s (HTTPS, %llu bytes downloaded)\n  ratio %.2f (goal <= "
+                "1.2)\n",
+                f, s, static_cast<unsigned long long>(full.downloaded), s / f);
 
-        // delta
-        if (argc > 3) {
-            const fs::path old_disk = argv[2], new_bundle = argv[3];
-            const BundleReader nb(new_bundle, b.fixture.trust_anchor);
-            const fs::path disk = work / "delta-disk.raw";
-            fs::copy_file(old_disk, disk);
-            EngineConfig c;
-            c.disk = disk;
-            c.state_file = work / "delta-state/status.json";
-            c.trust_anchor = b.fixture.trust_anchor;
-            c.etc_upper = work / "none";
-            c.boot_id_file = b.config.boot_id_file;
-            c.release.compatible = nb.manifest().compatible;
-            c.release.version = "0";
-            FakeBootControl boot;
-            Engine(boot, c).on_boot();
-            fs::create_symlink(fs::absolute(new_bundle), nginx.www() / "delta.cairn");
-            HttpSettings http;
-            http.ca_bundle = pki / "root.pem";
-            Engine(boot, c).install_url(nginx.https_url("delta.cairn"), http, {}, {});
-            const Transfer t = *Engine(boot, c).status().last->transfer;
-            const uint64_t bundle_bytes = fs::file_size(new_bundle);
-            std::printf("delta: %s onto %s\n", new_bundle.c_str(), old_disk.c_str());
-            std::printf("  downloaded %llu bytes: %.2f %% of the bundle (%llu), %.2f %% of the slot's payloads (%llu); reused %llu\n",
-                        static_cast<unsigned long long>(t.downloaded), 100.0 * t.downloaded / bundle_bytes,
-                        static_cast<unsigned long long>(bundle_bytes), 100.0 * t.downloaded / t.payload_bytes,
-                        static_cast<unsigned long long>(t.payload_bytes), static_cast<unsigned long long>(t.reused));
-            std::printf("  RAUC's adaptive updates report ~10 %% for such a change (shared/notes/updates.md)\n");
-            if (argc > 4) {
-                const double zstd = std::atof(argv[4]);
-                std::printf("  zstd --patch-from old->new root: %.0f bytes; cairn / zstd = %.2f (goal <= 2)\n", zstd, t.downloaded / zstd);
+            // memory
+            std::printf("memory: peak resident set of a process doing one streaming install\n");
+            for (uint64_t mib : {64, 256}) {
+                const auto [peak, before] = streaming_peak_kib(work / ("m" + std::to_string(mib)), mib, pki, nginx);
+                std::printf("  %3llu MiB root: %.1f MiB (%.1f MiB before the install)\n",
+                            static_cast<unsigned long long>(mib), peak / 1024.0, before / 1024.0);
+            }
+
+            // resume
+            b.wipe_slot_b();
+            b.http.allow_http = true;
+            const BundleReader reader(bundle, b.fixture.trust_anchor);
+            const Payload& root = *reader.manifest().find("root", "b");
+            uint64_t first = 0;
+            {
+                FaultProxy proxy(nginx.http_port());
+                proxy.add(Fault{Fault::Kind::cut, root.offset + root.size / 2});
+                b.http.max_attempts = 1;
+                try {
+                    b.install_url(proxy.url("b.cairn"));
+                } catch (const std::exception&) {
+                }
+                first = b.transfer().downloaded;
+            }
+            b.http.max_attempts = 8;
+            b.install_url(nginx.https_url("b.cairn"));
+            const uint64_t second = b.transfer().downloaded;
+            const long long again = static_cast<long long>(first + second) - static_cast<long long>(full.downloaded);
+            std::printf("resume: cut at 50 %% of the root, then the same install\n");
+            std::printf("  first try %llu bytes, second %llu, one uncut install %llu: %lld bytes downloaded twice\n",
+                        static_cast<unsigned long long>(first), static_cast<unsigned long long>(second),
+                        static_cast<unsigned long long>(full.downloaded), again);
+            std::printf(
+                "  (every try fetches the head: header, manifest and signature; goal: the rest <= one 4 KiB block + "
+                "what was in flight)\n");
+
+            // delta
+            if (argc > 3) {
+                const fs::path old_disk = argv[2], new_bundle = argv[3];
+                const BundleReader nb(new_bundle, b.fixture.trust_anchor);
+                const fs::path disk = work / "delta-disk.raw";
+                fs::copy_file(old_disk, disk);
+                EngineConfig c;
+                c.disk = disk;
+                c.state_file = work / "delta-state/status.json";
+                c.trust_anchor = b.fixture.trust_anchor;
+                c.etc_upper = work / "none";
+                c.boot_id_file = b.config.boot_id_file;
+                c.release.compatible = nb.manifest().compatible;
+                c.release.version = "0";
+                FakeBootControl boot;
+                Engine(boot, c).on_boot();
+                fs::create_symlink(fs::absolute(new_bundle), nginx.www() / "delta.cairn");
+                HttpSettings http;
+                http.ca_bundle = pki / "root.pem";
+                Engine(boot, c).install_url(nginx.https_url("delta.cairn"), http, {}, {});
+                const Transfer t = *Engine(boot, c).status().last->transfer;
+                const uint64_t bundle_bytes = fs::file_size(new_bundle);
+                std::printf("delta: %s onto %s\n", new_bundle.c_str(), old_disk.c_str());
+                std::printf(
+                    "  downloaded %llu bytes: %.2f %% of the bundle (%llu), %.2f %% of the slot's payloads (%llu); "
+                    "reused %llu\n",
+                    static_cast<unsigned long long>(t.downloaded), 100.0 * t.downloaded / bundle_bytes,
+                    static_cast<unsigned long long>(bundle_bytes), 100.0 * t.downloaded / t.payload_bytes,
+                    static_cast<unsigned long long>(t.payload_bytes), static_cast<unsigned long long>(t.reused));
+                std::printf("  RAUC's adaptive updates report ~10 %% for such a change (shared/notes/updates.md)\n");
+                if (argc > 4) {
+                    const double zstd = std::atof(argv[4]);
+                    std::printf("  zstd --patch-from old->new root: %.0f bytes; cairn / zstd = %.2f (goal <= 2)\n",
+                                zstd, t.downloaded / zstd);
+                }
             }
         }
-        }  // !scattered_only
     } catch (const std::exception& e) {
         std::fprintf(stderr, "update_stream_bench: %s\n", e.what());
         fs::remove_all(work);
