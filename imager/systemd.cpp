@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <sstream>
 #include <vector>
 
@@ -249,6 +250,32 @@ constexpr Unneeded unneeded_units[] = {
     {"e2scrub_reap.service", "e2scrub checks ext4 on LVM snapshots; a Cairn disk has no LVM"},
 };
 
+// Packages' units that Debian orders before sysinit.target though nothing in the early boot needs
+// them done: here they start beside the rest, their hardening unchanged, so that every boot does
+// not wait for them (each costs a second or two under emulation). An override of the whole unit
+// in /etc (a drop-in cannot remove an ordering); the package's own file stays as shipped.
+struct Unordered {
+    const char* unit;
+    std::initializer_list<const char*> targets;
+    const char* why;
+};
+const Unordered unordered_units[] = {
+    {"systemd-timesyncd.service", {"sysinit.target", "time-set.target"},
+     "the clock of a VM or of a device with an RTC is already set when it starts"},
+    {"systemd-update-utmp.service", {"sysinit.target"}, "it writes the boot's record to wtmp, which nothing in the early boot reads"},
+};
+
+// systemd's generators that have nothing to generate on a Cairn image, disabled as
+// systemd.generator(7) says (a link to /dev/null of the same name in /etc/systemd/system-generators):
+// each is a program systemd runs before it loads a unit, on every boot.
+constexpr Unneeded unneeded_generators[] = {
+    {"systemd-gpt-auto-generator", "Cairn's partitions are mounted as its layout says, none by its partition type"},
+    {"systemd-hibernate-resume-generator", "a Cairn disk has no swap to resume from"},
+    {"systemd-system-update-generator", "updates are signed A/B bundles, not offline updates applied at boot"},
+    {"systemd-veritysetup-generator", "cairn-init sets up the verity root before systemd starts"},
+    {"systemd-integritysetup-generator", "a Cairn disk has no dm-integrity volumes"},
+};
+
 // The vendor unit text with `targets` taken out of its Before= lines (a drop-in cannot remove an
 // ordering, so the override is the whole unit). Empty when none of them is there.
 std::string without_before(const std::string& unit, const std::vector<std::string>& targets) {
@@ -354,18 +381,24 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         enable(tree, "systemd-networkd.service", "multi-user.target", what);
         enable(tree, "systemd-networkd.socket", "sockets.target", what);
     }
-    const std::string timesyncd = std::string(systemd_paths::units) + "/systemd-timesyncd.service";
-    if (has(tree, timesyncd, what)) {
+    if (has(tree, std::string(systemd_paths::units) + "/systemd-timesyncd.service", what))
         enable(tree, "systemd-timesyncd.service", "sysinit.target", what);
-        // Debian orders timesyncd before sysinit.target and time-set.target, so every boot waits
-        // for it to start (seconds under emulation) though the clock of a VM or a device with an
-        // RTC is already set: here it starts beside the rest, its hardening unchanged.
-        const std::string text = without_before(read_file(tree.host(tree.resolve(timesyncd, what))), {"sysinit.target", "time-set.target"});
-        if (!text.empty()) {
-            ensure_directory(tree, systemd_paths::admin_units, what);
-            tree.add_file(std::string(systemd_paths::admin_units) + "/systemd-timesyncd.service",
-                          "# Cairn: Debian's unit, not ordered before sysinit.target or time-set.target.\n" + text, file_meta, what);
-        }
+    for (const auto& u : unordered_units) {
+        const std::string vendor = std::string(systemd_paths::units) + "/" + u.unit;
+        if (!has(tree, vendor, what)) continue;
+        const std::string text = without_before(read_file(tree.host(tree.resolve(vendor, what))), {u.targets.begin(), u.targets.end()});
+        if (text.empty()) continue;
+        ensure_directory(tree, systemd_paths::admin_units, what);
+        std::string orders;
+        for (const char* t : u.targets) orders += std::string(orders.empty() ? "" : " or ") + t;
+        tree.add_file(std::string(systemd_paths::admin_units) + "/" + u.unit,
+                      "# Cairn: Debian's unit, not ordered before " + orders + ": " + u.why + ".\n" + text, file_meta, what);
+    }
+    for (const auto& g : unneeded_generators) {
+        if (!has(tree, std::string(systemd_paths::generators) + "/" + g.unit, what)) continue;
+        ensure_directory(tree, systemd_paths::admin_generators, what);
+        tree.add_symlink(std::string(systemd_paths::admin_generators) + "/" + g.unit, "/dev/null", link_meta,
+                         what + ": disabling " + g.unit + " (" + g.why + ")");
     }
     // Masked (a link to /dev/null, as `systemctl mask` makes it) where the package is installed.
     for (const auto& u : unneeded_units) {

@@ -29,6 +29,8 @@ inline constexpr const char* units = "/usr/lib/systemd/system";
 // Overrides of packages' units and masks: where `systemctl edit`/`mask` put them (dpkg owns the
 // vendor folder; its files stay as the packages shipped them, so `dpkg --verify` stays clean).
 inline constexpr const char* admin_units = "/etc/systemd/system";
+inline constexpr const char* generators = "/usr/lib/systemd/system-generators";
+inline constexpr const char* admin_generators = "/etc/systemd/system-generators";
 inline constexpr const char* ready = "/usr/lib/cairn/ready";
 inline constexpr const char* ssh_keygen = "/usr/lib/cairn/ssh-keygen";
 inline constexpr const char* factory_var = "/usr/share/factory/var";
@@ -40,7 +42,9 @@ inline constexpr const char* var_tmpfiles = "/usr/lib/tmpfiles.d/cairn-var.conf"
 bool runs_systemd(const Tree& tree);
 
 // Adds the units above for what the recipe enables ([firewall], [update], [ssh], [provisioning]),
-// the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them.
+// the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them;
+// takes packages' units that need not hold up sysinit.target off it (timesyncd, update-utmp), masks
+// units and disables generators that have nothing to do on a Cairn image.
 void add_systemd_units(Tree& tree, const Recipe& recipe);
 
 // The script behind cairn-ready.service.

@@ -46,6 +46,13 @@ void add_fake_systemd(Tree& t) {
     for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-boot-check-no-failures.service", "ssh.service",
                              "apt-daily.timer", "e2scrub_reap.service"})
         t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
+    t.add_directory("/usr/lib/systemd/system-generators", Meta{0, 0, 0755}, "t");
+    for (const char* g : {"systemd-fstab-generator", "systemd-gpt-auto-generator", "systemd-getty-generator"})
+        t.add_file(std::string("/usr/lib/systemd/system-generators/") + g, "", Meta{0, 0, 0755}, "t");
+    t.add_file("/usr/lib/systemd/system/systemd-update-utmp.service",
+               "[Unit]\nDescription=Record System Boot/Shutdown in UTMP\nDefaultDependencies=no\nRequiresMountsFor=/var/log/wtmp\n"
+               "Before=sysinit.target shutdown.target\n\n[Service]\nExecStop=/lib/systemd/systemd-update-utmp shutdown\n",
+               Meta{0, 0, 0644}, "t");
     // timesyncd as Debian 12 orders it.
     t.add_file("/usr/lib/systemd/system/systemd-timesyncd.service",
                "[Unit]\nDescription=Network Time Synchronization\nDefaultDependencies=no\nAfter=systemd-sysusers.service\n"
@@ -117,6 +124,18 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     EXPECT_EQ(timesyncd.find("Before=time-set.target"), std::string::npos) << timesyncd;
     EXPECT_NE(timesyncd.find("User=systemd-timesync"), std::string::npos) << timesyncd;
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/system/systemd-timesyncd.service").find("Before=time-set.target sysinit.target"), std::string::npos);
+    // update-utmp too, still recording the shutdown.
+    const std::string utmp = read_file(dir / "root/etc/systemd/system/systemd-update-utmp.service");
+    EXPECT_NE(utmp.find("\nBefore=shutdown.target\n"), std::string::npos) << utmp;
+    EXPECT_EQ(utmp.find("\nBefore=sysinit.target"), std::string::npos) << utmp;
+    EXPECT_NE(utmp.find("ExecStop=/lib/systemd/systemd-update-utmp shutdown"), std::string::npos) << utmp;
+    // Generators with nothing to do are disabled; those that have work are not.
+    std::error_code gec;
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-gpt-auto-generator", gec), "/dev/null");
+    EXPECT_FALSE(fs::exists(dir / "root/etc/systemd/system-generators/systemd-fstab-generator", gec));
+    EXPECT_FALSE(fs::exists(dir / "root/etc/systemd/system-generators/systemd-getty-generator", gec));
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-hibernate-resume-generator"));  // not installed
+    ASSERT_TRUE(t.meta("/etc/systemd/system-generators/systemd-gpt-auto-generator"));
     // Masked where installed; not where not.
     std::error_code ec;
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/apt-daily.timer", ec), "/dev/null");
