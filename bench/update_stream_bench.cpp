@@ -13,10 +13,12 @@
 //            (multipart/byteranges) against one range a request, time and requests;
 //   delta    with OLD_DISK and NEW_BUNDLE (bench/update-delta builds them: the minimal recipe and
 //            the same recipe with one package changed): a copy of OLD_DISK runs slot a, NEW_BUNDLE is
-//            installed into slot b from nginx; bytes downloaded against the bundle, the slot's
-//            payloads and, given ZSTD_PATCH_BYTES, the size of `zstd --patch-from` old→new root.
+//            installed into slot b from nginx, by blocks alone and then, given DELTA (`cairn delta`
+//            from the old build's bundle), with it beside the bundle; bytes downloaded against the
+//            bundle, the slot's payloads and, given ZSTD_PATCH_BYTES, the size of `zstd --patch-from`
+//            old→new root.
 //
-// Usage: update_stream_bench [RUNS=3] [OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES]]
+// Usage: update_stream_bench [RUNS=3] [OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES [DELTA]]]
 //        update_stream_bench scattered        (that section alone)
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -155,6 +157,8 @@ std::pair<long, long> streaming_peak_kib(const fs::path& dir, uint64_t mib, cons
 int main(int argc, char** argv) {
     if (argc == 7 && std::string(argv[1]) == "--install-only") return install_only(argv);
     const bool scattered_only = argc > 1 && std::string(argv[1]) == "scattered";
+    // `update_stream_bench delta OLD_DISK NEW_BUNDLE [ZSTD_PATCH_BYTES [DELTA]]`: the delta section alone.
+    const bool delta_only = argc > 3 && std::string(argv[1]) == "delta";
     const int runs = argc > 1 && !scattered_only ? std::max(1, std::atoi(argv[1])) : 3;
     const fs::path work = fs::path("/var/tmp") / ("cairn-stream-bench-" + std::to_string(::getpid()));
     fs::create_directories(work);
@@ -162,7 +166,7 @@ int main(int argc, char** argv) {
         TestPki pki(work / "pki");
         Nginx nginx(work / "nginx", pki);
         // scattered: many small runs over a link with a round trip
-        {
+        if (!delta_only) {
             Bench sc(work / "scatter", 72 * MiB);
             sc.fixture.root_bytes = [](const std::string& version, uint64_t size) {
                 std::string bytes(size, '\0');
@@ -207,6 +211,7 @@ int main(int argc, char** argv) {
             const fs::path bundle = b.fixture.bundle("2.0", "cairn-test", {}, 256 * MiB);
             fs::create_symlink(bundle, nginx.www() / "b.cairn");
             b.http.ca_bundle = pki / "root.pem";
+            if (!delta_only) {
             std::vector<double> file_times, stream_times;
             for (int i = 0; i < runs; ++i) {
                 b.wipe_slot_b();
@@ -258,40 +263,59 @@ int main(int argc, char** argv) {
                 "  (every try fetches the head: header, manifest and signature; goal: the rest <= one 4 KiB block + "
                 "what was in flight)\n");
 
-            // delta
+            }
+
+            // delta ("delta" in the place of RUNS)
             if (argc > 3) {
                 const fs::path old_disk = argv[2], new_bundle = argv[3];
                 const BundleReader nb(new_bundle, b.fixture.trust_anchor);
-                const fs::path disk = work / "delta-disk.raw";
-                fs::copy_file(old_disk, disk);
-                EngineConfig c;
-                c.disk = disk;
-                c.state_file = work / "delta-state/status.json";
-                c.trust_anchor = b.fixture.trust_anchor;
-                c.etc_upper = work / "none";
-                c.boot_id_file = b.config.boot_id_file;
-                c.release.compatible = nb.manifest().compatible;
-                c.release.version = "0";
-                FakeBootControl boot;
-                Engine(boot, c).on_boot();
-                fs::create_symlink(fs::absolute(new_bundle), nginx.www() / "delta.cairn");
-                HttpSettings http;
-                http.ca_bundle = pki / "root.pem";
-                Engine(boot, c).install_url(nginx.https_url("delta.cairn"), http, {}, {});
-                const Transfer t = *Engine(boot, c).status().last->transfer;
                 const uint64_t bundle_bytes = fs::file_size(new_bundle);
+                const double zstd = argc > 4 ? std::atof(argv[4]) : 0;
+                const fs::path delta_file = argc > 5 ? fs::path(argv[5]) : fs::path();
+                fs::create_symlink(fs::absolute(new_bundle), nginx.www() / "delta.cairn");
+                // A copy of the old disk runs slot a; the new bundle goes into slot b from nginx:
+                // adaptive alone, then with the delta from the old build beside the bundle.
+                auto install = [&](const std::string& label, const std::string& running_build) {
+                    const fs::path disk = work / "delta-disk.raw";
+                    fs::remove(disk);
+                    fs::remove_all(work / "delta-state");
+                    fs::copy_file(old_disk, disk);
+                    EngineConfig c;
+                    c.disk = disk;
+                    c.state_file = work / "delta-state/status.json";
+                    c.trust_anchor = b.fixture.trust_anchor;
+                    c.etc_upper = work / "none";
+                    c.boot_id_file = b.config.boot_id_file;
+                    c.release.compatible = nb.manifest().compatible;
+                    c.release.version = "0";
+                    c.release.build_id = running_build;
+                    FakeBootControl boot;
+                    Engine(boot, c).on_boot();
+                    HttpSettings http;
+                    http.ca_bundle = pki / "root.pem";
+                    const auto t0 = std::chrono::steady_clock::now();
+                    Engine(boot, c).install_url(nginx.https_url("delta.cairn"), http, {}, {});
+                    const double secs = seconds_since(t0);
+                    const Transfer t = *Engine(boot, c).status().last->transfer;
+                    std::printf("  %s: downloaded %llu bytes (%llu of them a delta) in %.1f s: %.3f %% of the bundle (%llu), %.3f %% of the "
+                                "slot's payloads (%llu)",
+                                label.c_str(), static_cast<unsigned long long>(t.downloaded), static_cast<unsigned long long>(t.delta), secs,
+                                100.0 * t.downloaded / bundle_bytes, static_cast<unsigned long long>(bundle_bytes),
+                                100.0 * t.downloaded / t.payload_bytes, static_cast<unsigned long long>(t.payload_bytes));
+                    if (zstd > 0) std::printf("; cairn / zstd = %.2f (goal <= 2)", t.downloaded / zstd);
+                    std::printf("\n");
+                };
                 std::printf("delta: %s onto %s\n", new_bundle.c_str(), old_disk.c_str());
-                std::printf(
-                    "  downloaded %llu bytes: %.2f %% of the bundle (%llu), %.2f %% of the slot's payloads (%llu); "
-                    "reused %llu\n",
-                    static_cast<unsigned long long>(t.downloaded), 100.0 * t.downloaded / bundle_bytes,
-                    static_cast<unsigned long long>(bundle_bytes), 100.0 * t.downloaded / t.payload_bytes,
-                    static_cast<unsigned long long>(t.payload_bytes), static_cast<unsigned long long>(t.reused));
+                if (zstd > 0) std::printf("  zstd --patch-from old->new root: %.0f bytes (the floor)\n", zstd);
                 std::printf("  RAUC's adaptive updates report ~10 %% for such a change (shared/notes/updates.md)\n");
-                if (argc > 4) {
-                    const double zstd = std::atof(argv[4]);
-                    std::printf("  zstd --patch-from old->new root: %.0f bytes; cairn / zstd = %.2f (goal <= 2)\n",
-                                zstd, t.downloaded / zstd);
+                install("blocks only (no delta on the server)", "");
+                if (!delta_file.empty()) {
+                    const std::string name = delta_file.filename().string();
+                    const std::string from = name.substr(name.rfind(".from-") + 6);
+                    fs::create_symlink(fs::absolute(delta_file), nginx.www() / ("delta.cairn.from-" + from));
+                    std::printf("  the delta file: %llu bytes (both slots' trees and ESPs; a device fetches its own)\n",
+                                static_cast<unsigned long long>(fs::file_size(delta_file)));
+                    install("with the delta from build " + from, from);
                 }
             }
         }

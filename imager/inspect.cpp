@@ -306,17 +306,11 @@ InspectResult inspect_bundle(const fs::path& path, const std::optional<fs::path>
     require_file(path);
     const std::string what = path.string();
     UniqueFd fd = open_file(path, O_RDONLY);
-    const uint64_t size = fs::file_size(path);
-    std::string head(updater::bundle_header_size, '\0');
-    if (size < head.size()) fail(what + ": the bundle ends inside its header");
-    pread_exact(fd.get(), head.data(), head.size(), 0, what);
-    const updater::BundleHeader h = updater::decode_header(head, what);
-    if (updater::bundle_header_size + h.manifest_size + h.signature_size > size)
-        fail(what + ": truncated: the bundle ends inside its manifest or signature (" + size_text(size) + ")");
-    std::string manifest_bytes(h.manifest_size, '\0'), signature(h.signature_size, '\0');
-    pread_exact(fd.get(), manifest_bytes.data(), manifest_bytes.size(), updater::bundle_header_size, what);
-    pread_exact(fd.get(), signature.data(), signature.size(), updater::bundle_header_size + h.manifest_size, what);
-    const updater::BundleManifest m = updater::BundleManifest::parse(manifest_bytes, what);
+    const updater::BundleHead head = updater::read_bundle_head(fd.get(), what);
+    const uint64_t size = head.size;
+    const std::string& manifest_bytes = head.manifest_bytes;
+    const std::string& signature = head.signature;
+    const updater::BundleManifest& m = head.manifest;
 
     InspectResult result;
     json& report = result.report;

@@ -17,6 +17,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/terminal.hpp"
+#include "common/units.hpp"
 #include "common/version.hpp"
 #include "imager/build.hpp"
 #include "imager/deb.hpp"
@@ -26,6 +27,7 @@
 #include "imager/update.hpp"
 #include "imager/inspect.hpp"
 #include "imager/publish.hpp"
+#include "imager/delta.hpp"
 #include "qemu/machine.hpp"
 
 namespace {
@@ -109,7 +111,24 @@ const char* publish_help = R"(  publish BUNDLE -o DIR  Put a bundle and its chan
                         (publish again before then; a frozen channel is noticed)
       --trust-anchor PEM  Check the bundle and the index as a device holding this
                         anchor would
+      --delta-from OLD  Also write the delta from the build of bundle OLD (cairn
+                        delta) beside the bundle, before the index; repeatable, one
+                        for each release devices may still run. Not with --url
       --json            Print the index as JSON
+)";
+
+const char* delta_help = R"(  delta FROM TO         Make the delta that devices running the build of bundle FROM
+                        download, instead of the blocks they lack, to install bundle TO
+                        from a server: each segment of TO's root, tree and ESP that
+                        such a device does not have, zstd-patched against what it has.
+                        Put it beside TO on the server, under the name it gets by
+                        default (TO.from-<FROM's build id>): cairn-updated looks for it
+                        there and checks everything it gives against TO's signed
+                        manifest (it needs no signature of its own); without one, or
+                        with a bad one, devices fetch the blocks from TO as before.
+  -o, --output FILE     Where to write it (default: beside TO, named as above)
+      --level N         zstd level, 1 to 19 (default 19)
+      --json            Print the delta's table as JSON
 )";
 
 const char* inspect_help = R"(  inspect IMAGE         Show a disk image's name and version, layout and slots, and
@@ -157,7 +176,7 @@ reach `ready`, 2 on an error.
 
 std::string usage_text() {
     return std::string("Usage: cairn COMMAND [OPTIONS]\n\nBuilds immutable, verified A/B disk images from TOML recipes.\n\nCommands:\n") +
-           build_help + lock_help + bundle_help + publish_help + inspect_help + "\n" + qemu_help + usage_tail;
+           build_help + lock_help + bundle_help + publish_help + delta_help + inspect_help + "\n" + qemu_help + usage_tail;
 }
 
 // `cairn COMMAND --help`: the command's own usage line and section.
@@ -289,6 +308,7 @@ int cmd_publish(const std::vector<std::string>& args) {
         else if (a.is("--key-passphrase")) o.key_passphrase = a.value();
         else if (a.is("--url")) o.url = a.value();
         else if (a.is("--trust-anchor")) o.trust_anchor = a.value();
+        else if (a.is("--delta-from")) o.delta_from.push_back(a.value());
         else if (a.is("--expires")) {
             const std::string v = a.value();
             int days = 0;
@@ -306,10 +326,46 @@ int cmd_publish(const std::vector<std::string>& args) {
     if (o.bundle.empty()) return usage_error("publish: which bundle? (cairn publish BUNDLE -o DIR --key K --cert C)");
     if (o.out_dir.empty()) return usage_error("publish: where to? (-o DIR)");
     if (o.key.empty() || o.cert.empty()) return usage_error("publish: --key and --cert are required");
+    if (!o.url.empty() && !o.delta_from.empty())
+        return usage_error("publish: --delta-from writes deltas beside the bundle, which --url puts elsewhere (make them with cairn delta "
+                           "and upload them beside it)");
     const cairn::imager::PublishResult r = cairn::imager::publish(o);
+    for (const auto& d : r.deltas)
+        if (!json) std::fprintf(stderr, "Delta from %s (%s): %s, %s\n", d.table.from_version.c_str(), d.table.from_build_id.c_str(),
+                                d.file.c_str(), cairn::format_size(d.size).c_str());
     if (json) std::cout << nlohmann::json::parse(cairn::read_file(r.index_file)).dump(2) << "\n";
     else std::fprintf(stderr, "Published %s %s on channel %s: %s%s%s\n", r.index.compatible.c_str(), r.index.version.c_str(),
                       r.index.channel.c_str(), r.index_file.c_str(), r.bundle_file.empty() ? "" : " and ", r.bundle_file.c_str());
+    return 0;
+}
+
+int cmd_delta(const std::vector<std::string>& args) {
+    cairn::imager::DeltaOptions o;
+    bool json = false;
+    cairn::Args a(args);
+    while (a.next()) {
+        if (a.is("-o", "--output")) o.out = a.value();
+        else if (a.is("--level")) {
+            const std::string v = a.value();
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), o.level);
+            if (ec != std::errc() || end != v.data() + v.size() || o.level < 1 || o.level > 19)
+                return usage_error("delta: --level takes a number from 1 to 19, not '" + v + "'");
+        } else if (a.is("--json")) json = true;
+        else if (a.is_option()) return usage_error("delta: unknown option '" + a.arg() + "'");
+        else if (o.from.empty()) o.from = a.arg();
+        else if (o.to.empty()) o.to = a.arg();
+        else return usage_error("delta: two bundles, FROM and TO ('" + a.arg() + "' is extra)");
+    }
+    if (a.help()) return command_help("delta FROM.cairn TO.cairn [-o FILE] [OPTIONS]", delta_help);
+    if (a.version()) return cairn::print_version("cairn");
+    if (o.to.empty()) return usage_error("delta: which bundles? (cairn delta FROM.cairn TO.cairn)");
+    if (!json) o.progress = [](const std::string& line) { std::fprintf(stderr, "  %s\n", line.c_str()); };
+    const cairn::imager::DeltaResult r = cairn::imager::make_delta(o);
+    if (json) std::cout << nlohmann::json::parse(r.table.to_json()).dump(2) << "\n";
+    else std::fprintf(stderr, "Delta %s: %s -> %s, %s (%.2f %% of the %s a device would otherwise place)\n", r.file.c_str(),
+                      r.table.from_version.c_str(), r.table.to_version.c_str(), cairn::format_size(r.size).c_str(),
+                      r.payloads ? 100.0 * static_cast<double>(r.size) / static_cast<double>(r.payloads) : 0.0,
+                      cairn::format_size(r.payloads).c_str());
     return 0;
 }
 
@@ -458,6 +514,7 @@ int main(int argc, char** argv) {
             if (topic == "build") return cmd_build({"--help"});
             if (topic == "bundle") return cmd_bundle({"--help"});
             if (topic == "publish") return cmd_publish({"--help"});
+            if (topic == "delta") return cmd_delta({"--help"});
             if (topic == "lock") return cmd_lock({"--help"});
             if (topic == "inspect") return cmd_inspect({"--help"});
             if (topic == "qemu") return cmd_qemu({"--help"});
@@ -473,6 +530,7 @@ int main(int argc, char** argv) {
         if (command == "lock") return cmd_lock(args);
         if (command == "bundle") return cmd_bundle(args);
         if (command == "publish") return cmd_publish(args);
+        if (command == "delta") return cmd_delta(args);
         if (command == "qemu") return cmd_qemu(args);
         return usage_error("unknown command '" + command + "'");
     } catch (const cairn::imager::BuildInterrupted& e) {

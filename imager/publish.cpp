@@ -51,21 +51,13 @@ PublishResult publish(const PublishOptions& o) {
 
     // The bundle's head: its signature must be intact (and trusted, with an anchor).
     UniqueFd fd = open_file(o.bundle, O_RDONLY | O_CLOEXEC);
-    const uint64_t size = fs::file_size(o.bundle);
-    std::string head(updater::bundle_header_size, '\0');
-    if (size < head.size()) fail(what + ": not a bundle: shorter than its header");
-    pread_exact(fd.get(), head.data(), head.size(), 0, what);
-    const updater::BundleHeader h = updater::decode_header(head, what);
-    if (updater::bundle_header_size + h.manifest_size + h.signature_size > size) fail(what + ": cut short: it ends inside its manifest or signature");
-    std::string manifest_bytes(h.manifest_size, '\0'), signature(h.signature_size, '\0');
-    pread_exact(fd.get(), manifest_bytes.data(), manifest_bytes.size(), updater::bundle_header_size, what);
-    pread_exact(fd.get(), signature.data(), signature.size(), updater::bundle_header_size + h.manifest_size, what);
-    updater::cms_signers(manifest_bytes, signature, what);
+    const updater::BundleHead head = updater::read_bundle_head(fd.get(), what);
+    const uint64_t size = head.size;
+    updater::cms_signers(head.manifest_bytes, head.signature, what);
     const int64_t now = o.now ? o.now : static_cast<int64_t>(std::time(nullptr));
-    if (!o.trust_anchor.empty()) updater::cms_verify(manifest_bytes, signature, o.trust_anchor, what, now);
-    const updater::BundleManifest m = updater::BundleManifest::parse(manifest_bytes, what);
-    if (const uint64_t end = m.payloads.empty() ? 0 : m.payloads.back().offset + m.payloads.back().size; end > size)
-        fail(what + ": cut short: its payloads end at byte " + std::to_string(end) + ", the file has " + std::to_string(size));
+    if (!o.trust_anchor.empty()) updater::cms_verify(head.manifest_bytes, head.signature, o.trust_anchor, what, now);
+    const updater::BundleManifest& m = head.manifest;
+    head.require_payloads(what);
 
     fs::create_directories(o.out_dir);
     PublishResult r;
@@ -83,6 +75,7 @@ PublishResult publish(const PublishOptions& o) {
     const std::string text = updater::make_channel_file(i, o.key, o.cert, o.key_passphrase, now);
     if (!o.trust_anchor.empty()) updater::open_channel_file(text, o.trust_anchor, now, r.index_file.string());
 
+    if (!o.url.empty() && !o.delta_from.empty()) fail("--delta-from writes deltas beside the bundle, which --url puts elsewhere");
     if (o.url.empty()) {
         r.bundle_file = o.out_dir / o.bundle.filename();
         if (!fs::equivalent(o.bundle, r.bundle_file, ec)) {
@@ -95,6 +88,12 @@ PublishResult publish(const PublishOptions& o) {
             out.reset();
             fs::rename(partial, r.bundle_file);
         }
+    }
+    for (const fs::path& old : o.delta_from) {
+        DeltaOptions d;
+        d.from = old;
+        d.to = r.bundle_file;
+        r.deltas.push_back(make_delta(d));
     }
     write_file_atomic(r.index_file, text);
     return r;

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "imager/delta.hpp"
 #include "updater/channel.hpp"
 
 namespace cairn::imager {
@@ -23,11 +25,15 @@ struct PublishOptions {
     std::filesystem::path trust_anchor;  // when given: the bundle and the index are checked as a
                                          // device holding this anchor checks them
     int64_t now = 0;                   // seconds since the epoch; 0: the clock
+    // Bundles of builds devices may run: a delta from each (imager/delta.hpp) is written beside
+    // the bundle, after it and before the index. Not with `url`.
+    std::vector<std::filesystem::path> delta_from;
 };
 
 struct PublishResult {
     std::filesystem::path index_file, bundle_file;  // bundle_file empty when url was given
     updater::ChannelIndex index;
+    std::vector<DeltaResult> deltas;
 };
 
 // Checks the bundle (its signature intact; against trust_anchor when given) and the signer

@@ -17,6 +17,7 @@
 #include "common/uuid.hpp"
 #include "common/file.hpp"
 #include "common/units.hpp"
+#include "updater/json_fields.hpp"
 #include "updater/signature.hpp"
 
 namespace cairn::updater {
@@ -24,80 +25,75 @@ namespace cairn::updater {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
 
-void put64(std::string& out, size_t at, uint64_t v) {
-    for (int i = 0; i < 8; ++i) out[at + i] = static_cast<char>(v >> (8 * i) & 0xff);
+std::string fetch_range(RangeSource& source, uint64_t start, uint64_t end) {
+    class Whole final : public RangeSink {
+    public:
+        Whole(uint64_t start, std::string& out) : start_(start), out_(out) {}
+        uint64_t position() const override { return start_ + out_.size(); }
+        void restart() override {}
+        bool take(const uint8_t* data, size_t size) override {
+            out_.append(reinterpret_cast<const char*>(data), size);
+            return true;
+        }
+
+    private:
+        uint64_t start_;
+        std::string& out_;
+    };
+    std::string out;
+    Whole sink(start, out);
+    source.fetch(end, sink);
+    return out;
 }
-uint64_t get64(std::string_view in, size_t at) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<uint8_t>(in[at + i]);
-    return v;
+
+void BundleHead::require_payloads(const std::string& what) const {
+    if (const uint64_t end = manifest.payloads.back().offset + manifest.payloads.back().size; end > size)
+        fail(what + ": cut short: its payloads end at byte " + std::to_string(end) + ", the file has " + std::to_string(size));
 }
 
-bool is_hex(const std::string& s, size_t length) {
-    if (length && s.size() != length) return false;
-    if (s.size() % 2) return false;
-    return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+BundleHead read_bundle_head(int fd, const std::string& what) {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) fail_errno(what);
+    BundleHead b;
+    b.size = static_cast<uint64_t>(st.st_size);
+    std::string head(bundle_header_size, '\0');
+    if (b.size < head.size()) fail(what + ": not a bundle: it ends inside its header");
+    pread_exact(fd, head.data(), head.size(), 0, what);
+    b.header = decode_header(head, what);
+    if (bundle_header_size + b.header.manifest_size + b.header.signature_size > b.size)
+        fail(what + ": cut short: the bundle ends inside its manifest or signature (" + std::to_string(b.size) + " bytes)");
+    b.manifest_bytes.resize(b.header.manifest_size);
+    b.signature.resize(b.header.signature_size);
+    pread_exact(fd, b.manifest_bytes.data(), b.manifest_bytes.size(), bundle_header_size, what);
+    pread_exact(fd, b.signature.data(), b.signature.size(), bundle_header_size + b.header.manifest_size, what);
+    b.manifest = BundleManifest::parse(b.manifest_bytes, what);
+    return b;
 }
-
-// Field access that names the field on any problem.
-struct Fields {
-    const json& j;
-    std::string where;
-    const json& get(const char* key) const {
-        auto it = j.find(key);
-        if (it == j.end()) fail(where + ": missing \"" + key + "\"");
-        return *it;
-    }
-    std::string str(const char* key) const {
-        const json& v = get(key);
-        if (!v.is_string()) fail(where + ": \"" + key + "\" must be a string");
-        return v.get<std::string>();
-    }
-    std::string str_or(const char* key, const std::string& dflt) const { return j.contains(key) ? str(key) : dflt; }
-    uint64_t u64(const char* key) const {
-        const json& v = get(key);
-        if (!v.is_number_unsigned()) fail(where + ": \"" + key + "\" must be a non-negative integer");
-        return v.get<uint64_t>();
-    }
-    int64_t i64(const char* key) const {
-        const json& v = get(key);
-        if (!v.is_number_integer()) fail(where + ": \"" + key + "\" must be an integer");
-        return v.get<int64_t>();
-    }
-    void only(std::initializer_list<const char*> keys) const {
-        for (auto it = j.begin(); it != j.end(); ++it)
-            if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return it.key() == k; }))
-                fail(where + ": unknown field \"" + it.key() + "\"");
-    }
-};
-
-}  // namespace
 
 std::string encode_header(const BundleHeader& h) {
     std::string out(bundle_header_size, '\0');
     std::memcpy(out.data(), bundle_magic, sizeof bundle_magic);
     out[8] = static_cast<char>(bundle_format);  // u32 little endian
     out[12] = static_cast<char>(bundle_header_size);
-    put64(out, 16, h.manifest_size);
-    put64(out, 24, h.signature_size);
-    put64(out, 32, h.payload_offset);
+    put_le64(out, 16, h.manifest_size);
+    put_le64(out, 24, h.signature_size);
+    put_le64(out, 32, h.payload_offset);
     return out;
 }
 
 BundleHeader decode_header(std::string_view b, const std::string& what) {
     if (b.size() < bundle_header_size || std::memcmp(b.data(), bundle_magic, sizeof bundle_magic) != 0)
         fail(what + ": not a Cairn bundle (no CAIRNBND header)");
-    uint32_t format = static_cast<uint32_t>(get64(b, 8) & 0xffffffff);
-    uint32_t header_size = static_cast<uint32_t>(get64(b, 8) >> 32);
+    uint32_t format = static_cast<uint32_t>(get_le64(b, 8) & 0xffffffff);
+    uint32_t header_size = static_cast<uint32_t>(get_le64(b, 8) >> 32);
     if (format != bundle_format)
         fail(what + ": bundle format " + std::to_string(format) + " is not supported (this updater reads format " +
              std::to_string(bundle_format) + ")");
     if (header_size != bundle_header_size) fail(what + ": bad header size " + std::to_string(header_size));
     if (b.substr(40, bundle_header_size - 40).find_first_not_of('\0') != std::string_view::npos)
         fail(what + ": reserved header bytes are not zero");
-    BundleHeader h{get64(b, 16), get64(b, 24), get64(b, 32)};
+    BundleHeader h{get_le64(b, 16), get_le64(b, 24), get_le64(b, 32)};
     if (h.manifest_size == 0 || h.manifest_size > max_manifest_size)
         fail(what + ": manifest size " + std::to_string(h.manifest_size) + " out of bounds");
     if (h.signature_size == 0 || h.signature_size > max_signature_size)
@@ -135,7 +131,7 @@ std::string BundleManifest::to_json() const {
 BundleManifest BundleManifest::parse(std::string_view text, const std::string& what) {
     json j = json::parse(text.begin(), text.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) fail(what + ": the manifest is not a JSON object");
-    Fields top{j, what + ": manifest"};
+    JsonFields top{j, what + ": manifest"};
     top.only({"format", "compatible", "version", "build_id", "created", "disk_guid", "payloads", "etc", "reference"});
     BundleManifest m;
     if (top.i64("format") != bundle_format) fail(what + ": manifest format " + top.get("format").dump() + " is not supported");
@@ -153,7 +149,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
     uint64_t end = 0;
     for (size_t i = 0; i < ps.size(); ++i) {
         if (!ps[i].is_object()) fail(what + ": manifest: payloads[" + std::to_string(i) + "] is not an object");
-        Fields f{ps[i], what + ": manifest: payloads[" + std::to_string(i) + "]"};
+        JsonFields f{ps[i], what + ": manifest: payloads[" + std::to_string(i) + "]"};
         f.only({"name", "role", "slot", "offset", "size", "sha256", "verity", "chunks"});
         Payload p;
         p.name = f.str("name");
@@ -166,21 +162,21 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
         if (p.role != "root" && p.role != "root-verity" && p.role != "esp")
             fail(f.where + ": unknown role \"" + p.role + "\" (root, root-verity or esp)");
         if (p.slot != "" && p.slot != "a" && p.slot != "b") fail(f.where + ": unknown slot \"" + p.slot + "\" (a or b)");
-        if (!is_hex(p.sha256, 64)) fail(f.where + ": \"sha256\" must be 64 lower-case hex digits");
+        if (!is_lower_hex(p.sha256, 64)) fail(f.where + ": \"sha256\" must be 64 lower-case hex digits");
         if (p.size == 0) fail(f.where + ": \"size\" is 0");
         if (p.offset % payload_alignment) fail(f.where + ": \"offset\" is not a multiple of 4096");
         if (p.offset < end) fail(f.where + ": \"offset\" overlaps the payload before it (payloads go in order)");
         end = checked_add(p.offset, p.size, f.where + ": \"offset\" + \"size\"");
         if (p.role == "root-verity") {
             if (!ps[i].contains("verity") || !ps[i]["verity"].is_object()) fail(f.where + ": a root-verity payload needs \"verity\"");
-            Fields v{ps[i]["verity"], f.where + ".verity"};
+            JsonFields v{ps[i]["verity"], f.where + ".verity"};
             v.only({"root_hash", "salt", "data_block_size", "hash_block_size", "data_blocks"});
             p.root_hash = v.str("root_hash");
             p.salt = v.str("salt");
             uint64_t dbs = v.u64("data_block_size"), hbs = v.u64("hash_block_size");
             p.data_blocks = v.u64("data_blocks");
-            if (!is_hex(p.root_hash, 64)) fail(v.where + ": \"root_hash\" must be 64 lower-case hex digits");
-            if (!is_hex(p.salt, 0) || p.salt.size() > 512) fail(v.where + ": \"salt\" must be hex, 256 bytes at most");
+            if (!is_lower_hex(p.root_hash, 64)) fail(v.where + ": \"root_hash\" must be 64 lower-case hex digits");
+            if (!is_lower_hex(p.salt, 0) || p.salt.size() > 512) fail(v.where + ": \"salt\" must be hex, 256 bytes at most");
             for (uint64_t bs : {dbs, hbs})
                 if (bs < 512 || bs > 4096 || (bs & (bs - 1))) fail(v.where + ": block sizes must be powers of two from 512 to 4096");
             p.data_block_size = static_cast<uint32_t>(dbs);
@@ -193,14 +189,14 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
         if (ps[i].contains("chunks")) {
             if (p.role != "esp") fail(f.where + ": only esp payloads carry \"chunks\"");
             if (!ps[i]["chunks"].is_object()) fail(f.where + ": \"chunks\" must be an object");
-            Fields c{ps[i]["chunks"], f.where + ".chunks"};
+            JsonFields c{ps[i]["chunks"], f.where + ".chunks"};
             c.only({"size", "sha256"});
             const uint64_t size = c.u64("size");
             if (size < 4096 || size > (1 << 20) || (size & (size - 1))) fail(c.where + ": \"size\" must be a power of two from 4096 to 1 MiB");
             p.chunk_size = static_cast<uint32_t>(size);
             p.chunks = c.str("sha256");
             const uint64_t count = (p.size + size - 1) / size;
-            if (p.chunks.size() != count * 64 || !is_hex(p.chunks, p.chunks.size()))
+            if (p.chunks.size() != count * 64 || !is_lower_hex(p.chunks, p.chunks.size()))
                 fail(c.where + ": \"sha256\" must be " + std::to_string(count) + " digests of 64 lower-case hex digits, one after another");
         }
         m.payloads.push_back(std::move(p));
@@ -222,7 +218,7 @@ BundleManifest BundleManifest::parse(std::string_view text, const std::string& w
         const json& e = j["etc"];
         if (!e.is_object()) fail(what + ": manifest: \"etc\" must be an object");
         for (auto it = e.begin(); it != e.end(); ++it) {
-            if (!it.value().is_string() || !is_hex(it.value().get<std::string>(), 64) || it.key().rfind("/etc/", 0) != 0)
+            if (!it.value().is_string() || !is_lower_hex(it.value().get<std::string>(), 64) || it.key().rfind("/etc/", 0) != 0)
                 fail(what + ": manifest: etc entry \"" + it.key() + "\" must map a path under /etc/ to a sha256");
             m.etc[it.key()] = it.value().get<std::string>();
         }
@@ -284,6 +280,7 @@ BundleReader::BundleReader(UniqueFd source, const std::string& name, const fs::p
     take(h.signature_size, signature);
     with_code(ErrorCode::bad_signature, [&] { cms_verify(manifest_bytes_, signature, trust_anchor, what, certificate_time); });
     manifest_ = BundleManifest::parse(manifest_bytes_, what);
+    manifest_sha256_ = to_hex(sha256(manifest_bytes_));
     if (!manifest_.payloads.empty() && manifest_.payloads.front().offset < h.payload_offset)
         fail(what + ": manifest: the first payload starts inside the signature");
     if (S_ISREG(st.st_mode)) {

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -94,6 +95,18 @@ struct BundleManifest {
     const Payload* find(const std::string& role, const std::string& slot) const;
 };
 
+// A bundle file's head as it is on the build host, not yet trusted: header, manifest bytes and
+// signature, the manifest parsed, and the file's size. Throws Error naming `what` when the file is
+// no bundle or ends inside its head. The caller checks the signature if it must.
+struct BundleHead {
+    BundleHeader header;
+    std::string manifest_bytes, signature;
+    BundleManifest manifest;
+    uint64_t size = 0;
+    void require_payloads(const std::string& what) const;  // Error when the file ends inside a payload
+};
+BundleHead read_bundle_head(int fd, const std::string& what);
+
 // Versions are compared as common/versions.hpp says (compare_versions, version_problem).
 
 // Where a ranged source's bytes go (RangeSource::fetch): take() gets them in bundle order, from
@@ -138,6 +151,9 @@ public:
     virtual TransferStats stats() const = 0;
 };
 
+// Bytes [start, end) of a ranged source, whole (a head, a table, a frame).
+std::string fetch_range(RangeSource& source, uint64_t start, uint64_t end);
+
 // What the install steps (updater/engine.hpp) read a bundle through: its manifest, checked against
 // its signature when the source was opened, and its payloads. A local file or block device is one
 // (BundleReader); a later source (HTTP range requests for streaming) implements the same.
@@ -146,6 +162,9 @@ public:
     virtual ~BundleSource() = default;
     virtual const std::string& name() const = 0;  // names the bundle in messages
     virtual const BundleManifest& manifest() const = 0;
+    // Hex sha256 of the signed manifest's bytes: what names this exact bundle (a delta names the
+    // bundle it leads to by it).
+    virtual const std::string& manifest_sha256() const = 0;
     // Payloads can be read at any offset and more than once (a file, a block device): the install
     // then checks them all before it writes, and reads them again to write. Otherwise they are read
     // once, in manifest order, by read(), and checked as they arrive.
@@ -163,6 +182,10 @@ public:
     // each checked before it is written, and fetches only the root blocks the device lacks
     // (engine.cpp, "write"). nullptr for a file or pipe.
     virtual RangeSource* ranges() { return nullptr; }
+    // A source on a server: where a delta from build `from_build_id` to this bundle would be
+    // (updater/delta.hpp), read by ranges as the bundle is; nothing is fetched yet. nullptr for a
+    // file or pipe, or when deltas are turned off.
+    virtual std::unique_ptr<RangeSource> delta(const std::string& /*from_build_id*/) { return nullptr; }
 };
 
 // Reads a bundle from a file, a block device or a pipe, in one pass. Failures are Errors naming
@@ -185,6 +208,7 @@ public:
     const std::string& name() const override { return name_; }
     const BundleManifest& manifest() const override { return manifest_; }
     const std::string& manifest_bytes() const { return manifest_bytes_; }
+    const std::string& manifest_sha256() const override { return manifest_sha256_; }
     // The reference document the signed manifest carries (what the verifier expects of a slot
     // booted from this bundle); unset for bundles without one.
     const std::optional<attestation::ReferenceDocument>& reference() const { return manifest_.reference; }
@@ -205,7 +229,7 @@ private:
     uint64_t position_ = 0;
     bool seekable_ = false;
     BundleManifest manifest_;
-    std::string manifest_bytes_;
+    std::string manifest_bytes_, manifest_sha256_;
     std::chrono::milliseconds stall_timeout_;
 };
 

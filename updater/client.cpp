@@ -150,14 +150,18 @@ json last_transfer(Proxy& p) {
     return nullptr;
 }
 
-// "downloaded 12.0 MiB of 150 MiB (8.0 %), reused 120 MiB the device had, in 4.2 s"
+// "downloaded 12.0 MiB of 150 MiB (8.0 %), reused 120 MiB the device had, in 4.2 s"; with a delta
+// "downloaded 90 KiB of 150 MiB (0.1 %; 70 KiB of it a delta), ..."
 std::string transfer_line(const json& t) {
     const uint64_t downloaded = t.value("downloaded", uint64_t{0}), total = t.value("payload_bytes", uint64_t{0});
     char share[32] = "";
-    if (total > 0) std::snprintf(share, sizeof share, " (%.1f %%)", 100.0 * static_cast<double>(downloaded) / static_cast<double>(total));
+    if (total > 0) std::snprintf(share, sizeof share, " (%.1f %%", 100.0 * static_cast<double>(downloaded) / static_cast<double>(total));
+    std::string note = total > 0 ? std::string(share) : "";
+    if (const uint64_t delta = t.value("delta", uint64_t{0})) note += (note.empty() ? " (" : "; ") + format_size(delta) + " of it a delta";
+    if (!note.empty()) note += ")";
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.1f s", t.value("seconds", 0.0));
-    return "downloaded " + format_size(downloaded) + " of " + format_size(total) + share + ", reused " +
+    return "downloaded " + format_size(downloaded) + " of " + format_size(total) + note + ", reused " +
            format_size(t.value("reused", uint64_t{0})) + " the device had, in " + seconds;
 }
 

@@ -24,6 +24,7 @@
 #include "imager/verity.hpp"
 #include "partitions/disk.hpp"
 #include "updater/assemble.hpp"
+#include "updater/delta.hpp"
 #include "updater/signature.hpp"
 
 namespace cairn::updater {
@@ -529,12 +530,17 @@ struct Engine::InstallContext {
     bool marked = false;                   // the target is marked bad: a failure is recorded
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     uint64_t reused = 0;                   // payload bytes the device had (a ranged source)
+    // A delta from the running build (a ranged source whose server has one), while it is usable;
+    // `delta_bytes` counts what was downloaded of it, usable or not.
+    std::unique_ptr<DeltaSource> delta;
+    uint64_t delta_bytes = 0;
     // What moved, for a ranged source (the last event's transfer).
     std::optional<Transfer> transfer() const {
         RangeSource* remote = source ? source->ranges() : nullptr;
         if (!remote) return std::nullopt;
-        return Transfer{total, remote->stats().downloaded, reused,
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()};
+        const uint64_t from_delta = delta_bytes + (delta ? delta->stats().downloaded : 0);
+        return Transfer{total, remote->stats().downloaded + from_delta, reused,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), from_delta};
     }
 };
 
@@ -760,6 +766,22 @@ void Engine::write(InstallContext& in) {
 // assembled block by block against the tree's lowest level (updater/assemble.hpp): blocks the
 // device has are reused, the rest fetched, each checked before it is written, while a thread
 // reads the slot back behind the assembly as after a file; then one flush.
+// The delta from the running build to the bundle, if its server has one and it fits (delta.hpp).
+void Engine::open_delta(InstallContext& in) {
+    const std::string& from = config_.release.build_id;
+    if (from.empty()) return;
+    std::unique_ptr<RangeSource> file = in.source->delta(from);
+    if (!file) return;
+    in.progress.say("looking for a delta from build " + from);
+    try {
+        in.delta = std::make_unique<DeltaSource>(std::move(file), in.source->name() + " (delta from " + from + ")", *in.source, from);
+        std::fprintf(stderr, "cairn-updated: using the delta from build %s: %zu sections\n", from.c_str(), in.delta->table().sections.size());
+    } catch (const std::exception& e) {
+        // No delta on the server (404) is the common case: the install goes on without one.
+        std::fprintf(stderr, "cairn-updated: no delta used: %s\n", e.what());
+    }
+}
+
 void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     const Payload& root = *in.root;
     const Payload& tree = *in.verity;
@@ -807,6 +829,54 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                                                         "(corrupted or altered bundle); none of it was written");
         }
     };
+    // A delta from the build this device runs, where the server has one (updater/delta.hpp): the
+    // tree, the ESP and the root's changed segments are rebuilt from it and checked before anything
+    // is written; the assembly below then finds them in place, and fetches from the bundle whatever
+    // the delta could not give. A delta that fails in any way is dropped, never the install.
+    std::optional<SlotRegions> running;
+    try {
+        running = regions_of(config_.disk, in.running);
+    } catch (const Error& e) {
+        std::fprintf(stderr, "cairn-updated: not reusing the running slot (its partitions: %s)\n", e.what());
+    }
+    if (running) open_delta(in);
+    auto with_delta = [&](const std::string& part, const std::function<void()>& body) {
+        if (!in.delta) return;
+        try {
+            body();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cairn-updated: not using the delta any further (%s): %s\n", part.c_str(), e.what());
+            in.progress.say("the delta failed; fetching from the bundle instead");
+            in.delta_bytes += in.delta->stats().downloaded;
+            in.delta.reset();
+        }
+    };
+    // The target's partition holds payload `p` already (an earlier try got that far).
+    auto holds = [&](const Payload& p, const Region& r) {
+        return p.size <= r.size && sha256_region(disk.get(), r.offset, p.size, disk_name + " (" + r.label + ")", 1) == p.sha256;
+    };
+    // A tree or ESP from the delta: rebuilt whole against `base`, written when it is the signed payload.
+    auto rebuild = [&](const Payload& p, const Region& r, const std::string& base) {
+        in.progress.say("rebuilding " + p.name + " from the delta");
+        const std::string bytes = in.delta->rebuild(p, base);
+        if (to_hex(sha256(bytes)) != p.sha256) fail(in.delta->name() + ": the " + p.name + " it gives is not the signed one");
+        pwrite_exact(disk.get(), bytes.data(), bytes.size(), r.offset, disk_name + " (" + r.label + ")");
+        std::fprintf(stderr, "cairn-updated: %s of slot %s rebuilt from the delta\n", p.name.c_str(), in.t.c_str());
+    };
+    with_delta(tree.name, [&] {
+        if (holds(tree, regions.verity)) return;
+        const uint64_t blocks = in.delta->table().from_root_blocks;
+        if (blocks > running->root.size / tree.data_block_size)
+            fail(in.delta->name() + ": its source root has more blocks than the running slot's root partition");
+        rebuild(tree, regions.verity, delta_tree_base(disk.get(), running->root.offset, blocks, tree, in.delta->name()));
+    });
+    with_delta(esp.name, [&] {
+        if (holds(esp, regions.esp)) return;
+        std::string base(running->esp.size, '\0');
+        pread_exact(disk.get(), base.data(), base.size(), running->esp.offset, disk_name + " (" + running->esp.label + ")");
+        rebuild(esp, regions.esp, base);
+    });
+
     std::string tree_bytes;
     std::vector<bool> tree_held;  // level-0 hash blocks the target's tree already held
     bool tree_whole = false;
@@ -842,12 +912,7 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
             c.payload = &esp;
             c.what = what + ": payload " + esp.name;
             c.target = {regions.esp.offset, regions.esp.size};
-            try {
-                const SlotRegions running = regions_of(config_.disk, in.running);
-                c.running = std::pair{running.esp.offset, running.esp.size};
-            } catch (const Error& e) {
-                std::fprintf(stderr, "cairn-updated: not reusing the running slot's ESP: %s\n", e.what());
-            }
+            if (running) c.running = std::pair{running->esp.offset, running->esp.size};
             c.remote = &remote;
             c.advance = [&](uint64_t n) { in.progress.advance(n); };
             AssembleStats got;
@@ -880,15 +945,36 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
         digests = reinterpret_cast<const uint8_t*>(tree_bytes.data()) + verity::hash_device_size(params) - level0;
     }
 
+    with_delta(root.name, [&] {
+        DeltaRootRequest d;
+        d.disk_fd = disk.get();
+        d.disk_name = disk_name;
+        d.target_offset = regions.root.offset;
+        d.running = {running->root.offset, running->root.size};
+        d.digests = digests;
+        d.salt = salt;
+        d.block_size = tree.data_block_size;
+        d.blocks = tree.data_blocks;
+        d.say = [&](const std::string& line) { in.progress.say(line); };
+        const DeltaRootStats got = place_root_sections(*in.delta, root, d);
+        std::fprintf(stderr,
+                     "cairn-updated: root of slot %s from the delta: %llu segments (%llu already in place), %llu blocks written, "
+                     "%llu refused (left to fetch); %llu bytes of the delta downloaded\n",
+                     in.t.c_str(), static_cast<unsigned long long>(got.sections), static_cast<unsigned long long>(got.in_place),
+                     static_cast<unsigned long long>(got.written), static_cast<unsigned long long>(got.refused),
+                     static_cast<unsigned long long>(in.delta->stats().downloaded));
+    });
+
     AssembleRequest request;
     request.disk_fd = disk.get();
     request.disk_name = disk_name;
     request.target_offset = regions.root.offset;
     try {  // the running slot's root as a source of blocks: how much of it its own superblock covers
-        const SlotRegions running = regions_of(config_.disk, in.running);
-        const verity::Superblock sb = verity::read_superblock(disk.get(), running.verity.offset, disk_name + " (" + running.verity.label + ")");
-        if (sb.data_block_size == tree.data_block_size)
-            request.running = std::pair{running.root.offset, std::min(running.root.size, sb.data_blocks * sb.data_block_size)};
+        if (running) {
+            const verity::Superblock sb = verity::read_superblock(disk.get(), running->verity.offset, disk_name + " (" + running->verity.label + ")");
+            if (sb.data_block_size == tree.data_block_size)
+                request.running = std::pair{running->root.offset, std::min(running->root.size, sb.data_blocks * sb.data_block_size)};
+        }
     } catch (const Error& e) {
         std::fprintf(stderr, "cairn-updated: not reusing the running slot's blocks: %s\n", e.what());
     }
@@ -928,7 +1014,7 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
                  in.t.c_str(), static_cast<unsigned long long>(got.in_place), static_cast<unsigned long long>(got.zeros),
                  static_cast<unsigned long long>(got.copied), static_cast<unsigned long long>(got.fetched),
                  static_cast<unsigned long long>(got.fetched_extra), static_cast<unsigned long long>(got.ranges),
-                 static_cast<unsigned long long>(remote.stats().downloaded));
+                 static_cast<unsigned long long>(in.transfer()->downloaded));
 
     in.progress.say("reading back slot " + in.t);
     reader.finish();

@@ -161,6 +161,7 @@ private:
     void mark_bad(InstallContext& in);
     void write(InstallContext& in);
     void write_ranged(InstallContext& in, RangeSource& remote);  // write, for a source read by ranges
+    void open_delta(InstallContext& in);                         // write_ranged: a delta from the running build
     void arm(InstallContext& in);
     void record_failure(InstallContext& in, const UpdateError& e);
     enum class Durability { essential, best_effort };

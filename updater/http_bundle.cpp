@@ -13,6 +13,7 @@
 #include "common/text.hpp"
 #include "common/units.hpp"
 #include "http/byteranges.hpp"
+#include "updater/delta.hpp"
 #include "updater/error_code.hpp"
 #include "updater/signature.hpp"
 
@@ -26,22 +27,6 @@ constexpr uint64_t head_request_size = 4096;
 
 using http::parse_content_range;
 
-// Gathers a range into a string (the head, a payload read whole).
-class StringSink final : public RangeSink {
-public:
-    StringSink(uint64_t start, std::string& out) : start_(start), out_(out) {}
-    uint64_t position() const override { return start_ + out_.size(); }
-    void restart() override {}
-    bool take(const uint8_t* data, size_t size) override {
-        out_.append(reinterpret_cast<const char*>(data), size);
-        return true;
-    }
-
-private:
-    uint64_t start_;
-    std::string& out_;
-};
-
 std::string seconds_text(int ms) {
     char text[32];
     std::snprintf(text, sizeof text, "%g s", ms / 1000.0);
@@ -50,32 +35,40 @@ std::string seconds_text(int ms) {
 
 }  // namespace
 
-HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
-                       std::optional<int64_t> certificate_time)
-    : url_(url), name_(redact_url(url)), settings_(settings), multi_range_(settings.multi_range) {
+HttpFile::HttpFile(const std::string& url, const HttpSettings& settings, std::string noun)
+    : url_(url), name_(redact_url(url)), noun_(std::move(noun)), settings_(settings), multi_range_(settings.multi_range) {
     if (!is_bundle_url(url)) fail(name_ + ": not an http:// or https:// URL");
     if (!settings_.allow_http && to_lower(url.substr(0, 7)) == "http://")
         fail_update(ErrorCode::transfer, name_ + ": plain http is not allowed (set allow_http in /etc/cairn/update.toml, [http], "
                                                  "to take signed bundles from a plain HTTP server)");
+}
+
+HttpBundle::HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
+                       std::optional<int64_t> certificate_time)
+    : HttpFile(url, settings, "the bundle") {
     // The head, with what the server says about the file: its size and validator. The first answer
     // must be 206: without Range no install can fetch the tree first, resume, or skip blocks.
-    std::string head;
-    StringSink head_sink(0, head);
-    fetch(head_request_size, head_sink);
+    std::string head = fetch_range(*this, 0, head_request_size);
     const BundleHeader h = decode_header(head, name_);
     const uint64_t signed_end = bundle_header_size + h.manifest_size + h.signature_size;
     if (signed_end > size_) fail(name_ + ": the bundle ends inside its manifest or signature (" + std::to_string(size_) + " bytes)");
-    if (head.size() < signed_end) fetch(signed_end, head_sink);
+    if (head.size() < signed_end) head += fetch_range(*this, head.size(), signed_end);
     const std::string manifest_bytes = head.substr(bundle_header_size, h.manifest_size);
     const std::string signature = head.substr(bundle_header_size + h.manifest_size, h.signature_size);
     with_code(ErrorCode::bad_signature, [&] { cms_verify(manifest_bytes, signature, trust_anchor, name_, certificate_time); });
     manifest_ = BundleManifest::parse(manifest_bytes, name_);
+    manifest_sha256_ = to_hex(sha256(manifest_bytes));
     if (manifest_.payloads.front().offset < h.payload_offset) fail(name_ + ": manifest: the first payload starts inside the signature");
     const Payload& last = manifest_.payloads.back();
     const uint64_t needed = checked_add(last.offset, last.size, name_);
     if (size_ < needed)
         fail(name_ + ": the bundle is truncated (the server has " + std::to_string(size_) + " bytes; the manifest needs " +
              std::to_string(needed) + ")");
+}
+
+std::unique_ptr<RangeSource> HttpBundle::delta(const std::string& from_build_id) {
+    if (!settings_.deltas) return nullptr;
+    return std::make_unique<HttpFile>(delta_url(url_, from_build_id), settings_, "the delta");
 }
 
 http::HttpsRequest request_for(const std::string& url, const HttpSettings& settings) {
@@ -93,11 +86,11 @@ http::HttpsRequest request_for(const std::string& url, const HttpSettings& setti
     return r;
 }
 
-http::HttpsRequest HttpBundle::base_request() const { return request_for(url_, settings_); }
+http::HttpsRequest HttpFile::base_request() const { return request_for(url_, settings_); }
 
-void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
+void HttpFile::fetch(uint64_t end, RangeSink& sink) {
     const bool opening = size_ == 0;  // the first request learns size and validator
-    if (!opening && end > size_) fail(name_ + ": a range up to " + std::to_string(end) + " is past the bundle's end");
+    if (!opening && end > size_) fail(name_ + ": a range up to " + std::to_string(end) + " is past the end of " + noun_);
     int failures = 0;
     int backoff = settings_.backoff_initial_ms;
     std::mt19937 jitter(std::random_device{}());
@@ -120,7 +113,7 @@ void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
                 fatal = true;
                 if (!validator_.empty()) {
                     problem_code = ErrorCode::source_changed;
-                    problem = "the bundle changed on the server during the install (it no longer matches " + validator_ +
+                    problem = noun_ + " changed on the server during the install (it no longer matches " + validator_ +
                               ", so the server sent the whole new file)";
                 } else {
                     problem = "the server ignores Range requests (it answered 200 with the whole file to a request for bytes " +
@@ -147,7 +140,7 @@ void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
             if (size_ != 0 && range->total != size_) {
                 fatal = true;
                 problem_code = ErrorCode::source_changed;
-                problem = "the bundle changed on the server during the install (it was " + std::to_string(size_) + " bytes, now " +
+                problem = noun_ + " changed on the server during the install (it was " + std::to_string(size_) + " bytes, now " +
                           std::to_string(range->total) + ")";
                 return false;
             }
@@ -166,7 +159,7 @@ void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
             } else if (etag != etag_) {
                 fatal = true;
                 problem_code = ErrorCode::source_changed;
-                problem = "the bundle changed on the server during the install (ETag " + (etag_.empty() ? "none" : etag_) + ", now " +
+                problem = noun_ + " changed on the server during the install (ETag " + (etag_.empty() ? "none" : etag_) + ", now " +
                           (etag.empty() ? "none" : etag) + ")";
                 return false;
             }
@@ -213,7 +206,7 @@ void HttpBundle::fetch(uint64_t end, RangeSink& sink) {
     }
 }
 
-void HttpBundle::fetch_many(const std::vector<Run>& all) {
+void HttpFile::fetch_many(const std::vector<Run>& all) {
     std::vector<Run> runs = all;  // runs[next..] are still to come, in order
     size_t next = 0;
     while (next < runs.size()) {
@@ -231,7 +224,7 @@ void HttpBundle::fetch_many(const std::vector<Run>& all) {
         std::string ranges;
         for (size_t k = 0; k < batch.size(); ++k) {
             const Run& run = batch[k];
-            if (run.end > size_) fail(name_ + ": a range up to " + std::to_string(run.end) + " is past the bundle's end");
+            if (run.end > size_) fail(name_ + ": a range up to " + std::to_string(run.end) + " is past the end of " + noun_);
             run.sink->restart();
             got[k] = first[k] = run.sink->position();
             ranges += (ranges.empty() ? "" : ",") + std::to_string(got[k]) + "-" + std::to_string(run.end - 1);
@@ -272,7 +265,7 @@ void HttpBundle::fetch_many(const std::vector<Run>& all) {
             if (!parts && !single_at) {
                 const std::string etag = head.header("etag");
                 if ((head.status == 200 || head.status == 206) && etag != etag_)
-                    fail_update(ErrorCode::source_changed, name_ + ": the bundle changed on the server during the install (ETag " +
+                    fail_update(ErrorCode::source_changed, name_ + ": " + noun_ + " changed on the server during the install (ETag " +
                                                                (etag_.empty() ? "none" : etag_) + ", now " + (etag.empty() ? "none" : etag) + ")");
                 if (head.status != 206) {  // 200: several ranges are not served; anything else: fetch() retries
                     fall_back = head.status == 200;

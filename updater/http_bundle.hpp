@@ -40,26 +40,18 @@ struct HttpSettings {
     int backoff_max_ms = 30000;
     int max_redirects = 5;
     bool multi_range = true;                   // several ranges to a request where the server takes them
+    bool deltas = true;                        // look for a delta from the running build beside the bundle
 };
 
 // A GET of `url` as `settings` say: CA, client certificate, plain http, timeouts, redirects.
 http::HttpsRequest request_for(const std::string& url, const HttpSettings& settings);
 
-class HttpBundle final : public BundleSource, public RangeSource {
+// Any file on an HTTP(S) server read by byte ranges, with the checks and retries above: a bundle
+// (HttpBundle), a delta (updater/delta.hpp). The first fetch learns the file's size and validator.
+// `noun` names the file in messages ("the bundle changed on the server").
+class HttpFile : public RangeSource {
 public:
-    // Fetches and checks the head: header, CMS signature against `trust_anchor` (certificates
-    // valid at `certificate_time`), manifest, and that the file holds every payload. Throws Error
-    // naming the URL (UpdateError transfer when the server cannot be had or ignores Range).
-    HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
-               std::optional<int64_t> certificate_time = {});
-
-    const std::string& name() const override { return name_; }
-    const BundleManifest& manifest() const override { return manifest_; }
-    bool random_access() const override { return false; }
-    int fd() const override { return -1; }
-    // Fetches the payload's range and checks its sha256 at the end, as BundleReader::read does.
-    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) override;
-    RangeSource* ranges() override { return this; }
+    HttpFile(const std::string& url, const HttpSettings& settings, std::string noun);
 
     void fetch(uint64_t end, RangeSink& sink) override;
     // Up to max_ranges_per_request runs in one request (multipart/byteranges), with If-Range; any
@@ -70,23 +62,47 @@ public:
     void fetch_many(const std::vector<Run>& runs) override;
     static constexpr size_t max_ranges_per_request = 64;
     TransferStats stats() const override { return stats_; }
-    uint64_t size() const { return size_; }
+    uint64_t size() const { return size_; }  // 0 before the first fetch
     // Called with a line before each retry ("retrying in 2 s: …"), for progress.
     void on_retry(std::function<void(const std::string&)> notice) { notice_ = std::move(notice); }
 
-private:
+protected:
     http::HttpsRequest base_request() const;
 
-    std::string url_, name_;
+    std::string url_, name_, noun_;
     HttpSettings settings_;
     http::Client client_;
     std::string validator_;  // for If-Range: the strong ETag, else Last-Modified
     std::string etag_;       // as first seen ("" when none)
     uint64_t size_ = 0;      // the file's length, from the first Content-Range
-    BundleManifest manifest_;
     TransferStats stats_;
     bool multi_range_ = true;  // until the server shows it does not do several ranges at once
     std::function<void(const std::string&)> notice_;
+};
+
+class HttpBundle final : public BundleSource, public HttpFile {
+public:
+    // Fetches and checks the head: header, CMS signature against `trust_anchor` (certificates
+    // valid at `certificate_time`), manifest, and that the file holds every payload. Throws Error
+    // naming the URL (UpdateError transfer when the server cannot be had or ignores Range).
+    HttpBundle(const std::string& url, const HttpSettings& settings, const std::filesystem::path& trust_anchor,
+               std::optional<int64_t> certificate_time = {});
+
+    const std::string& name() const override { return name_; }
+    const BundleManifest& manifest() const override { return manifest_; }
+    const std::string& manifest_sha256() const override { return manifest_sha256_; }
+    bool random_access() const override { return false; }
+    int fd() const override { return -1; }
+    // Fetches the payload's range and checks its sha256 at the end, as BundleReader::read does.
+    void read(const Payload& payload, const std::function<void(const uint8_t*, size_t)>& sink) override;
+    RangeSource* ranges() override { return this; }
+    // An HttpFile for delta_url(url, from_build_id), with the same settings; nullptr when they turn
+    // deltas off.
+    std::unique_ptr<RangeSource> delta(const std::string& from_build_id) override;
+
+private:
+    BundleManifest manifest_;
+    std::string manifest_sha256_;
 };
 
 }  // namespace cairn::updater

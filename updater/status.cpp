@@ -68,6 +68,7 @@ std::string UpdateStatus::to_json() const {
     if (last && last->transfer) {
         const Transfer& t = *last->transfer;
         j["last"]["transfer"] = {{"payload_bytes", t.payload_bytes}, {"downloaded", t.downloaded}, {"reused", t.reused}, {"seconds", t.seconds}};
+        if (t.delta) j["last"]["transfer"]["delta"] = t.delta;
     }
     json c = json::array();
     for (const EtcConflict& e : etc_conflicts) c.push_back({{"path", e.path}, {"resolution", e.resolution}});
@@ -124,7 +125,7 @@ UpdateStatus load_status(const fs::path& file) {
             }
             if (l.contains("transfer")) {
                 const json& t = l["transfer"];
-                st.last->transfer = Transfer{t.at("payload_bytes"), t.at("downloaded"), t.at("reused"), t.at("seconds")};
+                st.last->transfer = Transfer{t.at("payload_bytes"), t.at("downloaded"), t.at("reused"), t.at("seconds"), t.value("delta", uint64_t{0})};
             }
         }
         check(j.at("etc_conflicts").is_array(), "\"etc_conflicts\" is not an array");

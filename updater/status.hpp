@@ -66,6 +66,7 @@ struct Transfer {               // what an install from a server moved ("transfe
     uint64_t reused = 0;        // payload bytes the device already had: root blocks in place, zeros or
                                 // copied from the running slot; a tree or ESP already in place
     double seconds = 0;         // the whole install
+    uint64_t delta = 0;         // of `downloaded`, bytes of a delta from the running build (updater/delta.hpp)
 };
 
 struct Event {                  // the outcome of the last install or trial

@@ -14,7 +14,7 @@ UpdateConfig parse_update_config(const std::string& text, const fs::path& file) 
     UpdateConfig c;
     if (const toml::table* h = r.table(root, "", "http")) {
         r.only(*h, "http", {"ca_bundle", "client_certificate", "client_key", "allow_http", "connect_timeout_sec", "stall_timeout_sec",
-                            "max_attempts"});
+                            "max_attempts", "deltas"});
         auto path = [&](const char* name) -> fs::path {
             const auto s = r.string(*h, "http", name);
             if (!s) return {};
@@ -30,6 +30,7 @@ UpdateConfig parse_update_config(const std::string& text, const fs::path& file) 
         c.http.connect_timeout_ms = static_cast<int>(r.integer(*h, "http", "connect_timeout_sec", 1, 600).value_or(15) * 1000);
         c.http.stall_timeout_ms = static_cast<int>(r.integer(*h, "http", "stall_timeout_sec", 1, 3600).value_or(30) * 1000);
         c.http.max_attempts = static_cast<int>(r.integer(*h, "http", "max_attempts", 1, 1000).value_or(8));
+        c.http.deltas = r.boolean(*h, "http", "deltas").value_or(true);
     }
     if (const toml::table* ch = r.table(root, "", "channel")) {
         r.only(*ch, "channel", {"url", "interval_sec", "jitter_sec", "install", "reboot"});

@@ -1,0 +1,181 @@
+#include "imager/delta.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/hash.hpp"
+#include "common/sha256_blocks.hpp"
+#include "common/units.hpp"
+
+namespace cairn::imager {
+
+namespace fs = std::filesystem;
+using updater::DeltaBase;
+using updater::DeltaSection;
+using updater::Payload;
+
+namespace {
+
+std::string read_range(int fd, uint64_t offset, uint64_t size, const std::string& what) {
+    std::string out(size, '\0');
+    pread_exact(fd, out.data(), out.size(), offset, what);
+    return out;
+}
+
+// The slot a device runs while it installs into `slot` ("" for a payload of either slot: "a").
+std::string running_of(const std::string& slot) { return slot == "a" ? "b" : "a"; }
+
+// The unsalted digests of a root's blocks, sorted: what a device running it can copy.
+std::vector<Digest> block_digests(int fd, uint64_t offset, uint64_t size, const std::string& what) {
+    constexpr uint64_t block = 4096, window = 4 << 20;
+    std::vector<Digest> out(size / block);
+    std::string data;
+    for (uint64_t at = 0; at < out.size() * block; at += window) {
+        const uint64_t n = std::min(window, out.size() * block - at);
+        data = read_range(fd, offset + at, n, what);
+        sha256_blocks({}, reinterpret_cast<const uint8_t*>(data.data()), block, n / block, out[at / block].data());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+}  // namespace
+
+DeltaResult make_delta(const DeltaOptions& o) {
+    const std::string from_what = o.from.string(), to_what = o.to.string();
+    UniqueFd from_fd = open_file(o.from, O_RDONLY | O_CLOEXEC), to_fd = open_file(o.to, O_RDONLY | O_CLOEXEC);
+    const updater::BundleHead from = updater::read_bundle_head(from_fd.get(), from_what);
+    const updater::BundleHead to = updater::read_bundle_head(to_fd.get(), to_what);
+    from.require_payloads(from_what);
+    to.require_payloads(to_what);
+    const updater::BundleManifest &fm = from.manifest, &tm = to.manifest;
+    if (fm.compatible != tm.compatible)
+        fail(to_what + ": a bundle for " + tm.compatible + ", " + from_what + " is for " + fm.compatible + ": no device runs one and installs the other");
+    if (fm.build_id == tm.build_id) fail(to_what + ": the same build as " + from_what + " (" + tm.build_id + "): there is nothing to patch");
+
+    DeltaResult r;
+    r.file = o.out.empty() ? fs::path(updater::delta_url(o.to.string(), fm.build_id)) : o.out;
+    updater::DeltaTable& t = r.table;
+    t.from_build_id = fm.build_id;
+    t.from_version = fm.version;
+    t.to_build_id = tm.build_id;
+    t.to_version = tm.version;
+    t.to_manifest_sha256 = to_hex(sha256(to.manifest_bytes));
+    const uint64_t seg = t.segment_size;
+
+    const Payload* old_root = fm.find("root", "a");
+    if (!old_root) fail(from_what + ": it has no root payload");
+    constexpr uint64_t block = 4096;
+    t.from_root_blocks = old_root->size / block;
+    std::vector<Digest> old_blocks;  // filled for the first root payload
+
+    // Frames go to a nameless file in the output's folder first; the table, which names where
+    // each sits, is then written with the frames right after it.
+    const fs::path dir = r.file.parent_path().empty() ? fs::path(".") : r.file.parent_path();
+    UniqueFd frames(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!frames) fail_errno("a temporary file in " + dir.string());
+    uint64_t at = 0;  // in `frames`, until the table's size is known
+    auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, std::string_view base, std::string_view target) {
+        const std::string frame = updater::encode_section(base, target, o.level);
+        pwrite_exact(frames.get(), frame.data(), frame.size(), at, "a temporary file in " + dir.string());
+        t.sections.push_back(DeltaSection{p.name, offset, target.size(), base_kind, base.size(), at, frame.size()});
+        at += frame.size();
+    };
+
+    for (const Payload& p : tm.payloads) {
+        const std::string running = running_of(p.slot);
+        if (!p.slot.empty() && p.slot != "a" && p.slot != "b") continue;
+        if (p.role == "root" || p.role == "esp") r.payloads += p.slot.empty() || p.slot == "b" ? p.size : 0;
+        else if (p.role == "root-verity" && p.slot != "a") r.payloads += p.size;
+        const uint64_t before = at;
+        const size_t sections_before = t.sections.size();
+        if (p.role == "root") {
+            // A segment whose blocks are all zeros or somewhere in the old root needs nothing: the
+            // device copies them. The rest is patched against the old root's same range.
+            const Payload* base_payload = fm.find("root", running);
+            if (!base_payload) continue;
+            if (old_blocks.empty()) old_blocks = block_digests(from_fd.get(), base_payload->offset, base_payload->size, from_what);
+            std::vector<uint8_t> digests;
+            const Digest zero = [] {
+                const std::string z(block, '\0');
+                return sha256(z);
+            }();
+            for (uint64_t offset = 0; offset < p.size; offset += seg) {
+                const uint64_t n = std::min(seg, p.size - offset);
+                const std::string target = read_range(to_fd.get(), p.offset + offset, n, to_what);
+                digests.resize(n / block * 32);
+                sha256_blocks({}, reinterpret_cast<const uint8_t*>(target.data()), block, n / block, digests.data());
+                bool needed = n % block != 0;
+                for (uint64_t i = 0; i < n / block && !needed; ++i) {
+                    Digest d;
+                    std::memcpy(d.data(), digests.data() + i * 32, 32);
+                    needed = d != zero && !std::binary_search(old_blocks.begin(), old_blocks.end(), d);
+                }
+                if (!needed) continue;
+                const uint64_t base_size = offset < base_payload->size ? std::min(seg, base_payload->size - offset) : 0;
+                add(p, offset, DeltaBase::running,
+                    read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what), target);
+            }
+        } else if (p.role == "root-verity" || p.role == "esp") {
+            // Whole in memory (a tree, an ESP): segments that differ from the base's same bytes.
+            std::string base;
+            if (p.role == "root-verity") {
+                base = updater::delta_tree_base(from_fd.get(), old_root->offset, t.from_root_blocks, p, from_what);
+            } else {
+                const Payload* base_payload = fm.find("esp", running);
+                if (!base_payload) continue;
+                base = read_range(from_fd.get(), base_payload->offset, base_payload->size, from_what);
+            }
+            const std::string target = read_range(to_fd.get(), p.offset, p.size, to_what);
+            const DeltaBase kind = p.role == "root-verity" ? DeltaBase::tree : DeltaBase::running;
+            for (uint64_t offset = 0; offset < p.size; offset += seg) {
+                const uint64_t n = std::min(seg, p.size - offset);
+                const std::string_view want = std::string_view(target).substr(offset, n);
+                const std::string_view have = offset < base.size() ? std::string_view(base).substr(offset, n) : std::string_view();
+                if (have == want) continue;
+                add(p, offset, kind, have.substr(0, std::min<uint64_t>(have.size(), seg)), want);
+            }
+        }
+        if (o.progress)
+            o.progress(p.name + ": " + std::to_string(t.sections.size() - sections_before) + " of " + std::to_string((p.size + seg - 1) / seg) +
+                       " segments patched, " + std::to_string(at - before) + " bytes");
+    }
+
+    // The table's size depends on the offsets it names: shift them until it fits exactly.
+    uint64_t frames_at = updater::delta_header_size, shift = 0;
+    std::string table;
+    for (int round = 0;; ++round) {
+        for (DeltaSection& sec : t.sections) sec.at += frames_at - shift;
+        shift = frames_at;
+        table = t.to_json();
+        if (updater::delta_header_size + table.size() == frames_at) break;
+        if (round == 8) fail(r.file.string() + ": the table's size does not settle");  // cannot happen: sizes only grow, a digit at a time
+        frames_at = updater::delta_header_size + table.size();
+    }
+    const fs::path partial = r.file.string() + ".partial";
+    UniqueFd out = open_file(partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC);
+    struct RemovePartial {
+        const fs::path& path;
+        bool keep = false;
+        ~RemovePartial() {
+            std::error_code ec;
+            if (!keep) fs::remove(path, ec);
+        }
+    } cleanup{partial};
+    const std::string head = updater::encode_delta_header(table.size()) + table;
+    pwrite_exact(out.get(), head.data(), head.size(), 0, partial.string());
+    copy_sparse(frames.get(), 0, out.get(), frames_at, at, partial.string());
+    if (::fsync(out.get()) != 0) fail_errno("fsync " + partial.string());
+    out.reset();
+    fs::rename(partial, r.file);
+    cleanup.keep = true;
+    r.size = frames_at + at;
+    return r;
+}
+
+}  // namespace cairn::imager
