@@ -77,12 +77,16 @@ DeltaResult make_delta(const DeltaOptions& o) {
     // Frames go to a nameless file in the output's folder first; the table, which names where
     // each sits, is then written with the frames right after it.
     const fs::path dir = r.file.parent_path().empty() ? fs::path(".") : r.file.parent_path();
-    UniqueFd frames(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-    if (!frames) fail_errno("a temporary file in " + dir.string());
+    UniqueFd frames_fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!frames_fd) fail_errno("a temporary file in " + dir.string());
     uint64_t at = 0;  // in `frames`, until the table's size is known
-    auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, std::string_view base, std::string_view target) {
+    // A section for `target` patched against `base`; none when its frame would be no smaller than
+    // `fetch_instead`, the bytes a device would otherwise fetch for it (new data compresses little).
+    auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, std::string_view base, std::string_view target,
+                   uint64_t fetch_instead) {
         const std::string frame = updater::encode_section(base, target, o.level);
-        pwrite_exact(frames.get(), frame.data(), frame.size(), at, "a temporary file in " + dir.string());
+        if (frame.size() >= fetch_instead) return;
+        pwrite_exact(frames_fd.get(), frame.data(), frame.size(), at, "a temporary file in " + dir.string());
         t.sections.push_back(DeltaSection{p.name, offset, target.size(), base_kind, base.size(), at, frame.size()});
         at += frame.size();
     };
@@ -110,16 +114,16 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 const std::string target = read_range(to_fd.get(), p.offset + offset, n, to_what);
                 digests.resize(n / block * 32);
                 sha256_blocks({}, reinterpret_cast<const uint8_t*>(target.data()), block, n / block, digests.data());
-                bool needed = n % block != 0;
-                for (uint64_t i = 0; i < n / block && !needed; ++i) {
+                uint64_t missing = n % block != 0 ? 1 : 0;  // blocks a device running `from` does not have
+                for (uint64_t i = 0; i < n / block; ++i) {
                     Digest d;
                     std::memcpy(d.data(), digests.data() + i * 32, 32);
-                    needed = d != zero && !std::binary_search(old_blocks.begin(), old_blocks.end(), d);
+                    missing += d != zero && !std::binary_search(old_blocks.begin(), old_blocks.end(), d);
                 }
-                if (!needed) continue;
+                if (missing == 0) continue;
                 const uint64_t base_size = offset < base_payload->size ? std::min(seg, base_payload->size - offset) : 0;
-                add(p, offset, DeltaBase::running,
-                    read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what), target);
+                add(p, offset, DeltaBase::running, read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what), target,
+                    missing * block);
             }
         } else if (p.role == "root-verity" || p.role == "esp") {
             // Whole in memory (a tree, an ESP): segments that differ from the base's same bytes.
@@ -133,13 +137,35 @@ DeltaResult make_delta(const DeltaOptions& o) {
             }
             const std::string target = read_range(to_fd.get(), p.offset, p.size, to_what);
             const DeltaBase kind = p.role == "root-verity" ? DeltaBase::tree : DeltaBase::running;
+            // What a device fetches without the delta: the ESP's chunks and the tree's hash blocks
+            // that differ from the base's. All of the payload's sections or none: a device rebuilds
+            // it whole, so a segment left out would be the base's bytes, and wrong.
+            const uint64_t unit = p.role == "esp" ? (p.chunk_size ? p.chunk_size : updater::esp_chunk_size) : p.hash_block_size;
+            uint64_t fetch_instead = 0;
+            for (uint64_t u = 0; u < p.size; u += unit) {
+                const uint64_t n = std::min(unit, p.size - u);
+                if (u + n > base.size() || std::string_view(base).substr(u, n) != std::string_view(target).substr(u, n)) fetch_instead += n;
+            }
+            std::vector<std::pair<uint64_t, std::string_view>> changed;  // segment offset, its base
+            uint64_t frames = 0;
+            std::vector<std::string> encoded;
             for (uint64_t offset = 0; offset < p.size; offset += seg) {
                 const uint64_t n = std::min(seg, p.size - offset);
                 const std::string_view want = std::string_view(target).substr(offset, n);
                 const std::string_view have = offset < base.size() ? std::string_view(base).substr(offset, n) : std::string_view();
                 if (have == want) continue;
-                add(p, offset, kind, have.substr(0, std::min<uint64_t>(have.size(), seg)), want);
+                changed.emplace_back(offset, have);
+                encoded.push_back(updater::encode_section(have, want, o.level));
+                frames += encoded.back().size();
             }
+            if (frames < fetch_instead)
+                for (size_t k = 0; k < changed.size(); ++k) {
+                    const auto& [offset, have] = changed[k];
+                    const uint64_t n = std::min(seg, p.size - offset);
+                    pwrite_exact(frames_fd.get(), encoded[k].data(), encoded[k].size(), at, "a temporary file in " + dir.string());
+                    t.sections.push_back(DeltaSection{p.name, offset, n, kind, have.size(), at, encoded[k].size()});
+                    at += encoded[k].size();
+                }
         }
         if (o.progress)
             o.progress(p.name + ": " + std::to_string(t.sections.size() - sections_before) + " of " + std::to_string((p.size + seg - 1) / seg) +
@@ -169,7 +195,7 @@ DeltaResult make_delta(const DeltaOptions& o) {
     } cleanup{partial};
     const std::string head = updater::encode_delta_header(table.size()) + table;
     pwrite_exact(out.get(), head.data(), head.size(), 0, partial.string());
-    copy_sparse(frames.get(), 0, out.get(), frames_at, at, partial.string());
+    copy_sparse(frames_fd.get(), 0, out.get(), frames_at, at, partial.string());
     if (::fsync(out.get()) != 0) fail_errno("fsync " + partial.string());
     out.reset();
     fs::rename(partial, r.file);

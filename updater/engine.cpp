@@ -840,15 +840,20 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
         std::fprintf(stderr, "cairn-updated: not reusing the running slot (its partitions: %s)\n", e.what());
     }
     if (running) open_delta(in);
+    // One part of the delta: one that does not give the signed bytes is left to the bundle; a delta
+    // that cannot be had any more (the server, the link) is dropped.
     auto with_delta = [&](const std::string& part, const std::function<void()>& body) {
         if (!in.delta) return;
         try {
             body();
-        } catch (const std::exception& e) {
+        } catch (const UpdateError& e) {
+            if (e.code() != ErrorCode::transfer && e.code() != ErrorCode::source_changed) throw;
             std::fprintf(stderr, "cairn-updated: not using the delta any further (%s): %s\n", part.c_str(), e.what());
-            in.progress.say("the delta failed; fetching from the bundle instead");
+            in.progress.say("the delta cannot be had; fetching from the bundle instead");
             in.delta_bytes += in.delta->stats().downloaded;
             in.delta.reset();
+        } catch (const Error& e) {
+            std::fprintf(stderr, "cairn-updated: %s of slot %s comes from the bundle: %s\n", part.c_str(), in.t.c_str(), e.what());
         }
     };
     // The target's partition holds payload `p` already (an earlier try got that far).

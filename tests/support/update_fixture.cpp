@@ -73,8 +73,11 @@ fs::path UpdateFixture::bundle(const std::string& version, const std::string& co
         write_random(work / "root", root_size, seed);
     }
     // Not a multiple of 4096: the ESP's last bytes take the installer's buffered path.
-    write_random(work / "esp-a", 64 * 1024 + 1000, seed + 1);
-    write_random(work / "esp-b", 64 * 1024 + 1000, seed + 2);
+    for (const char slot : {'a', 'b'}) {
+        const fs::path file = work / (std::string("esp-") + slot);
+        if (esp_bytes) write_file_atomic(file, esp_bytes(version, slot));
+        else write_random(file, 64 * 1024 + 1000, seed + (slot == 'a' ? 1 : 2));
+    }
     updater::BundleManifest m;
     m.compatible = compatible;
     m.version = version;
@@ -143,6 +146,7 @@ void UpdateFixture::put(const std::string& version, char slot) {
         fs::path from;
         if (e.label == "root_" + s) from = work / "root";
         else if (e.label == "root_" + s + "_verity") from = work / ("verity-" + s);
+        else if (e.label == "esp_" + s) from = work / ("esp-" + s);
         else continue;
         const std::string bytes = read_file(from);
         UniqueFd fd = open_file(disk, O_RDWR);

@@ -30,8 +30,10 @@ struct UpdateFixture {
     // The root payload's bytes for a version (unset: random bytes seeded by the version); the
     // adaptive install's tests make versions that share blocks.
     std::function<std::string(const std::string& version, uint64_t size)> root_bytes;
-    // Writes a version's root and the slot's tree (from an earlier bundle() of it) into the slot's
-    // partitions, as if that version ran there.
+    // The same for a slot's ESP (unset: 65 KiB of random bytes seeded by version and slot).
+    std::function<std::string(const std::string& version, char slot)> esp_bytes;
+    // Writes a version's root, the slot's tree and the slot's ESP (from an earlier bundle() of it)
+    // into the slot's partitions, as if that version ran there.
     void put(const std::string& version, char slot);
 };
 

@@ -2,6 +2,8 @@
 // fault-injecting proxy in front of it that cuts, stalls and corrupts at given bytes of the bundle.
 #include "updater/http_bundle.hpp"
 
+#include <fcntl.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <sstream>
 
 #include "common/file.hpp"
+#include "imager/delta.hpp"
 #include "tests/support/engine_rig.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/nginx.hpp"
@@ -332,4 +335,148 @@ TEST(HttpInstall, AHashBlockThatKeepsArrivingWrongIsRefusedAndTheTreeNotWritten)
     expect_code([&] { r.install(proxy.url("update.cairn")); }, ErrorCode::bad_payload, {"root-verity-b", "hash block", "3 times"});
     EXPECT_EQ(r.fixture.region("root_b_verity", tree.size), std::string(tree.size, '\0'));
     EXPECT_EQ(r.fixture.region("root_b", root_size), std::string(root_size, '\0'));
+}
+
+// Deltas (updater/delta.hpp): slot a runs 1.0; 2.0 changes scattered blocks, adds new ones and
+// moves a run. `cairn delta` of the two bundles sits beside 2.0 on the server.
+namespace {
+
+struct DeltaRig : HttpRig {
+    fs::path old_bundle;
+    DeltaRig() {
+        fixture.root_bytes = [](const std::string& version, uint64_t size) {
+            std::string bytes(size, '\0');
+            std::mt19937_64 random(11);
+            for (char& c : bytes) c = static_cast<char>(random());
+            if (version == "2.0") {
+                for (uint64_t b : {3, 250, 700}) bytes[b * 4096 + 5] ^= 1;
+                std::string text;  // new data, of the kind files are made of: it compresses
+                for (int line = 0; text.size() < 24 * 4096; ++line) text += "release 2.0 adds line " + std::to_string(line) + "\n";
+                bytes.replace(300 * 4096, 24 * 4096, text.substr(0, 24 * 4096));
+                bytes.replace(801 * 4096, 16 * 4096, bytes.substr(800 * 4096, 16 * 4096));
+            }
+            return bytes;
+        };
+        fixture.esp_bytes = [](const std::string& version, char slot) {  // a UKI whose command line names version and slot
+            std::mt19937_64 random(5);
+            std::string bytes(256 * 1024 + 1000, '\0');
+            for (char& c : bytes) c = static_cast<char>(random());
+            bytes.replace(70000, 30, "cairn.version=" + version + " slot=" + slot);
+            return bytes;
+        };
+        old_bundle = fixture.bundle("1.0", "cairn-test", {}, root_size);
+        fixture.put("1.0", 'a');
+        config.release.build_id = "test-1.0";
+    }
+    // What an install fetches of the bundle at the least: its signed head (the first request asks
+    // for 4 KiB).
+    uint64_t head_bytes() {
+        const std::string h = read_file(nginx.www() / "update.cairn").substr(0, bundle_header_size);
+        const BundleHeader b = decode_header(h, "bundle");
+        return std::max<uint64_t>(4096, bundle_header_size + b.manifest_size + b.signature_size);
+    }
+    // The delta from 1.0 to the served 2.0, beside it as devices look for it.
+    fs::path make_delta_file() {
+        imager::DeltaOptions o;
+        o.from = old_bundle;
+        o.to = nginx.www() / "update.cairn";
+        o.level = 3;
+        return imager::make_delta(o).file;
+    }
+};
+
+// The first frame of `payload`'s sections in a delta file, with a byte flipped in its middle.
+void damage_section(const fs::path& delta, const std::string& payload) {
+    const std::string head = read_file(delta);
+    const DeltaTable t = DeltaTable::parse(std::string_view(head).substr(delta_header_size, decode_delta_header(head, "delta")), "delta");
+    const std::vector<const DeltaSection*> s = t.of(payload);
+    ASSERT_FALSE(s.empty()) << payload;
+    UniqueFd fd = open_file(delta, O_RDWR);
+    const uint64_t at = s.front()->at + s.front()->bytes / 2;
+    char c;
+    pread_exact(fd.get(), &c, 1, at, "delta");
+    c ^= 0x55;
+    pwrite_exact(fd.get(), &c, 1, at, "delta");
+}
+
+}  // namespace
+
+TEST(HttpInstall, WithADeltaFromTheRunningBuildNothingButTheHeadComesFromTheBundle) {
+    DeltaRig r;
+    const std::string url = r.serve("2.0");
+    const fs::path delta = r.make_delta_file();
+    EXPECT_EQ(delta, r.nginx.www() / "update.cairn.from-test-1.0");
+    r.install(url);
+    r.expect_slot_b("2.0");
+    const Transfer t = r.transfer();
+    EXPECT_GT(t.delta, 0u);
+    EXPECT_LE(t.delta, fs::file_size(delta));  // slot a's tree and ESP sections are not fetched
+    // Of the bundle, only its signed head: no payload byte.
+    EXPECT_EQ(t.downloaded - t.delta, r.head_bytes()) << t.downloaded;
+    EXPECT_NE(std::find_if(r.messages.begin(), r.messages.end(), [](const std::string& m) { return m.find("from the delta") != std::string::npos; }),
+              r.messages.end());
+
+    // The same install without the delta fetches the changed blocks, tree and ESP from the bundle.
+    DeltaRig plain;
+    plain.serve("2.0");
+    plain.install(plain.nginx.https_url("update.cairn"));
+    plain.expect_slot_b("2.0");
+    EXPECT_EQ(plain.transfer().delta, 0u);
+    EXPECT_GT(plain.transfer().downloaded, t.downloaded + 16 * 4096);  // 27 blocks, tree and ESP chunks
+}
+
+TEST(HttpInstall, ADamagedDeltaIsDroppedAndTheBundleGivesWhatItCouldNot) {
+    for (const char* payload : {"root", "root-verity-b", "esp-b"}) {
+        SCOPED_TRACE(payload);
+        DeltaRig r;
+        const std::string url = r.serve("2.0");
+        damage_section(r.make_delta_file(), payload);
+        r.install(url);
+        r.expect_slot_b("2.0");  // every block checked: the damage reached nothing
+        const Transfer t = r.transfer();
+        EXPECT_GT(t.delta, 0u);
+        EXPECT_GT(t.downloaded - t.delta, r.head_bytes()) << "the bundle gave what the delta could not";
+    }
+}
+
+TEST(HttpInstall, ADeltaForAnotherBuildOrBundleIsNotUsed) {
+    {  // the device runs a build the server has no delta from: a 404, and the install goes on
+        DeltaRig r;
+        r.config.release.build_id = "test-0.9";
+        const std::string url = r.serve("2.0");
+        r.make_delta_file();
+        r.install(url);
+        r.expect_slot_b("2.0");
+        EXPECT_EQ(r.transfer().delta, 0u);
+    }
+    {  // a delta named for this build but made from another: its table gives it away
+        DeltaRig r;
+        const std::string url = r.serve("2.0");
+        const fs::path delta = r.make_delta_file();
+        r.config.release.build_id = "test-0.9";
+        fs::rename(delta, r.nginx.www() / "update.cairn.from-test-0.9");
+        r.install(url);
+        r.expect_slot_b("2.0");
+        EXPECT_LE(r.transfer().delta, 16u << 10);  // its header and table only
+    }
+    {  // a delta to another bundle (3.0) beside 2.0
+        DeltaRig r;
+        r.serve("3.0");
+        const fs::path delta = r.make_delta_file();
+        const std::string url = r.serve("2.0");
+        ASSERT_TRUE(fs::exists(delta));
+        r.install(url);
+        r.expect_slot_b("2.0");
+        EXPECT_LE(r.transfer().delta, 16u << 10);
+    }
+    {  // deltas turned off in update.toml: not even looked for
+        DeltaRig r;
+        r.http.deltas = false;
+        const std::string url = r.serve("2.0");
+        r.make_delta_file();
+        r.install(url);
+        r.expect_slot_b("2.0");
+        EXPECT_EQ(r.transfer().delta, 0u);
+        EXPECT_EQ(r.nginx.access_log().find(".from-"), std::string::npos);
+    }
 }
