@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -74,6 +75,9 @@ DeltaResult make_delta(const DeltaOptions& o) {
     t.from_root_blocks = old_root->size / block;
     std::vector<Digest> old_blocks;  // filled for the first root payload
 
+    // Encoders at once: each holds a segment, its base and zstd's tables (some 100 MiB at level 19).
+    const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+
     // Frames go to a nameless file in the output's folder first; the table, which names where
     // each sits, is then written with the frames right after it.
     const fs::path dir = r.file.parent_path().empty() ? fs::path(".") : r.file.parent_path();
@@ -83,8 +87,7 @@ DeltaResult make_delta(const DeltaOptions& o) {
     // A section for `target` patched against `base`; none when its frame would be no smaller than
     // `fetch_instead`, the bytes a device would otherwise fetch for it (new data compresses little).
     auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, std::string_view base, std::string_view target,
-                   uint64_t fetch_instead) {
-        const std::string frame = updater::encode_section(base, target, o.level);
+                   uint64_t fetch_instead, const std::string& frame) {
         if (frame.size() >= fetch_instead) return;
         pwrite_exact(frames_fd.get(), frame.data(), frame.size(), at, "a temporary file in " + dir.string());
         t.sections.push_back(DeltaSection{p.name, offset, target.size(), base_kind, base.size(), at, frame.size()});
@@ -109,9 +112,23 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 const std::string z(block, '\0');
                 return sha256(z);
             }();
+            // Segments to patch, encoded a few at a time side by side (zstd's level 19 takes seconds a
+            // segment), each wave's sections added in order.
+            struct Job {
+                uint64_t offset, missing;
+                std::string base, target, frame;
+            };
+            std::vector<Job> wave;
+            auto flush = [&] {
+                std::vector<std::thread> workers;
+                for (Job& j : wave) workers.emplace_back([&j, &o] { j.frame = updater::encode_section(j.base, j.target, o.level); });
+                for (std::thread& w : workers) w.join();
+                for (const Job& j : wave) add(p, j.offset, DeltaBase::running, j.base, j.target, j.missing * block, j.frame);
+                wave.clear();
+            };
             for (uint64_t offset = 0; offset < p.size; offset += seg) {
                 const uint64_t n = std::min(seg, p.size - offset);
-                const std::string target = read_range(to_fd.get(), p.offset + offset, n, to_what);
+                std::string target = read_range(to_fd.get(), p.offset + offset, n, to_what);
                 digests.resize(n / block * 32);
                 sha256_blocks({}, reinterpret_cast<const uint8_t*>(target.data()), block, n / block, digests.data());
                 uint64_t missing = n % block != 0 ? 1 : 0;  // blocks a device running `from` does not have
@@ -122,9 +139,11 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 }
                 if (missing == 0) continue;
                 const uint64_t base_size = offset < base_payload->size ? std::min(seg, base_payload->size - offset) : 0;
-                add(p, offset, DeltaBase::running, read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what), target,
-                    missing * block);
+                wave.push_back({offset, missing, read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what),
+                                std::move(target), {}});
+                if (wave.size() == threads) flush();
             }
+            flush();
         } else if (p.role == "root-verity" || p.role == "esp") {
             // Whole in memory (a tree, an ESP): segments that differ from the base's same bytes.
             std::string base;
@@ -147,17 +166,23 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 if (u + n > base.size() || std::string_view(base).substr(u, n) != std::string_view(target).substr(u, n)) fetch_instead += n;
             }
             std::vector<std::pair<uint64_t, std::string_view>> changed;  // segment offset, its base
-            uint64_t frames = 0;
-            std::vector<std::string> encoded;
             for (uint64_t offset = 0; offset < p.size; offset += seg) {
                 const uint64_t n = std::min(seg, p.size - offset);
-                const std::string_view want = std::string_view(target).substr(offset, n);
                 const std::string_view have = offset < base.size() ? std::string_view(base).substr(offset, n) : std::string_view();
-                if (have == want) continue;
-                changed.emplace_back(offset, have);
-                encoded.push_back(updater::encode_section(have, want, o.level));
-                frames += encoded.back().size();
+                if (have != std::string_view(target).substr(offset, n)) changed.emplace_back(offset, have);
             }
+            std::vector<std::string> encoded(changed.size());
+            for (size_t first = 0; first < changed.size(); first += threads) {
+                std::vector<std::thread> workers;
+                for (size_t k = first; k < std::min(changed.size(), first + threads); ++k)
+                    workers.emplace_back([&, k] {
+                        const uint64_t offset = changed[k].first;
+                        encoded[k] = updater::encode_section(changed[k].second, std::string_view(target).substr(offset, std::min(seg, p.size - offset)), o.level);
+                    });
+                for (std::thread& w : workers) w.join();
+            }
+            uint64_t frames = 0;
+            for (const std::string& e : encoded) frames += e.size();
             if (frames < fetch_instead)
                 for (size_t k = 0; k < changed.size(); ++k) {
                     const auto& [offset, have] = changed[k];

@@ -27,22 +27,8 @@ using json = nlohmann::json;
 
 
 std::string fetch_range(RangeSource& source, uint64_t start, uint64_t end) {
-    class Whole final : public RangeSink {
-    public:
-        Whole(uint64_t start, std::string& out) : start_(start), out_(out) {}
-        uint64_t position() const override { return start_ + out_.size(); }
-        void restart() override {}
-        bool take(const uint8_t* data, size_t size) override {
-            out_.append(reinterpret_cast<const char*>(data), size);
-            return true;
-        }
-
-    private:
-        uint64_t start_;
-        std::string& out_;
-    };
     std::string out;
-    Whole sink(start, out);
+    StringSink sink(start, out);
     source.fetch(end, sink);
     return out;
 }

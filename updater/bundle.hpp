@@ -151,6 +151,22 @@ public:
     virtual TransferStats stats() const = 0;
 };
 
+// Gathers a range from `start` into a string.
+class StringSink final : public RangeSink {
+public:
+    StringSink(uint64_t start, std::string& out) : start_(start), out_(out) {}
+    uint64_t position() const override { return start_ + out_.size(); }
+    void restart() override {}
+    bool take(const uint8_t* data, size_t size) override {
+        out_.append(reinterpret_cast<const char*>(data), size);
+        return true;
+    }
+
+private:
+    uint64_t start_;
+    std::string& out_;
+};
+
 // Bytes [start, end) of a ranged source, whole (a head, a table, a frame).
 std::string fetch_range(RangeSource& source, uint64_t start, uint64_t end);
 

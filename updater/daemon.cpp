@@ -478,7 +478,8 @@ private:
                     if (const UpdateStatus after = engine_.status(); after.last && after.last->transfer) {
                         const Transfer& t = *after.last->transfer;
                         installed += " (downloaded " + std::to_string(t.downloaded) + " of " + std::to_string(t.payload_bytes) +
-                                     " bytes, reused " + std::to_string(t.reused) + ")";
+                                     " bytes, reused " + std::to_string(t.reused) +
+                                     (t.delta ? ", " + std::to_string(t.delta) + " of the downloaded a delta" : "") + ")";
                     }
                     switch (settings.reboot.kind) {
                         case RebootPolicy::Kind::now:

@@ -220,22 +220,6 @@ std::string delta_tree_base(int fd, uint64_t offset, uint64_t blocks, const Payl
 
 namespace {
 
-// Gathers one frame.
-class FrameSink final : public RangeSink {
-public:
-    FrameSink(uint64_t at, std::string& out) : at_(at), out_(out) {}
-    uint64_t position() const override { return at_ + out_.size(); }
-    void restart() override {}
-    bool take(const uint8_t* data, size_t size) override {
-        out_.append(reinterpret_cast<const char*>(data), size);
-        return true;
-    }
-
-private:
-    uint64_t at_;
-    std::string& out_;
-};
-
 // The first request: header and, for most deltas, the whole table.
 constexpr uint64_t first_request_size = 16 << 10;
 
@@ -270,7 +254,7 @@ DeltaSource::DeltaSource(std::unique_ptr<RangeSource> file, std::string name, co
 
 std::vector<std::string> DeltaSource::frames(const std::vector<const DeltaSection*>& sections) {
     std::vector<std::string> out(sections.size());
-    std::vector<FrameSink> sinks;
+    std::vector<StringSink> sinks;
     std::vector<RangeSource::Run> runs;
     sinks.reserve(sections.size());
     for (size_t i = 0; i < sections.size(); ++i) {

@@ -324,8 +324,9 @@ std::array<uint64_t, 4> root_plan(qemu::Machine& m, size_t from) {
 // finds the blocks slot b already holds (checked against the signed tree), fetches fewer than
 // the first try had to, and the slot boots as a trial and is committed.
 // Then (c) and (d): `cairn publish` puts v3 (v2 with one file changed) on a channel on the same
-// server; the device, told to follow it, installs v3 by itself, downloading a small part of the
-// bundle (the rest it has), reboots into it and commits it; its next check finds it up to date.
+// server, with the delta from v2 beside it; the device, told to follow it, installs v3 by itself,
+// downloading the bundle's head and the delta (tree, ESP and root rebuilt from what it runs, each
+// checked before it is written), reboots into it and commits it; its next check finds it up to date.
 TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamCommitsAndFollowsAChannel) {
     Scratch scratch;
     TestPki pki(scratch / "pki");
@@ -381,7 +382,7 @@ TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamCommitsAndFollowsAC
     const fs::path keys = source_dir() / "recipes/keys";
     run_checked({CAIRN_BINARY, "publish", bundle("v3").string(), "-o", (nginx.www() / "minimal").string(), "--key",
                  (keys / "update-signer.key").string(), "--cert", (keys / "update-signer.pem").string(), "--trust-anchor",
-                 (keys / "update-ca.pem").string(), "--expires", "30"});
+                 (keys / "update-ca.pem").string(), "--expires", "30", "--delta-from", bundle("v2").string()});
     wait_for_shell(again);
     // Follow it: the daemon (restarted by init) reads [channel] at start and, with no jitter, checks at once.
     shell(again, "cp /etc/cairn/channel.toml /etc/cairn/update.toml && sync && killall cairn-updated");
@@ -393,6 +394,13 @@ TEST(Update, StreamsFromAServerResumesAfterAPowerCutMidStreamCommitsAndFollowsAC
     std::printf("channel install of v3 over v2: downloaded %llu of %llu payload bytes (%.2f %%)\n", (unsigned long long)downloaded,
                 (unsigned long long)payloads, 100.0 * double(downloaded) / double(payloads));
     EXPECT_LT(downloaded, payloads / 10) << "an update that changes one file downloaded " << downloaded << " of " << payloads;
+    // The delta did the work: tree and root rebuilt from what the device runs; the bundle gave its head.
+    EXPECT_NE(line.find("of the downloaded a delta"), std::string::npos) << line;
+    const std::string console = again.console().substr(committed, installed - committed);
+    EXPECT_NE(console.find("root-verity-a of slot a rebuilt from the delta"), std::string::npos) << console;
+    EXPECT_NE(console.find("root of slot a from the delta"), std::string::npos) << console;
+    EXPECT_EQ(console.find("comes from the bundle"), std::string::npos) << console;
+    EXPECT_NE(nginx.access_log().find("GET /minimal/" + bundle("v3").filename().string() + ".from-"), std::string::npos) << nginx.access_log();
     EXPECT_NE(line.find("rebooting into it"), std::string::npos) << line;
     ready = again.wait_for_after("cairn: ready slot=a version=0.3.0", installed, 300s);
     committed = again.wait_for_after("committed", ready, 120s);
