@@ -296,7 +296,8 @@ std::string DeltaSource::rebuild(const Payload& p, std::string_view base) {
 
 DeltaRootStats place_root_sections(DeltaSource& delta, const Payload& root, const DeltaRootRequest& r) {
     constexpr size_t digest_size = 32;
-    constexpr size_t batch = 8;  // sections fetched in one request: 8 segments decoded one at a time
+    constexpr size_t batch = 8;                 // sections fetched in one request, then decoded one at a time
+    constexpr uint64_t batch_bytes = 16 << 20;  // a hostile table's frames (64 MiB each) must not add up
     DeltaRootStats stats;
     const std::vector<const DeltaSection*> all = delta.table().of(root.name);
     stats.sections = all.size();
@@ -315,10 +316,13 @@ DeltaRootStats place_root_sections(DeltaSource& delta, const Payload& root, cons
         if (std::memcmp(digests.data(), r.digests + first * digest_size, n * digest_size) == 0) ++stats.in_place;
         else wanted.push_back(sec);
     }
-    for (size_t m = 0; m < wanted.size(); m += batch) {
-        const std::vector<const DeltaSection*> some(wanted.begin() + static_cast<std::ptrdiff_t>(m),
-                                                    wanted.begin() + static_cast<std::ptrdiff_t>(std::min(wanted.size(), m + batch)));
-        if (r.say) r.say("rebuilding root segments " + std::to_string(m + 1) + "-" + std::to_string(m + some.size()) + " of " +
+    for (size_t m = 0; m < wanted.size();) {
+        // Up to `batch` frames a request, and no more than `batch_bytes` of them in memory.
+        size_t e = m + 1;
+        uint64_t bytes = wanted[m]->bytes;
+        while (e < wanted.size() && e - m < batch && bytes + wanted[e]->bytes <= batch_bytes) bytes += wanted[e++]->bytes;
+        const std::vector<const DeltaSection*> some(wanted.begin() + static_cast<std::ptrdiff_t>(m), wanted.begin() + static_cast<std::ptrdiff_t>(e));
+        if (r.say) r.say("rebuilding root segments " + std::to_string(m + 1) + "-" + std::to_string(e) + " of " +
                          std::to_string(wanted.size()) + " from the delta");
         const std::vector<std::string> got = delta.frames(some);
         for (size_t k = 0; k < some.size(); ++k) {
@@ -327,10 +331,17 @@ DeltaRootStats place_root_sections(DeltaSource& delta, const Payload& root, cons
                 fail(delta.name() + ": root at " + std::to_string(sec.offset) + ": its base is past the end of the running root");
             std::string base(sec.base_size, '\0');
             pread_exact(r.disk_fd, base.data(), base.size(), r.running.first + sec.offset, r.disk_name + " (running root)");
-            const std::string bytes = decode_section(sec, base, got[k], delta.name() + ": root at " + std::to_string(sec.offset));
             const uint64_t first = sec.offset / r.block_size, n = sec.size / r.block_size;
+            std::string segment;
+            try {
+                segment = decode_section(sec, base, got[k], delta.name() + ": root at " + std::to_string(sec.offset));
+            } catch (const Error& bad) {  // a damaged frame: its blocks are left to fetch, the other sections still serve
+                if (r.say) r.say(bad.what());
+                stats.refused += n;
+                continue;
+            }
             digests.resize(n * digest_size);
-            sha256_blocks(r.salt, reinterpret_cast<const uint8_t*>(bytes.data()), r.block_size, n, digests.data());
+            sha256_blocks(r.salt, reinterpret_cast<const uint8_t*>(segment.data()), r.block_size, n, digests.data());
             // Runs of matching blocks, each written at once.
             for (uint64_t i = 0; i < n;) {
                 if (std::memcmp(digests.data() + i * digest_size, r.digests + (first + i) * digest_size, digest_size) != 0) {
@@ -338,14 +349,15 @@ DeltaRootStats place_root_sections(DeltaSource& delta, const Payload& root, cons
                     ++i;
                     continue;
                 }
-                uint64_t e = i + 1;
-                while (e < n && std::memcmp(digests.data() + e * digest_size, r.digests + (first + e) * digest_size, digest_size) == 0) ++e;
-                pwrite_exact(r.disk_fd, bytes.data() + i * r.block_size, (e - i) * r.block_size,
+                uint64_t end = i + 1;
+                while (end < n && std::memcmp(digests.data() + end * digest_size, r.digests + (first + end) * digest_size, digest_size) == 0) ++end;
+                pwrite_exact(r.disk_fd, segment.data() + i * r.block_size, (end - i) * r.block_size,
                              r.target_offset + sec.offset + i * r.block_size, r.disk_name + " (root)");
-                stats.written += e - i;
-                i = e;
+                stats.written += end - i;
+                i = end;
             }
         }
+        m = e;
     }
     return stats;
 }

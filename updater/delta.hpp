@@ -131,7 +131,9 @@ private:
 // The root's sections placed in the target slot (before assemble_root, which then finds them in place):
 // each segment decoded against the running root's same range, and each of its blocks written only if
 // it has its digest in the verified tree. A segment the target already holds is not fetched (an
-// install cut short resumes); blocks that do not match are left for assemble_root to fetch.
+// install cut short resumes); blocks that do not match, and the segments of frames that do not
+// decode, are left for assemble_root to fetch. Error for a table that does not fit the root or the
+// running slot; UpdateError (transfer) when the frames cannot be had.
 struct DeltaRootRequest {
     int disk_fd = -1;
     std::string disk_name;
