@@ -760,12 +760,6 @@ void Engine::write(InstallContext& in) {
     if (::fsync(disk.get()) != 0) fail_errno("flushing " + disk_name);
 }
 
-// write, from a source read by ranges (a server). The tree and the ESP are fetched whole into
-// memory (1/128 of the root, and the ESP) and checked by their signed sha256 before a byte of them
-// is written (a copy that arrives wrong is fetched again, twice at most). The root is then
-// assembled block by block against the tree's lowest level (updater/assemble.hpp): blocks the
-// device has are reused, the rest fetched, each checked before it is written, while a thread
-// reads the slot back behind the assembly as after a file; then one flush.
 // The delta from the running build to the bundle, if its server has one and it fits (delta.hpp).
 void Engine::open_delta(InstallContext& in) {
     const std::string& from = config_.release.build_id;
@@ -782,6 +776,14 @@ void Engine::open_delta(InstallContext& in) {
     }
 }
 
+// write, from a source read by ranges (a server). The tree and the ESP are fetched whole into
+// memory (1/128 of the root, and the ESP) and checked by their signed sha256 before a byte of them
+// is written (a copy that arrives wrong is fetched again, twice at most). The root is then
+// assembled block by block against the tree's lowest level (updater/assemble.hpp): blocks the
+// device has are reused, the rest fetched, each checked before it is written, while a thread
+// reads the slot back behind the assembly as after a file; then one flush. With a delta from the
+// running build beside the bundle (open_delta), tree, ESP and the root's changed segments are
+// first rebuilt from it, each checked before it is written; the steps then find them in place.
 void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     const Payload& root = *in.root;
     const Payload& tree = *in.verity;
@@ -832,7 +834,7 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     // A delta from the build this device runs, where the server has one (updater/delta.hpp): the
     // tree, the ESP and the root's changed segments are rebuilt from it and checked before anything
     // is written; the assembly below then finds them in place, and fetches from the bundle whatever
-    // the delta could not give. A delta that fails in any way is dropped, never the install.
+    // the delta could not give. No failure of the delta fails the install.
     std::optional<SlotRegions> running;
     try {
         running = regions_of(config_.disk, in.running);
@@ -877,7 +879,8 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     });
     with_delta(esp.name, [&] {
         if (holds(esp, regions.esp)) return;
-        std::string base(running->esp.size, '\0');
+        // The base: the running ESP as far as any segment of the new one reaches.
+        std::string base(std::min(running->esp.size, esp.size + in.delta->table().segment_size), '\0');
         pread_exact(disk.get(), base.data(), base.size(), running->esp.offset, disk_name + " (" + running->esp.label + ")");
         rebuild(esp, regions.esp, base);
     });
