@@ -114,6 +114,8 @@ const char* publish_help = R"(  publish BUNDLE -o DIR  Put a bundle and its chan
       --delta-from OLD  Also write the delta from the build of bundle OLD (cairn
                         delta) beside the bundle, before the index; repeatable, one
                         for each release devices may still run. Not with --url
+      --delta-level N   zstd level for the deltas, 1 to 19 (default 19: smallest;
+                        3 makes them in a tenth of the time, some 15 % larger)
       --json            Print the index as JSON
 )";
 
@@ -309,6 +311,12 @@ int cmd_publish(const std::vector<std::string>& args) {
         else if (a.is("--url")) o.url = a.value();
         else if (a.is("--trust-anchor")) o.trust_anchor = a.value();
         else if (a.is("--delta-from")) o.delta_from.push_back(a.value());
+        else if (a.is("--delta-level")) {
+            const std::string v = a.value();
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), o.delta_level);
+            if (ec != std::errc() || end != v.data() + v.size() || o.delta_level < 1 || o.delta_level > 19)
+                return usage_error("publish: --delta-level takes a number from 1 to 19, not '" + v + "'");
+        }
         else if (a.is("--expires")) {
             const std::string v = a.value();
             int days = 0;

@@ -93,6 +93,7 @@ PublishResult publish(const PublishOptions& o) {
         DeltaOptions d;
         d.from = old;
         d.to = r.bundle_file;
+        d.level = o.delta_level;
         r.deltas.push_back(make_delta(d));
     }
     write_file_atomic(r.index_file, text);

@@ -28,6 +28,7 @@ struct PublishOptions {
     // Bundles of builds devices may run: a delta from each (imager/delta.hpp) is written beside
     // the bundle, after it and before the index. Not with `url`.
     std::vector<std::filesystem::path> delta_from;
+    int delta_level = 19;              // zstd's level for them (DeltaOptions::level)
 };
 
 struct PublishResult {
