@@ -11,7 +11,6 @@
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/sha256_blocks.hpp"
-#include "common/units.hpp"
 
 namespace cairn::imager {
 
@@ -96,7 +95,6 @@ DeltaResult make_delta(const DeltaOptions& o) {
 
     for (const Payload& p : tm.payloads) {
         const std::string running = running_of(p.slot);
-        if (!p.slot.empty() && p.slot != "a" && p.slot != "b") continue;
         if (p.role == "root" || p.role == "esp") r.payloads += p.slot.empty() || p.slot == "b" ? p.size : 0;
         else if (p.role == "root-verity" && p.slot != "a") r.payloads += p.size;
         const uint64_t before = at;
