@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <thread>
 
 #include "common/error.hpp"
@@ -30,18 +32,44 @@ std::string read_range(int fd, uint64_t offset, uint64_t size, const std::string
 // The slot a device runs while it installs into `slot` ("" for a payload of either slot: "a").
 std::string running_of(const std::string& slot) { return slot == "a" ? "b" : "a"; }
 
-// The unsalted digests of a root's blocks, sorted: what a device running it can copy.
-std::vector<Digest> block_digests(int fd, uint64_t offset, uint64_t size, const std::string& what) {
+// A root's blocks by their unsalted digests, sorted: what a device running it can copy, and from where.
+struct OldBlock {
+    Digest digest;
+    uint64_t index;
+    bool operator<(const OldBlock& o) const { return std::tie(digest, index) < std::tie(o.digest, o.index); }
+};
+std::vector<OldBlock> block_digests(int fd, uint64_t offset, uint64_t size, const std::string& what) {
     constexpr uint64_t block = 4096, window = 4 << 20;
-    std::vector<Digest> out(size / block);
+    std::vector<OldBlock> out(size / block);
+    std::vector<uint8_t> digests(window / block * 32);
     std::string data;
     for (uint64_t at = 0; at < out.size() * block; at += window) {
         const uint64_t n = std::min(window, out.size() * block - at);
         data = read_range(fd, offset + at, n, what);
-        sha256_blocks({}, reinterpret_cast<const uint8_t*>(data.data()), block, n / block, out[at / block].data());
+        sha256_blocks({}, reinterpret_cast<const uint8_t*>(data.data()), block, n / block, digests.data());
+        for (uint64_t i = 0; i < n / block; ++i) {
+            std::memcpy(out[at / block + i].digest.data(), digests.data() + i * 32, 32);
+            out[at / block + i].index = at / block + i;
+        }
     }
     std::sort(out.begin(), out.end());
     return out;
+}
+
+// Bytes of the base either side of where a segment's bytes were, so that what moved a little
+// (a file before it grew, a directory's entries shifted) is still within the frame's prefix.
+constexpr uint64_t base_margin = 1 << 20;
+// How far a segment's base may stretch when its blocks came from several places: beyond it, only
+// where most of them came from (zstd's time and memory grow with the base).
+constexpr uint64_t max_base_span = 3 * updater::delta_segment_size;
+
+// The range of a base (of `base_size` bytes) a segment [offset, offset + n) is patched against:
+// [offset + lo - margin, offset + n + hi + margin), where its bytes were lo..hi bytes away.
+std::pair<uint64_t, uint64_t> base_range(uint64_t offset, uint64_t n, int64_t lo, int64_t hi, uint64_t base_size) {
+    const int64_t begin = std::max<int64_t>(0, static_cast<int64_t>(offset) + lo - static_cast<int64_t>(base_margin));
+    const int64_t end = std::min<int64_t>(static_cast<int64_t>(base_size), static_cast<int64_t>(offset + n) + hi + static_cast<int64_t>(base_margin));
+    if (end <= begin) return {0, 0};
+    return {static_cast<uint64_t>(begin), static_cast<uint64_t>(end - begin)};
 }
 
 }  // namespace
@@ -72,7 +100,7 @@ DeltaResult make_delta(const DeltaOptions& o) {
     if (!old_root) fail(from_what + ": it has no root payload");
     constexpr uint64_t block = 4096;
     t.from_root_blocks = old_root->size / block;
-    std::vector<Digest> old_blocks;  // filled for the first root payload
+    std::vector<OldBlock> old_blocks;  // filled for the first root payload
 
     // Encoders at once: each holds a segment, its base and zstd's tables (some 100 MiB at level 19).
     const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
@@ -85,11 +113,11 @@ DeltaResult make_delta(const DeltaOptions& o) {
     uint64_t at = 0;  // in `frames`, until the table's size is known
     // A section for `target` patched against `base`; none when its frame would be no smaller than
     // `fetch_instead`, the bytes a device would otherwise fetch for it (new data compresses little).
-    auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, std::string_view base, std::string_view target,
-                   uint64_t fetch_instead, const std::string& frame) {
+    auto add = [&](const Payload& p, uint64_t offset, DeltaBase base_kind, uint64_t base_offset, std::string_view base,
+                   std::string_view target, uint64_t fetch_instead, const std::string& frame) {
         if (frame.size() >= fetch_instead) return;
         pwrite_exact(frames_fd.get(), frame.data(), frame.size(), at, "a temporary file in " + dir.string());
-        t.sections.push_back(DeltaSection{p.name, offset, target.size(), base_kind, base.size(), at, frame.size()});
+        t.sections.push_back(DeltaSection{p.name, offset, target.size(), base_kind, base_offset, base.size(), at, frame.size()});
         at += frame.size();
     };
 
@@ -113,7 +141,7 @@ DeltaResult make_delta(const DeltaOptions& o) {
             // Segments to patch, encoded a few at a time side by side (zstd's level 19 takes seconds a
             // segment), each wave's sections added in order.
             struct Job {
-                uint64_t offset, missing;
+                uint64_t offset, missing, base_offset;
                 std::string base, target, frame;
             };
             std::vector<Job> wave;
@@ -121,7 +149,7 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 std::vector<std::thread> workers;
                 for (Job& j : wave) workers.emplace_back([&j, &o] { j.frame = updater::encode_section(j.base, j.target, o.level); });
                 for (std::thread& w : workers) w.join();
-                for (const Job& j : wave) add(p, j.offset, DeltaBase::running, j.base, j.target, j.missing * block, j.frame);
+                for (const Job& j : wave) add(p, j.offset, DeltaBase::running, j.base_offset, j.base, j.target, j.missing * block, j.frame);
                 wave.clear();
             };
             for (uint64_t offset = 0; offset < p.size; offset += seg) {
@@ -129,15 +157,43 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 std::string target = read_range(to_fd.get(), p.offset + offset, n, to_what);
                 digests.resize(n / block * 32);
                 sha256_blocks({}, reinterpret_cast<const uint8_t*>(target.data()), block, n / block, digests.data());
-                uint64_t missing = n % block != 0 ? 1 : 0;  // blocks a device running `from` does not have
+                // Blocks a device running `from` does not have, and how far the others moved (in
+                // blocks, from the nearest copy).
+                uint64_t missing = n % block != 0 ? 1 : 0, copied = 0;
+                std::map<int64_t, uint64_t> moved;
                 for (uint64_t i = 0; i < n / block; ++i) {
-                    Digest d;
-                    std::memcpy(d.data(), digests.data() + i * 32, 32);
-                    missing += d != zero && !std::binary_search(old_blocks.begin(), old_blocks.end(), d);
+                    OldBlock d{{}, 0};
+                    std::memcpy(d.digest.data(), digests.data() + i * 32, 32);
+                    if (d.digest == zero) continue;
+                    const auto first = std::lower_bound(old_blocks.begin(), old_blocks.end(), d);
+                    if (first == old_blocks.end() || first->digest != d.digest) {
+                        ++missing;
+                        continue;
+                    }
+                    const int64_t at = static_cast<int64_t>(offset / block + i);
+                    int64_t nearest = static_cast<int64_t>(first->index) - at;
+                    for (auto it = first; it != old_blocks.end() && it->digest == d.digest; ++it)
+                        if (std::abs(static_cast<int64_t>(it->index) - at) < std::abs(nearest)) nearest = static_cast<int64_t>(it->index) - at;
+                    ++moved[nearest];
+                    ++copied;
                 }
                 if (missing == 0) continue;
-                const uint64_t base_size = offset < base_payload->size ? std::min(seg, base_payload->size - offset) : 0;
-                wave.push_back({offset, missing, read_range(from_fd.get(), base_payload->offset + offset, base_size, from_what),
+                // The base: where the segment's blocks came from, each shift that a sixteenth of them
+                // share; only the commonest when those lie too far apart.
+                int64_t lo = 0, hi = 0, commonest = 0;
+                uint64_t most = 0;
+                bool any = false;
+                for (const auto& [shift, count] : moved) {
+                    if (count > most) most = count, commonest = shift;
+                    if (count * 16 < copied) continue;
+                    lo = any ? std::min(lo, shift) : shift;
+                    hi = any ? std::max(hi, shift) : shift;
+                    any = true;
+                }
+                if (static_cast<uint64_t>(hi - lo) * block + n + 2 * base_margin > max_base_span) lo = hi = commonest;
+                const auto [base_offset, base_size] =
+                    base_range(offset, n, lo * static_cast<int64_t>(block), hi * static_cast<int64_t>(block), base_payload->size);
+                wave.push_back({offset, missing, base_offset, read_range(from_fd.get(), base_payload->offset + base_offset, base_size, from_what),
                                 std::move(target), {}});
                 if (wave.size() == threads) flush();
             }
@@ -163,19 +219,25 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 const uint64_t n = std::min(unit, p.size - u);
                 if (u + n > base.size() || std::string_view(base).substr(u, n) != std::string_view(target).substr(u, n)) fetch_instead += n;
             }
-            std::vector<std::pair<uint64_t, std::string_view>> changed;  // segment offset, its base
+            struct Changed {
+                uint64_t offset, base_offset;
+                std::string_view base;
+            };
+            std::vector<Changed> changed;  // each patched against the base's same range, with a margin
             for (uint64_t offset = 0; offset < p.size; offset += seg) {
                 const uint64_t n = std::min(seg, p.size - offset);
                 const std::string_view have = offset < base.size() ? std::string_view(base).substr(offset, n) : std::string_view();
-                if (have != std::string_view(target).substr(offset, n)) changed.emplace_back(offset, have);
+                if (have == std::string_view(target).substr(offset, n)) continue;
+                const auto [base_offset, base_size] = base_range(offset, n, 0, 0, base.size());
+                changed.push_back({offset, base_offset, std::string_view(base).substr(base_offset, base_size)});
             }
             std::vector<std::string> encoded(changed.size());
             for (size_t first = 0; first < changed.size(); first += threads) {
                 std::vector<std::thread> workers;
                 for (size_t k = first; k < std::min(changed.size(), first + threads); ++k)
                     workers.emplace_back([&, k] {
-                        const uint64_t offset = changed[k].first;
-                        encoded[k] = updater::encode_section(changed[k].second, std::string_view(target).substr(offset, std::min(seg, p.size - offset)), o.level);
+                        const uint64_t offset = changed[k].offset;
+                        encoded[k] = updater::encode_section(changed[k].base, std::string_view(target).substr(offset, std::min(seg, p.size - offset)), o.level);
                     });
                 for (std::thread& w : workers) w.join();
             }
@@ -183,10 +245,10 @@ DeltaResult make_delta(const DeltaOptions& o) {
             for (const std::string& e : encoded) frames += e.size();
             if (frames < fetch_instead)
                 for (size_t k = 0; k < changed.size(); ++k) {
-                    const auto& [offset, have] = changed[k];
+                    const auto& [offset, base_offset, have] = changed[k];
                     const uint64_t n = std::min(seg, p.size - offset);
                     pwrite_exact(frames_fd.get(), encoded[k].data(), encoded[k].size(), at, "a temporary file in " + dir.string());
-                    t.sections.push_back(DeltaSection{p.name, offset, n, kind, have.size(), at, encoded[k].size()});
+                    t.sections.push_back(DeltaSection{p.name, offset, n, kind, base_offset, have.size(), at, encoded[k].size()});
                     at += encoded[k].size();
                 }
         }

@@ -59,8 +59,8 @@ uint64_t decode_delta_header(std::string_view b, const std::string& what) {
         fail(what + ": not a Cairn delta (no CAIRNDLT header)");
     const uint64_t word = get_le64(b, 8);
     const auto format = static_cast<uint32_t>(word & 0xffffffff), header_size = static_cast<uint32_t>(word >> 32);
-    if (format != delta_format)
-        fail(what + ": delta format " + std::to_string(format) + " is not supported (this updater reads format " +
+    if (format < 1 || format > delta_format)
+        fail(what + ": delta format " + std::to_string(format) + " is not supported (this updater reads formats 1 to " +
              std::to_string(delta_format) + ")");
     if (header_size != delta_header_size) fail(what + ": bad header size " + std::to_string(header_size));
     if (b.substr(24, delta_header_size - 24).find_first_not_of('\0') != std::string_view::npos)
@@ -72,14 +72,12 @@ uint64_t decode_delta_header(std::string_view b, const std::string& what) {
 
 std::string DeltaTable::to_json() const {
     json sections_json = json::array();
-    for (const DeltaSection& s : sections)
-        sections_json.push_back({{"payload", s.payload},
-                                 {"offset", s.offset},
-                                 {"size", s.size},
-                                 {"base", delta_base_name(s.base)},
-                                 {"base_size", s.base_size},
-                                 {"at", s.at},
-                                 {"bytes", s.bytes}});
+    for (const DeltaSection& s : sections) {
+        json sec = {{"payload", s.payload}, {"offset", s.offset}, {"size", s.size}, {"base", delta_base_name(s.base)},
+                    {"base_size", s.base_size}, {"at", s.at}, {"bytes", s.bytes}};
+        if (format >= 2) sec["base_offset"] = s.base_offset;  // format 1: the same range as the segment
+        sections_json.push_back(std::move(sec));
+    }
     json j = {{"format", format},
               {"from", {{"build_id", from_build_id}, {"version", from_version}, {"root_blocks", from_root_blocks}}},
               {"to", {{"build_id", to_build_id}, {"version", to_version}, {"manifest_sha256", to_manifest_sha256}}},
@@ -94,7 +92,9 @@ DeltaTable DeltaTable::parse(std::string_view text, const std::string& what) {
     JsonFields top{j, what + ": delta table"};
     top.only({"format", "from", "to", "segment_size", "sections"});
     DeltaTable t;
-    if (top.u64("format") != delta_format) fail(top.where + ": format " + top.get("format").dump() + " is not supported");
+    const uint64_t format = top.u64("format");
+    if (format < 1 || format > delta_format) fail(top.where + ": format " + top.get("format").dump() + " is not supported");
+    t.format = static_cast<int>(format);
     const json& from = top.get("from");
     const json& to = top.get("to");
     if (!from.is_object() || !to.is_object()) fail(top.where + ": \"from\" and \"to\" must be objects");
@@ -119,7 +119,8 @@ DeltaTable DeltaTable::parse(std::string_view text, const std::string& what) {
     for (size_t i = 0; i < ss.size(); ++i) {
         if (!ss[i].is_object()) fail(top.where + ": sections[" + std::to_string(i) + "] must be an object");
         JsonFields s{ss[i], top.where + ": sections[" + std::to_string(i) + "]"};
-        s.only({"payload", "offset", "size", "base", "base_size", "at", "bytes"});
+        if (format == 1) s.only({"payload", "offset", "size", "base", "base_size", "at", "bytes"});
+        else s.only({"payload", "offset", "size", "base", "base_offset", "base_size", "at", "bytes"});
         DeltaSection d;
         d.payload = s.str("payload");
         d.offset = s.u64("offset");
@@ -132,13 +133,16 @@ DeltaTable DeltaTable::parse(std::string_view text, const std::string& what) {
                 known = true;
             }
         if (!known) fail(s.where + ": unknown base \"" + base + "\"");
+        d.base_offset = format == 1 ? s.u64("offset") : s.u64("base_offset");  // format 1: the same range
         d.base_size = s.u64("base_size");
         d.at = s.u64("at");
         d.bytes = s.u64("bytes");
         if (d.payload.empty()) fail(s.where + ": empty payload name");
         if (d.offset % t.segment_size) fail(s.where + ": offset " + std::to_string(d.offset) + " is not at a segment");
         if (d.size == 0 || d.size > t.segment_size) fail(s.where + ": size " + std::to_string(d.size) + " is not one segment");
-        if (d.base_size > t.segment_size) fail(s.where + ": base_size " + std::to_string(d.base_size) + " is more than a segment");
+        if (d.base_size > max_delta_base_size || d.base_size + d.size > (uint64_t{1} << delta_window_log_max))
+            fail(s.where + ": base_size " + std::to_string(d.base_size) + " does not fit in the decoder's window with the segment");
+        checked_add(d.base_offset, d.base_size, s.where);
         if (d.bytes == 0 || d.bytes > ZSTD_compressBound(d.size) + 4096) fail(s.where + ": a frame of " + std::to_string(d.bytes) + " bytes");
         checked_add(d.offset, d.size, s.where);
         if (d.at < next_at || d.at < delta_header_size) fail(s.where + ": its frame starts inside the table or the frame before");
@@ -280,9 +284,9 @@ std::string DeltaSource::rebuild(const Payload& p, std::string_view base) {
         const uint64_t n = std::min(table_.segment_size, p.size - offset);
         if (next < sections.size() && sections[next]->offset == offset) {
             const DeltaSection& sec = *sections[next];
-            if (offset + sec.base_size > base.size())
+            if (sec.base_offset + sec.base_size > base.size())
                 fail(name_ + ": " + p.name + " at " + std::to_string(offset) + ": its base is past the end of what the device has");
-            out += decode_section(sec, base.substr(offset, sec.base_size), got[next],
+            out += decode_section(sec, base.substr(sec.base_offset, sec.base_size), got[next],
                                   name_ + ": " + p.name + " at " + std::to_string(offset));
             ++next;
         } else {
@@ -327,10 +331,10 @@ DeltaRootStats place_root_sections(DeltaSource& delta, const Payload& root, cons
         const std::vector<std::string> got = delta.frames(some);
         for (size_t k = 0; k < some.size(); ++k) {
             const DeltaSection& sec = *some[k];
-            if (sec.offset + sec.base_size > r.running.second)
+            if (sec.base_offset + sec.base_size > r.running.second)
                 fail(delta.name() + ": root at " + std::to_string(sec.offset) + ": its base is past the end of the running root");
             std::string base(sec.base_size, '\0');
-            pread_exact(r.disk_fd, base.data(), base.size(), r.running.first + sec.offset, r.disk_name + " (running root)");
+            pread_exact(r.disk_fd, base.data(), base.size(), r.running.first + sec.base_offset, r.disk_name + " (running root)");
             const uint64_t first = sec.offset / r.block_size, n = sec.size / r.block_size;
             std::string segment;
             try {

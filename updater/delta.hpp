@@ -7,8 +7,10 @@
 //   sections          zstd frames, each at the offset the table gives
 //
 // A section gives `size` bytes of one payload of the new bundle from `offset` (a multiple of the
-// segment size): a zstd frame decompressed with, as its prefix (zstd's --patch-from), the same
-// range of a base the device already has:
+// segment size): a zstd frame decompressed with, as its prefix (zstd's --patch-from), a range of a
+// base the device already has (`base_offset`, `base_size`: the builder picks the range the segment's
+// bytes came from, e.g. a little before the same range when a package added earlier in the image
+// moved everything after it):
 //   running   the running slot's partition of the payload's role (its root, its ESP), as the
 //             source build wrote it;
 //   tree      the dm-verity tree the device computes over the running slot's root with the new
@@ -38,7 +40,8 @@
 namespace cairn::updater {
 
 inline constexpr char delta_magic[8] = {'C', 'A', 'I', 'R', 'N', 'D', 'L', 'T'};
-inline constexpr uint32_t delta_format = 1;
+// Format 2 added a section's base_offset; a format 1 table (base_offset = offset) still reads.
+inline constexpr uint32_t delta_format = 2;
 inline constexpr uint64_t delta_header_size = 64;
 inline constexpr uint64_t max_delta_table_size = 1 << 20;  // a reader refuses more before allocating
 // What `cairn delta` cuts payloads into. A segment is patched against the same 8 MiB of its base:
@@ -48,8 +51,10 @@ inline constexpr uint64_t max_delta_table_size = 1 << 20;  // a reader refuses m
 // one package added: 1 MiB 118 KB, 4 MiB 75 KB, 8 MiB 65 KB, 16 MiB 64 KB.
 inline constexpr uint64_t delta_segment_size = 8 << 20;
 inline constexpr uint64_t max_delta_segment_size = 64 << 20;  // what a device accepts in a table
-// Decompression window: the largest a frame may ask for (128 MiB: a segment with its base).
+// Decompression window: the largest a frame may ask for (128 MiB). A section's base and size
+// together must fit in it, and a base is at most 64 MiB.
 inline constexpr int delta_window_log_max = 27;
+inline constexpr uint64_t max_delta_base_size = 64 << 20;
 
 enum class DeltaBase { running, tree };
 std::string_view delta_base_name(DeltaBase base);  // "running", "tree"
@@ -58,7 +63,7 @@ struct DeltaSection {
     std::string payload;         // the new bundle's payload it gives ("root", "root-verity-b", "esp-b")
     uint64_t offset = 0, size = 0;  // of that payload's bytes
     DeltaBase base = DeltaBase::running;
-    uint64_t base_size = 0;      // bytes of the base from `offset` (the zstd prefix); 0: none
+    uint64_t base_offset = 0, base_size = 0;  // the range of the base that is the zstd prefix; size 0: none
     uint64_t at = 0, bytes = 0;  // the zstd frame in the delta file
 };
 
@@ -73,7 +78,7 @@ struct DeltaTable {
 
     std::string to_json() const;
     // Strict, as BundleManifest::parse: unknown fields, bad hex, segments not aligned or larger than
-    // the segment size, bases longer than a segment, frames that overlap, are out of order, start
+    // the segment size, bases too long for the window, frames that overlap, are out of order, start
     // inside the table or cannot hold their bytes: Error naming `what` and the field.
     static DeltaTable parse(std::string_view json, const std::string& what);
     // The sections of one payload, in order.
@@ -115,8 +120,8 @@ public:
     const std::string& name() const { return name_; }
     // The frames of `sections` (in file order), in as few requests as the server allows.
     std::vector<std::string> frames(const std::vector<const DeltaSection*>& sections);
-    // A whole payload (a tree, an ESP) in memory: each segment from its section decoded against the
-    // same range of `base`, the others `base`'s same bytes. Error when a section cannot be had or
+    // A whole payload (a tree, an ESP) in memory: each segment from its section decoded against its
+    // range of `base`, the others `base`'s same bytes. Error when a section cannot be had or
     // decoded, or a segment lies outside `base`. The caller checks the result against the signed sha256.
     std::string rebuild(const Payload& payload, std::string_view base);
     TransferStats stats() const { return file_->stats(); }
@@ -129,7 +134,7 @@ private:
 };
 
 // The root's sections placed in the target slot (before assemble_root, which then finds them in place):
-// each segment decoded against the running root's same range, and each of its blocks written only if
+// each segment decoded against its range of the running root, and each of its blocks written only if
 // it has its digest in the verified tree. A segment the target already holds is not fetched (an
 // install cut short resumes); blocks that do not match, and the segments of frames that do not
 // decode, are left for assemble_root to fetch. Error for a table that does not fit the root or the

@@ -82,6 +82,38 @@ TEST(Delta, NewDataThatWouldCostMoreAsAPatchThanAsBlocksIsLeftToTheBlocks) {
     EXPECT_FALSE(r.table.of("root-verity-b").empty());
 }
 
+TEST(Delta, ASegmentIsPatchedAgainstWhereItsBlocksCameFrom) {
+    // 2 MiB of new data at 1 MiB moves all after it by 2 MiB (a package added early in an image),
+    // and one byte changes in each later segment (a directory or inode block that moved with it).
+    // Patched against its same range, a segment would carry its first 2 MiB as new data; against
+    // where its blocks came from, it is a few bytes.
+    constexpr uint64_t mib = 1 << 20, root = 3 * updater::delta_segment_size;
+    Deltas d;
+    d.f.root_bytes = [](const std::string& version, uint64_t size) {
+        std::mt19937_64 random(22);
+        std::string bytes(size, '\0');
+        for (char& c : bytes) c = static_cast<char>(random());
+        if (version == "1.0") return bytes;
+        std::string fresh(2 * mib, '\0');
+        for (char& c : fresh) c = static_cast<char>(random());
+        bytes = (bytes.substr(0, mib) + fresh + bytes.substr(mib)).substr(0, size);
+        for (uint64_t seg : {1, 2}) bytes[seg * updater::delta_segment_size + 5 * mib + 17] ^= 1;
+        return bytes;
+    };
+    imager::DeltaOptions o;
+    o.from = d.f.bundle("1.0", "cairn-test", {}, root);
+    o.to = d.f.bundle("2.0", "cairn-test", {}, root);
+    o.level = 3;
+    const imager::DeltaResult r = imager::make_delta(o);
+    const std::vector<const DeltaSection*> root_sections = r.table.of("root");
+    ASSERT_EQ(root_sections.size(), 2u) << "the first segment's new data is cheaper as blocks";
+    for (const DeltaSection* sec : root_sections) {
+        EXPECT_EQ(sec->base_offset, sec->offset - 3 * mib) << "2 MiB before it, and the 1 MiB margin";
+        EXPECT_EQ(sec->base_size, std::min(updater::delta_segment_size + 2 * mib, root - sec->base_offset));
+        EXPECT_LT(sec->bytes, 1024u);
+    }
+}
+
 TEST(Delta, RefusesBundlesNoDeviceCouldGoBetweenAndLeavesNothingBehind) {
     Deltas d;
     const fs::path one = d.f.bundle("1.0"), two = d.f.bundle("2.0"), other = d.f.bundle("2.5", "cairn-other");

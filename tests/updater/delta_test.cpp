@@ -38,9 +38,9 @@ DeltaTable sample_table() {
     t.to_version = "2.0";
     t.to_manifest_sha256 = std::string(64, 'a');
     t.segment_size = 1 << 20;
-    t.sections = {{"root", 0, 1 << 20, DeltaBase::running, 1 << 20, 4096, 100},
-                  {"root", 1 << 20, 4096, DeltaBase::running, 0, 4196, 50},
-                  {"root-verity-b", 0, 8192, DeltaBase::tree, 8192, 4246, 70}};
+    t.sections = {{"root", 0, 1 << 20, DeltaBase::running, 0, (1 << 20) + 8192, 4096, 100},
+                  {"root", 1 << 20, 4096, DeltaBase::running, 1 << 20, 0, 4196, 50},
+                  {"root-verity-b", 0, 8192, DeltaBase::tree, 0, 8192, 4246, 70}};
     return t;
 }
 
@@ -79,13 +79,16 @@ TEST(DeltaTable, RoundTripsAndRefusesWhatADeviceMustNotTrust) {
         expect_error([&] { DeltaTable::parse(j.dump(), "the.delta"); }, words);
     };
     refuse([](auto& j) { j["extra"] = 1; }, {"the.delta", "unknown field \"extra\""});
-    refuse([](auto& j) { j["format"] = 2; }, {"format 2"});
+    refuse([](auto& j) { j["format"] = 3; }, {"format 3"});
+    refuse([](auto& j) { j["format"] = 0; }, {"format 0"});
+    refuse([](auto& j) { j["sections"][0].erase("base_offset"); }, {"sections[0]", "base_offset"});
     refuse([](auto& j) { j["to"]["manifest_sha256"] = "AB"; }, {"manifest_sha256"});
     refuse([](auto& j) { j["segment_size"] = 1000; }, {"segment_size"});
     refuse([](auto& j) { j["segment_size"] = 1ull << 30; }, {"segment_size"});
     refuse([](auto& j) { j["sections"][0]["offset"] = 4096; }, {"sections[0]", "not at a segment"});
     refuse([](auto& j) { j["sections"][0]["size"] = (1 << 20) + 4096; }, {"sections[0]", "not one segment"});
-    refuse([](auto& j) { j["sections"][0]["base_size"] = (1 << 20) + 1; }, {"sections[0]", "base_size"});
+    refuse([](auto& j) { j["sections"][0]["base_size"] = (64 << 20) + 1; }, {"sections[0]", "base_size", "window"});
+    refuse([](auto& j) { j["sections"][0]["base_offset"] = ~0ull; }, {"sections[0]"});
     refuse([](auto& j) { j["sections"][0]["base"] = "elsewhere"; }, {"unknown base \"elsewhere\""});
     refuse([](auto& j) { j["sections"][0]["bytes"] = 0; }, {"sections[0]", "frame"});
     refuse([](auto& j) { j["sections"][0]["bytes"] = 1ull << 40; }, {"sections[0]", "frame"});
@@ -94,6 +97,16 @@ TEST(DeltaTable, RoundTripsAndRefusesWhatADeviceMustNotTrust) {
     refuse([](auto& j) { j["sections"][1]["offset"] = 0; }, {"sections[1]", "not in order"});
     refuse([](auto& j) { j["sections"][0]["offset"] = "0"; }, {"\"offset\" must be"});
     expect_error([] { DeltaTable::parse("[]", "x"); }, {"not a JSON object"});
+
+    // Format 1 (before base_offset): each base is the segment's same range.
+    nlohmann::json one = nlohmann::json::parse(t.to_json());
+    one["format"] = 1;
+    for (auto& sec : one["sections"]) sec.erase("base_offset");
+    const DeltaTable old = DeltaTable::parse(one.dump(), "d");
+    ASSERT_EQ(old.sections.size(), 3u);
+    EXPECT_EQ(old.sections[1].base_offset, 1u << 20);
+    one["sections"][0]["base_offset"] = 0;
+    expect_error([&] { DeltaTable::parse(one.dump(), "d"); }, {"sections[0]", "unknown field \"base_offset\""});
 }
 
 TEST(DeltaTable, TheHeaderNamesWhatIsWrongWithIt) {
@@ -102,8 +115,8 @@ TEST(DeltaTable, TheHeaderNamesWhatIsWrongWithIt) {
     expect_error([] { decode_delta_header("CAIRNBND" + std::string(56, '\0'), "f.delta"); }, {"f.delta", "not a Cairn delta"});
     expect_error([] { decode_delta_header("CAIRNDLT", "f"); }, {"not a Cairn delta"});
     std::string bad = good;
-    bad[8] = 2;
-    expect_error([&] { decode_delta_header(bad, "f"); }, {"delta format 2"});
+    bad[8] = 3;
+    expect_error([&] { decode_delta_header(bad, "f"); }, {"delta format 3"});
     bad = good;
     bad[40] = 1;
     expect_error([&] { decode_delta_header(bad, "f"); }, {"reserved"});
@@ -123,7 +136,7 @@ TEST(DeltaSection, APatchGivesTheTargetFromItsBaseAndNothingElse) {
     target.replace(100 << 10, 4096, std::string(4096, 'x'));
     const std::string frame = encode_section(base, target, 3);
     EXPECT_LT(frame.size(), 2000u) << "the base's bytes are referred to, not carried";
-    DeltaSection s{"root", 0, target.size(), DeltaBase::running, base.size(), 64, frame.size()};
+    DeltaSection s{"root", 0, target.size(), DeltaBase::running, 0, base.size(), 64, frame.size()};
     EXPECT_EQ(decode_section(s, base, frame, "d"), target);
 
     // Another base decodes to other bytes (the device checks them), or fails; never crashes.
@@ -142,7 +155,7 @@ TEST(DeltaSection, APatchGivesTheTargetFromItsBaseAndNothingElse) {
     expect_error([&] { decode_section(s, base, frame.substr(0, frame.size() - 3), "the section"); }, {"the section"});
     // No base: a plain compressed segment.
     const std::string alone = encode_section({}, target, 1);
-    DeltaSection a{"root", 0, target.size(), DeltaBase::running, 0, 64, alone.size()};
+    DeltaSection a{"root", 0, target.size(), DeltaBase::running, 0, 0, 64, alone.size()};
     EXPECT_EQ(decode_section(a, {}, alone, "d"), target);
 }
 
@@ -172,9 +185,13 @@ TEST(DeltaRoot, OnlyBlocksWithTheirSignedDigestAreWrittenAndWhatIsInPlaceIsNotFe
     t.to_manifest_sha256 = std::string(64, '0');
     t.segment_size = seg;
     std::string frames;
+    // The second segment's base starts half a segment before it (as `cairn delta` picks one where
+    // blocks moved): a device that took the segment's same range would decode other bytes.
+    const uint64_t base_offsets[] = {0, seg / 2};
     for (uint64_t off : {uint64_t{0}, seg}) {
-        std::string f = encode_section(std::string_view(old_root).substr(off, seg), std::string_view(new_root).substr(off, seg), 3);
-        t.sections.push_back({"root", off, seg, DeltaBase::running, seg, 0, f.size()});
+        const uint64_t base_offset = base_offsets[off / seg], base_size = root - base_offset;
+        std::string f = encode_section(std::string_view(old_root).substr(base_offset, base_size), std::string_view(new_root).substr(off, seg), 3);
+        t.sections.push_back({"root", off, seg, DeltaBase::running, base_offset, base_size, 0, f.size()});
         frames += f;
     }
     // The second segment's frame gives one wrong block: its patch is made against a new root with
@@ -182,7 +199,7 @@ TEST(DeltaRoot, OnlyBlocksWithTheirSignedDigestAreWrittenAndWhatIsInPlaceIsNotFe
     {
         std::string altered = new_root;
         altered[seg + 6 * block] = 'X';
-        const std::string f = encode_section(std::string_view(old_root).substr(seg, seg), std::string_view(altered).substr(seg, seg), 3);
+        const std::string f = encode_section(std::string_view(old_root).substr(seg / 2), std::string_view(altered).substr(seg, seg), 3);
         frames = frames.substr(0, t.sections[0].bytes) + f;
         t.sections[1].bytes = f.size();
     }
