@@ -241,13 +241,21 @@ constexpr const char* debug_console_autologin = "# Cairn --debug image: a root s
 struct Unneeded {
     const char* unit;
     const char* why;
+    // Kept when the recipe's kernel command line has a word starting with one of these (what the
+    // unit acts on), or in a --debug image.
+    std::initializer_list<const char*> unless_cmdline = {};
+    bool kept_in_debug = false;
 };
-constexpr Unneeded unneeded_units[] = {
+const Unneeded unneeded_units[] = {
     {"apt-daily.timer", "the root is read-only: apt cannot install into it (updates come as signed A/B bundles)"},
     {"apt-daily-upgrade.timer", "the root is read-only: apt cannot upgrade it (updates come as signed A/B bundles)"},
     {"dpkg-db-backup.timer", "the dpkg database is the slot's own, read-only in the root: nothing changes to back up"},
     {"e2scrub_all.timer", "e2scrub checks ext4 on LVM snapshots; a Cairn disk has no LVM"},
     {"e2scrub_reap.service", "e2scrub checks ext4 on LVM snapshots; a Cairn disk has no LVM"},
+    {"systemd-repart.service", "the partitions are the signed layout's: nothing creates or grows one at boot (and the loop "
+                               "and dm_mod module loads it asks for are spared)"},
+    {"sys-kernel-debug.mount", "debugfs shows kernel internals; a device does not mount it (a --debug image does)", {}, true},
+    {"sys-kernel-tracing.mount", "tracefs shows kernel internals; a device does not mount it (a --debug image does)", {}, true},
 };
 
 // Packages' units that Debian orders before sysinit.target though nothing in the early boot needs
@@ -268,8 +276,13 @@ const Unordered unordered_units[] = {
 // systemd's generators that have nothing to generate on a Cairn image, disabled as
 // systemd.generator(7) says (a link to /dev/null of the same name in /etc/systemd/system-generators):
 // each is a program systemd runs before it loads a unit, on every boot.
-constexpr Unneeded unneeded_generators[] = {
+const Unneeded unneeded_generators[] = {
     {"systemd-gpt-auto-generator", "Cairn's partitions are mounted as its layout says, none by its partition type"},
+    {"systemd-cryptsetup-generator", "cairn-init sets up every device-mapper device before systemd starts; no /etc/crypttab"},
+    {"systemd-rc-local-generator", "the image's services are units; no /etc/rc.local"},
+    {"systemd-run-generator", "the kernel command line is signed into the UKI and asks for no systemd.run=", {"systemd.run"}},
+    {"systemd-debug-generator", "the kernel command line is signed into the UKI and asks for no systemd.mask=, systemd.wants= or debug shell",
+     {"systemd.mask", "systemd.wants", "systemd.debug_shell", "systemd.debug-shell"}, true},
     {"systemd-hibernate-resume-generator", "a Cairn disk has no swap to resume from"},
     {"systemd-system-update-generator", "updates are signed A/B bundles, not offline updates applied at boot"},
     {"systemd-veritysetup-generator", "cairn-init sets up the verity root before systemd starts"},
@@ -394,15 +407,24 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         tree.add_file(std::string(systemd_paths::admin_units) + "/" + u.unit,
                       "# Cairn: Debian's unit, not ordered before " + orders + ": " + u.why + ".\n" + text, file_meta, what);
     }
+    // Whether the image keeps something it does not need otherwise: the command line asks for it.
+    auto kept = [&](const Unneeded& u) {
+        if (u.kept_in_debug && recipe.boot.debug) return true;
+        std::istringstream words(recipe.boot.cmdline);
+        for (std::string w; words >> w;)
+            for (const char* prefix : u.unless_cmdline)
+                if (w.rfind(prefix, 0) == 0) return true;
+        return false;
+    };
     for (const auto& g : unneeded_generators) {
-        if (!has(tree, std::string(systemd_paths::generators) + "/" + g.unit, what)) continue;
+        if (kept(g) || !has(tree, std::string(systemd_paths::generators) + "/" + g.unit, what)) continue;
         ensure_directory(tree, systemd_paths::admin_generators, what);
         tree.add_symlink(std::string(systemd_paths::admin_generators) + "/" + g.unit, "/dev/null", link_meta,
                          what + ": disabling " + g.unit + " (" + g.why + ")");
     }
     // Masked (a link to /dev/null, as `systemctl mask` makes it) where the package is installed.
     for (const auto& u : unneeded_units) {
-        if (!has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
+        if (kept(u) || !has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
         ensure_directory(tree, systemd_paths::admin_units, what);
         tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
     }

@@ -44,10 +44,11 @@ void add_fake_systemd(Tree& t) {
     for (const char* d : {"/usr", "/usr/lib", "/usr/lib/systemd", "/usr/lib/systemd/system"}) t.add_directory(d, Meta{0, 0, 0755}, "t");
     t.add_file("/usr/lib/systemd/systemd", "", Meta{0, 0, 0755}, "t");
     for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-boot-check-no-failures.service", "ssh.service",
-                             "apt-daily.timer", "e2scrub_reap.service"})
+                             "apt-daily.timer", "e2scrub_reap.service", "systemd-repart.service", "sys-kernel-debug.mount"})
         t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
     t.add_directory("/usr/lib/systemd/system-generators", Meta{0, 0, 0755}, "t");
-    for (const char* g : {"systemd-fstab-generator", "systemd-gpt-auto-generator", "systemd-getty-generator"})
+    for (const char* g : {"systemd-fstab-generator", "systemd-gpt-auto-generator", "systemd-getty-generator", "systemd-run-generator",
+                          "systemd-debug-generator"})
         t.add_file(std::string("/usr/lib/systemd/system-generators/") + g, "", Meta{0, 0, 0755}, "t");
     t.add_file("/usr/lib/systemd/system/systemd-update-utmp.service",
                "[Unit]\nDescription=Record System Boot/Shutdown in UTMP\nDefaultDependencies=no\nRequiresMountsFor=/var/log/wtmp\n"
@@ -141,6 +142,10 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/apt-daily.timer", ec), "/dev/null");
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/e2scrub_reap.service", ec), "/dev/null");
     EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/dpkg-db-backup.timer"));
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/systemd-repart.service", ec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/sys-kernel-debug.mount", ec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-run-generator", ec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-debug-generator", ec), "/dev/null");
     // sshd starts without a separate configuration check first.
     EXPECT_NE(read_file(dir / "root/etc/systemd/system/ssh.service.d/cairn.conf").find("\nExecStartPre=\n"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
@@ -165,6 +170,23 @@ TEST(Systemd, ADebugImageHasARootShellOnTheSerialConsole) {
     add_systemd_units(debug, recipe);
     const std::string text = read_file(debug_dir / "root/etc/systemd/system/serial-getty@ttyS0.service.d/cairn-debug.conf");
     EXPECT_NE(text.find("\nExecStart=\nExecStart=-/sbin/agetty --autologin root "), std::string::npos) << text;
+    // debugfs and systemd's debug generator stay for the developer; what nothing asks for goes.
+    EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system/sys-kernel-debug.mount"));
+    EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system-generators/systemd-debug-generator"));
+    EXPECT_TRUE(fs::is_symlink(debug_dir / "root/etc/systemd/system-generators/systemd-run-generator"));
+}
+
+// A generator the recipe's kernel command line gives work to is kept.
+TEST(Systemd, AGeneratorTheCommandLineAsksForIsKept) {
+    Scratch dir;
+    Tree t(dir / "root");
+    add_fake_systemd(t);
+    Recipe recipe = load(dir);
+    recipe.boot.cmdline = "console=ttyS0 systemd.run=/usr/bin/true";
+    add_systemd_units(t, recipe);
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-run-generator"));
+    EXPECT_TRUE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-debug-generator"));
+    EXPECT_TRUE(fs::is_symlink(dir / "root/etc/systemd/system/sys-kernel-debug.mount"));
 }
 
 // systemd's own checker reads every unit Cairn writes (syntax, directives, executables).
