@@ -44,11 +44,11 @@ inline constexpr char delta_magic[8] = {'C', 'A', 'I', 'R', 'N', 'D', 'L', 'T'};
 inline constexpr uint32_t delta_format = 2;
 inline constexpr uint64_t delta_header_size = 64;
 inline constexpr uint64_t max_delta_table_size = 1 << 20;  // a reader refuses more before allocating
-// What `cairn delta` cuts payloads into. A segment is patched against the same 8 MiB of its base:
-// large enough that a file moved a little within the image is still found in the base, small enough
-// that the device holds a segment, its base and its frame (24 MiB) at a time. Smaller segments make
-// more, smaller sections (each with its frame's own overhead); measured on the minimal recipe with
-// one package added: 1 MiB 118 KB, 4 MiB 75 KB, 8 MiB 65 KB, 16 MiB 64 KB.
+// What `cairn delta` cuts payloads into. A segment is patched against the range of its base its
+// bytes came from (at most 24 MiB, imager/delta.cpp): small enough that the device holds a segment,
+// its base and its frame at a time. Smaller segments make more, smaller sections (each with its
+// frame's own overhead); measured on the minimal recipe with one package added, each against its
+// same range: 1 MiB 118 KB, 4 MiB 75 KB, 8 MiB 65 KB, 16 MiB 64 KB.
 inline constexpr uint64_t delta_segment_size = 8 << 20;
 inline constexpr uint64_t max_delta_segment_size = 64 << 20;  // what a device accepts in a table
 // Decompression window: the largest a frame may ask for (128 MiB). A section's base and size
