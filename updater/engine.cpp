@@ -879,8 +879,11 @@ void Engine::write_ranged(InstallContext& in, RangeSource& remote) {
     });
     with_delta(esp.name, [&] {
         if (holds(esp, regions.esp)) return;
-        // The base: the running ESP as far as any segment of the new one reaches.
-        std::string base(std::min(running->esp.size, esp.size + in.delta->table().segment_size), '\0');
+        // The base: the running ESP as far as the new one (a segment without a section is the base's
+        // same bytes) or any section's base range reaches.
+        uint64_t reach = esp.size;
+        for (const DeltaSection* sec : in.delta->table().of(esp.name)) reach = std::max(reach, sec->base_offset + sec->base_size);
+        std::string base(std::min(running->esp.size, reach), '\0');
         pread_exact(disk.get(), base.data(), base.size(), running->esp.offset, disk_name + " (" + running->esp.label + ")");
         rebuild(esp, regions.esp, base);
     });
