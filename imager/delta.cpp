@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <tuple>
 #include <thread>
@@ -162,18 +164,22 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 uint64_t missing = n % block != 0 ? 1 : 0, copied = 0;
                 std::map<int64_t, uint64_t> moved;
                 for (uint64_t i = 0; i < n / block; ++i) {
-                    OldBlock d{{}, 0};
+                    // The copies of a block sit together, by index: the nearest is at or just before
+                    // where this index would be (a block repeated all over the root costs no more).
+                    const int64_t at = static_cast<int64_t>(offset / block + i);
+                    OldBlock d{{}, static_cast<uint64_t>(at)};
                     std::memcpy(d.digest.data(), digests.data() + i * 32, 32);
                     if (d.digest == zero) continue;
-                    const auto first = std::lower_bound(old_blocks.begin(), old_blocks.end(), d);
-                    if (first == old_blocks.end() || first->digest != d.digest) {
+                    const auto after = std::lower_bound(old_blocks.begin(), old_blocks.end(), d);
+                    const bool has_after = after != old_blocks.end() && after->digest == d.digest;
+                    const bool has_before = after != old_blocks.begin() && std::prev(after)->digest == d.digest;
+                    if (!has_after && !has_before) {
                         ++missing;
                         continue;
                     }
-                    const int64_t at = static_cast<int64_t>(offset / block + i);
-                    int64_t nearest = static_cast<int64_t>(first->index) - at;
-                    for (auto it = first; it != old_blocks.end() && it->digest == d.digest; ++it)
-                        if (std::abs(static_cast<int64_t>(it->index) - at) < std::abs(nearest)) nearest = static_cast<int64_t>(it->index) - at;
+                    int64_t nearest = has_after ? static_cast<int64_t>(after->index) - at : INT64_MIN;
+                    if (has_before && (!has_after || at - static_cast<int64_t>(std::prev(after)->index) <= nearest))
+                        nearest = static_cast<int64_t>(std::prev(after)->index) - at;
                     ++moved[nearest];
                     ++copied;
                 }
