@@ -166,8 +166,8 @@ DeltaResult make_delta(const DeltaOptions& o) {
                 for (uint64_t i = 0; i < n / block; ++i) {
                     // The copies of a block sit together, by index: the nearest is at or just before
                     // where this index would be (a block repeated all over the root costs no more).
-                    const int64_t at = static_cast<int64_t>(offset / block + i);
-                    OldBlock d{{}, static_cast<uint64_t>(at)};
+                    const int64_t here = static_cast<int64_t>(offset / block + i);
+                    OldBlock d{{}, static_cast<uint64_t>(here)};
                     std::memcpy(d.digest.data(), digests.data() + i * 32, 32);
                     if (d.digest == zero) continue;
                     const auto after = std::lower_bound(old_blocks.begin(), old_blocks.end(), d);
@@ -177,9 +177,9 @@ DeltaResult make_delta(const DeltaOptions& o) {
                         ++missing;
                         continue;
                     }
-                    int64_t nearest = has_after ? static_cast<int64_t>(after->index) - at : INT64_MIN;
-                    if (has_before && (!has_after || at - static_cast<int64_t>(std::prev(after)->index) <= nearest))
-                        nearest = static_cast<int64_t>(std::prev(after)->index) - at;
+                    int64_t nearest = has_after ? static_cast<int64_t>(after->index) - here : INT64_MIN;
+                    if (has_before && (!has_after || here - static_cast<int64_t>(std::prev(after)->index) <= nearest))
+                        nearest = static_cast<int64_t>(std::prev(after)->index) - here;
                     ++moved[nearest];
                     ++copied;
                 }
