@@ -9,7 +9,7 @@ std::string provisiond_run_script() {
            "# The provisioning agent (written by `cairn build` from the recipe's [provisioning]): it\n"
            "# provisions at start and again on SIGHUP, which `cairnctl config apply` sends once it has\n"
            "# installed a new /etc/cairn/config.toml. Without a config.toml it waits for one.\n"
-           "mkdir -p /run/cairn\n"
+           "[ -d /run/cairn ] || mkdir -p /run/cairn\n"
            "echo $$ > /run/cairn/provisiond.pid.new && mv /run/cairn/provisiond.pid.new /run/cairn/provisiond.pid\n"
            "again=1 sleeper=\n"
            "trap 'again=1; [ -n \"$sleeper\" ] && kill $sleeper 2>/dev/null' HUP\n"

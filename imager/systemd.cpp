@@ -168,6 +168,8 @@ Before=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+RuntimeDirectory=cairn
+RuntimeDirectoryPreserve=yes
 ExecStart=/usr/lib/cairn/ready
 StandardOutput=journal+console
 
@@ -189,7 +191,8 @@ Before=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/bin/mkdir -p /run/cairn
+RuntimeDirectory=cairn
+RuntimeDirectoryPreserve=yes
 ExecStart=/usr/bin/touch /run/cairn/boot-complete
 
 [Install]
@@ -245,6 +248,7 @@ struct Unneeded {
     // unit acts on), or in a --debug image.
     std::initializer_list<const char*> unless_cmdline = {};
     bool kept_in_debug = false;
+    const char* kept_with_file = nullptr;  // kept when the image has this file (what the unit acts on)
 };
 const Unneeded unneeded_units[] = {
     {"apt-daily.timer", "the root is read-only: apt cannot install into it (updates come as signed A/B bundles)"},
@@ -256,6 +260,8 @@ const Unneeded unneeded_units[] = {
                                "and dm_mod module loads it asks for are spared)"},
     {"sys-kernel-debug.mount", "debugfs shows kernel internals; a device does not mount it (a --debug image does)", {}, true},
     {"sys-kernel-tracing.mount", "tracefs shows kernel internals; a device does not mount it (a --debug image does)", {}, true},
+    {"systemd-remount-fs.service", "cairn-init mounts the root read-only from dm-verity and the image has no /etc/fstab: nothing to remount",
+     {}, false, "/etc/fstab"},
 };
 
 // Packages' units that Debian orders before sysinit.target though nothing in the early boot needs
@@ -288,6 +294,31 @@ const Unneeded unneeded_generators[] = {
     {"systemd-veritysetup-generator", "cairn-init sets up the verity root before systemd starts"},
     {"systemd-integritysetup-generator", "a Cairn disk has no dm-integrity volumes"},
 };
+
+// Where cairn-init keeps the upper layer of the /etc overlay (initrd/main.cpp), as the running
+// system sees it.
+constexpr const char* etc_upper = "/var/.cairn/overlays/etc/upper";
+
+// A drop-in for systemd-sysusers.service (its vendor text `unit`), or "" when the unit does not run
+// on ConditionNeedsUpdate=. The drop-in's text says why; an empty Condition assignment resets all
+// of the unit's conditions, so the vendor's others (credentials) are written again.
+std::string sysusers_conditions(const std::string& unit) {
+    std::string kept;
+    bool needs_update = false;
+    std::istringstream lines(unit);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("ConditionNeedsUpdate=", 0) == 0) needs_update = true;
+        else if (line.rfind("Condition", 0) == 0) kept += line + "\n";
+    }
+    if (!needs_update) return "";
+    std::string text =
+        "# Cairn: the image's accounts are made when it is built, and Debian has no systemd-update-done to\n"
+        "# mark /etc as up to date (ConditionNeedsUpdate=/etc held on every boot). sysusers runs when the\n"
+        "# /etc overlay has its own copy of an account file, which would hide accounts a newer slot adds.\n"
+        "[Unit]\nConditionNeedsUpdate=\n";
+    for (const char* f : {"passwd", "group", "shadow", "gshadow"}) text += std::string("ConditionPathExists=|") + etc_upper + "/" + f + "\n";
+    return text + kept;
+}
 
 // The vendor unit text with `targets` taken out of its Before= lines (a drop-in cannot remove an
 // ordering, so the override is the whole unit). Empty when none of them is there.
@@ -348,9 +379,11 @@ bool runs_systemd(const Tree& tree) {
 
 std::string ready_script() {
     return "#!/bin/sh\n"
-           "# The `ready` line of a Cairn image on systemd (cairn-ready.service, after multi-user.target).\n"
+           "# The `ready` line of a Cairn image on systemd (cairn-ready.service, after multi-user.target;\n"
+           "# the unit makes /run/cairn). Shell builtins only: it is on every boot's critical path.\n"
            "slot= roothash=\n"
-           "for word in $(cat /proc/cmdline); do\n"
+           "read -r cmdline < /proc/cmdline\n"
+           "for word in $cmdline; do\n"
            "  case $word in\n"
            "    cairn.slot=*) slot=${word#*=} ;;\n"
            "    cairn.roothash=*) roothash=${word#*=} ;;\n"
@@ -358,11 +391,21 @@ std::string ready_script() {
            "done\n"
            ". /etc/os-release\n"
            "version=$VERSION_ID\n"
-           "[ -r /usr/lib/cairn/release.json ] && version=$(sed -n 's/^ *\"version\": *\"\\([^\"]*\\)\".*/\\1/p' /usr/lib/cairn/release.json)\n"
-           "set -- $(grep -m1 ' / ' /proc/mounts)\n"
-           "mkdir -p /run/cairn\n"
+           "# The release's version: the line `\"version\": \"...\"` of release.json.\n"
+           "if [ -r /usr/lib/cairn/release.json ]; then\n"
+           "  while IFS= read -r line; do\n"
+           "    line=${line#\"${line%%[! ]*}\"}\n"
+           "    case $line in\n"
+           "      '\"version\":'*) line=${line#*:}; line=${line#*\\\"}; version=${line%%\\\"*}; break ;;\n"
+           "    esac\n"
+           "  done < /usr/lib/cairn/release.json\n"
+           "fi\n"
+           "# The root's line of /proc/mounts: device, mount point, type, options.\n"
+           "while read -r dev dir type options rest; do\n"
+           "  [ \"$dir\" = / ] && break\n"
+           "done < /proc/mounts\n"
            ": > /run/cairn/ready\n"
-           "echo \"cairn: ready slot=$slot version=$version root=$roothash rootdev=$1 rootfs=$3 options=$4\"\n";
+           "echo \"cairn: ready slot=$slot version=$version root=$roothash rootdev=$dev rootfs=$type options=$options\"\n";
 }
 
 void add_systemd_units(Tree& tree, const Recipe& recipe) {
@@ -407,9 +450,11 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         tree.add_file(std::string(systemd_paths::admin_units) + "/" + u.unit,
                       "# Cairn: Debian's unit, not ordered before " + orders + ": " + u.why + ".\n" + text, file_meta, what);
     }
-    // Whether the image keeps something it does not need otherwise: the command line asks for it.
+    // Whether the image keeps something it does not need otherwise: the command line asks for it,
+    // or the image has what it acts on.
     auto kept = [&](const Unneeded& u) {
         if (u.kept_in_debug && recipe.boot.debug) return true;
+        if (u.kept_with_file && has(tree, u.kept_with_file, what)) return true;
         std::istringstream words(recipe.boot.cmdline);
         for (std::string w; words >> w;)
             for (const char* prefix : u.unless_cmdline)
@@ -427,6 +472,16 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         if (kept(u) || !has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
         ensure_directory(tree, systemd_paths::admin_units, what);
         tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
+    }
+
+    const std::string sysusers = std::string(systemd_paths::units) + "/systemd-sysusers.service";
+    if (has(tree, sysusers, what)) {
+        const std::string dropin = sysusers_conditions(read_file(tree.host(tree.resolve(sysusers, what))));
+        if (!dropin.empty()) {
+            const std::string dropins = std::string(systemd_paths::admin_units) + "/systemd-sysusers.service.d";
+            ensure_directory(tree, dropins, what);
+            tree.add_file(dropins + "/cairn.conf", dropin, file_meta, what);
+        }
     }
 
     if (recipe.boot.debug) {

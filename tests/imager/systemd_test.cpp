@@ -44,7 +44,8 @@ void add_fake_systemd(Tree& t) {
     for (const char* d : {"/usr", "/usr/lib", "/usr/lib/systemd", "/usr/lib/systemd/system"}) t.add_directory(d, Meta{0, 0, 0755}, "t");
     t.add_file("/usr/lib/systemd/systemd", "", Meta{0, 0, 0755}, "t");
     for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-boot-check-no-failures.service", "ssh.service",
-                             "apt-daily.timer", "e2scrub_reap.service", "systemd-repart.service", "sys-kernel-debug.mount"})
+                             "apt-daily.timer", "e2scrub_reap.service", "systemd-repart.service", "sys-kernel-debug.mount",
+                             "systemd-remount-fs.service"})
         t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
     t.add_directory("/usr/lib/systemd/system-generators", Meta{0, 0, 0755}, "t");
     for (const char* g : {"systemd-fstab-generator", "systemd-gpt-auto-generator", "systemd-getty-generator", "systemd-run-generator",
@@ -53,6 +54,11 @@ void add_fake_systemd(Tree& t) {
     t.add_file("/usr/lib/systemd/system/systemd-update-utmp.service",
                "[Unit]\nDescription=Record System Boot/Shutdown in UTMP\nDefaultDependencies=no\nRequiresMountsFor=/var/log/wtmp\n"
                "Before=sysinit.target shutdown.target\n\n[Service]\nExecStop=/lib/systemd/systemd-update-utmp shutdown\n",
+               Meta{0, 0, 0644}, "t");
+    // sysusers as Debian 12 runs it.
+    t.add_file("/usr/lib/systemd/system/systemd-sysusers.service",
+               "[Unit]\nDescription=Create System Users\nConditionNeedsUpdate=|/etc\nConditionCredential=|sysusers.extra\n\n"
+               "[Service]\nType=oneshot\nExecStart=systemd-sysusers\n",
                Meta{0, 0, 0644}, "t");
     // timesyncd as Debian 12 orders it.
     t.add_file("/usr/lib/systemd/system/systemd-timesyncd.service",
@@ -146,6 +152,15 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/sys-kernel-debug.mount", ec), "/dev/null");
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-run-generator", ec), "/dev/null");
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-debug-generator", ec), "/dev/null");
+    // No /etc/fstab: nothing for systemd-remount-fs to remount.
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/systemd-remount-fs.service", ec), "/dev/null");
+    // sysusers runs when the /etc overlay has its own account files (or a credential asks), not on every boot.
+    const std::string sysusers = read_file(dir / "root/etc/systemd/system/systemd-sysusers.service.d/cairn.conf");
+    EXPECT_NE(sysusers.find("\nConditionNeedsUpdate=\n"), std::string::npos) << sysusers;
+    EXPECT_NE(sysusers.find("\nConditionPathExists=|/var/.cairn/overlays/etc/upper/passwd\n"), std::string::npos) << sysusers;
+    EXPECT_NE(sysusers.find("\nConditionPathExists=|/var/.cairn/overlays/etc/upper/gshadow\n"), std::string::npos) << sysusers;
+    EXPECT_NE(sysusers.find("\nConditionCredential=|sysusers.extra\n"), std::string::npos) << sysusers;
+    EXPECT_EQ(sysusers.find("ConditionNeedsUpdate=|"), std::string::npos) << sysusers;
     // sshd starts without a separate configuration check first.
     EXPECT_NE(read_file(dir / "root/etc/systemd/system/ssh.service.d/cairn.conf").find("\nExecStartPre=\n"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
@@ -187,6 +202,17 @@ TEST(Systemd, AGeneratorTheCommandLineAsksForIsKept) {
     EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-run-generator"));
     EXPECT_TRUE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-debug-generator"));
     EXPECT_TRUE(fs::is_symlink(dir / "root/etc/systemd/system/sys-kernel-debug.mount"));
+}
+
+// A unit whose work the image brings is kept: systemd-remount-fs where there is an /etc/fstab.
+TEST(Systemd, RemountFsIsKeptWithAnFstab) {
+    Scratch dir;
+    Tree t(dir / "root");
+    add_fake_systemd(t);
+    t.add_directory("/etc", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/fstab", "tmpfs /srv tmpfs defaults 0 0\n", Meta{0, 0, 0644}, "t");
+    add_systemd_units(t, load(dir));
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/systemd-remount-fs.service"));
 }
 
 // systemd's own checker reads every unit Cairn writes (syntax, directives, executables).
