@@ -288,6 +288,12 @@ std::vector<std::string> Machine::qemu_command() const {
     for (auto [host, guest] : config_.forwards)
         netdev += ",hostfwd=tcp:127.0.0.1:" + std::to_string(host) + "-:" + std::to_string(guest);
     argv.insert(argv.end(), {"-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"});
+    // A hardware random source, as real machines have one (RDRAND on x86, virtio-rng in most VM
+    // hosts): without it the guest kernel's pool is not ready until seconds into the boot under
+    // emulation, and what asks for random bytes early waits (journald, to name its journal file).
+    // OVMF hands the guest a seed from it too. After the other PCI devices: their slots, and so
+    // the guest's interface names (enp0s2), stay as they were.
+    argv.insert(argv.end(), {"-device", "virtio-rng-pci"});
     if (config_.tpm)
         argv.insert(argv.end(), {"-chardev", "socket,id=chrtpm,path=" + option_value((dir / swtpm_sock_name).string()),
                                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"});

@@ -67,6 +67,7 @@ ip link set lo up
 ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
 { while true; do echo forwarded-ok | nc -l -p 7777; done & }
 echo "cairn-test: boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+echo "cairn-test: entropy=$(cat /proc/sys/kernel/random/entropy_avail)"
 echo "cairn-test: up"
 case "$cairn_test" in
     poweroff) poweroff -f ;;
@@ -277,6 +278,9 @@ TEST(MachineDirect, BootsWithATpmForwardsAPortTimesOutClearlyAndPowersOff) {
     EXPECT_EQ(value_of(console, "cairn-test: tpm="), "2") << "no TPM 2.0 in the guest:\n" << m.console_tail(30);
     EXPECT_GE(tpm_reset_count(value_of(console, "cairn-test: readclock=")), 1u);
     EXPECT_NE(console.find("Secure boot enabled"), std::string::npos) << "the kernel saw Secure Boot off";
+    // The machine has a random source (virtio-rng, seeding the kernel through the firmware): the
+    // pool is ready (256 bits, as the kernel counts it) before init starts, as on real hardware.
+    EXPECT_EQ(value_of(console, "cairn-test: entropy="), "256") << m.console_tail(30);
     EXPECT_TRUE(fs::exists(dir / "state/OVMF_VARS.fd"));
     EXPECT_TRUE(fs::exists(dir / "state/qmp.sock"));
 
