@@ -79,6 +79,9 @@ After=network.target cairn-firewall.service
 
 [Service]
 ExecStart=/usr/lib/cairn/provisiond-run
+# /run/cairn, where the agent's pid file goes (kept: the boot's other units share it).
+RuntimeDirectory=cairn
+RuntimeDirectoryPreserve=yes
 Restart=on-failure
 StandardOutput=journal+console
 StandardError=journal+console
@@ -125,6 +128,10 @@ Before=ssh.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+# /run/sshd, sshd's privilege separation folder (ssh.service makes it too; kept between them).
+RuntimeDirectory=sshd
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
 ExecStart=/usr/lib/cairn/ssh-keygen
 StandardOutput=journal+console
 
@@ -234,6 +241,14 @@ DHCP=yes
 constexpr const char* ssh_no_precheck = "# Cairn: sshd checks its configuration as it starts; no separate `sshd -t` run first.\n"
                                         "[Service]\nExecStartPre=\n";
 
+// cairn-init mounts /var/log/journal before systemd starts and sets journald's flag that the
+// journal was flushed to /var (initrd/main.cpp), so journald writes there from its start: the
+// flush at boot has nothing to move. Its stop command stays: journald lets go of /var at shutdown.
+constexpr const char* journal_flush_dropin =
+    "# Cairn: journald writes to /var/log/journal from its start (cairn-init mounts it and marks the\n"
+    "# journal flushed); nothing to flush at boot. ExecStop= still lets /var go at shutdown.\n"
+    "[Service]\nExecStart=\n";
+
 // A --debug image: root is logged in on the serial console (systemd's getty there, as the
 // minimal image's init gives a shell).
 constexpr const char* debug_console_autologin = "# Cairn --debug image: a root shell on the serial console. Never ship one.\n"
@@ -249,7 +264,50 @@ struct Unneeded {
     std::initializer_list<const char*> unless_cmdline = {};
     bool kept_in_debug = false;
     const char* kept_with_file = nullptr;  // kept when the image has this file (what the unit acts on)
+    bool (*kept_when)(const Tree&) = nullptr;  // kept when this finds work for it in the image
 };
+
+// Whether an account of the image can log in with a password (its /etc/shadow field is a hash or
+// empty, not locked with `!` or `*`): only then has a console login prompt anyone to let in.
+bool password_login(const Tree& tree) {
+    const std::string shadow = "/etc/shadow";
+    auto m = tree.meta(tree.resolve(shadow, shadow));
+    if (!m || !S_ISREG(m->mode)) return false;
+    std::istringstream lines(read_file(tree.host(tree.resolve(shadow, shadow))));
+    for (std::string line; std::getline(lines, line);) {
+        const size_t a = line.find(':');
+        if (a == std::string::npos) continue;
+        const std::string hash = line.substr(a + 1, line.find(':', a + 1) - a - 1);
+        if (hash.empty() || (hash[0] != '!' && hash[0] != '*')) return true;
+    }
+    return false;
+}
+
+// Whether a SysV script in the image's /etc/init.d has no native unit of its name (systemd's
+// sysv-generator makes a unit only for those: `foo` or `foo.sh` becomes foo.service unless a
+// foo.service exists, a mask included). Hidden and backup files are skipped, as it skips them.
+bool sysv_script_without_unit(const Tree& tree) {
+    const std::string what = "SysV scripts", dir = tree.resolve("/etc/init.d", what) + "/";
+    if (!tree.meta(dir.substr(0, dir.size() - 1))) return false;
+    auto ends = [](const std::string& s, std::string_view tail) {
+        return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
+        std::string name = it->first.substr(dir.size());
+        if (name.find('/') != std::string::npos || !S_ISREG(it->second.mode) || !(it->second.mode & 0111)) continue;
+        if (name[0] == '.' || ends(name, "~")) continue;
+        static constexpr std::string_view backups[] = {".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-bak", ".dpkg-tmp", ".ucf-old",
+                                                       ".ucf-new",  ".ucf-dist", ".rpmnew",    ".rpmsave",  ".rpmorig",  ".swp"};
+        if (std::any_of(std::begin(backups), std::end(backups), [&](std::string_view b) { return ends(name, b); })) continue;
+        if (ends(name, ".sh")) name.resize(name.size() - 3);
+        bool native = false;
+        for (const char* units : {"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", systemd_paths::units})
+            if (tree.meta(tree.resolve(std::string(units) + "/" + name + ".service", what))) native = true;
+        if (!native) return true;
+    }
+    return false;
+}
+
 const Unneeded unneeded_units[] = {
     {"apt-daily.timer", "the root is read-only: apt cannot install into it (updates come as signed A/B bundles)"},
     {"apt-daily-upgrade.timer", "the root is read-only: apt cannot upgrade it (updates come as signed A/B bundles)"},
@@ -262,6 +320,9 @@ const Unneeded unneeded_units[] = {
     {"sys-kernel-tracing.mount", "tracefs shows kernel internals; a device does not mount it (a --debug image does)", {}, true},
     {"systemd-remount-fs.service", "cairn-init mounts the root read-only from dm-verity and the image has no /etc/fstab: nothing to remount",
      {}, false, "/etc/fstab"},
+    {"getty@.service", "no account of the image has a password, so a login prompt on a console has nobody to let in (logins are by "
+                       "SSH key; a --debug image logs root in on the serial console)",
+     {}, true, nullptr, password_login},
 };
 
 // Packages' units that Debian orders before sysinit.target though nothing in the early boot needs
@@ -293,6 +354,14 @@ const Unneeded unneeded_generators[] = {
     {"systemd-system-update-generator", "updates are signed A/B bundles, not offline updates applied at boot"},
     {"systemd-veritysetup-generator", "cairn-init sets up the verity root before systemd starts"},
     {"systemd-integritysetup-generator", "a Cairn disk has no dm-integrity volumes"},
+    {"systemd-fstab-generator", "the image has no /etc/fstab: cairn-init mounts the root, /var and the log partition",
+     {"systemd.volatile"}, false, "/etc/fstab"},
+    {"systemd-getty-generator", "no account of the image has a password, so the login prompt it starts on the serial console has "
+                                "nobody to let in (a --debug image logs root in there)",
+     {}, true, nullptr, password_login},
+    {"systemd-sysv-generator", "every SysV script in the image's /etc/init.d has a native unit, which systemd prefers: it would make "
+                               "no unit",
+     {}, false, nullptr, sysv_script_without_unit},
 };
 
 // Where cairn-init keeps the upper layer of the /etc overlay (initrd/main.cpp), as the running
@@ -428,6 +497,11 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     // The journal, persistent (on the log partition).
     ensure_directory(tree, "/usr/lib/systemd/journald.conf.d", what);
     tree.add_file("/usr/lib/systemd/journald.conf.d/cairn.conf", journald_conf, file_meta, what);
+    if (has(tree, std::string(systemd_paths::units) + "/systemd-journal-flush.service", what)) {
+        const std::string dropins = std::string(systemd_paths::admin_units) + "/systemd-journal-flush.service.d";
+        ensure_directory(tree, dropins, what);
+        tree.add_file(dropins + "/cairn.conf", journal_flush_dropin, file_meta, what);
+    }
 
     // The network (DHCP) and the clock, when the packages are there.
     const bool networkd = has(tree, std::string(systemd_paths::units) + "/systemd-networkd.service", what);
@@ -455,6 +529,7 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
     auto kept = [&](const Unneeded& u) {
         if (u.kept_in_debug && recipe.boot.debug) return true;
         if (u.kept_with_file && has(tree, u.kept_with_file, what)) return true;
+        if (u.kept_when && u.kept_when(tree)) return true;
         std::istringstream words(recipe.boot.cmdline);
         for (std::string w; words >> w;)
             for (const char* prefix : u.unless_cmdline)
@@ -472,6 +547,15 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         if (kept(u) || !has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
         ensure_directory(tree, systemd_paths::admin_units, what);
         tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
+    }
+
+    // util-linux's udev rule for the RTC starts hwclock-set, which exits at once under systemd (that
+    // sets the clock itself): masked as udev(7) says, a link to /dev/null of its name in /etc.
+    const std::string hwclock_rule = "/usr/lib/udev/rules.d/85-hwclock.rules";
+    if (has(tree, hwclock_rule, what)) {
+        ensure_directory(tree, "/etc/udev/rules.d", what);
+        tree.add_symlink("/etc/udev/rules.d/85-hwclock.rules", "/dev/null", link_meta,
+                         what + ": masking " + hwclock_rule + " (hwclock-set does nothing under systemd)");
     }
 
     const std::string sysusers = std::string(systemd_paths::units) + "/systemd-sysusers.service";

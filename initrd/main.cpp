@@ -356,7 +356,9 @@ void lay_overlays() {
 // Debian images keep the dpkg database of their packages in the verity root, at
 // /usr/lib/cairn/dpkg (the imager moves it there): bound read-only on /var/lib/dpkg, `dpkg -l` on
 // the device reads the running slot's own, also right after an update. systemd's journal goes to
-// the log partition when that is mounted elsewhere than /var/log.
+// the log partition when that is mounted elsewhere than /var/log; as /var/log/journal is there
+// before systemd starts, journald is told (its flag that the journal was flushed to /var) to
+// write there from its start rather than to /run until systemd-journal-flush.service moves it.
 void bind_image_state(const std::string& log_mount) {
     const fs::path root = sysroot;
     std::error_code ec;
@@ -373,6 +375,10 @@ void bind_image_state(const std::string& log_mount) {
         } catch (const Error& e) {
             say(std::string("the journal stays on /var: ") + e.what());
         }
+    }
+    if (fs::exists(root / "usr/lib/systemd/systemd-journald", ec)) {
+        make_dir("/run/systemd/journal");
+        std::ofstream("/run/systemd/journal/flushed");
     }
 }
 

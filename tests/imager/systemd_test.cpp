@@ -45,12 +45,24 @@ void add_fake_systemd(Tree& t) {
     t.add_file("/usr/lib/systemd/systemd", "", Meta{0, 0, 0755}, "t");
     for (const char* unit : {"systemd-networkd.service", "systemd-networkd.socket", "systemd-boot-check-no-failures.service", "ssh.service",
                              "apt-daily.timer", "e2scrub_reap.service", "systemd-repart.service", "sys-kernel-debug.mount",
-                             "systemd-remount-fs.service"})
+                             "systemd-remount-fs.service", "systemd-journal-flush.service", "getty@.service"})
         t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
     t.add_directory("/usr/lib/systemd/system-generators", Meta{0, 0, 0755}, "t");
     for (const char* g : {"systemd-fstab-generator", "systemd-gpt-auto-generator", "systemd-getty-generator", "systemd-run-generator",
-                          "systemd-debug-generator"})
+                          "systemd-debug-generator", "systemd-sysv-generator"})
         t.add_file(std::string("/usr/lib/systemd/system-generators/") + g, "", Meta{0, 0, 0755}, "t");
+    for (const char* d : {"/usr/lib/udev", "/usr/lib/udev/rules.d"}) t.add_directory(d, Meta{0, 0, 0755}, "t");
+    t.add_file("/usr/lib/udev/rules.d/85-hwclock.rules", "", Meta{0, 0, 0644}, "t");
+    // Accounts as Debian's base makes them: none with a password.
+    t.add_directory("/etc", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/shadow", "root:*:19000:0:99999:7:::\nsshd:!:19000::::::\n", Meta{0, 0, 0640}, "t");
+    // SysV scripts as packages ship them beside their units (hwclock.sh's unit is a mask).
+    t.add_directory("/etc/init.d", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/init.d/ssh", "#!/bin/sh\n", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/init.d/hwclock.sh", "#!/bin/sh\n", Meta{0, 0, 0755}, "t");
+    t.add_file("/etc/init.d/README", "", Meta{0, 0, 0644}, "t");
+    t.add_file("/etc/init.d/old.dpkg-old", "#!/bin/sh\n", Meta{0, 0, 0755}, "t");
+    t.add_symlink("/usr/lib/systemd/system/hwclock.service", "/dev/null", Meta{0, 0, 0777}, "t");
     t.add_file("/usr/lib/systemd/system/systemd-update-utmp.service",
                "[Unit]\nDescription=Record System Boot/Shutdown in UTMP\nDefaultDependencies=no\nRequiresMountsFor=/var/log/wtmp\n"
                "Before=sysinit.target shutdown.target\n\n[Service]\nExecStop=/lib/systemd/systemd-update-utmp shutdown\n",
@@ -139,8 +151,18 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     // Generators with nothing to do are disabled; those that have work are not.
     std::error_code gec;
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-gpt-auto-generator", gec), "/dev/null");
-    EXPECT_FALSE(fs::exists(dir / "root/etc/systemd/system-generators/systemd-fstab-generator", gec));
-    EXPECT_FALSE(fs::exists(dir / "root/etc/systemd/system-generators/systemd-getty-generator", gec));
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-fstab-generator", gec), "/dev/null");  // no fstab
+    // No account has a password: no login prompt on a console (the serial one comes from the generator).
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-getty-generator", gec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/getty@.service", gec), "/dev/null");
+    // Each SysV script has a native unit: sysv-generator would make none.
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system-generators/systemd-sysv-generator", gec), "/dev/null");
+    // journald writes to /var/log/journal from its start: no flush at boot, the release of /var at shutdown kept.
+    const std::string flush = read_file(dir / "root/etc/systemd/system/systemd-journal-flush.service.d/cairn.conf");
+    EXPECT_NE(flush.find("[Service]\nExecStart=\n"), std::string::npos) << flush;
+    EXPECT_EQ(flush.find("\nExecStop="), std::string::npos) << flush;  // the vendor's ExecStop= is not reset
+    // hwclock-set does nothing under systemd: its udev rule is masked.
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/udev/rules.d/85-hwclock.rules", gec), "/dev/null");
     EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-hibernate-resume-generator"));  // not installed
     ASSERT_TRUE(t.meta("/etc/systemd/system-generators/systemd-gpt-auto-generator"));
     // Masked where installed; not where not.
@@ -189,6 +211,40 @@ TEST(Systemd, ADebugImageHasARootShellOnTheSerialConsole) {
     EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system/sys-kernel-debug.mount"));
     EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system-generators/systemd-debug-generator"));
     EXPECT_TRUE(fs::is_symlink(debug_dir / "root/etc/systemd/system-generators/systemd-run-generator"));
+    // The serial console's getty comes from systemd's getty generator.
+    EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system-generators/systemd-getty-generator"));
+    EXPECT_FALSE(fs::is_symlink(debug_dir / "root/etc/systemd/system/getty@.service"));
+}
+
+// An account with a password keeps the consoles' login prompts; an empty password field too (a
+// login without one).
+TEST(Systemd, APasswordAccountKeepsTheLoginPrompts) {
+    for (const char* account : {"admin:$y$j9T$salt$hash:19000:0:99999:7:::\n", "guest::19000:0:99999:7:::\n"}) {
+        Scratch dir;
+        Tree t(dir / "root");
+        add_fake_systemd(t);
+        t.add_file("/etc/shadow", std::string("root:*:19000:0:99999:7:::\n") + account, Meta{0, 0, 0640}, "t");
+        add_systemd_units(t, load(dir));
+        EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-getty-generator")) << account;
+        EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/getty@.service")) << account;
+    }
+}
+
+// A SysV script with no native unit keeps systemd's sysv-generator, which makes it one.
+TEST(Systemd, ASysvScriptWithoutAUnitKeepsItsGenerator) {
+    Scratch dir;
+    Tree t(dir / "root");
+    add_fake_systemd(t);
+    t.add_file("/etc/init.d/legacy-agent.sh", "#!/bin/sh\n", Meta{0, 0, 0755}, "t");
+    add_systemd_units(t, load(dir));
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-sysv-generator"));
+    // A script that is not executable is not one systemd runs.
+    Scratch dir2;
+    Tree t2(dir2 / "root");
+    add_fake_systemd(t2);
+    t2.add_file("/etc/init.d/notes", "#!/bin/sh\n", Meta{0, 0, 0644}, "t");
+    add_systemd_units(t2, load(dir2));
+    EXPECT_TRUE(fs::is_symlink(dir2 / "root/etc/systemd/system-generators/systemd-sysv-generator"));
 }
 
 // A generator the recipe's kernel command line gives work to is kept.
@@ -204,15 +260,16 @@ TEST(Systemd, AGeneratorTheCommandLineAsksForIsKept) {
     EXPECT_TRUE(fs::is_symlink(dir / "root/etc/systemd/system/sys-kernel-debug.mount"));
 }
 
-// A unit whose work the image brings is kept: systemd-remount-fs where there is an /etc/fstab.
+// A unit whose work the image brings is kept: systemd-remount-fs and the fstab generator where
+// there is an /etc/fstab.
 TEST(Systemd, RemountFsIsKeptWithAnFstab) {
     Scratch dir;
     Tree t(dir / "root");
     add_fake_systemd(t);
-    t.add_directory("/etc", Meta{0, 0, 0755}, "t");
     t.add_file("/etc/fstab", "tmpfs /srv tmpfs defaults 0 0\n", Meta{0, 0, 0644}, "t");
     add_systemd_units(t, load(dir));
     EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/systemd-remount-fs.service"));
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system-generators/systemd-fstab-generator"));
 }
 
 // systemd's own checker reads every unit Cairn writes (syntax, directives, executables).
