@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <functional>
 #include <initializer_list>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -636,6 +638,29 @@ void absolute_links(const fs::path& host, const std::string& at) {
         if (e.is_symlink(ec)) fix(e.path(), at + "/" + e.path().filename().string());
 }
 
+// The paths the tree's tmpfiles.d files (other than Cairn's own /var one) make: lines whose type
+// creates what they name (a file, folder, link, node or copy). Paths with specifiers are skipped.
+std::set<std::string> tmpfiles_created(const fs::path& staging) {
+    std::set<std::string> paths;
+    const std::string ours = fs::path(systemd_paths::var_tmpfiles).filename().string();
+    std::error_code ec;
+    for (const char* dir : {"usr/lib/tmpfiles.d", "etc/tmpfiles.d"}) {
+        if (!fs::is_directory(staging / dir, ec)) continue;
+        for (const auto& e : fs::directory_iterator(staging / dir)) {
+            const std::string name = e.path().filename().string();
+            if (name == ours || e.path().extension() != ".conf" || !e.is_regular_file(ec)) continue;
+            std::istringstream lines(read_file(e.path()));
+            for (std::string line; std::getline(lines, line);) {
+                std::istringstream words(line);
+                std::string type, path;
+                if (!(words >> type >> path) || type[0] == '#' || path.find('%') != std::string::npos) continue;
+                if (std::string_view("fFwdDevqQpLcbC").find(type[0]) != std::string_view::npos) paths.insert(path);
+            }
+        }
+    }
+    return paths;
+}
+
 }  // namespace
 
 size_t move_var_to_factory(const fs::path& staging) {
@@ -653,29 +678,37 @@ size_t move_var_to_factory(const fs::path& staging) {
     }
     // Second-level entries (/var/lib/systemd, /var/cache/debconf, /var/log/wtmp): each copied when
     // missing, so what a new version brings arrives and what the device has is never replaced.
+    // Where a package's own tmpfiles.d line already makes an entry (systemd's `d /var/lib/private`,
+    // `f /var/log/wtmp`, `L /var/lock`), tmpfiles keeps one line per path and warns about the
+    // others at every boot: that entry is left to the package's line when it brings nothing more
+    // (a link, an empty file, a folder), and a folder's content is seeded entry by entry.
+    const std::set<std::string> theirs = tmpfiles_created(staging);
     std::vector<std::string> seeded;
     std::vector<std::pair<std::string, std::string>> links;  // path under /var, absolute target
-    std::vector<fs::path> top;
-    for (const auto& e : fs::directory_iterator(var)) top.push_back(e.path());
-    std::sort(top.begin(), top.end());
-    for (const auto& t : top) {
-        const std::string name = t.filename().string();
-        if (!fs::is_symlink(t, ec) && fs::is_directory(t, ec)) {  // never through a link (/var/run -> /run)
-            std::vector<fs::path> inner;
-            for (const auto& e : fs::directory_iterator(t)) inner.push_back(e.path());
-            std::sort(inner.begin(), inner.end());
-            absolute_links(t, "/var/" + name);
-            if (inner.empty()) seeded.push_back(name);  // an empty one a package owns: /var/backups, /var/local
-            for (const auto& i : inner) {
-                if (fs::is_symlink(i, ec)) links.push_back({name + "/" + i.filename().string(), fs::read_symlink(i, ec).string()});
-                else seeded.push_back(name + "/" + i.filename().string());
-            }
-        } else if (fs::is_symlink(t, ec)) {
-            absolute_links(t, "/var/" + name);
-            links.push_back({name, fs::read_symlink(t, ec).string()});
-        } else {
-            seeded.push_back(name);
+    auto sorted_entries = [](const fs::path& dir) {
+        std::vector<fs::path> v;
+        for (const auto& e : fs::directory_iterator(dir)) v.push_back(e.path());
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    std::function<void(const fs::path&, const std::string&, bool)> seed = [&](const fs::path& at, const std::string& rel, bool top) {
+        const bool link = fs::is_symlink(at, ec), dir = !link && fs::is_directory(at, ec);  // never through a link (/var/run -> /run)
+        const bool made_by_package = theirs.count("/var/" + rel) > 0;
+        if (made_by_package && !dir && (link || fs::file_size(at, ec) == 0)) return;
+        if (dir && (top || made_by_package)) {
+            absolute_links(at, "/var/" + rel);
+            const std::vector<fs::path> inner = sorted_entries(at);
+            if (inner.empty() && !made_by_package) seeded.push_back(rel);  // an empty one a package owns: /var/backups, /var/local
+            for (const auto& i : inner) seed(i, rel + "/" + i.filename().string(), false);
+            return;
         }
+        if (top) absolute_links(at, "/var/" + rel);
+        if (link) links.push_back({rel, fs::read_symlink(at, ec).string()});
+        else seeded.push_back(rel);
+    };
+    for (const auto& t : sorted_entries(var)) {
+        const std::string name = t.filename().string();
+        seed(t, name, true);
         fs::rename(t, factory / name, ec);
         if (ec) fail("moving " + t.string() + " to " + (factory / name).string() + ": " + ec.message());
     }

@@ -329,3 +329,36 @@ TEST(Systemd, VarMovesToTheFactoryAndTheDpkgDatabaseToUsr) {
     EXPECT_EQ(conf.find("/var/lib/dpkg"), conf.find("/var/lib/dpkg"));  // named in the comment only
     EXPECT_EQ(conf.find("C /var/lib/dpkg"), std::string::npos);
 }
+
+// What a package's own tmpfiles.d line makes is left to it (tmpfiles keeps one line per path and
+// warns about the others at every boot); a folder it makes has its content seeded entry by entry.
+TEST(Systemd, VarEntriesAPackagesTmpfilesLineMakesAreLeftToIt) {
+    Scratch dir;
+    const fs::path s = dir / "stage";
+    test::write_text(s / "usr/lib/tmpfiles.d/systemd.conf",
+                     "# comment\nd /var/lib/systemd 0755 root root -\nd /var/lib/private 0700 root root -\nz /var/log/journal 2755 - - -\n"
+                     "d /var/lib/systemd/coredump 0755 root root 3d\nz /var/lib/%m - - -\n");
+    test::write_text(s / "usr/lib/tmpfiles.d/var.conf", "f /var/log/wtmp 0664 root utmp -\nf /var/log/faillog 0644 - - -\nL /var/lock - - - - ../run/lock\n");
+    test::write_text(s / "usr/lib/tmpfiles.d/cairn-var.conf", "C /var/lib/ucf - - - - /elsewhere\n");  // a stale copy of ours: ignored
+    test::write_text(s / "var/lib/systemd/deb-systemd-helper-enabled/x", "");
+    test::write_text(s / "var/lib/systemd/catalog/database", "db");
+    fs::create_directories(s / "var/lib/systemd/coredump");
+    fs::create_directories(s / "var/lib/private");
+    test::write_text(s / "var/lib/ucf/hashfile", "");
+    test::write_text(s / "var/log/wtmp", "");
+    test::write_text(s / "var/log/faillog", "not empty");
+    test::write_text(s / "var/log/journal/.keep", "");
+    fs::create_symlink("../run/lock", s / "var/lock");
+    move_var_to_factory(s);
+    const std::string conf = read_file(s / "usr/lib/tmpfiles.d/cairn-var.conf");
+    // Left to the package's line: the folders themselves, an empty file, a link.
+    for (const char* path : {"/var/lib/systemd ", "/var/lib/private ", "/var/lib/systemd/coredump ", "/var/log/wtmp ", "/var/lock "})
+        EXPECT_EQ(conf.find(path), std::string::npos) << path << "\n" << conf;
+    // Seeded: what is in a folder the package makes, a file with content, what no line makes.
+    for (const char* line : {"C /var/lib/systemd/deb-systemd-helper-enabled - - - - /usr/share/factory/var/lib/systemd/deb-systemd-helper-enabled\n",
+                             "C /var/lib/systemd/catalog - - - - /usr/share/factory/var/lib/systemd/catalog\n",
+                             "C /var/log/faillog - - - - /usr/share/factory/var/log/faillog\n",
+                             "C /var/lib/ucf - - - - /usr/share/factory/var/lib/ucf\n", "C /var/log/journal - - - - /usr/share/factory/var/log/journal\n"})
+        EXPECT_NE(conf.find(line), std::string::npos) << line << conf;
+    EXPECT_TRUE(fs::exists(s / "usr/share/factory/var/lib/systemd/catalog/database"));
+}
