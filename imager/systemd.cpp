@@ -291,21 +291,18 @@ bool password_login(const Tree& tree) {
 bool sysv_script_without_unit(const Tree& tree) {
     const std::string what = "SysV scripts", dir = tree.resolve("/etc/init.d", what) + "/";
     if (!tree.meta(dir.substr(0, dir.size() - 1))) return false;
-    auto ends = [](const std::string& s, std::string_view tail) {
-        return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-    };
     for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
         std::string name = it->first.substr(dir.size());
         if (name.find('/') != std::string::npos || !S_ISREG(it->second.mode) || !(it->second.mode & 0111)) continue;
-        if (name[0] == '.' || ends(name, "~")) continue;
+        if (name[0] == '.' || name.ends_with('~')) continue;
         static constexpr std::string_view backups[] = {".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-bak", ".dpkg-tmp", ".ucf-old",
                                                        ".ucf-new",  ".ucf-dist", ".rpmnew",    ".rpmsave",  ".rpmorig",  ".swp"};
-        if (std::any_of(std::begin(backups), std::end(backups), [&](std::string_view b) { return ends(name, b); })) continue;
-        if (ends(name, ".sh")) name.resize(name.size() - 3);
-        bool native = false;
-        for (const char* units : {"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", systemd_paths::units})
-            if (tree.meta(tree.resolve(std::string(units) + "/" + name + ".service", what))) native = true;
-        if (!native) return true;
+        if (std::any_of(std::begin(backups), std::end(backups), [&](std::string_view b) { return name.ends_with(b); })) continue;
+        if (name.ends_with(".sh")) name.resize(name.size() - 3);
+        const char* unit_dirs[] = {"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", systemd_paths::units};
+        if (std::none_of(std::begin(unit_dirs), std::end(unit_dirs),
+                         [&](const char* d) { return tree.meta(tree.resolve(std::string(d) + "/" + name + ".service", what)).has_value(); }))
+            return true;
     }
     return false;
 }

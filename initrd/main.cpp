@@ -367,7 +367,8 @@ void bind_image_state(const std::string& log_mount) {
         do_mount((root / "usr/lib/cairn/dpkg").string(), target, "", MS_BIND);
         do_mount("", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY);
     }
-    if (log_mount != "/var/log" && fs::exists(root / "usr/lib/systemd/systemd-journald", ec)) {
+    const bool journald = fs::exists(root / "usr/lib/systemd/systemd-journald", ec);
+    if (log_mount != "/var/log" && journald) {
         const fs::path journal = root / log_mount.substr(1) / "journal", target = root / "var/log/journal";
         try {  // without a log partition (degraded), the journal stays on /var
             make_dir(journal);
@@ -376,7 +377,7 @@ void bind_image_state(const std::string& log_mount) {
             say(std::string("the journal stays on /var: ") + e.what());
         }
     }
-    if (fs::exists(root / "usr/lib/systemd/systemd-journald", ec)) {
+    if (journald) {
         make_dir("/run/systemd/journal");
         std::ofstream("/run/systemd/journal/flushed");
     }
