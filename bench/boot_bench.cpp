@@ -8,7 +8,8 @@
 // `ready` does not mean the same on both: the minimal image's init prints it once it has started
 // its services, systemd's image once multi-user.target is reached, that is once they are up. So
 // each boot also gives "up": QEMU start to `ready` and the updater serving on D-Bus (the
-// "cairn-updated: serving" line both print), a point that means the same on both.
+// "cairn-updated: serving" line both print), a point that means the same on both. An image
+// without an updater (no [update]: its manifest.json has no "update") has no "up".
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +17,8 @@
 #include <regex>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -29,13 +32,27 @@ namespace {
 
 struct Times {
     double first = 0, second = 0;        // QEMU start -> ready
-    double first_up = 0, second_up = 0;  // QEMU start -> ready and the updater serving
+    double first_up = 0, second_up = 0;  // QEMU start -> ready and the updater serving (0: no updater)
 };
 
 constexpr const char* updater_serving = "cairn-updated: serving";
 
+// "12.34 s", or "n/a" for an "up" time an image without an updater does not have.
+std::string seconds_or_na(double seconds) {
+    char text[32] = "n/a";
+    if (seconds > 0) std::snprintf(text, sizeof text, "%.2f s", seconds);
+    return text;
+}
+
+bool has_updater(const fs::path& image_dir) {
+    const fs::path manifest = image_dir / "manifest.json";
+    if (!fs::exists(manifest)) return false;
+    return nlohmann::json::parse(read_file(manifest), nullptr, false).contains("update");
+}
+
 Times boot_twice(const fs::path& image_dir) {
     Times times;
+    const bool updater = has_updater(image_dir);
     TempDir work(fs::temp_directory_path(), "cairn-boot-bench-");
     run_checked({"cp", "--sparse=always", (image_dir / "disk.raw").string(), (work.path() / "disk.raw").string()});
     qemu::Config config;
@@ -47,8 +64,11 @@ Times boot_twice(const fs::path& image_dir) {
         m.start();
         m.wait_for("cairn: ready", std::chrono::seconds(300));
         double ready = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        m.wait_for(updater_serving, std::chrono::seconds(120));
-        double up = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double up = 0;
+        if (updater) {
+            m.wait_for(updater_serving, std::chrono::seconds(120));
+            up = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        }
         const bool first_boot = boot == std::string("first boot");
         (first_boot ? times.first : times.second) = ready;
         (first_boot ? times.first_up : times.second_up) = up;
@@ -64,8 +84,8 @@ Times boot_twice(const fs::path& image_dir) {
             switch_at = std::stod(match[1]);
             in_init = std::stod(match[2]) / 1000;
         }
-        std::printf("%-12s QEMU start -> ready %6.2f s (goal <= 15 s), up %6.2f s   kernel start -> switch_root %5.2f s   in cairn-init %5.3f s (goal <= 1 s)\n",
-                    boot, ready, up, switch_at, in_init);
+        std::printf("%-12s QEMU start -> ready %6.2f s (goal <= 15 s), up %s   kernel start -> switch_root %5.2f s   in cairn-init %5.3f s (goal <= 1 s)\n",
+                    boot, ready, seconds_or_na(up).c_str(), switch_at, in_init);
         m.kill();
     }
     return times;
@@ -87,8 +107,8 @@ int main(int argc, char** argv) try {
         else if (a == "-h" || a == "--help") {
             std::printf("Usage: boot_bench [--rounds N] [IMAGE_DIR...]\n  Boots each image twice per round, the images in turn, and gives each\n"
                         "  one's median over the rounds (a ratio to the first image's when there are several):\n"
-                        "  QEMU start to `ready`, and to \"up\" (`ready` and the updater serving on D-Bus).\n"
-                        "  The images need [update] (cairn-updated).\n");
+                        "  QEMU start to `ready`, and to \"up\" (`ready` and the updater serving on D-Bus),\n"
+                        "  for images with an updater ([update] in the recipe).\n");
             return 0;
         } else images.push_back(a);
     }
@@ -105,13 +125,14 @@ int main(int argc, char** argv) try {
         }
     if (rounds > 1)
         for (size_t i = 0; i < images.size(); ++i)
-            std::printf("median of %d rounds, %s: first boot %.2f s (up %.2f s), second boot %.2f s (up %.2f s)\n", rounds, images[i].c_str(),
-                        median(first[i]), median(first_up[i]), median(second[i]), median(second_up[i]));
+            std::printf("median of %d rounds, %s: first boot %.2f s (up %s), second boot %.2f s (up %s)\n", rounds, images[i].c_str(),
+                        median(first[i]), seconds_or_na(median(first_up[i])).c_str(), median(second[i]), seconds_or_na(median(second_up[i])).c_str());
     for (size_t i = 1; i < images.size(); ++i) {
         std::printf("ratio %s / %s, to ready: first boot %.2f, second boot %.2f\n", images[i].filename().c_str(), images[0].filename().c_str(),
                     median(first[i]) / median(first[0]), median(second[i]) / median(second[0]));
-        std::printf("ratio %s / %s, to up:    first boot %.2f, second boot %.2f\n", images[i].filename().c_str(), images[0].filename().c_str(),
-                    median(first_up[i]) / median(first_up[0]), median(second_up[i]) / median(second_up[0]));
+        if (median(first_up[i]) > 0 && median(first_up[0]) > 0)
+            std::printf("ratio %s / %s, to up:    first boot %.2f, second boot %.2f\n", images[i].filename().c_str(), images[0].filename().c_str(),
+                        median(first_up[i]) / median(first_up[0]), median(second_up[i]) / median(second_up[0]));
     }
     return 0;
 } catch (const std::exception& e) {
