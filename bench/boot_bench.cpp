@@ -50,9 +50,8 @@ bool has_updater(const fs::path& image_dir) {
     return nlohmann::json::parse(read_file(manifest), nullptr, false).contains("update");
 }
 
-Times boot_twice(const fs::path& image_dir) {
+Times boot_twice(const fs::path& image_dir, bool updater) {
     Times times;
-    const bool updater = has_updater(image_dir);
     TempDir work(fs::temp_directory_path(), "cairn-boot-bench-");
     run_checked({"cp", "--sparse=always", (image_dir / "disk.raw").string(), (work.path() / "disk.raw").string()});
     qemu::Config config;
@@ -115,9 +114,11 @@ int main(int argc, char** argv) try {
     if (images.empty()) images.push_back("build/test-images/minimal");
     // Rounds interleave the images, so that a slow spell of the machine falls on all of them.
     std::vector<std::vector<double>> first(images.size()), second(images.size()), first_up(images.size()), second_up(images.size());
+    std::vector<bool> updater;
+    for (const auto& image : images) updater.push_back(has_updater(image));
     for (int r = 0; r < rounds; ++r)
         for (size_t i = 0; i < images.size(); ++i) {
-            Times t = boot_twice(images[i]);
+            Times t = boot_twice(images[i], updater[i]);
             first[i].push_back(t.first);
             second[i].push_back(t.second);
             first_up[i].push_back(t.first_up);
