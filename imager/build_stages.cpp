@@ -409,7 +409,7 @@ void device_files(BuildContext& c) {
     }
     if (c.systemd) {
         c.progress->note("Adding the systemd units");
-        add_systemd_units(c.tree, recipe);
+        add_systemd_units(c.tree, recipe, c.kernel.is_null() ? std::string() : c.kernel["release"].get<std::string>());
     }
 }
 

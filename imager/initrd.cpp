@@ -15,6 +15,7 @@
 #include "common/file.hpp"
 #include "common/subprocess.hpp"
 #include "imager/cpio.hpp"
+#include "imager/kernel_modules.hpp"
 #include "imager/tree.hpp"
 
 namespace cairn::imager {
@@ -23,52 +24,27 @@ namespace fs = std::filesystem;
 
 std::vector<std::string> default_initrd_modules() { return {"virtio_pci", "virtio_blk", "dm_verity", "erofs", "overlay", "efivarfs"}; }
 
-namespace {
-
-std::string module_name(const std::string& path) {
-    std::string name = fs::path(path).filename().string();
-    name = name.substr(0, name.find(".ko"));
-    std::replace(name.begin(), name.end(), '-', '_');
-    return name;
-}
-
-}  // namespace
-
 std::vector<std::string> module_closure(const fs::path& modules_dir, const std::vector<std::string>& names, const std::string& what) {
-    std::map<std::string, std::pair<std::string, std::vector<std::string>>> modules;  // name -> (path, dependency paths)
-    std::ifstream dep(modules_dir / "modules.dep");
-    if (!dep) fail(what + ": " + (modules_dir / "modules.dep").string() + " is missing (the kernel's modules were not indexed)");
-    std::string line;
-    while (std::getline(dep, line)) {
-        size_t colon = line.find(':');
-        if (colon == std::string::npos) continue;
-        std::string path = line.substr(0, colon);
-        std::istringstream deps(line.substr(colon + 1));
-        std::vector<std::string> list;
-        for (std::string d; deps >> d;) list.push_back(d);
-        modules[module_name(path)] = {path, list};
-    }
-    std::set<std::string> builtin;
-    std::ifstream builtin_file(modules_dir / "modules.builtin");
-    while (std::getline(builtin_file, line)) builtin.insert(module_name(line));
+    const KernelModules k = read_kernel_modules(modules_dir, what);
 
     std::vector<std::string> order;
     std::set<std::string> done;
     // Depth first: a module's dependencies before the module.
     std::function<void(const std::string&)> visit = [&](const std::string& path) {
         if (!done.insert(path).second) return;
-        for (const auto& d : modules[module_name(path)].second) visit(d);
+        if (auto m = k.loadable.find(module_name(path)); m != k.loadable.end())
+            for (const auto& d : m->second.depends) visit(d);
         order.push_back(path);
     };
     for (const auto& requested : names) {
         std::string name = requested;
         std::replace(name.begin(), name.end(), '-', '_');
-        auto it = modules.find(name);
-        if (it == modules.end()) {
-            if (builtin.count(name)) continue;
+        auto it = k.loadable.find(name);
+        if (it == k.loadable.end()) {
+            if (k.builtin.count(name)) continue;
             fail(what + ": no kernel module '" + requested + "' in " + modules_dir.string());
         }
-        visit(it->second.first);
+        visit(it->second.path);
     }
     return order;
 }

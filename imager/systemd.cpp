@@ -11,6 +11,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "imager/kernel_modules.hpp"
 #include "imager/provisioning.hpp"
 #include "imager/ssh.hpp"
 #include "imager/update.hpp"
@@ -122,10 +123,15 @@ Unit=cairn-attestd.service
 WantedBy=paths.target
 )";
 
+// Early, beside the rest of the boot: all it needs is /var, which cairn-init mounts before systemd
+// starts. On the first boot the keys are then made while sysinit.target's units run, not after
+// basic.target with sshd (and the boot) waiting for them.
 constexpr const char* ssh_keygen_unit = R"([Unit]
 Description=Cairn: SSH host keys on the data partition (made on the first boot)
+DefaultDependencies=no
 After=local-fs.target
-Before=ssh.service
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -438,6 +444,55 @@ bool has(const Tree& tree, const std::string& path, const std::string& what) {
     return m.has_value();
 }
 
+// The modules `modprobe@NAME.service` instances of the image's units would load (systemd-logind
+// wants modprobe@drm, the fuse and configfs mounts theirs): NAME of each one a unit names.
+std::set<std::string> modprobe_instances(const Tree& tree) {
+    std::set<std::string> names;
+    const std::string what = "modprobe@ units";
+    for (const char* d : {systemd_paths::units, systemd_paths::admin_units}) {
+        const std::string dir = tree.resolve(d, what) + "/";
+        for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
+            if (!S_ISREG(it->second.mode) || it->first.find('/', dir.size()) != std::string::npos) continue;
+            const std::string text = read_file(tree.host(it->first));
+            for (size_t at = text.find("modprobe@"); at != std::string::npos; at = text.find("modprobe@", at + 1)) {
+                const size_t end = text.find(".service", at);
+                const std::string name = end == std::string::npos ? "" : text.substr(at + 9, end - at - 9);
+                if (!name.empty() && name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == std::string::npos)
+                    names.insert(name);
+            }
+        }
+    }
+    return names;
+}
+
+// What systemd would ask of the image's own kernel at every boot, answered when the image is built:
+// kmod-static-nodes.service's list of static device nodes (a tmpfiles.d file of the same name, so
+// that a run of the unit, unmasked, would replace it), and no modprobe@ instance for a module the
+// kernel does not have. Nothing when the image has no kernel of its own.
+void kernel_answers(Tree& tree, const std::string& release, const std::string& what) {
+    if (release.empty()) return;
+    const std::string modules_dir = tree.resolve("/lib/modules/" + release, what);
+    if (!tree.meta(modules_dir + "/modules.dep")) return;
+    auto mask = [&](const std::string& unit, const std::string& why) {
+        if (tree.meta(tree.resolve(std::string(systemd_paths::admin_units) + "/" + unit, what))) return;  // the recipe's own
+        ensure_directory(tree, systemd_paths::admin_units, what);
+        tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + unit, "/dev/null", link_meta, what + ": masking " + unit + " (" + why + ")");
+    };
+    const std::string devname = modules_dir + "/modules.devname";
+    if (has(tree, std::string(systemd_paths::units) + "/kmod-static-nodes.service", what) && tree.meta(devname)) {
+        ensure_directory(tree, "/usr/lib/tmpfiles.d", what);
+        tree.add_file("/usr/lib/tmpfiles.d/static-nodes.conf",
+                      "# Cairn: the static device nodes of the image's kernel " + release + " (its modules.devname), as\n"
+                      "# kmod-static-nodes.service would write them at every boot.\n" + static_nodes_tmpfiles(read_file(tree.host(devname))),
+                      file_meta, what);
+        mask("kmod-static-nodes.service", "the image's kernel is known when it is built: its static nodes are in /usr/lib/tmpfiles.d/static-nodes.conf");
+    }
+    if (!has(tree, std::string(systemd_paths::units) + "/modprobe@.service", what)) return;
+    const KernelModules kernel = read_kernel_modules(tree.host(modules_dir), what);
+    for (const std::string& name : modprobe_instances(tree))
+        if (!kernel.has(name)) mask("modprobe@" + name + ".service", "the image's kernel " + release + " has no module " + name + ", built in or loadable");
+}
+
 }  // namespace
 
 bool runs_systemd(const Tree& tree) {
@@ -476,7 +531,7 @@ std::string ready_script() {
            "echo \"cairn: ready slot=$slot version=$version root=$roothash rootdev=$dev rootfs=$type options=$options\"\n";
 }
 
-void add_systemd_units(Tree& tree, const Recipe& recipe) {
+void add_systemd_units(Tree& tree, const Recipe& recipe, const std::string& kernel_release) {
     const std::string what = recipe.file.string() + ": systemd units";
     ensure_directory(tree, "/usr/lib/cairn", what);
 
@@ -547,6 +602,8 @@ void add_systemd_units(Tree& tree, const Recipe& recipe) {
         ensure_directory(tree, systemd_paths::admin_units, what);
         tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
     }
+
+    kernel_answers(tree, kernel_release, what);
 
     // util-linux's udev rule for the RTC starts hwclock-set, which exits at once under systemd (that
     // sets the clock itself): masked as udev(7) says, a link to /dev/null of its name in /etc.

@@ -6,7 +6,8 @@
 //   cairn-firewall.service   before network-pre.target; systemd-networkd requires it, so the
 //                            network never comes up without a loaded ruleset
 //   systemd-networkd         DHCP on every Ethernet interface (80-cairn-dhcp.network)
-//   cairn-ssh-keygen.service host keys on the data partition on the first boot, before ssh.service
+//   cairn-ssh-keygen.service host keys on the data partition on the first boot: early (after
+//                            local-fs.target, beside sysinit.target's units), before ssh.service
 //   cairn-updated.service    the update daemon (D-Bus); judges a trial boot by boot-complete.target
 //   cairn-provisiond.service the provisioning agent
 //   cairn-ready.service      after multi-user.target: `cairn: ready slot=... version=... root=...`
@@ -44,8 +45,11 @@ bool runs_systemd(const Tree& tree);
 // Adds the units above for what the recipe enables ([firewall], [update], [ssh], [provisioning]),
 // the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them;
 // takes packages' units that need not hold up sysinit.target off it (timesyncd, update-utmp), masks
-// units and disables generators that have nothing to do on a Cairn image.
-void add_systemd_units(Tree& tree, const Recipe& recipe);
+// units and disables generators that have nothing to do on a Cairn image. With the release of the
+// image's kernel (its lib/modules/<release> in the tree), what systemd would ask of that kernel at
+// every boot is answered here: its static device nodes (kmod-static-nodes.service), and
+// modprobe@NAME.service masked for a module NAME it does not have.
+void add_systemd_units(Tree& tree, const Recipe& recipe, const std::string& kernel_release = "");
 
 // The script behind cairn-ready.service.
 std::string ready_script();

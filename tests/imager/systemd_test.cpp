@@ -186,9 +186,51 @@ TEST(Systemd, UnitsAreEnabledAndOrderedAsTheBootNeeds) {
     // sshd starts without a separate configuration check first.
     EXPECT_NE(read_file(dir / "root/etc/systemd/system/ssh.service.d/cairn.conf").find("\nExecStartPre=\n"), std::string::npos);
     EXPECT_NE(read_file(dir / "root/usr/lib/systemd/network/80-cairn-dhcp.network").find("DHCP=yes"), std::string::npos);
+    // The first boot's host keys are made early, beside sysinit.target's units, not after basic.target.
+    const std::string keygen = read_file(units / "cairn-ssh-keygen.service");
+    EXPECT_NE(keygen.find("\nDefaultDependencies=no\nAfter=local-fs.target\nBefore=ssh.service shutdown.target\n"), std::string::npos) << keygen;
     // The attestation agent runs once its configuration is there, at boot or when it appears.
     EXPECT_NE(read_file(units / "cairn-attestd.service").find("ConditionPathExists=/etc/cairn/attestation.toml"), std::string::npos);
     EXPECT_NE(read_file(units / "cairn-attestd.path").find("PathExists=/etc/cairn/attestation.toml"), std::string::npos);
+}
+
+// What systemd would ask of the image's kernel at every boot is answered when the image is built:
+// its static device nodes, and no modprobe@ instance for a module the kernel does not have.
+TEST(Systemd, TheKernelsStaticNodesAndMissingModulesAreKnownWhenTheImageIsBuilt) {
+    const std::string release = "6.1.0-test-amd64", modules = "/usr/lib/modules/" + release;
+    auto tree_with_kernel = [&](Tree& t) {
+        add_fake_systemd(t);
+        for (const char* unit : {"kmod-static-nodes.service", "modprobe@.service"})
+            t.add_file(std::string("/usr/lib/systemd/system/") + unit, "[Unit]\n", Meta{0, 0, 0644}, "t");
+        t.add_file("/usr/lib/systemd/system/systemd-logind.service", "[Unit]\nWants=user.slice modprobe@drm.service\nAfter=modprobe@drm.service\n",
+                   Meta{0, 0, 0644}, "t");
+        t.add_file("/usr/lib/systemd/system/sys-fs-fuse-connections.mount", "[Unit]\nRequires=modprobe@fuse.service\n", Meta{0, 0, 0644}, "t");
+        t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");  // merged /usr, as Debian 12 has it
+        for (const std::string d : {std::string("/usr/lib/modules"), modules}) t.add_directory(d, Meta{0, 0, 0755}, "t");
+        t.add_file(modules + "/modules.dep", "kernel/fs/fuse/fuse.ko.xz:\n", Meta{0, 0, 0644}, "t");
+        t.add_file(modules + "/modules.devname", "fuse fuse c10:229\ntun net/tun c10:200\n", Meta{0, 0, 0644}, "t");
+    };
+    Scratch dir;
+    Tree t(dir / "root");
+    tree_with_kernel(t);
+    add_systemd_units(t, load(dir), release);
+    const std::string nodes = read_file(dir / "root/usr/lib/tmpfiles.d/static-nodes.conf");
+    EXPECT_NE(nodes.find("\nc! /dev/fuse 0600 - - - 10:229\nd /dev/net 0755 - - -\nc! /dev/net/tun 0600 - - - 10:200\n"), std::string::npos) << nodes;
+    std::error_code ec;
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/kmod-static-nodes.service", ec), "/dev/null");
+    EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/modprobe@drm.service", ec), "/dev/null");  // no drm in this kernel
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/modprobe@fuse.service"));
+    ASSERT_TRUE(t.meta("/etc/systemd/system/modprobe@drm.service"));
+    ASSERT_TRUE(t.meta("/usr/lib/tmpfiles.d/static-nodes.conf"));
+
+    // Without the kernel's release (an image without a kernel of its own), systemd asks at boot.
+    Scratch dir2;
+    Tree t2(dir2 / "root");
+    tree_with_kernel(t2);
+    add_systemd_units(t2, load(dir2));
+    EXPECT_FALSE(fs::exists(dir2 / "root/usr/lib/tmpfiles.d/static-nodes.conf"));
+    EXPECT_FALSE(fs::is_symlink(dir2 / "root/etc/systemd/system/kmod-static-nodes.service"));
+    EXPECT_FALSE(fs::is_symlink(dir2 / "root/etc/systemd/system/modprobe@drm.service"));
 }
 
 // A --debug image logs root in on the serial console; a normal one does not.
