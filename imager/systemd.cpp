@@ -445,24 +445,30 @@ bool has(const Tree& tree, const std::string& path, const std::string& what) {
 }
 
 // The modules `modprobe@NAME.service` instances of the image's units would load (systemd-logind
-// wants modprobe@drm, the fuse and configfs mounts theirs): NAME of each one a unit names.
-std::set<std::string> modprobe_instances(const Tree& tree) {
-    std::set<std::string> names;
+// wants modprobe@drm, systemd-pstore modprobe@efi_pstore): NAME of each one a unit's Wants= names.
+// One that a unit Requires= (the fuse and configfs mounts) is left out: masked, it would keep that
+// unit from starting instead of merely loading nothing.
+std::set<std::string> wanted_modprobe_instances(const Tree& tree) {
+    std::set<std::string> wanted, required;
     const std::string what = "modprobe@ units";
     for (const char* d : {systemd_paths::units, systemd_paths::admin_units}) {
         const std::string dir = tree.resolve(d, what) + "/";
         for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
             if (!S_ISREG(it->second.mode) || it->first.find('/', dir.size()) != std::string::npos) continue;
-            const std::string text = read_file(tree.host(it->first));
-            for (size_t at = text.find("modprobe@"); at != std::string::npos; at = text.find("modprobe@", at + 1)) {
-                const size_t end = text.find(".service", at);
-                const std::string name = end == std::string::npos ? "" : text.substr(at + 9, end - at - 9);
-                if (!name.empty() && name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == std::string::npos)
-                    names.insert(name);
+            std::istringstream lines(read_file(tree.host(it->first)));
+            for (std::string line; std::getline(lines, line);) {
+                const size_t eq = line.find('=');
+                if (eq == std::string::npos) continue;
+                const std::string key = line.substr(0, eq);
+                std::set<std::string>* into = key == "Wants" ? &wanted : (key == "Requires" || key == "BindsTo" || key == "Requisite") ? &required : nullptr;
+                std::istringstream words(line.substr(eq + 1));
+                for (std::string w; into && words >> w;)
+                    if (w.rfind("modprobe@", 0) == 0 && w.ends_with(".service") && w.size() > 17) into->insert(w.substr(9, w.size() - 17));
             }
         }
     }
-    return names;
+    for (const auto& r : required) wanted.erase(r);
+    return wanted;
 }
 
 // What systemd would ask of the image's own kernel at every boot, answered when the image is built:
@@ -489,7 +495,7 @@ void kernel_answers(Tree& tree, const std::string& release, const std::string& w
     }
     if (!has(tree, std::string(systemd_paths::units) + "/modprobe@.service", what)) return;
     const KernelModules kernel = read_kernel_modules(tree.host(modules_dir), what);
-    for (const std::string& name : modprobe_instances(tree))
+    for (const std::string& name : wanted_modprobe_instances(tree))
         if (!kernel.has(name)) mask("modprobe@" + name + ".service", "the image's kernel " + release + " has no module " + name + ", built in or loadable");
 }
 

@@ -205,6 +205,9 @@ TEST(Systemd, TheKernelsStaticNodesAndMissingModulesAreKnownWhenTheImageIsBuilt)
         t.add_file("/usr/lib/systemd/system/systemd-logind.service", "[Unit]\nWants=user.slice modprobe@drm.service\nAfter=modprobe@drm.service\n",
                    Meta{0, 0, 0644}, "t");
         t.add_file("/usr/lib/systemd/system/sys-fs-fuse-connections.mount", "[Unit]\nRequires=modprobe@fuse.service\n", Meta{0, 0, 0644}, "t");
+        // Required by a unit: never masked, even where the kernel lacks the module (masked, it would keep that unit from starting).
+        t.add_file("/usr/lib/systemd/system/sys-kernel-config.mount", "[Unit]\nRequires=modprobe@configfs.service\nAfter=modprobe@configfs.service\n",
+                   Meta{0, 0, 0644}, "t");
         t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");  // merged /usr, as Debian 12 has it
         for (const std::string d : {std::string("/usr/lib/modules"), modules}) t.add_directory(d, Meta{0, 0, 0755}, "t");
         t.add_file(modules + "/modules.dep", "kernel/fs/fuse/fuse.ko.xz:\n", Meta{0, 0, 0644}, "t");
@@ -220,6 +223,7 @@ TEST(Systemd, TheKernelsStaticNodesAndMissingModulesAreKnownWhenTheImageIsBuilt)
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/kmod-static-nodes.service", ec), "/dev/null");
     EXPECT_EQ(fs::read_symlink(dir / "root/etc/systemd/system/modprobe@drm.service", ec), "/dev/null");  // no drm in this kernel
     EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/modprobe@fuse.service"));
+    EXPECT_FALSE(fs::is_symlink(dir / "root/etc/systemd/system/modprobe@configfs.service"));  // required, though not in this kernel
     ASSERT_TRUE(t.meta("/etc/systemd/system/modprobe@drm.service"));
     ASSERT_TRUE(t.meta("/usr/lib/tmpfiles.d/static-nodes.conf"));
 
