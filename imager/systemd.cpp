@@ -668,7 +668,16 @@ void add_systemd_units(Tree& tree, const Recipe& recipe, const std::string& kern
             ensure_directory(tree, dropins, what);
             tree.add_file(dropins + "/cairn.conf", ssh_no_precheck, file_meta, what);
         }
-        add_unit(tree, "cairn-ssh-keygen.service", ssh_keygen_unit, what);
+        // An image that ships content of its own in the keys' parent folder (/var/lib/cairn) has it
+        // seeded into /var by systemd-tmpfiles-setup, which copies a folder only while it is missing
+        // or empty: the keys wait for that copy there.
+        std::string keygen_unit = ssh_keygen_unit;
+        if (has(tree, fs::path(ssh_paths::host_keys).parent_path().string(), what)) {
+            const std::string after = "\nAfter=local-fs.target\n";
+            keygen_unit.replace(keygen_unit.find(after), after.size(), "\nAfter=local-fs.target systemd-tmpfiles-setup.service\n");
+        }
+        ensure_directory(tree, systemd_paths::units, what);
+        tree.add_file(std::string(systemd_paths::units) + "/cairn-ssh-keygen.service", keygen_unit, file_meta, what);
         enable(tree, "cairn-ssh-keygen.service", "ssh.service", what, "requires");
         if (recipe.ssh.vsock) {
             add_unit(tree, "cairn-sshd-vsock.socket", sshd_vsock_socket, what);

@@ -237,6 +237,19 @@ TEST(Systemd, TheKernelsStaticNodesAndMissingModulesAreKnownWhenTheImageIsBuilt)
     EXPECT_FALSE(fs::is_symlink(dir2 / "root/etc/systemd/system/modprobe@drm.service"));
 }
 
+// An image with content of its own in /var/lib/cairn (seeded into /var by tmpfiles, only while
+// the folder is missing or empty) makes its host keys there after that copy, not before it.
+TEST(Systemd, HostKeysWaitForTheSeedOfTheirFolderWhenTheImageShipsOne) {
+    Scratch dir;
+    Tree t(dir / "root");
+    add_fake_systemd(t);
+    for (const char* d : {"/var", "/var/lib", "/var/lib/cairn"}) t.add_directory(d, Meta{0, 0, 0755}, "t");
+    t.add_file("/var/lib/cairn/site.conf", "x\n", Meta{0, 0, 0644}, "t");
+    add_systemd_units(t, load(dir));
+    const std::string keygen = read_file(dir / "root/usr/lib/systemd/system/cairn-ssh-keygen.service");
+    EXPECT_NE(keygen.find("\nDefaultDependencies=no\nAfter=local-fs.target systemd-tmpfiles-setup.service\n"), std::string::npos) << keygen;
+}
+
 // A --debug image logs root in on the serial console; a normal one does not.
 TEST(Systemd, ADebugImageHasARootShellOnTheSerialConsole) {
     Scratch dir;
