@@ -67,6 +67,8 @@ std::string static_nodes_tmpfiles(const std::string& devname) {
         unsigned major = 0, minor = 0;
         char type = 0;
         if (std::sscanf(spec.c_str(), "%c%u:%u", &type, &major, &minor) != 3 || (type != 'c' && type != 'b')) continue;
+        // A node under /dev only: no absolute name, no way up out of it.
+        if (node[0] == '/' || ("/" + node + "/").find("/../") != std::string::npos) continue;
         if (const size_t slash = node.rfind('/'); slash != std::string::npos) out += "d /dev/" + node.substr(0, slash) + " 0755 - - -\n";
         out += std::string(1, type) + "! /dev/" + node + " 0600 - - - " + std::to_string(major) + ":" + std::to_string(minor) + "\n";
     }

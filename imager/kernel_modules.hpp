@@ -32,7 +32,8 @@ KernelModules read_kernel_modules(const std::filesystem::path& modules_dir, cons
 
 // modules.devname's text ("fuse fuse c10:229") as tmpfiles.d(5) lines, the ones
 // `kmod static-nodes --format=tmpfiles` writes: "c! /dev/fuse 0600 - - - 10:229", a folder's
-// "d /dev/net 0755 - - -" before a node in it. Malformed lines are skipped, as kmod skips them.
+// "d /dev/net 0755 - - -" before a node in it. Malformed lines are skipped, as kmod skips them, and
+// so are names that would leave /dev (absolute, or with a ".." part).
 std::string static_nodes_tmpfiles(const std::string& devname);
 
 }  // namespace cairn::imager

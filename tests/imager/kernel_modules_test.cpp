@@ -46,7 +46,7 @@ TEST(KernelModules, AKernelWithoutIndexesIsAnError) {
 TEST(KernelModules, StaticNodesAreTheTmpfilesLinesKmodWrites) {
     EXPECT_EQ(static_nodes_tmpfiles("# Device nodes to trigger on-demand module loading.\n"
                                     "fuse fuse c10:229\ntun net/tun c10:200\ndm_mod mapper/control c10:236\n"
-                                    "broken line\nodd odd x1:2\nloop loop b7:0\n"),
+                                    "broken line\nodd odd x1:2\nloop loop b7:0\nevil ../etc/shadow c1:1\nworse /etc/x c1:1\n"),
               "c! /dev/fuse 0600 - - - 10:229\n"
               "d /dev/net 0755 - - -\nc! /dev/net/tun 0600 - - - 10:200\n"
               "d /dev/mapper 0755 - - -\nc! /dev/mapper/control 0600 - - - 10:236\n"
