@@ -427,9 +427,15 @@ void ensure_directory(Tree& tree, const std::string& path, const std::string& wh
     }
 }
 
-void add_unit(Tree& tree, const std::string& name, const char* text, const std::string& what) {
+void add_unit(Tree& tree, const std::string& name, const std::string& text, const std::string& what) {
     ensure_directory(tree, systemd_paths::units, what);
     tree.add_file(std::string(systemd_paths::units) + "/" + name, text, file_meta, what);
+}
+
+// `systemctl mask`: a link to /dev/null of the unit's name in /etc/systemd/system.
+void mask(Tree& tree, const std::string& unit, const std::string& why, const std::string& what) {
+    ensure_directory(tree, systemd_paths::admin_units, what);
+    tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + unit, "/dev/null", link_meta, what + ": masking " + unit + " (" + why + ")");
 }
 
 // `systemctl enable` for a unit: a symlink in the vendor unit folder, TARGET.wants or .requires.
@@ -479,10 +485,8 @@ void kernel_answers(Tree& tree, const std::string& release, const std::string& w
     if (release.empty()) return;
     const std::string modules_dir = tree.resolve("/lib/modules/" + release, what);
     if (!tree.meta(modules_dir + "/modules.dep")) return;
-    auto mask = [&](const std::string& unit, const std::string& why) {
-        if (tree.meta(tree.resolve(std::string(systemd_paths::admin_units) + "/" + unit, what))) return;  // the recipe's own
-        ensure_directory(tree, systemd_paths::admin_units, what);
-        tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + unit, "/dev/null", link_meta, what + ": masking " + unit + " (" + why + ")");
+    auto mask_unless_own = [&](const std::string& unit, const std::string& why) {
+        if (!tree.meta(tree.resolve(std::string(systemd_paths::admin_units) + "/" + unit, what))) mask(tree, unit, why, what);  // else the recipe's own
     };
     const std::string devname = modules_dir + "/modules.devname";
     if (has(tree, std::string(systemd_paths::units) + "/kmod-static-nodes.service", what) && tree.meta(devname)) {
@@ -491,12 +495,12 @@ void kernel_answers(Tree& tree, const std::string& release, const std::string& w
                       "# Cairn: the static device nodes of the image's kernel " + release + " (its modules.devname), as\n"
                       "# kmod-static-nodes.service would write them at every boot.\n" + static_nodes_tmpfiles(read_file(tree.host(devname))),
                       file_meta, what);
-        mask("kmod-static-nodes.service", "the image's kernel is known when it is built: its static nodes are in /usr/lib/tmpfiles.d/static-nodes.conf");
+        mask_unless_own("kmod-static-nodes.service", "the image's kernel is known when it is built: its static nodes are in /usr/lib/tmpfiles.d/static-nodes.conf");
     }
     if (!has(tree, std::string(systemd_paths::units) + "/modprobe@.service", what)) return;
     const KernelModules kernel = read_kernel_modules(tree.host(modules_dir), what);
     for (const std::string& name : wanted_modprobe_instances(tree))
-        if (!kernel.has(name)) mask("modprobe@" + name + ".service", "the image's kernel " + release + " has no module " + name + ", built in or loadable");
+        if (!kernel.has(name)) mask_unless_own("modprobe@" + name + ".service", "the image's kernel " + release + " has no module " + name + ", built in or loadable");
 }
 
 }  // namespace
@@ -605,8 +609,7 @@ void add_systemd_units(Tree& tree, const Recipe& recipe, const std::string& kern
     // Masked (a link to /dev/null, as `systemctl mask` makes it) where the package is installed.
     for (const auto& u : unneeded_units) {
         if (kept(u) || !has(tree, std::string(systemd_paths::units) + "/" + u.unit, what)) continue;
-        ensure_directory(tree, systemd_paths::admin_units, what);
-        tree.add_symlink(std::string(systemd_paths::admin_units) + "/" + u.unit, "/dev/null", link_meta, what + ": masking " + u.unit + " (" + u.why + ")");
+        mask(tree, u.unit, u.why, what);
     }
 
     kernel_answers(tree, kernel_release, what);
@@ -676,8 +679,7 @@ void add_systemd_units(Tree& tree, const Recipe& recipe, const std::string& kern
             const std::string after = "\nAfter=local-fs.target\n";
             keygen_unit.replace(keygen_unit.find(after), after.size(), "\nAfter=local-fs.target systemd-tmpfiles-setup.service\n");
         }
-        ensure_directory(tree, systemd_paths::units, what);
-        tree.add_file(std::string(systemd_paths::units) + "/cairn-ssh-keygen.service", keygen_unit, file_meta, what);
+        add_unit(tree, "cairn-ssh-keygen.service", keygen_unit, what);
         enable(tree, "cairn-ssh-keygen.service", "ssh.service", what, "requires");
         if (recipe.ssh.vsock) {
             add_unit(tree, "cairn-sshd-vsock.socket", sshd_vsock_socket, what);
