@@ -30,6 +30,7 @@
 #include "imager/apt.hpp"
 #include "imager/provisioning.hpp"
 #include "imager/attestation_agent.hpp"
+#include "imager/read_ahead.hpp"
 #include "imager/sbom.hpp"
 #include "imager/systemd.hpp"
 #include "imager/ssh.hpp"
@@ -466,6 +467,11 @@ void image_var(BuildContext& c) {
     const size_t seeded = move_var_to_factory(c.tree.staging());
     c.tree.sync_with_staging(true);
     c.progress->note("/var of the packages: " + std::to_string(seeded) + " entries seeded on the device from " + systemd_paths::factory_var);
+}
+
+void read_ahead(BuildContext& c) {
+    const size_t files = add_boot_read_ahead(c.tree);
+    c.progress->note("Read-ahead at boot: " + std::to_string(files) + " files (" + initrd::read_ahead_list + ")");
 }
 
 void root_filesystem(BuildContext& c) {

@@ -365,11 +365,7 @@ std::vector<fs::path> add_cairn_program(Tree& tree, const fs::path& program, std
     return libraries;
 }
 
-namespace {
-
-// The host path of the regular file an image path leads to, symlinks followed inside the tree;
-// empty when there is none.
-fs::path tree_file(const Tree& tree, std::string path) {
+std::string tree_regular_file(const Tree& tree, std::string path) {
     for (int hops = 0; hops < 40; ++hops) {
         std::string canonical;
         try {
@@ -380,7 +376,7 @@ fs::path tree_file(const Tree& tree, std::string path) {
         const fs::path host = tree.host(canonical);
         struct stat st {};
         if (::lstat(host.c_str(), &st) != 0) return {};
-        if (S_ISREG(st.st_mode)) return host;
+        if (S_ISREG(st.st_mode)) return canonical;
         if (!S_ISLNK(st.st_mode)) return {};
         std::error_code ec;
         const std::string target = fs::read_symlink(host, ec).string();
@@ -388,6 +384,14 @@ fs::path tree_file(const Tree& tree, std::string path) {
         path = target.starts_with('/') ? target : parent_of(canonical) + "/" + target;
     }
     return {};
+}
+
+namespace {
+
+// The host path of the regular file an image path leads to; empty when there is none.
+fs::path tree_file(const Tree& tree, const std::string& path) {
+    const std::string canonical = tree_regular_file(tree, path);
+    return canonical.empty() ? fs::path() : tree.host(canonical);
 }
 
 // The directories the image's /etc/ld.so.conf names, following `include` lines (globs of
@@ -446,6 +450,49 @@ std::string expand_search_path(std::string element, const std::string& origin) {
 }
 
 }  // namespace
+
+std::vector<std::string> loaded_files(const Tree& tree, const std::vector<std::string>& programs) {
+    const std::vector<std::string> conf = image_ld_so_conf(tree);
+    static const std::vector<std::string> defaults = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib", "/lib64", "/usr/lib64"};
+    std::vector<std::string> order;
+    std::set<std::string> seen;
+    auto add = [&](const std::string& canonical) {
+        if (!canonical.empty() && seen.insert(canonical).second) order.push_back(canonical);
+    };
+    for (const auto& program : programs) add(tree_regular_file(tree, program));
+    for (size_t next = 0; next < order.size(); ++next) {
+        const std::string object = order[next];  // a copy: `add` grows `order`
+        elf::Info info;
+        try {
+            info = elf::read_info(tree.host(object));
+        } catch (const Error&) {
+            continue;
+        }
+        if (!info.is_elf || !info.is_64 || info.machine != EM_X86_64 || !info.is_dynamic) continue;
+        if (!info.interpreter.empty()) add(tree_regular_file(tree, info.interpreter));
+        std::vector<std::string> dirs;
+        const std::string origin = parent_of(object);
+        if (info.runpath.empty())
+            for (const auto& e : info.rpath) dirs.push_back(expand_search_path(e, origin));
+        for (const auto& e : info.runpath) dirs.push_back(expand_search_path(e, origin));
+        dirs.insert(dirs.end(), conf.begin(), conf.end());
+        dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+        for (const auto& name : info.needed) {
+            if (name.find('/') != std::string::npos) {
+                if (name.starts_with('/')) add(tree_regular_file(tree, name));
+                continue;
+            }
+            for (const auto& dir : dirs) {
+                if (dir.empty()) continue;
+                if (std::string found = tree_regular_file(tree, dir + "/" + name); !found.empty()) {
+                    add(found);
+                    break;
+                }
+            }
+        }
+    }
+    return order;
+}
 
 std::vector<MissingLibraries> missing_libraries(const Tree& tree) {
     struct Object {

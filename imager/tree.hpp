@@ -119,6 +119,17 @@ struct MissingLibraries {
 // a library: a DT_RPATH of any object in the tree counts for every library. Sorted by path.
 std::vector<MissingLibraries> missing_libraries(const Tree& tree);
 
+// The canonical image path of the regular file an image path leads to, symlinks followed inside
+// the tree (absolute targets stay in it); empty when there is none.
+std::string tree_regular_file(const Tree& tree, std::string path);
+
+// The files the image's dynamic loader maps to start each of `programs` (image paths; symlinks
+// are followed inside the tree): the program, its interpreter (PT_INTERP) and every DT_NEEDED
+// library, looked up as missing_libraries says (without the leniency for other objects'
+// DT_RPATH). Canonical image paths, breadth-first from the programs, without duplicates; what
+// the tree lacks is left out.
+std::vector<std::string> loaded_files(const Tree& tree, const std::vector<std::string>& programs);
+
 // Where a build's staging tree lives. Creating hundreds of thousands of small files and then
 // deleting them is most of what installing Debian packages costs, and on a disk filesystem it
 // is slow (ext4 without a journal, for one, scans past every inode deleted in the last 30 s

@@ -31,6 +31,7 @@
 #include "common/subprocess.hpp"
 #include "common/text.hpp"
 #include "initrd/boot.hpp"
+#include "initrd/read_ahead.hpp"
 #include "partitions/disk.hpp"
 #include "updater/boot_control.hpp"
 #include "updater/uefi_boot_control.hpp"
@@ -388,6 +389,7 @@ void bind_image_state(const std::string& log_mount) {
     if (::chdir(sysroot) != 0) fail_errno("entering " + std::string(sysroot));
     if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) fail_errno("moving " + std::string(sysroot) + " to /");
     if (::chroot(".") != 0 || ::chdir("/") != 0) fail_errno("changing root");
+    start_read_ahead();  // in the background, while the image's init starts
     ::execl(init.c_str(), init.c_str(), static_cast<char*>(nullptr));
     fail_errno("starting " + init);
 }
