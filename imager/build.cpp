@@ -114,7 +114,7 @@ const std::vector<Stage>& build_pipeline() {
         {"check-libraries", nullptr, nullptr, stages::check_libraries},
         {"sbom", nullptr, nullptr, stages::sbom},
         {"image-var", has_packages, nullptr, stages::image_var},
-        {"read-ahead", [](const BuildContext& c) { return c.systemd; }, nullptr, stages::read_ahead},
+        {"read-ahead", nullptr, nullptr, stages::read_ahead},
         {"root-filesystem", nullptr,
          [](const BuildContext& c) {
              return "Making the " + c.recipe.rootfs.filesystem + " root filesystem (" + std::to_string(c.tree.entries().size()) + " entries)";

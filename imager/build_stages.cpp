@@ -470,6 +470,7 @@ void image_var(BuildContext& c) {
 }
 
 void read_ahead(BuildContext& c) {
+    if (!c.systemd) return;  // known once the packages are in
     const size_t files = add_boot_read_ahead(c.tree);
     c.progress->note("Read-ahead at boot: " + std::to_string(files) + " files (" + initrd::read_ahead_list + ")");
 }

@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "imager/kernel_modules.hpp"
 #include "imager/systemd.hpp"
 
 namespace cairn::imager {
@@ -126,6 +127,44 @@ std::vector<std::string> linked_units(const Tree& tree, const std::string& targe
     return names;
 }
 
+// The module files (with the modules they depend on) systemd-modules-load loads: the names in
+// modules-load.d, looked up in each kernel's modules.dep the tree has.
+std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
+    std::vector<std::string> names;
+    for (const char* folder : {"/etc/modules-load.d", "/usr/lib/modules-load.d"}) {
+        for (auto it = tree.entries().lower_bound(std::string(folder) + "/"); it != tree.entries().end() && under(it->first, folder); ++it) {
+            if (!it->first.ends_with(".conf")) continue;
+            const std::string file = tree_regular_file(tree, it->first);
+            if (file.empty()) continue;
+            std::istringstream in(read_file(tree.host(file)));
+            for (std::string line; std::getline(in, line);) {
+                std::istringstream words(line);
+                std::string word;
+                if (words >> word && word[0] != '#' && word[0] != ';') names.push_back(module_name(word));
+            }
+        }
+    }
+    std::vector<std::string> files;
+    if (names.empty()) return files;
+    for (const auto& [path, meta] : tree.entries()) {
+        if (!S_ISDIR(meta.mode) || !path.starts_with("/usr/lib/modules/") || path.find('/', std::string("/usr/lib/modules/").size()) != std::string::npos)
+            continue;
+        KernelModules k;
+        try {
+            k = read_kernel_modules(tree.host(path), "read-ahead");
+        } catch (const Error&) {
+            continue;  // no modules.dep: nothing modprobe could load either
+        }
+        for (const auto& name : names) {
+            const auto m = k.loadable.find(name);
+            if (m == k.loadable.end()) continue;
+            for (const auto& dep : m->second.depends) files.push_back(path + "/" + dep);
+            files.push_back(path + "/" + m->second.path);
+        }
+    }
+    return files;
+}
+
 }  // namespace
 
 std::vector<std::string> boot_read_ahead(const Tree& tree) {
@@ -151,6 +190,7 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
             if (S_ISREG(it->second.mode)) add(it->first);
     }
     for (const char* file : read_ahead_files) add(tree_regular_file(tree, file));
+    for (const auto& module : modules_loaded_at_boot(tree)) add(module);
     for (const auto& [path, meta] : tree.entries()) {
         if (!S_ISREG(meta.mode) || !path.starts_with("/usr/lib/modules/")) continue;
         const std::string name = path.substr(path.rfind('/') + 1);

@@ -9,7 +9,8 @@
 //
 // What it holds, in this order (every entry a canonical path of a regular file in the tree):
 // 1. the units and the configuration systemd, udev, networkd, tmpfiles, sysctl and D-Bus read at
-//    every boot (the folders in read_ahead_folders), and the kernel modules' indexes;
+//    every boot (the folders in read_ahead_folders), the kernel modules' indexes and the modules
+//    modules-load.d names (with the ones they need);
 // 2. the programs of the units the boot starts (ExecStart= and friends of every unit linked in a
 //    .wants/.requires folder, the service of each such socket; masked units and the ones only a
 //    timer or path starts are not), systemd itself first, each with the libraries it loads

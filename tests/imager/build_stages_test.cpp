@@ -62,7 +62,7 @@ TEST(BuildPipeline, ARecipeWithoutKernelOrBootSkipsTheirStages) {
     Scratch dir;
     test::write_text(dir / "r.toml", no_boot_recipe);
     EXPECT_EQ(stages_of(dir / "r.toml", dir / "work"),
-              (std::vector<std::string>{"staging", "root-tree", "device-files", "check-libraries", "sbom", "root-filesystem", "disk-roots", "verity", "esps", "disk",
+              (std::vector<std::string>{"staging", "root-tree", "device-files", "check-libraries", "sbom", "read-ahead", "root-filesystem", "disk-roots", "verity", "esps", "disk",
                                         "manifest", "publish"}));
 }
 
@@ -106,6 +106,7 @@ TEST(BuildPipeline, TheDebianRecipeInstallsPackagesFirstAndMovesVarBeforeTheFile
     EXPECT_LT(at("root-tree"), at("kernel"));  // the kernel's modules go in after the recipe's steps, as before
     EXPECT_LT(at("sbom"), at("image-var"));  // the SBOM reads dpkg's database where dpkg left it
     EXPECT_LT(at("image-var"), at("root-filesystem"));
+    EXPECT_EQ(at("read-ahead"), at("root-filesystem") - 1);  // the tree is final: its list is the root's
     // disk.raw takes the roots while verity, the UKIs and the ESPs are made, and is finished last.
     EXPECT_EQ(at("disk-roots"), at("root-filesystem") + 1);
     EXPECT_LT(at("esps"), at("disk"));

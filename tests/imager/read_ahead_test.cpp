@@ -56,9 +56,17 @@ void add_tree(Tree& t) {
     // Configuration and the modules' indexes.
     t.add_file("/usr/lib/udev/rules.d/50-default.rules", "\n", file_meta, "t");
     t.add_file("/usr/lib/modules/6.1.0-test/modules.dep.bin", "x", file_meta, "t");
-    t.add_file("/usr/lib/modules/6.1.0-test/modules.dep", "x", file_meta, "t");
+    // The modules systemd-modules-load loads, with what they need.
+    const std::string k = "/usr/lib/modules/6.1.0-test/";
+    t.add_file(k + "modules.dep", "kernel/net/netfilter/nf_tables.ko: kernel/net/netfilter/nfnetlink.ko\nkernel/net/netfilter/nfnetlink.ko:\nkernel/fs/fuse/fuse.ko:\n",
+               file_meta, "t");
+    for (const char* ko : {"kernel/net/netfilter/nf_tables.ko", "kernel/net/netfilter/nfnetlink.ko", "kernel/fs/fuse/fuse.ko"}) t.add_file(k + ko, "ko", file_meta, "t");
+    t.add_file("/etc/modules-load.d/firewall.conf", "# the firewall's\nnf-tables\n", file_meta, "t");
     t.add_file("/usr/lib/udev/hwdb.bin", "x", file_meta, "t");
 }
+
+const std::string k_nfnetlink = "/usr/lib/modules/6.1.0-test/kernel/net/netfilter/nfnetlink.ko";
+const std::string k_nf_tables = "/usr/lib/modules/6.1.0-test/kernel/net/netfilter/nf_tables.ko";
 
 size_t at(const std::vector<std::string>& list, const std::string& path) {
     return size_t(std::find(list.begin(), list.end(), path) - list.begin());
@@ -82,8 +90,11 @@ TEST(ReadAhead, ListsWhatTheBootReadsConfigurationFirstThenEachStartedProgramWit
     EXPECT_NE(libc, list.end());
     EXPECT_TRUE(std::any_of(list.begin(), list.end(), [](const std::string& p) { return p.find("ld-linux-x86-64.so.2") != std::string::npos; }));
     for (const char* p : {"/usr/bin/masked-prog", "/usr/bin/apt-prog", "/usr/lib/udev/hwdb.bin", "/usr/lib/modules/6.1.0-test/modules.dep",
+                          "/usr/lib/modules/6.1.0-test/kernel/fs/fuse/fuse.ko", "/etc/modules-load.d/firewall.conf",
                           "/etc/systemd/system/admin.service", "/etc/systemd/system/app.service.d/pre.conf"})
         EXPECT_FALSE(has(p)) << p;
+    EXPECT_LT(at(list, k_nfnetlink), at(list, k_nf_tables));  // what a module needs first, as modprobe loads them
+    EXPECT_LT(at(list, k_nf_tables), list.size());
     // In the order of the boot: configuration, PID 1, sockets.target's, then multi-user.target's.
     EXPECT_LT(at(list, "/usr/lib/udev/rules.d/50-default.rules"), at(list, "/usr/lib/systemd/systemd"));
     EXPECT_LT(at(list, "/usr/lib/systemd/systemd"), at(list, "/usr/sbin/bare-prog"));
