@@ -67,13 +67,8 @@ std::optional<std::string> unit_file(const Tree& tree, const std::string& name) 
     for (const char* folder : {systemd_paths::admin_units, systemd_paths::units}) {
         for (const auto& candidate : candidates) {
             const std::string path = std::string(folder) + "/" + candidate;
-            const auto meta = tree.meta(path);
-            if (!meta) continue;
-            if (S_ISLNK(meta->mode)) {
-                std::error_code ec;
-                if (fs::read_symlink(tree.host(path), ec) == "/dev/null") return std::nullopt;
-            }
-            std::string file = tree_regular_file(tree, path);
+            if (!tree.meta(path)) continue;
+            std::string file = tree_regular_file(tree, path);  // empty for a mask: /dev/null is no file of the tree
             if (file.empty()) return std::nullopt;
             return file;
         }

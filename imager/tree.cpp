@@ -449,11 +449,34 @@ std::string expand_search_path(std::string element, const std::string& origin) {
     return element.starts_with('/') ? element : std::string();
 }
 
+// Where ld.so in the image looks for the DT_NEEDED names of an object (`info`, found in the folder
+// `origin`), in order: its DT_RPATH (when it has no DT_RUNPATH) and DT_RUNPATH, then `extra`, the
+// image's ld.so.conf folders (`conf`) and the default folders. Relative elements come out empty.
+std::vector<std::string> library_search_dirs(const elf::Info& info, const std::string& origin, const std::vector<std::string>& extra,
+                                             const std::vector<std::string>& conf) {
+    static const std::vector<std::string> defaults = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib", "/lib64", "/usr/lib64"};
+    std::vector<std::string> dirs;
+    if (info.runpath.empty())
+        for (const auto& e : info.rpath) dirs.push_back(expand_search_path(e, origin));
+    for (const auto& e : info.runpath) dirs.push_back(expand_search_path(e, origin));
+    dirs.insert(dirs.end(), extra.begin(), extra.end());
+    dirs.insert(dirs.end(), conf.begin(), conf.end());
+    dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+    return dirs;
+}
+
+// The canonical path of the library `name` (no '/') in the first of `dirs` that has it; empty when none does.
+std::string find_library(const Tree& tree, const std::vector<std::string>& dirs, const std::string& name) {
+    for (const auto& dir : dirs)
+        if (!dir.empty())
+            if (std::string found = tree_regular_file(tree, dir + "/" + name); !found.empty()) return found;
+    return {};
+}
+
 }  // namespace
 
 std::vector<std::string> loaded_files(const Tree& tree, const std::vector<std::string>& programs) {
     const std::vector<std::string> conf = image_ld_so_conf(tree);
-    static const std::vector<std::string> defaults = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib", "/lib64", "/usr/lib64"};
     std::vector<std::string> order;
     std::set<std::string> seen;
     auto add = [&](const std::string& canonical) {
@@ -470,25 +493,12 @@ std::vector<std::string> loaded_files(const Tree& tree, const std::vector<std::s
         }
         if (!info.is_elf || !info.is_64 || info.machine != EM_X86_64 || !info.is_dynamic) continue;
         if (!info.interpreter.empty()) add(tree_regular_file(tree, info.interpreter));
-        std::vector<std::string> dirs;
-        const std::string origin = parent_of(object);
-        if (info.runpath.empty())
-            for (const auto& e : info.rpath) dirs.push_back(expand_search_path(e, origin));
-        for (const auto& e : info.runpath) dirs.push_back(expand_search_path(e, origin));
-        dirs.insert(dirs.end(), conf.begin(), conf.end());
-        dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+        const std::vector<std::string> dirs = library_search_dirs(info, parent_of(object), {}, conf);
         for (const auto& name : info.needed) {
-            if (name.find('/') != std::string::npos) {
-                if (name.starts_with('/')) add(tree_regular_file(tree, name));
-                continue;
-            }
-            for (const auto& dir : dirs) {
-                if (dir.empty()) continue;
-                if (std::string found = tree_regular_file(tree, dir + "/" + name); !found.empty()) {
-                    add(found);
-                    break;
-                }
-            }
+            if (name.find('/') == std::string::npos)
+                add(find_library(tree, dirs, name));
+            else if (name.starts_with('/'))
+                add(tree_regular_file(tree, name));
         }
     }
     return order;
@@ -516,25 +526,15 @@ std::vector<MissingLibraries> missing_libraries(const Tree& tree) {
         for (const auto& element : o.info.rpath)
             if (auto dir = expand_search_path(element, parent_of(o.path)); !dir.empty()) any_rpath.push_back(dir);
     const std::vector<std::string> conf = image_ld_so_conf(tree);
-    static const std::vector<std::string> defaults = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib", "/lib64", "/usr/lib64"};
 
     std::vector<MissingLibraries> result;
     for (const auto& o : objects) {
         MissingLibraries m{o.path, {}, {}};
         if (!o.info.interpreter.empty() && tree_file(tree, o.info.interpreter).empty()) m.interpreter = o.info.interpreter;
-        std::vector<std::string> dirs;
-        const std::string origin = parent_of(o.path);
-        if (o.info.runpath.empty())
-            for (const auto& e : o.info.rpath) dirs.push_back(expand_search_path(e, origin));
-        for (const auto& e : o.info.runpath) dirs.push_back(expand_search_path(e, origin));
-        dirs.insert(dirs.end(), any_rpath.begin(), any_rpath.end());
-        dirs.insert(dirs.end(), conf.begin(), conf.end());
-        dirs.insert(dirs.end(), defaults.begin(), defaults.end());
+        const std::vector<std::string> dirs = library_search_dirs(o.info, parent_of(o.path), any_rpath, conf);
         for (const auto& name : o.info.needed) {
-            bool found = false;
-            if (name.find('/') != std::string::npos) found = !name.starts_with('/') || !tree_file(tree, name).empty();
-            for (size_t i = 0; !found && i < dirs.size(); ++i)
-                found = !dirs[i].empty() && !tree_file(tree, dirs[i] + "/" + name).empty();
+            const bool found = name.find('/') != std::string::npos ? !name.starts_with('/') || !tree_file(tree, name).empty()
+                                                                   : !find_library(tree, dirs, name).empty();
             if (!found) m.libraries.push_back(name);
         }
         if (!m.interpreter.empty() || !m.libraries.empty()) result.push_back(std::move(m));

@@ -31,7 +31,7 @@ int open_regular(const char* path, dev_t device, struct stat& st) {
 
 }  // namespace
 
-ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits) {
+ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits) noexcept try {
     ReadAheadResult result;
     struct stat st {};
     const int list_fd = open_regular(list.c_str(), device, st);
@@ -68,23 +68,30 @@ ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAhea
         ++result.files;
     }
     return result;
+} catch (...) {  // out of memory for the list: no read-ahead
+    return {};
 }
 
 void start_read_ahead() {
     struct stat root {}, list {};
     if (::stat("/", &root) != 0 || ::lstat(read_ahead_list, &list) != 0 || !S_ISREG(list.st_mode)) return;
     if (::fork() != 0) return;  // the caller (a failed fork: no read-ahead)
-    ::prctl(PR_SET_NAME, "cairn-readahead");
-    const auto started = std::chrono::steady_clock::now();
-    const ReadAheadResult r = read_ahead(read_ahead_list, root.st_dev);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    char line[200];
-    const int n = std::snprintf(line, sizeof line, "<6>cairn-readahead: %zu files, %.1f MiB read ahead in %.2f s (%zu skipped)\n", r.files,
-                                double(r.bytes) / (1 << 20), seconds, r.skipped);
-    if (const int kmsg = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY); kmsg >= 0) {
-        if (n > 0 && ::write(kmsg, line, size_t(std::min<int>(n, sizeof line - 1))) < 0) {
-        }  // nothing to do: the report is for people
-        ::close(kmsg);
+    // The child never returns into cairn-init's code, whose failure path would reboot the
+    // machine: whatever happens here ends in _exit.
+    try {
+        ::prctl(PR_SET_NAME, "cairn-readahead");
+        const auto started = std::chrono::steady_clock::now();
+        const ReadAheadResult r = read_ahead(read_ahead_list, root.st_dev);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        char line[200];
+        const int n = std::snprintf(line, sizeof line, "<6>cairn-readahead: %zu files, %.1f MiB read ahead in %.2f s (%zu skipped)\n", r.files,
+                                    double(r.bytes) / (1 << 20), seconds, r.skipped);
+        if (const int kmsg = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY); kmsg >= 0) {
+            if (n > 0 && ::write(kmsg, line, size_t(std::min<int>(n, sizeof line - 1))) < 0) {
+            }  // nothing to do: the report is for people
+            ::close(kmsg);
+        }
+    } catch (...) {
     }
     ::_exit(0);
 }

@@ -39,7 +39,7 @@ struct ReadAheadResult {
 // link (the last component is not followed), a FIFO, socket, device or directory, and files on
 // other filesystems; stops at the limits. The list itself must be a regular file on `device`, or
 // nothing is read. Never throws: read-ahead only ever saves time.
-ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits = {});
+ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits = {}) noexcept;
 
 // When the root ("/", after switch_root) has read_ahead_list: forks a child, named
 // "cairn-readahead", that runs read_ahead on it and reports on /dev/kmsg when done; the caller
