@@ -173,6 +173,10 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
         if (seen.insert(canonical).second) list.push_back(canonical);
     };
 
+    // 0. systemd with its libraries: PID 1 maps them the moment it starts, and cairn-init starts
+    // the read-ahead only a fraction of a second before that.
+    for (const auto& file : loaded_files(tree, {systemd_paths::systemd})) add(file);
+
     // 1. What systemd and the early services read: their configuration, the modules' indexes.
     for (const char* folder : read_ahead_folders) {
         std::string canonical;

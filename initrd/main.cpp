@@ -389,7 +389,6 @@ void bind_image_state(const std::string& log_mount) {
     if (::chdir(sysroot) != 0) fail_errno("entering " + std::string(sysroot));
     if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) fail_errno("moving " + std::string(sysroot) + " to /");
     if (::chroot(".") != 0 || ::chdir("/") != 0) fail_errno("changing root");
-    start_read_ahead();  // in the background, while the image's init starts
     ::execl(init.c_str(), init.c_str(), static_cast<char*>(nullptr));
     fail_errno("starting " + init);
 }
@@ -426,6 +425,7 @@ int main() {
                            (err == EIO || err == EINVAL ? ": it does not match its root hash or is damaged" : ""),
                        err);
         }
+        start_read_ahead(sysroot);  // in the background, while cairn-init goes on and the image's init starts
 
         // The data partition is required: without it there is no /var. A damaged one boots degraded.
         const partitions::FoundPartition data = partitions::get_role(boot_disk->table, Role::Data, 0, boot_disk->name);

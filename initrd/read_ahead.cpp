@@ -72,25 +72,28 @@ ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAhea
     return {};
 }
 
-void start_read_ahead() {
-    struct stat root {}, list {};
-    if (::stat("/", &root) != 0 || ::lstat(read_ahead_list, &list) != 0 || !S_ISREG(list.st_mode)) return;
-    if (::fork() != 0) return;  // the caller (a failed fork: no read-ahead)
+pid_t start_read_ahead(const std::string& root, const char* report) {
+    struct stat top {}, list {};
+    if (::stat(root.c_str(), &top) != 0 || ::lstat((root + read_ahead_list).c_str(), &list) != 0 || !S_ISREG(list.st_mode)) return 0;
+    const pid_t pid = ::fork();
+    if (pid != 0) return pid < 0 ? 0 : pid;  // the caller (a failed fork: no read-ahead)
     // The child never returns into cairn-init's code, whose failure path would reboot the
-    // machine: whatever happens here ends in _exit.
+    // machine: whatever happens here ends in _exit. It keeps no descriptor of cairn-init's but
+    // the one it reports on, and reads nothing outside the root.
     try {
         ::prctl(PR_SET_NAME, "cairn-readahead");
+        const int out = ::open(report, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_APPEND);
+        if (out > 0) ::close_range(0, unsigned(out) - 1, 0);
+        ::close_range(out < 0 ? 0 : unsigned(out) + 1, ~0U, 0);
+        if (::chroot(root.c_str()) != 0 || ::chdir("/") != 0) ::_exit(0);
         const auto started = std::chrono::steady_clock::now();
-        const ReadAheadResult r = read_ahead(read_ahead_list, root.st_dev);
+        const ReadAheadResult r = read_ahead(read_ahead_list, top.st_dev);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         char line[200];
         const int n = std::snprintf(line, sizeof line, "<6>cairn-readahead: %zu files, %.1f MiB read ahead in %.2f s (%zu skipped)\n", r.files,
                                     double(r.bytes) / (1 << 20), seconds, r.skipped);
-        if (const int kmsg = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY); kmsg >= 0) {
-            if (n > 0 && ::write(kmsg, line, size_t(std::min<int>(n, sizeof line - 1))) < 0) {
-            }  // nothing to do: the report is for people
-            ::close(kmsg);
-        }
+        if (out >= 0 && n > 0 && ::write(out, line, size_t(std::min<int>(n, sizeof line - 1))) < 0) {
+        }  // nothing to do: the report is for people
     } catch (...) {
     }
     ::_exit(0);

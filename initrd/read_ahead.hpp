@@ -1,8 +1,8 @@
 // Reading ahead, at boot, the files of the root filesystem the boot is going to read (the
-// imager predicts them: imager/read_ahead.hpp). cairn-init starts it in a process of its own just
-// before it hands over to the image's init, so that it runs on the CPU systemd's start leaves
-// idle; the services then find their programs, libraries and configuration in the page cache,
-// already checked against the verity tree.
+// imager predicts them: imager/read_ahead.hpp). cairn-init starts it in a process of its own as
+// soon as the verified root is mounted, so that it runs on the CPU that cairn-init's last steps
+// and systemd's start leave idle; systemd and the services then find their programs, libraries
+// and configuration in the page cache, already checked against the verity tree.
 //
 // The list is in the verified root, but what it names is looked up on the running system: only
 // regular files of the root filesystem itself are read (the overlays on /etc, /home and /root,
@@ -41,9 +41,13 @@ struct ReadAheadResult {
 // nothing is read. Never throws: read-ahead only ever saves time.
 ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits = {}) noexcept;
 
-// When the root ("/", after switch_root) has read_ahead_list: forks a child, named
-// "cairn-readahead", that runs read_ahead on it and reports on /dev/kmsg when done; the caller
-// goes on at once. The child becomes a child of the image's init, which reaps it.
-void start_read_ahead();
+// When the root filesystem mounted at `root` has read_ahead_list: forks a child, named
+// "cairn-readahead", that enters `root` (chroot) and runs read_ahead on it, then reports on
+// `report` (opened before it enters the root; /dev/kmsg) when done; the caller goes on at once.
+// cairn-init starts it as soon as the verified root is mounted, so that the reading overlaps the
+// rest of cairn-init and systemd's start; the child lives on through switch_root (its root is
+// the same mount) and becomes a child of the image's init, which reaps it. Returns the child's
+// pid, or 0 when there is no list or no child.
+pid_t start_read_ahead(const std::string& root, const char* report = "/dev/kmsg");
 
 }  // namespace cairn::initrd

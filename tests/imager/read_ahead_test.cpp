@@ -74,7 +74,7 @@ size_t at(const std::vector<std::string>& list, const std::string& path) {
 
 }  // namespace
 
-TEST(ReadAhead, ListsWhatTheBootReadsConfigurationFirstThenEachStartedProgramWithItsLibraries) {
+TEST(ReadAhead, ListsWhatTheBootReadsSystemdFirstThenConfigurationThenEachStartedProgramWithItsLibraries) {
     Scratch dir;
     Tree t(dir / "root");
     add_tree(t);
@@ -95,9 +95,11 @@ TEST(ReadAhead, ListsWhatTheBootReadsConfigurationFirstThenEachStartedProgramWit
         EXPECT_FALSE(has(p)) << p;
     EXPECT_LT(at(list, k_nfnetlink), at(list, k_nf_tables));  // what a module needs first, as modprobe loads them
     EXPECT_LT(at(list, k_nf_tables), list.size());
-    // In the order of the boot: configuration, PID 1, sockets.target's, then multi-user.target's.
-    EXPECT_LT(at(list, "/usr/lib/udev/rules.d/50-default.rules"), at(list, "/usr/lib/systemd/systemd"));
-    EXPECT_LT(at(list, "/usr/lib/systemd/systemd"), at(list, "/usr/sbin/bare-prog"));
+    // In the order of the boot: PID 1 with its libraries, configuration, then sysinit.target's,
+    // sockets.target's and multi-user.target's programs.
+    EXPECT_EQ(at(list, "/usr/lib/systemd/systemd"), 0u);
+    EXPECT_LT(size_t(libc - list.begin()), at(list, "/usr/lib/udev/rules.d/50-default.rules"));
+    EXPECT_LT(at(list, "/usr/lib/udev/rules.d/50-default.rules"), at(list, "/usr/sbin/bare-prog"));
     EXPECT_LT(at(list, "/usr/sbin/bare-prog"), at(list, "/usr/bin/sock-prog"));
     EXPECT_LT(at(list, "/usr/bin/sock-prog"), at(list, "/usr/bin/env"));
     EXPECT_LT(at(list, "/usr/bin/env"), at(list, "/usr/sbin/agetty"));

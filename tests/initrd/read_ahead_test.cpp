@@ -1,6 +1,7 @@
 #include "initrd/read_ahead.hpp"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/file.hpp"
 #include "tests/support/test_support.hpp"
 
 using namespace cairn::initrd;
@@ -89,4 +91,28 @@ TEST(ReadAhead, StopsAtItsLimits) {
     ReadAheadLimits list;
     list.max_list_bytes = 10;  // the list is longer: not read at all
     EXPECT_EQ(read_ahead((s / "list").string(), device_of(s.path()), list).files, 0u);
+}
+
+// cairn-init starts it as soon as the verified root is mounted, on /sysroot: the list's paths are
+// the root's own, so the child enters the root before it reads.
+TEST(ReadAhead, StartsInsideTheRootItIsGivenAndReportsWhenDone) {
+    if (!cairn::test::is_root()) GTEST_SKIP() << "chroot needs root";
+    Scratch s;
+    const fs::path root = s / "root";
+    fs::create_directories(root / "cairn-read-ahead-test");
+    write_random(root / "cairn-read-ahead-test/lib.so", 64 * 1024, 7);
+    write_text(root / "usr/lib/cairn/boot-read-ahead", "/cairn-read-ahead-test/lib.so\n/cairn-read-ahead-test/missing\n");
+    write_text(s / "report", "");
+    const pid_t child = start_read_ahead(root.string(), (s / "report").c_str());
+    ASSERT_GT(child, 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    const std::string report = cairn::read_file(s / "report");
+    EXPECT_NE(report.find("cairn-readahead: 1 files, 0.1 MiB read ahead in "), std::string::npos) << report;
+    EXPECT_NE(report.find("(1 skipped)"), std::string::npos) << report;
+
+    // No list in the root: no child.
+    fs::create_directories(s / "bare");
+    EXPECT_EQ(start_read_ahead((s / "bare").string(), (s / "report").c_str()), 0);
 }
