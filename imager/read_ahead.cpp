@@ -141,9 +141,10 @@ std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
     }
     std::vector<std::string> files;
     if (names.empty()) return files;
-    for (const auto& [path, meta] : tree.entries()) {
-        if (!S_ISDIR(meta.mode) || !path.starts_with("/usr/lib/modules/") || path.find('/', std::string("/usr/lib/modules/").size()) != std::string::npos)
-            continue;
+    const std::string modules = "/usr/lib/modules/";
+    for (auto it = tree.entries().lower_bound(modules); it != tree.entries().end() && it->first.starts_with(modules); ++it) {
+        const auto& [path, meta] = *it;
+        if (!S_ISDIR(meta.mode) || path.find('/', modules.size()) != std::string::npos) continue;
         KernelModules k;
         try {
             k = read_kernel_modules(tree.host(path), "read-ahead");
@@ -190,10 +191,12 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
     }
     for (const char* file : read_ahead_files) add(tree_regular_file(tree, file));
     for (const auto& module : modules_loaded_at_boot(tree)) add(module);
-    for (const auto& [path, meta] : tree.entries()) {
-        if (!S_ISREG(meta.mode) || !path.starts_with("/usr/lib/modules/")) continue;
+    const std::string modules = "/usr/lib/modules/";
+    for (auto it = tree.entries().lower_bound(modules); it != tree.entries().end() && it->first.starts_with(modules); ++it) {
+        const auto& [path, meta] = *it;
+        if (!S_ISREG(meta.mode)) continue;
         const std::string name = path.substr(path.rfind('/') + 1);
-        if (path.find('/', std::string("/usr/lib/modules/").size()) == path.rfind('/') && name.starts_with("modules.") &&
+        if (path.find('/', modules.size()) == path.rfind('/') && name.starts_with("modules.") &&
             (name.ends_with(".bin") || name == "modules.softdep"))
             add(path);
     }
@@ -201,7 +204,7 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
     // 2. The programs of the units the boot starts, with their libraries, in the order of the boot:
     // the boot's targets in turn, each with what its .wants/.requires folders link (and what
     // those services' own folders link), a socket with its service.
-    std::vector<std::string> programs = {systemd_paths::systemd};
+    std::vector<std::string> programs;  // systemd's own came first
     std::set<std::string> units_seen;
     std::function<void(const std::string&)> visit = [&](const std::string& unit) {
         if (!units_seen.insert(unit).second) return;

@@ -1,5 +1,6 @@
 // The boot's read-ahead list: the files of the root filesystem a systemd boot of the image reads,
-// written into the image for cairn-init to read in the background while systemd starts.
+// written into the image for cairn-init to read in the background from the moment it has mounted
+// the verified root, through its last steps and systemd's start.
 //
 // Why: systemd's start (loading its units, 1-2 s under emulation) runs on one CPU; the files the
 // services then start from are read one page fault at a time, and on a verity root every block
@@ -8,12 +9,13 @@
 // the same list, and the first boot has it too.
 //
 // What it holds, in this order (every entry a canonical path of a regular file in the tree):
+// 0. systemd with its libraries (PID 1 maps them the moment it starts);
 // 1. the units and the configuration systemd, udev, networkd, tmpfiles, sysctl and D-Bus read at
 //    every boot (the folders in read_ahead_folders), the kernel modules' indexes and the modules
 //    modules-load.d names (with the ones they need);
 // 2. the programs of the units the boot starts (ExecStart= and friends of every unit linked in a
 //    .wants/.requires folder, the service of each such socket; masked units and the ones only a
-//    timer or path starts are not), systemd itself first, each with the libraries it loads
+//    timer or path starts are not), each with the libraries it loads
 //    (loaded_files, imager/tree.hpp), sysinit.target's first, then sockets, basic and multi-user.
 // Nothing under /etc, /var, /home or /root: on the device those are overlays or partitions that
 // are not the verified root, and cairn-init reads only files of the root filesystem.
