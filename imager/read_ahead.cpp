@@ -56,7 +56,8 @@ std::string script_interpreter(const Tree& tree, const std::string& program) {
     return line.substr(start, line.find_first_of(" \t", start) - start);
 }
 
-bool under(const std::string& path, const std::string& folder) { return path.size() > folder.size() && path.starts_with(folder + "/"); }
+// Where the kernels' modules are, one folder per kernel release.
+constexpr std::string_view modules_folder = "/usr/lib/modules/";
 
 // The unit file systemd would load for `name` (its template's for an instance), the admin's
 // folder first; nullopt when it is masked (a link to /dev/null) or missing.
@@ -81,9 +82,9 @@ void unit_programs(const Tree& tree, const std::string& name, const std::string&
     std::vector<std::string> files = {file};
     for (const char* folder : {systemd_paths::admin_units, systemd_paths::units}) {
         const std::string dropins = std::string(folder) + "/" + name + ".d";
-        for (auto it = tree.entries().lower_bound(dropins + "/"); it != tree.entries().end() && under(it->first, dropins); ++it)
-            if (it->first.ends_with(".conf")) {
-                if (std::string f = tree_regular_file(tree, it->first); !f.empty()) files.push_back(f);
+        for (const auto& [path, meta] : tree.entries_under(dropins))
+            if (path.ends_with(".conf")) {
+                if (std::string f = tree_regular_file(tree, path); !f.empty()) files.push_back(f);
             }
     }
     for (const auto& f : files) {
@@ -116,8 +117,8 @@ std::vector<std::string> linked_units(const Tree& tree, const std::string& targe
     for (const char* folder : {systemd_paths::admin_units, systemd_paths::units})
         for (const char* kind : {".wants", ".requires"}) {
             const std::string dir = std::string(folder) + "/" + target + kind;
-            for (auto it = tree.entries().lower_bound(dir + "/"); it != tree.entries().end() && under(it->first, dir); ++it)
-                if (it->first.find('/', dir.size() + 1) == std::string::npos) names.push_back(it->first.substr(dir.size() + 1));
+            for (const auto& [path, meta] : tree.entries_under(dir))
+                if (path.find('/', dir.size() + 1) == std::string::npos) names.push_back(path.substr(dir.size() + 1));
         }
     return names;
 }
@@ -127,9 +128,9 @@ std::vector<std::string> linked_units(const Tree& tree, const std::string& targe
 std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
     std::vector<std::string> names;
     for (const char* folder : {"/etc/modules-load.d", "/usr/lib/modules-load.d"}) {
-        for (auto it = tree.entries().lower_bound(std::string(folder) + "/"); it != tree.entries().end() && under(it->first, folder); ++it) {
-            if (!it->first.ends_with(".conf")) continue;
-            const std::string file = tree_regular_file(tree, it->first);
+        for (const auto& [path, meta] : tree.entries_under(folder)) {
+            if (!path.ends_with(".conf")) continue;
+            const std::string file = tree_regular_file(tree, path);
             if (file.empty()) continue;
             std::istringstream in(read_file(tree.host(file)));
             for (std::string line; std::getline(in, line);) {
@@ -141,10 +142,8 @@ std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
     }
     std::vector<std::string> files;
     if (names.empty()) return files;
-    const std::string modules = "/usr/lib/modules/";
-    for (auto it = tree.entries().lower_bound(modules); it != tree.entries().end() && it->first.starts_with(modules); ++it) {
-        const auto& [path, meta] = *it;
-        if (!S_ISDIR(meta.mode) || path.find('/', modules.size()) != std::string::npos) continue;
+    for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
+        if (!S_ISDIR(meta.mode) || path.find('/', modules_folder.size()) != std::string::npos) continue;
         KernelModules k;
         try {
             k = read_kernel_modules(tree.host(path), "read-ahead");
@@ -186,17 +185,15 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
         } catch (const Error&) {
             continue;
         }
-        for (auto it = tree.entries().lower_bound(canonical + "/"); it != tree.entries().end() && under(it->first, canonical); ++it)
-            if (S_ISREG(it->second.mode)) add(it->first);
+        for (const auto& [path, meta] : tree.entries_under(canonical))
+            if (S_ISREG(meta.mode)) add(path);
     }
     for (const char* file : read_ahead_files) add(tree_regular_file(tree, file));
     for (const auto& module : modules_loaded_at_boot(tree)) add(module);
-    const std::string modules = "/usr/lib/modules/";
-    for (auto it = tree.entries().lower_bound(modules); it != tree.entries().end() && it->first.starts_with(modules); ++it) {
-        const auto& [path, meta] = *it;
+    for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
         if (!S_ISREG(meta.mode)) continue;
         const std::string name = path.substr(path.rfind('/') + 1);
-        if (path.find('/', modules.size()) == path.rfind('/') && name.starts_with("modules.") &&
+        if (path.find('/', modules_folder.size()) == path.rfind('/') && name.starts_with("modules.") &&
             (name.ends_with(".bin") || name == "modules.softdep"))
             add(path);
     }

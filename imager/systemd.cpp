@@ -297,9 +297,9 @@ bool password_login(const Tree& tree) {
 bool sysv_script_without_unit(const Tree& tree) {
     const std::string what = "SysV scripts", dir = tree.resolve("/etc/init.d", what) + "/";
     if (!tree.meta(dir.substr(0, dir.size() - 1))) return false;
-    for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
-        std::string name = it->first.substr(dir.size());
-        if (name.find('/') != std::string::npos || !S_ISREG(it->second.mode) || !(it->second.mode & 0111)) continue;
+    for (const auto& [path, meta] : tree.entries_under(dir)) {
+        std::string name = path.substr(dir.size());
+        if (name.find('/') != std::string::npos || !S_ISREG(meta.mode) || !(meta.mode & 0111)) continue;
         if (name[0] == '.' || name.ends_with('~')) continue;
         static constexpr std::string_view backups[] = {".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-bak", ".dpkg-tmp", ".ucf-old",
                                                        ".ucf-new",  ".ucf-dist", ".rpmnew",    ".rpmsave",  ".rpmorig",  ".swp"};
@@ -459,9 +459,9 @@ std::set<std::string> wanted_modprobe_instances(const Tree& tree) {
     const std::string what = "modprobe@ units";
     for (const char* d : {systemd_paths::units, systemd_paths::admin_units}) {
         const std::string dir = tree.resolve(d, what) + "/";
-        for (auto it = tree.entries().lower_bound(dir); it != tree.entries().end() && it->first.rfind(dir, 0) == 0; ++it) {
-            if (!S_ISREG(it->second.mode) || it->first.find('/', dir.size()) != std::string::npos) continue;
-            std::istringstream lines(read_file(tree.host(it->first)));
+        for (const auto& [path, meta] : tree.entries_under(dir)) {
+            if (!S_ISREG(meta.mode) || path.find('/', dir.size()) != std::string::npos) continue;
+            std::istringstream lines(read_file(tree.host(path)));
             for (std::string line; std::getline(lines, line);) {
                 const size_t eq = line.find('=');
                 if (eq == std::string::npos) continue;

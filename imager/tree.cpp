@@ -234,6 +234,14 @@ void Tree::add_hardlink(std::string_view image_path, std::string_view existing_i
     meta_[path] = *m;
 }
 
+std::ranges::subrange<std::map<std::string, Meta>::const_iterator> Tree::entries_under(std::string_view folder) const {
+    std::string prefix(folder);
+    if (!prefix.ends_with('/')) prefix += '/';
+    std::string past = prefix;
+    past.back() = '/' + 1;  // the first path after every one that starts with `prefix`
+    return {meta_.upper_bound(prefix), meta_.lower_bound(past)};
+}
+
 std::optional<Meta> Tree::meta(std::string_view canonical) const {
     auto it = meta_.find(std::string(canonical));
     if (it == meta_.end()) return std::nullopt;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,6 +75,8 @@ public:
 
     // Every entry, by canonical image path, "/" included.
     const std::map<std::string, Meta>& entries() const { return meta_; }
+    // The entries below the canonical folder `folder` (at any depth, itself not), in path order.
+    std::ranges::subrange<std::map<std::string, Meta>::const_iterator> entries_under(std::string_view folder) const;
 
     // Gives every entry its recipe metadata and `epoch` as its time, for the filesystem builders.
     // As root: lchown and chmod in the staging tree. As an ordinary user: the times only, and a

@@ -43,6 +43,29 @@ TEST(Tree, FilesGoThroughMergedUsrLinks) {
     EXPECT_EQ(t.meta("/usr/bin/tool")->mode, S_IFREG | 0755);
 }
 
+TEST(Tree, EntriesUnderAFolderAreItsDescendantsOnly) {
+    Scratch dir;
+    Tree t(dir / "root");
+    t.add_directory("/usr/lib/a/b", Meta{0, 0, 0755}, "t");
+    t.add_file("/usr/lib/a/b/c", "x", Meta{0, 0, 0644}, "t");
+    t.add_file("/usr/lib/a/x", "x", Meta{0, 0, 0644}, "t");
+    t.add_file("/usr/lib/a.conf", "x", Meta{0, 0, 0644}, "t");  // shares the name's start, not the folder
+    t.add_file("/usr/lib/a0", "x", Meta{0, 0, 0644}, "t");       // '0' sorts right after '/'
+    auto paths = [&](std::string_view folder) {
+        std::vector<std::string> v;
+        for (const auto& [path, meta] : t.entries_under(folder)) v.push_back(path);
+        return v;
+    };
+    const std::vector<std::string> below_a = {"/usr/lib/a/b", "/usr/lib/a/b/c", "/usr/lib/a/x"};
+    EXPECT_EQ(paths("/usr/lib/a"), below_a);
+    EXPECT_EQ(paths("/usr/lib/a/"), below_a);
+    EXPECT_EQ(paths("/usr/lib/a/b/c"), std::vector<std::string>{});
+    EXPECT_EQ(paths("/nowhere"), std::vector<std::string>{});
+    const std::vector<std::string> all = paths("/");
+    EXPECT_EQ(all.size(), t.entries().size() - 1) << "everything but / itself";
+    EXPECT_EQ(all.front(), "/usr");
+}
+
 TEST(Tree, LoopsAndNonDirectoriesAreErrors) {
     Scratch dir;
     Tree t(dir / "root");
