@@ -234,7 +234,7 @@ void Tree::add_hardlink(std::string_view image_path, std::string_view existing_i
     meta_[path] = *m;
 }
 
-std::ranges::subrange<std::map<std::string, Meta>::const_iterator> Tree::entries_under(std::string_view folder) const {
+Tree::Entries Tree::entries_under(std::string_view folder) const {
     std::string prefix(folder);
     if (!prefix.ends_with('/')) prefix += '/';
     std::string past = prefix;

@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,7 +75,14 @@ public:
     // Every entry, by canonical image path, "/" included.
     const std::map<std::string, Meta>& entries() const { return meta_; }
     // The entries below the canonical folder `folder` (at any depth, itself not), in path order.
-    std::ranges::subrange<std::map<std::string, Meta>::const_iterator> entries_under(std::string_view folder) const;
+    // (A plain iterator pair, not std::ranges::subrange: clang-14, which builds the fuzz targets,
+    // rejects libstdc++ 12's subrange.)
+    struct Entries {
+        std::map<std::string, Meta>::const_iterator first, last;
+        auto begin() const { return first; }
+        auto end() const { return last; }
+    };
+    Entries entries_under(std::string_view folder) const;
 
     // Gives every entry its recipe metadata and `epoch` as its time, for the filesystem builders.
     // As root: lchown and chmod in the staging tree. As an ordinary user: the times only, and a
