@@ -9,7 +9,9 @@
 // its services, systemd's image once multi-user.target is reached, that is once they are up. So
 // each boot also gives "up": QEMU start to `ready` and the updater serving on D-Bus (the
 // "cairn-updated: serving" line both print), a point that means the same on both. An image
-// without an updater (no [update]: its manifest.json has no "update") has no "up".
+// without an updater (no [update]: its manifest.json has no "update") has no "up". With several
+// rounds, each ratio also comes as the range of the rounds' own pairs (the same round's boots of
+// both images): how much one round moves with the machine's noise.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -112,7 +114,8 @@ int main(int argc, char** argv) try {
             std::printf("Usage: boot_bench [--rounds N] [IMAGE_DIR...]\n  Boots each image twice per round, the images in turn, and gives each\n"
                         "  one's median over the rounds (a ratio to the first image's when there are several):\n"
                         "  QEMU start to `ready`, and to \"up\" (`ready` and the updater serving on D-Bus),\n"
-                        "  for images with an updater ([update] in the recipe).\n");
+                        "  for images with an updater ([update] in the recipe). With several rounds, the\n"
+                        "  range of the rounds' own ratios too (one round's boots of both images).\n");
             return 0;
         } else images.push_back(a);
     }
@@ -139,6 +142,13 @@ int main(int argc, char** argv) try {
         if (median(first_up[i]) > 0 && median(first_up[0]) > 0)
             std::printf("ratio %s / %s, to up:    first boot %.2f, second boot %.2f\n", images[i].filename().c_str(), images[0].filename().c_str(),
                         median(first_up[i]) / median(first_up[0]), median(second_up[i]) / median(second_up[0]));
+        if (rounds > 1)  // how far the machine's noise moves one round's pair: a ratio near the goal needs more rounds
+            for (const auto& [boot, times] : {std::pair{"first boot", &first}, std::pair{"second boot", &second}}) {
+                std::vector<double> pairs;
+                for (int r = 0; r < rounds; ++r) pairs.push_back((*times)[i][r] / (*times)[0][r]);
+                std::printf("  per round, %s to ready: %.2f to %.2f (median %.2f)\n", boot, *std::min_element(pairs.begin(), pairs.end()),
+                            *std::max_element(pairs.begin(), pairs.end()), median(pairs));
+            }
     }
     return 0;
 } catch (const std::exception& e) {
