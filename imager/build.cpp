@@ -114,6 +114,7 @@ const std::vector<Stage>& build_pipeline() {
         {"check-libraries", nullptr, nullptr, stages::check_libraries},
         {"sbom", nullptr, nullptr, stages::sbom},
         {"image-var", has_packages, nullptr, stages::image_var},
+        {"early-boot", nullptr, nullptr, stages::early_boot},
         {"read-ahead", nullptr, nullptr, stages::read_ahead},
         {"root-filesystem", nullptr,
          [](const BuildContext& c) {

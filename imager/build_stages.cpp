@@ -30,6 +30,7 @@
 #include "imager/apt.hpp"
 #include "imager/provisioning.hpp"
 #include "imager/attestation_agent.hpp"
+#include "imager/early_boot.hpp"
 #include "imager/read_ahead.hpp"
 #include "imager/sbom.hpp"
 #include "imager/systemd.hpp"
@@ -467,6 +468,13 @@ void image_var(BuildContext& c) {
     const size_t seeded = move_var_to_factory(c.tree.staging());
     c.tree.sync_with_staging(true);
     c.progress->note("/var of the packages: " + std::to_string(seeded) + " entries seeded on the device from " + systemd_paths::factory_var);
+}
+
+void early_boot(BuildContext& c) {
+    if (!c.systemd) return;
+    const EarlyBootLists lists = add_early_boot(c.tree);
+    c.progress->note("Early boot: cairn-init loads " + std::to_string(lists.modules) + " modules (" + initrd::boot_modules_list + ") and mounts " +
+                     std::to_string(lists.mounts) + " filesystems (" + initrd::boot_mounts_list + ") for systemd");
 }
 
 void read_ahead(BuildContext& c) {

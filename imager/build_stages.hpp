@@ -111,6 +111,7 @@ void device_files(BuildContext& c);     // os-release, firewall, provisioning, s
 void check_libraries(BuildContext& c);  // every program in the tree can be loaded
 void sbom(BuildContext& c);             // sbom.cdx.json: packages, Cairn's programs, the recipe's files
 void image_var(BuildContext& c);        // packages' /var into the root's factory; the dpkg database into /usr
+void early_boot(BuildContext& c);       // systemd images: the modules and mounts cairn-init does for systemd
 void read_ahead(BuildContext& c);       // systemd images: the files the boot reads, for cairn-init to read ahead
 void root_filesystem(BuildContext& c);  // the tree becomes rootfs.img (erofs or ext4)
 void disk_roots(BuildContext& c);       // disk.raw begun: the root in each slot, written out in the background

@@ -54,6 +54,13 @@ KernelModules read_kernel_modules(const fs::path& modules_dir, const std::string
             if (words >> keyword >> pattern && keyword == "alias") k.aliases.push_back(pattern);
         }
     }
+    // "softdep libcrc32c pre: crc32c"
+    std::ifstream softdeps(modules_dir / "modules.softdep");
+    while (std::getline(softdeps, line)) {
+        std::istringstream words(line);
+        std::string keyword, name;
+        if (words >> keyword >> name && keyword == "softdep") k.with_softdeps.insert(module_name(name));
+    }
     return k;
 }
 

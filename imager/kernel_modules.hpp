@@ -21,6 +21,7 @@ struct KernelModules {
     std::map<std::string, Loadable> loadable;  // modules.dep, by name
     std::set<std::string> builtin;             // modules.builtin
     std::vector<std::string> aliases;          // modules.alias and modules.builtin.alias (patterns)
+    std::set<std::string> with_softdeps;       // modules.softdep: modules modprobe loads others with
     // Whether `modprobe NAME` finds something: a module of that name, loadable or built in, or an
     // alias that matches it.
     bool has(const std::string& name) const;

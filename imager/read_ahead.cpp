@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "imager/early_boot.hpp"
 #include "imager/kernel_modules.hpp"
 #include "imager/systemd.hpp"
 
@@ -59,24 +60,6 @@ std::string script_interpreter(const Tree& tree, const std::string& program) {
 // Where the kernels' modules are, one folder per kernel release.
 constexpr std::string_view modules_folder = "/usr/lib/modules/";
 
-// The unit file systemd would load for `name` (its template's for an instance), the admin's
-// folder first; nullopt when it is masked (a link to /dev/null) or missing.
-std::optional<std::string> unit_file(const Tree& tree, const std::string& name) {
-    std::vector<std::string> candidates = {name};
-    if (size_t at = name.find('@'), dot = name.rfind('.'); at != std::string::npos && dot != std::string::npos && dot > at + 1)
-        candidates.push_back(name.substr(0, at + 1) + name.substr(dot));  // foo@bar.service -> foo@.service
-    for (const char* folder : {systemd_paths::admin_units, systemd_paths::units}) {
-        for (const auto& candidate : candidates) {
-            const std::string path = std::string(folder) + "/" + candidate;
-            if (!tree.meta(path)) continue;
-            std::string file = tree_regular_file(tree, path);  // empty for a mask: /dev/null is no file of the tree
-            if (file.empty()) return std::nullopt;
-            return file;
-        }
-    }
-    return std::nullopt;
-}
-
 // The absolute programs a unit file and its drop-ins run (Exec lines, prefixes such as '-' dropped).
 void unit_programs(const Tree& tree, const std::string& name, const std::string& file, std::vector<std::string>& programs) {
     std::vector<std::string> files = {file};
@@ -111,35 +94,10 @@ void unit_programs(const Tree& tree, const std::string& name, const std::string&
     }
 }
 
-// The units linked in `target`'s .wants and .requires folders, the admin's first, by name.
-std::vector<std::string> linked_units(const Tree& tree, const std::string& target) {
-    std::vector<std::string> names;
-    for (const char* folder : {systemd_paths::admin_units, systemd_paths::units})
-        for (const char* kind : {".wants", ".requires"}) {
-            const std::string dir = std::string(folder) + "/" + target + kind;
-            for (const auto& [path, meta] : tree.entries_under(dir))
-                if (path.find('/', dir.size() + 1) == std::string::npos) names.push_back(path.substr(dir.size() + 1));
-        }
-    return names;
-}
-
 // The module files (with the modules they depend on) systemd-modules-load loads: the names in
 // modules-load.d, looked up in each kernel's modules.dep the tree has.
 std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
-    std::vector<std::string> names;
-    for (const char* folder : {"/etc/modules-load.d", "/usr/lib/modules-load.d"}) {
-        for (const auto& [path, meta] : tree.entries_under(folder)) {
-            if (!path.ends_with(".conf")) continue;
-            const std::string file = tree_regular_file(tree, path);
-            if (file.empty()) continue;
-            std::istringstream in(read_file(tree.host(file)));
-            for (std::string line; std::getline(in, line);) {
-                std::istringstream words(line);
-                std::string word;
-                if (words >> word && word[0] != '#' && word[0] != ';') names.push_back(module_name(word));
-            }
-        }
-    }
+    const std::vector<std::string> names = modules_load_d_names(tree);
     std::vector<std::string> files;
     if (names.empty()) return files;
     for (const auto& [path, meta] : tree.entries_under(modules_folder)) {

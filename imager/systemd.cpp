@@ -505,6 +505,36 @@ void kernel_answers(Tree& tree, const std::string& release, const std::string& w
 
 }  // namespace
 
+// The unit file systemd would load for `name` (its template's for an instance), the admin's
+// folder first; nullopt when it is masked (a link to /dev/null) or missing.
+std::optional<std::string> unit_file(const Tree& tree, const std::string& name) {
+    std::vector<std::string> candidates = {name};
+    if (size_t at = name.find('@'), dot = name.rfind('.'); at != std::string::npos && dot != std::string::npos && dot > at + 1)
+        candidates.push_back(name.substr(0, at + 1) + name.substr(dot));  // foo@bar.service -> foo@.service
+    for (const char* folder : {systemd_paths::admin_units, systemd_paths::units}) {
+        for (const auto& candidate : candidates) {
+            const std::string path = std::string(folder) + "/" + candidate;
+            if (!tree.meta(path)) continue;
+            std::string file = tree_regular_file(tree, path);  // empty for a mask: /dev/null is no file of the tree
+            if (file.empty()) return std::nullopt;
+            return file;
+        }
+    }
+    return std::nullopt;
+}
+
+// The units linked in `target`'s .wants and .requires folders, the admin's first, by name.
+std::vector<std::string> linked_units(const Tree& tree, const std::string& target) {
+    std::vector<std::string> names;
+    for (const char* folder : {systemd_paths::admin_units, systemd_paths::units})
+        for (const char* kind : {".wants", ".requires"}) {
+            const std::string dir = std::string(folder) + "/" + target + kind;
+            for (const auto& [path, meta] : tree.entries_under(dir))
+                if (path.find('/', dir.size() + 1) == std::string::npos) names.push_back(path.substr(dir.size() + 1));
+        }
+    return names;
+}
+
 bool runs_systemd(const Tree& tree) {
     auto m = tree.meta(tree.resolve(systemd_paths::systemd, "systemd"));
     return m && S_ISREG(m->mode);

@@ -17,7 +17,9 @@
 //                            cairn-updated waits for to commit a trial boot
 #pragma once
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "imager/recipe.hpp"
 #include "imager/tree.hpp"
@@ -41,6 +43,13 @@ inline constexpr const char* var_tmpfiles = "/usr/lib/tmpfiles.d/cairn-var.conf"
 
 // Whether the tree's init is systemd: it has /usr/lib/systemd/systemd.
 bool runs_systemd(const Tree& tree);
+
+// The unit file systemd would load for `name` (its template's for an instance), the admin's
+// folder first; nullopt when it is masked (a link to /dev/null) or missing.
+std::optional<std::string> unit_file(const Tree& tree, const std::string& name);
+
+// The units linked in `target`'s .wants and .requires folders, the admin's first, by name.
+std::vector<std::string> linked_units(const Tree& tree, const std::string& target);
 
 // Adds the units above for what the recipe enables ([firewall], [update], [ssh], [provisioning]),
 // the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them;

@@ -12,6 +12,7 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -31,6 +32,7 @@
 #include "common/subprocess.hpp"
 #include "common/text.hpp"
 #include "initrd/boot.hpp"
+#include "initrd/early_boot.hpp"
 #include "initrd/read_ahead.hpp"
 #include "partitions/disk.hpp"
 #include "updater/boot_control.hpp"
@@ -295,6 +297,15 @@ std::string quick_uuid() {
     return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" + hex.substr(20);
 }
 
+// Whether the partition starts with the imager's blank marker for its own GUID: never formatted yet.
+bool carries_blank_marker(const fs::path& dev, const partitions::FoundPartition& found) {
+    const std::string marker = partitions::blank_marker(found.entry.uuid);
+    std::string head(marker.size(), '\0');
+    UniqueFd fd = open_file(dev, O_RDONLY);
+    pread_exact(fd.get(), head.data(), head.size(), 0, dev.string());
+    return head == marker;
+}
+
 // Mounts the log or data partition. It is formatted only when it starts with the imager's blank
 // marker for its own partition GUID (then the marker is cleared); anything else is a filesystem
 // that e2fsck checks and repairs (preen; then, if preen gives up, answering yes to every fix,
@@ -303,18 +314,12 @@ std::string quick_uuid() {
 void prepare_and_mount(const fs::path& dev, const partitions::BlockDisk& disk, const partitions::FoundPartition& found, const fs::path& target) {
     const std::string name = dev.filename().string() + " (" + found.entry.label + ")";
     bool grown = grow_to_disk_end(dev, disk, found);
-    const std::string marker = partitions::blank_marker(found.entry.uuid);
-    std::string head(marker.size(), '\0');
-    {
-        UniqueFd fd = open_file(dev, O_RDONLY);
-        pread_exact(fd.get(), head.data(), head.size(), 0, dev.string());
-    }
-    if (head == marker) {
+    if (carries_blank_marker(dev, found)) {
         say("formatting " + name + " on first boot (it carries the imager's blank marker)");
         run_checked({"mkfs.ext4", "-q", "-F", "-L", found.entry.label, "-U", quick_uuid(), "-E",
                      "nodiscard,lazy_itable_init=1,lazy_journal_init=1,hash_seed=" + quick_uuid(), dev.string()});
         UniqueFd fd = open_file(dev, O_RDWR);
-        const std::string zeros(marker.size(), '\0');
+        const std::string zeros(partitions::blank_marker(found.entry.uuid).size(), '\0');
         pwrite_exact(fd.get(), zeros.data(), zeros.size(), 0, dev.string());
         if (::fsync(fd.get()) != 0) fail_errno("clearing the blank marker of " + name);
         grown = false;
@@ -342,9 +347,12 @@ void degrade(const std::string& what, const std::string& why, const fs::path& ta
     std::ofstream("/run/cairn/degraded", std::ios::app) << what << ": " << why << "\n";
 }
 
+// Where the overlays' layers are kept, on the data partition (under the root, once it is mounted).
+constexpr const char* overlays_dir = "var/.cairn/overlays";
+
 void lay_overlays() {
     for (const char* dir : {"etc", "home", "root"}) {
-        fs::path base = fs::path(sysroot) / "var/.cairn/overlays" / dir;
+        fs::path base = fs::path(sysroot) / overlays_dir / dir;
         make_dir(base / "upper");
         make_dir(base / "work");
         fs::path lower = fs::path(sysroot) / dir;
@@ -427,15 +435,34 @@ int main() {
         }
         start_read_ahead(sysroot);  // in the background, while cairn-init goes on and the image's init starts
 
+        // The modules the image's boot loads every time, loaded from the verified root in a thread
+        // beside the rest of cairn-init's work (initrd/early_boot.hpp). A module the administrator's
+        // /etc/modprobe.d names (the overlay's upper layer, on the data partition) is left alone: so
+        // it starts once /var is mounted, or at once when the data partition is still blank.
+        EarlyModules early_modules;
+        std::jthread module_loader;
+        auto load_modules_ahead = [&early_modules, &module_loader, cmdline = read_file("/proc/cmdline")] {
+            module_loader = std::jthread([&early_modules, cmdline] {
+                const std::string top = sysroot;
+                const std::vector<std::string> settings = {top + "/etc/modprobe.d", top + "/" + overlays_dir + "/etc/upper/modprobe.d",
+                                                           top + "/usr/lib/modprobe.d", top + "/lib/modprobe.d"};
+                utsname u{};
+                if (::uname(&u) == 0) early_modules = load_boot_modules(top, u.release, modules_with_settings(settings, cmdline));
+            });
+        };
+
         // The data partition is required: without it there is no /var. A damaged one boots degraded.
         const partitions::FoundPartition data = partitions::get_role(boot_disk->table, Role::Data, 0, boot_disk->name);
         bool have_var = false;
         try {
-            prepare_and_mount(boot_partition(*boot_disk, Role::Data, 0), *boot_disk, data, fs::path(sysroot) / "var");
+            const fs::path data_device = boot_partition(*boot_disk, Role::Data, 0);
+            if (carries_blank_marker(data_device, data)) load_modules_ahead();
+            prepare_and_mount(data_device, *boot_disk, data, fs::path(sysroot) / "var");
             have_var = true;
         } catch (const Error& e) {
             degrade("data partition", e.what(), fs::path(sysroot) / "var");
         }
+        if (!module_loader.joinable()) load_modules_ahead();
         if (auto log = partitions::find_role(boot_disk->table, Role::Log, 0, boot_disk->name)) {
             try {
                 prepare_and_mount(boot_partition(*boot_disk, Role::Log, 0), *boot_disk, *log, fs::path(sysroot) / o.log_mount.substr(1));
@@ -446,6 +473,11 @@ int main() {
         if (!have_var) say("device state, SSH host keys and changes to /etc are not kept until the data partition is repaired");
         lay_overlays();
         bind_image_state(o.log_mount);
+        module_loader.join();
+        const size_t early_mounts = mount_boot_filesystems(sysroot);
+        if (early_modules.loaded + early_modules.already + early_modules.left + early_mounts > 0)
+            say("for the image's init: " + std::to_string(early_modules.loaded) + " modules loaded (" + std::to_string(early_modules.already) +
+                " were there, " + std::to_string(early_modules.left) + " left to it), " + std::to_string(early_mounts) + " filesystems mounted");
 
         say("root " + to_hex(o.root_hash).substr(0, 16) + "... verified; switching to " + o.init + " at " +
             std::to_string(uptime()).substr(0, 5) + " s (" + std::to_string(static_cast<int>((uptime() - started) * 1000)) + " ms in cairn-init)");

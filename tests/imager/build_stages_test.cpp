@@ -62,7 +62,7 @@ TEST(BuildPipeline, ARecipeWithoutKernelOrBootSkipsTheirStages) {
     Scratch dir;
     test::write_text(dir / "r.toml", no_boot_recipe);
     EXPECT_EQ(stages_of(dir / "r.toml", dir / "work"),
-              (std::vector<std::string>{"staging", "root-tree", "device-files", "check-libraries", "sbom", "read-ahead", "root-filesystem", "disk-roots", "verity", "esps", "disk",
+              (std::vector<std::string>{"staging", "root-tree", "device-files", "check-libraries", "sbom", "early-boot", "read-ahead", "root-filesystem", "disk-roots", "verity", "esps", "disk",
                                         "manifest", "publish"}));
 }
 

@@ -209,7 +209,7 @@ TEST(Systemd, TheKernelsStaticNodesAndMissingModulesAreKnownWhenTheImageIsBuilt)
         t.add_file("/usr/lib/systemd/system/sys-kernel-config.mount", "[Unit]\nRequires=modprobe@configfs.service\nAfter=modprobe@configfs.service\n",
                    Meta{0, 0, 0644}, "t");
         t.add_symlink("/lib", "usr/lib", Meta{0, 0, 0777}, "t");  // merged /usr, as Debian 12 has it
-        for (const std::string d : {std::string("/usr/lib/modules"), modules}) t.add_directory(d, Meta{0, 0, 0755}, "t");
+        for (const std::string& d : {std::string("/usr/lib/modules"), modules}) t.add_directory(d, Meta{0, 0, 0755}, "t");
         t.add_file(modules + "/modules.dep", "kernel/fs/fuse/fuse.ko.xz:\n", Meta{0, 0, 0644}, "t");
         t.add_file(modules + "/modules.devname", "fuse fuse c10:229\ntun net/tun c10:200\n", Meta{0, 0, 0644}, "t");
     };

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <sstream>
 
 #include "common/file.hpp"
@@ -121,6 +122,27 @@ TEST(Debian, BootsProvisionsKeepsItsJournalUpdatesAtBootCompleteAndRollsBackAFai
     EXPECT_EQ(ssh.out("od -An -tu1 -j4 -N1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | tr -d ' '"), "1");
     EXPECT_EQ(ssh.out("findmnt -no SOURCE /"), "/dev/mapper/root");
     EXPECT_EQ(ssh.out("cat /proc/1/comm"), "systemd");
+
+    // systemd's first chores were done by cairn-init (initrd/early_boot.hpp): every module of the
+    // boot's list loaded, none left, so the modprobe@ units skipped their modprobe; the API
+    // filesystems mounted, so their mount units found them mounted.
+    {
+        const std::string& console = d.machine->console();
+        const size_t at = console.find("cairn-init: for the image's init: ");
+        ASSERT_NE(at, std::string::npos);
+        const std::string line = console.substr(at, console.find('\n', at) - at);
+        unsigned loaded = 0, there = 0, left = 1, mounted = 0;
+        ASSERT_EQ(std::sscanf(line.c_str(), "cairn-init: for the image's init: %u modules loaded (%u were there, %u left to it), %u filesystems mounted",
+                              &loaded, &there, &left, &mounted), 4) << line;
+        EXPECT_GE(loaded, 10u) << line;  // the firewall's nftables modules, configfs, fuse, ...
+        EXPECT_EQ(left, 0u) << line;
+        EXPECT_GE(mounted, 5u) << line;
+    }
+    EXPECT_EQ(ssh.out("systemctl show -P ConditionResult modprobe@configfs.service"), "no");
+    EXPECT_EQ(ssh.out("systemctl show -P ActiveState sys-kernel-config.mount"), "active");
+    EXPECT_EQ(ssh.out("findmnt -no FSTYPE /tmp"), "tmpfs");
+    EXPECT_EQ(ssh.out("findmnt -no FSTYPE /sys/fs/bpf"), "bpf");
+    EXPECT_EQ(ssh.out("grep -c '^nft_ct ' /proc/modules"), "1");
 
     // The firewall's ruleset was loaded before systemd-networkd, the only thing that brings
     // interfaces up, started; and networkd cannot start without it.
