@@ -198,8 +198,9 @@ std::vector<std::string> boot_module_lines(const Tree& tree) {
         if (unit.starts_with("modprobe@") && unit.ends_with(".service") && unit.size() > 17) names.push_back(module_name(unit.substr(9, unit.size() - 17)));
     for (const auto& name : modules_load_d_names(tree)) names.push_back(name);
 
-    for (const auto& [dir, meta] : tree.entries_under(modules_folder)) {
-        if (!S_ISDIR(meta.mode) || dir.find('/', modules_folder.size()) != std::string::npos) continue;
+    for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
+        if (!S_ISDIR(meta.mode) || path.find('/', modules_folder.size()) != std::string::npos) continue;
+        const std::string dir = path;  // a structured binding: clang-14 (the fuzz build) cannot capture one
         KernelModules k;
         try {
             k = read_kernel_modules(tree.host(dir), "early boot");
