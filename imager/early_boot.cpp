@@ -23,6 +23,8 @@ constexpr std::string_view modules_folder = "/usr/lib/modules/";
 // Filesystems without a device: what cairn-init may mount for the image's init.
 constexpr const char* virtual_types[] = {"tmpfs", "hugetlbfs", "mqueue", "configfs", "fusectl", "debugfs", "tracefs", "securityfs"};
 
+constexpr const char* api_folders[] = {"/dev", "/proc", "/sys", "/run"};
+
 // systemd 252's PID 1 loads these itself when it starts (src/core/kmod-setup.c), on its own
 // critical path: autofs4 for automount units, ip_tables for its firewall helpers.
 constexpr const char* pid1_modules[] = {"autofs4", "ip_tables"};
@@ -104,7 +106,11 @@ std::optional<initrd::BootMount> as_boot_mount(const Tree& tree, const std::stri
     m.source = last("Mount", "What");
     m.where = last("Mount", "Where");
     m.options = last("Mount", "Options");
-    if (std::find(std::begin(virtual_types), std::end(virtual_types), m.type) == std::end(virtual_types) || m.source.empty() ||
+    // cairn-init mounts only on the API filesystems and on /tmp (initrd/early_boot.hpp says why).
+    const bool api = m.where == "/tmp" || std::any_of(std::begin(api_folders), std::end(api_folders),
+                                                      [&](const char* f) { return m.where.starts_with(std::string(f) + "/"); });
+    if (!api || m.where.find("/..") != std::string::npos ||
+        std::find(std::begin(virtual_types), std::end(virtual_types), m.type) == std::end(virtual_types) || m.source.empty() ||
         !m.where.starts_with('/') || m.where.find_first_of(" \t%") != std::string::npos || m.source.find_first_of(" \t%") != std::string::npos)
         return std::nullopt;
     // "%%" is a '%'; any other specifier is systemd's to expand.
@@ -198,9 +204,9 @@ std::vector<std::string> boot_module_lines(const Tree& tree) {
         if (unit.starts_with("modprobe@") && unit.ends_with(".service") && unit.size() > 17) names.push_back(module_name(unit.substr(9, unit.size() - 17)));
     for (const auto& name : modules_load_d_names(tree)) names.push_back(name);
 
-    for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
-        if (!S_ISDIR(meta.mode) || path.find('/', modules_folder.size()) != std::string::npos) continue;
-        const std::string dir = path;  // a structured binding: clang-14 (the fuzz build) cannot capture one
+    for (const auto& [folder, meta] : tree.entries_under(modules_folder)) {
+        if (!S_ISDIR(meta.mode) || folder.find('/', modules_folder.size()) != std::string::npos) continue;
+        const std::string dir = folder;  // a structured binding: clang-14 (the fuzz build) cannot capture one
         KernelModules k;
         try {
             k = read_kernel_modules(tree.host(dir), "early boot");
@@ -208,8 +214,8 @@ std::vector<std::string> boot_module_lines(const Tree& tree) {
             continue;  // not indexed: nothing modprobe could load either
         }
         std::set<std::string> listed;
-        auto add = [&](const std::string& path) {
-            const std::string name = module_name(path);
+        auto add = [&](const std::string& file) {
+            const std::string name = module_name(file);
             if (k.with_softdeps.count(name) || !listed.insert(name).second) return;
             const auto& m = k.loadable.at(name);
             std::string line = dir + "/" + m.path;

@@ -13,7 +13,8 @@
 //   libcrc32c's optimised crc32c) is left to modprobe, which loads them with it: it is not listed,
 //   and one that needs it loads early only when it is already there (the initrd loaded it);
 // - the mounts: each .mount unit among them of a filesystem without a device (tmpfs, hugetlbfs,
-//   mqueue, configfs, fusectl, debugfs, tracefs, securityfs), with its Options= and conditions;
+//   mqueue, configfs, fusectl, debugfs, tracefs, securityfs) under /dev, /proc, /sys, /run or on
+//   /tmp (never through the data partition), with its Options= and conditions;
 //   a unit with a condition other than ConditionPathExists=, ConditionPathIsSymbolicLink=!,
 //   ConditionCapability= or ConditionVirtualization=! (all of which hold for cairn-init, PID 1
 //   outside any container) is left to systemd. And bpffs at /sys/fs/bpf, which PID 1 mounts itself

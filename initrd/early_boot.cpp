@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
+#include <cstdint>
 #include <sstream>
 
 namespace cairn::initrd {
@@ -23,13 +23,23 @@ std::string module_name(std::string path) {
     return path;
 }
 
+// A regular file's text, at most 1 MiB of it ("" for anything else): what cairn-init reads here may
+// be on the data partition (the /etc overlay's upper layer), which is not verified, so a FIFO, a
+// device or a huge file there must neither block nor exhaust the boot.
 std::string read_small_file(const std::string& path) {
-    std::ifstream in(path);
-    std::ostringstream text;
-    text << in.rdbuf();
-    std::string s = text.str();
-    if (s.size() > (1 << 20)) s.clear();  // a list that large is not the imager's
-    return s;
+    constexpr size_t limit = 1 << 20;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return {};
+    std::string text;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_size) <= limit) {
+        text.resize(size_t(st.st_size));
+        size_t done = 0;
+        for (ssize_t n; done < text.size() && (n = ::read(fd, text.data() + done, text.size() - done)) > 0;) done += size_t(n);
+        text.resize(done);
+    }
+    ::close(fd);
+    return text;
 }
 
 // The regular file `path`, opened without following a symbolic link in its last component; -1 when
@@ -56,12 +66,15 @@ bool exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
-// Where a path of the running system is now: the initrd's own API filesystems, or under `root`.
-std::string now_at(const std::string& path, const std::string& root) {
-    for (const char* api : {"/dev", "/proc", "/sys"})
-        if (path == api || path.starts_with(std::string(api) + "/")) return path;
-    return root + path;
+bool under_api(const std::string& path) {
+    for (const char* api : {"/dev", "/proc", "/sys", "/run"})
+        if (path == api || path.starts_with(std::string(api) + "/")) return true;
+    return false;
 }
+
+// Where a path of the running system is now: the initrd's own API filesystems (switch_root moves
+// them into the root), or under `root`.
+std::string now_at(const std::string& path, const std::string& root) { return under_api(path) ? path : root + path; }
 
 }  // namespace
 
@@ -199,7 +212,11 @@ size_t mount_boot_filesystems(const std::string& root) noexcept try {
             const std::string admin = root + "/etc/systemd/system/" + m.unit;
             if (exists(admin) || exists(admin + ".d")) continue;  // the administrator's say
         }
-        if (!conditions_hold(m, root)) continue;
+        // Only on the API filesystems and on the root's own /tmp: a mount point reached through
+        // /var, /etc, /home or /root would be looked up on the data partition, where a planted
+        // symbolic link could send the mount anywhere.
+        if (!under_api(m.where) && m.where != "/tmp") continue;
+        if (m.where.find("/..") != std::string::npos || !conditions_hold(m, root)) continue;
         const std::string where = now_at(m.where, root);
         ::mkdir(where.c_str(), 0755);  // as systemd makes a missing mount point (EEXIST, or EROFS on the root: then it fails below)
         if (is_mount_point(where)) continue;

@@ -69,12 +69,13 @@ struct MountArguments {
 };
 MountArguments mount_arguments(const std::string& options);
 
-// Whether every condition holds, the paths looked up as they are now (the initrd's /dev, /proc and
-// /sys; anything else under `root`).
+// Whether every condition holds, the paths looked up as they are now (the initrd's /dev, /proc, /sys
+// and /run; anything else under `root`).
 bool conditions_hold(const BootMount& m, const std::string& root);
 
-// Mounts boot_mounts_list's filesystems: those under /dev, /proc and /sys where the initrd has them
-// (switch_root moves them along), the others under `root`. Skips a mount point that is already one,
+// Mounts boot_mounts_list's filesystems: those under /dev, /proc, /sys and /run where the initrd has
+// them (switch_root moves them along), /tmp under `root`; nothing elsewhere (a mount point reached
+// through the data partition could be a planted symbolic link). Skips a mount point that is already one,
 // a unit the administrator has something of in ROOT/etc/systemd/system (the unit, a drop-in folder),
 // and mounts whose conditions do not hold. Returns the number mounted. Never throws.
 size_t mount_boot_filesystems(const std::string& root) noexcept;

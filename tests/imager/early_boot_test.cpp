@@ -40,7 +40,8 @@ void add_tree(Tree& t) {
     add_unit(t, "sys-kernel-debug.mount", "[Unit]\nConditionKernelCommandLine=debugfs\n[Mount]\nWhat=debugfs\nWhere=/sys/kernel/debug\nType=debugfs\n");
     add_unit(t, "srv.mount", "[Mount]\nWhat=/dev/vdb1\nWhere=/srv\nType=ext4\n");
     add_unit(t, "run-x.mount", "[Mount]\nWhat=tmpfs\nWhere=/run/x\nType=tmpfs\nOptions=size=%i\n");
-    for (const char* m : {"sys-kernel-config.mount", "tmp.mount", "sys-kernel-debug.mount", "srv.mount", "run-x.mount"})
+    add_unit(t, "var-cache.mount", "[Mount]\nWhat=tmpfs\nWhere=/var/cache\nType=tmpfs\n");  // through the data partition
+    for (const char* m : {"sys-kernel-config.mount", "tmp.mount", "sys-kernel-debug.mount", "srv.mount", "run-x.mount", "var-cache.mount"})
         t.add_symlink(units + "sysinit.target.wants/" + m, std::string("../") + m, link_meta, "t");
     // A service the boot starts wants a module; one whose module the admin masked; one the boot never reaches.
     add_unit(t, "pstore.service", "[Unit]\nWants=modprobe@efi_pstore.service\n");

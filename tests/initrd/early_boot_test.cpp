@@ -1,6 +1,7 @@
 #include "initrd/early_boot.hpp"
 
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -90,23 +91,40 @@ TEST(EarlyBoot, ConditionsAreCheckedUnderTheRoot) {
 // Mounts for real: root only (CI runs the suite as root).
 TEST(EarlyBoot, MountsTheListedFilesystemsUnlessTheAdministratorOrAConditionSaysOtherwise) {
     if (::geteuid() != 0) GTEST_SKIP() << "mounting needs root";
+    const std::string tmp_line = "tmp.mount\ttmpfs\ttmpfs\t/tmp\tmode=1777,nosuid,nodev,size=1m\t!symlink:/tmp\n";
+    auto make_root = [&](const fs::path& root, const std::string& list) {
+        fs::create_directories(root / "tmp");
+        fs::create_directories(root / "var/x");
+        write_text(root / "usr/lib/cairn/boot-mounts", list);
+    };
     Scratch s;
-    for (const char* d : {"tmp", "overridden", "dropin", "unmet"}) fs::create_directories(s / d);
-    write_text(s / "etc/systemd/system/overridden.mount", "[Mount]\n");
-    fs::create_directories(s / "etc/systemd/system/dropin.mount.d");
-    write_text(s / "usr/lib/cairn/boot-mounts",
-               "tmp.mount\ttmpfs\ttmpfs\t/tmp\tmode=1777,nosuid,nodev,size=1m\t!symlink:/tmp\n"
-               "overridden.mount\ttmpfs\ttmpfs\t/overridden\t-\t\n"
-               "dropin.mount\ttmpfs\ttmpfs\t/dropin\t-\t\n"
-               "unmet.mount\ttmpfs\ttmpfs\t/unmet\t-\t/absent\n");
-    const std::string root = s.path().string();
-    EXPECT_EQ(mount_boot_filesystems(root), 1u);
+    make_root(s / "plain", tmp_line + "var-x.mount\ttmpfs\ttmpfs\t/var/x\t-\t\n");  // /var/x: on the data partition, never
+    EXPECT_EQ(mount_boot_filesystems((s / "plain").string()), 1u);
     struct statvfs tmp {};
-    ASSERT_EQ(::statvfs((s / "tmp").c_str(), &tmp), 0);
+    ASSERT_EQ(::statvfs((s / "plain/tmp").c_str(), &tmp), 0);
     EXPECT_TRUE(tmp.f_flag & ST_NOSUID);
     EXPECT_TRUE(tmp.f_flag & ST_NODEV);
     EXPECT_EQ(tmp.f_blocks * tmp.f_frsize, 1024u * 1024u);
-    EXPECT_EQ(mount_boot_filesystems(root), 0u);  // already a mount point: not mounted twice
-    EXPECT_EQ(::umount2((s / "tmp").c_str(), MNT_DETACH), 0);
-    EXPECT_EQ(mount_boot_filesystems((s / "nothing").string()), 0u);
+    EXPECT_EQ(mount_boot_filesystems((s / "plain").string()), 0u);  // already a mount point: not mounted twice
+    EXPECT_EQ(::umount2((s / "plain/tmp").c_str(), MNT_DETACH), 0);
+
+    make_root(s / "overridden", tmp_line);
+    write_text(s / "overridden/etc/systemd/system/tmp.mount", "[Mount]\n");
+    make_root(s / "dropin", tmp_line);
+    fs::create_directories(s / "dropin/etc/systemd/system/tmp.mount.d");
+    make_root(s / "unmet", "tmp.mount\ttmpfs\ttmpfs\t/tmp\t-\t/absent\n");
+    make_root(s / "link", tmp_line);
+    fs::remove(s / "link/tmp");
+    fs::create_symlink("var/x", s / "link/tmp");
+    for (const char* root : {"overridden", "dropin", "unmet", "link", "nothing"}) EXPECT_EQ(mount_boot_filesystems((s / root).string()), 0u) << root;
+}
+
+// What cairn-init reads from the data partition (the /etc overlay's upper layer) cannot stall it.
+TEST(EarlyBoot, AFifoOrADeviceInModprobeDIsNotRead) {
+    Scratch s;
+    fs::create_directories(s / "modprobe.d");
+    ASSERT_EQ(::mkfifo((s / "modprobe.d/fifo.conf").c_str(), 0644), 0);
+    fs::create_symlink("/dev/zero", s / "modprobe.d/zero.conf");
+    write_text(s / "modprobe.d/real.conf", "options loop max_loop=8\n");
+    EXPECT_EQ(modules_with_settings({(s / "modprobe.d").string()}, ""), std::set<std::string>{"loop"});
 }
