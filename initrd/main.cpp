@@ -22,6 +22,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -441,14 +442,21 @@ int main() {
         // it starts once /var is mounted, or at once when the data partition is still blank.
         EarlyModules early_modules;
         std::jthread module_loader;
-        auto load_modules_ahead = [&early_modules, &module_loader, cmdline = read_file("/proc/cmdline")] {
-            module_loader = std::jthread([&early_modules, cmdline] {
+        bool modules_started = false;
+        auto load_modules_ahead = [&early_modules, &module_loader, &modules_started, cmdline = read_file("/proc/cmdline")] {
+            modules_started = true;
+            auto work = [&early_modules, cmdline] {
                 const std::string top = sysroot;
                 const std::vector<std::string> settings = {top + "/etc/modprobe.d", top + "/" + overlays_dir + "/etc/upper/modprobe.d",
                                                            top + "/usr/lib/modprobe.d", top + "/lib/modprobe.d"};
                 utsname u{};
                 if (::uname(&u) == 0) early_modules = load_boot_modules(top, u.release, modules_with_settings(settings, cmdline));
-            });
+            };
+            try {
+                module_loader = std::jthread(work);
+            } catch (const std::system_error&) {  // no thread: here and now (saving time never fails a boot)
+                work();
+            }
         };
 
         // The data partition is required: without it there is no /var. A damaged one boots degraded.
@@ -462,7 +470,7 @@ int main() {
         } catch (const Error& e) {
             degrade("data partition", e.what(), fs::path(sysroot) / "var");
         }
-        if (!module_loader.joinable()) load_modules_ahead();
+        if (!modules_started) load_modules_ahead();
         if (auto log = partitions::find_role(boot_disk->table, Role::Log, 0, boot_disk->name)) {
             try {
                 prepare_and_mount(boot_partition(*boot_disk, Role::Log, 0), *boot_disk, *log, fs::path(sysroot) / o.log_mount.substr(1));
@@ -473,7 +481,7 @@ int main() {
         if (!have_var) say("device state, SSH host keys and changes to /etc are not kept until the data partition is repaired");
         lay_overlays();
         bind_image_state(o.log_mount);
-        module_loader.join();
+        if (module_loader.joinable()) module_loader.join();
         const size_t early_mounts = mount_boot_filesystems(sysroot);
         if (early_modules.loaded + early_modules.already + early_modules.left + early_mounts > 0)
             say("for the image's init: " + std::to_string(early_modules.loaded) + " modules loaded (" + std::to_string(early_modules.already) +
