@@ -35,24 +35,6 @@ constexpr const char* dropin_text =
     "[Unit]\n"
     "ConditionPathExists=!/sys/module/%i\n";
 
-// A unit's files: the unit file, then its drop-ins (NAME.d/*.conf in the vendor folder, then the
-// admin's, so that the admin's come last and win; for an instance, the template's first).
-std::vector<std::string> unit_and_dropins(const Tree& tree, const std::string& name, const std::string& file) {
-    std::vector<std::string> files = {file};
-    std::vector<std::string> names;
-    if (size_t at = name.find('@'), dot = name.rfind('.'); at != std::string::npos && dot != std::string::npos && dot > at + 1)
-        names.push_back(name.substr(0, at + 1) + name.substr(dot));
-    names.push_back(name);
-    for (const auto& n : names)
-        for (const char* folder : {systemd_paths::units, systemd_paths::admin_units}) {
-            const std::string dir = std::string(folder) + "/" + n + ".d";
-            for (const auto& [path, meta] : tree.entries_under(dir))
-                if (path.ends_with(".conf") && path.find('/', dir.size() + 1) == std::string::npos)
-                    if (std::string f = tree_regular_file(tree, path); !f.empty()) files.push_back(f);
-        }
-    return files;
-}
-
 // The values of `key` in `section` of a unit's files, in order; an empty assignment drops the ones
 // before it, as systemd reads list settings.
 std::vector<std::string> unit_values(const Tree& tree, const std::vector<std::string>& files, const std::string& section, const std::string& key) {
@@ -153,31 +135,8 @@ std::optional<initrd::BootMount> as_boot_mount(const Tree& tree, const std::stri
     return m;
 }
 
-}  // namespace
-
-std::vector<std::string> boot_units(const Tree& tree) {
-    std::vector<std::string> order;
-    if (!runs_systemd(tree)) return order;
-    std::set<std::string> seen;
-    std::vector<std::string> queue = {default_target(tree)};
-    for (size_t i = 0; i < queue.size(); ++i) {
-        const std::string name = queue[i];
-        if (!seen.insert(name).second) continue;
-        const auto file = unit_file(tree, name);
-        if (!file) continue;  // masked or missing
-        order.push_back(name);
-        for (const auto& linked : linked_units(tree, name)) queue.push_back(linked);
-        const auto files = unit_and_dropins(tree, name, *file);
-        for (const char* key : {"Wants", "Requires", "BindsTo", "Upholds"})
-            for (const auto& value : unit_values(tree, files, "Unit", key)) {
-                std::istringstream words(value);
-                for (std::string w; words >> w;)
-                    if (w.find('%') == std::string::npos && w.find('/') == std::string::npos) queue.push_back(w);
-            }
-    }
-    return order;
-}
-
+// The module names modules-load.d files list (/etc/modules-load.d, /usr/lib/modules-load.d), as
+// modprobe reads them ('-' as '_').
 std::vector<std::string> modules_load_d_names(const Tree& tree) {
     std::vector<std::string> names;
     for (const char* folder : {"/etc/modules-load.d", "/usr/lib/modules-load.d"}) {
@@ -194,6 +153,31 @@ std::vector<std::string> modules_load_d_names(const Tree& tree) {
         }
     }
     return names;
+}
+
+}  // namespace
+
+std::vector<std::string> boot_units(const Tree& tree) {
+    std::vector<std::string> order;
+    if (!runs_systemd(tree)) return order;
+    std::set<std::string> seen;
+    std::vector<std::string> queue = {default_target(tree)};
+    for (size_t i = 0; i < queue.size(); ++i) {
+        const std::string name = queue[i];
+        if (!seen.insert(name).second) continue;
+        const auto file = unit_file(tree, name);
+        if (!file) continue;  // masked or missing
+        order.push_back(name);
+        for (const auto& linked : linked_units(tree, name)) queue.push_back(linked);
+        const auto files = unit_files(tree, name, *file);
+        for (const char* key : {"Wants", "Requires", "BindsTo", "Upholds"})
+            for (const auto& value : unit_values(tree, files, "Unit", key)) {
+                std::istringstream words(value);
+                for (std::string w; words >> w;)
+                    if (w.find('%') == std::string::npos && w.find('/') == std::string::npos) queue.push_back(w);
+            }
+    }
+    return order;
 }
 
 std::vector<std::string> boot_module_lines(const Tree& tree) {
@@ -239,7 +223,7 @@ std::vector<initrd::BootMount> boot_mounts(const Tree& tree) {
     if (!runs_systemd(tree)) return mounts;
     for (const auto& unit : boot_units(tree)) {
         if (!unit.ends_with(".mount")) continue;
-        if (auto m = as_boot_mount(tree, unit, unit_and_dropins(tree, unit, *unit_file(tree, unit)))) mounts.push_back(std::move(*m));
+        if (auto m = as_boot_mount(tree, unit, unit_files(tree, unit, *unit_file(tree, unit)))) mounts.push_back(std::move(*m));
     }
     mounts.push_back({"-", "bpf", "bpf", "/sys/fs/bpf", "nosuid,nodev,noexec,mode=700", {}});
     return mounts;

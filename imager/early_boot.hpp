@@ -33,10 +33,6 @@ namespace cairn::imager {
 // The boot's units by name, the default target's first.
 std::vector<std::string> boot_units(const Tree& tree);
 
-// The module names modules-load.d files list (/etc/modules-load.d, /usr/lib/modules-load.d), as
-// modprobe reads them ('-' as '_').
-std::vector<std::string> modules_load_d_names(const Tree& tree);
-
 // initrd::boot_modules_list's lines: "PATH NEED..." (the names of the modules it needs), in load order.
 std::vector<std::string> boot_module_lines(const Tree& tree);
 

@@ -11,7 +11,6 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "imager/early_boot.hpp"
-#include "imager/kernel_modules.hpp"
 #include "imager/systemd.hpp"
 
 namespace cairn::imager {
@@ -62,15 +61,7 @@ constexpr std::string_view modules_folder = "/usr/lib/modules/";
 
 // The absolute programs a unit file and its drop-ins run (Exec lines, prefixes such as '-' dropped).
 void unit_programs(const Tree& tree, const std::string& name, const std::string& file, std::vector<std::string>& programs) {
-    std::vector<std::string> files = {file};
-    for (const char* folder : {systemd_paths::admin_units, systemd_paths::units}) {
-        const std::string dropins = std::string(folder) + "/" + name + ".d";
-        for (const auto& [path, meta] : tree.entries_under(dropins))
-            if (path.ends_with(".conf")) {
-                if (std::string f = tree_regular_file(tree, path); !f.empty()) files.push_back(f);
-            }
-    }
-    for (const auto& f : files) {
+    for (const auto& f : unit_files(tree, name, file)) {
         std::istringstream in(read_file(tree.host(f)));
         for (std::string line; std::getline(in, line);) {
             const size_t eq = line.find('=');
@@ -92,30 +83,6 @@ void unit_programs(const Tree& tree, const std::string& name, const std::string&
                 }
         }
     }
-}
-
-// The module files (with the modules they depend on) systemd-modules-load loads: the names in
-// modules-load.d, looked up in each kernel's modules.dep the tree has.
-std::vector<std::string> modules_loaded_at_boot(const Tree& tree) {
-    const std::vector<std::string> names = modules_load_d_names(tree);
-    std::vector<std::string> files;
-    if (names.empty()) return files;
-    for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
-        if (!S_ISDIR(meta.mode) || path.find('/', modules_folder.size()) != std::string::npos) continue;
-        KernelModules k;
-        try {
-            k = read_kernel_modules(tree.host(path), "read-ahead");
-        } catch (const Error&) {
-            continue;  // no modules.dep: nothing modprobe could load either
-        }
-        for (const auto& name : names) {
-            const auto m = k.loadable.find(name);
-            if (m == k.loadable.end()) continue;
-            for (const auto& dep : m->second.depends) files.push_back(path + "/" + dep);
-            files.push_back(path + "/" + m->second.path);
-        }
-    }
-    return files;
 }
 
 }  // namespace
@@ -147,7 +114,7 @@ std::vector<std::string> boot_read_ahead(const Tree& tree) {
             if (S_ISREG(meta.mode)) add(path);
     }
     for (const char* file : read_ahead_files) add(tree_regular_file(tree, file));
-    for (const auto& module : modules_loaded_at_boot(tree)) add(module);
+    for (const auto& line : boot_module_lines(tree)) add(line.substr(0, line.find(' ')));  // the boot's modules (imager/early_boot.hpp)
     for (const auto& [path, meta] : tree.entries_under(modules_folder)) {
         if (!S_ISREG(meta.mode)) continue;
         const std::string name = path.substr(path.rfind('/') + 1);

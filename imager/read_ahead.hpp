@@ -11,8 +11,8 @@
 // What it holds, in this order (every entry a canonical path of a regular file in the tree):
 // 0. systemd with its libraries (PID 1 maps them the moment it starts);
 // 1. the units and the configuration systemd, udev, networkd, tmpfiles, sysctl and D-Bus read at
-//    every boot (the folders in read_ahead_folders), the kernel modules' indexes and the modules
-//    modules-load.d names (with the ones they need);
+//    every boot (the folders in read_ahead_folders), the kernel modules' indexes and the boot's
+//    modules (imager/early_boot.hpp's list: modules-load.d's, the modprobe@ units', PID 1's);
 // 2. the programs of the units the boot starts (ExecStart= and friends of every unit linked in a
 //    .wants/.requires folder, the service of each such socket; masked units and the ones only a
 //    timer or path starts are not), each with the libraries it loads

@@ -535,6 +535,24 @@ std::vector<std::string> linked_units(const Tree& tree, const std::string& targe
     return names;
 }
 
+// A unit's files: the unit file, then its drop-ins (NAME.d/*.conf in the vendor folder, then the
+// admin's, so that the admin's come last and win; for an instance, the template's first).
+std::vector<std::string> unit_files(const Tree& tree, const std::string& name, const std::string& file) {
+    std::vector<std::string> files = {file};
+    std::vector<std::string> names;
+    if (size_t at = name.find('@'), dot = name.rfind('.'); at != std::string::npos && dot != std::string::npos && dot > at + 1)
+        names.push_back(name.substr(0, at + 1) + name.substr(dot));
+    names.push_back(name);
+    for (const auto& n : names)
+        for (const char* folder : {systemd_paths::units, systemd_paths::admin_units}) {
+            const std::string dir = std::string(folder) + "/" + n + ".d";
+            for (const auto& [path, meta] : tree.entries_under(dir))
+                if (path.ends_with(".conf") && path.find('/', dir.size() + 1) == std::string::npos)
+                    if (std::string f = tree_regular_file(tree, path); !f.empty()) files.push_back(f);
+        }
+    return files;
+}
+
 bool runs_systemd(const Tree& tree) {
     auto m = tree.meta(tree.resolve(systemd_paths::systemd, "systemd"));
     return m && S_ISREG(m->mode);

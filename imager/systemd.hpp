@@ -51,6 +51,11 @@ std::optional<std::string> unit_file(const Tree& tree, const std::string& name);
 // The units linked in `target`'s .wants and .requires folders, the admin's first, by name.
 std::vector<std::string> linked_units(const Tree& tree, const std::string& target);
 
+// A unit's files: `file` (unit_file's answer), then its drop-ins (NAME.d/*.conf in the vendor
+// folder, then the admin's, so that the admin's come last and win; for an instance, the
+// template's first).
+std::vector<std::string> unit_files(const Tree& tree, const std::string& name, const std::string& file);
+
 // Adds the units above for what the recipe enables ([firewall], [update], [ssh], [provisioning]),
 // the boot units, a persistent journal, the DHCP network and timesyncd when the tree has them;
 // takes packages' units that need not hold up sysinit.target off it (timesyncd, update-utmp), masks

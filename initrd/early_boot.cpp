@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <sstream>
 
+#include "initrd/read_ahead.hpp"
+
 namespace cairn::initrd {
 
 namespace {
@@ -40,19 +42,6 @@ std::string read_small_file(const std::string& path) {
     }
     ::close(fd);
     return text;
-}
-
-// The regular file `path`, opened without following a symbolic link in its last component; -1 when
-// it is anything else or not on filesystem `device`.
-int open_module(const std::string& path, dev_t device) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) return -1;
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != device) {
-        ::close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 bool is_mount_point(const std::string& path) {
@@ -134,7 +123,8 @@ EarlyModules load_boot_modules(const std::string& root, const std::string& relea
         }
         bool ready = !skip.count(name);
         for (std::string need; ready && words >> need;) ready = exists("/sys/module/" + need);
-        const int fd = ready ? open_module(root + path, top.st_dev) : -1;
+        struct stat st {};
+        const int fd = ready ? open_regular((root + path).c_str(), top.st_dev, st) : -1;
         const bool ok = fd >= 0 && (::syscall(SYS_finit_module, fd, "", 0) == 0 || errno == EEXIST);
         if (fd >= 0) ::close(fd);
         ++(ok ? result.loaded : result.left);

@@ -12,10 +12,6 @@
 
 namespace cairn::initrd {
 
-namespace {
-
-// The regular file `path` on `device`, opened for reading without following a last symlink and
-// without opening anything else (a FIFO would block, a device could act on the open); -1 otherwise.
 int open_regular(const char* path, dev_t device, struct stat& st) {
     if (::lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != device) return -1;
     const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
@@ -28,8 +24,6 @@ int open_regular(const char* path, dev_t device, struct stat& st) {
     st = opened;
     return fd;
 }
-
-}  // namespace
 
 ReadAheadResult read_ahead(const std::string& list, dev_t device, const ReadAheadLimits& limits) noexcept try {
     ReadAheadResult result;

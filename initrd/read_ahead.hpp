@@ -10,6 +10,7 @@
 // a symbolic link in the last component, each up to its size, within fixed limits.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -21,6 +22,11 @@ namespace cairn::initrd {
 // Where the imager writes the list and cairn-init reads it, in the image's root: one absolute
 // path per line.
 inline constexpr const char* read_ahead_list = "/usr/lib/cairn/boot-read-ahead";
+
+// The regular file `path` on `device`, opened for reading without following a last symlink and
+// without opening anything else (a FIFO would block, a device could act on the open); -1
+// otherwise. `st` is the opened file's. (Also cairn-init's way to open a module of the root.)
+int open_regular(const char* path, dev_t device, struct stat& st);
 
 struct ReadAheadLimits {
     size_t max_files = 20000;
